@@ -1,0 +1,269 @@
+// The wire contract between coordinator and agents (and between peers for collectives).
+// One interface per message, each with a literal `type`; one union per direction.
+// This folder is a leaf: it imports nothing from coordinator/, node-agent/ or src/.
+
+/** Bumped on any incompatible change; agreed once, in hello/welcome. */
+export const PROTOCOL_VERSION = 1;
+
+declare const brand: unique symbol;
+export type Brand<T, B extends string> = T & { readonly [brand]: B };
+export type AgentId = Brand<string, 'AgentId'>;
+export type JobId = Brand<string, 'JobId'>;
+export type RunId = Brand<string, 'RunId'>;
+export type CheckpointId = Brand<string, 'CheckpointId'>;
+
+/** Errors cross the wire in this form (never as class instances). */
+export interface WireError {
+  name: string;
+  message: string;
+  stack?: string;
+  retryable: boolean;
+}
+
+export interface DeviceInfo {
+  kind: 'gpu' | 'cpu';
+  name: string;
+  memoryBytes?: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The job: what one agent trains. Plain data, so it can be journaled and sent as it is.
+
+export const ENCODINGS = ['sinusoidal', 'rope', 'alibi', 'diet', 't5', 'nope'] as const;
+export type EncodingName = (typeof ENCODINGS)[number];
+
+export interface ModelSpec {
+  layers: number;
+  dModel: number;
+  heads: number;
+  ffnDim: number;
+  dropout: number;
+  maxLen: number;
+}
+
+/** A task: a generator name and its parameters, e.g. {name: 'addition', params: {minDigits: 1, maxDigits: 3}}. */
+export interface TaskSpec {
+  name: string;
+  params: Record<string, number | string | boolean>;
+}
+
+export interface TrainingSpec {
+  steps: number;
+  batchSize: number;
+  learningRate: number;
+  warmupSteps: number;
+  weightDecay: number;
+  clipNorm: number;
+}
+
+export interface EvaluationSpec {
+  /** Problems drawn from the training distribution (held out by seed). */
+  samples: number;
+  /** Optional out-of-distribution test task for length generalization (e.g. longer operands). */
+  lengthTask?: TaskSpec;
+  lengthSamples?: number;
+}
+
+export interface JobSpec {
+  jobId: JobId;
+  runId: RunId;
+  encoding: EncodingName;
+  task: TaskSpec;
+  seed: number;
+  preset: string;
+  model: ModelSpec;
+  training: TrainingSpec;
+  evaluation: EvaluationSpec;
+  /** Upload a checkpoint every this many steps. */
+  checkpointEvery: number;
+  /** Placement constraints; absent means any agent will do. */
+  needs?: { backend?: string; gpu?: boolean };
+}
+
+/** One training step's numbers, streamed in batches. */
+export interface MetricPoint {
+  step: number;
+  loss: number;
+  learningRate: number;
+  gradNorm: number;
+  tokensPerSecond: number;
+  time: number;
+  accuracy?: number;
+}
+
+/** What a finished job reports; written as jobs/<jobId>/evaluation.json. */
+export interface Evaluation {
+  jobId: JobId;
+  encoding: EncodingName;
+  task: string;
+  seed: number;
+  backend: string;
+  steps: number;
+  wallTimeS: number;
+  parameters: number;
+  tokensPerSecond: number;
+  exactMatch: number;
+  symbolicAccuracy: number;
+  stepAccuracy: number | null;
+  /** Keyed by problem length (e.g. operand digits), exact match per bucket. */
+  perLength: Record<string, { n: number; exactMatch: number }>;
+  /** [layer][head] mean attention entropy in nats. */
+  attentionEntropy: number[][];
+  errorTaxonomy: Record<string, number>;
+  /** Per problem, for paired tests between encodings (same seeds give the same problems). */
+  problems: { id: string; split: string; length: number; correct: boolean; symbolic: boolean; prediction: string; target: string }[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Agent -> coordinator
+
+export interface Hello {
+  type: 'hello';
+  version: number;
+  agentId: AgentId;
+  host: string;
+  pid: number;
+  backend: string;
+  devices: DeviceInfo[];
+  /** The scheduler's id for this agent (PBS/Slurm job id), when launched by one. */
+  launcherId?: string;
+}
+
+export interface Heartbeat {
+  type: 'heartbeat';
+  agentId: AgentId;
+  seq: number;
+  time: number;
+  state: 'idle' | 'busy' | 'draining';
+  jobId?: JobId;
+  epoch?: number;
+  step?: number;
+}
+
+export interface Metrics {
+  type: 'metrics';
+  jobId: JobId;
+  epoch: number;
+  points: MetricPoint[];
+}
+
+/** Checkpoints and final models move in chunks, in either direction; sha256 is of the whole blob. */
+export interface CheckpointChunk {
+  type: 'checkpoint_chunk';
+  jobId: JobId;
+  epoch: number;
+  checkpointId: CheckpointId;
+  kind: 'checkpoint' | 'final';
+  step: number;
+  index: number;
+  count: number;
+  totalBytes: number;
+  sha256: string;
+  data: Uint8Array;
+}
+
+/** Agent asks for a checkpoint to resume from (or for a chunk again after a bad one). */
+export interface CheckpointRequest {
+  type: 'checkpoint_request';
+  jobId: JobId;
+  epoch: number;
+  checkpointId: CheckpointId;
+}
+
+export interface JobResult {
+  type: 'job_result';
+  jobId: JobId;
+  epoch: number;
+  evaluation: Evaluation;
+}
+
+export interface JobFailed {
+  type: 'job_failed';
+  jobId: JobId;
+  epoch: number;
+  error: WireError;
+}
+
+export interface ErrorMessage {
+  type: 'error';
+  error: WireError;
+  /** What the error is about, e.g. the message type that could not be handled. */
+  context?: string;
+}
+
+export interface Bye {
+  type: 'bye';
+  agentId: AgentId;
+  reason: string;
+}
+
+export type AgentToCoordinator =
+  | Hello
+  | Heartbeat
+  | Metrics
+  | CheckpointChunk
+  | CheckpointRequest
+  | JobResult
+  | JobFailed
+  | ErrorMessage
+  | Bye;
+
+// ---------------------------------------------------------------------------------------------
+// Coordinator -> agent
+
+export interface Welcome {
+  type: 'welcome';
+  version: number;
+  agentId: AgentId;
+  runId: RunId;
+  heartbeatIntervalMs: number;
+}
+
+export interface Reject {
+  type: 'reject';
+  reason: string;
+  version: number;
+}
+
+export interface Assign {
+  type: 'assign';
+  job: JobSpec;
+  attempt: number;
+  epoch: number;
+  /** Resume from this checkpoint; the agent pulls it with checkpoint_request before training. */
+  resumeFrom?: { checkpointId: CheckpointId; step: number; totalBytes: number; sha256: string };
+}
+
+export interface Cancel {
+  type: 'cancel';
+  jobId: JobId;
+  epoch: number;
+  reason: string;
+}
+
+export interface CheckpointAck {
+  type: 'checkpoint_ack';
+  jobId: JobId;
+  epoch: number;
+  checkpointId: CheckpointId;
+  ok: boolean;
+  /** Set when ok is false: why the upload was refused (the agent sends it again). */
+  reason?: string;
+}
+
+export interface Shutdown {
+  type: 'shutdown';
+  reason: string;
+}
+
+export type CoordinatorToAgent =
+  | Welcome
+  | Reject
+  | Assign
+  | Cancel
+  | CheckpointChunk
+  | CheckpointAck
+  | ErrorMessage
+  | Shutdown;
+
+export type MessageType = AgentToCoordinator['type'] | CoordinatorToAgent['type'];

@@ -1,0 +1,15 @@
+// The pe-arena command line: each command lives with the part it drives and registers itself here.
+import { Command } from 'commander';
+import { registerTrainCommand } from './commands/train.ts';
+import { registerRuntimeCommands } from './commands/runtime.ts';
+import { registerKeysCommand } from './commands/keys.ts';
+
+const program = new Command('pe-arena')
+  .description('Compare positional encodings for math-reasoning transformers across a cluster')
+  .showHelpAfterError();
+
+registerTrainCommand(program);
+registerRuntimeCommands(program);
+registerKeysCommand(program);
+
+await program.parseAsync(process.argv);

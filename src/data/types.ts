@@ -1,0 +1,29 @@
+// What every task generator and loader produces: a prompt, the target the model must write after it,
+// and the problem's length (e.g. operand digits) for length-generalization buckets.
+import type { RngState } from './rng.ts';
+
+export interface Example {
+  /** Stable within a seed, so paired tests can match the same problem across encodings. */
+  id: string;
+  task: string;
+  prompt: string;
+  /** For step-by-step tasks: the steps, then "#### <answer>" (GSM8K form). Otherwise just the answer. */
+  target: string;
+  /** The final answer alone, for exact and symbolic match. */
+  answer: string;
+  length: number;
+}
+
+/** An endless, seeded, resumable stream of examples. */
+export interface ExampleSource {
+  readonly task: string;
+  next(): Example;
+  getState(): SourceState;
+  setState(state: SourceState): void;
+}
+
+export interface SourceState {
+  rng: RngState;
+  /** Examples drawn so far (the data position). */
+  position: number;
+}

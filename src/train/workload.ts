@@ -1,0 +1,33 @@
+// The seam between the node agent and the training code: the agent drives a Workload and never
+// touches TensorFlow.js itself. Implemented by src/train/tf-workload.ts.
+import type { Evaluation, JobSpec, MetricPoint } from '../../protocol/messages.ts';
+
+export type BackendName = 'tensorflow-gpu' | 'tensorflow' | 'wasm' | 'cpu';
+
+export interface WorkloadOptions {
+  /** Force a backend; otherwise the best one that loads is picked (and logged). */
+  backend?: BackendName;
+  /** A checkpoint blob (as produced by Workload.checkpoint) to resume from exactly. */
+  resumeFrom?: Uint8Array;
+  /** Where to report what happened, e.g. which backend was picked and why others were skipped. */
+  log?: (line: string) => void;
+}
+
+export interface Workload {
+  readonly spec: JobSpec;
+  readonly backend: BackendName;
+  /** Steps completed so far (continues from the checkpoint on resume). */
+  readonly step: number;
+  readonly parameterCount: number;
+  /** Train up to n more steps (never past spec.training.steps); one MetricPoint per step. */
+  trainSteps(n: number): Promise<MetricPoint[]>;
+  /** A self-describing binary: weights, optimizer state, step, RNG state, data position, sha256. */
+  checkpoint(): Promise<Uint8Array>;
+  /** Decode the evaluation sets and score them. */
+  evaluate(): Promise<Evaluation>;
+  /** The trained model as one blob (a checkpoint is fine), for final_model/. */
+  exportModel(): Promise<Uint8Array>;
+  dispose(): void;
+}
+
+export type CreateWorkload = (spec: JobSpec, options?: WorkloadOptions) => Promise<Workload>;
