@@ -251,6 +251,13 @@ export interface CheckpointAck {
   reason?: string;
 }
 
+/** The coordinator answers each heartbeat, so an agent can tell when the coordinator is gone. */
+export interface HeartbeatAck {
+  type: 'heartbeat_ack';
+  seq: number;
+  time: number;
+}
+
 export interface Shutdown {
   type: 'shutdown';
   reason: string;
@@ -263,6 +270,7 @@ export type CoordinatorToAgent =
   | Cancel
   | CheckpointChunk
   | CheckpointAck
+  | HeartbeatAck
   | ErrorMessage
   | Shutdown;
 

@@ -1,0 +1,26 @@
+// `npm run bench -- <suite>`: runs bench/<suite>.ts, prints its table and writes bench/results/<suite>.json.
+// A suite module exports `run(args: string[]): Promise<Record<string, unknown>>`; flat numeric fields print as rows.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import os from 'node:os';
+
+const [suite, ...args] = process.argv.slice(2);
+if (!suite || !/^[a-z][a-z0-9-]*$/.test(suite)) {
+  console.error('usage: npm run bench -- <suite> (protocol | model | runtime | serve)');
+  process.exit(2);
+}
+const mod = (await import(`./${suite}.ts`)) as { run: (args: string[]) => Promise<Record<string, unknown>> };
+const started = new Date().toISOString();
+const results = await mod.run(args);
+const record = {
+  suite,
+  started,
+  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+  results,
+};
+await mkdir(join(import.meta.dirname, 'results'), { recursive: true });
+const file = join(import.meta.dirname, 'results', `${suite}.json`);
+await writeFile(file, JSON.stringify(record, null, 2) + '\n');
+console.table(Object.fromEntries(Object.entries(results).filter(([, v]) => typeof v !== 'object')));
+console.log(`wrote ${file}`);
+process.exit(0);
