@@ -197,7 +197,14 @@ export interface Bye {
   reason: string;
 }
 
+/** `pe-arena status tcp://...` asks a running coordinator for a snapshot; no hello needed. */
+export interface StatusRequest {
+  type: 'status_request';
+  version: number;
+}
+
 export type AgentToCoordinator =
+  | StatusRequest
   | Hello
   | Heartbeat
   | Metrics
@@ -263,7 +270,43 @@ export interface Shutdown {
   reason: string;
 }
 
+export interface JobStatus {
+  jobId: JobId;
+  encoding: EncodingName;
+  task: string;
+  seed: number;
+  state: 'pending' | 'assigned' | 'running' | 'evaluating' | 'done' | 'failed';
+  attempt: number;
+  epoch: number;
+  step: number;
+  totalSteps: number;
+  agentId?: AgentId;
+  loss?: number;
+  accuracy?: number;
+  tokensPerSecond?: number;
+}
+
+export interface AgentStatus {
+  agentId: AgentId;
+  host: string;
+  pid: number;
+  backend: string;
+  state: 'idle' | 'busy' | 'suspect' | 'dead' | 'draining' | 'gone';
+  lastHeartbeatAgoMs: number;
+  jobId?: JobId;
+  launcherId?: string;
+}
+
+export interface StatusReply {
+  type: 'status';
+  runId: RunId;
+  experiment: string;
+  jobs: JobStatus[];
+  agents: AgentStatus[];
+}
+
 export type CoordinatorToAgent =
+  | StatusReply
   | Welcome
   | Reject
   | Assign
