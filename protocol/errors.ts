@@ -16,10 +16,30 @@ export class MalformedMessageError extends ProtocolError {
   override readonly name = 'MalformedMessageError';
   /** Dotted path of the offending field, e.g. "job.training.steps"; "" for the frame itself. */
   readonly field: string;
-  constructor(message: string, field = '', options: { cause?: unknown } = {}) {
-    super(message, options);
+  /** The message's `type` when it could be read (undefined for garbage frames). */
+  readonly messageType: string | undefined;
+  constructor(message: string, field = '', options: { cause?: unknown; messageType?: string } = {}) {
+    super(message, options.cause === undefined ? {} : { cause: options.cause });
     this.field = field;
+    this.messageType = options.messageType;
   }
+}
+
+/** Whatever a decoder threw, as a MalformedMessageError (a decoder bug must not take a server down either). */
+export function asMalformed(error: unknown): MalformedMessageError {
+  if (error instanceof MalformedMessageError) return error;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new MalformedMessageError(`frame: could not be decoded: ${reason}`, '', { cause: error });
+}
+
+/** A socket-level failure: bind/connect failed, the peer is gone, a send timed out, or the transport is closed. */
+export class TransportError extends ProtocolError {
+  override readonly name = 'TransportError';
+}
+
+/** Key files missing, unreadable, or not a valid Z85 CURVE key. */
+export class KeyError extends ProtocolError {
+  override readonly name = 'KeyError';
 }
 
 export class VersionMismatchError extends ProtocolError {
@@ -47,4 +67,12 @@ export function toWireError(error: unknown): WireError {
     };
   }
   return { name: 'Error', message: String(error), retryable: true };
+}
+
+/** Rebuilds an error that crossed the wire; the remote stack is kept, and retryable survives. */
+export function fromWireError(wire: WireError): ProtocolError {
+  const error = new ProtocolError(wire.message, { retryable: wire.retryable });
+  Object.defineProperty(error, 'name', { value: wire.name });
+  if (wire.stack !== undefined) error.stack = wire.stack;
+  return error;
 }

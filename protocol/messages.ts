@@ -318,3 +318,45 @@ export type CoordinatorToAgent =
   | Shutdown;
 
 export type MessageType = AgentToCoordinator['type'] | CoordinatorToAgent['type'];
+
+// ---------------------------------------------------------------------------------------------
+// Peer <-> peer: the communicator's messages (protocol/communicator.ts). Each rank binds one ROUTER
+// and reaches the others through DEALERs, so every message says which rank sent it.
+
+/** A rank announces itself to rank 0 with the address it listens on. */
+export interface PeerHello {
+  type: 'peer_hello';
+  version: number;
+  rank: number;
+  size: number;
+  address: string;
+}
+
+/** Rank 0 answers once every rank has said hello: addresses[r] is where rank r listens. */
+export interface PeerTable {
+  type: 'peer_table';
+  version: number;
+  addresses: string[];
+}
+
+/**
+ * Point-to-point data ('p2p', tag chosen by the user) or one step of a collective ('coll', tag = the
+ * collective's sequence number, the same on every rank because all ranks call collectives in the same order).
+ */
+export interface PeerData {
+  type: 'peer_data';
+  source: number;
+  channel: 'p2p' | 'coll';
+  tag: number;
+  /** Any msgpack value; typed arrays survive as typed arrays. */
+  data: unknown;
+}
+
+/** A rank gave up on a collective (or is closing): the others fail fast instead of waiting out their timeout. */
+export interface PeerAbort {
+  type: 'peer_abort';
+  source: number;
+  reason: string;
+}
+
+export type PeerMessage = PeerHello | PeerTable | PeerData | PeerAbort;

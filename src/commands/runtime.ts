@@ -1,4 +1,126 @@
-// PLACEHOLDER: replaced by the part that owns this command.
+// The runtime commands: `run` (coordinator + local agents), `coordinator` (head node), `agent` (compute node)
+// and `status`. Parsing only; the work lives in coordinator/ and node-agent/.
+import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 
-export function registerRuntimeCommands(_program: Command): void {}
+function positiveInt(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got '${value}'`);
+    return n;
+  };
+}
+
+function launcherName(value: string): 'local' | 'none' {
+  if (value !== 'local' && value !== 'none') throw new InvalidArgumentError(`launcher must be local or none (pbs and slurm come later), got '${value}'`);
+  return value;
+}
+
+interface RunFlags {
+  agents?: number;
+  launcher: 'local' | 'none';
+  bind?: string;
+  runsDir: string;
+  resume?: string;
+  backend?: string;
+  workloadModule?: string;
+  agentDeathTimeoutMs?: number;
+  view: string;
+  plainEvery?: number;
+}
+
+async function runOrCoordinate(experiment: string | undefined, flags: RunFlags): Promise<void> {
+  // Imported on use, so `pe-arena agent` never loads the coordinator (and the coordinator never loads TF.js).
+  const { runCoordinatorProcess } = await import('../../coordinator/run.ts');
+  const view = flags.view === 'plain' || flags.view === 'off' ? flags.view : 'auto';
+  if (experiment === undefined && flags.resume === undefined) {
+    process.stderr.write('pe-arena: give an experiment file (e.g. configs/experiments/quick.json) or --resume runs/<runId>\n');
+    process.exitCode = 2;
+    return;
+  }
+  const code = await runCoordinatorProcess({
+    launcher: flags.launcher,
+    runsDir: flags.runsDir,
+    view,
+    ...(experiment === undefined ? {} : { experiment }),
+    ...(flags.resume === undefined ? {} : { resume: flags.resume }),
+    ...(flags.agents === undefined ? {} : { agents: flags.agents }),
+    ...(flags.bind === undefined ? {} : { bind: flags.bind }),
+    ...(flags.backend === undefined ? {} : { backend: flags.backend }),
+    ...(flags.workloadModule === undefined ? {} : { workloadModule: flags.workloadModule }),
+    ...(flags.agentDeathTimeoutMs === undefined ? {} : { agentDeathTimeoutMs: flags.agentDeathTimeoutMs }),
+    ...(flags.plainEvery === undefined ? {} : { plainEverySec: flags.plainEvery }),
+  });
+  process.exit(code);
+}
+
+export function registerRuntimeCommands(program: Command): void {
+  const withRunOptions = (cmd: Command, launcherDefault: 'local' | 'none', bindDefault: string | undefined): Command =>
+    cmd
+      .option('--agents <n>', 'local agents to start (default: one per core)', positiveInt('--agents'))
+      .option('--launcher <name>', 'local (child processes) or none (agents started by hand)', launcherName, launcherDefault)
+      .option('--bind <address>', `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`, bindDefault)
+      .option('--runs-dir <dir>', 'where run directories go', 'runs')
+      .option('--resume <runDir>', 'continue an interrupted run from its journal')
+      .option('--backend <name>', 'TensorFlow.js backend for local agents (tensorflow-gpu, tensorflow, wasm, cpu)')
+      .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
+      .option('--agent-death-timeout-ms <ms>', 'local agents exit after hearing nothing for this long', positiveInt('--agent-death-timeout-ms'))
+      .option('--view <mode>', 'auto (live on a TTY, plain lines otherwise), plain, or off', 'auto')
+      .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'));
+
+  withRunOptions(
+    program.command('run').argument('[experiment]', 'experiment file, e.g. configs/experiments/quick.json').description('run an experiment: a coordinator and local agents, live progress, comparison table'),
+    'local',
+    undefined,
+  ).action(async (experiment: string | undefined, flags: RunFlags) => runOrCoordinate(experiment, flags));
+
+  withRunOptions(
+    program.command('coordinator').argument('[experiment]', 'experiment file').description('run the coordinator on a head node; agents connect with pe-arena agent'),
+    'none',
+    'tcp://0.0.0.0:5555',
+  ).action(async (experiment: string | undefined, flags: RunFlags) => runOrCoordinate(experiment, flags));
+
+  program
+    .command('agent')
+    .description('run a node agent that connects to a coordinator and trains the jobs it is given')
+    .requiredOption('--coordinator <address>', 'the coordinator, e.g. tcp://head:5555')
+    .option('--backend <name>', 'force a backend: tensorflow-gpu, tensorflow, wasm, cpu')
+    .option('--agent-id <id>', 'this agent\'s id (default: a fresh one)')
+    .option('--log-file <file>', 'write logs here instead of stdout')
+    .option('--death-timeout-ms <ms>', 'exit after hearing nothing from the coordinator for this long (default 60000)', positiveInt('--death-timeout-ms'))
+    .option('--workload-module <path>', 'module exporting createWorkload (tests)')
+    .option('--launcher-id <id>', 'the batch scheduler\'s id for this agent')
+    .action(
+      async (flags: { coordinator: string; backend?: string; agentId?: string; logFile?: string; deathTimeoutMs?: number; workloadModule?: string; launcherId?: string }) => {
+        const { runAgent } = await import('../../node-agent/agent.ts');
+        type AgentOptions = Parameters<typeof runAgent>[0];
+        const options: AgentOptions = { coordinator: flags.coordinator };
+        if (flags.backend !== undefined) options.backend = flags.backend as NonNullable<AgentOptions['backend']>;
+        if (flags.agentId !== undefined) options.agentId = flags.agentId;
+        if (flags.logFile !== undefined) options.logFile = flags.logFile;
+        if (flags.deathTimeoutMs !== undefined) options.deathTimeoutMs = flags.deathTimeoutMs;
+        if (flags.workloadModule !== undefined) options.workloadModule = flags.workloadModule;
+        if (flags.launcherId !== undefined) options.launcherId = flags.launcherId;
+        // runAgent validates the options (e.g. the backend name) and says what is wrong.
+        const code = await runAgent(options);
+        process.exit(code);
+      },
+    );
+
+  program
+    .command('status')
+    .argument('<target>', 'a run directory, or a running coordinator tcp://host:port')
+    .description('show the jobs and agents of a run')
+    .option('--json', 'print the raw status as JSON')
+    .action(async (target: string, flags: { json?: boolean }) => {
+      const { statusFromCoordinator, statusFromRunDir, formatStatus } = await import('../../coordinator/status.ts');
+      try {
+        const status = /^[a-z]+:\/\//.test(target) ? await statusFromCoordinator(target) : statusFromRunDir(target);
+        process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + '\n');
+        process.exit(0);
+      } catch (error) {
+        process.stderr.write(`pe-arena status: ${(error as Error).message}\n`);
+        process.exit(1);
+      }
+    });
+}

@@ -51,7 +51,8 @@ export class Rng {
     return item;
   }
 
+  /** Four uint32s (the xor in nextUint32 can leave a word signed; normalize so states compare and validate). */
   getState(): RngState {
-    return [this.a, this.b, this.c, this.d];
+    return [this.a >>> 0, this.b >>> 0, this.c >>> 0, this.d >>> 0];
   }
 }

@@ -12,6 +12,8 @@ export interface Example {
   /** The final answer alone, for exact and symbolic match. */
   answer: string;
   length: number;
+  /** Set when the target writes the answer's digits in reverse; `answer` is always in normal reading order. */
+  reversed?: boolean;
 }
 
 /** An endless, seeded, resumable stream of examples. */

@@ -1,0 +1,303 @@
+// `npm run bench -- protocol [--quick]`: the wire stack against raw zeromq.js, side by side in one run.
+// - metrics_msgs_per_s: encode, send, receive, validate (ZmqServer/ZmqClient) vs raw_msgs_per_s: PUSH/PULL of the same bytes
+// - rtt_p50_us / rtt_p99_us: lockstep heartbeat -> heartbeat_ack
+// - allreduce_MBps: ring allreduce bus bandwidth (size/time x 2(n-1)/n) for 2 and 4 ranks as separate processes,
+//   vs raw_bulk_MBps: raw PUSH/PULL of 1 MiB frames between two processes
+// - checkpoint_MBps: 256 MiB as 1 MiB checkpoint_chunk messages, each acknowledged, a window of 4 in flight
+// This file is also the child process for the multi-process parts (argv[2] === '--child').
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import * as zmq from 'zeromq';
+import { Communicator } from '../protocol/communicator.ts';
+import { encode } from '../protocol/codec.ts';
+import { bindServer, connectClient } from '../protocol/zmq-transport.ts';
+import type { AgentToCoordinator, CheckpointChunk, Metrics } from '../protocol/messages.ts';
+import type { PeerId } from '../protocol/transport.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+const KiB = 1024;
+const MiB = 1024 * 1024;
+const jobId = 'bench-job' as Metrics['jobId'];
+
+function metricsMessage(i: number): Metrics {
+  // A realistic batch: 10 steps' worth of numbers.
+  return {
+    type: 'metrics',
+    jobId,
+    epoch: 1,
+    points: Array.from({ length: 10 }, (_, k) => ({ step: i * 10 + k, loss: 1.234, learningRate: 0.001, gradNorm: 0.5, tokensPerSecond: 12345, time: 1700000000000 + k, accuracy: 0.5 })),
+  };
+}
+
+const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
+const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+
+async function fullStackMessages(count: number): Promise<number> {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', highWaterMark: 10_000 });
+  const client = await connectClient({ address: server.address, routingId: 'bench', highWaterMark: 10_000 });
+  try {
+    // Warm up (connection, JIT), then measure.
+    await client.send(metricsMessage(0));
+    const iterator = server.inbound()[Symbol.asyncIterator]();
+    await iterator.next();
+    const started = performance.now();
+    const receiving = (async () => {
+      for (let i = 0; i < count; i++) {
+        const next = await iterator.next();
+        if (next.done === true || next.value.kind !== 'message') throw new Error('bench: lost a message');
+      }
+    })();
+    for (let i = 0; i < count; i++) await client.send(metricsMessage(i));
+    await receiving;
+    return count / ((performance.now() - started) / 1000);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+}
+
+async function rawMessages(count: number): Promise<number> {
+  const pull = new zmq.Pull({ linger: 0, receiveHighWaterMark: 10_000 });
+  await pull.bind('tcp://127.0.0.1:0');
+  const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000 });
+  push.connect(pull.lastEndpoint!);
+  // The same bytes the full stack sends, encoded up front: this is the floor the stack is measured against.
+  const frames = Array.from({ length: 100 }, (_, i) => encode(metricsMessage(i)));
+  try {
+    await push.send(frames[0]!);
+    await pull.receive();
+    const started = performance.now();
+    const receiving = (async () => {
+      for (let i = 0; i < count; i++) await pull.receive();
+    })();
+    for (let i = 0; i < count; i++) await push.send(frames[i % frames.length]!);
+    await receiving;
+    return count / ((performance.now() - started) / 1000);
+  } finally {
+    push.close();
+    pull.close();
+  }
+}
+
+async function roundTrips(count: number): Promise<{ p50: number; p99: number }> {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const client = await connectClient({ address: server.address, routingId: 'rtt' });
+  const serving = (async () => {
+    for await (const item of server.inbound()) {
+      if (item.kind === 'message' && item.message.type === 'heartbeat') {
+        await server.send(item.from, { type: 'heartbeat_ack', seq: item.message.seq, time: Date.now() });
+      }
+    }
+  })();
+  const replies = client.inbound()[Symbol.asyncIterator]();
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < count + 200; i++) {
+      const started = performance.now();
+      await client.send({ type: 'heartbeat', agentId: 'rtt' as never, seq: i, time: Date.now(), state: 'idle' });
+      const reply = await replies.next();
+      if (reply.done === true) throw new Error('bench: connection closed');
+      if (i >= 200) samples.push((performance.now() - started) * 1000); // the first 200 warm up
+    }
+  } finally {
+    await client.close();
+    await server.close();
+    await serving;
+  }
+  samples.sort((a, b) => a - b);
+  return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+}
+
+async function checkpointTransfer(totalBytes: number, chunkBytes: number, window: number): Promise<number> {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const client = await connectClient({ address: server.address, routingId: 'ckpt' });
+  const count = Math.ceil(totalBytes / chunkBytes);
+  const blob = new Uint8Array(chunkBytes).map((_, i) => i & 0xff);
+  let received = 0;
+  const serving = (async () => {
+    for await (const item of server.inbound()) {
+      if (item.kind !== 'message' || item.message.type !== 'checkpoint_chunk') continue;
+      received += item.message.data.byteLength;
+      const m = item.message;
+      await server.send(item.from, { type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok: true });
+    }
+  })();
+  const acks = client.inbound()[Symbol.asyncIterator]();
+  const chunk = (index: number): CheckpointChunk => ({
+    type: 'checkpoint_chunk',
+    jobId,
+    epoch: 1,
+    checkpointId: 'bench-ckpt' as CheckpointChunk['checkpointId'],
+    kind: 'checkpoint',
+    step: 1,
+    index,
+    count,
+    totalBytes,
+    sha256: '0'.repeat(64),
+    data: blob,
+  });
+  try {
+    const started = performance.now();
+    let sent = 0;
+    let acked = 0;
+    while (acked < count) {
+      while (sent < count && sent - acked < window) await client.send(chunk(sent++));
+      const ack = await acks.next();
+      if (ack.done === true) throw new Error('bench: connection closed');
+      acked++;
+    }
+    const seconds = (performance.now() - started) / 1000;
+    if (received !== count * chunkBytes) throw new Error(`bench: server got ${received} bytes`);
+    return totalBytes / MiB / seconds;
+  } finally {
+    await client.close();
+    await server.close();
+    await serving;
+  }
+}
+
+// --- multi-process parts --------------------------------------------------------------------------
+
+interface Child {
+  lines: AsyncIterator<string>;
+  exited: Promise<number | null>;
+  kill(): void;
+}
+
+function startChild(args: string[]): Child {
+  const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  return { lines, exited, kill: () => child.kill('SIGKILL') };
+}
+
+async function nextLine(child: Child, prefix: string): Promise<string> {
+  for (;;) {
+    const next = await child.lines.next();
+    if (next.done === true) throw new Error(`bench child exited before printing ${prefix}`);
+    if (next.value.startsWith(prefix)) return next.value.slice(prefix.length + 1);
+  }
+}
+
+async function allreduceBandwidth(ranks: number, sizes: number[]): Promise<Record<string, number>> {
+  const root = startChild(['rank', '0', String(ranks), 'tcp://127.0.0.1:0', sizes.join(',')]);
+  const children = [root];
+  try {
+    const address = await nextLine(root, 'ADDRESS');
+    for (let r = 1; r < ranks; r++) children.push(startChild(['rank', String(r), String(ranks), address, sizes.join(',')]));
+    const result = JSON.parse(await nextLine(root, 'RESULT')) as Record<string, number>;
+    await Promise.all(children.map((c) => c.exited));
+    return result;
+  } finally {
+    for (const c of children) c.kill();
+  }
+}
+
+async function rawBulk(totalBytes: number, frameBytes: number): Promise<number> {
+  const push = new zmq.Push({ linger: 0, sendHighWaterMark: 64 });
+  await push.bind('tcp://127.0.0.1:0');
+  const child = startChild(['pull', push.lastEndpoint!, String(totalBytes / frameBytes)]);
+  try {
+    await nextLine(child, 'READY');
+    const frame = new Uint8Array(frameBytes).fill(7);
+    await push.send(frame); // warm-up frame, not timed by the child
+    const count = totalBytes / frameBytes;
+    for (let i = 0; i < count; i++) await push.send(frame);
+    return Number(await nextLine(child, 'RESULT'));
+  } finally {
+    push.close();
+    child.kill();
+  }
+}
+
+async function child(args: string[]): Promise<void> {
+  const [role, ...rest] = args;
+  if (role === 'pull') {
+    const [address, countText] = rest;
+    const pull = new zmq.Pull({ linger: 0, receiveHighWaterMark: 64 });
+    pull.connect(address!);
+    console.log('READY');
+    await pull.receive();
+    const count = Number(countText);
+    const started = performance.now();
+    let bytes = 0;
+    for (let i = 0; i < count; i++) bytes += (await pull.receive())[0]!.byteLength;
+    console.log(`RESULT ${bytes / MiB / ((performance.now() - started) / 1000)}`);
+    pull.close();
+    return;
+  }
+  const [rankText, sizeText, rootAddress, sizesText] = rest;
+  const rank = Number(rankText);
+  const n = Number(sizeText);
+  const comm = await Communicator.create({
+    rank,
+    size: n,
+    rootAddress: rootAddress!,
+    timeoutMs: 60_000,
+    onListening: (address) => {
+      if (rank === 0) console.log(`ADDRESS ${address}`);
+    },
+  });
+  const result: Record<string, number> = {};
+  for (const bytes of sizesText!.split(',').map(Number)) {
+    const data = new Float32Array(bytes / 4).fill(rank + 1);
+    const iterations = Math.max(3, Math.min(200, Math.floor((64 * MiB) / bytes)));
+    await comm.allreduce(data); // warm-up
+    await comm.barrier();
+    const started = performance.now();
+    for (let i = 0; i < iterations; i++) await comm.allreduce(data);
+    await comm.barrier();
+    const seconds = (performance.now() - started) / 1000 / iterations;
+    result[String(bytes)] = ((bytes / MiB) * (2 * (n - 1))) / n / seconds;
+  }
+  if (rank === 0) console.log(`RESULT ${JSON.stringify(result)}`);
+  await comm.close();
+}
+
+const label = (bytes: number): string => (bytes >= MiB ? `${bytes / MiB}MiB` : `${bytes / KiB}KiB`);
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const quick = args.includes('--quick');
+  const messages = quick ? 20_000 : 100_000;
+  const raw = await rawMessages(messages);
+  const full = await fullStackMessages(messages);
+  const rtt = await roundTrips(quick ? 2000 : 10_000);
+  const rawBulkMBps = await rawBulk(quick ? 64 * MiB : 256 * MiB, MiB);
+  const sizes = quick ? [KiB, MiB, 16 * MiB] : [KiB, 16 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB];
+  const allreduce: Record<string, Record<string, number>> = {};
+  const flat: Record<string, number> = {};
+  for (const ranks of [2, 4]) {
+    const got = await allreduceBandwidth(ranks, sizes);
+    allreduce[`${ranks}_ranks`] = Object.fromEntries(Object.entries(got).map(([bytes, mbps]) => [label(Number(bytes)), round(mbps)]));
+    for (const [bytes, mbps] of Object.entries(got)) flat[`allreduce_${ranks}r_${label(Number(bytes))}_MBps`] = round(mbps);
+  }
+  const checkpoint = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4);
+  const ar16 = allreduce['2_ranks']?.['16MiB'];
+  return {
+    metrics_msgs_per_s: Math.round(full),
+    raw_msgs_per_s: Math.round(raw),
+    metrics_vs_raw: round(full / raw, 3),
+    rtt_p50_us: round(rtt.p50),
+    rtt_p99_us: round(rtt.p99),
+    raw_bulk_MBps: round(rawBulkMBps),
+    ...flat,
+    allreduce_2r_16MiB_vs_raw_bulk: ar16 === undefined ? null : round(ar16 / rawBulkMBps, 3),
+    checkpoint_MBps: round(checkpoint),
+    allreduce_MBps: allreduce,
+    notes: {
+      messages,
+      metrics_message: '10 metric points per message',
+      allreduce: 'bus bandwidth = size/time x 2(n-1)/n; ranks are separate processes on this machine',
+      checkpoint: '1 MiB chunks, each acknowledged, window of 4; no sha256 in the loop',
+      quick,
+    },
+  };
+}
+
+if (process.argv[2] === '--child') {
+  // A bench child must never outlive the bench.
+  setTimeout(() => process.exit(3), 300_000).unref();
+  await child(process.argv.slice(3));
+  process.exit(0);
+}

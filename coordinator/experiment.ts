@@ -1,0 +1,324 @@
+// Experiment files: load, validate (errors name the file and the field), fill defaults, and compile once
+// into an Experiment whose jobs (encodings x tasks x seeds) are plain JobSpecs, ready to journal and send.
+import { readFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ENCODINGS } from '../protocol/messages.ts';
+import type {
+  EncodingName,
+  EvaluationSpec,
+  JobId,
+  JobSpec,
+  ModelSpec,
+  RunId,
+  TaskSpec,
+  TrainingSpec,
+} from '../protocol/messages.ts';
+import { ExperimentConfigError } from './errors.ts';
+
+export interface ClusterSpec {
+  heartbeatIntervalMs: number;
+  /** No message from an agent for this long: dead, its job is re-queued. */
+  failureTimeoutMs: number;
+  /** No message for this long: suspect (shown, nothing moved yet). */
+  suspectAfterMs: number;
+  /** A busy job whose step does not advance for this long is treated as lost (0 turns the watchdog off). */
+  watchdogMs: number;
+  checkpointEvery: number;
+  maxAttempts: number;
+  /** Acknowledged checkpoints kept per job. */
+  keepCheckpoints: number;
+}
+
+export interface Experiment {
+  name: string;
+  /** Where it came from, for messages. */
+  source: string;
+  encodings: EncodingName[];
+  tasks: TaskSpec[];
+  seeds: number[];
+  preset: string;
+  model: ModelSpec;
+  training: TrainingSpec;
+  evaluation: EvaluationSpec;
+  cluster: ClusterSpec;
+  needs?: { backend?: string; gpu?: boolean };
+  jobs: JobSpec[];
+}
+
+export const DEFAULT_CLUSTER: ClusterSpec = {
+  heartbeatIntervalMs: 1000,
+  failureTimeoutMs: 5000,
+  suspectAfterMs: 2500,
+  watchdogMs: 120_000,
+  checkpointEvery: 100,
+  maxAttempts: 4,
+  keepCheckpoints: 3,
+};
+
+const DEFAULT_TRAINING: Omit<TrainingSpec, 'steps'> = {
+  batchSize: 32,
+  learningRate: 1e-3,
+  warmupSteps: 0,
+  weightDecay: 0.01,
+  clipNorm: 1.0,
+};
+
+/** Used only when configs/presets.json is missing; the workload's presets file wins. */
+const FALLBACK_PRESETS: Record<string, ModelSpec> = {
+  tiny: { layers: 2, dModel: 64, heads: 4, ffnDim: 128, dropout: 0, maxLen: 64 },
+  small: { layers: 4, dModel: 128, heads: 4, ffnDim: 512, dropout: 0.1, maxLen: 128 },
+  base: { layers: 6, dModel: 256, heads: 8, ffnDim: 1024, dropout: 0.1, maxLen: 256 },
+};
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+
+export function loadPresets(file = join(repoRoot, 'configs', 'presets.json')): Record<string, ModelSpec> {
+  if (!existsSync(file)) return FALLBACK_PRESETS;
+  const raw: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  if (!isRecord(raw)) return FALLBACK_PRESETS;
+  const out: Record<string, ModelSpec> = { ...FALLBACK_PRESETS };
+  for (const [name, spec] of Object.entries(raw)) {
+    if (isRecord(spec)) out[name] = checkModel(spec, file, name, undefined);
+  }
+  return out;
+}
+
+export async function loadExperiment(
+  path: string,
+  runId: RunId,
+  presets: Record<string, ModelSpec> = loadPresets(),
+): Promise<Experiment> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (error) {
+    throw new ExperimentConfigError(path, '', `cannot be read: ${(error as Error).message}`, { cause: error });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ExperimentConfigError(path, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+  return compileExperiment(raw, path, runId, presets);
+}
+
+/** Validate and compile; `source` names the file in error messages. */
+export function compileExperiment(
+  raw: unknown,
+  source: string,
+  runId: RunId,
+  presets: Record<string, ModelSpec> = loadPresets(),
+): Experiment {
+  const fail = (field: string, problem: string): never => {
+    throw new ExperimentConfigError(source, field, problem);
+  };
+  if (!isRecord(raw)) return fail('', 'must be a JSON object');
+
+  const name = raw['name'];
+  if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    fail('name', 'must be a non-empty string of letters, digits, ".", "_" or "-"');
+  }
+
+  const encodingsRaw = raw['encodings'] ?? [...ENCODINGS];
+  if (!Array.isArray(encodingsRaw) || encodingsRaw.length === 0) fail('encodings', 'must be a non-empty array');
+  const encodings: EncodingName[] = [];
+  (encodingsRaw as unknown[]).forEach((e, i) => {
+    if (typeof e !== 'string' || !(ENCODINGS as readonly string[]).includes(e)) {
+      fail(`encodings[${i}]`, `must be one of ${ENCODINGS.join(', ')} (got ${JSON.stringify(e)})`);
+    }
+    if (encodings.includes(e as EncodingName)) fail(`encodings[${i}]`, `repeats ${String(e)}`);
+    encodings.push(e as EncodingName);
+  });
+
+  const tasksRaw = raw['tasks'];
+  if (!Array.isArray(tasksRaw) || tasksRaw.length === 0) fail('tasks', 'must be a non-empty array of {name, params}');
+  const tasks = (tasksRaw as unknown[]).map((t, i) => checkTask(t, `tasks[${i}]`, fail));
+
+  const seedsRaw = raw['seeds'] ?? 1;
+  let seeds: number[];
+  if (typeof seedsRaw === 'number') {
+    if (!Number.isInteger(seedsRaw) || seedsRaw < 1) fail('seeds', 'must be a positive integer (a count) or an array of integers');
+    seeds = Array.from({ length: seedsRaw }, (_, i) => i + 1);
+  } else if (Array.isArray(seedsRaw) && seedsRaw.length > 0) {
+    seeds = seedsRaw.map((s, i) => {
+      if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) fail(`seeds[${i}]`, 'must be a non-negative integer');
+      return s as number;
+    });
+    if (new Set(seeds).size !== seeds.length) fail('seeds', 'must not repeat a seed');
+  } else {
+    return fail('seeds', 'must be a positive integer (a count) or a non-empty array of integers');
+  }
+
+  const preset = raw['preset'] ?? 'tiny';
+  if (typeof preset !== 'string') return fail('preset', 'must be a string');
+  const base = presets[preset];
+  if (base === undefined) return fail('preset', `must be one of ${Object.keys(presets).join(', ')} (got "${preset}")`);
+  const overrides = raw['model'] ?? {};
+  if (!isRecord(overrides)) return fail('model', 'must be an object of ModelSpec overrides');
+  const model = checkModel({ ...base, ...overrides }, source, 'model', fail);
+
+  const trainingRaw = raw['training'];
+  if (!isRecord(trainingRaw)) return fail('training', 'must be an object with at least "steps"');
+  const training: TrainingSpec = {
+    steps: int(trainingRaw['steps'], 'training.steps', 1, fail),
+    batchSize: int(trainingRaw['batchSize'] ?? DEFAULT_TRAINING.batchSize, 'training.batchSize', 1, fail),
+    learningRate: num(trainingRaw['learningRate'] ?? DEFAULT_TRAINING.learningRate, 'training.learningRate', fail, true),
+    warmupSteps: int(trainingRaw['warmupSteps'] ?? DEFAULT_TRAINING.warmupSteps, 'training.warmupSteps', 0, fail),
+    weightDecay: num(trainingRaw['weightDecay'] ?? DEFAULT_TRAINING.weightDecay, 'training.weightDecay', fail, false),
+    clipNorm: num(trainingRaw['clipNorm'] ?? DEFAULT_TRAINING.clipNorm, 'training.clipNorm', fail, false),
+  };
+  if (training.warmupSteps > training.steps) fail('training.warmupSteps', 'must not exceed training.steps');
+
+  const evalRaw = raw['evaluation'] ?? {};
+  if (!isRecord(evalRaw)) return fail('evaluation', 'must be an object');
+  const evaluation: EvaluationSpec = { samples: int(evalRaw['samples'] ?? 200, 'evaluation.samples', 1, fail) };
+  if (evalRaw['lengthTask'] !== undefined) {
+    evaluation.lengthTask = checkTask(evalRaw['lengthTask'], 'evaluation.lengthTask', fail);
+    evaluation.lengthSamples = int(evalRaw['lengthSamples'] ?? evaluation.samples, 'evaluation.lengthSamples', 1, fail);
+  } else if (evalRaw['lengthSamples'] !== undefined) {
+    fail('evaluation.lengthSamples', 'needs evaluation.lengthTask');
+  }
+
+  const clusterRaw = raw['cluster'] ?? {};
+  if (!isRecord(clusterRaw)) return fail('cluster', 'must be an object');
+  const c = (key: keyof ClusterSpec, min: number): number => int(clusterRaw[key] ?? DEFAULT_CLUSTER[key], `cluster.${key}`, min, fail);
+  const heartbeatIntervalMs = c('heartbeatIntervalMs', 10);
+  const failureTimeoutMs = c('failureTimeoutMs', 1);
+  const cluster: ClusterSpec = {
+    heartbeatIntervalMs,
+    failureTimeoutMs,
+    suspectAfterMs: int(clusterRaw['suspectAfterMs'] ?? Math.max(heartbeatIntervalMs * 2, Math.round(failureTimeoutMs / 2)), 'cluster.suspectAfterMs', 1, fail),
+    watchdogMs: c('watchdogMs', 0),
+    checkpointEvery: c('checkpointEvery', 1),
+    maxAttempts: c('maxAttempts', 1),
+    keepCheckpoints: c('keepCheckpoints', 1),
+  };
+  if (failureTimeoutMs <= heartbeatIntervalMs) fail('cluster.failureTimeoutMs', `must be larger than cluster.heartbeatIntervalMs (${heartbeatIntervalMs})`);
+  if (cluster.suspectAfterMs >= failureTimeoutMs) fail('cluster.suspectAfterMs', `must be smaller than cluster.failureTimeoutMs (${failureTimeoutMs})`);
+
+  let needs: { backend?: string; gpu?: boolean } | undefined;
+  const needsRaw = raw['needs'];
+  if (needsRaw !== undefined) {
+    if (!isRecord(needsRaw)) return fail('needs', 'must be an object like {"backend": "tensorflow-gpu", "gpu": true}');
+    needs = {};
+    if (needsRaw['backend'] !== undefined) {
+      if (typeof needsRaw['backend'] !== 'string') fail('needs.backend', 'must be a string');
+      needs.backend = needsRaw['backend'] as string;
+    }
+    if (needsRaw['gpu'] !== undefined) {
+      if (typeof needsRaw['gpu'] !== 'boolean') fail('needs.gpu', 'must be true or false');
+      needs.gpu = needsRaw['gpu'] as boolean;
+    }
+  }
+
+  const known = new Set(['name', 'description', 'encodings', 'tasks', 'seeds', 'preset', 'model', 'training', 'evaluation', 'cluster', 'needs']);
+  for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `is not a known field (known: ${[...known].join(', ')})`);
+
+  // Two tasks with the same name (different params) get an index so jobIds stay unique.
+  const taskNames = tasks.map((t) => t.name);
+  const taskKey = (t: TaskSpec, i: number): string =>
+    taskNames.filter((n) => n === t.name).length > 1 ? `${safe(t.name)}${i + 1}` : safe(t.name);
+
+  const jobs: JobSpec[] = [];
+  for (const encoding of encodings) {
+    tasks.forEach((task, ti) => {
+      for (const seed of seeds) {
+        const job: JobSpec = {
+          jobId: `${encoding}-${taskKey(task, ti)}-s${seed}` as JobId,
+          runId,
+          encoding,
+          task,
+          seed,
+          preset,
+          model,
+          training,
+          evaluation,
+          checkpointEvery: cluster.checkpointEvery,
+        };
+        if (needs !== undefined) job.needs = needs;
+        jobs.push(job);
+      }
+    });
+  }
+
+  const experiment: Experiment = {
+    name: name as string,
+    source,
+    encodings,
+    tasks,
+    seeds,
+    preset,
+    model,
+    training,
+    evaluation,
+    cluster,
+    jobs,
+  };
+  if (needs !== undefined) experiment.needs = needs;
+  return experiment;
+}
+
+/** "rope-addition-s1" -> "rope/addition/s1", for people. */
+export function displayJobId(jobId: string): string {
+  const m = /^([a-z0-9]+)-(.+)-s(\d+)$/.exec(jobId);
+  return m ? `${m[1]}/${m[2]}/s${m[3]}` : jobId;
+}
+
+type Fail = (field: string, problem: string) => never;
+
+function checkTask(t: unknown, field: string, fail: Fail): TaskSpec {
+  if (!isRecord(t)) return fail(field, 'must be an object {name, params}');
+  const name = t['name'];
+  if (typeof name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(name)) fail(`${field}.name`, 'must be a lower-case task name like "addition"');
+  const params = t['params'] ?? {};
+  if (!isRecord(params)) return fail(`${field}.params`, 'must be an object');
+  const out: Record<string, number | string | boolean> = {};
+  for (const [k, v] of Object.entries(params)) {
+    if (typeof v !== 'number' && typeof v !== 'string' && typeof v !== 'boolean') fail(`${field}.params.${k}`, 'must be a number, string or boolean');
+    if (typeof v === 'number' && !Number.isFinite(v)) fail(`${field}.params.${k}`, 'must be a finite number');
+    out[k] = v as number | string | boolean;
+  }
+  return { name: name as string, params: out };
+}
+
+function checkModel(m: Record<string, unknown>, source: string, field: string, failOr: Fail | undefined): ModelSpec {
+  const fail: Fail = failOr ?? ((f, p) => { throw new ExperimentConfigError(source, f, p); });
+  const model: ModelSpec = {
+    layers: int(m['layers'], `${field}.layers`, 1, fail),
+    dModel: int(m['dModel'], `${field}.dModel`, 1, fail),
+    heads: int(m['heads'], `${field}.heads`, 1, fail),
+    ffnDim: int(m['ffnDim'], `${field}.ffnDim`, 1, fail),
+    dropout: num(m['dropout'], `${field}.dropout`, fail, false),
+    maxLen: int(m['maxLen'], `${field}.maxLen`, 2, fail),
+  };
+  if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
+  if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');
+  const known = new Set(Object.keys(model));
+  for (const key of Object.keys(m)) if (!known.has(key)) fail(`${field}.${key}`, 'is not a model field');
+  return model;
+}
+
+function int(v: unknown, field: string, min: number, fail: Fail): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    fail(field, min === 1 ? 'must be a positive integer' : `must be an integer >= ${min}`);
+  }
+  return v as number;
+}
+
+function num(v: unknown, field: string, fail: Fail, positive: boolean): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || (positive && v === 0)) {
+    fail(field, positive ? 'must be a positive number' : 'must be a non-negative number');
+  }
+  return v as number;
+}
+
+function safe(s: string): string {
+  return s.replace(/[^a-z0-9]+/g, '_');
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}

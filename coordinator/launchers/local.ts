@@ -1,0 +1,98 @@
+// `--launcher local`: agents as child processes of this one, output to runs/<runId>/logs/agents/.
+// A child's exit is reported at once (a failure signal); every child is killed when this process exits,
+// so nothing is orphaned, also on Ctrl-C.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { customAlphabet } from 'nanoid';
+import { LauncherError } from '../errors.ts';
+import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
+
+const cliPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.ts');
+const suffix = customAlphabet('abcdefghijkmnpqrstuvwxyz23456789', 4);
+
+export class LocalLauncher implements Launcher {
+  readonly name = 'local';
+  private readonly children = new Set<ChildProcess>();
+  private readonly listeners: ((exit: AgentExit) => void)[] = [];
+  private readonly killAll = (): void => {
+    for (const child of this.children) child.kill('SIGKILL');
+  };
+  /** Agent ids given to the children, in spawn order (readable: agent-1-x7k2). */
+  readonly agentIds: string[] = [];
+
+  constructor(private readonly env: NodeJS.ProcessEnv = process.env) {
+    // 'exit' handlers must be synchronous: SIGKILL is the only thing left to do by then.
+    process.on('exit', this.killAll);
+  }
+
+  async start(request: LaunchRequest): Promise<void> {
+    const logDir = join(request.runDir, 'logs', 'agents');
+    mkdirSync(logDir, { recursive: true });
+    for (let i = 0; i < request.count; i++) {
+      const agentId = `agent-${this.agentIds.length + 1}-${suffix()}`;
+      this.agentIds.push(agentId);
+      const out = openSync(join(logDir, `${agentId}.out`), 'a');
+      let child: ChildProcess;
+      try {
+        child = spawn(
+          process.execPath,
+          [
+            '--import',
+            import.meta.resolve('tsx'),
+            cliPath,
+            'agent',
+            '--coordinator',
+            request.coordinator,
+            '--agent-id',
+            agentId,
+            '--log-file',
+            join(logDir, `${agentId}.log`),
+            ...request.agentArgs,
+          ],
+          { stdio: ['ignore', out, out], env: this.env },
+        );
+      } catch (error) {
+        throw new LauncherError(`cannot start a local agent: ${(error as Error).message}`, { cause: error });
+      } finally {
+        closeSync(out);
+      }
+      this.children.add(child);
+      const pid = child.pid;
+      child.on('error', () => {
+        // Spawn failures also end in 'exit'/'close'; nothing else to do here.
+      });
+      child.on('exit', (code, signal) => {
+        this.children.delete(child);
+        if (pid !== undefined) for (const l of this.listeners) l({ pid, launcherId: agentId, code, signal });
+      });
+    }
+  }
+
+  onExit(listener: (exit: AgentExit) => void): void {
+    this.listeners.push(listener);
+  }
+
+  alive(): number {
+    return this.children.size;
+  }
+
+  pids(): number[] {
+    return [...this.children].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
+  }
+
+  async stop(graceMs: number): Promise<void> {
+    const running = [...this.children];
+    if (running.length > 0) {
+      const gone = Promise.all(running.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))));
+      for (const c of running) c.kill('SIGTERM');
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([gone, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      this.killAll();
+    }
+    process.off('exit', this.killAll);
+  }
+}

@@ -1,0 +1,165 @@
+// `pe-arena run` and `pe-arena coordinator`: compile the experiment, make (or reopen) the run directory, bind the
+// ROUTER, start the launcher and the progress view, and drain on SIGTERM/SIGINT. Resolves with the exit code.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { newRunId } from '../protocol/ids.ts';
+import type { RunId } from '../protocol/messages.ts';
+import { bindServer } from '../protocol/zmq-transport.ts';
+import { Coordinator } from './coordinator.ts';
+import type { Log } from './coordinator.ts';
+import { CoordinatorError, RunDirectoryError } from './errors.ts';
+import { loadExperiment } from './experiment.ts';
+import type { Experiment } from './experiment.ts';
+import { readJournal, replay } from './journal.ts';
+import type { ReplayedRun } from './journal.ts';
+import { LocalLauncher } from './launchers/local.ts';
+import { NoLauncher } from './launchers/none.ts';
+import type { Launcher } from './launchers/types.ts';
+import { formatComparison } from './metrics-sink.ts';
+import { ProgressView } from './progress-view.ts';
+
+export interface RunOptions {
+  /** Path of the experiment file (ignored with resume). */
+  experiment?: string;
+  /** A run directory to continue. */
+  resume?: string;
+  launcher: 'local' | 'none';
+  /** Local agents to start (default: one per core). */
+  agents?: number;
+  /** ROUTER address; a resumed run rebinds the address in its journal unless this is given. */
+  bind?: string;
+  runsDir?: string;
+  /** Passed through to local agents. */
+  backend?: string;
+  workloadModule?: string;
+  agentDeathTimeoutMs?: number;
+  /** 'auto' (TTY or plain by stdout), 'plain', or 'off'. */
+  view?: 'auto' | 'plain' | 'off';
+  plainEverySec?: number;
+  out?: NodeJS.WriteStream;
+}
+
+export async function runCoordinatorProcess(options: RunOptions): Promise<number> {
+  const out = options.out ?? process.stdout;
+  const say = (line: string): void => void out.write(line + '\n');
+
+  let experiment: Experiment;
+  let runDir: string;
+  let resume: ReplayedRun | undefined;
+  let bind = options.bind ?? 'tcp://127.0.0.1:0';
+  try {
+    if (options.resume !== undefined) {
+      runDir = resolve(options.resume);
+      const expFile = join(runDir, 'experiment.json');
+      if (!existsSync(expFile)) throw new RunDirectoryError(`${runDir} is not a run directory: experiment.json is missing`);
+      experiment = JSON.parse(readFileSync(expFile, 'utf8')) as Experiment;
+      resume = replay(readJournal(join(runDir, 'journal.jsonl')));
+      // Agents reconnect to the address they know, so a restarted coordinator binds it again.
+      if (options.bind === undefined) bind = resume.address;
+    } else {
+      if (options.experiment === undefined) throw new CoordinatorError('no experiment file given');
+      const runId: RunId = newRunId();
+      experiment = await loadExperiment(options.experiment, runId);
+      runDir = resolve(options.runsDir ?? 'runs', runId);
+      mkdirSync(join(runDir, 'logs', 'agents'), { recursive: true });
+      writeFileSync(join(runDir, 'experiment.json'), JSON.stringify(experiment, null, 2) + '\n');
+    }
+  } catch (error) {
+    process.stderr.write(`pe-arena: ${(error as Error).message}\n`);
+    return 2;
+  }
+
+  const logger: Logger = pino(
+    { base: { component: 'coordinator' } },
+    pino.destination({ dest: join(runDir, 'logs', 'coordinator.log'), mkdir: true, sync: true }),
+  );
+  const log: Log = logger;
+
+  let transport;
+  try {
+    transport = await bindServer({ address: bind, log: (line) => logger.debug(line) });
+  } catch (error) {
+    process.stderr.write(`pe-arena: cannot bind ${bind}: ${(error as Error).message}\n`);
+    return 2;
+  }
+
+  const launcher: Launcher = options.launcher === 'local' ? new LocalLauncher() : new NoLauncher();
+  const coordinator = new Coordinator({
+    experiment,
+    runDir,
+    transport,
+    log,
+    launcher,
+    ...(resume === undefined ? {} : { resume }),
+  });
+  const runId = experiment.jobs[0]?.runId ?? '';
+  say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
+  say(`pe-arena: coordinator at ${transport.address}${options.launcher === 'none' ? ' (waiting for agents: pe-arena agent --coordinator ' + transport.address.replace('0.0.0.0', os.hostname()) + ')' : ''}`);
+
+  const viewMode = options.view ?? 'auto';
+  const view =
+    viewMode === 'off'
+      ? undefined
+      : new ProgressView(coordinator, {
+          out: viewMode === 'plain' ? { write: (s: string) => out.write(s), isTTY: false } : out,
+          ...(options.plainEverySec === undefined ? {} : { plainEverySec: options.plainEverySec }),
+        });
+
+  coordinator.start();
+  view?.start();
+
+  let signalled = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signalled++;
+    if (signalled > 1) {
+      process.stderr.write(`pe-arena: ${signal} again, exiting now\n`);
+      process.exit(130);
+    }
+    logger.info({ signal }, `received ${signal}: draining`);
+    void coordinator.stop(`coordinator received ${signal}`);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  if (options.launcher === 'local') {
+    const count = options.agents ?? Math.max(1, os.availableParallelism());
+    const agentArgs: string[] = [];
+    if (options.backend !== undefined) agentArgs.push('--backend', options.backend);
+    if (options.workloadModule !== undefined) agentArgs.push('--workload-module', resolve(options.workloadModule));
+    if (options.agentDeathTimeoutMs !== undefined) agentArgs.push('--death-timeout-ms', String(options.agentDeathTimeoutMs));
+    const address = transport.address.replace('tcp://0.0.0.0:', 'tcp://127.0.0.1:');
+    await launcher.start({ coordinator: address, count, runDir, agentArgs });
+    logger.info({ count }, `started ${count} local agents`);
+  }
+
+  // Local agents that all died (e.g. a broken install) would leave the run waiting forever.
+  const guard = setInterval(() => {
+    if (options.launcher === 'local' && launcher.alive() === 0 && coordinator.agents.size === 0 && coordinator.state === 'running') {
+      process.stderr.write(`pe-arena: every local agent exited; see ${join(runDir, 'logs', 'agents')}\n`);
+      void coordinator.stop('every local agent exited');
+    }
+  }, 5000);
+
+  const outcome = await coordinator.done;
+  clearInterval(guard);
+  view?.stop();
+  process.off('SIGINT', onSignal);
+  process.off('SIGTERM', onSignal);
+  await launcher.stop(5000);
+  logger.flush();
+  if (outcome.report) {
+    say('');
+    say(formatComparison(outcome.report));
+    say('');
+    say(`results: ${join(runDir, 'final_comparison', 'comparison_report.json')}`);
+  }
+  if (outcome.stopped) {
+    say(`pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${runDir}`);
+    return 0;
+  }
+  say(`pe-arena: ${outcome.done} done, ${outcome.failed} failed`);
+  return outcome.failed > 0 ? 1 : 0;
+}

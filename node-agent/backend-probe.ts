@@ -1,0 +1,44 @@
+// Learns which TensorFlow.js backend this node's workers will get, before hello, so the coordinator can place jobs
+// that need one. It runs src/train/backend.ts selectBackend in a throw-away worker thread: the same choice a job's
+// worker makes, without loading TensorFlow.js into the agent thread.
+import { Worker } from 'node:worker_threads';
+
+const TSX_API = import.meta.resolve('tsx/esm/api');
+const BACKEND_MODULE = new URL('../src/train/backend.ts', import.meta.url).href;
+
+const PROBE = `
+const { parentPort } = await import('node:worker_threads');
+const tsx = await import(${JSON.stringify(TSX_API)});
+tsx.register();
+try {
+  const { selectBackend } = await import(${JSON.stringify(BACKEND_MODULE)});
+  const choice = await selectBackend();
+  parentPort.postMessage({ ok: true, name: choice.name, tried: choice.tried });
+} catch (error) {
+  parentPort.postMessage({ ok: false, reason: String(error && error.message || error) });
+}
+`;
+
+export type ProbeResult = { ok: true; name: string; tried: unknown } | { ok: false; reason: string };
+
+/** Bounded by timeoutMs; the worker is always terminated. */
+export async function probeBackend(timeoutMs = 60_000): Promise<ProbeResult> {
+  const worker = new Worker(`import('data:text/javascript,' + encodeURIComponent(${JSON.stringify(PROBE)}))`, { eval: true, execArgv: [], stdout: true, stderr: true });
+  worker.stdout.resume();
+  worker.stderr.resume();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await new Promise<ProbeResult>((resolve) => {
+      timer = setTimeout(() => resolve({ ok: false, reason: `no answer within ${timeoutMs} ms` }), timeoutMs);
+      worker.once('message', (m: unknown) => {
+        const r = m as { ok?: unknown; name?: unknown; reason?: unknown; tried?: unknown };
+        resolve(r.ok === true && typeof r.name === 'string' ? { ok: true, name: r.name, tried: r.tried } : { ok: false, reason: String(r.reason) });
+      });
+      worker.once('error', (error) => resolve({ ok: false, reason: error.message }));
+      worker.once('exit', (code) => resolve({ ok: false, reason: `probe worker exited with code ${code}` }));
+    });
+  } finally {
+    clearTimeout(timer);
+    await worker.terminate();
+  }
+}

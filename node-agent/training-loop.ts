@@ -1,0 +1,101 @@
+// The training loop the worker runs: load the workload module, train in small slices, post metrics,
+// checkpoint every checkpointEvery steps and on request, then export the final model and evaluate.
+// It talks through a WorkerChannel, so the same loop runs in a worker thread or (for tests) in process.
+import type { CreateWorkload, Workload } from '../src/train/workload.ts';
+import { toWireError } from '../protocol/errors.ts';
+import type { FromWorker, ToWorker, WorkerStart } from './worker-protocol.ts';
+import { WorkloadModuleError } from './errors.ts';
+
+export interface WorkerChannel {
+  post(message: FromWorker, transfer?: ArrayBuffer[]): void;
+  onMessage(handler: (message: ToWorker) => void): void;
+}
+
+/** Let queued messages (checkpoint requests, stop) in before the next slice; trainSteps may never yield. */
+const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+export async function loadCreateWorkload(moduleUrl: string): Promise<CreateWorkload> {
+  let mod: unknown;
+  try {
+    mod = await import(moduleUrl);
+  } catch (error) {
+    throw new WorkloadModuleError(`cannot load workload module ${moduleUrl}: ${(error as Error).message}`, { cause: error });
+  }
+  const create = (mod as { createWorkload?: unknown }).createWorkload;
+  if (typeof create !== 'function') throw new WorkloadModuleError(`workload module ${moduleUrl} does not export a createWorkload function`);
+  return create as CreateWorkload;
+}
+
+/** Hand a blob's buffer over instead of copying it, when the blob owns its whole buffer. */
+function transferable(data: Uint8Array): ArrayBuffer[] {
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer ? [data.buffer] : [];
+}
+
+export async function runTraining(start: WorkerStart, channel: WorkerChannel): Promise<void> {
+  const requests: number[] = [];
+  let stopping = false;
+  channel.onMessage((message) => {
+    if (message.type === 'stop') stopping = true;
+    else requests.push(message.requestId);
+  });
+  const log = (line: string): void => channel.post({ type: 'log', line });
+
+  let workload: Workload | undefined;
+  try {
+    const createWorkload = await loadCreateWorkload(start.workloadModule);
+    workload = await createWorkload(start.spec, {
+      ...(start.backend === undefined ? {} : { backend: start.backend }),
+      ...(start.resumeFrom === undefined ? {} : { resumeFrom: start.resumeFrom }),
+      log,
+    });
+    const w = workload;
+    channel.post({ type: 'started', backend: w.backend, step: w.step, parameterCount: w.parameterCount });
+
+    const total = start.spec.training.steps;
+    const every = start.spec.checkpointEvery > 0 ? start.spec.checkpointEvery : Infinity;
+    const slice = Math.max(1, Math.floor(start.sliceSteps));
+    const sendCheckpoint = async (reason: 'periodic' | 'requested', requestId?: number): Promise<void> => {
+      const data = await w.checkpoint();
+      channel.post({ type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data }, transferable(data));
+    };
+    const serveRequests = async (): Promise<void> => {
+      for (let id = requests.shift(); id !== undefined; id = requests.shift()) await sendCheckpoint('requested', id);
+    };
+
+    await yieldToEventLoop();
+    while (!stopping && w.step < total) {
+      await serveRequests();
+      const before = w.step;
+      // End slices on checkpoint boundaries so periodic checkpoints land exactly on multiples of checkpointEvery.
+      const toBoundary = every === Infinity ? slice : every - (before % every);
+      const n = Math.min(slice, total - before, toBoundary);
+      const points = await w.trainSteps(n);
+      if (points.length > 0) channel.post({ type: 'metrics', points });
+      if (w.step <= before) throw new Error(`workload made no progress: trainSteps(${n}) left the step at ${w.step}`);
+      if (w.step < total && Math.floor(w.step / every) > Math.floor(before / every)) await sendCheckpoint('periodic');
+      await yieldToEventLoop();
+    }
+    await serveRequests();
+    if (stopping) {
+      channel.post({ type: 'stopped', step: w.step });
+      return;
+    }
+    const model = await w.exportModel();
+    channel.post({ type: 'final', step: w.step, data: model }, transferable(model));
+    await yieldToEventLoop();
+    if (stopping) {
+      channel.post({ type: 'stopped', step: w.step });
+      return;
+    }
+    const evaluation = await w.evaluate();
+    channel.post({ type: 'evaluation', evaluation });
+  } catch (error) {
+    channel.post({ type: 'failed', error: toWireError(error) });
+  } finally {
+    try {
+      workload?.dispose();
+    } catch (error) {
+      log(`dispose failed: ${(error as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,62 @@
+// Typed messages between the agent thread and its training worker (node:worker_threads). The agent thread
+// talks ZeroMQ and keeps time; the worker owns the Workload and TensorFlow.js.
+import type { Evaluation, JobSpec, MetricPoint, WireError } from '../protocol/messages.ts';
+import type { BackendName } from '../src/train/workload.ts';
+
+/** What the worker needs to start a job; passed as workerData (structured-cloned). */
+export interface WorkerStart {
+  /** URL (file:// or other) of a module exporting `createWorkload: CreateWorkload`. */
+  workloadModule: string;
+  spec: JobSpec;
+  backend?: BackendName;
+  /** A verified checkpoint blob to resume from. */
+  resumeFrom?: Uint8Array;
+  /** Steps per trainSteps call; small, so checkpoint requests and stops are served promptly. */
+  sliceSteps: number;
+}
+
+export type ToWorker =
+  /** Produce a checkpoint at the next slice boundary (the agent uploads it before draining). */
+  | { type: 'checkpoint'; requestId: number }
+  /** Stop after the current slice and dispose of the workload. */
+  | { type: 'stop' };
+
+export type FromWorker =
+  | { type: 'started'; backend: string; step: number; parameterCount: number }
+  | { type: 'metrics'; points: MetricPoint[] }
+  | { type: 'checkpoint'; reason: 'periodic' | 'requested'; requestId?: number; step: number; data: Uint8Array }
+  /** The exported final model, sent before evaluation so its upload overlaps evaluating. */
+  | { type: 'final'; step: number; data: Uint8Array }
+  | { type: 'evaluation'; evaluation: Evaluation }
+  | { type: 'failed'; error: WireError }
+  | { type: 'log'; line: string }
+  | { type: 'stopped'; step: number };
+
+const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['started', 'metrics', 'checkpoint', 'final', 'evaluation', 'failed', 'log', 'stopped']);
+
+/** The worker is our own code, but a cheap shape check keeps a bug there from crashing the agent thread. */
+export function isFromWorker(value: unknown): value is FromWorker {
+  if (typeof value !== 'object' || value === null) return false;
+  const type = (value as { type?: unknown }).type;
+  if (typeof type !== 'string' || !FROM_WORKER_TYPES.has(type)) return false;
+  const v = value as Record<string, unknown>;
+  switch (type) {
+    case 'metrics':
+      return Array.isArray(v['points']);
+    case 'checkpoint':
+    case 'final':
+      return v['data'] instanceof Uint8Array && typeof v['step'] === 'number';
+    case 'evaluation':
+      return typeof v['evaluation'] === 'object' && v['evaluation'] !== null;
+    case 'failed':
+      return typeof v['error'] === 'object' && v['error'] !== null;
+    default:
+      return true;
+  }
+}
+
+export function isToWorker(value: unknown): value is ToWorker {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as { type?: unknown; requestId?: unknown };
+  return v.type === 'stop' || (v.type === 'checkpoint' && typeof v.requestId === 'number');
+}

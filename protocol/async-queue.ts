@@ -1,0 +1,62 @@
+// An unbounded single-consumer queue exposed as an async iterator; the transports feed inbound() from it.
+// Iteration ends once close() is called and everything queued before it has been taken.
+
+export class AsyncQueue<T> implements AsyncIterable<T> {
+  private readonly items: T[] = [];
+  private head = 0;
+  private waiter: ((result: IteratorResult<T>) => void) | undefined;
+  private closed = false;
+
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  push(item: T): void {
+    if (this.closed) return;
+    const waiter = this.waiter;
+    if (waiter !== undefined) {
+      this.waiter = undefined;
+      waiter({ value: item, done: false });
+      return;
+    }
+    this.items.push(item);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.({ value: undefined, done: true });
+  }
+
+  next(): Promise<IteratorResult<T>> {
+    if (this.head < this.items.length) {
+      const value = this.items[this.head] as T;
+      this.items[this.head] = undefined as T;
+      this.head++;
+      // Compact now and then so a long-lived queue does not grow without bound.
+      if (this.head > 1024 && this.head * 2 > this.items.length) {
+        this.items.splice(0, this.head);
+        this.head = 0;
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.closed) return Promise.resolve({ value: undefined, done: true });
+    if (this.waiter !== undefined) return Promise.reject(new Error('AsyncQueue: only one consumer may wait at a time'));
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: () => this.next(),
+      return: () => Promise.resolve({ value: undefined, done: true }),
+    };
+  }
+}

@@ -1,0 +1,563 @@
+// MPI-style messaging between ranks over ZeroMQ: point-to-point send/recv with tags and source filters, and
+// collectives (bcast, barrier, reduce, gather, allreduce). Each rank binds one ROUTER and reaches every other
+// rank through its own DEALER, so messages between two ranks arrive in the order they were sent.
+// Rank 0 listens at a known address; the others say hello there and get back everyone's address (peer_table).
+// Collectives must be called in the same order on every rank (as in MPI): each gets the next sequence number,
+// which tags its messages. Every wait has a deadline: a dead or stuck rank turns into a CommunicatorError,
+// which is also sent to the other ranks (peer_abort) so they fail fast; after that the communicator is broken.
+import * as zmq from 'zeromq';
+import { decodePeerMessage, encode, DEFAULT_MAX_FRAME_BYTES } from './codec.ts';
+import { CommunicatorError, asMalformed } from './errors.ts';
+import { PROTOCOL_VERSION } from './messages.ts';
+import type { PeerData, PeerMessage } from './messages.ts';
+
+export const REDUCE_OPS = ['sum', 'mean', 'max', 'min'] as const;
+export type ReduceOp = (typeof REDUCE_OPS)[number];
+
+export interface CommunicatorOptions {
+  rank: number;
+  size: number;
+  /** Where rank 0 listens, e.g. 'tcp://head-node:5600' (rank 0 may use port 0 and publish `address`). */
+  rootAddress: string;
+  /** Where ranks other than 0 listen; the OS picks the port. Default 'tcp://127.0.0.1:0'. */
+  bindAddress?: string;
+  /** Host name the others should use to reach this rank, when bound on a wildcard (0.0.0.0 or *). */
+  advertiseHost?: string;
+  /** Longest wait for any one expected message; then CommunicatorError. Default 30 s. */
+  timeoutMs?: number;
+  /** Longest wait for all ranks to join in create() (processes start at different times). Default max(timeoutMs, 30 s). */
+  joinTimeoutMs?: number;
+  /** Collective payloads are split into chunks of at most this many bytes, so transfer and reduction overlap. */
+  chunkBytes?: number;
+  /** Per-peer queue limit in messages. */
+  highWaterMark?: number;
+  maxFrameBytes?: number;
+  /** How long close() lets queued messages drain. Default 1000 ms. */
+  lingerMs?: number;
+  log?: (line: string) => void;
+  /** Called once this rank is bound, before it waits for the others (rank 0 publishes its address here). */
+  onListening?: (address: string) => void;
+}
+
+export interface Received {
+  source: number;
+  tag: number;
+  data: unknown;
+}
+
+interface Envelope {
+  source: number;
+  channel: 'p2p' | 'coll';
+  tag: number;
+  data: unknown;
+}
+
+interface Waiter {
+  match: (e: Envelope) => boolean;
+  resolve: (e: Envelope) => void;
+  reject: (error: CommunicatorError) => void;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const DEFAULTS = { timeoutMs: 30_000, chunkBytes: 1 << 20, highWaterMark: 10_000, lingerMs: 1000, bindAddress: 'tcp://127.0.0.1:0' };
+
+function checkInt(value: unknown, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
+    throw new CommunicatorError(`${what}: expected an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value as number;
+}
+
+/** Segment i of n over length: [start, end), as even as integer division allows. */
+function segment(length: number, n: number, i: number): [number, number] {
+  return [Math.floor((length * i) / n), Math.floor((length * (i + 1)) / n)];
+}
+
+const mod = (a: number, n: number): number => ((a % n) + n) % n;
+
+function combine(op: ReduceOp, into: Float32Array, offset: number, from: Float32Array): void {
+  const n = from.length;
+  if (op === 'max') {
+    for (let i = 0; i < n; i++) if (from[i]! > into[offset + i]!) into[offset + i] = from[i]!;
+  } else if (op === 'min') {
+    for (let i = 0; i < n; i++) if (from[i]! < into[offset + i]!) into[offset + i] = from[i]!;
+  } else {
+    for (let i = 0; i < n; i++) into[offset + i]! += from[i]!;
+  }
+}
+
+export class Communicator {
+  private readonly peers = new Map<number, { socket: zmq.Dealer; tail: Promise<unknown> }>();
+  private addresses: string[] = [];
+  private readonly unexpected: Envelope[] = [];
+  private waiters: Waiter[] = [];
+  private failure: CommunicatorError | undefined;
+  private seq = 0;
+  private closed = false;
+  private readonly loop: Promise<void>;
+  private readonly timeoutMs: number;
+  private readonly joinTimeoutMs: number;
+  private readonly chunkFloats: number;
+  private readonly highWaterMark: number;
+  private readonly maxFrameBytes: number;
+  private readonly lingerMs: number;
+  private readonly log: ((line: string) => void) | undefined;
+  // Set-up state: hellos seen by rank 0, the table for the others.
+  private readonly hellos = new Map<number, string>();
+  private setupWake: (() => void) | undefined;
+  private table: string[] | undefined;
+
+  private constructor(
+    readonly rank: number,
+    readonly size: number,
+    private readonly router: zmq.Router,
+    /** Where this rank listens (rank 0: the address the others connect to). */
+    readonly address: string,
+    options: CommunicatorOptions,
+  ) {
+    this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
+    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMs, DEFAULTS.timeoutMs);
+    this.chunkFloats = Math.max(1, Math.floor((options.chunkBytes ?? DEFAULTS.chunkBytes) / 4));
+    this.highWaterMark = options.highWaterMark ?? DEFAULTS.highWaterMark;
+    this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.lingerMs = options.lingerMs ?? DEFAULTS.lingerMs;
+    this.log = options.log;
+    this.loop = this.receiveLoop();
+  }
+
+  /**
+   * Binds this rank and joins the others. Rank 0 returns once every rank has said hello; the others once
+   * they have the address table. Rank 0 can bind port 0: create it first and hand `address` to the others.
+   */
+  static async create(options: CommunicatorOptions): Promise<Communicator> {
+    const size = checkInt(options.size, 'size', 1);
+    const rank = checkInt(options.rank, 'rank', 0, size - 1);
+    const timeoutMs = checkInt(options.timeoutMs ?? DEFAULTS.timeoutMs, 'timeoutMs', 1);
+    if (options.joinTimeoutMs !== undefined) checkInt(options.joinTimeoutMs, 'joinTimeoutMs', 1);
+    const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    const router = new zmq.Router({
+      linger: 0,
+      receiveHighWaterMark: options.highWaterMark ?? DEFAULTS.highWaterMark,
+      maxMessageSize: maxFrameBytes * 2 + 1024,
+    });
+    const bindAt = rank === 0 ? options.rootAddress : (options.bindAddress ?? DEFAULTS.bindAddress);
+    if (size > 1 || rank !== 0) {
+      try {
+        await router.bind(bindAt);
+      } catch (error) {
+        router.close();
+        throw new CommunicatorError(`rank ${rank}: could not bind ${bindAt}: ${(error as Error).message}`, { cause: error, retryable: true });
+      }
+    }
+    let address = router.lastEndpoint ?? bindAt;
+    if (options.advertiseHost !== undefined) address = address.replace(/^(\w+:\/\/)(0\.0\.0\.0|\*|\[::\])/, `$1${options.advertiseHost}`);
+    const comm = new Communicator(rank, size, router, address, { ...options, timeoutMs });
+    options.onListening?.(address);
+    try {
+      await comm.join(options.rootAddress);
+    } catch (error) {
+      await comm.close();
+      throw error;
+    }
+    return comm;
+  }
+
+  // --- set-up ----------------------------------------------------------------------------------
+
+  private async join(rootAddress: string): Promise<void> {
+    if (this.size === 1) {
+      this.addresses = [this.address];
+      return;
+    }
+    const deadline = Date.now() + this.joinTimeoutMs;
+    if (this.rank === 0) {
+      await this.waitSetup(() => this.hellos.size === this.size - 1, deadline, () => {
+        const missing = [...Array(this.size).keys()].filter((r) => r > 0 && !this.hellos.has(r));
+        return `waiting for ranks ${missing.join(', ')} to join at ${this.address}`;
+      });
+      this.addresses = [...Array(this.size).keys()].map((r) => (r === 0 ? this.address : this.hellos.get(r)!));
+      const table: PeerMessage = { type: 'peer_table', version: PROTOCOL_VERSION, addresses: this.addresses };
+      await Promise.all(this.addresses.map((_, r) => (r === 0 ? undefined : this.sendMessage(r, table))));
+    } else {
+      this.connectPeer(0, rootAddress);
+      await this.sendMessage(0, { type: 'peer_hello', version: PROTOCOL_VERSION, rank: this.rank, size: this.size, address: this.address });
+      await this.waitSetup(() => this.table !== undefined, deadline, () => `waiting for the address table from rank 0 at ${rootAddress}`);
+      this.addresses = this.table!;
+    }
+  }
+
+  private async waitSetup(done: () => boolean, deadline: number, what: () => string): Promise<void> {
+    while (!done()) {
+      if (this.failure !== undefined) throw this.failure;
+      const left = deadline - Date.now();
+      if (left <= 0) throw this.fail(new CommunicatorError(`rank ${this.rank}: timed out after ${this.joinTimeoutMs} ms ${what()}`, { retryable: true }), false);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.setupWake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.setupWake = undefined;
+    }
+  }
+
+  // --- receiving -------------------------------------------------------------------------------
+
+  private async receiveLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.router.receive();
+      } catch {
+        break; // closed
+      }
+      const body = frames[1];
+      if (frames.length !== 2 || body === undefined) {
+        this.log?.(`rank ${this.rank}: refused a message of ${frames.length - 1} frames (expected 1)`);
+        continue;
+      }
+      let message: PeerMessage;
+      try {
+        message = decodePeerMessage(body, { maxBytes: this.maxFrameBytes });
+      } catch (error) {
+        this.log?.(`rank ${this.rank}: refused a frame from ${peerName(frames[0])}: ${asMalformed(error).message}`);
+        continue;
+      }
+      this.handle(message);
+    }
+  }
+
+  private handle(message: PeerMessage): void {
+    switch (message.type) {
+      case 'peer_data':
+        if (message.source >= this.size) {
+          this.log?.(`rank ${this.rank}: ignored data from rank ${message.source}, which is not in a communicator of size ${this.size}`);
+          return;
+        }
+        this.deliver(message);
+        return;
+      case 'peer_abort':
+        this.fail(new CommunicatorError(`rank ${this.rank}: rank ${message.source} aborted: ${message.reason}`, { retryable: true }), false);
+        return;
+      case 'peer_hello':
+        this.onHello(message);
+        return;
+      case 'peer_table':
+        if (this.rank === 0) return;
+        if (message.version !== PROTOCOL_VERSION || message.addresses.length !== this.size) {
+          this.fail(new CommunicatorError(`rank ${this.rank}: rank 0 sent a table for ${message.addresses.length} ranks at protocol ${message.version}; ours is ${this.size} ranks at protocol ${PROTOCOL_VERSION}`), false);
+          return;
+        }
+        this.table = message.addresses;
+        this.setupWake?.();
+        return;
+    }
+  }
+
+  private onHello(hello: Extract<PeerMessage, { type: 'peer_hello' }>): void {
+    if (this.rank !== 0) return;
+    let problem: string | undefined;
+    if (hello.version !== PROTOCOL_VERSION) problem = `protocol version mismatch: rank 0 speaks ${PROTOCOL_VERSION}, rank ${hello.rank} speaks ${hello.version}`;
+    else if (hello.size !== this.size) problem = `size mismatch: rank 0 has size ${this.size}, rank ${hello.rank} has size ${hello.size}`;
+    else if (hello.rank === 0 || hello.rank >= this.size) problem = `rank ${hello.rank} is out of range for size ${this.size}`;
+    else if (this.hellos.has(hello.rank) && this.hellos.get(hello.rank) !== hello.address) problem = `rank ${hello.rank} joined twice (${this.hellos.get(hello.rank)} and ${hello.address})`;
+    if (problem !== undefined) {
+      this.log?.(`rank 0: refused ${hello.address}: ${problem}`);
+      // Tell the newcomer why, on a throwaway socket, so it fails at once instead of timing out.
+      const socket = new zmq.Dealer({ linger: 200, sendTimeout: 200 });
+      socket.connect(hello.address);
+      const abort: PeerMessage = { type: 'peer_abort', source: 0, reason: problem };
+      void socket.send(encode(abort)).catch(() => undefined).finally(() => socket.close());
+      return;
+    }
+    this.hellos.set(hello.rank, hello.address);
+    this.connectPeer(hello.rank, hello.address);
+    this.setupWake?.();
+  }
+
+  private deliver(envelope: Envelope): void {
+    const index = this.waiters.findIndex((w) => w.match(envelope));
+    if (index >= 0) {
+      const [waiter] = this.waiters.splice(index, 1);
+      clearTimeout(waiter!.timer);
+      waiter!.resolve(envelope);
+    } else {
+      this.unexpected.push(envelope);
+    }
+  }
+
+  /** The first queued or future message that matches, or CommunicatorError after timeoutMs. */
+  private wait(match: (e: Envelope) => boolean, what: () => string): Promise<Envelope> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    const index = this.unexpected.findIndex(match);
+    if (index >= 0) return Promise.resolve(this.unexpected.splice(index, 1)[0]!);
+    return new Promise<Envelope>((resolve, reject) => {
+      const waiter: Waiter = { match, resolve, reject, timer: undefined };
+      waiter.timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(this.fail(new CommunicatorError(`rank ${this.rank}: timed out after ${this.timeoutMs} ms ${what()}`, { retryable: true }), true));
+      }, this.timeoutMs);
+      this.waiters.push(waiter);
+    });
+  }
+
+  /** Breaks the communicator: every wait, now and later, fails with this error; optionally tells the others. */
+  private fail(error: CommunicatorError, tellOthers: boolean): CommunicatorError {
+    if (this.failure !== undefined) return this.failure;
+    this.failure = error;
+    this.log?.(error.message);
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const w of waiters) {
+      clearTimeout(w.timer);
+      w.reject(error);
+    }
+    this.setupWake?.();
+    if (tellOthers) {
+      const abort: PeerMessage = { type: 'peer_abort', source: this.rank, reason: error.message };
+      for (let r = 0; r < this.size; r++) if (r !== this.rank && this.peers.has(r)) void this.sendMessage(r, abort).catch(() => undefined);
+    }
+    return error;
+  }
+
+  // --- sending ---------------------------------------------------------------------------------
+
+  private connectPeer(rank: number, address: string): void {
+    if (this.peers.has(rank)) return;
+    const socket = new zmq.Dealer({
+      linger: this.lingerMs,
+      sendHighWaterMark: this.highWaterMark,
+      sendTimeout: this.timeoutMs,
+      maxMessageSize: this.maxFrameBytes * 2 + 1024,
+    });
+    socket.connect(address);
+    this.peers.set(rank, { socket, tail: Promise.resolve() });
+  }
+
+  private peer(rank: number): { socket: zmq.Dealer; tail: Promise<unknown> } {
+    let peer = this.peers.get(rank);
+    if (peer === undefined) {
+      const address = this.addresses[rank];
+      if (address === undefined) throw new CommunicatorError(`rank ${this.rank}: no address for rank ${rank}`);
+      this.connectPeer(rank, address);
+      peer = this.peers.get(rank)!;
+    }
+    return peer;
+  }
+
+  private sendMessage(to: number, message: PeerMessage): Promise<void> {
+    if (this.closed) return Promise.reject(new CommunicatorError(`rank ${this.rank}: the communicator is closed`));
+    const bytes = encode(message);
+    const peer = this.peer(to);
+    // One send at a time per socket (zeromq.js refuses a second blocked send with EBUSY).
+    const sent = peer.tail.then(() => peer.socket.send(bytes));
+    peer.tail = sent.catch(() => undefined);
+    return sent.catch((error: unknown) => {
+      throw new CommunicatorError(`rank ${this.rank}: send to rank ${to} failed: ${(error as Error).message}`, { cause: error, retryable: true });
+    });
+  }
+
+  private sendData(to: number, channel: 'p2p' | 'coll', tag: number, data: unknown): Promise<void> {
+    if (to === this.rank) {
+      this.deliver({ source: this.rank, channel, tag, data });
+      return Promise.resolve();
+    }
+    const message: PeerData = { type: 'peer_data', source: this.rank, channel, tag, data };
+    return this.sendMessage(to, message);
+  }
+
+  private check(): void {
+    if (this.failure !== undefined) throw this.failure;
+    if (this.closed) throw new CommunicatorError(`rank ${this.rank}: the communicator is closed`);
+  }
+
+  // --- point to point --------------------------------------------------------------------------
+
+  /** Sends any msgpack value (typed arrays stay typed) to rank `to` with a tag (default 0). */
+  async send(to: number, data: unknown, tag = 0): Promise<void> {
+    this.check();
+    checkInt(to, 'send: to', 0, this.size - 1);
+    checkInt(tag, 'send: tag', 0);
+    await this.sendData(to, 'p2p', tag, data);
+  }
+
+  /** The next message matching the filters: source a rank or a list of ranks, tag a number; absent = any. */
+  async recv(filter: { source?: number | number[]; tag?: number } = {}): Promise<Received> {
+    this.check();
+    const sources = filter.source === undefined ? undefined : new Set(Array.isArray(filter.source) ? filter.source : [filter.source]);
+    const tag = filter.tag;
+    const e = await this.wait(
+      (m) => m.channel === 'p2p' && (sources === undefined || sources.has(m.source)) && (tag === undefined || m.tag === tag),
+      () => `in recv from ${sources === undefined ? 'any rank' : `rank ${[...sources].join('|')}`} with ${tag === undefined ? 'any tag' : `tag ${tag}`}`,
+    );
+    return { source: e.source, tag: e.tag, data: e.data };
+  }
+
+  // --- collectives -----------------------------------------------------------------------------
+
+  private recvColl(source: number, seq: number, what: string): Promise<unknown> {
+    return this.wait(
+      (m) => m.channel === 'coll' && m.tag === seq && m.source === source,
+      () => `in ${what} (collective #${seq}) waiting for rank ${source}; it may have died`,
+    ).then((e) => e.data);
+  }
+
+  private async recvFloats(source: number, seq: number, length: number, what: string): Promise<Float32Array> {
+    const data = await this.recvColl(source, seq, what);
+    if (!(data instanceof Float32Array) || data.length !== length) {
+      const got = data instanceof Float32Array ? `${data.length} floats` : typeof data;
+      throw this.fail(new CommunicatorError(`rank ${this.rank}: ${what} (collective #${seq}): rank ${source} sent ${got}, expected ${length} floats; do all ranks pass arrays of the same length?`), true);
+    }
+    return data;
+  }
+
+  /** Root's value, on every rank (binomial tree, so the root sends log2(size) times). */
+  async bcast<T>(value: T, root = 0): Promise<T> {
+    this.check();
+    checkInt(root, 'bcast: root', 0, this.size - 1);
+    const seq = this.seq++;
+    const n = this.size;
+    const vr = mod(this.rank - root, n);
+    let result: unknown = value;
+    let mask = 1;
+    while (mask < n) {
+      if ((vr & mask) !== 0) {
+        result = await this.recvColl(mod(vr - mask + root, n), seq, 'bcast');
+        break;
+      }
+      mask <<= 1;
+    }
+    mask >>= 1;
+    const sends: Promise<void>[] = [];
+    while (mask > 0) {
+      if (vr + mask < n) sends.push(this.sendData(mod(vr + mask + root, n), 'coll', seq, result));
+      mask >>= 1;
+    }
+    await Promise.all(sends);
+    return result as T;
+  }
+
+  /** Every rank's value at root, in rank order; undefined on the other ranks. */
+  async gather<T>(value: T, root = 0): Promise<T[] | undefined> {
+    this.check();
+    checkInt(root, 'gather: root', 0, this.size - 1);
+    const seq = this.seq++;
+    if (this.rank !== root) {
+      await this.sendData(root, 'coll', seq, value);
+      return undefined;
+    }
+    const out: unknown[] = [];
+    for (let r = 0; r < this.size; r++) out.push(r === root ? value : await this.recvColl(r, seq, 'gather'));
+    return out as T[];
+  }
+
+  /** Returns once every rank has called barrier. */
+  async barrier(): Promise<void> {
+    await this.gather(null, 0);
+    await this.bcast(null, 0);
+  }
+
+  /** The element-wise reduction of every rank's array at root; undefined on the other ranks. */
+  async reduce(data: Float32Array, op: ReduceOp = 'sum', root = 0): Promise<Float32Array | undefined> {
+    this.check();
+    checkInt(root, 'reduce: root', 0, this.size - 1);
+    if (!REDUCE_OPS.includes(op)) throw new CommunicatorError(`reduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
+    const seq = this.seq++;
+    if (this.rank !== root) {
+      await this.sendChunks(root, seq, data, 0, data.length);
+      return undefined;
+    }
+    const out = Float32Array.from(data);
+    for (let r = 0; r < this.size; r++) {
+      if (r !== root) await this.recvChunks(r, seq, out, 0, out.length, op === 'mean' ? 'sum' : op, 'reduce');
+    }
+    if (op === 'mean') for (let i = 0; i < out.length; i++) out[i]! /= this.size;
+    return out;
+  }
+
+  /**
+   * The element-wise reduction of every rank's array, on every rank: a ring reduce-scatter then a ring
+   * allgather, so each rank sends and receives 2(n-1)/n of the array whatever n is.
+   */
+  async allreduce(data: Float32Array, op: ReduceOp = 'sum'): Promise<Float32Array> {
+    this.check();
+    if (!(data instanceof Float32Array)) throw new CommunicatorError(`allreduce: expected a Float32Array, got ${typeof data}`);
+    if (!REDUCE_OPS.includes(op)) throw new CommunicatorError(`allreduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
+    const seq = this.seq++;
+    const n = this.size;
+    const out = Float32Array.from(data);
+    if (n === 1) return out;
+    const right = mod(this.rank + 1, n);
+    const left = mod(this.rank - 1, n);
+    const reduceOp: ReduceOp = op === 'mean' ? 'sum' : op;
+    const sends: Promise<void>[] = [];
+    // Reduce-scatter: after n-1 steps this rank holds the full reduction of segment (rank+1) mod n.
+    for (let step = 0; step < n - 1; step++) {
+      const [s0, s1] = segment(out.length, n, mod(this.rank - step, n));
+      sends.push(this.sendChunks(right, seq, out, s0, s1));
+      const [r0, r1] = segment(out.length, n, mod(this.rank - step - 1, n));
+      await this.recvChunks(left, seq, out, r0, r1, reduceOp, 'allreduce reduce-scatter');
+    }
+    if (op === 'mean') {
+      const [m0, m1] = segment(out.length, n, mod(this.rank + 1, n));
+      for (let i = m0; i < m1; i++) out[i]! /= n;
+    }
+    // Allgather: pass the reduced segments around the ring.
+    for (let step = 0; step < n - 1; step++) {
+      const [s0, s1] = segment(out.length, n, mod(this.rank + 1 - step, n));
+      sends.push(this.sendChunks(right, seq, out, s0, s1));
+      const [r0, r1] = segment(out.length, n, mod(this.rank - step, n));
+      await this.recvChunks(left, seq, out, r0, r1, undefined, 'allreduce allgather');
+    }
+    await Promise.all(sends);
+    return out;
+  }
+
+  /** Sends out[start, end) in chunks; the bytes are copied at encode time, so `out` may change afterwards. */
+  private sendChunks(to: number, seq: number, out: Float32Array, start: number, end: number): Promise<void> {
+    const sends: Promise<void>[] = [];
+    for (let i = start; i < end || (i === start && start === end); i += this.chunkFloats) {
+      sends.push(this.sendData(to, 'coll', seq, out.subarray(i, Math.min(end, i + this.chunkFloats))));
+      if (start === end) break;
+    }
+    return Promise.all(sends).then(() => undefined);
+  }
+
+  /** Receives [start, end) in chunks from `from`, combining with op into out (or copying when op is undefined). */
+  private async recvChunks(from: number, seq: number, out: Float32Array, start: number, end: number, op: ReduceOp | undefined, what: string): Promise<void> {
+    for (let i = start; i < end || (i === start && start === end); i += this.chunkFloats) {
+      const length = Math.min(end, i + this.chunkFloats) - i;
+      const chunk = await this.recvFloats(from, seq, length, what);
+      if (op === undefined) out.set(chunk, i);
+      else combine(op, out, i, chunk);
+      if (start === end) break;
+    }
+  }
+
+  /** Closes the sockets; queued outgoing messages get up to lingerMs to leave. Pending waits fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    // A broken communicator has nobody left to deliver to: drop what is queued instead of lingering.
+    if (this.failure !== undefined) for (const peer of this.peers.values()) peer.socket.linger = 0;
+    if (this.failure === undefined) {
+      this.failure = new CommunicatorError(`rank ${this.rank}: the communicator is closed`);
+      for (const w of this.waiters) {
+        clearTimeout(w.timer);
+        w.reject(this.failure);
+      }
+      this.waiters = [];
+    }
+    this.setupWake?.();
+    // Let queued sends reach the socket before closing it, but never wait longer than the linger.
+    await Promise.race([Promise.all([...this.peers.values()].map((p) => p.tail)), new Promise((r) => setTimeout(r, this.lingerMs).unref())]);
+    for (const peer of this.peers.values()) peer.socket.close();
+    this.router.close();
+    await this.loop;
+  }
+}
+
+function peerName(routingId: Buffer | undefined): string {
+  return routingId === undefined ? 'an unknown peer' : `0x${routingId.toString('hex')}`;
+}

@@ -1,0 +1,382 @@
+// Turns a decoded msgpack value (unknown) into a typed message, or throws a MalformedMessageError that names
+// the offending field as "<type>.<path>" (e.g. "assign.job.training.steps: expected a positive integer, got -1").
+// Schemas are built once from small combinators; unknown extra fields are ignored so that an additive change
+// within one protocol version does not break older peers.
+import { MalformedMessageError } from './errors.ts';
+import { ENCODINGS } from './messages.ts';
+import type { AgentToCoordinator, CoordinatorToAgent, PeerMessage } from './messages.ts';
+
+/** Checks a value at a path; throws Invalid on the first problem. */
+type Check = (value: unknown, path: string) => void;
+
+/** Thrown inside a schema; turned into a MalformedMessageError with the message type at the top. */
+class Invalid extends Error {
+  constructor(
+    readonly path: string,
+    readonly expected: string,
+    readonly got: unknown,
+  ) {
+    super(`${path}: expected ${expected}, got ${describe(got)}`);
+  }
+}
+
+/** A short, safe description of a bad value for error messages (never dumps a whole payload). */
+export function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (typeof value === 'string') {
+    const shown = value.length > 40 ? `${value.slice(0, 40)}...` : value;
+    return `${JSON.stringify(shown)} (a string)`;
+  }
+  if (typeof value === 'number') return Number.isNaN(value) ? 'NaN' : String(value);
+  if (typeof value === 'bigint') return `${value}n (a bigint)`;
+  if (typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return `an array of ${value.length}`;
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of ${value.byteLength} bytes`;
+  if (value instanceof Map) return 'a map with non-string keys';
+  if (typeof value === 'object') return 'an object';
+  return typeof value;
+}
+
+const join = (path: string, key: string | number): string => (typeof key === 'number' ? `${path}[${key}]` : `${path}.${key}`);
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value) && !(value instanceof Map);
+}
+
+const MAX_STRING = 1 << 20;
+
+// --- primitives --------------------------------------------------------------------------------
+
+const str =
+  (maxLength = MAX_STRING): Check =>
+  (v, p) => {
+    if (typeof v !== 'string' || v.length > maxLength) throw new Invalid(p, maxLength === MAX_STRING ? 'a string' : `a string of at most ${maxLength} characters`, v);
+  };
+
+const nonEmpty =
+  (maxLength = 256): Check =>
+  (v, p) => {
+    if (typeof v !== 'string' || v.length === 0 || v.length > maxLength) throw new Invalid(p, `a non-empty string of at most ${maxLength} characters`, v);
+  };
+
+/** Any number, NaN and infinities included: a diverged loss must still reach the coordinator to fail the job. */
+const num: Check = (v, p) => {
+  if (typeof v !== 'number') throw new Invalid(p, 'a number', v);
+};
+
+const finite: Check = (v, p) => {
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new Invalid(p, 'a finite number', v);
+};
+
+const nonNegative: Check = (v, p) => {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Invalid(p, 'a finite number >= 0', v);
+};
+
+const int: Check = (v, p) => {
+  if (!Number.isSafeInteger(v)) throw new Invalid(p, 'an integer', v);
+};
+
+const nonNegInt: Check = (v, p) => {
+  if (!Number.isSafeInteger(v) || (v as number) < 0) throw new Invalid(p, 'a non-negative integer', v);
+};
+
+const posInt: Check = (v, p) => {
+  if (!Number.isSafeInteger(v) || (v as number) < 1) throw new Invalid(p, 'a positive integer', v);
+};
+
+const bool: Check = (v, p) => {
+  if (typeof v !== 'boolean') throw new Invalid(p, 'a boolean', v);
+};
+
+const bytes: Check = (v, p) => {
+  if (!(v instanceof Uint8Array)) throw new Invalid(p, 'bytes (a Uint8Array)', v);
+};
+
+/** Any msgpack value, but present: a peer_data without data is a bug on the sender's side. */
+const present: Check = (v, p) => {
+  if (v === undefined) throw new Invalid(p, 'a value', v);
+};
+
+function oneOf<T extends string>(values: readonly T[]): Check {
+  const set = new Set<unknown>(values);
+  const expected = `one of ${values.map((x) => JSON.stringify(x)).join(', ')}`;
+  return (v, p) => {
+    if (!set.has(v)) throw new Invalid(p, expected, v);
+  };
+}
+
+function literal(value: string): Check {
+  return (v, p) => {
+    if (v !== value) throw new Invalid(p, JSON.stringify(value), v);
+  };
+}
+
+const nullable =
+  (inner: Check): Check =>
+  (v, p) => {
+    if (v !== null) inner(v, p);
+  };
+
+function arrayOf(item: Check, maxLength = 1 << 24): Check {
+  return (v, p) => {
+    if (!Array.isArray(v)) throw new Invalid(p, 'an array', v);
+    if (v.length > maxLength) throw new Invalid(p, `an array of at most ${maxLength} items`, v);
+    for (let i = 0; i < v.length; i++) item(v[i], join(p, i));
+  };
+}
+
+function recordOf(value: Check): Check {
+  return (v, p) => {
+    if (!isPlainObject(v)) throw new Invalid(p, 'an object', v);
+    for (const key of Object.keys(v)) value(v[key], join(p, key));
+  };
+}
+
+interface Shape {
+  [key: string]: Check | { optional: Check };
+}
+const optional = (check: Check): { optional: Check } => ({ optional: check });
+
+function object(shape: Shape): Check {
+  const entries = Object.entries(shape).map(([key, spec]) =>
+    typeof spec === 'function' ? { key, check: spec, optional: false } : { key, check: spec.optional, optional: true },
+  );
+  return (v, p) => {
+    if (!isPlainObject(v)) throw new Invalid(p, 'an object', v);
+    for (const { key, check, optional: isOptional } of entries) {
+      const field = v[key];
+      // exactOptionalPropertyTypes: an absent optional field may arrive as undefined (msgpack has no "absent").
+      if (field === undefined && isOptional) continue;
+      check(field, join(p, key));
+    }
+  };
+}
+
+// --- shared pieces -----------------------------------------------------------------------------
+
+const id = nonEmpty(256);
+const scalar: Check = (v, p) => {
+  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new Invalid(p, 'a string, number or boolean', v);
+};
+
+const wireError = object({ name: str(1024), message: str(), stack: optional(str()), retryable: bool });
+const deviceInfo = object({ kind: oneOf(['gpu', 'cpu'] as const), name: str(1024), memoryBytes: optional(nonNegative) });
+const taskSpec = object({ name: nonEmpty(256), params: recordOf(scalar) });
+const probability: Check = (v, p) => {
+  if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new Invalid(p, 'a number in [0, 1]', v);
+};
+const modelSpec = object({ layers: posInt, dModel: posInt, heads: posInt, ffnDim: posInt, dropout: probability, maxLen: posInt });
+const trainingSpec = object({
+  steps: posInt,
+  batchSize: posInt,
+  learningRate: nonNegative,
+  warmupSteps: nonNegInt,
+  weightDecay: nonNegative,
+  clipNorm: nonNegative,
+});
+const evaluationSpec = object({ samples: nonNegInt, lengthTask: optional(taskSpec), lengthSamples: optional(nonNegInt) });
+const jobSpec = object({
+  jobId: id,
+  runId: id,
+  encoding: oneOf(ENCODINGS),
+  task: taskSpec,
+  seed: int,
+  preset: str(256),
+  model: modelSpec,
+  training: trainingSpec,
+  evaluation: evaluationSpec,
+  checkpointEvery: posInt,
+  needs: optional(object({ backend: optional(str(256)), gpu: optional(bool) })),
+});
+const metricPoint = object({
+  step: nonNegInt,
+  loss: num,
+  learningRate: num,
+  gradNorm: num,
+  tokensPerSecond: num,
+  time: num,
+  accuracy: optional(num),
+});
+const evaluation = object({
+  jobId: id,
+  encoding: oneOf(ENCODINGS),
+  task: str(256),
+  seed: int,
+  backend: str(256),
+  steps: nonNegInt,
+  wallTimeS: num,
+  parameters: nonNegInt,
+  tokensPerSecond: num,
+  exactMatch: num,
+  symbolicAccuracy: num,
+  stepAccuracy: nullable(num),
+  perLength: recordOf(object({ n: nonNegInt, exactMatch: num })),
+  attentionEntropy: arrayOf(arrayOf(num)),
+  errorTaxonomy: recordOf(num),
+  problems: arrayOf(
+    object({ id: str(1024), split: str(256), length: nonNegInt, correct: bool, symbolic: bool, prediction: str(), target: str() }),
+  ),
+});
+const sha256: Check = (v, p) => {
+  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) throw new Invalid(p, 'a sha256 as 64 lowercase hex digits', v);
+};
+const version = nonNegInt;
+
+// --- messages ----------------------------------------------------------------------------------
+
+const checkpointChunk = object({
+  jobId: id,
+  epoch: nonNegInt,
+  checkpointId: id,
+  kind: oneOf(['checkpoint', 'final'] as const),
+  step: nonNegInt,
+  index: nonNegInt,
+  count: posInt,
+  totalBytes: nonNegInt,
+  sha256,
+  data: bytes,
+});
+const chunkIndexInRange: Check = (v, p) => {
+  const m = v as { index: number; count: number };
+  if (m.index >= m.count) throw new Invalid(join(p, 'index'), `an integer below count (${m.count})`, m.index);
+};
+const errorMessage = object({ error: wireError, context: optional(str(1024)) });
+
+const agentMessages: Record<AgentToCoordinator['type'], Check[]> = {
+  status_request: [object({ version })],
+  hello: [
+    object({
+      version,
+      agentId: id,
+      host: str(1024),
+      pid: nonNegInt,
+      backend: str(256),
+      devices: arrayOf(deviceInfo, 1024),
+      launcherId: optional(str(256)),
+    }),
+  ],
+  heartbeat: [
+    object({
+      agentId: id,
+      seq: nonNegInt,
+      time: finite,
+      state: oneOf(['idle', 'busy', 'draining'] as const),
+      jobId: optional(id),
+      epoch: optional(nonNegInt),
+      step: optional(nonNegInt),
+    }),
+  ],
+  metrics: [object({ jobId: id, epoch: nonNegInt, points: arrayOf(metricPoint) })],
+  checkpoint_chunk: [checkpointChunk, chunkIndexInRange],
+  checkpoint_request: [object({ jobId: id, epoch: nonNegInt, checkpointId: id })],
+  job_result: [object({ jobId: id, epoch: nonNegInt, evaluation })],
+  job_failed: [object({ jobId: id, epoch: nonNegInt, error: wireError })],
+  error: [errorMessage],
+  bye: [object({ agentId: id, reason: str(4096) })],
+};
+
+const jobState = oneOf(['pending', 'assigned', 'running', 'evaluating', 'done', 'failed'] as const);
+const agentState = oneOf(['idle', 'busy', 'suspect', 'dead', 'draining', 'gone'] as const);
+
+const coordinatorMessages: Record<CoordinatorToAgent['type'], Check[]> = {
+  status: [
+    object({
+      runId: id,
+      experiment: str(4096),
+      jobs: arrayOf(
+        object({
+          jobId: id,
+          encoding: oneOf(ENCODINGS),
+          task: str(256),
+          seed: int,
+          state: jobState,
+          attempt: nonNegInt,
+          epoch: nonNegInt,
+          step: nonNegInt,
+          totalSteps: nonNegInt,
+          agentId: optional(id),
+          loss: optional(num),
+          accuracy: optional(num),
+          tokensPerSecond: optional(num),
+        }),
+      ),
+      agents: arrayOf(
+        object({
+          agentId: id,
+          host: str(1024),
+          pid: nonNegInt,
+          backend: str(256),
+          state: agentState,
+          lastHeartbeatAgoMs: num,
+          jobId: optional(id),
+          launcherId: optional(str(256)),
+        }),
+      ),
+    }),
+  ],
+  welcome: [object({ version, agentId: id, runId: id, heartbeatIntervalMs: posInt })],
+  reject: [object({ reason: str(4096), version })],
+  assign: [
+    object({
+      job: jobSpec,
+      attempt: nonNegInt,
+      epoch: nonNegInt,
+      resumeFrom: optional(object({ checkpointId: id, step: nonNegInt, totalBytes: nonNegInt, sha256 })),
+    }),
+  ],
+  cancel: [object({ jobId: id, epoch: nonNegInt, reason: str(4096) })],
+  checkpoint_chunk: [checkpointChunk, chunkIndexInRange],
+  checkpoint_ack: [object({ jobId: id, epoch: nonNegInt, checkpointId: id, ok: bool, reason: optional(str(4096)) })],
+  heartbeat_ack: [object({ seq: nonNegInt, time: finite })],
+  error: [errorMessage],
+  shutdown: [object({ reason: str(4096) })],
+};
+
+const rank = nonNegInt;
+const peerMessages: Record<PeerMessage['type'], Check[]> = {
+  peer_hello: [object({ version, rank, size: posInt, address: nonEmpty(1024) })],
+  peer_table: [object({ version, addresses: arrayOf(nonEmpty(1024), 1 << 16) })],
+  peer_data: [object({ source: rank, channel: oneOf(['p2p', 'coll'] as const), tag: int, data: present })],
+  peer_abort: [object({ source: rank, reason: str(4096) })],
+};
+
+function validateWith<M>(table: Record<string, Check[]>, direction: string, value: unknown): M {
+  if (!isPlainObject(value)) {
+    throw new MalformedMessageError(`${direction} message: expected an object with a "type", got ${describe(value)}`, '');
+  }
+  const type = value['type'];
+  if (typeof type !== 'string') {
+    throw new MalformedMessageError(`${direction} message: expected a string "type", got ${describe(type)}`, 'type');
+  }
+  const checks = Object.hasOwn(table, type) ? table[type] : undefined;
+  if (checks === undefined) {
+    throw new MalformedMessageError(
+      `${direction} message: unknown type ${describe(type)}; known: ${Object.keys(table).join(', ')}`,
+      'type',
+      { messageType: type },
+    );
+  }
+  try {
+    for (const check of checks) check(value, type);
+  } catch (error) {
+    if (error instanceof Invalid) {
+      const field = error.path.slice(type.length + 1);
+      throw new MalformedMessageError(`${error.message} (message type "${type}")`, field, { messageType: type });
+    }
+    throw error;
+  }
+  return value as M;
+}
+
+export function validateAgentMessage(value: unknown): AgentToCoordinator {
+  return validateWith<AgentToCoordinator>(agentMessages, 'agent->coordinator', value);
+}
+
+export function validateCoordinatorMessage(value: unknown): CoordinatorToAgent {
+  return validateWith<CoordinatorToAgent>(coordinatorMessages, 'coordinator->agent', value);
+}
+
+export function validatePeerMessage(value: unknown): PeerMessage {
+  return validateWith<PeerMessage>(peerMessages, 'peer', value);
+}

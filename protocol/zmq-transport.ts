@@ -1,0 +1,365 @@
+// The ZeroMQ transport: the coordinator binds a ROUTER, each agent connects a DEALER; one message per frame.
+// Bounded everywhere: high-water marks cap the queues, sends give up after sendTimeoutMs with a TransportError,
+// frames over the cap are refused before decoding, and close() uses linger 0 so nothing keeps the process alive.
+// With curve set, the server runs a ZAP handler in its own context and accepts only allow-listed client keys.
+import * as zmq from 'zeromq';
+import { AsyncQueue } from './async-queue.ts';
+import { DEFAULT_MAX_FRAME_BYTES, decodeAgentMessage, decodeCoordinatorMessage, encode } from './codec.ts';
+import { MalformedMessageError, TransportError, asMalformed } from './errors.ts';
+import { checkKey, z85Encode } from './keys.ts';
+import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
+import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
+
+export interface ZmqCommonOptions {
+  /** Frames over this are refused before decoding (and ZeroMQ drops a peer that sends more than twice this). */
+  maxFrameBytes?: number;
+  /** Send and receive high-water mark, in messages per peer. */
+  highWaterMark?: number;
+  /** How long a send may wait on a full queue before it fails with TransportError. */
+  sendTimeoutMs?: number;
+  /** Connection events and refused frames, one line each. */
+  log?: (line: string) => void;
+}
+
+export interface ZmqServerOptions extends ZmqCommonOptions {
+  /** e.g. 'tcp://127.0.0.1:0' (any free port; read `address` after binding) or 'tcp://0.0.0.0:5555'. */
+  address: string;
+  curve?: {
+    publicKey: string;
+    secretKey: string;
+    /** Z85 public keys of the clients allowed in; defaults to [publicKey], the shared cluster pair. */
+    allowedClientKeys?: string[];
+  };
+}
+
+export interface ZmqClientOptions extends ZmqCommonOptions {
+  address: string;
+  /** The identity the server sees (e.g. the agent id); ZeroMQ makes one up when absent. */
+  routingId?: string;
+  curve?: { serverPublicKey: string; publicKey: string; secretKey: string };
+  /** First reconnect delay; doubles per failed attempt up to reconnectMaxIntervalMs. */
+  reconnectIntervalMs?: number;
+  reconnectMaxIntervalMs?: number;
+}
+
+const DEFAULTS = { highWaterMark: 1000, sendTimeoutMs: 10_000, reconnectIntervalMs: 100, reconnectMaxIntervalMs: 5_000 };
+const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
+
+function transportError(what: string, error: unknown): TransportError {
+  const code = (error as { code?: unknown }).code;
+  const reason = error instanceof Error ? error.message : String(error);
+  return new TransportError(`${what}: ${reason}${typeof code === 'string' ? ` (${code})` : ''}`, { cause: error, retryable: true });
+}
+
+/** Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise). */
+class SendQueue {
+  private tail: Promise<unknown> | undefined;
+  private pending = 0;
+
+  constructor(
+    private readonly limit: number,
+    private readonly what: string,
+  ) {}
+
+  run(send: () => Promise<void>): Promise<void> {
+    if (this.pending >= this.limit) {
+      return Promise.reject(new TransportError(`${this.what}: ${this.pending} sends already waiting; the peer is not keeping up`, { retryable: true }));
+    }
+    this.pending++;
+    const result = this.tail === undefined ? send() : this.tail.then(send);
+    const settled = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tail = settled;
+    void settled.then(() => {
+      this.pending--;
+      if (this.tail === settled) this.tail = undefined;
+    });
+    return result;
+  }
+}
+
+function peerIdOf(routingId: Buffer): PeerId {
+  // Printable ids (agent ids) stay readable in logs; ZeroMQ's made-up binary ids are shown as hex.
+  for (const byte of routingId) if (byte < 0x21 || byte > 0x7e) return `0x${routingId.toString('hex')}` as PeerId;
+  return routingId.toString('latin1') as PeerId;
+}
+
+function watchEvents(socket: zmq.Socket, name: string, log: ((line: string) => void) | undefined): void {
+  if (log === undefined) return;
+  const events = socket.events;
+  events.on('disconnect', (e) => log(`${name}: peer at ${e.address} disconnected`));
+  events.on('handshake:error:auth', (e) => log(`${name}: CURVE authentication failed with ${e.address}: ${e.error.message}`));
+  events.on('handshake:error:protocol', (e) => log(`${name}: handshake protocol error with ${e.address}: ${e.error.message}`));
+  events.on('handshake:error:other', (e) => log(`${name}: handshake failed with ${e.address}: ${e.error.message}`));
+}
+
+/** ZAP (RFC 27): libzmq asks this socket about every CURVE handshake; we answer 200 only for allowed keys. */
+async function serveZap(zap: zmq.Reply, allowed: Set<string>, log: ((line: string) => void) | undefined): Promise<void> {
+  for (;;) {
+    let request: Buffer[];
+    try {
+      request = await zap.receive();
+    } catch {
+      return; // closed
+    }
+    const [version, requestId, , address, , mechanism, credentials] = request;
+    const key = mechanism?.toString() === 'CURVE' && credentials?.length === 32 ? z85Encode(credentials) : undefined;
+    const ok = key !== undefined && allowed.has(key);
+    if (!ok) log?.(`refused a client at ${address?.toString() ?? '?'}: ${key === undefined ? 'no CURVE key' : `key ${key} is not allowed`}`);
+    try {
+      await zap.send([version ?? '1.0', requestId ?? '', ok ? '200' : '400', ok ? 'OK' : 'key not allowed', ok ? (key ?? '') : '', '']);
+    } catch {
+      return;
+    }
+  }
+}
+
+class ZmqServer implements ServerTransport {
+  private readonly queue = new AsyncQueue<Inbound<AgentToCoordinator>>();
+  private readonly routes = new Map<PeerId, Buffer>();
+  private readonly sends: SendQueue;
+  private closed = false;
+  private readonly loop: Promise<void>;
+
+  constructor(
+    private readonly socket: zmq.Router,
+    readonly address: string,
+    private readonly maxFrameBytes: number,
+    private readonly zap: zmq.Reply | undefined,
+    private readonly log: ((line: string) => void) | undefined,
+    highWaterMark: number,
+  ) {
+    this.sends = new SendQueue(highWaterMark, `send from ${address}`);
+    this.loop = this.receiveLoop();
+  }
+
+  private async receiveLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.socket.receive();
+      } catch (error) {
+        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
+        break;
+      }
+      const [routingId, ...body] = frames;
+      if (routingId === undefined) continue;
+      const from = peerIdOf(routingId);
+      this.routes.set(from, routingId);
+      if (body.length !== 1) {
+        this.malformed(from, new MalformedMessageError(`expected one frame per message, got ${body.length}`));
+        continue;
+      }
+      try {
+        this.queue.push({ kind: 'message', from, message: decodeAgentMessage(body[0]!, { maxBytes: this.maxFrameBytes }) });
+      } catch (error) {
+        this.malformed(from, asMalformed(error));
+      }
+    }
+    this.queue.close();
+  }
+
+  private malformed(from: PeerId, error: MalformedMessageError): void {
+    this.log?.(`${this.address}: refused a frame from ${from}: ${error.message}`);
+    this.queue.push({ kind: 'malformed', from, error });
+  }
+
+  send(to: PeerId, message: CoordinatorToAgent): Promise<void> {
+    let bytes: Uint8Array;
+    try {
+      bytes = encode(message);
+    } catch (error) {
+      return Promise.reject(transportError(`could not encode ${message.type} for ${to}`, error));
+    }
+    return this.sendRaw(to, bytes);
+  }
+
+  /** Sends bytes as they are (bad-input tests, benchmarks). */
+  sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new TransportError(`${this.address} is closed`));
+    const route = this.routes.get(to) ?? Buffer.from(to, 'latin1');
+    return this.sends.run(async () => {
+      try {
+        await this.socket.send([route, bytes]);
+      } catch (error) {
+        throw transportError(`send to ${to} via ${this.address}`, error);
+      }
+    });
+  }
+
+  inbound(): AsyncIterable<Inbound<AgentToCoordinator>> {
+    return this.queue;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.close();
+    this.zap?.close();
+    await this.loop;
+  }
+}
+
+class ZmqClient implements ClientTransport {
+  private readonly queue = new AsyncQueue<Inbound<CoordinatorToAgent>>();
+  private readonly sends: SendQueue;
+  private closed = false;
+  private readonly loop: Promise<void>;
+  private readonly from: PeerId;
+
+  constructor(
+    private readonly socket: zmq.Dealer,
+    readonly address: string,
+    private readonly maxFrameBytes: number,
+    private readonly log: ((line: string) => void) | undefined,
+    highWaterMark: number,
+  ) {
+    this.from = address as PeerId;
+    this.sends = new SendQueue(highWaterMark, `send to ${address}`);
+    this.loop = this.receiveLoop();
+  }
+
+  private async receiveLoop(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.socket.receive();
+      } catch (error) {
+        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
+        break;
+      }
+      let inbound: Inbound<CoordinatorToAgent>;
+      if (frames.length !== 1) {
+        inbound = { kind: 'malformed', from: this.from, error: new MalformedMessageError(`expected one frame per message, got ${frames.length}`) };
+      } else {
+        try {
+          inbound = { kind: 'message', from: this.from, message: decodeCoordinatorMessage(frames[0]!, { maxBytes: this.maxFrameBytes }) };
+        } catch (error) {
+          inbound = { kind: 'malformed', from: this.from, error: asMalformed(error) };
+        }
+      }
+      if (inbound.kind === 'malformed') this.log?.(`${this.address}: refused a frame from the server: ${inbound.error.message}`);
+      this.queue.push(inbound);
+    }
+    this.queue.close();
+  }
+
+  send(message: AgentToCoordinator): Promise<void> {
+    let bytes: Uint8Array;
+    try {
+      bytes = encode(message);
+    } catch (error) {
+      return Promise.reject(transportError(`could not encode ${message.type}`, error));
+    }
+    return this.sendRaw(bytes);
+  }
+
+  /** Sends bytes as they are (bad-input tests, benchmarks). */
+  sendRaw(bytes: Uint8Array): Promise<void> {
+    if (this.closed) return Promise.reject(new TransportError(`the connection to ${this.address} is closed`));
+    return this.sends.run(async () => {
+      try {
+        await this.socket.send(bytes);
+      } catch (error) {
+        throw transportError(`send to ${this.address}`, error);
+      }
+    });
+  }
+
+  inbound(): AsyncIterable<Inbound<CoordinatorToAgent>> {
+    return this.queue;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.close();
+    await this.loop;
+  }
+}
+
+function common(options: ZmqCommonOptions): { maxFrameBytes: number; highWaterMark: number; sendTimeoutMs: number } {
+  const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  const highWaterMark = options.highWaterMark ?? DEFAULTS.highWaterMark;
+  const sendTimeoutMs = options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs;
+  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw new TransportError(`maxFrameBytes: expected a positive integer, got ${maxFrameBytes}`);
+  if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1) throw new TransportError(`highWaterMark: expected a positive integer, got ${highWaterMark}`);
+  if (!Number.isSafeInteger(sendTimeoutMs) || sendTimeoutMs < 0) throw new TransportError(`sendTimeoutMs: expected a non-negative integer, got ${sendTimeoutMs}`);
+  return { maxFrameBytes, highWaterMark, sendTimeoutMs };
+}
+
+/** ZeroMQ's own cap: a peer sending more than this is disconnected without the frame ever being buffered whole. */
+function hardCap(maxFrameBytes: number): number {
+  return Math.min(Number.MAX_SAFE_INTEGER, maxFrameBytes * 2 + 1024);
+}
+
+export async function bindServer(options: ZmqServerOptions): Promise<ServerTransport & { sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> }> {
+  const { maxFrameBytes, highWaterMark, sendTimeoutMs } = common(options);
+  let context: zmq.Context | undefined;
+  let zap: zmq.Reply | undefined;
+  let allowed: Set<string> | undefined;
+  if (options.curve !== undefined) {
+    checkKey(options.curve.publicKey, 'curve.publicKey');
+    checkKey(options.curve.secretKey, 'curve.secretKey');
+    allowed = new Set((options.curve.allowedClientKeys ?? [options.curve.publicKey]).map((k, i) => checkKey(k, `curve.allowedClientKeys[${i}]`)));
+    // Own context, so that this server's ZAP handler answers only for it (one ZAP endpoint per context).
+    context = new zmq.Context();
+    zap = new zmq.Reply({ context, linger: 0 });
+    await zap.bind(ZAP_ENDPOINT);
+  }
+  const socket = new zmq.Router({
+    ...(context === undefined ? {} : { context }),
+    linger: 0,
+    mandatory: true,
+    sendHighWaterMark: highWaterMark,
+    receiveHighWaterMark: highWaterMark,
+    sendTimeout: sendTimeoutMs,
+    maxMessageSize: hardCap(maxFrameBytes),
+  });
+  if (options.curve !== undefined) {
+    socket.curveServer = true;
+    socket.curvePublicKey = options.curve.publicKey;
+    socket.curveSecretKey = options.curve.secretKey;
+    socket.zapDomain = 'pe-arena';
+  }
+  watchEvents(socket, options.address, options.log);
+  try {
+    await socket.bind(options.address);
+  } catch (error) {
+    socket.close();
+    zap?.close();
+    throw transportError(`could not bind ${options.address}`, error);
+  }
+  if (zap !== undefined && allowed !== undefined) void serveZap(zap, allowed, options.log);
+  const address = socket.lastEndpoint ?? options.address;
+  return new ZmqServer(socket, address, maxFrameBytes, zap, options.log, highWaterMark);
+}
+
+export async function connectClient(options: ZmqClientOptions): Promise<ClientTransport & { sendRaw(bytes: Uint8Array): Promise<void> }> {
+  const { maxFrameBytes, highWaterMark, sendTimeoutMs } = common(options);
+  const socket = new zmq.Dealer({
+    linger: 0,
+    sendHighWaterMark: highWaterMark,
+    receiveHighWaterMark: highWaterMark,
+    sendTimeout: sendTimeoutMs,
+    maxMessageSize: hardCap(maxFrameBytes),
+    reconnectInterval: options.reconnectIntervalMs ?? DEFAULTS.reconnectIntervalMs,
+    reconnectMaxInterval: options.reconnectMaxIntervalMs ?? DEFAULTS.reconnectMaxIntervalMs,
+    ...(options.routingId === undefined ? {} : { routingId: options.routingId }),
+  });
+  if (options.curve !== undefined) {
+    socket.curveServerKey = checkKey(options.curve.serverPublicKey, 'curve.serverPublicKey');
+    socket.curvePublicKey = checkKey(options.curve.publicKey, 'curve.publicKey');
+    socket.curveSecretKey = checkKey(options.curve.secretKey, 'curve.secretKey');
+  }
+  watchEvents(socket, options.address, options.log);
+  try {
+    socket.connect(options.address);
+  } catch (error) {
+    socket.close();
+    throw transportError(`could not connect to ${options.address}`, error);
+  }
+  return Promise.resolve(new ZmqClient(socket, options.address, maxFrameBytes, options.log, highWaterMark));
+}

@@ -1,0 +1,19 @@
+// A generated problem before it gets an id: what each task generator returns for one draw.
+import type { Rng } from './rng.ts';
+import type { ParamSchema, ParamValues } from './params.ts';
+
+export interface Problem {
+  prompt: string;
+  target: string;
+  answer: string;
+  length: number;
+  reversed?: boolean;
+}
+
+export interface Generator {
+  readonly schema: ParamSchema;
+  /** Cross-field checks beyond the schema (e.g. minDigits <= maxDigits); params already have defaults. */
+  check?(params: ParamValues): string[];
+  /** One problem; `params` already validated and defaulted. */
+  generate(rng: Rng, params: ParamValues): Problem;
+}

@@ -1,0 +1,230 @@
+// The Workload the node agent drives (src/train/workload.ts), built on TensorFlow.js: picks the backend, builds
+// the data source and the transformer for a JobSpec, trains, checkpoints, resumes exactly, and evaluates.
+// No module-level state: the agent runs this inside a worker thread, one workload per job.
+import * as tf from '@tensorflow/tfjs';
+import type { Evaluation, JobSpec, MetricPoint, TaskSpec } from '../../protocol/messages.ts';
+import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
+import type { Example } from '../data/types.ts';
+import { createSource, drawExamples } from '../data/tasks.ts';
+import { attentionEntropy, mergeEntropy, scoreProblems, type Scores } from '../eval/metrics.ts';
+import { attentionMaps, greedyDecode } from '../model/decode.ts';
+import { Transformer } from '../model/transformer.ts';
+import { selectBackend } from './backend.ts';
+import { CheckpointError, TrainConfigError } from './errors.ts';
+import { checkJobSpec } from './job.ts';
+import { readTrainingCheckpoint, Trainer, type CheckpointMeta } from './trainer.ts';
+import type { BackendName, CreateWorkload, Workload, WorkloadOptions } from './workload.ts';
+
+/** Examples whose attention maps feed the entropy table (a few are enough for a stable mean). */
+const ENTROPY_EXAMPLES = 8;
+const DECODE_BATCH = 64;
+
+export interface EvaluationOptions {
+  /** Called after each decoded batch: (done, total). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+function sameModel(a: JobSpec, b: JobSpec): string | null {
+  if (a.encoding !== b.encoding) return `encoding ${b.encoding} in the checkpoint, ${a.encoding} in the job`;
+  for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen'] as const) {
+    if (a.model[k] !== b.model[k]) return `model.${k} is ${b.model[k]} in the checkpoint, ${a.model[k]} in the job`;
+  }
+  return null;
+}
+
+/** Builds the transformer a job describes (weights from the job seed). */
+export function buildModel(spec: JobSpec): Transformer {
+  return Transformer.create({ ...spec.model, vocabSize: tokenizer.vocabSize, encoding: spec.encoding }, spec.seed);
+}
+
+/** Loads a checkpoint or final model blob into a fresh transformer, for serving and reports. */
+export function loadModel(bytes: Uint8Array): { model: Transformer; job: JobSpec; step: number } {
+  const { meta, tensors } = readTrainingCheckpoint(bytes);
+  const model = buildModel(meta.job);
+  try {
+    if (model.variables.length !== meta.parameterShapes.length) {
+      throw new CheckpointError(`checkpoint holds ${meta.parameterShapes.length} parameter tensors, the ${meta.job.encoding} model has ${model.variables.length}`);
+    }
+    model.variables.forEach((v, i) => {
+      const t = tensors.get(`param/${i}`);
+      if (t === undefined || t.shape.join(',') !== v.shape.join(',')) throw new CheckpointError(`checkpoint parameter ${i} does not fit ${v.name} [${v.shape.join(',')}]`);
+      tf.tidy(() => v.assign(tf.tensor(t.data as Float32Array, v.shape, 'float32')));
+    });
+  } catch (error) {
+    model.dispose();
+    throw error;
+  }
+  return { model, job: meta.job, step: meta.step };
+}
+
+/** Greedy predictions for examples; problems too long for the model predict "" (scored wrong, not a crash). */
+export function predict(model: Transformer, examples: readonly Example[], maxLen: number, onBatch?: (done: number) => void): string[] {
+  const out: string[] = new Array<string>(examples.length).fill('');
+  const prompts = examples.map((e) => [BOS, ...tokenizer.encode(e.prompt)]);
+  const targetLength = Math.max(1, ...examples.map((e) => tokenizer.encode(e.target).length));
+  // Room for the longest target plus a little (so over-long answers show up as errors) and the EOS.
+  const wanted = targetLength + 4;
+  // Prompts of one length share a token budget that fits maxLen (greedyDecode batches each length itself).
+  const byLength = new Map<number, number[]>();
+  prompts.forEach((p, i) => {
+    if (p.length >= maxLen) return;
+    const group = byLength.get(p.length);
+    if (group === undefined) byLength.set(p.length, [i]);
+    else group.push(i);
+  });
+  let done = 0;
+  for (const [length, indices] of [...byLength].sort((a, b) => a[0] - b[0])) {
+    const maxNewTokens = Math.min(wanted, maxLen - length);
+    const decoded = greedyDecode(model, indices.map((i) => prompts[i] as number[]), { maxNewTokens, eosId: EOS, batchSize: DECODE_BATCH });
+    indices.forEach((i, k) => {
+      out[i] = tokenizer.decode(decoded[k] ?? []);
+    });
+    done += indices.length;
+    onBatch?.(done);
+  }
+  return out;
+}
+
+function mergeScores(parts: { scores: Scores; weight: number }[]): Pick<Evaluation, 'perLength' | 'errorTaxonomy' | 'problems'> {
+  const perLength: Evaluation['perLength'] = {};
+  const errorTaxonomy: Evaluation['errorTaxonomy'] = {};
+  const problems: Evaluation['problems'] = [];
+  for (const { scores } of parts) {
+    for (const [k, b] of Object.entries(scores.perLength)) {
+      const prev = perLength[k];
+      // The length task may overlap the training lengths: pool the buckets by count.
+      perLength[k] = prev === undefined ? { ...b } : { n: prev.n + b.n, exactMatch: (prev.exactMatch * prev.n + b.exactMatch * b.n) / (prev.n + b.n) };
+    }
+    for (const [k, n] of Object.entries(scores.errorTaxonomy)) errorTaxonomy[k] = (errorTaxonomy[k] ?? 0) + n;
+    problems.push(...scores.problems);
+  }
+  const sorted: Evaluation['perLength'] = {};
+  for (const k of Object.keys(perLength).sort((a, b) => Number(a) - Number(b))) sorted[k] = perLength[k] as { n: number; exactMatch: number };
+  return { perLength: sorted, errorTaxonomy, problems };
+}
+
+export class TfWorkload implements Workload {
+  private disposed = false;
+
+  constructor(
+    readonly spec: JobSpec,
+    readonly backend: BackendName,
+    readonly model: Transformer,
+    readonly trainer: Trainer,
+    private readonly createdAt: number,
+  ) {}
+
+  get step(): number {
+    return this.trainer.step;
+  }
+
+  get parameterCount(): number {
+    return this.model.parameterCount();
+  }
+
+  async trainSteps(n: number): Promise<MetricPoint[]> {
+    this.assertLive();
+    return this.trainer.trainSteps(n);
+  }
+
+  async checkpoint(): Promise<Uint8Array> {
+    this.assertLive();
+    return this.trainer.checkpoint();
+  }
+
+  async exportModel(): Promise<Uint8Array> {
+    return this.checkpoint();
+  }
+
+  async evaluate(options: EvaluationOptions = {}): Promise<Evaluation> {
+    this.assertLive();
+    const started = performance.now();
+    const { spec } = this;
+    const maxLen = spec.model.maxLen;
+    const sets: { task: TaskSpec; n: number; split: string }[] = [{ task: spec.task, n: spec.evaluation.samples, split: 'test' }];
+    const { lengthTask } = spec.evaluation;
+    if (lengthTask !== undefined) sets.push({ task: lengthTask, n: spec.evaluation.lengthSamples ?? spec.evaluation.samples, split: 'length' });
+    // The test split is seeded from the job seed, so every encoding with the same seed sees the same problems.
+    const drawn = sets.map((s) => ({ ...s, examples: s.n > 0 ? drawExamples(createSource(s.task, spec.seed, 'test'), s.n, { unique: true }) : [] }));
+    const total = drawn.reduce((a, d) => a + d.examples.length, 0);
+    let before = 0;
+    const parts = drawn.map((d) => {
+      const predictions = predict(this.model, d.examples, maxLen, (done) => options.onProgress?.(before + done, total));
+      before += d.examples.length;
+      return { scores: scoreProblems(d.examples, predictions, d.split), weight: d.examples.length };
+    });
+    const main = (parts[0] as { scores: Scores }).scores;
+    const entropyExamples = (drawn[0]?.examples ?? []).slice(0, ENTROPY_EXAMPLES);
+    const tables = entropyExamples
+      .map((e) => [BOS, ...tokenizer.encode(e.prompt), ...tokenizer.encode(e.target)])
+      .filter((ids) => ids.length <= maxLen)
+      .map((ids) => attentionEntropy(attentionMaps(this.model, ids)));
+    const evalSeconds = (performance.now() - started) / 1000;
+    return {
+      jobId: spec.jobId,
+      encoding: spec.encoding,
+      task: spec.task.name,
+      seed: spec.seed,
+      backend: this.backend,
+      steps: this.trainer.step,
+      wallTimeS: this.trainer.trainSeconds + evalSeconds,
+      parameters: this.parameterCount,
+      tokensPerSecond: this.trainer.tokensPerSecond,
+      exactMatch: main.exactMatch,
+      symbolicAccuracy: main.symbolicAccuracy,
+      stepAccuracy: main.stepAccuracy,
+      attentionEntropy: mergeEntropy(tables),
+      ...mergeScores(parts),
+    };
+  }
+
+  /** Seconds since this workload was created (this process only). */
+  get uptimeSeconds(): number {
+    return (performance.now() - this.createdAt) / 1000;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.trainer.dispose();
+    this.model.dispose();
+  }
+
+  private assertLive(): void {
+    if (this.disposed) throw new TrainConfigError(`workload for job ${this.spec.jobId} was disposed`);
+  }
+}
+
+/** Like createWorkload, with the concrete type (CLI and benches use trainer hooks and the model). */
+export async function createTfWorkload(spec: JobSpec, options: WorkloadOptions & { onStep?: (point: MetricPoint) => void } = {}): Promise<TfWorkload> {
+  const createdAt = performance.now();
+  const log = options.log ?? (() => {});
+  const errors = checkJobSpec(spec);
+  if (errors.length > 0) throw new TrainConfigError(`invalid job ${String(spec.jobId)}: ${errors.join('; ')}`);
+  let resumeMeta: CheckpointMeta | undefined;
+  if (options.resumeFrom !== undefined) {
+    // Verify the blob before building anything: a bad checkpoint must not cost a model build.
+    resumeMeta = readTrainingCheckpoint(options.resumeFrom).meta;
+    const mismatch = sameModel(spec, resumeMeta.job);
+    if (mismatch !== null) throw new CheckpointError(`checkpoint does not belong to job ${String(spec.jobId)}: ${mismatch}`);
+  }
+  const choice = await selectBackend(options.backend, log);
+  const source = createSource(spec.task, spec.seed, 'train');
+  const model = buildModel(spec);
+  let trainer: Trainer | undefined;
+  try {
+    trainer = new Trainer({ model, source, tokenizer, job: spec, ...(options.onStep === undefined ? {} : { onStep: options.onStep }) });
+    if (options.resumeFrom !== undefined) {
+      trainer.restore(options.resumeFrom);
+      log(`resumed job ${String(spec.jobId)} at step ${trainer.step} of ${spec.training.steps}`);
+    }
+  } catch (error) {
+    trainer?.dispose();
+    model.dispose();
+    throw error;
+  }
+  log(`job ${String(spec.jobId)}: ${spec.encoding} on ${spec.task.name}, ${model.parameterCount()} parameters, backend ${choice.name}`);
+  return new TfWorkload(spec, choice.name, model, trainer, createdAt);
+}
+
+export const createWorkload: CreateWorkload = (spec, options) => createTfWorkload(spec, options);

@@ -1,0 +1,337 @@
+// The coordinator's logic on the memory transport with a simulated clock: placement, failure detection,
+// fencing, reassignment from checkpoints, corrupt uploads, journal replay, bad input.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
+import type { Assign, JobId } from '../../protocol/messages.ts';
+import { readJournal, replay } from '../../coordinator/journal.ts';
+import { evaluationFor, settle, smallExperiment, startCoordinator, tempDir } from './helpers.ts';
+import type { FakeAgent, Harness } from './helpers.ts';
+
+async function finishJob(h: Harness, agent: FakeAgent, assign: Assign): Promise<void> {
+  await agent.metrics(assign.job.jobId, assign.epoch, 1, assign.job.training.steps);
+  await agent.upload(assign.job.jobId, assign.epoch, assign.job.training.steps, 'final');
+  await agent.result(assign.job, assign.epoch);
+}
+
+test('two agents, four jobs: every job is placed, one per agent, and every result is written', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment(), dir);
+  try {
+    const a = h.agent('agent-a');
+    const b = h.agent('agent-b');
+    await a.hello();
+    await b.hello();
+    assert.equal(a.of('welcome').length, 1);
+    assert.equal(b.of('welcome').length, 1);
+    // One job per agent: two assigned, two still pending.
+    assert.equal(a.of('assign').length, 1);
+    assert.equal(b.of('assign').length, 1);
+    assert.equal(h.coordinator.scheduler.counts().pending, 2);
+    for (let round = 0; round < 2; round++) {
+      for (const agent of [a, b]) {
+        const assign = agent.lastAssign();
+        assert.ok(assign);
+        await finishJob(h, agent, assign);
+      }
+    }
+    await h.advance(200);
+    const counts = h.coordinator.scheduler.counts();
+    assert.equal(counts.done, 4);
+    for (const job of h.experiment.jobs) {
+      assert.ok(existsSync(join(dir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} evaluation.json`);
+      assert.ok(existsSync(join(dir, 'jobs', job.jobId, 'final_model', 'model.bin')), `${job.jobId} final model`);
+      assert.ok(readFileSync(join(dir, 'jobs', job.jobId, 'metrics.jsonl'), 'utf8').length > 0 || true);
+    }
+    const outcome = await Promise.race([h.coordinator.done, h.advance(2000).then(() => h.coordinator.done)]);
+    assert.equal(outcome.done, 4);
+    const report = JSON.parse(readFileSync(join(dir, 'final_comparison', 'comparison_report.json'), 'utf8')) as { rows: { encoding: string; seeds: number }[] };
+    assert.deepEqual(report.rows.map((r) => [r.encoding, r.seeds]).sort(), [['nope', 2], ['rope', 2]]);
+    assert.ok(a.of('shutdown').length === 1, 'agents are told to shut down at the end');
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('a silent agent goes suspect, then dead; its job resumes elsewhere from the last acknowledged checkpoint', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const first = a.lastAssign();
+    assert.ok(first);
+    assert.equal(first.epoch, 1);
+    assert.equal(first.resumeFrom, undefined);
+    const jobId = first.job.jobId;
+    await a.metrics(jobId, 1, 1, 25);
+    await a.upload(jobId, 1, 20, 'checkpoint');
+    assert.equal(a.of('checkpoint_ack').at(-1)?.ok, true);
+    const b = h.agent('agent-b');
+    await b.hello();
+    assert.equal(b.of('assign').length, 0, 'b waits: the job is still on a');
+    // b keeps heartbeating, a goes silent.
+    for (let t = 0; t < 5; t++) {
+      await b.heartbeat();
+      await h.advance(100);
+    }
+    const snap = h.coordinator.snapshot();
+    assert.equal(snap.agents.find((x) => x.agentId === 'agent-a')?.state, 'suspect', 'silent past suspectAfterMs: suspect');
+    assert.equal(b.of('assign').length, 0, 'suspect is not dead');
+    for (let t = 0; t < 8; t++) {
+      await b.heartbeat();
+      await h.advance(100);
+    }
+    const moved = b.lastAssign();
+    assert.ok(moved, 'the job moved to b after the failure timeout');
+    assert.equal(moved.epoch, 2);
+    assert.equal(moved.attempt, 2);
+    assert.equal(moved.resumeFrom?.step, 20);
+    assert.ok(h.coordinator.events.some((e) => e.kind === 'reassigned' && /lost on agent-a at step 25; resumed on agent-b from step 20/.test(e.text)));
+    // b pulls the checkpoint and gets exactly what a uploaded.
+    await b.send({ type: 'checkpoint_request', jobId, epoch: 2, checkpointId: moved.resumeFrom!.checkpointId });
+    await settle(20);
+    const chunks = b.of('checkpoint_chunk');
+    assert.ok(chunks.length >= 1);
+    assert.equal(chunks[0]?.sha256, moved.resumeFrom?.sha256);
+    // a comes back with stale messages: it is unknown now, so it is rejected and must rejoin.
+    await a.metrics(jobId, 1, 26, 30);
+    await settle();
+    assert.match(a.of('reject').at(-1)?.reason ?? '', /unknown agent/);
+    // b finishes the job.
+    await finishJob(h, b, moved);
+    await h.advance(200);
+    assert.equal(h.coordinator.scheduler.get(jobId)?.state, 'done');
+    const metrics = readFileSync(join(dir, 'jobs', jobId, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; epoch: number });
+    assert.ok(!metrics.some((m) => m.epoch === 1 && m.step > 25), 'stale metrics never reach the sink');
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('fencing: a known agent sending an old epoch gets cancel and nothing is recorded', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const assign = a.lastAssign()!;
+    await a.send({ type: 'job_result', jobId: assign.job.jobId, epoch: assign.epoch + 5, evaluation: evaluationFor(assign.job) });
+    await settle();
+    const cancel = a.of('cancel').at(-1);
+    assert.ok(cancel);
+    assert.equal(cancel.epoch, assign.epoch + 5);
+    assert.equal(h.coordinator.scheduler.get(assign.job.jobId)?.state, 'assigned');
+    assert.ok(!existsSync(join(dir, 'jobs', assign.job.jobId, 'evaluation.json')));
+    // An unknown job id is also answered, not crashed on.
+    await a.send({ type: 'metrics', jobId: 'nope-nothing-s9' as JobId, epoch: 1, points: [] });
+    await settle();
+    assert.equal(a.of('cancel').length, 2);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('a corrupt or incomplete checkpoint upload is refused with checkpoint_ack ok:false; a good resend is stored', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const { job, epoch } = a.lastAssign()!;
+    const id = await a.upload(job.jobId, epoch, 10, 'checkpoint', { corrupt: true });
+    let ack = a.of('checkpoint_ack').at(-1);
+    assert.equal(ack?.ok, false);
+    assert.match(ack?.reason ?? '', /sha256/);
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.checkpoints.length, 0);
+    await a.upload(job.jobId, epoch, 10, 'checkpoint', { id, dropChunk: 2 });
+    ack = a.of('checkpoint_ack').at(-1);
+    assert.equal(ack?.ok, false);
+    assert.match(ack?.reason ?? '', /missing chunks 2/);
+    await a.upload(job.jobId, epoch, 10, 'checkpoint', { id });
+    ack = a.of('checkpoint_ack').at(-1);
+    assert.equal(ack?.ok, true);
+    const files = readdirSync(join(dir, 'jobs', job.jobId, 'checkpoints'));
+    assert.equal(files.length, 1);
+    assert.ok(!files.some((f) => f.includes('.tmp')));
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('only the last K checkpoints per job are kept', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }, { keepCheckpoints: 2 }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const { job, epoch } = a.lastAssign()!;
+    for (const step of [10, 20, 30, 40]) await a.upload(job.jobId, epoch, step, 'checkpoint');
+    const files = readdirSync(join(dir, 'jobs', job.jobId, 'checkpoints')).sort();
+    assert.equal(files.length, 2);
+    assert.match(files[0] ?? '', /^000000030-/);
+    assert.match(files[1] ?? '', /^000000040-/);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('job_failed: not retryable fails at once; retryable re-queues until the attempt cap', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1, 2] }, { maxAttempts: 2 }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const first = a.lastAssign()!;
+    await a.send({ type: 'job_failed', jobId: first.job.jobId, epoch: first.epoch, error: { name: 'NonFiniteLossError', message: 'loss is NaN', retryable: false } });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(first.job.jobId)?.state, 'failed');
+    const second = a.lastAssign()!;
+    assert.notEqual(second.job.jobId, first.job.jobId);
+    await a.send({ type: 'job_failed', jobId: second.job.jobId, epoch: second.epoch, error: { name: 'OOM', message: 'out of memory', retryable: true } });
+    await settle();
+    const again = a.lastAssign()!;
+    assert.equal(again.job.jobId, second.job.jobId);
+    assert.equal(again.attempt, 2);
+    await a.send({ type: 'job_failed', jobId: again.job.jobId, epoch: again.epoch, error: { name: 'OOM', message: 'out of memory', retryable: true } });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(second.job.jobId)?.state, 'failed', 'two attempts used: failed');
+    const outcome = await Promise.race([h.coordinator.done, h.advance(2000).then(() => h.coordinator.done)]);
+    assert.equal(outcome.failed, 2);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('bad input: a wrong version is rejected naming both versions, garbage is logged, and the coordinator keeps serving', async () => {
+  const { dir, cleanup } = tempDir();
+  const warnings: string[] = [];
+  const log = { debug() {}, info() {}, warn: (_o: object, m: string) => void warnings.push(m), error: (_o: object, m: string) => void warnings.push(m) };
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir, { extra: { log } });
+  try {
+    const old = h.agent('agent-old');
+    await old.hello(PROTOCOL_VERSION + 1);
+    const reject = old.of('reject').at(-1);
+    assert.ok(reject);
+    assert.match(reject.reason, new RegExp(`${PROTOCOL_VERSION}.*${PROTOCOL_VERSION + 1}|${PROTOCOL_VERSION + 1}.*${PROTOCOL_VERSION}`));
+    assert.ok(warnings.some((w) => w.includes(String(PROTOCOL_VERSION + 1))));
+    await old.client.sendRaw(Uint8Array.from([0xc1, 0xff, 0x00, 0x13]));
+    await old.client.sendRaw(new TextEncoder().encode('hello?'));
+    await settle();
+    assert.ok(warnings.some((w) => /malformed/.test(w) && w.includes(old.client.id)), 'malformed input is logged with the peer');
+    // A heartbeat from someone who never said hello gets reject 'unknown agent'.
+    const stranger = h.agent('stranger');
+    await stranger.heartbeat();
+    await settle();
+    assert.match(stranger.of('reject').at(-1)?.reason ?? '', /unknown agent/);
+    // And a good agent still gets work.
+    const good = h.agent('agent-good');
+    await good.hello();
+    assert.ok(good.lastAssign());
+    // status_request needs no hello.
+    await stranger.send({ type: 'status_request', version: PROTOCOL_VERSION });
+    await settle();
+    const status = stranger.of('status').at(-1);
+    assert.equal(status?.jobs.length, 1);
+    assert.equal(status?.agents[0]?.agentId, 'agent-good');
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('journal replay: a restarted coordinator does not rerun done jobs and resumes running ones from their checkpoints', async () => {
+  const { dir, cleanup } = tempDir();
+  const experiment = smallExperiment({ encodings: ['rope'], seeds: [1, 2] });
+  const h1 = startCoordinator(experiment, dir);
+  let doneJob: JobId;
+  let runningJob: JobId;
+  {
+    const a = h1.agent('agent-a');
+    const b = h1.agent('agent-b');
+    await a.hello();
+    await b.hello();
+    const aa = a.lastAssign()!;
+    const bb = b.lastAssign()!;
+    await finishJob(h1, a, aa);
+    doneJob = aa.job.jobId;
+    runningJob = bb.job.jobId;
+    await b.metrics(runningJob, bb.epoch, 1, 35);
+    await b.upload(runningJob, bb.epoch, 30, 'checkpoint');
+    // The "crash": the transport goes away without any drain; the journal is all that is left.
+    a.autoBye = false;
+    b.autoBye = false;
+    await h1.close();
+    await a.close();
+    await b.close();
+  }
+  const run = replay(readJournal(join(dir, 'journal.jsonl')));
+  assert.equal(run.jobs.get(doneJob)?.state, 'done');
+  assert.equal(run.jobs.get(runningJob)?.checkpoints.at(-1)?.step, 30);
+
+  const h2 = startCoordinator(experiment, dir, { resume: run });
+  try {
+    assert.equal(h2.coordinator.scheduler.get(doneJob)?.state, 'done');
+    assert.equal(h2.coordinator.scheduler.get(runningJob)?.state, 'pending');
+    const c = h2.agent('agent-c');
+    await c.hello();
+    const resumed = c.lastAssign()!;
+    assert.equal(resumed.job.jobId, runningJob, 'only the unfinished job is assigned');
+    assert.equal(resumed.resumeFrom?.step, 30);
+    assert.ok(resumed.epoch > 1, 'a new epoch fences the old assignment');
+    assert.equal(resumed.attempt, 1, 'a coordinator restart does not use up an attempt');
+    await finishJob(h2, c, resumed);
+    const outcome = await Promise.race([h2.coordinator.done, h2.advance(2000).then(() => h2.coordinator.done)]);
+    assert.equal(outcome.done, 2);
+    assert.equal(c.of('assign').length, 1, 'the done job never ran again');
+  } finally {
+    await h2.close();
+    cleanup();
+  }
+});
+
+test('the progress watchdog declares an agent lost when its step stops advancing', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }, { watchdogMs: 600 }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const { job, epoch } = a.lastAssign()!;
+    await a.metrics(job.jobId, epoch, 1, 5);
+    // Heartbeats keep coming, the step does not move.
+    for (let t = 0; t < 10; t++) {
+      await a.heartbeat({ jobId: job.jobId, epoch, step: 5 });
+      await h.advance(100);
+    }
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'pending');
+    assert.ok(h.coordinator.events.some((e) => e.kind === 'lost' && /no progress past step 5/.test(e.text)));
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+test('placement honours job.needs: a gpu job waits for a gpu agent', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1], needs: { gpu: true } }), dir);
+  try {
+    const cpu = h.agent('agent-cpu');
+    await cpu.hello();
+    assert.equal(cpu.of('assign').length, 0);
+    const gpu = h.agent('agent-gpu');
+    await gpu.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: gpu.agentId, host: 'g', pid: 1, backend: 'tensorflow-gpu', devices: [{ kind: 'gpu', name: 'H100' }] });
+    await settle();
+    assert.equal(gpu.of('assign').length, 1);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});

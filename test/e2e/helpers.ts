@@ -1,0 +1,139 @@
+// End-to-end helpers: spawn the real CLI, poll the run directory (journal) with bounded waits, clean up processes.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { StampedEntry } from '../../coordinator/journal.ts';
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const cliPath = join(repoRoot, 'src', 'cli.ts');
+export const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
+
+export interface Spawned {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const spawned = new Set<ChildProcess>();
+
+export function spawnCli(args: string[], options: { cwd?: string } = {}): Spawned {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], {
+    cwd: options.cwd ?? repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, FORCE_COLOR: '0' },
+  });
+  spawned.add(child);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => {
+      spawned.delete(child);
+      r({ code, signal });
+    }),
+  );
+  return { child, output: () => out, exited };
+}
+
+/** Kill everything these tests started (the local launcher's children die with their coordinator). */
+export async function killAll(): Promise<void> {
+  const all = [...spawned];
+  for (const c of all) c.kill('SIGKILL');
+  await Promise.all(all.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))));
+}
+
+export function killPid(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Already gone.
+  }
+}
+
+/** Poll until check() returns a value (not undefined/false), at most timeoutMs; fails naming what it waited for. */
+export async function waitFor<T>(what: string, timeoutMs: number, check: () => T | undefined | false, context: () => string = () => ''): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let v: T | undefined | false;
+    try {
+      v = check();
+    } catch {
+      v = undefined;
+    }
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+export function tempRunsDir(): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'pe-arena-e2e-'));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+export function writeExperiment(dir: string, experiment: Record<string, unknown>): string {
+  const file = join(dir, `${String(experiment['name'])}.json`);
+  writeFileSync(file, JSON.stringify(experiment, null, 2));
+  return file;
+}
+
+/** The one run directory under runsDir, once it exists. */
+export function runDirOf(runsDir: string): string | undefined {
+  if (!existsSync(runsDir)) return undefined;
+  const dirs = readdirSync(runsDir).filter((d) => existsSync(join(runsDir, d, 'journal.jsonl')));
+  return dirs.length === 1 ? join(runsDir, dirs[0]!) : undefined;
+}
+
+/** The journal as it is now (a torn last line is skipped). */
+export function journal(runDir: string): StampedEntry[] {
+  const file = join(runDir, 'journal.jsonl');
+  if (!existsSync(file)) return [];
+  const out: StampedEntry[] = [];
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (line.trim() === '') continue;
+    try {
+      out.push(JSON.parse(line) as StampedEntry);
+    } catch {
+      // torn last line
+    }
+  }
+  return out;
+}
+
+export function entries<T extends StampedEntry['type']>(runDir: string, type: T): Extract<StampedEntry, { type: T }>[] {
+  return journal(runDir).filter((e): e is Extract<StampedEntry, { type: T }> => e.type === type);
+}
+
+/** pid of an agent from its agent_joined entry. */
+export function pidOf(runDir: string, agentId: string): number | undefined {
+  return entries(runDir, 'agent_joined').find((e) => e.agentId === agentId)?.pid;
+}
+
+export function tail(text: string, n = 40): string {
+  return text.split('\n').slice(-n).join('\n');
+}
+
+export function logTail(runDir: string | undefined, n = 30): string {
+  if (runDir === undefined) return '(no run dir)';
+  const f = join(runDir, 'logs', 'coordinator.log');
+  return existsSync(f) ? tail(readFileSync(f, 'utf8'), n) : '(no coordinator.log)';
+}
+
+/** A tiny real-training experiment: small enough to finish in seconds per job on a laptop CPU. */
+export function tinyRealExperiment(name: string, overrides: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    name,
+    encodings: ['rope', 'nope'],
+    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2 } }],
+    seeds: [1, 2],
+    preset: 'tiny',
+    model: { layers: 1, dModel: 32, heads: 2, ffnDim: 64, maxLen: 32 },
+    training: { steps: 12, batchSize: 8, learningRate: 0.003 },
+    evaluation: { samples: 8 },
+    cluster: { heartbeatIntervalMs: 250, failureTimeoutMs: 4000, suspectAfterMs: 1500, watchdogMs: 60000, checkpointEvery: 4, maxAttempts: 4, ...cluster },
+    ...overrides,
+  };
+}

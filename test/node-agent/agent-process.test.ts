@@ -1,0 +1,138 @@
+// Real agent processes on real ZeroMQ sockets: SIGTERM checkpoints, uploads, waits for the ack and leaves with
+// bye and exit 0; a coordinator that disappears makes the agent exit 3 after its death timeout, worker and all.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { bindServer } from '../../protocol/zmq-transport.ts';
+import { asRunId } from '../../protocol/ids.ts';
+import { PROTOCOL_VERSION, type AgentToCoordinator, type JobSpec } from '../../protocol/messages.ts';
+import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
+import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
+import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
+import { FAKE_WORKLOAD, makeSpec } from './helpers.ts';
+
+const AGENT_MAIN = fileURLToPath(new URL('./fixtures/agent-main.ts', import.meta.url));
+
+interface Stub {
+  server: ServerTransport;
+  received: AgentToCoordinator[];
+  waitFor(p: (m: AgentToCoordinator) => boolean, limitMs: number): Promise<AgentToCoordinator>;
+  done: Promise<void>;
+}
+
+/** A coordinator that welcomes, assigns `spec`, acks heartbeats and acks every complete upload. */
+async function stub(spec: JobSpec): Promise<Stub> {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const received: AgentToCoordinator[] = [];
+  const parts = new Map<string, Uint8Array[]>();
+  const done = (async () => {
+    for await (const inbound of server.inbound()) {
+      if (inbound.kind !== 'message') continue;
+      const m = inbound.message;
+      const peer: PeerId = inbound.from;
+      received.push(m);
+      try {
+        if (m.type === 'hello') {
+          await server.send(peer, { type: 'welcome', version: PROTOCOL_VERSION, agentId: m.agentId, runId: asRunId('run-proc'), heartbeatIntervalMs: 200 });
+          await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
+        } else if (m.type === 'heartbeat') {
+          await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
+        } else if (m.type === 'checkpoint_chunk') {
+          const list = parts.get(m.checkpointId) ?? [];
+          list[m.index] = m.data;
+          parts.set(m.checkpointId, list);
+          if (list.filter((x) => x !== undefined).length === m.count) {
+            const ok = sha256Hex(Buffer.concat(list)) === m.sha256;
+            await server.send(peer, { type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok });
+          }
+        }
+      } catch {
+        // the agent may be gone already; the test checks what arrived
+      }
+    }
+  })();
+  return {
+    server,
+    received,
+    done,
+    async waitFor(p, limitMs) {
+      const deadline = Date.now() + limitMs;
+      for (;;) {
+        const hit = received.find(p);
+        if (hit !== undefined) return hit;
+        if (Date.now() > deadline) throw new Error(`not received within ${limitMs} ms; got ${received.map((m) => m.type).join(',')}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+  };
+}
+
+function startAgent(address: string, logFile: string, deathTimeoutMs?: number): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
+  const args = ['--import', 'tsx', AGENT_MAIN, address, FAKE_WORKLOAD, logFile, ...(deathTimeoutMs === undefined ? [] : [String(deathTimeoutMs)])];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, exit, stderr: () => err };
+}
+
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const longJob = makeSpec({ training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 5 });
+
+test('SIGTERM: the agent checkpoints its job, waits for the ack, sends bye and exits 0', { timeout: 30_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
+  const s = await stub(longJob);
+  const agent = startAgent(s.server.address, join(dir, 'agent.log'));
+  try {
+    await s.waitFor((m) => m.type === 'metrics', 15_000);
+    agent.child.kill('SIGTERM');
+    const code = await within(agent.exit, 10_000, 'agent exit');
+    assert.equal(code, 0, agent.stderr());
+    const chunks = s.received.filter((m) => m.type === 'checkpoint_chunk');
+    assert.ok(chunks.length >= 1, 'a checkpoint was uploaded');
+    const first = chunks[0]!;
+    assert.ok(first.type === 'checkpoint_chunk' && first.kind === 'checkpoint');
+    assert.ok(readFakeCheckpoint(first.data).step > 0);
+    const types = s.received.map((m) => m.type);
+    assert.ok(types.includes('bye'));
+    assert.ok(types.indexOf('checkpoint_chunk') < types.indexOf('bye'));
+    const log = await readFile(join(dir, 'agent.log'), 'utf8');
+    assert.match(log, /drain checkpoint acknowledged/);
+  } finally {
+    agent.child.kill('SIGKILL');
+    await s.server.close();
+    await s.done;
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('coordinator gone: the agent exits 3 after its death timeout, with one line on stderr', { timeout: 30_000 }, async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
+  const s = await stub(longJob);
+  const agent = startAgent(s.server.address, join(dir, 'agent.log'), 1_500);
+  try {
+    await s.waitFor((m) => m.type === 'metrics', 15_000);
+    await s.server.close();
+    const code = await within(agent.exit, 15_000, 'agent exit');
+    assert.equal(code, 3);
+    assert.match(agent.stderr(), /coordinator gone/);
+    assert.equal(agent.stderr().trim().split('\n').length, 1);
+  } finally {
+    agent.child.kill('SIGKILL');
+    await s.server.close();
+    await s.done;
+    await rm(dir, { recursive: true, force: true });
+  }
+});

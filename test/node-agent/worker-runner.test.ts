@@ -1,0 +1,108 @@
+// The real worker thread: TypeScript loads in it, it trains the fake workload, checkpoints on request and
+// every K steps, and terminate() leaves no thread behind. Also a whole job through the agent with a real worker.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { systemClock } from '../../protocol/clock.ts';
+import { MemoryNetwork } from '../../protocol/memory-transport.ts';
+import { NodeAgent } from '../../node-agent/agent.ts';
+import { createWorkerRunner } from '../../node-agent/job-runner.ts';
+import type { FromWorker } from '../../node-agent/worker-protocol.ts';
+import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
+import { FAKE_WORKLOAD, ScriptedCoordinator, autoAck, makeConfig, makeSpec, silentLogger, welcome } from './helpers.ts';
+
+function collect(limitMs: number): { events: FromWorker[]; exit: Promise<Error | undefined>; onEvent(e: FromWorker): void; onExit(e?: Error): void; waitFor(p: (e: FromWorker) => boolean): Promise<FromWorker> } {
+  const events: FromWorker[] = [];
+  let resolveExit!: (e: Error | undefined) => void;
+  const exit = new Promise<Error | undefined>((r) => (resolveExit = r));
+  return {
+    events,
+    exit,
+    onEvent: (e) => events.push(e),
+    onExit: (e) => resolveExit(e),
+    async waitFor(p) {
+      const deadline = Date.now() + limitMs;
+      for (;;) {
+        const hit = events.find(p);
+        if (hit !== undefined) return hit;
+        if (Date.now() > deadline) throw new Error(`no matching worker event within ${limitMs} ms; got ${events.map((e) => e.type).join(',')}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+  };
+}
+
+test('a worker thread runs the fake workload to its evaluation, with periodic checkpoints', async () => {
+  const c = collect(20_000);
+  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec: makeSpec({ checkpointEvery: 40 }), sliceSteps: 10, backend: 'cpu' }, c);
+  try {
+    const evaluation = await c.waitFor((e) => e.type === 'evaluation' || e.type === 'failed');
+    assert.equal(evaluation.type, 'evaluation', JSON.stringify(evaluation));
+    const started = c.events.find((e) => e.type === 'started');
+    assert.deepEqual(started, { type: 'started', backend: 'cpu', step: 0, parameterCount: 1234 });
+    const steps = c.events.flatMap((e) => (e.type === 'metrics' ? e.points.map((p) => p.step) : []));
+    assert.deepEqual(steps, Array.from({ length: 120 }, (_, i) => i + 1));
+    const ckpts = c.events.flatMap((e) => (e.type === 'checkpoint' ? [e] : []));
+    assert.deepEqual(ckpts.map((e) => e.step), [40, 80]);
+    assert.equal(readFakeCheckpoint(ckpts[0]!.data).step, 40);
+    const final = c.events.find((e) => e.type === 'final');
+    assert.ok(final?.type === 'final' && readFakeCheckpoint(final.data).step === 120);
+    assert.equal(await c.exit, undefined, 'a clean exit after the evaluation');
+  } finally {
+    await handle.terminate();
+  }
+});
+
+test('a worker answers a checkpoint request between slices and terminate() stops it mid-job', async () => {
+  const c = collect(20_000);
+  const spec = makeSpec({ training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 2 });
+  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
+  try {
+    await c.waitFor((e) => e.type === 'metrics');
+    handle.requestCheckpoint(7);
+    const ckpt = await c.waitFor((e) => e.type === 'checkpoint');
+    assert.ok(ckpt.type === 'checkpoint');
+    assert.equal(ckpt.requestId, 7);
+    assert.equal(ckpt.reason, 'requested');
+    assert.equal(readFakeCheckpoint(ckpt.data).step, ckpt.step);
+    assert.ok(ckpt.step > 0 && ckpt.step % 10 === 0, 'taken on a slice boundary');
+  } finally {
+    await handle.terminate();
+  }
+  const count = c.events.length;
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(c.events.length, count, 'no events after terminate');
+});
+
+test('a worker reports a failing workload as a failed event carrying retryable', async () => {
+  const c = collect(20_000);
+  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec: makeSpec({}, { failAtStep: 25, failRetryable: true }), sliceSteps: 10 }, c);
+  try {
+    const failed = await c.waitFor((e) => e.type === 'failed');
+    assert.ok(failed.type === 'failed');
+    assert.equal(failed.error.retryable, true);
+    assert.equal(failed.error.name, 'FakeWorkloadError');
+  } finally {
+    await handle.terminate();
+  }
+});
+
+test('the agent runs a whole job through a real worker thread', async () => {
+  const network = new MemoryNetwork();
+  const coordinator = new ScriptedCoordinator(network.listen('mem://real-worker'));
+  const agent = new NodeAgent(makeConfig(), { transport: network.connect('mem://real-worker'), clock: systemClock, runner: createWorkerRunner(), logger: silentLogger });
+  const h = { coordinator, agent, clock: systemClock as never, close: async () => undefined };
+  agent.start();
+  const stopAck = autoAck(h);
+  try {
+    await welcome(h, 200);
+    await coordinator.send({ type: 'assign', job: makeSpec(), attempt: 1, epoch: 1 });
+    const result = await coordinator.next('job_result', { limitMs: 20_000 });
+    assert.equal(result.evaluation.steps, 120);
+    assert.equal(coordinator.all('metrics').flatMap((b) => b.points).length, 120);
+    assert.ok(coordinator.all('heartbeat').some((b) => b.state === 'busy'));
+  } finally {
+    stopAck();
+    await agent.stop('test over');
+    await coordinator.close();
+  }
+});

@@ -1,0 +1,150 @@
+// Collectives across real processes: 4 ranks as child processes on 127.0.0.1, checked against local sums.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { Communicator } from '../../protocol/communicator.ts';
+import { CommunicatorError } from '../../protocol/errors.ts';
+import { withTimeout } from './fixtures/helpers.ts';
+
+const FIXTURE = join(import.meta.dirname, 'fixtures', 'rank.ts');
+
+function rankData(r: number, length: number): Float32Array {
+  const data = new Float32Array(length);
+  for (let i = 0; i < length; i++) data[i] = (r + 1) * (i % 1000) - 500 * (r % 2);
+  return data;
+}
+
+interface Rank {
+  child: ChildProcess;
+  lines: string[];
+  exited: Promise<number | null>;
+  waitFor(prefix: string): Promise<string>;
+}
+
+function startRank(rank: number, size: number, root: string, mode: string, timeoutMs: number): Rank {
+  const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, String(rank), String(size), root, mode, String(timeoutMs)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  const listeners: (() => void)[] = [];
+  createInterface({ input: child.stdout! }).on('line', (line) => {
+    lines.push(line);
+    for (const l of listeners) l();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const waitFor = (prefix: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const check = (): void => {
+        const line = lines.find((l) => l.startsWith(prefix));
+        if (line !== undefined) resolve(line.slice(prefix.length + 1));
+      };
+      listeners.push(check);
+      check();
+      void exited.then(() => {
+        check();
+        reject(new Error(`rank ${rank} exited before printing ${prefix}; it printed ${JSON.stringify(lines)}`));
+      });
+    });
+  return { child, lines, exited, waitFor };
+}
+
+async function runRanks(size: number, mode: string, timeoutMs: number): Promise<Rank[]> {
+  const root = startRank(0, size, 'tcp://127.0.0.1:0', mode, timeoutMs);
+  const address = await withTimeout(root.waitFor('ADDRESS'), 20_000, 'rank 0 to bind').catch(async (error: unknown) => {
+    root.child.kill('SIGKILL');
+    throw error;
+  });
+  return [root, ...Array.from({ length: size - 1 }, (_, i) => startRank(i + 1, size, address, mode, timeoutMs))];
+}
+
+async function finish(ranks: Rank[]): Promise<void> {
+  for (const r of ranks) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+  await Promise.all(ranks.map((r) => r.exited));
+}
+
+test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, barrier, tagged send/recv', async () => {
+  const size = 4;
+  const ranks = await runRanks(size, 'all', 15_000);
+  try {
+    const results = await withTimeout(
+      Promise.all(ranks.map((r) => r.waitFor('RESULT'))),
+      40_000,
+      'every rank to report',
+    );
+    const length = 100_003;
+    const all = Array.from({ length: size }, (_, r) => rankData(r, length));
+    const expectSum = new Float32Array(length);
+    const expectMax = new Float32Array(length).fill(-Infinity);
+    for (const d of all) for (let i = 0; i < length; i++) {
+      expectSum[i]! += d[i]!;
+      expectMax[i] = Math.max(expectMax[i]!, d[i]!);
+    }
+    const expectMean = expectSum.map((x) => x / size);
+    const expectReduced = new Float32Array(1000);
+    for (let r = 0; r < size; r++) rankData(r, 1000).forEach((x, i) => (expectReduced[i]! += x));
+    for (const [rank, text] of results.entries()) {
+      const got = JSON.parse(text) as Record<string, unknown>;
+      assert.deepEqual(got['sum'], Array.from(expectSum), `rank ${rank} sum`);
+      assert.deepEqual(got['mean'], Array.from(expectMean), `rank ${rank} mean`);
+      assert.deepEqual(got['max'], Array.from(expectMax), `rank ${rank} max`);
+      assert.deepEqual(got['tiny'], [1 + 2 + 3 + 4, 8]);
+      assert.deepEqual(got['reduced'], rank === size - 1 ? Array.from(expectReduced) : null);
+      assert.deepEqual(got['bcast'], { from: 1, payload: [1, 2, 3], typed: true });
+      assert.deepEqual(got['gathered'], rank === 0 ? ['rank-0', 'rank-1', 'rank-2', 'rank-3'] : null);
+      const left = (rank + size - 1) % size;
+      assert.deepEqual(got['p2p'], [
+        { source: left, tag: 7, data: { hello: left } },
+        { source: left, tag: 8, data: 'second' },
+      ]);
+    }
+  } finally {
+    await finish(ranks);
+  }
+});
+
+test('a rank killed mid-run makes the others fail with CommunicatorError, not hang', async () => {
+  const size = 4;
+  const ranks = await runRanks(size, 'die', 1500);
+  try {
+    const outcomes = await withTimeout(
+      Promise.all(ranks.slice(0, size - 1).map((r) => r.waitFor('ERROR'))),
+      30_000,
+      'the surviving ranks to fail',
+    );
+    for (const line of outcomes) assert.match(line, /^CommunicatorError rank \d: (timed out after 1500 ms in allreduce|rank \d aborted: )/);
+    // The rank next to the dead one times out waiting for it by name.
+    assert.ok(outcomes.some((line) => /waiting for rank 3; it may have died/.test(line)), JSON.stringify(outcomes));
+    assert.equal(ranks[size - 1]!.lines.length, 0);
+  } finally {
+    await finish(ranks);
+  }
+});
+
+test('in-process: size 1 works without sockets; bad arguments are refused; a missing root times out', async () => {
+  const solo = await Communicator.create({ rank: 0, size: 1, rootAddress: 'tcp://127.0.0.1:0' });
+  assert.deepEqual(Array.from(await solo.allreduce(new Float32Array([1, 2]), 'mean')), [1, 2]);
+  assert.deepEqual(await solo.bcast('x'), 'x');
+  assert.deepEqual(await solo.gather(5), [5]);
+  await solo.barrier();
+  await solo.send(0, 'self', 3);
+  assert.deepEqual(await solo.recv({ tag: 3 }), { source: 0, tag: 3, data: 'self' });
+  await assert.rejects(solo.send(1, 'x'), CommunicatorError);
+  await solo.close();
+  await assert.rejects(Communicator.create({ rank: 2, size: 2, rootAddress: 'tcp://127.0.0.1:0' }), CommunicatorError);
+  // Nobody listens at the root: rank 1 gives up after its timeout.
+  await assert.rejects(
+    Communicator.create({ rank: 1, size: 2, rootAddress: 'tcp://127.0.0.1:1', joinTimeoutMs: 300 }),
+    (error: unknown) => error instanceof CommunicatorError && /timed out after 300 ms waiting for the address table/.test(error.message),
+  );
+});
+
+test('in-process: a recv with no sender times out with a clear error', async () => {
+  const root = await Communicator.create({ rank: 0, size: 1, rootAddress: 'tcp://127.0.0.1:0', timeoutMs: 200 });
+  await assert.rejects(root.recv({ source: 0, tag: 9 }), (error: unknown) => error instanceof CommunicatorError && /timed out after 200 ms in recv from rank 0 with tag 9/.test(error.message));
+  // The communicator is broken after a failure, as in MPI.
+  await assert.rejects(root.barrier(), CommunicatorError);
+  await root.close();
+});

@@ -1,0 +1,90 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as zmq from 'zeromq';
+import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
+import { encode } from '../../protocol/codec.ts';
+import { KeyError } from '../../protocol/errors.ts';
+import { generateKeyPair, initKeys, loadKeyPair, loadPublicKey } from '../../protocol/keys.ts';
+import type { AgentToCoordinator } from '../../protocol/messages.ts';
+import type { Inbound } from '../../protocol/transport.ts';
+import { agentSamples } from './fixtures/samples.ts';
+import { sleep, take } from './fixtures/helpers.ts';
+
+test('keys init writes a 0600 key pair that loads back; a second init refuses to overwrite', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-keys-'));
+  try {
+    const files = await initKeys(join(dir, 'keys'));
+    for (const file of [files.serverPublicFile, files.serverSecretFile]) assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const pair = await loadKeyPair(files.serverSecretFile);
+    assert.equal(pair.publicKey, files.publicKey);
+    assert.equal(await loadPublicKey(files.serverPublicFile), files.publicKey);
+    await assert.rejects(initKeys(join(dir, 'keys')), KeyError);
+    const again = await initKeys(join(dir, 'keys'), { force: true });
+    assert.notEqual(again.publicKey, files.publicKey);
+    await assert.rejects(loadKeyPair(join(dir, 'missing')), KeyError);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('with CURVE on, only clients holding the cluster key get messages accepted', async () => {
+  const cluster = generateKeyPair();
+  const stranger = generateKeyPair();
+  const refused: string[] = [];
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: cluster, log: (line) => refused.push(line) });
+  // Knows the server key but holds another key pair.
+  const impostor = await connectClient({
+    address: server.address,
+    routingId: 'impostor',
+    sendTimeoutMs: 200,
+    curve: { serverPublicKey: cluster.publicKey, ...stranger },
+  });
+  // Speaks plain ZeroMQ (no CURVE at all).
+  const plain = new zmq.Dealer({ linger: 0, routingId: 'plain', sendTimeout: 200 });
+  plain.connect(server.address);
+  const member = await connectClient({ address: server.address, routingId: 'member', curve: { serverPublicKey: cluster.publicKey, ...cluster } });
+  const received: Inbound<AgentToCoordinator>[] = [];
+  const collecting = (async () => {
+    for await (const item of server.inbound()) received.push(item);
+  })();
+  try {
+    // Sends from the outsiders may queue and then time out; none may reach the server.
+    for (let i = 0; i < 5; i++) {
+      await impostor.send(agentSamples[1]!).catch(() => undefined);
+      await plain.send(encode(agentSamples[1]!)).catch(() => undefined);
+    }
+    await member.send(agentSamples[1]!);
+    // Wait (bounded) for the member's message, then give the others time to (not) arrive.
+    for (let i = 0; i < 100 && received.length === 0; i++) await sleep(20);
+    await sleep(300);
+    assert.deepEqual(
+      received.map((x) => `${x.from}:${x.kind}`),
+      ['member:message'],
+    );
+    assert.ok(refused.some((line) => /not allowed/.test(line)), `expected a refusal in the log, got ${JSON.stringify(refused)}`);
+  } finally {
+    plain.close();
+    await Promise.all([impostor.close(), member.close()]);
+    await server.close();
+    await collecting;
+  }
+});
+
+test('an allow-list admits per-node keys; bad key text is refused up front', async () => {
+  const cluster = generateKeyPair();
+  const node = generateKeyPair();
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: { ...cluster, allowedClientKeys: [node.publicKey] } });
+  const client = await connectClient({ address: server.address, routingId: 'node', curve: { serverPublicKey: cluster.publicKey, ...node } });
+  try {
+    await client.send(agentSamples[0]!);
+    const [first] = await take(server.inbound(), 1);
+    assert.equal(first?.kind, 'message');
+    await assert.rejects(bindServer({ address: 'tcp://127.0.0.1:0', curve: { publicKey: 'short', secretKey: cluster.secretKey } }), KeyError);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});

@@ -1,0 +1,114 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as zmq from 'zeromq';
+import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
+import { encode } from '../../protocol/codec.ts';
+import { negotiate } from '../../protocol/handshake.ts';
+import { TransportError } from '../../protocol/errors.ts';
+import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
+import type { Hello } from '../../protocol/messages.ts';
+import type { PeerId } from '../../protocol/transport.ts';
+import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
+import { take } from './fixtures/helpers.ts';
+
+test('round trip over real sockets, replies routed by peer id', async () => {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  assert.match(server.address, /^tcp:\/\/127\.0\.0\.1:\d+$/);
+  assert.doesNotMatch(server.address, /:0$/);
+  const client = await connectClient({ address: server.address, routingId: 'agent-1' });
+  try {
+    for (const m of agentSamples) await client.send(m);
+    const got = await take(server.inbound(), agentSamples.length);
+    assert.deepEqual(
+      got.map((x) => (x.kind === 'message' ? x.message : x.error)),
+      agentSamples,
+    );
+    assert.equal(got[0]!.from, 'agent-1');
+    for (const m of coordinatorSamples) await server.send('agent-1' as PeerId, m);
+    const back = await take(client.inbound(), coordinatorSamples.length);
+    assert.deepEqual(
+      back.map((x) => (x.kind === 'message' ? x.message : x.error)),
+      coordinatorSamples,
+    );
+    await assert.rejects(server.send('nobody' as PeerId, coordinatorSamples[9]!), TransportError);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
+test('bad input from one client: each refused with a clear error, the other client still served', async () => {
+  const log: string[] = [];
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', maxFrameBytes: 4096, log: (line) => log.push(line) });
+  const bad = await connectClient({ address: server.address, routingId: 'bad' });
+  const good = await connectClient({ address: server.address, routingId: 'good' });
+  const raw = new zmq.Dealer({ linger: 0, routingId: 'multi' });
+  raw.connect(server.address);
+  try {
+    const hello = agentSamples[1] as Hello;
+    const valid = encode(hello);
+    await bad.sendRaw(new Uint8Array([0x00, 0xc1, 0xff, 0x13, 0x37]));
+    await bad.sendRaw(valid.subarray(0, valid.length - 5));
+    await bad.sendRaw(encode({ ...hello, pid: 'x' } as never));
+    await bad.sendRaw(encode({ type: 'format_disk' } as never));
+    await bad.sendRaw(new Uint8Array(6000));
+    await raw.send(['a', 'b']);
+    await bad.send({ ...hello, version: PROTOCOL_VERSION + 7 });
+    await good.send(hello);
+    const got = await take(server.inbound(), 8);
+    // Order holds per sender, not across senders (ZeroMQ fair-queues), so look at each sender's own list.
+    const of = (id: string): string[] => got.filter((x) => x.from === id).map((x) => (x.kind === 'malformed' ? x.error.message : x.message.type));
+    const fromBad = of('bad');
+    assert.equal(fromBad.length, 6);
+    assert.match(fromBad[0]!, /^frame: /);
+    assert.match(fromBad[1]!, /^frame: not valid msgpack/);
+    assert.match(fromBad[2]!, /^hello\.pid: expected a non-negative integer, got "x"/);
+    assert.match(fromBad[3]!, /^agent->coordinator message: unknown type "format_disk"/);
+    assert.match(fromBad[4]!, /^frame of 6000 bytes is over the 4096-byte cap/);
+    assert.deepEqual(of('multi'), ['expected one frame per message, got 2']);
+    assert.deepEqual(of('good'), ['hello']);
+    // A wrong version decodes fine; the handshake refuses it.
+    const wrong = got.filter((x) => x.from === 'bad')[5]!;
+    assert.ok(wrong.kind === 'message' && wrong.message.type === 'hello');
+    const verdict = negotiate(wrong.message);
+    assert.ok(!verdict.ok);
+    await server.send(wrong.from, verdict.reject);
+    const [reply] = await take(bad.inbound(), 1);
+    assert.ok(reply?.kind === 'message' && reply.message.type === 'reject');
+    assert.match(reply.message.reason, new RegExp(`version ${PROTOCOL_VERSION}.*version ${PROTOCOL_VERSION + 7}`));
+    await server.send('good' as PeerId, coordinatorSamples[1]!);
+    const [welcome] = await take(good.inbound(), 1);
+    assert.ok(welcome?.kind === 'message' && welcome.message.type === 'welcome');
+    assert.ok(log.some((line) => line.includes('from bad')));
+  } finally {
+    raw.close();
+    await Promise.all([bad.close(), good.close()]);
+    await server.close();
+  }
+});
+
+test('a send to a peer that is not there fails within the send timeout instead of blocking', async () => {
+  // Reserve a port, then free it, so nothing listens there.
+  const probe = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const address = probe.address;
+  await probe.close();
+  const client = await connectClient({ address, highWaterMark: 2, sendTimeoutMs: 100 });
+  try {
+    let failure: unknown;
+    for (let i = 0; i < 50 && failure === undefined; i++) {
+      await client.send(agentSamples[0]!).catch((error: unknown) => {
+        failure = error;
+      });
+    }
+    assert.ok(failure instanceof TransportError, `expected TransportError, got ${String(failure)}`);
+  } finally {
+    await client.close();
+  }
+});
+
+test('inbound ends when the transport closes', async () => {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const pending = take(server.inbound(), 1, 5000);
+  await server.close();
+  assert.deepEqual(await pending, []);
+});
