@@ -27,6 +27,7 @@ import type { BackendName } from '../src/train/workload.ts';
 import { ChunkAssembler, chunkBlob, MAX_CHUNK_BYTES } from './checkpoint-transfer.ts';
 import { MetricsBuffer } from './metrics-buffer.ts';
 import { createWorkerRunner, type JobHandle, type JobRunner } from './job-runner.ts';
+import { probeBackend } from './backend-probe.ts';
 import type { FromWorker } from './worker-protocol.ts';
 import { AgentBusyError, AgentConfigError, CheckpointTransferError, WorkerCrashedError } from './errors.ts';
 
@@ -820,6 +821,11 @@ export interface AgentOptions {
   /** Bound on the SIGTERM checkpoint upload. Default 5 s. */
   drainTimeoutMs?: number;
   sliceSteps?: number;
+  /**
+   * Learn the backend for hello by running the workers' backend selection once in a throw-away worker (~2 s).
+   * Default: when no backend is forced and the workload is the real one; otherwise hello says the forced one or 'auto'.
+   */
+  probeBackend?: boolean;
   /** Where the reason goes when the agent is rejected or fails fatally (one line). Default process.stderr. */
   stderr?: { write(line: string): unknown };
 }
@@ -892,6 +898,15 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
     return AGENT_EXIT.fatal;
   }
   const logger = makeLogger(options, config.agentId);
+  if (options.probeBackend ?? (options.backend === undefined && options.workloadModule === undefined)) {
+    const probe = await probeBackend();
+    if (probe.ok) {
+      config = { ...config, backend: probe.name, devices: defaultDevices(probe.name) };
+      logger.info({ backend: probe.name, tried: probe.tried }, `backend probe: workers will run on ${probe.name}`);
+    } else {
+      logger.warn({ reason: probe.reason }, `backend probe failed; hello says '${config.backend}'`);
+    }
+  }
   const clock = options.clock ?? systemClock;
   const runner = options.runner ?? createWorkerRunner({ log: (line) => logger.info({ worker: true }, line) });
   let transport = options.transport;

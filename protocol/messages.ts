@@ -350,6 +350,11 @@ export interface PeerData {
   tag: number;
   /** Any msgpack value; typed arrays survive as typed arrays. */
   data: unknown;
+  /**
+   * Set when the payload travels raw in a second frame instead of in `data` (which is then null), so large
+   * arrays skip msgpack: 'f32' = little-endian float32s.
+   */
+  bulk?: 'f32';
 }
 
 /** A rank gave up on a collective (or is closing): the others fail fast instead of waiting out their timeout. */

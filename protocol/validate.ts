@@ -337,7 +337,7 @@ const rank = nonNegInt;
 const peerMessages: Record<PeerMessage['type'], Check[]> = {
   peer_hello: [object({ version, rank, size: posInt, address: nonEmpty(1024) })],
   peer_table: [object({ version, addresses: arrayOf(nonEmpty(1024), 1 << 16) })],
-  peer_data: [object({ source: rank, channel: oneOf(['p2p', 'coll'] as const), tag: int, data: present })],
+  peer_data: [object({ source: rank, channel: oneOf(['p2p', 'coll'] as const), tag: int, data: present, bulk: optional(oneOf(['f32'] as const)) })],
   peer_abort: [object({ source: rank, reason: str(4096) })],
 };
 

@@ -3,6 +3,8 @@ import { Command } from 'commander';
 import { registerTrainCommand } from './commands/train.ts';
 import { registerRuntimeCommands } from './commands/runtime.ts';
 import { registerKeysCommand } from './commands/keys.ts';
+import { registerResultsCommands } from './commands/results.ts';
+import { registerHpcCommands } from './commands/hpc.ts';
 
 const program = new Command('pe-arena')
   .description('Compare positional encodings for math-reasoning transformers across a cluster')
@@ -11,5 +13,7 @@ const program = new Command('pe-arena')
 registerTrainCommand(program);
 registerRuntimeCommands(program);
 registerKeysCommand(program);
+registerResultsCommands(program);
+registerHpcCommands(program);
 
 await program.parseAsync(process.argv);

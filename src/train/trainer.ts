@@ -232,7 +232,7 @@ export class Trainer {
     variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(get(`param/${i}`), v.shape, 'float32'))));
     this.optimizer.setState({
       step: meta.optimizer.step,
-      m: variables.map((_, i) => get(`adam_v/${i}`)),
+      m: variables.map((_, i) => get(`adam_m/${i}`)),
       v: variables.map((_, i) => get(`adam_v/${i}`)),
     });
     this.source.setState(meta.source);
