@@ -1,19 +1,20 @@
 // `npm run bench -- protocol [--quick]`: the wire stack against raw zeromq.js, side by side in one run.
-// - metrics_msgs_per_s: encode, send, receive, validate (ZmqServer/ZmqClient) vs raw_msgs_per_s: PUSH/PULL of the same bytes
+// - metrics_msgs_per_s: encode, send, receive, validate (ZmqClient in a child process -> ZmqServer here)
+//   vs raw_msgs_per_s: PUSH (child) -> PULL (here) of the same bytes, encoded once up front
 // - rtt_p50_us / rtt_p99_us: lockstep heartbeat -> heartbeat_ack
 // - allreduce_MBps: ring allreduce bus bandwidth (size/time x 2(n-1)/n) for 2 and 4 ranks as separate processes,
 //   vs raw_bulk_MBps: raw PUSH/PULL of 1 MiB frames between two processes
 // - checkpoint_MBps: 256 MiB as 1 MiB checkpoint_chunk messages, each acknowledged, a window of 4 in flight
 // This file is also the child process for the multi-process parts (argv[2] === '--child').
 import { spawn } from 'node:child_process';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import * as zmq from 'zeromq';
 import { Communicator } from '../protocol/communicator.ts';
 import { encode } from '../protocol/codec.ts';
 import { bindServer, connectClient } from '../protocol/zmq-transport.ts';
-import type { AgentToCoordinator, CheckpointChunk, Metrics } from '../protocol/messages.ts';
-import type { PeerId } from '../protocol/transport.ts';
+import type { CheckpointChunk, Metrics } from '../protocol/messages.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 const KiB = 1024;
@@ -26,56 +27,53 @@ function metricsMessage(i: number): Metrics {
     type: 'metrics',
     jobId,
     epoch: 1,
-    points: Array.from({ length: 10 }, (_, k) => ({ step: i * 10 + k, loss: 1.234, learningRate: 0.001, gradNorm: 0.5, tokensPerSecond: 12345, time: 1700000000000 + k, accuracy: 0.5 })),
+    points: Array.from({ length: 10 }, (_, k) => ({
+      step: i * 10 + k,
+      loss: 1.234,
+      learningRate: 0.001,
+      gradNorm: 0.5,
+      tokensPerSecond: 12345,
+      time: 1700000000000 + k,
+      accuracy: 0.5,
+    })),
   };
 }
 
-const percentile = (sorted: number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
+const percentile = (sorted: number[], p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
 const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
 
+/** Full stack: a child process encodes and sends through ZmqClient; here ZmqServer receives, decodes, validates. */
 async function fullStackMessages(count: number): Promise<number> {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0', highWaterMark: 10_000 });
-  const client = await connectClient({ address: server.address, routingId: 'bench', highWaterMark: 10_000 });
+  const sender = startChild(['send-full', server.address, String(count)]);
   try {
-    // Warm up (connection, JIT), then measure.
-    await client.send(metricsMessage(0));
     const iterator = server.inbound()[Symbol.asyncIterator]();
-    await iterator.next();
+    await iterator.next(); // warm-up message, not timed
     const started = performance.now();
-    const receiving = (async () => {
-      for (let i = 0; i < count; i++) {
-        const next = await iterator.next();
-        if (next.done === true || next.value.kind !== 'message') throw new Error('bench: lost a message');
-      }
-    })();
-    for (let i = 0; i < count; i++) await client.send(metricsMessage(i));
-    await receiving;
+    for (let i = 0; i < count; i++) {
+      const next = await iterator.next();
+      if (next.done === true || next.value.kind !== 'message') throw new Error('bench: lost a message');
+    }
     return count / ((performance.now() - started) / 1000);
   } finally {
-    await client.close();
+    sender.kill();
     await server.close();
   }
 }
 
+/** Raw: a child process sends the same bytes, encoded up front, over PUSH; here PULL receives them. */
 async function rawMessages(count: number): Promise<number> {
   const pull = new zmq.Pull({ linger: 0, receiveHighWaterMark: 10_000 });
   await pull.bind('tcp://127.0.0.1:0');
-  const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000 });
-  push.connect(pull.lastEndpoint!);
-  // The same bytes the full stack sends, encoded up front: this is the floor the stack is measured against.
-  const frames = Array.from({ length: 100 }, (_, i) => encode(metricsMessage(i)));
+  const sender = startChild(['send-raw', pull.lastEndpoint!, String(count)]);
   try {
-    await push.send(frames[0]!);
     await pull.receive();
     const started = performance.now();
-    const receiving = (async () => {
-      for (let i = 0; i < count; i++) await pull.receive();
-    })();
-    for (let i = 0; i < count; i++) await push.send(frames[i % frames.length]!);
-    await receiving;
+    for (let i = 0; i < count; i++) await pull.receive();
     return count / ((performance.now() - started) / 1000);
   } finally {
-    push.close();
+    sender.kill();
     pull.close();
   }
 }
@@ -120,7 +118,13 @@ async function checkpointTransfer(totalBytes: number, chunkBytes: number, window
       if (item.kind !== 'message' || item.message.type !== 'checkpoint_chunk') continue;
       received += item.message.data.byteLength;
       const m = item.message;
-      await server.send(item.from, { type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok: true });
+      await server.send(item.from, {
+        type: 'checkpoint_ack',
+        jobId: m.jobId,
+        epoch: m.epoch,
+        checkpointId: m.checkpointId,
+        ok: true,
+      });
     }
   })();
   const acks = client.inbound()[Symbol.asyncIterator]();
@@ -166,7 +170,9 @@ interface Child {
 }
 
 function startChild(args: string[]): Child {
-  const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--child', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--child', ...args], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   return { lines, exited, kill: () => child.kill('SIGKILL') };
@@ -185,7 +191,8 @@ async function allreduceBandwidth(ranks: number, sizes: number[]): Promise<Recor
   const children = [root];
   try {
     const address = await nextLine(root, 'ADDRESS');
-    for (let r = 1; r < ranks; r++) children.push(startChild(['rank', String(r), String(ranks), address, sizes.join(',')]));
+    for (let r = 1; r < ranks; r++)
+      children.push(startChild(['rank', String(r), String(ranks), address, sizes.join(',')]));
     const result = JSON.parse(await nextLine(root, 'RESULT')) as Record<string, number>;
     await Promise.all(children.map((c) => c.exited));
     return result;
@@ -213,6 +220,27 @@ async function rawBulk(totalBytes: number, frameBytes: number): Promise<number> 
 
 async function child(args: string[]): Promise<void> {
   const [role, ...rest] = args;
+  if (role === 'send-full') {
+    const [address, countText] = rest;
+    const client = await connectClient({
+      address: address!,
+      routingId: 'bench',
+      highWaterMark: 10_000,
+      sendTimeoutMs: 60_000,
+    });
+    for (let i = 0; i <= Number(countText); i++) await client.send(metricsMessage(i));
+    await new Promise((resolve) => setTimeout(resolve, 60_000)); // stay until the parent has them all and kills us
+    return;
+  }
+  if (role === 'send-raw') {
+    const [address, countText] = rest;
+    const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000, sendTimeout: 60_000 });
+    push.connect(address!);
+    const frames = Array.from({ length: 100 }, (_, i) => encode(metricsMessage(i)));
+    for (let i = 0; i <= Number(countText); i++) await push.send(frames[i % frames.length]!);
+    await new Promise((resolve) => setTimeout(resolve, 60_000));
+    return;
+  }
   if (role === 'pull') {
     const [address, countText] = rest;
     const pull = new zmq.Pull({ linger: 0, receiveHighWaterMark: 64 });
@@ -243,10 +271,10 @@ async function child(args: string[]): Promise<void> {
   for (const bytes of sizesText!.split(',').map(Number)) {
     const data = new Float32Array(bytes / 4).fill(rank + 1);
     const iterations = Math.max(3, Math.min(200, Math.floor((64 * MiB) / bytes)));
-    await comm.allreduce(data); // warm-up
+    await comm.allreduce(data, 'sum', { inPlace: true }); // warm-up
     await comm.barrier();
     const started = performance.now();
-    for (let i = 0; i < iterations; i++) await comm.allreduce(data);
+    for (let i = 0; i < iterations; i++) await comm.allreduce(data, 'sum', { inPlace: true });
     await comm.barrier();
     const seconds = (performance.now() - started) / 1000 / iterations;
     result[String(bytes)] = ((bytes / MiB) * (2 * (n - 1))) / n / seconds;
@@ -259,6 +287,7 @@ const label = (bytes: number): string => (bytes >= MiB ? `${bytes / MiB}MiB` : `
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const quick = args.includes('--quick');
+  const loadBefore = os.loadavg()[0] ?? 0;
   const messages = quick ? 20_000 : 100_000;
   const raw = await rawMessages(messages);
   const full = await fullStackMessages(messages);
@@ -269,8 +298,11 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const flat: Record<string, number> = {};
   for (const ranks of [2, 4]) {
     const got = await allreduceBandwidth(ranks, sizes);
-    allreduce[`${ranks}_ranks`] = Object.fromEntries(Object.entries(got).map(([bytes, mbps]) => [label(Number(bytes)), round(mbps)]));
-    for (const [bytes, mbps] of Object.entries(got)) flat[`allreduce_${ranks}r_${label(Number(bytes))}_MBps`] = round(mbps);
+    allreduce[`${ranks}_ranks`] = Object.fromEntries(
+      Object.entries(got).map(([bytes, mbps]) => [label(Number(bytes)), round(mbps)]),
+    );
+    for (const [bytes, mbps] of Object.entries(got))
+      flat[`allreduce_${ranks}r_${label(Number(bytes))}_MBps`] = round(mbps);
   }
   const checkpoint = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4);
   const ar16 = allreduce['2_ranks']?.['16MiB'];
@@ -287,10 +319,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     allreduce_MBps: allreduce,
     notes: {
       messages,
-      metrics_message: '10 metric points per message',
-      allreduce: 'bus bandwidth = size/time x 2(n-1)/n; ranks are separate processes on this machine',
+      metrics_message:
+        '10 metric points per message (about 1.2 KB); sender in a child process, receiver in the bench process',
+      allreduce: 'bus bandwidth = size/time x 2(n-1)/n, in place, 1 MiB chunks; ranks are separate processes on this machine',
       checkpoint: '1 MiB chunks, each acknowledged, window of 4; no sha256 in the loop',
       quick,
+      // Other work on the machine skews every figure here; this says how busy it was.
+      loadavg_1m_before: round(loadBefore, 2),
+      loadavg_1m_after: round(os.loadavg()[0] ?? 0, 2),
     },
   };
 }

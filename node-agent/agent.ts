@@ -45,7 +45,7 @@ export const AGENT_DEFAULTS = {
   maxMetricBuffer: 100_000,
   metricsFlushMs: 250,
   metricsBatch: 50,
-  helloRetryMs: 2_000,
+  helloRetryMs: 5_000,
   ackTimeoutMs: 30_000,
   fetchTimeoutMs: 30_000,
   drainTimeoutMs: 5_000,
@@ -155,6 +155,8 @@ export class NodeAgent {
   private sendChain: Promise<void> = Promise.resolve();
   private pendingSends = 0;
   private nextRequestId = 1;
+  /** Lines carry the current agent id; replaced when the agent rejoins under a fresh one. */
+  private log: Logger;
   private exitResolve!: (exit: AgentExit) => void;
   private exitValue: AgentExit | undefined;
   /** Resolves once the agent has stopped, with its exit code and the reason. */
@@ -165,6 +167,7 @@ export class NodeAgent {
     private readonly deps: AgentDeps,
   ) {
     this.agentIdNow = config.agentId;
+    this.log = deps.logger.child({ agentId: config.agentId });
     this.lastHeardAt = deps.clock.now();
     this.metrics = new MetricsBuffer(config.maxMetricBuffer);
     this.exited = new Promise((resolve) => {
@@ -204,7 +207,10 @@ export class NodeAgent {
       for await (const inbound of this.deps.transport.inbound()) {
         if (this.lifecycle === 'stopped') break;
         if (inbound.kind === 'malformed') {
-          this.deps.logger.warn({ err: inbound.error, field: inbound.error.field }, `malformed message from the coordinator: ${inbound.error.message}`);
+          this.log.warn(
+            { err: inbound.error, field: inbound.error.field },
+            `malformed message from the coordinator: ${inbound.error.message}`,
+          );
           continue;
         }
         this.heard();
@@ -212,20 +218,26 @@ export class NodeAgent {
           this.handle(inbound.message);
         } catch (error) {
           // Bad input must never take the agent down: log what and where, keep serving.
-          this.deps.logger.error({ err: error, type: inbound.message.type }, `failed to handle ${inbound.message.type}: ${(error as Error).message}`);
+          this.log.error(
+            { err: error, type: inbound.message.type },
+            `failed to handle ${inbound.message.type}: ${(error as Error).message}`,
+          );
         }
       }
     } catch (error) {
-      this.deps.logger.error({ err: error }, 'transport inbound stream failed');
+      this.log.error({ err: error }, 'transport inbound stream failed');
     }
-    if (this.lifecycle !== 'stopped') this.deps.logger.warn('transport inbound stream ended; waiting for the death timeout');
+    if (this.lifecycle !== 'stopped') this.log.warn('transport inbound stream ended; waiting for the death timeout');
   }
 
   private heard(): void {
     const wasAway = !this.coordinatorReachable();
     this.lastHeardAt = this.deps.clock.now();
     if (wasAway && this.metrics.size > 0) {
-      this.deps.logger.info({ buffered: this.metrics.size, dropped: this.metrics.dropped }, 'coordinator is back; flushing buffered metrics');
+      this.log.info(
+        { buffered: this.metrics.size, dropped: this.metrics.dropped },
+        'coordinator is back; flushing buffered metrics',
+      );
       this.flushMetrics(true);
     }
   }
@@ -252,12 +264,20 @@ export class NodeAgent {
       case 'checkpoint_ack':
         return this.onAck(message.jobId, message.epoch, message.checkpointId, message.ok, message.reason);
       case 'shutdown':
-        this.deps.logger.info({ reason: message.reason }, 'coordinator asked us to shut down');
+        this.log.info({ reason: message.reason }, 'coordinator asked us to shut down');
         void this.drain(`shutdown: ${message.reason}`, false);
         return;
-      case 'error':
-        this.deps.logger.warn({ error: message.error, context: message.context }, `coordinator reported an error: ${message.error.message}`);
+      case 'error': {
+        this.log.warn(
+          { error: message.error, context: message.context },
+          `coordinator reported an error: ${message.error.message}`,
+        );
+        // The coordinator could not serve our checkpoint_request: ask again now (bounded) rather than after a timeout.
+        const job = this.job;
+        if (message.context === 'checkpoint_request' && job?.phase === 'fetching')
+          this.retryResume(job, `the coordinator answered: ${message.error.message}`);
         return;
+      }
       case 'status':
         return;
     }
@@ -266,30 +286,31 @@ export class NodeAgent {
   private onWelcome(agentId: AgentId, heartbeatIntervalMs: number, runId: string): void {
     if (this.welcomed || this.lifecycle === 'stopped') return;
     if (agentId !== this.agentIdNow) {
-      this.deps.logger.warn({ theirs: agentId, ours: this.agentIdNow }, 'welcome names another agent id; ignoring it');
+      this.log.warn({ theirs: agentId, ours: this.agentIdNow }, 'welcome names another agent id; ignoring it');
       return;
     }
     this.welcomed = true;
     this.welcomedOnce = true;
     if (this.lifecycle === 'connecting') this.lifecycle = 'ready';
-    this.heartbeatIntervalMs = Number.isFinite(heartbeatIntervalMs) && heartbeatIntervalMs >= 10 ? heartbeatIntervalMs : 1_000;
+    this.heartbeatIntervalMs =
+      Number.isFinite(heartbeatIntervalMs) && heartbeatIntervalMs >= 10 ? heartbeatIntervalMs : 1_000;
     this.deps.clock.clearTimeout(this.helloTimer);
     this.helloTimer = undefined;
     this.deps.clock.clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = this.deps.clock.setInterval(() => this.sendHeartbeat(), this.heartbeatIntervalMs);
-    this.deps.logger.info({ agentId, runId, heartbeatIntervalMs: this.heartbeatIntervalMs }, 'welcomed by the coordinator');
+    this.log.info({ runId, heartbeatIntervalMs: this.heartbeatIntervalMs }, 'welcomed by the coordinator');
   }
 
   private onReject(reason: string, version: number): void {
     if (!this.welcomedOnce) {
-      this.deps.logger.error({ reason, ours: PROTOCOL_VERSION, theirs: version }, `rejected by the coordinator: ${reason}`);
+      this.log.error({ reason, ours: PROTOCOL_VERSION, theirs: version }, `rejected by the coordinator: ${reason}`);
       this.finish({ code: AGENT_EXIT.rejected, reason });
       return;
     }
     if (!this.welcomed) {
       // Already saying hello again: more rejects are answers to messages sent before, unless the version changed.
       if (version !== PROTOCOL_VERSION) {
-        this.deps.logger.error({ reason, ours: PROTOCOL_VERSION, theirs: version }, `rejected by the coordinator: ${reason}`);
+        this.log.error({ reason, ours: PROTOCOL_VERSION, theirs: version }, `rejected by the coordinator: ${reason}`);
         this.finish({ code: AGENT_EXIT.rejected, reason });
       }
       return;
@@ -301,7 +322,8 @@ export class NodeAgent {
     this.deps.clock.clearInterval(this.heartbeatTimer);
     this.heartbeatTimer = undefined;
     this.agentIdNow = newAgentId();
-    this.deps.logger.warn({ reason, oldAgentId: old, agentId: this.agentIdNow }, 'rejected after welcome; rejoining as a fresh agent');
+    this.log = this.deps.logger.child({ agentId: this.agentIdNow });
+    this.log.warn({ reason, oldAgentId: old }, 'rejected after welcome; rejoining as a fresh agent');
     this.sendHello();
   }
 
@@ -309,7 +331,11 @@ export class NodeAgent {
     const { job: spec, epoch, attempt } = assign;
     const current = this.job;
     if (this.lifecycle === 'draining' || this.lifecycle === 'stopped') {
-      this.failAssignment(spec, epoch, new AgentBusyError(`agent ${this.agentIdNow} is draining and takes no new work`));
+      this.failAssignment(
+        spec,
+        epoch,
+        new AgentBusyError(`agent ${this.agentIdNow} is draining and takes no new work`),
+      );
       return;
     }
     if (current !== undefined) {
@@ -317,7 +343,11 @@ export class NodeAgent {
       if (current.spec.jobId === spec.jobId && epoch > current.epoch) {
         this.abandonJob(`reassigned with epoch ${epoch}`);
       } else {
-        this.failAssignment(spec, epoch, new AgentBusyError(`agent ${this.agentIdNow} is busy with ${current.spec.jobId} (epoch ${current.epoch})`));
+        this.failAssignment(
+          spec,
+          epoch,
+          new AgentBusyError(`agent ${this.agentIdNow} is busy with ${current.spec.jobId} (epoch ${current.epoch})`),
+        );
         return;
       }
     }
@@ -340,12 +370,19 @@ export class NodeAgent {
     };
     this.job = job;
     this.metrics.clear();
-    this.deps.logger.info({ jobId: spec.jobId, epoch, attempt, resumeFrom: assign.resumeFrom }, `assigned ${spec.jobId}`);
+    this.log.info({ jobId: spec.jobId, epoch, attempt, resumeFrom: assign.resumeFrom }, `assigned ${spec.jobId}`);
     if (assign.resumeFrom !== undefined) {
       const r = assign.resumeFrom;
       job.phase = 'fetching';
       job.step = r.step;
-      job.fetch = { checkpointId: r.checkpointId, step: r.step, sha256: r.sha256, assembler: new ChunkAssembler(r.checkpointId, r.sha256), attempts: 0, timer: undefined };
+      job.fetch = {
+        checkpointId: r.checkpointId,
+        step: r.step,
+        sha256: r.sha256,
+        assembler: new ChunkAssembler(r.checkpointId, r.sha256),
+        attempts: 0,
+        timer: undefined,
+      };
       this.requestResumeCheckpoint(job);
     } else {
       this.launch(job, undefined);
@@ -354,14 +391,14 @@ export class NodeAgent {
   }
 
   private failAssignment(spec: JobSpec, epoch: number, error: Error): void {
-    this.deps.logger.warn({ jobId: spec.jobId, epoch }, error.message);
+    this.log.warn({ jobId: spec.jobId, epoch }, error.message);
     this.send({ type: 'job_failed', jobId: spec.jobId, epoch, error: toWireError(error) });
   }
 
   private onCancel(jobId: string, epoch: number, reason: string): void {
     const job = this.job;
     if (job === undefined || job.spec.jobId !== jobId || epoch < job.epoch) {
-      this.deps.logger.info({ jobId, epoch, reason }, 'cancel for a job we do not run; ignored');
+      this.log.info({ jobId, epoch, reason }, 'cancel for a job we do not run; ignored');
       return;
     }
     this.abandonJob(`cancelled: ${reason}`);
@@ -377,7 +414,10 @@ export class NodeAgent {
     f.attempts++;
     f.assembler = new ChunkAssembler(f.checkpointId, f.sha256);
     this.deps.clock.clearTimeout(f.timer);
-    f.timer = this.deps.clock.setTimeout(() => this.retryResume(job, `no complete checkpoint within ${this.config.fetchTimeoutMs} ms`), this.config.fetchTimeoutMs);
+    f.timer = this.deps.clock.setTimeout(
+      () => this.retryResume(job, `no complete checkpoint within ${this.config.fetchTimeoutMs} ms`),
+      this.config.fetchTimeoutMs,
+    );
     this.send({ type: 'checkpoint_request', jobId: job.spec.jobId, epoch: job.epoch, checkpointId: f.checkpointId });
   }
 
@@ -386,18 +426,38 @@ export class NodeAgent {
     if (job.ended || f === undefined) return;
     if (f.attempts > this.config.transferRetries) {
       this.deps.clock.clearTimeout(f.timer);
-      this.failJob(job, toWireError(new CheckpointTransferError(`cannot fetch checkpoint ${f.checkpointId} for ${job.spec.jobId} after ${f.attempts} tries: ${why}`)));
+      this.failJob(
+        job,
+        toWireError(
+          new CheckpointTransferError(
+            `cannot fetch checkpoint ${f.checkpointId} for ${job.spec.jobId} after ${f.attempts} tries: ${why}`,
+          ),
+        ),
+      );
       return;
     }
-    this.deps.logger.warn({ jobId: job.spec.jobId, checkpointId: f.checkpointId, attempt: f.attempts }, `asking for the checkpoint again: ${why}`);
+    this.log.warn(
+      { jobId: job.spec.jobId, checkpointId: f.checkpointId, attempt: f.attempts },
+      `asking for the checkpoint again: ${why}`,
+    );
     this.requestResumeCheckpoint(job);
   }
 
   private onChunk(chunk: CheckpointChunk): void {
     const job = this.job;
     const f = job?.fetch;
-    if (job === undefined || f === undefined || job.phase !== 'fetching' || chunk.jobId !== job.spec.jobId || chunk.epoch !== job.epoch || chunk.checkpointId !== f.checkpointId) {
-      this.deps.logger.debug({ jobId: chunk.jobId, epoch: chunk.epoch, checkpointId: chunk.checkpointId }, 'checkpoint chunk we did not ask for; ignored');
+    if (
+      job === undefined ||
+      f === undefined ||
+      job.phase !== 'fetching' ||
+      chunk.jobId !== job.spec.jobId ||
+      chunk.epoch !== job.epoch ||
+      chunk.checkpointId !== f.checkpointId
+    ) {
+      this.log.debug(
+        { jobId: chunk.jobId, epoch: chunk.epoch, checkpointId: chunk.checkpointId },
+        'checkpoint chunk we did not ask for; ignored',
+      );
       return;
     }
     let result;
@@ -412,7 +472,10 @@ export class NodeAgent {
     job.fetch = undefined;
     job.phase = 'training';
     job.step = result.step;
-    this.deps.logger.info({ jobId: job.spec.jobId, step: result.step, bytes: result.data.byteLength }, 'resume checkpoint verified');
+    this.log.info(
+      { jobId: job.spec.jobId, step: result.step, bytes: result.data.byteLength },
+      'resume checkpoint verified',
+    );
     this.launch(job, result.data);
   }
 
@@ -437,7 +500,7 @@ export class NodeAgent {
             try {
               this.onWorkerEvent(job, event);
             } catch (error) {
-              this.deps.logger.error({ err: error, event: event.type }, `failed to handle worker event ${event.type}`);
+              this.log.error({ err: error, event: event.type }, `failed to handle worker event ${event.type}`);
             }
           },
           onExit: (error) => {
@@ -450,7 +513,12 @@ export class NodeAgent {
       );
       job.handle = handle;
     } catch (error) {
-      this.failJob(job, toWireError(new WorkerCrashedError(`cannot start the training worker: ${(error as Error).message}`, { cause: error })));
+      this.failJob(
+        job,
+        toWireError(
+          new WorkerCrashedError(`cannot start the training worker: ${(error as Error).message}`, { cause: error }),
+        ),
+      );
     }
   }
 
@@ -458,9 +526,15 @@ export class NodeAgent {
     switch (event.type) {
       case 'started':
         job.step = event.step;
-        this.deps.logger.info({ jobId: job.spec.jobId, backend: event.backend, step: event.step, parameters: event.parameterCount }, 'training started');
+        this.log.info(
+          { jobId: job.spec.jobId, backend: event.backend, step: event.step, parameters: event.parameterCount },
+          'training started',
+        );
         if (job.resumeStep !== undefined && event.step !== job.resumeStep) {
-          this.deps.logger.warn({ expected: job.resumeStep, got: event.step }, 'workload resumed at another step than the checkpoint announced');
+          this.log.warn(
+            { expected: job.resumeStep, got: event.step },
+            'workload resumed at another step than the checkpoint announced',
+          );
         }
         return;
       case 'metrics': {
@@ -487,7 +561,10 @@ export class NodeAgent {
         this.upload(job, 'final', event.step, event.data, (ok) => {
           if (job.ended) return;
           if (!ok) {
-            this.failJob(job, toWireError(new CheckpointTransferError(`the final model of ${job.spec.jobId} was not acknowledged`)));
+            this.failJob(
+              job,
+              toWireError(new CheckpointTransferError(`the final model of ${job.spec.jobId} was not acknowledged`)),
+            );
             return;
           }
           job.finalAcked = true;
@@ -502,7 +579,7 @@ export class NodeAgent {
         this.failJob(job, event.error);
         return;
       case 'log':
-        this.deps.logger.info({ jobId: job.spec.jobId, worker: true }, event.line);
+        this.log.info({ jobId: job.spec.jobId, worker: true }, event.line);
         return;
       case 'stopped':
         return;
@@ -513,7 +590,10 @@ export class NodeAgent {
     if (!job.finalAcked || job.evaluation === undefined || job.ended) return;
     this.flushMetrics(true);
     this.send({ type: 'job_result', jobId: job.spec.jobId, epoch: job.epoch, evaluation: job.evaluation });
-    this.deps.logger.info({ jobId: job.spec.jobId, epoch: job.epoch, steps: job.evaluation.steps, exactMatch: job.evaluation.exactMatch }, `finished ${job.spec.jobId}`);
+    this.log.info(
+      { jobId: job.spec.jobId, epoch: job.epoch, steps: job.evaluation.steps, exactMatch: job.evaluation.exactMatch },
+      `finished ${job.spec.jobId}`,
+    );
     this.endJob(job);
     this.sendHeartbeat();
   }
@@ -522,7 +602,10 @@ export class NodeAgent {
     if (job.ended) return;
     this.flushMetrics(true);
     this.send({ type: 'job_failed', jobId: job.spec.jobId, epoch: job.epoch, error });
-    this.deps.logger.error({ jobId: job.spec.jobId, epoch: job.epoch, error }, `job ${job.spec.jobId} failed: ${error.message}`);
+    this.log.error(
+      { jobId: job.spec.jobId, epoch: job.epoch, error },
+      `job ${job.spec.jobId} failed: ${error.message}`,
+    );
     this.endJob(job);
     this.sendHeartbeat();
   }
@@ -531,7 +614,7 @@ export class NodeAgent {
   private abandonJob(why: string): void {
     const job = this.job;
     if (job === undefined) return;
-    this.deps.logger.info({ jobId: job.spec.jobId, epoch: job.epoch }, `abandoning ${job.spec.jobId}: ${why}`);
+    this.log.info({ jobId: job.spec.jobId, epoch: job.epoch }, `abandoning ${job.spec.jobId}: ${why}`);
     this.metrics.clear();
     this.endJob(job);
   }
@@ -545,7 +628,9 @@ export class NodeAgent {
     const handle = job.handle;
     job.handle = undefined;
     if (handle !== undefined) {
-      handle.terminate().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'terminating the training worker failed'));
+      handle
+        .terminate()
+        .catch((error: unknown) => this.log.warn({ err: error }, 'terminating the training worker failed'));
     }
     if (this.job === job) this.job = undefined;
   }
@@ -565,7 +650,13 @@ export class NodeAgent {
     });
   }
 
-  private upload(job: ActiveJob, kind: Upload['kind'], step: number, data: Uint8Array, done: (ok: boolean) => void): Upload {
+  private upload(
+    job: ActiveJob,
+    kind: Upload['kind'],
+    step: number,
+    data: Uint8Array,
+    done: (ok: boolean) => void,
+  ): Upload {
     let settled = false;
     const u: Upload = {
       checkpointId: newCheckpointId(),
@@ -590,32 +681,62 @@ export class NodeAgent {
   private sendUpload(job: ActiveJob, u: Upload): void {
     u.attempts++;
     this.deps.clock.clearTimeout(u.timer);
-    u.timer = this.deps.clock.setTimeout(() => this.retryUpload(job, u, `no checkpoint_ack within ${this.config.ackTimeoutMs} ms`), this.config.ackTimeoutMs);
-    const chunks = chunkBlob({ jobId: job.spec.jobId, epoch: job.epoch, checkpointId: u.checkpointId, kind: u.kind, step: u.step }, u.data, this.config.chunkBytes);
+    u.timer = this.deps.clock.setTimeout(
+      () => this.retryUpload(job, u, `no checkpoint_ack within ${this.config.ackTimeoutMs} ms`),
+      this.config.ackTimeoutMs,
+    );
+    const chunks = chunkBlob(
+      { jobId: job.spec.jobId, epoch: job.epoch, checkpointId: u.checkpointId, kind: u.kind, step: u.step },
+      u.data,
+      this.config.chunkBytes,
+    );
     for (const chunk of chunks) this.send(chunk);
-    this.deps.logger.debug({ jobId: job.spec.jobId, checkpointId: u.checkpointId, kind: u.kind, step: u.step, bytes: u.data.byteLength, chunks: chunks.length, attempt: u.attempts }, 'uploading');
+    this.log.debug(
+      {
+        jobId: job.spec.jobId,
+        checkpointId: u.checkpointId,
+        kind: u.kind,
+        step: u.step,
+        bytes: u.data.byteLength,
+        chunks: chunks.length,
+        attempt: u.attempts,
+      },
+      'uploading',
+    );
   }
 
   private retryUpload(job: ActiveJob, u: Upload, why: string): void {
     if (job.ended || !job.uploads.has(u.checkpointId)) return;
     if (u.attempts > this.config.transferRetries) {
-      this.deps.logger.error({ jobId: job.spec.jobId, checkpointId: u.checkpointId, kind: u.kind, attempts: u.attempts }, `giving up on ${u.kind} upload: ${why}`);
+      this.log.error(
+        { jobId: job.spec.jobId, checkpointId: u.checkpointId, kind: u.kind, attempts: u.attempts },
+        `giving up on ${u.kind} upload: ${why}`,
+      );
       u.settle(false);
       return;
     }
-    this.deps.logger.warn({ jobId: job.spec.jobId, checkpointId: u.checkpointId, kind: u.kind, attempt: u.attempts }, `uploading again: ${why}`);
+    this.log.warn(
+      { jobId: job.spec.jobId, checkpointId: u.checkpointId, kind: u.kind, attempt: u.attempts },
+      `uploading again: ${why}`,
+    );
     this.sendUpload(job, u);
   }
 
-  private onAck(jobId: string, epoch: number, checkpointId: CheckpointId, ok: boolean, reason: string | undefined): void {
+  private onAck(
+    jobId: string,
+    epoch: number,
+    checkpointId: CheckpointId,
+    ok: boolean,
+    reason: string | undefined,
+  ): void {
     const job = this.job;
     const u = job?.uploads.get(checkpointId);
     if (job === undefined || u === undefined || job.spec.jobId !== jobId || job.epoch !== epoch) {
-      this.deps.logger.debug({ jobId, epoch, checkpointId }, 'checkpoint_ack for no upload of ours; ignored');
+      this.log.debug({ jobId, epoch, checkpointId }, 'checkpoint_ack for no upload of ours; ignored');
       return;
     }
     if (ok) {
-      this.deps.logger.info({ jobId, checkpointId, kind: u.kind, step: u.step }, `${u.kind} acknowledged`);
+      this.log.info({ jobId, checkpointId, kind: u.kind, step: u.step }, `${u.kind} acknowledged`);
       u.settle(true);
     } else {
       this.retryUpload(job, u, `refused: ${reason ?? 'no reason given'}`);
@@ -625,20 +746,30 @@ export class NodeAgent {
   // -------------------------------------------------------------------------------------------
   // Outbound
 
-  private send(message: AgentToCoordinator, droppable = false): void {
-    if (this.lifecycle === 'stopped') return;
+  /** Queue a message; the promise says whether it left (it never rejects). */
+  private send(message: AgentToCoordinator, droppable = false): Promise<boolean> {
+    if (this.lifecycle === 'stopped') return Promise.resolve(false);
     // Heartbeats pile up uselessly behind a blocked socket; job messages must not be dropped.
-    if (droppable && this.pendingSends > MAX_PENDING_SENDS) return;
+    if (droppable && this.pendingSends > MAX_PENDING_SENDS) return Promise.resolve(false);
     this.pendingSends++;
     // zeromq.js refuses concurrent sends on one socket, so sends go out one after another.
-    this.sendChain = this.sendChain
+    const sent = this.sendChain
       .then(() => this.deps.transport.send(message))
-      .catch((error: unknown) => {
-        this.deps.logger.warn({ err: error, type: message.type }, `sending ${message.type} failed: ${(error as Error).message}`);
-      })
+      .then(
+        () => true,
+        (error: unknown) => {
+          this.log.warn(
+            { err: error, type: message.type },
+            `sending ${message.type} failed: ${(error as Error).message}`,
+          );
+          return false;
+        },
+      )
       .finally(() => {
         this.pendingSends--;
       });
+    this.sendChain = sent.then(() => undefined);
+    return sent;
   }
 
   private sendHello(): void {
@@ -652,11 +783,22 @@ export class NodeAgent {
       devices: this.config.devices,
       ...(this.config.launcherId === undefined ? {} : { launcherId: this.config.launcherId }),
     };
-    this.send(hello);
+    let left = false;
+    void this.send(hello).then((ok) => (left = ok));
+    this.armHelloRetry(() => left);
+  }
+
+  /**
+   * The hello may have reached a coordinator that then died; say it again until welcomed. Only once the last one
+   * has left the socket: hellos queued while the coordinator is unreachable would all arrive together on connect,
+   * and a coordinator takes a repeated hello as a restarted agent.
+   */
+  private armHelloRetry(left: () => boolean): void {
     this.deps.clock.clearTimeout(this.helloTimer);
-    // The hello may have gone to a coordinator that then died; say it again until welcomed.
     this.helloTimer = this.deps.clock.setTimeout(() => {
-      if (!this.welcomed && this.lifecycle !== 'stopped') this.sendHello();
+      if (this.welcomed || this.lifecycle === 'stopped') return;
+      if (left()) this.sendHello();
+      else this.armHelloRetry(left);
     }, this.config.helloRetryMs);
   }
 
@@ -696,7 +838,12 @@ export class NodeAgent {
       return;
     }
     while (this.metrics.size > 0) {
-      this.send({ type: 'metrics', jobId: job.spec.jobId, epoch: job.epoch, points: this.metrics.take(this.config.metricsBatch) });
+      this.send({
+        type: 'metrics',
+        jobId: job.spec.jobId,
+        epoch: job.epoch,
+        points: this.metrics.take(this.config.metricsBatch),
+      });
     }
   }
 
@@ -706,16 +853,25 @@ export class NodeAgent {
   private armDeathTimer(): void {
     this.deps.clock.clearTimeout(this.deathTimer);
     const silentFor = this.deps.clock.now() - this.lastHeardAt;
-    this.deathTimer = this.deps.clock.setTimeout(() => {
-      if (this.lifecycle === 'stopped') return;
-      const silent = this.deps.clock.now() - this.lastHeardAt;
-      if (silent >= this.config.deathTimeoutMs) {
-        this.deps.logger.error({ silentMs: silent, deathTimeoutMs: this.config.deathTimeoutMs }, 'coordinator gone: nothing heard within the death timeout');
-        this.finish({ code: AGENT_EXIT.coordinatorGone, reason: `nothing heard from the coordinator for ${silent} ms` });
-      } else {
-        this.armDeathTimer();
-      }
-    }, Math.max(1, this.config.deathTimeoutMs - silentFor));
+    this.deathTimer = this.deps.clock.setTimeout(
+      () => {
+        if (this.lifecycle === 'stopped') return;
+        const silent = this.deps.clock.now() - this.lastHeardAt;
+        if (silent >= this.config.deathTimeoutMs) {
+          this.log.error(
+            { silentMs: silent, deathTimeoutMs: this.config.deathTimeoutMs },
+            'coordinator gone: nothing heard within the death timeout',
+          );
+          this.finish({
+            code: AGENT_EXIT.coordinatorGone,
+            reason: `nothing heard from the coordinator for ${silent} ms`,
+          });
+        } else {
+          this.armDeathTimer();
+        }
+      },
+      Math.max(1, this.config.deathTimeoutMs - silentFor),
+    );
   }
 
   /**
@@ -725,7 +881,7 @@ export class NodeAgent {
   async drain(reason: string, checkpoint: boolean): Promise<AgentExit> {
     if (this.lifecycle === 'draining' || this.lifecycle === 'stopped') return this.exited;
     this.lifecycle = 'draining';
-    this.deps.logger.info({ reason, checkpoint }, 'draining');
+    this.log.info({ reason, checkpoint }, 'draining');
     this.sendHeartbeat();
     const job = this.job;
     if (checkpoint && job !== undefined && job.phase === 'training' && job.handle !== undefined && this.welcomed) {
@@ -739,7 +895,10 @@ export class NodeAgent {
         job.handle?.requestCheckpoint(requestId);
       });
       this.deps.clock.clearTimeout(timer);
-      this.deps.logger.info({ jobId: job.spec.jobId, acked }, acked ? 'drain checkpoint acknowledged' : 'drain checkpoint not acknowledged in time');
+      this.log.info(
+        { jobId: job.spec.jobId, acked },
+        acked ? 'drain checkpoint acknowledged' : 'drain checkpoint not acknowledged in time',
+      );
     }
     if (this.job !== undefined) this.abandonJob(`draining: ${reason}`);
     if (this.welcomed) this.send({ type: 'bye', agentId: this.agentIdNow, reason });
@@ -763,11 +922,13 @@ export class NodeAgent {
     this.lifecycle = 'stopped';
     void (async () => {
       // Let queued messages (bye, job_failed) leave, but never wait on a socket with no peer for long.
-      await Promise.race([chain, realDelay(2_000)]);
-      if (this.config.closeGraceMs > 0) await realDelay(this.config.closeGraceMs);
+      await boundedWait(chain, 2_000);
+      if (this.config.closeGraceMs > 0) await boundedWait(new Promise(() => undefined), this.config.closeGraceMs);
       await handle?.terminate().catch(() => undefined);
-      await this.deps.transport.close().catch((error: unknown) => this.deps.logger.warn({ err: error }, 'closing the transport failed'));
-      this.deps.logger.info({ code: exit.code, reason: exit.reason }, 'agent stopped');
+      await this.deps.transport
+        .close()
+        .catch((error: unknown) => this.log.warn({ err: error }, 'closing the transport failed'));
+      this.log.info({ code: exit.code, reason: exit.reason }, 'agent stopped');
       this.exitResolve(exit);
     })();
   }
@@ -779,14 +940,21 @@ export class NodeAgent {
   }
 }
 
-/** Wall-clock wait that never keeps the process alive; used only to bound shutdown. */
-function realDelay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+/** Wait for p, but at most ms of wall-clock time (bounds shutdown whatever the injected clock does). */
+async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export function defaultDevices(backend: string): DeviceInfo[] {
   const cpus = os.cpus();
-  const devices: DeviceInfo[] = [{ kind: 'cpu', name: `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}`, memoryBytes: os.totalmem() }];
+  const devices: DeviceInfo[] = [
+    { kind: 'cpu', name: `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}`, memoryBytes: os.totalmem() },
+  ];
   if (backend === 'tensorflow-gpu') devices.unshift({ kind: 'gpu', name: 'cuda' });
   return devices;
 }
@@ -839,7 +1007,8 @@ function moduleUrl(spec: string): string {
 
 function positive(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
-  if (!Number.isFinite(value) || value <= 0) throw new AgentConfigError(`${name} must be a positive number, got ${value}`);
+  if (!Number.isFinite(value) || value <= 0)
+    throw new AgentConfigError(`${name} must be a positive number, got ${value}`);
   return value;
 }
 
@@ -848,8 +1017,13 @@ export function compileAgentOptions(options: AgentOptions): AgentConfig {
   if (!/^(tcp|ipc|inproc|mem):\/\/\S+$/.test(options.coordinator)) {
     throw new AgentConfigError(`coordinator: expected an address like tcp://host:port, got '${options.coordinator}'`);
   }
-  if (options.backend !== undefined && !(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const).includes(options.backend)) {
-    throw new AgentConfigError(`backend: expected tensorflow-gpu, tensorflow, wasm or cpu, got '${String(options.backend)}'`);
+  if (
+    options.backend !== undefined &&
+    !(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const).includes(options.backend)
+  ) {
+    throw new AgentConfigError(
+      `backend: expected tensorflow-gpu, tensorflow, wasm or cpu, got '${String(options.backend)}'`,
+    );
   }
   const backend = options.backend ?? 'auto';
   return {
@@ -876,9 +1050,9 @@ export function compileAgentOptions(options: AgentOptions): AgentConfig {
   };
 }
 
-function makeLogger(options: AgentOptions, agentId: string): Logger {
+function makeLogger(options: AgentOptions): Logger {
   if (options.logger !== undefined) return options.logger;
-  const base = { component: 'agent', agentId };
+  const base = { component: 'agent', host: os.hostname(), pid: process.pid };
   if (options.logFile === undefined) return pino({ base });
   // Synchronous writes: the agent's last lines (why it exited) must reach the file before process exit.
   return pino({ base }, pino.destination({ dest: options.logFile, mkdir: true, sync: true }));
@@ -897,7 +1071,8 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
     stderr.write(`pe-arena agent: ${(error as Error).message}\n`);
     return AGENT_EXIT.fatal;
   }
-  const logger = makeLogger(options, config.agentId);
+  const baseLogger = makeLogger(options);
+  const logger = baseLogger.child({ agentId: config.agentId });
   if (options.probeBackend ?? (options.backend === undefined && options.workloadModule === undefined)) {
     const probe = await probeBackend();
     if (probe.ok) {
@@ -926,8 +1101,11 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
       return AGENT_EXIT.fatal;
     }
   }
-  const agent = new NodeAgent(config, { transport, clock, runner, logger });
-  logger.info({ coordinator: options.coordinator, agentId: config.agentId, backend: config.backend, workloadModule: config.workloadModule }, 'agent starting');
+  const agent = new NodeAgent(config, { transport, clock, runner, logger: baseLogger });
+  logger.info(
+    { coordinator: options.coordinator, backend: config.backend, workloadModule: config.workloadModule },
+    'agent starting',
+  );
 
   let signals = 0;
   const onSignal = (signal: NodeJS.Signals): void => {

@@ -23,7 +23,12 @@ export type ProbeResult = { ok: true; name: string; tried: unknown } | { ok: fal
 
 /** Bounded by timeoutMs; the worker is always terminated. */
 export async function probeBackend(timeoutMs = 60_000): Promise<ProbeResult> {
-  const worker = new Worker(`import('data:text/javascript,' + encodeURIComponent(${JSON.stringify(PROBE)}))`, { eval: true, execArgv: [], stdout: true, stderr: true });
+  const worker = new Worker(`import('data:text/javascript,' + encodeURIComponent(${JSON.stringify(PROBE)}))`, {
+    eval: true,
+    execArgv: [],
+    stdout: true,
+    stderr: true,
+  });
   worker.stdout.resume();
   worker.stderr.resume();
   let timer: NodeJS.Timeout | undefined;
@@ -32,7 +37,11 @@ export async function probeBackend(timeoutMs = 60_000): Promise<ProbeResult> {
       timer = setTimeout(() => resolve({ ok: false, reason: `no answer within ${timeoutMs} ms` }), timeoutMs);
       worker.once('message', (m: unknown) => {
         const r = m as { ok?: unknown; name?: unknown; reason?: unknown; tried?: unknown };
-        resolve(r.ok === true && typeof r.name === 'string' ? { ok: true, name: r.name, tried: r.tried } : { ok: false, reason: String(r.reason) });
+        resolve(
+          r.ok === true && typeof r.name === 'string'
+            ? { ok: true, name: r.name, tried: r.tried }
+            : { ok: false, reason: String(r.reason) },
+        );
       });
       worker.once('error', (error) => resolve({ ok: false, reason: error.message }));
       worker.once('exit', (code) => resolve({ ok: false, reason: `probe worker exited with code ${code}` }));

@@ -69,18 +69,31 @@ export class ChunkAssembler {
     if (chunk.checkpointId !== this.checkpointId) {
       throw new CheckpointTransferError(`${where}: expected checkpoint ${this.checkpointId}`);
     }
-    if (!Number.isInteger(chunk.count) || chunk.count < 1 || !Number.isInteger(chunk.index) || chunk.index < 0 || chunk.index >= chunk.count) {
+    if (
+      !Number.isInteger(chunk.count) ||
+      chunk.count < 1 ||
+      !Number.isInteger(chunk.index) ||
+      chunk.index < 0 ||
+      chunk.index >= chunk.count
+    ) {
       throw new CheckpointTransferError(`${where}: index out of range`);
     }
     if (!Number.isInteger(chunk.totalBytes) || chunk.totalBytes < 0 || chunk.totalBytes > this.maxTotalBytes) {
       throw new CheckpointTransferError(`${where}: totalBytes ${chunk.totalBytes} out of range`);
     }
     const first = (this.first ??= chunk);
-    if (chunk.count !== first.count || chunk.totalBytes !== first.totalBytes || chunk.sha256 !== first.sha256 || chunk.step !== first.step) {
+    if (
+      chunk.count !== first.count ||
+      chunk.totalBytes !== first.totalBytes ||
+      chunk.sha256 !== first.sha256 ||
+      chunk.step !== first.step
+    ) {
       throw new CheckpointTransferError(`${where}: count, totalBytes, step or sha256 differ from the first chunk`);
     }
     if (this.expectedSha256 !== undefined && chunk.sha256 !== this.expectedSha256) {
-      throw new CheckpointTransferError(`${where}: announced sha256 ${chunk.sha256} is not the expected ${this.expectedSha256}`);
+      throw new CheckpointTransferError(
+        `${where}: announced sha256 ${chunk.sha256} is not the expected ${this.expectedSha256}`,
+      );
     }
     if (!this.parts.has(chunk.index)) this.parts.set(chunk.index, chunk.data);
     if (this.parts.size < first.count) return { kind: 'incomplete', received: this.parts.size, count: first.count };
@@ -88,7 +101,9 @@ export class ChunkAssembler {
     let size = 0;
     for (const part of this.parts.values()) size += part.byteLength;
     if (size !== first.totalBytes) {
-      throw new CheckpointTransferError(`checkpoint ${this.checkpointId}: chunks hold ${size} bytes, header says ${first.totalBytes}`);
+      throw new CheckpointTransferError(
+        `checkpoint ${this.checkpointId}: chunks hold ${size} bytes, header says ${first.totalBytes}`,
+      );
     }
     const data = new Uint8Array(size);
     let offset = 0;
@@ -100,7 +115,9 @@ export class ChunkAssembler {
     }
     const sha256 = sha256Hex(data);
     if (sha256 !== first.sha256) {
-      throw new CheckpointTransferError(`checkpoint ${this.checkpointId}: sha256 of the reassembled blob is ${sha256}, expected ${first.sha256}`);
+      throw new CheckpointTransferError(
+        `checkpoint ${this.checkpointId}: sha256 of the reassembled blob is ${sha256}, expected ${first.sha256}`,
+      );
     }
     return { kind: 'complete', data, sha256, step: first.step };
   }

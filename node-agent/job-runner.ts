@@ -71,7 +71,11 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
       worker.on('message', (message: unknown) => {
         if (terminated) return;
         if (isFromWorker(message)) events.onEvent(message);
-        else events.onEvent({ type: 'log', line: `worker sent an unknown message: ${JSON.stringify(message)?.slice(0, 200)}` });
+        else
+          events.onEvent({
+            type: 'log',
+            line: `worker sent an unknown message: ${JSON.stringify(message)?.slice(0, 200)}`,
+          });
       });
       worker.on('error', (error) => {
         crash = new WorkerCrashedError(`training worker crashed: ${error.message}`, { cause: error });
@@ -79,7 +83,8 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
       worker.on('exit', (code) => {
         exited = true;
         if (terminated) return;
-        if (crash === undefined && code !== 0) crash = new WorkerCrashedError(`training worker exited with code ${code}`);
+        if (crash === undefined && code !== 0)
+          crash = new WorkerCrashedError(`training worker exited with code ${code}`);
         events.onExit(crash);
       });
       return {
@@ -116,7 +121,8 @@ export function createInProcessRunner(): JobRunner {
         },
       }).then(
         () => setImmediate(() => terminated || events.onExit()),
-        (error: unknown) => setImmediate(() => terminated || events.onExit(new WorkerCrashedError(String(error), { cause: error }))),
+        (error: unknown) =>
+          setImmediate(() => terminated || events.onExit(new WorkerCrashedError(String(error), { cause: error }))),
       );
       return {
         requestCheckpoint(requestId: number): void {

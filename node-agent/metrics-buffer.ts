@@ -8,7 +8,8 @@ export class MetricsBuffer {
   private droppedCount = 0;
 
   constructor(readonly capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`metrics buffer capacity must be a positive integer, got ${capacity}`);
+    if (!Number.isInteger(capacity) || capacity < 1)
+      throw new RangeError(`metrics buffer capacity must be a positive integer, got ${capacity}`);
   }
 
   get size(): number {

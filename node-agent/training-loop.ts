@@ -19,16 +19,21 @@ export async function loadCreateWorkload(moduleUrl: string): Promise<CreateWorkl
   try {
     mod = await import(moduleUrl);
   } catch (error) {
-    throw new WorkloadModuleError(`cannot load workload module ${moduleUrl}: ${(error as Error).message}`, { cause: error });
+    throw new WorkloadModuleError(`cannot load workload module ${moduleUrl}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
   const create = (mod as { createWorkload?: unknown }).createWorkload;
-  if (typeof create !== 'function') throw new WorkloadModuleError(`workload module ${moduleUrl} does not export a createWorkload function`);
+  if (typeof create !== 'function')
+    throw new WorkloadModuleError(`workload module ${moduleUrl} does not export a createWorkload function`);
   return create as CreateWorkload;
 }
 
 /** Hand a blob's buffer over instead of copying it, when the blob owns its whole buffer. */
 function transferable(data: Uint8Array): ArrayBuffer[] {
-  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer ? [data.buffer] : [];
+  return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer
+    ? [data.buffer]
+    : [];
 }
 
 export async function runTraining(start: WorkerStart, channel: WorkerChannel): Promise<void> {
@@ -56,7 +61,10 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
     const slice = Math.max(1, Math.floor(start.sliceSteps));
     const sendCheckpoint = async (reason: 'periodic' | 'requested', requestId?: number): Promise<void> => {
       const data = await w.checkpoint();
-      channel.post({ type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data }, transferable(data));
+      channel.post(
+        { type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data },
+        transferable(data),
+      );
     };
     const serveRequests = async (): Promise<void> => {
       for (let id = requests.shift(); id !== undefined; id = requests.shift()) await sendCheckpoint('requested', id);

@@ -32,7 +32,16 @@ export type FromWorker =
   | { type: 'log'; line: string }
   | { type: 'stopped'; step: number };
 
-const FROM_WORKER_TYPES: ReadonlySet<string> = new Set(['started', 'metrics', 'checkpoint', 'final', 'evaluation', 'failed', 'log', 'stopped']);
+const FROM_WORKER_TYPES: ReadonlySet<string> = new Set([
+  'started',
+  'metrics',
+  'checkpoint',
+  'final',
+  'evaluation',
+  'failed',
+  'log',
+  'stopped',
+]);
 
 /** The worker is our own code, but a cheap shape check keeps a bug there from crashing the agent thread. */
 export function isFromWorker(value: unknown): value is FromWorker {

@@ -30,7 +30,9 @@ export function decodeUnknown(bytes: Uint8Array, options: DecodeOptions = {}): u
     throw new MalformedMessageError(`frame: expected bytes, got ${typeof bytes}`);
   }
   if (bytes.byteLength > maxBytes) {
-    throw new MalformedMessageError(`frame of ${bytes.byteLength} bytes is over the ${maxBytes}-byte cap; refused before decoding`);
+    throw new MalformedMessageError(
+      `frame of ${bytes.byteLength} bytes is over the ${maxBytes}-byte cap; refused before decoding`,
+    );
   }
   if (bytes.byteLength === 0) throw new MalformedMessageError('frame: empty, expected a msgpack map');
   try {
@@ -38,7 +40,9 @@ export function decodeUnknown(bytes: Uint8Array, options: DecodeOptions = {}): u
     return unpackr.unpack(bytes);
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    throw new MalformedMessageError(`frame: not valid msgpack (${bytes.byteLength} bytes): ${reason}`, '', { cause: error });
+    throw new MalformedMessageError(`frame: not valid msgpack (${bytes.byteLength} bytes): ${reason}`, '', {
+      cause: error,
+    });
   }
 }
 

@@ -59,7 +59,13 @@ interface Waiter {
   timer: NodeJS.Timeout | undefined;
 }
 
-const DEFAULTS = { timeoutMs: 30_000, chunkBytes: 1 << 20, highWaterMark: 10_000, lingerMs: 1000, bindAddress: 'tcp://127.0.0.1:0' };
+const DEFAULTS = {
+  timeoutMs: 30_000,
+  chunkBytes: 1 << 20,
+  highWaterMark: 10_000,
+  lingerMs: 1000,
+  bindAddress: 'tcp://127.0.0.1:0',
+};
 
 function checkInt(value: unknown, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
@@ -73,16 +79,28 @@ function segment(length: number, n: number, i: number): [number, number] {
   return [Math.floor((length * i) / n), Math.floor((length * (i + 1)) / n)];
 }
 
+/** Float32Arrays at least this big skip msgpack and travel as a raw second frame. */
+const BULK_MIN_BYTES = 4096;
+
+/** A float32 view of a received frame (a copy only when the bytes are not 4-byte aligned). */
+function floatsOf(frame: Buffer): Float32Array {
+  if (frame.byteLength % 4 !== 0)
+    throw new Error(`bulk frame of ${frame.byteLength} bytes is not a whole number of float32s`);
+  if (frame.byteOffset % 4 === 0) return new Float32Array(frame.buffer, frame.byteOffset, frame.byteLength / 4);
+  return new Float32Array(new Uint8Array(frame).slice().buffer);
+}
+
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
 
-function combine(op: ReduceOp, into: Float32Array, offset: number, from: Float32Array): void {
-  const n = from.length;
+/** chunk[i] = op(chunk[i], out[offset + i]): the received chunk holds the result, so it can be forwarded as is. */
+function combine(op: ReduceOp, chunk: Float32Array, out: Float32Array, offset: number): void {
+  const n = chunk.length;
   if (op === 'max') {
-    for (let i = 0; i < n; i++) if (from[i]! > into[offset + i]!) into[offset + i] = from[i]!;
+    for (let i = 0; i < n; i++) if (out[offset + i]! > chunk[i]!) chunk[i] = out[offset + i]!;
   } else if (op === 'min') {
-    for (let i = 0; i < n; i++) if (from[i]! < into[offset + i]!) into[offset + i] = from[i]!;
+    for (let i = 0; i < n; i++) if (out[offset + i]! < chunk[i]!) chunk[i] = out[offset + i]!;
   } else {
-    for (let i = 0; i < n; i++) into[offset + i]! += from[i]!;
+    for (let i = 0; i < n; i++) chunk[i]! += out[offset + i]!;
   }
 }
 
@@ -146,11 +164,15 @@ export class Communicator {
         await router.bind(bindAt);
       } catch (error) {
         router.close();
-        throw new CommunicatorError(`rank ${rank}: could not bind ${bindAt}: ${(error as Error).message}`, { cause: error, retryable: true });
+        throw new CommunicatorError(`rank ${rank}: could not bind ${bindAt}: ${(error as Error).message}`, {
+          cause: error,
+          retryable: true,
+        });
       }
     }
     let address = router.lastEndpoint ?? bindAt;
-    if (options.advertiseHost !== undefined) address = address.replace(/^(\w+:\/\/)(0\.0\.0\.0|\*|\[::\])/, `$1${options.advertiseHost}`);
+    if (options.advertiseHost !== undefined)
+      address = address.replace(/^(\w+:\/\/)(0\.0\.0\.0|\*|\[::\])/, `$1${options.advertiseHost}`);
     const comm = new Communicator(rank, size, router, address, { ...options, timeoutMs });
     options.onListening?.(address);
     try {
@@ -171,17 +193,31 @@ export class Communicator {
     }
     const deadline = Date.now() + this.joinTimeoutMs;
     if (this.rank === 0) {
-      await this.waitSetup(() => this.hellos.size === this.size - 1, deadline, () => {
-        const missing = [...Array(this.size).keys()].filter((r) => r > 0 && !this.hellos.has(r));
-        return `waiting for ranks ${missing.join(', ')} to join at ${this.address}`;
-      });
+      await this.waitSetup(
+        () => this.hellos.size === this.size - 1,
+        deadline,
+        () => {
+          const missing = [...Array(this.size).keys()].filter((r) => r > 0 && !this.hellos.has(r));
+          return `waiting for ranks ${missing.join(', ')} to join at ${this.address}`;
+        },
+      );
       this.addresses = [...Array(this.size).keys()].map((r) => (r === 0 ? this.address : this.hellos.get(r)!));
       const table: PeerMessage = { type: 'peer_table', version: PROTOCOL_VERSION, addresses: this.addresses };
       await Promise.all(this.addresses.map((_, r) => (r === 0 ? undefined : this.sendMessage(r, table))));
     } else {
       this.connectPeer(0, rootAddress);
-      await this.sendMessage(0, { type: 'peer_hello', version: PROTOCOL_VERSION, rank: this.rank, size: this.size, address: this.address });
-      await this.waitSetup(() => this.table !== undefined, deadline, () => `waiting for the address table from rank 0 at ${rootAddress}`);
+      await this.sendMessage(0, {
+        type: 'peer_hello',
+        version: PROTOCOL_VERSION,
+        rank: this.rank,
+        size: this.size,
+        address: this.address,
+      });
+      await this.waitSetup(
+        () => this.table !== undefined,
+        deadline,
+        () => `waiting for the address table from rank 0 at ${rootAddress}`,
+      );
       this.addresses = this.table!;
     }
   }
@@ -190,7 +226,13 @@ export class Communicator {
     while (!done()) {
       if (this.failure !== undefined) throw this.failure;
       const left = deadline - Date.now();
-      if (left <= 0) throw this.fail(new CommunicatorError(`rank ${this.rank}: timed out after ${this.joinTimeoutMs} ms ${what()}`, { retryable: true }), false);
+      if (left <= 0)
+        throw this.fail(
+          new CommunicatorError(`rank ${this.rank}: timed out after ${this.joinTimeoutMs} ms ${what()}`, {
+            retryable: true,
+          }),
+          false,
+        );
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.setupWake = () => {
@@ -213,13 +255,23 @@ export class Communicator {
         break; // closed
       }
       const body = frames[1];
-      if (frames.length !== 2 || body === undefined) {
-        this.log?.(`rank ${this.rank}: refused a message of ${frames.length - 1} frames (expected 1)`);
+      const bulk = frames[2];
+      if (frames.length < 2 || frames.length > 3 || body === undefined) {
+        this.log?.(`rank ${this.rank}: refused a message of ${frames.length - 1} frames (expected 1 or 2)`);
         continue;
       }
       let message: PeerMessage;
       try {
         message = decodePeerMessage(body, { maxBytes: this.maxFrameBytes });
+        if (message.type === 'peer_data' && (message.bulk !== undefined) !== (bulk !== undefined)) {
+          throw new Error(
+            message.bulk === undefined
+              ? 'a second frame without bulk set'
+              : `bulk ${message.bulk} without its second frame`,
+          );
+        }
+        if (message.type !== 'peer_data' && bulk !== undefined) throw new Error(`a second frame on a ${message.type}`);
+        if (message.type === 'peer_data' && bulk !== undefined) message = { ...message, data: floatsOf(bulk) };
       } catch (error) {
         this.log?.(`rank ${this.rank}: refused a frame from ${peerName(frames[0])}: ${asMalformed(error).message}`);
         continue;
@@ -232,13 +284,20 @@ export class Communicator {
     switch (message.type) {
       case 'peer_data':
         if (message.source >= this.size) {
-          this.log?.(`rank ${this.rank}: ignored data from rank ${message.source}, which is not in a communicator of size ${this.size}`);
+          this.log?.(
+            `rank ${this.rank}: ignored data from rank ${message.source}, which is not in a communicator of size ${this.size}`,
+          );
           return;
         }
         this.deliver(message);
         return;
       case 'peer_abort':
-        this.fail(new CommunicatorError(`rank ${this.rank}: rank ${message.source} aborted: ${message.reason}`, { retryable: true }), false);
+        this.fail(
+          new CommunicatorError(`rank ${this.rank}: rank ${message.source} aborted: ${message.reason}`, {
+            retryable: true,
+          }),
+          false,
+        );
         return;
       case 'peer_hello':
         this.onHello(message);
@@ -246,7 +305,12 @@ export class Communicator {
       case 'peer_table':
         if (this.rank === 0) return;
         if (message.version !== PROTOCOL_VERSION || message.addresses.length !== this.size) {
-          this.fail(new CommunicatorError(`rank ${this.rank}: rank 0 sent a table for ${message.addresses.length} ranks at protocol ${message.version}; ours is ${this.size} ranks at protocol ${PROTOCOL_VERSION}`), false);
+          this.fail(
+            new CommunicatorError(
+              `rank ${this.rank}: rank 0 sent a table for ${message.addresses.length} ranks at protocol ${message.version}; ours is ${this.size} ranks at protocol ${PROTOCOL_VERSION}`,
+            ),
+            false,
+          );
           return;
         }
         this.table = message.addresses;
@@ -258,17 +322,24 @@ export class Communicator {
   private onHello(hello: Extract<PeerMessage, { type: 'peer_hello' }>): void {
     if (this.rank !== 0) return;
     let problem: string | undefined;
-    if (hello.version !== PROTOCOL_VERSION) problem = `protocol version mismatch: rank 0 speaks ${PROTOCOL_VERSION}, rank ${hello.rank} speaks ${hello.version}`;
-    else if (hello.size !== this.size) problem = `size mismatch: rank 0 has size ${this.size}, rank ${hello.rank} has size ${hello.size}`;
-    else if (hello.rank === 0 || hello.rank >= this.size) problem = `rank ${hello.rank} is out of range for size ${this.size}`;
-    else if (this.hellos.has(hello.rank) && this.hellos.get(hello.rank) !== hello.address) problem = `rank ${hello.rank} joined twice (${this.hellos.get(hello.rank)} and ${hello.address})`;
+    if (hello.version !== PROTOCOL_VERSION)
+      problem = `protocol version mismatch: rank 0 speaks ${PROTOCOL_VERSION}, rank ${hello.rank} speaks ${hello.version}`;
+    else if (hello.size !== this.size)
+      problem = `size mismatch: rank 0 has size ${this.size}, rank ${hello.rank} has size ${hello.size}`;
+    else if (hello.rank === 0 || hello.rank >= this.size)
+      problem = `rank ${hello.rank} is out of range for size ${this.size}`;
+    else if (this.hellos.has(hello.rank) && this.hellos.get(hello.rank) !== hello.address)
+      problem = `rank ${hello.rank} joined twice (${this.hellos.get(hello.rank)} and ${hello.address})`;
     if (problem !== undefined) {
       this.log?.(`rank 0: refused ${hello.address}: ${problem}`);
       // Tell the newcomer why, on a throwaway socket, so it fails at once instead of timing out.
       const socket = new zmq.Dealer({ linger: 200, sendTimeout: 200 });
       socket.connect(hello.address);
       const abort: PeerMessage = { type: 'peer_abort', source: 0, reason: problem };
-      void socket.send(encode(abort)).catch(() => undefined).finally(() => socket.close());
+      void socket
+        .send(encode(abort))
+        .catch(() => undefined)
+        .finally(() => socket.close());
       return;
     }
     this.hellos.set(hello.rank, hello.address);
@@ -296,7 +367,14 @@ export class Communicator {
       const waiter: Waiter = { match, resolve, reject, timer: undefined };
       waiter.timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
-        reject(this.fail(new CommunicatorError(`rank ${this.rank}: timed out after ${this.timeoutMs} ms ${what()}`, { retryable: true }), true));
+        reject(
+          this.fail(
+            new CommunicatorError(`rank ${this.rank}: timed out after ${this.timeoutMs} ms ${what()}`, {
+              retryable: true,
+            }),
+            true,
+          ),
+        );
       }, this.timeoutMs);
       this.waiters.push(waiter);
     });
@@ -316,7 +394,8 @@ export class Communicator {
     this.setupWake?.();
     if (tellOthers) {
       const abort: PeerMessage = { type: 'peer_abort', source: this.rank, reason: error.message };
-      for (let r = 0; r < this.size; r++) if (r !== this.rank && this.peers.has(r)) void this.sendMessage(r, abort).catch(() => undefined);
+      for (let r = 0; r < this.size; r++)
+        if (r !== this.rank && this.peers.has(r)) void this.sendMessage(r, abort).catch(() => undefined);
     }
     return error;
   }
@@ -346,22 +425,37 @@ export class Communicator {
     return peer;
   }
 
-  private sendMessage(to: number, message: PeerMessage): Promise<void> {
+  private sendMessage(to: number, message: PeerMessage, bulk?: Uint8Array): Promise<void> {
     if (this.closed) return Promise.reject(new CommunicatorError(`rank ${this.rank}: the communicator is closed`));
     const bytes = encode(message);
     const peer = this.peer(to);
     // One send at a time per socket (zeromq.js refuses a second blocked send with EBUSY).
-    const sent = peer.tail.then(() => peer.socket.send(bytes));
+    const sent = peer.tail.then(() => peer.socket.send(bulk === undefined ? bytes : [bytes, bulk]));
     peer.tail = sent.catch(() => undefined);
     return sent.catch((error: unknown) => {
-      throw new CommunicatorError(`rank ${this.rank}: send to rank ${to} failed: ${(error as Error).message}`, { cause: error, retryable: true });
+      throw new CommunicatorError(`rank ${this.rank}: send to rank ${to} failed: ${(error as Error).message}`, {
+        cause: error,
+        retryable: true,
+      });
     });
   }
 
-  private sendData(to: number, channel: 'p2p' | 'coll', tag: number, data: unknown): Promise<void> {
+  /** `owned`: the array is never written again, so ZeroMQ may send from it without a copy. */
+  private sendData(to: number, channel: 'p2p' | 'coll', tag: number, data: unknown, owned = false): Promise<void> {
     if (to === this.rank) {
       this.deliver({ source: this.rank, channel, tag, data });
       return Promise.resolve();
+    }
+    if (data instanceof Float32Array && data.byteLength >= BULK_MIN_BYTES) {
+      // Copied, because ZeroMQ may still read the bytes after send() returns while the caller reuses its array.
+      const bulk = owned
+        ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+        : new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+      return this.sendMessage(
+        to,
+        { type: 'peer_data', source: this.rank, channel, tag, data: null, bulk: 'f32' },
+        bulk,
+      );
     }
     const message: PeerData = { type: 'peer_data', source: this.rank, channel, tag, data };
     return this.sendMessage(to, message);
@@ -385,11 +479,14 @@ export class Communicator {
   /** The next message matching the filters: source a rank or a list of ranks, tag a number; absent = any. */
   async recv(filter: { source?: number | number[]; tag?: number } = {}): Promise<Received> {
     this.check();
-    const sources = filter.source === undefined ? undefined : new Set(Array.isArray(filter.source) ? filter.source : [filter.source]);
+    const sources =
+      filter.source === undefined ? undefined : new Set(Array.isArray(filter.source) ? filter.source : [filter.source]);
     const tag = filter.tag;
     const e = await this.wait(
-      (m) => m.channel === 'p2p' && (sources === undefined || sources.has(m.source)) && (tag === undefined || m.tag === tag),
-      () => `in recv from ${sources === undefined ? 'any rank' : `rank ${[...sources].join('|')}`} with ${tag === undefined ? 'any tag' : `tag ${tag}`}`,
+      (m) =>
+        m.channel === 'p2p' && (sources === undefined || sources.has(m.source)) && (tag === undefined || m.tag === tag),
+      () =>
+        `in recv from ${sources === undefined ? 'any rank' : `rank ${[...sources].join('|')}`} with ${tag === undefined ? 'any tag' : `tag ${tag}`}`,
     );
     return { source: e.source, tag: e.tag, data: e.data };
   }
@@ -407,7 +504,12 @@ export class Communicator {
     const data = await this.recvColl(source, seq, what);
     if (!(data instanceof Float32Array) || data.length !== length) {
       const got = data instanceof Float32Array ? `${data.length} floats` : typeof data;
-      throw this.fail(new CommunicatorError(`rank ${this.rank}: ${what} (collective #${seq}): rank ${source} sent ${got}, expected ${length} floats; do all ranks pass arrays of the same length?`), true);
+      throw this.fail(
+        new CommunicatorError(
+          `rank ${this.rank}: ${what} (collective #${seq}): rank ${source} sent ${got}, expected ${length} floats; do all ranks pass arrays of the same length?`,
+        ),
+        true,
+      );
     }
     return data;
   }
@@ -462,15 +564,24 @@ export class Communicator {
   async reduce(data: Float32Array, op: ReduceOp = 'sum', root = 0): Promise<Float32Array | undefined> {
     this.check();
     checkInt(root, 'reduce: root', 0, this.size - 1);
-    if (!REDUCE_OPS.includes(op)) throw new CommunicatorError(`reduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
+    if (!REDUCE_OPS.includes(op))
+      throw new CommunicatorError(`reduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
     const seq = this.seq++;
     if (this.rank !== root) {
       await this.sendChunks(root, seq, data, 0, data.length);
       return undefined;
     }
-    const out = Float32Array.from(data);
+    const out = data.slice();
     for (let r = 0; r < this.size; r++) {
-      if (r !== root) await this.recvChunks(r, seq, out, 0, out.length, op === 'mean' ? 'sum' : op, 'reduce');
+      if (r !== root) {
+        await this.recvChunks(r, seq, out, 0, out.length, {
+          op: op === 'mean' ? 'sum' : op,
+          divideBy: 1,
+          forward: undefined,
+          sends: [],
+          what: 'reduce',
+        });
+      }
     }
     if (op === 'mean') for (let i = 0; i < out.length; i++) out[i]! /= this.size;
     return out;
@@ -480,41 +591,56 @@ export class Communicator {
    * The element-wise reduction of every rank's array, on every rank: a ring reduce-scatter then a ring
    * allgather, so each rank sends and receives 2(n-1)/n of the array whatever n is.
    */
-  async allreduce(data: Float32Array, op: ReduceOp = 'sum'): Promise<Float32Array> {
+  async allreduce(
+    data: Float32Array,
+    op: ReduceOp = 'sum',
+    options: { inPlace?: boolean } = {},
+  ): Promise<Float32Array> {
     this.check();
-    if (!(data instanceof Float32Array)) throw new CommunicatorError(`allreduce: expected a Float32Array, got ${typeof data}`);
-    if (!REDUCE_OPS.includes(op)) throw new CommunicatorError(`allreduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
+    if (!(data instanceof Float32Array))
+      throw new CommunicatorError(`allreduce: expected a Float32Array, got ${typeof data}`);
+    if (!REDUCE_OPS.includes(op))
+      throw new CommunicatorError(`allreduce: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
     const seq = this.seq++;
     const n = this.size;
-    const out = Float32Array.from(data);
+    // inPlace writes the result into data (no 2nd array of the full size: e.g. gradients reduced where they lie).
+    const out = options.inPlace === true ? data : data.slice();
     if (n === 1) return out;
     const right = mod(this.rank + 1, n);
     const left = mod(this.rank - 1, n);
     const reduceOp: ReduceOp = op === 'mean' ? 'sum' : op;
     const sends: Promise<void>[] = [];
-    // Reduce-scatter: after n-1 steps this rank holds the full reduction of segment (rank+1) mod n.
+    const seg = (k: number): [number, number] => segment(out.length, n, mod(k, n));
+    // Pipelined ring: only segment `rank` is sent up front; every later send forwards a chunk as soon as it is
+    // ready, so the transfer of one chunk overlaps the reduction of the next.
+    sends.push(this.sendChunks(right, seq, out, ...seg(this.rank)));
+    // Reduce-scatter: step s reduces segment rank-s-1 and forwards it (step s+1's send). After n-1 steps this
+    // rank holds the full reduction of segment rank+1, which is also the first allgather send.
     for (let step = 0; step < n - 1; step++) {
-      const [s0, s1] = segment(out.length, n, mod(this.rank - step, n));
-      sends.push(this.sendChunks(right, seq, out, s0, s1));
-      const [r0, r1] = segment(out.length, n, mod(this.rank - step - 1, n));
-      await this.recvChunks(left, seq, out, r0, r1, reduceOp, 'allreduce reduce-scatter');
+      const last = step === n - 2;
+      await this.recvChunks(left, seq, out, ...seg(this.rank - step - 1), {
+        op: reduceOp,
+        divideBy: last && op === 'mean' ? n : 1,
+        forward: right,
+        sends,
+        what: 'allreduce reduce-scatter',
+      });
     }
-    if (op === 'mean') {
-      const [m0, m1] = segment(out.length, n, mod(this.rank + 1, n));
-      for (let i = m0; i < m1; i++) out[i]! /= n;
-    }
-    // Allgather: pass the reduced segments around the ring.
+    // Allgather: step s copies segment rank-s and forwards it, except on the last step.
     for (let step = 0; step < n - 1; step++) {
-      const [s0, s1] = segment(out.length, n, mod(this.rank + 1 - step, n));
-      sends.push(this.sendChunks(right, seq, out, s0, s1));
-      const [r0, r1] = segment(out.length, n, mod(this.rank - step, n));
-      await this.recvChunks(left, seq, out, r0, r1, undefined, 'allreduce allgather');
+      await this.recvChunks(left, seq, out, ...seg(this.rank - step), {
+        op: undefined,
+        divideBy: 1,
+        forward: step < n - 2 ? right : undefined,
+        sends,
+        what: 'allreduce allgather',
+      });
     }
     await Promise.all(sends);
     return out;
   }
 
-  /** Sends out[start, end) in chunks; the bytes are copied at encode time, so `out` may change afterwards. */
+  /** Sends out[start, end) in chunks; the bytes are copied, so `out` may change afterwards. */
   private sendChunks(to: number, seq: number, out: Float32Array, start: number, end: number): Promise<void> {
     const sends: Promise<void>[] = [];
     for (let i = start; i < end || (i === start && start === end); i += this.chunkFloats) {
@@ -524,13 +650,33 @@ export class Communicator {
     return Promise.all(sends).then(() => undefined);
   }
 
-  /** Receives [start, end) in chunks from `from`, combining with op into out (or copying when op is undefined). */
-  private async recvChunks(from: number, seq: number, out: Float32Array, start: number, end: number, op: ReduceOp | undefined, what: string): Promise<void> {
+  /**
+   * Receives out[start, end) in chunks from `from`: combined with op into out (copied when op is undefined),
+   * divided by divideBy (for mean), and each finished chunk forwarded to rank `forward` when set.
+   */
+  private async recvChunks(
+    from: number,
+    seq: number,
+    out: Float32Array,
+    start: number,
+    end: number,
+    how: {
+      op: ReduceOp | undefined;
+      divideBy: number;
+      forward: number | undefined;
+      sends: Promise<void>[];
+      what: string;
+    },
+  ): Promise<void> {
     for (let i = start; i < end || (i === start && start === end); i += this.chunkFloats) {
-      const length = Math.min(end, i + this.chunkFloats) - i;
-      const chunk = await this.recvFloats(from, seq, length, what);
-      if (op === undefined) out.set(chunk, i);
-      else combine(op, out, i, chunk);
+      const stop = Math.min(end, i + this.chunkFloats);
+      const chunk = await this.recvFloats(from, seq, stop - i, how.what);
+      // The received chunk is ours and never read again after this, so it takes the result and is forwarded
+      // without a copy.
+      if (how.op !== undefined) combine(how.op, chunk, out, i);
+      if (how.divideBy !== 1) for (let j = 0; j < chunk.length; j++) chunk[j]! /= how.divideBy;
+      out.set(chunk, i);
+      if (how.forward !== undefined) how.sends.push(this.sendData(how.forward, 'coll', seq, chunk, true));
       if (start === end) break;
     }
   }
@@ -551,7 +697,10 @@ export class Communicator {
     }
     this.setupWake?.();
     // Let queued sends reach the socket before closing it, but never wait longer than the linger.
-    await Promise.race([Promise.all([...this.peers.values()].map((p) => p.tail)), new Promise((r) => setTimeout(r, this.lingerMs).unref())]);
+    await Promise.race([
+      Promise.all([...this.peers.values()].map((p) => p.tail)),
+      new Promise((r) => setTimeout(r, this.lingerMs).unref()),
+    ]);
     for (const peer of this.peers.values()) peer.socket.close();
     this.router.close();
     await this.loop;

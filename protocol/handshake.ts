@@ -4,7 +4,10 @@ import type { Hello, Reject } from './messages.ts';
 
 export type Negotiation = { ok: true } | { ok: false; reject: Reject; logLine: string };
 
-export function negotiate(hello: Pick<Hello, 'version' | 'agentId' | 'host' | 'pid'>, ours: number = PROTOCOL_VERSION): Negotiation {
+export function negotiate(
+  hello: Pick<Hello, 'version' | 'agentId' | 'host' | 'pid'>,
+  ours: number = PROTOCOL_VERSION,
+): Negotiation {
   if (hello.version === ours) return { ok: true };
   const reason = `protocol version mismatch: the coordinator speaks version ${ours}, agent ${hello.agentId} speaks version ${hello.version}; run the same pe-arena release on every node`;
   return {

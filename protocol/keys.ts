@@ -44,7 +44,8 @@ export function z85Decode(text: string): Uint8Array {
     let value = 0;
     for (let j = 0; j < 5; j++) {
       const digit = Z85_INDEX.get(text[i + j]!);
-      if (digit === undefined) throw new KeyError(`z85: ${JSON.stringify(text[i + j])} at ${i + j} is not a Z85 character`);
+      if (digit === undefined)
+        throw new KeyError(`z85: ${JSON.stringify(text[i + j])} at ${i + j} is not a Z85 character`);
       value = value * 85 + digit;
     }
     if (value > 0xffffffff) throw new KeyError(`z85: group at ${i} is out of range`);
@@ -58,7 +59,10 @@ export function z85Decode(text: string): Uint8Array {
 
 /** Throws KeyError unless the text is a 40-character Z85 CURVE key. */
 export function checkKey(key: string, what: string): string {
-  if (typeof key !== 'string' || key.length !== 40) throw new KeyError(`${what}: expected a 40-character Z85 CURVE key, got ${typeof key === 'string' ? `${key.length} characters` : typeof key}`);
+  if (typeof key !== 'string' || key.length !== 40)
+    throw new KeyError(
+      `${what}: expected a 40-character Z85 CURVE key, got ${typeof key === 'string' ? `${key.length} characters` : typeof key}`,
+    );
   z85Decode(key);
   return key;
 }
@@ -84,7 +88,10 @@ export async function initKeys(dir: string, options: { force?: boolean } = {}): 
     await writeFile(serverPublicFile, `${pair.publicKey}\n`, { mode: 0o600, flag });
   } catch (error) {
     if ((error as { code?: unknown }).code === 'EEXIST') {
-      throw new KeyError(`keys already exist in ${root}; pass --force to replace them (every node then needs the new ones)`, { cause: error });
+      throw new KeyError(
+        `keys already exist in ${root}; pass --force to replace them (every node then needs the new ones)`,
+        { cause: error },
+      );
     }
     throw new KeyError(`could not write keys to ${root}: ${(error as Error).message}`, { cause: error });
   }
@@ -92,6 +99,21 @@ export async function initKeys(dir: string, options: { force?: boolean } = {}): 
   await chmod(serverSecretFile, 0o600);
   await chmod(serverPublicFile, 0o600);
   return { dir: root, serverPublicFile, serverSecretFile, publicKey: pair.publicKey };
+}
+
+/** The cluster key pair from a directory written by initKeys (as `pe-arena keys init --dir` wrote it). */
+export function loadClusterKeys(dir: string): Promise<KeyPair> {
+  return loadKeyPair(join(resolve(dir), SECRET_FILE));
+}
+
+/** CURVE options for bindServer from the cluster pair: serve with it, admit clients that hold it. */
+export function serverCurve(pair: KeyPair): { publicKey: string; secretKey: string; allowedClientKeys: string[] } {
+  return { publicKey: pair.publicKey, secretKey: pair.secretKey, allowedClientKeys: [pair.publicKey] };
+}
+
+/** CURVE options for connectClient from the cluster pair. */
+export function clientCurve(pair: KeyPair): { serverPublicKey: string; publicKey: string; secretKey: string } {
+  return { serverPublicKey: pair.publicKey, publicKey: pair.publicKey, secretKey: pair.secretKey };
 }
 
 /** Reads the public key from a .pub file (first line). */

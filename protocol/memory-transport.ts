@@ -35,7 +35,8 @@ export class MemoryNetwork {
 
   connect(address: string, options: MemoryClientOptions = {}): MemoryClient {
     const server = this.servers.get(address);
-    if (server === undefined) throw new TransportError(`memory transport: nothing listens at ${address}`, { retryable: true });
+    if (server === undefined)
+      throw new TransportError(`memory transport: nothing listens at ${address}`, { retryable: true });
     const id = (options.routingId ?? `mem-client-${++this.nextClient}`) as PeerId;
     return server.attach(id, decodeOptions(options.maxFrameBytes));
   }
@@ -54,7 +55,8 @@ export class MemoryServer implements ServerTransport {
 
   /** @internal used by MemoryNetwork.connect */
   attach(id: PeerId, decode: DecodeOptions): MemoryClient {
-    if (this.clients.has(id)) throw new TransportError(`memory transport: routing id ${id} is already connected to ${this.address}`);
+    if (this.clients.has(id))
+      throw new TransportError(`memory transport: routing id ${id} is already connected to ${this.address}`);
     const client = new MemoryClient(id, this, decode);
     this.clients.set(id, client);
     return client;
@@ -62,7 +64,8 @@ export class MemoryServer implements ServerTransport {
 
   /** @internal a client's bytes arrive here. */
   deliver(from: PeerId, bytes: Uint8Array): void {
-    if (this.closed) throw new TransportError(`memory transport: the server at ${this.address} is closed`, { retryable: true });
+    if (this.closed)
+      throw new TransportError(`memory transport: the server at ${this.address} is closed`, { retryable: true });
     setImmediate(() => {
       if (this.closed) return;
       try {
@@ -89,9 +92,13 @@ export class MemoryServer implements ServerTransport {
 
   /** Sends bytes as they are, e.g. garbage for bad-input tests. */
   sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> {
-    if (this.closed) return Promise.reject(new TransportError(`memory transport: the server at ${this.address} is closed`));
+    if (this.closed)
+      return Promise.reject(new TransportError(`memory transport: the server at ${this.address} is closed`));
     const client = this.clients.get(to);
-    if (client === undefined) return Promise.reject(new TransportError(`memory transport: no peer ${to} at ${this.address}`, { retryable: true }));
+    if (client === undefined)
+      return Promise.reject(
+        new TransportError(`memory transport: no peer ${to} at ${this.address}`, { retryable: true }),
+      );
     client.deliver(bytes);
     return Promise.resolve();
   }
@@ -124,7 +131,11 @@ export class MemoryClient implements ClientTransport {
     setImmediate(() => {
       if (this.closed) return;
       try {
-        this.queue.push({ kind: 'message', from: 'server' as PeerId, message: decodeCoordinatorMessage(bytes, this.decode) });
+        this.queue.push({
+          kind: 'message',
+          from: 'server' as PeerId,
+          message: decodeCoordinatorMessage(bytes, this.decode),
+        });
       } catch (error) {
         this.queue.push({ kind: 'malformed', from: 'server' as PeerId, error: asMalformed(error) });
       }

@@ -38,10 +38,17 @@ export function describe(value: unknown): string {
   return typeof value;
 }
 
-const join = (path: string, key: string | number): string => (typeof key === 'number' ? `${path}[${key}]` : `${path}.${key}`);
+const join = (path: string, key: string | number): string =>
+  typeof key === 'number' ? `${path}[${key}]` : `${path}.${key}`;
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value) && !ArrayBuffer.isView(value) && !(value instanceof Map);
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    !ArrayBuffer.isView(value) &&
+    !(value instanceof Map)
+  );
 }
 
 const MAX_STRING = 1 << 20;
@@ -51,13 +58,15 @@ const MAX_STRING = 1 << 20;
 const str =
   (maxLength = MAX_STRING): Check =>
   (v, p) => {
-    if (typeof v !== 'string' || v.length > maxLength) throw new Invalid(p, maxLength === MAX_STRING ? 'a string' : `a string of at most ${maxLength} characters`, v);
+    if (typeof v !== 'string' || v.length > maxLength)
+      throw new Invalid(p, maxLength === MAX_STRING ? 'a string' : `a string of at most ${maxLength} characters`, v);
   };
 
 const nonEmpty =
   (maxLength = 256): Check =>
   (v, p) => {
-    if (typeof v !== 'string' || v.length === 0 || v.length > maxLength) throw new Invalid(p, `a non-empty string of at most ${maxLength} characters`, v);
+    if (typeof v !== 'string' || v.length === 0 || v.length > maxLength)
+      throw new Invalid(p, `a non-empty string of at most ${maxLength} characters`, v);
   };
 
 /** Any number, NaN and infinities included: a diverged loss must still reach the coordinator to fail the job. */
@@ -106,12 +115,6 @@ function oneOf<T extends string>(values: readonly T[]): Check {
   };
 }
 
-function literal(value: string): Check {
-  return (v, p) => {
-    if (v !== value) throw new Invalid(p, JSON.stringify(value), v);
-  };
-}
-
 const nullable =
   (inner: Check): Check =>
   (v, p) => {
@@ -157,16 +160,28 @@ function object(shape: Shape): Check {
 
 const id = nonEmpty(256);
 const scalar: Check = (v, p) => {
-  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') throw new Invalid(p, 'a string, number or boolean', v);
+  if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean')
+    throw new Invalid(p, 'a string, number or boolean', v);
 };
 
 const wireError = object({ name: str(1024), message: str(), stack: optional(str()), retryable: bool });
-const deviceInfo = object({ kind: oneOf(['gpu', 'cpu'] as const), name: str(1024), memoryBytes: optional(nonNegative) });
+const deviceInfo = object({
+  kind: oneOf(['gpu', 'cpu'] as const),
+  name: str(1024),
+  memoryBytes: optional(nonNegative),
+});
 const taskSpec = object({ name: nonEmpty(256), params: recordOf(scalar) });
 const probability: Check = (v, p) => {
   if (typeof v !== 'number' || !(v >= 0 && v <= 1)) throw new Invalid(p, 'a number in [0, 1]', v);
 };
-const modelSpec = object({ layers: posInt, dModel: posInt, heads: posInt, ffnDim: posInt, dropout: probability, maxLen: posInt });
+const modelSpec = object({
+  layers: posInt,
+  dModel: posInt,
+  heads: posInt,
+  ffnDim: posInt,
+  dropout: probability,
+  maxLen: posInt,
+});
 const trainingSpec = object({
   steps: posInt,
   batchSize: posInt,
@@ -175,7 +190,11 @@ const trainingSpec = object({
   weightDecay: nonNegative,
   clipNorm: nonNegative,
 });
-const evaluationSpec = object({ samples: nonNegInt, lengthTask: optional(taskSpec), lengthSamples: optional(nonNegInt) });
+const evaluationSpec = object({
+  samples: nonNegInt,
+  lengthTask: optional(taskSpec),
+  lengthSamples: optional(nonNegInt),
+});
 const jobSpec = object({
   jobId: id,
   runId: id,
@@ -215,11 +234,20 @@ const evaluation = object({
   attentionEntropy: arrayOf(arrayOf(num)),
   errorTaxonomy: recordOf(num),
   problems: arrayOf(
-    object({ id: str(1024), split: str(256), length: nonNegInt, correct: bool, symbolic: bool, prediction: str(), target: str() }),
+    object({
+      id: str(1024),
+      split: str(256),
+      length: nonNegInt,
+      correct: bool,
+      symbolic: bool,
+      prediction: str(),
+      target: str(),
+    }),
   ),
 });
 const sha256: Check = (v, p) => {
-  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) throw new Invalid(p, 'a sha256 as 64 lowercase hex digits', v);
+  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v))
+    throw new Invalid(p, 'a sha256 as 64 lowercase hex digits', v);
 };
 const version = nonNegInt;
 
@@ -337,13 +365,24 @@ const rank = nonNegInt;
 const peerMessages: Record<PeerMessage['type'], Check[]> = {
   peer_hello: [object({ version, rank, size: posInt, address: nonEmpty(1024) })],
   peer_table: [object({ version, addresses: arrayOf(nonEmpty(1024), 1 << 16) })],
-  peer_data: [object({ source: rank, channel: oneOf(['p2p', 'coll'] as const), tag: int, data: present, bulk: optional(oneOf(['f32'] as const)) })],
+  peer_data: [
+    object({
+      source: rank,
+      channel: oneOf(['p2p', 'coll'] as const),
+      tag: int,
+      data: present,
+      bulk: optional(oneOf(['f32'] as const)),
+    }),
+  ],
   peer_abort: [object({ source: rank, reason: str(4096) })],
 };
 
 function validateWith<M>(table: Record<string, Check[]>, direction: string, value: unknown): M {
   if (!isPlainObject(value)) {
-    throw new MalformedMessageError(`${direction} message: expected an object with a "type", got ${describe(value)}`, '');
+    throw new MalformedMessageError(
+      `${direction} message: expected an object with a "type", got ${describe(value)}`,
+      '',
+    );
   }
   const type = value['type'];
   if (typeof type !== 'string') {

@@ -42,13 +42,28 @@ export interface ZmqClientOptions extends ZmqCommonOptions {
   reconnectMaxIntervalMs?: number;
 }
 
-const DEFAULTS = { highWaterMark: 1000, sendTimeoutMs: 10_000, reconnectIntervalMs: 100, reconnectMaxIntervalMs: 5_000 };
+const DEFAULTS = {
+  highWaterMark: 1000,
+  sendTimeoutMs: 10_000,
+  reconnectIntervalMs: 100,
+  reconnectMaxIntervalMs: 5_000,
+};
 const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
 
 function transportError(what: string, error: unknown): TransportError {
   const code = (error as { code?: unknown }).code;
   const reason = error instanceof Error ? error.message : String(error);
-  return new TransportError(`${what}: ${reason}${typeof code === 'string' ? ` (${code})` : ''}`, { cause: error, retryable: true });
+  return new TransportError(`${what}: ${reason}${typeof code === 'string' ? ` (${code})` : ''}`, {
+    cause: error,
+    retryable: true,
+  });
+}
+
+/** Refused on the sending side too, so the caller learns at once instead of the peer dropping it. */
+function tooBig(type: string, bytes: number, maxFrameBytes: number): TransportError {
+  return new TransportError(
+    `${type} of ${bytes} bytes is over the ${maxFrameBytes}-byte frame cap; send it in smaller chunks`,
+  );
 }
 
 /** Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise). */
@@ -63,7 +78,11 @@ class SendQueue {
 
   run(send: () => Promise<void>): Promise<void> {
     if (this.pending >= this.limit) {
-      return Promise.reject(new TransportError(`${this.what}: ${this.pending} sends already waiting; the peer is not keeping up`, { retryable: true }));
+      return Promise.reject(
+        new TransportError(`${this.what}: ${this.pending} sends already waiting; the peer is not keeping up`, {
+          retryable: true,
+        }),
+      );
     }
     this.pending++;
     const result = this.tail === undefined ? send() : this.tail.then(send);
@@ -90,13 +109,21 @@ function watchEvents(socket: zmq.Socket, name: string, log: ((line: string) => v
   if (log === undefined) return;
   const events = socket.events;
   events.on('disconnect', (e) => log(`${name}: peer at ${e.address} disconnected`));
-  events.on('handshake:error:auth', (e) => log(`${name}: CURVE authentication failed with ${e.address}: ${e.error.message}`));
-  events.on('handshake:error:protocol', (e) => log(`${name}: handshake protocol error with ${e.address}: ${e.error.message}`));
+  events.on('handshake:error:auth', (e) =>
+    log(`${name}: CURVE authentication failed with ${e.address}: ${e.error.message}`),
+  );
+  events.on('handshake:error:protocol', (e) =>
+    log(`${name}: handshake protocol error with ${e.address}: ${e.error.message}`),
+  );
   events.on('handshake:error:other', (e) => log(`${name}: handshake failed with ${e.address}: ${e.error.message}`));
 }
 
 /** ZAP (RFC 27): libzmq asks this socket about every CURVE handshake; we answer 200 only for allowed keys. */
-async function serveZap(zap: zmq.Reply, allowed: Set<string>, log: ((line: string) => void) | undefined): Promise<void> {
+async function serveZap(
+  zap: zmq.Reply,
+  allowed: Set<string>,
+  log: ((line: string) => void) | undefined,
+): Promise<void> {
   for (;;) {
     let request: Buffer[];
     try {
@@ -107,9 +134,19 @@ async function serveZap(zap: zmq.Reply, allowed: Set<string>, log: ((line: strin
     const [version, requestId, , address, , mechanism, credentials] = request;
     const key = mechanism?.toString() === 'CURVE' && credentials?.length === 32 ? z85Encode(credentials) : undefined;
     const ok = key !== undefined && allowed.has(key);
-    if (!ok) log?.(`refused a client at ${address?.toString() ?? '?'}: ${key === undefined ? 'no CURVE key' : `key ${key} is not allowed`}`);
+    if (!ok)
+      log?.(
+        `refused a client at ${address?.toString() ?? '?'}: ${key === undefined ? 'no CURVE key' : `key ${key} is not allowed`}`,
+      );
     try {
-      await zap.send([version ?? '1.0', requestId ?? '', ok ? '200' : '400', ok ? 'OK' : 'key not allowed', ok ? (key ?? '') : '', '']);
+      await zap.send([
+        version ?? '1.0',
+        requestId ?? '',
+        ok ? '200' : '400',
+        ok ? 'OK' : 'key not allowed',
+        ok ? (key ?? '') : '',
+        '',
+      ]);
     } catch {
       return;
     }
@@ -153,7 +190,11 @@ class ZmqServer implements ServerTransport {
         continue;
       }
       try {
-        this.queue.push({ kind: 'message', from, message: decodeAgentMessage(body[0]!, { maxBytes: this.maxFrameBytes }) });
+        this.queue.push({
+          kind: 'message',
+          from,
+          message: decodeAgentMessage(body[0]!, { maxBytes: this.maxFrameBytes }),
+        });
       } catch (error) {
         this.malformed(from, asMalformed(error));
       }
@@ -173,6 +214,8 @@ class ZmqServer implements ServerTransport {
     } catch (error) {
       return Promise.reject(transportError(`could not encode ${message.type} for ${to}`, error));
     }
+    if (bytes.byteLength > this.maxFrameBytes)
+      return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
     return this.sendRaw(to, bytes);
   }
 
@@ -232,15 +275,24 @@ class ZmqClient implements ClientTransport {
       }
       let inbound: Inbound<CoordinatorToAgent>;
       if (frames.length !== 1) {
-        inbound = { kind: 'malformed', from: this.from, error: new MalformedMessageError(`expected one frame per message, got ${frames.length}`) };
+        inbound = {
+          kind: 'malformed',
+          from: this.from,
+          error: new MalformedMessageError(`expected one frame per message, got ${frames.length}`),
+        };
       } else {
         try {
-          inbound = { kind: 'message', from: this.from, message: decodeCoordinatorMessage(frames[0]!, { maxBytes: this.maxFrameBytes }) };
+          inbound = {
+            kind: 'message',
+            from: this.from,
+            message: decodeCoordinatorMessage(frames[0]!, { maxBytes: this.maxFrameBytes }),
+          };
         } catch (error) {
           inbound = { kind: 'malformed', from: this.from, error: asMalformed(error) };
         }
       }
-      if (inbound.kind === 'malformed') this.log?.(`${this.address}: refused a frame from the server: ${inbound.error.message}`);
+      if (inbound.kind === 'malformed')
+        this.log?.(`${this.address}: refused a frame from the server: ${inbound.error.message}`);
       this.queue.push(inbound);
     }
     this.queue.close();
@@ -253,6 +305,8 @@ class ZmqClient implements ClientTransport {
     } catch (error) {
       return Promise.reject(transportError(`could not encode ${message.type}`, error));
     }
+    if (bytes.byteLength > this.maxFrameBytes)
+      return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
     return this.sendRaw(bytes);
   }
 
@@ -284,9 +338,12 @@ function common(options: ZmqCommonOptions): { maxFrameBytes: number; highWaterMa
   const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   const highWaterMark = options.highWaterMark ?? DEFAULTS.highWaterMark;
   const sendTimeoutMs = options.sendTimeoutMs ?? DEFAULTS.sendTimeoutMs;
-  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw new TransportError(`maxFrameBytes: expected a positive integer, got ${maxFrameBytes}`);
-  if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1) throw new TransportError(`highWaterMark: expected a positive integer, got ${highWaterMark}`);
-  if (!Number.isSafeInteger(sendTimeoutMs) || sendTimeoutMs < 0) throw new TransportError(`sendTimeoutMs: expected a non-negative integer, got ${sendTimeoutMs}`);
+  if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1)
+    throw new TransportError(`maxFrameBytes: expected a positive integer, got ${maxFrameBytes}`);
+  if (!Number.isSafeInteger(highWaterMark) || highWaterMark < 1)
+    throw new TransportError(`highWaterMark: expected a positive integer, got ${highWaterMark}`);
+  if (!Number.isSafeInteger(sendTimeoutMs) || sendTimeoutMs < 0)
+    throw new TransportError(`sendTimeoutMs: expected a non-negative integer, got ${sendTimeoutMs}`);
   return { maxFrameBytes, highWaterMark, sendTimeoutMs };
 }
 
@@ -295,7 +352,9 @@ function hardCap(maxFrameBytes: number): number {
   return Math.min(Number.MAX_SAFE_INTEGER, maxFrameBytes * 2 + 1024);
 }
 
-export async function bindServer(options: ZmqServerOptions): Promise<ServerTransport & { sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> }> {
+export async function bindServer(
+  options: ZmqServerOptions,
+): Promise<ServerTransport & { sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> }> {
   const { maxFrameBytes, highWaterMark, sendTimeoutMs } = common(options);
   let context: zmq.Context | undefined;
   let zap: zmq.Reply | undefined;
@@ -303,7 +362,11 @@ export async function bindServer(options: ZmqServerOptions): Promise<ServerTrans
   if (options.curve !== undefined) {
     checkKey(options.curve.publicKey, 'curve.publicKey');
     checkKey(options.curve.secretKey, 'curve.secretKey');
-    allowed = new Set((options.curve.allowedClientKeys ?? [options.curve.publicKey]).map((k, i) => checkKey(k, `curve.allowedClientKeys[${i}]`)));
+    allowed = new Set(
+      (options.curve.allowedClientKeys ?? [options.curve.publicKey]).map((k, i) =>
+        checkKey(k, `curve.allowedClientKeys[${i}]`),
+      ),
+    );
     // Own context, so that this server's ZAP handler answers only for it (one ZAP endpoint per context).
     context = new zmq.Context();
     zap = new zmq.Reply({ context, linger: 0 });
@@ -337,7 +400,9 @@ export async function bindServer(options: ZmqServerOptions): Promise<ServerTrans
   return new ZmqServer(socket, address, maxFrameBytes, zap, options.log, highWaterMark);
 }
 
-export async function connectClient(options: ZmqClientOptions): Promise<ClientTransport & { sendRaw(bytes: Uint8Array): Promise<void> }> {
+export async function connectClient(
+  options: ZmqClientOptions,
+): Promise<ClientTransport & { sendRaw(bytes: Uint8Array): Promise<void> }> {
   const { maxFrameBytes, highWaterMark, sendTimeoutMs } = common(options);
   const socket = new zmq.Dealer({
     linger: 0,

@@ -10,7 +10,9 @@ import { initKeys } from '../../protocol/keys.ts';
 export const DEFAULT_KEY_DIR = join(homedir(), '.pe-arena', 'keys');
 
 export function registerKeysCommand(program: Command): void {
-  const keys = program.command('keys').description('manage the CURVE keys that encrypt and authenticate cluster traffic');
+  const keys = program
+    .command('keys')
+    .description('manage the CURVE keys that encrypt and authenticate cluster traffic');
   keys
     .command('init')
     .description('write a new cluster key pair (files mode 0600)')

@@ -69,10 +69,10 @@ export const multiplication: Generator = {
 type Op = '+' | '-' | '*';
 
 /**
- * "3*4+5-2=" -> "3*4=12\n12+5=17\n17-2=15\n#### 15": products first (left to right), then sums and
+ * "3*4+5-2=\n" -> "3*4=12\n12+5=17\n17-2=15\n#### 15": products first (left to right), then sums and
  * differences left to right, one "a op b=c" line per operator. A '-' that would go below zero becomes
  * '+', so every intermediate value is a non-negative integer. length = number of operators.
- * Default params {minOps 1, maxOps 3, maxValue 20}: at most 60 chars (prompt + target), measured over 200k draws.
+ * Default params {minOps 1, maxOps 3, maxValue 20}: at most 61 chars (prompt + target), measured over 200k draws.
  */
 export const arithmetic: Generator = {
   schema: {
@@ -120,6 +120,7 @@ export const arithmetic: Generator = {
     let prompt = String(values[0]);
     for (let i = 0; i < n; i++) prompt += `${ops[i]}${values[i + 1]}`;
     const answer = running.toString();
-    return { prompt: `${prompt}=`, target: `${steps.join('\n')}\n#### ${answer}`, answer, length: n };
+    // "=\n": the steps start on their own line, so prompt + target never reads as one long equation.
+    return { prompt: `${prompt}=\n`, target: `${steps.join('\n')}\n#### ${answer}`, answer, length: n };
   },
 };

@@ -11,25 +11,30 @@ import type { Example } from './types.ts';
 export type JsonlFormat = 'gsm8k' | 'plain';
 export const JSONL_FORMATS = ['gsm8k', 'plain'] as const;
 
-export async function loadJsonl(file: string, format?: JsonlFormat): Promise<Example[]> {
+export interface JsonlOptions {
+  /** Drop GSM8K calculator annotations ("48/2 = <<48/2=24>>24" -> "48/2 = 24"): shorter targets for small maxLen. */
+  stripAnnotations?: boolean;
+}
+
+export async function loadJsonl(file: string, format?: JsonlFormat, options: JsonlOptions = {}): Promise<Example[]> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (cause) {
     throw new DataError(`${file}: cannot read (${(cause as Error).message})`, { cause, file });
   }
-  return parseJsonl(text, file, format);
+  return parseJsonl(text, file, format, options);
 }
 
 /** Synchronous form, for createSource (which is synchronous so a stream can be built anywhere). */
-export function loadJsonlSync(file: string, format?: JsonlFormat): Example[] {
+export function loadJsonlSync(file: string, format?: JsonlFormat, options: JsonlOptions = {}): Example[] {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (cause) {
     throw new DataError(`${file}: cannot read (${(cause as Error).message})`, { cause, file });
   }
-  return parseJsonl(text, file, format);
+  return parseJsonl(text, file, format, options);
 }
 
 /** The text after the last "####" (GSM8K's final answer), trimmed; undefined when there is none. */
@@ -38,7 +43,7 @@ export function answerAfterHashes(text: string): string | undefined {
   return i < 0 ? undefined : (text.slice(i + 4).split('\n')[0] ?? '').trim();
 }
 
-export function parseJsonl(text: string, file: string, format?: JsonlFormat): Example[] {
+export function parseJsonl(text: string, file: string, format?: JsonlFormat, options: JsonlOptions = {}): Example[] {
   const examples: Example[] = [];
   const name = basename(file);
   let detected = format;
@@ -66,10 +71,15 @@ export function parseJsonl(text: string, file: string, format?: JsonlFormat): Ex
     const [promptKey, targetKey] = detected === 'gsm8k' ? ['question', 'answer'] : ['prompt', 'target'];
     const prompt = r[promptKey as string];
     const target = r[targetKey as string];
-    if (typeof prompt !== 'string' || prompt.trim() === '') fail(`"${promptKey}" must be a non-empty string (${detected} format)`);
-    if (typeof target !== 'string' || target.trim() === '') fail(`"${targetKey}" must be a non-empty string (${detected} format)`);
+    if (typeof prompt !== 'string' || prompt.trim() === '')
+      fail(`"${promptKey}" must be a non-empty string (${detected} format)`);
+    if (typeof target !== 'string' || target.trim() === '')
+      fail(`"${targetKey}" must be a non-empty string (${detected} format)`);
     const p = prompt as string;
-    const t = (target as string).trim();
+    const t =
+      options.stripAnnotations === true
+        ? (target as string).replace(/<<[^<>\n]*>>/g, '').trim()
+        : (target as string).trim();
     const afterHashes = answerAfterHashes(t);
     if (detected === 'gsm8k' && (afterHashes === undefined || afterHashes === '')) {
       fail('GSM8K "answer" must end with "#### <final answer>"');
@@ -78,7 +88,8 @@ export function parseJsonl(text: string, file: string, format?: JsonlFormat): Ex
     if (detected === 'gsm8k') {
       length = stepLines(t);
     } else if (r.length !== undefined) {
-      if (typeof r.length !== 'number' || !Number.isInteger(r.length) || r.length < 0) fail('"length" must be a non-negative integer');
+      if (typeof r.length !== 'number' || !Number.isInteger(r.length) || r.length < 0)
+        fail('"length" must be a non-negative integer');
       length = r.length as number;
     } else {
       // Operand digits, as the generators count it: the longest run of digits in the prompt.

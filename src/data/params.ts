@@ -31,7 +31,8 @@ export function checkParams(params: unknown, schema: ParamSchema, path = 'task.p
     switch (rule.kind) {
       case 'int':
       case 'number': {
-        const ok = typeof value === 'number' && Number.isFinite(value) && (rule.kind === 'number' || Number.isInteger(value));
+        const ok =
+          typeof value === 'number' && Number.isFinite(value) && (rule.kind === 'number' || Number.isInteger(value));
         if (!ok || (value as number) < rule.min || (value as number) > rule.max) {
           const what = rule.kind === 'int' ? 'an integer' : 'a number';
           errors.push(`${where}: must be ${what} in [${rule.min}, ${rule.max}] (got ${JSON.stringify(value)})`);

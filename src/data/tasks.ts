@@ -3,20 +3,24 @@
 // Tasks (max chars of prompt + target at default params; add 2 tokens if the model wraps in BOS/EOS):
 //   addition        {minDigits=1, maxDigits=3, reverse=false}   "123+45=" -> "168" (reverse: "861"); 12 chars
 //   multiplication  {minDigits=1, maxDigits=3, reverse=false}   "12*34=" -> "408"; 14 chars
-//   arithmetic      {minOps=1, maxOps=3, maxValue=20}           "3*4+5=" -> "3*4=12\n12+5=17\n#### 17"; 60 chars
-//   word_problems   {maxValue=20, minSteps=1, maxSteps=10, templates?: "rate,totals,..."}  GSM8K form; 117 chars
-//   jsonl           {path, format?: 'gsm8k'|'plain', holdout=0.1}  the user's file, reshuffled every epoch
+//   arithmetic      {minOps=1, maxOps=3, maxValue=20}           "3*4+5=\n" -> "3*4=12\n12+5=17\n#### 17"; 61 chars
+//   word_problems   {maxValue=20, minSteps=1, maxSteps=10, templates?: "rate,totals,..."}  GSM8K form; 146 chars
+//   jsonl           {path, format?: 'gsm8k'|'plain', holdout=0.1, stripAnnotations=false}  the user's file,
+//                   reshuffled every epoch; stripAnnotations drops GSM8K "<<a*b=c>>" calculator notes
 // length: operand digits of the longest operand (addition, multiplication), operators (arithmetic), steps
 // (word_problems, GSM8K jsonl), the "length" field or longest digit run of the prompt (plain jsonl).
 //
 // Held out: a problem belongs to the test part when a hash of its prompt falls in the holdout fraction
 // (0.1 for generators, `holdout` for jsonl). The train stream never yields test problems and the test
 // stream yields only them, from a seed derived from the job seed, so test problems are unseen in training.
-// jsonl with holdout=0 keeps no test part: both splits draw every line (in different orders).
+// jsonl with holdout=0 keeps no test part: both splits draw every line (in different orders); use it for a
+// separate test file, e.g. EvaluationSpec.lengthTask = {name: 'jsonl', params: {path: 'long.jsonl', holdout: 0}}.
 //
 // Length generalization is just a second TaskSpec evaluated with split 'test', e.g.
 //   train: {name: 'addition', params: {minDigits: 1, maxDigits: 8}}
 //   test:  {name: 'addition', params: {minDigits: 9, maxDigits: 16}}   (EvaluationSpec.lengthTask)
+// (word_problems: train {maxSteps: 2}, test {minSteps: 3, maxSteps: 5}; arithmetic: by minOps/maxOps.)
+import { existsSync } from 'node:fs';
 import type { TaskSpec } from '../../protocol/messages.ts';
 import { addition, arithmetic, multiplication } from './arithmetic.ts';
 import { DataError } from './errors.ts';
@@ -48,6 +52,7 @@ const jsonlSchema = {
   path: { kind: 'string', required: true },
   format: { kind: 'string', choices: JSONL_FORMATS },
   holdout: { kind: 'number', min: 0, max: 1, default: 0.1 },
+  stripAnnotations: { kind: 'bool', default: false },
 } as const;
 
 function isTaskName(name: string): name is TaskName {
@@ -56,13 +61,20 @@ function isTaskName(name: string): name is TaskName {
 
 /** Every problem with a task config, each naming its field; empty when the task is valid. */
 export function validateTask(task: unknown): string[] {
-  if (typeof task !== 'object' || task === null || Array.isArray(task)) return ['task: must be an object {name, params}'];
+  if (typeof task !== 'object' || task === null || Array.isArray(task))
+    return ['task: must be an object {name, params}'];
   const { name, params } = task as { name?: unknown; params?: unknown };
   if (typeof name !== 'string' || !isTaskName(name)) {
     return [`task.name: unknown task ${JSON.stringify(name)} (known: ${TASK_NAMES.join(', ')})`];
   }
   const p = params ?? {};
-  if (name === 'jsonl') return checkParams(p, jsonlSchema);
+  if (name === 'jsonl') {
+    const errors = checkParams(p, jsonlSchema);
+    const path = (p as Record<string, unknown>).path;
+    if (errors.length === 0 && typeof path === 'string' && !existsSync(path))
+      errors.push(`task.params.path: file not found: ${path}`);
+    return errors;
+  }
   const generator = GENERATORS[name];
   const errors = checkParams(p, generator.schema);
   if (errors.length > 0 || generator.check === undefined) return errors;
@@ -87,7 +99,9 @@ function fieldOf(error: string | undefined): string {
  * getState/setState resume it exactly. Throws DataError for an unknown task, bad params or a bad file.
  */
 export function createSource(task: TaskSpec, seed: number, split: Split): ExampleSource {
-  if (split !== 'train' && split !== 'test') throw new DataError(`split must be 'train' or 'test' (got ${JSON.stringify(split)})`, { field: 'split' });
+  if (split !== 'train' && split !== 'test')
+    throw new DataError(`split must be 'train' or 'test' (got ${JSON.stringify(split)})`, { field: 'split' });
+  if (!Number.isSafeInteger(seed)) throw new DataError(`seed must be an integer (got ${seed})`, { field: 'seed' });
   const { name, params } = resolveTask(task);
   const rngSeed = splitSeed(seed, split);
   if (name === 'jsonl') return jsonlSource(params, rngSeed, split);
@@ -97,10 +111,18 @@ export function createSource(task: TaskSpec, seed: number, split: Split): Exampl
 function checkState(state: unknown): SourceState {
   const s = state as Partial<SourceState> | null;
   const ok =
-    typeof s === 'object' && s !== null && Array.isArray(s.rng) && s.rng.length === 4 &&
-    s.rng.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff) &&
-    Number.isInteger(s.position) && (s.position as number) >= 0;
-  if (!ok) throw new DataError('invalid source state: expected {rng: four uint32, position: non-negative integer}', { field: 'state' });
+    typeof s === 'object' &&
+    s !== null &&
+    Array.isArray(s.rng) &&
+    s.rng.length === 4 &&
+    // int32 words are accepted too: Rng states saved before getState normalized them to uint32.
+    s.rng.every((x) => Number.isInteger(x) && x >= -0x80000000 && x <= 0xffffffff) &&
+    Number.isInteger(s.position) &&
+    (s.position as number) >= 0;
+  if (!ok)
+    throw new DataError('invalid source state: expected {rng: four 32-bit integers, position: non-negative integer}', {
+      field: 'state',
+    });
   return { rng: [...(s.rng as RngState)] as RngState, position: s.position as number };
 }
 
@@ -150,10 +172,13 @@ function jsonlSource(params: ParamValues, rngSeed: number, split: Split): Exampl
   const path = stringParam(params, 'path') ?? '';
   const format = stringParam(params, 'format') as JsonlFormat | undefined;
   const holdout = params.holdout as number;
-  const all = loadJsonlSync(path, format);
+  const all = loadJsonlSync(path, format, { stripAnnotations: params.stripAnnotations === true });
   const pool = holdout === 0 ? all : all.filter((e) => isHeldOut(e.prompt, holdout) === (split === 'test'));
   if (pool.length === 0) {
-    throw new DataError(`${path}: no ${split} examples with holdout ${holdout} (${all.length} lines in the file)`, { field: 'task.params.holdout', file: path });
+    throw new DataError(`${path}: no ${split} examples with holdout ${holdout} (${all.length} lines in the file)`, {
+      field: 'task.params.holdout',
+      file: path,
+    });
   }
   let rng = new Rng(rngSeed);
   // The rng state before this epoch's shuffle: with the position, it rebuilds the order exactly.
@@ -177,11 +202,12 @@ function jsonlSource(params: ParamValues, rngSeed: number, split: Split): Exampl
         order = shuffle();
       }
       position++;
-      return pool[order[k] as number] as Example;
+      // A copy: callers may annotate examples without changing the pool for later epochs.
+      return { ...(pool[order[k] as number] as Example) };
     },
     getState(): SourceState {
       const atBoundary = position % pool.length === 0;
-      return { rng: atBoundary ? rng.getState() : [...epochStart] as RngState, position };
+      return { rng: atBoundary ? rng.getState() : ([...epochStart] as RngState), position };
     },
     setState(state: SourceState): void {
       const s = checkState(state);
@@ -209,4 +235,18 @@ export function drawExamples(source: ExampleSource, n: number, options: { unique
     out.push(e);
   }
   return out;
+}
+
+/**
+ * The longest prompt + target (in characters = tokens, before BOS/EOS) over `samples` draws of the train
+ * stream: a quick check that a model's maxLen fits the task (sampled, so a bound in practice, not a proof).
+ */
+export function measureMaxLength(task: TaskSpec, samples = 2000, seed = 0): number {
+  const source = createSource(task, seed, 'train');
+  let max = 0;
+  for (let i = 0; i < samples; i++) {
+    const e = source.next();
+    max = Math.max(max, e.prompt.length + e.target.length);
+  }
+  return max;
 }

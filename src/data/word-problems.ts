@@ -1,12 +1,30 @@
 // Templated word problems with chain-of-thought in GSM8K form: one "a op b=c" step per line, then
 // "#### <answer>". Numbers are drawn so every answer is a non-negative integer (divisions are exact).
-// length = number of steps. Default params {maxValue 20}: at most 117 chars (prompt + target), measured
+// length = number of steps; a length split is train {maxSteps: 2}, test {minSteps: 3, maxSteps: 5} (the "bus"
+// template has 1-5 steps, the others 1 or 2). Default params {maxValue 20}: at most 146 chars (prompt + target), measured
 // over 200k draws; prompts end with "\n" so the target starts on its own line.
 import type { Rng } from './rng.ts';
 import type { Generator, Problem } from './problem.ts';
 import { intParam, stringParam, type ParamValues } from './params.ts';
 
-const NAMES = ['Ann', 'Ben', 'Cal', 'Dee', 'Eli', 'Fay', 'Gus', 'Ivy', 'Jo', 'Kim', 'Lee', 'Max', 'Ned', 'Ola', 'Sam', 'Tia'];
+const NAMES = [
+  'Ann',
+  'Ben',
+  'Cal',
+  'Dee',
+  'Eli',
+  'Fay',
+  'Gus',
+  'Ivy',
+  'Jo',
+  'Kim',
+  'Lee',
+  'Max',
+  'Ned',
+  'Ola',
+  'Sam',
+  'Tia',
+];
 const ITEMS = ['pens', 'apples', 'books', 'cups', 'hats', 'kites', 'plums', 'socks'];
 
 interface Drawn {
@@ -16,8 +34,10 @@ interface Drawn {
 }
 
 interface Template {
-  readonly steps: number;
-  draw(rng: Rng, max: number): Drawn;
+  readonly minSteps: number;
+  readonly maxSteps: number;
+  /** steps: how many steps to write, in [minSteps, maxSteps] (only variable-length templates use it). */
+  draw(rng: Rng, max: number, steps: number): Drawn;
 }
 
 /** Integer in [lo, max], with max never below lo (small maxValue still works). */
@@ -28,17 +48,23 @@ function num(rng: Rng, lo: number, max: number): number {
 export const TEMPLATES = {
   // rate * time
   rate: {
-    steps: 1,
+    minSteps: 1,
+    maxSteps: 1,
     draw(rng, max) {
       const speed = num(rng, 2, max * 3);
       const hours = num(rng, 2, Math.min(max, 12));
       const who = rng.pick(NAMES);
-      return { question: `${who} drives ${speed} km per hour for ${hours} hours. How many km?`, steps: [`${speed}*${hours}=${speed * hours}`], answer: speed * hours };
+      return {
+        question: `${who} drives ${speed} km per hour for ${hours} hours. How many km?`,
+        steps: [`${speed}*${hours}=${speed * hours}`],
+        answer: speed * hours,
+      };
     },
   },
   // quantity * price, plus another cost
   totals: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const [who, item] = [rng.pick(NAMES), rng.pick(ITEMS)];
       const q = num(rng, 2, Math.min(max, 12));
@@ -54,7 +80,8 @@ export const TEMPLATES = {
   },
   // paid - quantity * price
   change: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const [who, item] = [rng.pick(NAMES), rng.pick(ITEMS)];
       const q = num(rng, 2, Math.min(max, 9));
@@ -70,7 +97,8 @@ export const TEMPLATES = {
   },
   // a:b ratio, given the first part
   ratio: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const a = num(rng, 1, 9);
       const b = num(rng, 1, 9);
@@ -85,18 +113,24 @@ export const TEMPLATES = {
   },
   // equal sharing
   share: {
-    steps: 1,
+    minSteps: 1,
+    maxSteps: 1,
     draw(rng, max) {
       const [who, item] = [rng.pick(NAMES), rng.pick(ITEMS)];
       const friends = num(rng, 2, 9);
       const each = num(rng, 1, max);
       const total = friends * each;
-      return { question: `${who} shares ${total} ${item} equally among ${friends} friends. How many each?`, steps: [`${total}/${friends}=${each}`], answer: each };
+      return {
+        question: `${who} shares ${total} ${item} equally among ${friends} friends. How many each?`,
+        steps: [`${total}/${friends}=${each}`],
+        answer: each,
+      };
     },
   },
   // what is left after giving some away twice
   left: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const [who, item] = [rng.pick(NAMES), rng.pick(ITEMS)];
       const [x, y] = [rng.pick(NAMES), rng.pick(NAMES)];
@@ -112,7 +146,8 @@ export const TEMPLATES = {
   },
   // percent discount: price - price*p/100, prices a multiple of 20 so 5% steps stay whole
   discount: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const price = 20 * num(rng, 1, Math.max(1, Math.ceil(max / 2)));
       const pct = 5 * num(rng, 1, 18);
@@ -126,19 +161,25 @@ export const TEMPLATES = {
   },
   // mean of three scores
   average: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const mean = num(rng, 2, max * 5);
       const d1 = rng.int(0, Math.min(mean, 9));
       const d2 = rng.int(0, Math.min(mean, 9));
       const [s1, s2, s3] = [mean - d1, mean + d2, mean + d1 - d2];
       const sum = s1 + s2 + s3;
-      return { question: `Scores are ${s1}, ${s2} and ${s3}. What is the mean?`, steps: [`${s1}+${s2}+${s3}=${sum}`, `${sum}/3=${mean}`], answer: mean };
+      return {
+        question: `Scores are ${s1}, ${s2} and ${s3}. What is the mean?`,
+        steps: [`${s1}+${s2}+${s3}=${sum}`, `${sum}/3=${mean}`],
+        answer: mean,
+      };
     },
   },
   // work rate: how long to fill, then the cost of the time
   fill: {
-    steps: 2,
+    minSteps: 2,
+    maxSteps: 2,
     draw(rng, max) {
       const rate = num(rng, 2, max);
       const minutes = num(rng, 2, Math.min(max, 15));
@@ -149,6 +190,26 @@ export const TEMPLATES = {
         steps: [`${volume}/${rate}=${minutes}`, `${minutes}*${cents}=${minutes * cents}`],
         answer: minutes * cents,
       };
+    },
+  },
+  // a running count over 1-5 stops: the one template whose step count varies, for length splits
+  bus: {
+    minSteps: 1,
+    maxSteps: 5,
+    draw(rng, max, steps) {
+      let count = num(rng, 1, max * 2);
+      const start = count;
+      const moves: string[] = [];
+      const lines: string[] = [];
+      for (let i = 0; i < steps; i++) {
+        const off = count > 1 && rng.next() < 0.5;
+        const k = off ? rng.int(1, Math.min(count, max)) : num(rng, 1, max);
+        const next = off ? count - k : count + k;
+        moves.push(`${k} get ${off ? 'off' : 'on'}`);
+        lines.push(`${count}${off ? '-' : '+'}${k}=${next}`);
+        count = next;
+      }
+      return { question: `A bus has ${start} people. ${moves.join(', ')}. How many now?`, steps: lines, answer: count };
     },
   },
 } satisfies Record<string, Template>;
@@ -162,7 +223,7 @@ export function selectTemplates(params: ParamValues): TemplateName[] {
   const names = list === undefined ? TEMPLATE_NAMES : (list.split(',').map((s) => s.trim()) as TemplateName[]);
   const lo = intParam(params, 'minSteps');
   const hi = intParam(params, 'maxSteps');
-  return names.filter((n) => n in TEMPLATES && TEMPLATES[n].steps >= lo && TEMPLATES[n].steps <= hi);
+  return names.filter((n) => n in TEMPLATES && TEMPLATES[n].minSteps <= hi && TEMPLATES[n].maxSteps >= lo);
 }
 
 export const wordProblems: Generator = {
@@ -174,10 +235,16 @@ export const wordProblems: Generator = {
   },
   check(params) {
     const errors: string[] = [];
+    if (intParam(params, 'minSteps') > intParam(params, 'maxSteps')) {
+      return [
+        `task.params.maxSteps: must be >= minSteps (got minSteps ${params.minSteps}, maxSteps ${params.maxSteps})`,
+      ];
+    }
     const list = stringParam(params, 'templates');
     if (list !== undefined) {
       for (const n of list.split(',').map((s) => s.trim())) {
-        if (!(n in TEMPLATES)) errors.push(`task.params.templates: unknown template "${n}" (known: ${TEMPLATE_NAMES.join(', ')})`);
+        if (!(n in TEMPLATES))
+          errors.push(`task.params.templates: unknown template "${n}" (known: ${TEMPLATE_NAMES.join(', ')})`);
       }
     }
     if (errors.length === 0 && selectTemplates(params).length === 0) {
@@ -186,9 +253,18 @@ export const wordProblems: Generator = {
     return errors;
   },
   generate(rng, params): Problem {
-    const template = TEMPLATES[rng.pick(selectTemplates(params))];
-    const d = template.draw(rng, intParam(params, 'maxValue'));
+    const template: Template = TEMPLATES[rng.pick(selectTemplates(params))];
+    const steps = rng.int(
+      Math.max(template.minSteps, intParam(params, 'minSteps')),
+      Math.min(template.maxSteps, intParam(params, 'maxSteps')),
+    );
+    const d = template.draw(rng, intParam(params, 'maxValue'), steps);
     const answer = String(d.answer);
-    return { prompt: `${d.question}\n`, target: `${d.steps.join('\n')}\n#### ${answer}`, answer, length: d.steps.length };
+    return {
+      prompt: `${d.question}\n`,
+      target: `${d.steps.join('\n')}\n#### ${answer}`,
+      answer,
+      length: d.steps.length,
+    };
   },
 };

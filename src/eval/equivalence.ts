@@ -1,14 +1,22 @@
-// Numeric and symbolic equivalence of final answers. Plain numbers are compared exactly (BigInt for
-// integers, so 32-digit products are safe); anything else goes through mathjs: numbers by value
-// (0.5 = 1/2 = 2/4), expressions with variables by simplify((a) - (b)) == 0 (x*2 = 2*x). A parse error,
-// a disallowed construct or an input longer than MAX_EXPRESSION_CHARS counts as not equivalent: this
-// never throws.
-import { parse, rationalize, simplify, type MathNode } from 'mathjs';
+// Numeric and symbolic equivalence of final answers. Plain numbers are compared exactly (BigInt-safe
+// strings, so 32-digit products work); other answers are parsed with mathjs: variable-free expressions
+// are compared by value (0.5 = 1/2 = 2/4); expressions with variables by evaluating both at fixed probe
+// points (x*2 = 2*x, (x+1)^2 = x^2+2*x+1). Probing instead of simplify/rationalize because those can
+// run for minutes or abort the process on short inputs like "x^9^9"; a model's output must not stall
+// evaluation. A parse error, a disallowed construct or over MAX_EXPRESSION_CHARS counts as not
+// equivalent: this never throws.
+import { parse, type MathNode } from 'mathjs';
 
 export const MAX_EXPRESSION_CHARS = 200;
 const RELATIVE_TOLERANCE = 1e-9;
+/** Looser for probes: the two forms round differently. */
+const PROBE_TOLERANCE = 1e-7;
+const PROBES = 6;
 const DECIMAL = /^[-+]?\d+(\.\d+)?$/;
 const ALLOWED_FUNCTIONS = new Set(['sqrt', 'abs', 'exp', 'log', 'sin', 'cos', 'tan']);
+// Arithmetic only: no factorial, comparisons, bitwise, unit conversion.
+const ALLOWED_OPERATORS = new Set(['add', 'subtract', 'multiply', 'divide', 'pow', 'unaryMinus', 'unaryPlus']);
+const CONSTANTS = new Set(['pi', 'e']);
 
 /** Trims, drops "$", a trailing ".", spaces and thousands separators ("1,000" -> "1000"). */
 export function normalizeAnswer(text: string): string {
@@ -41,17 +49,20 @@ export function parseSafe(text: string): MathNode | undefined {
   }
   let ok = true;
   node.traverse((n) => {
+    const fields = n as unknown as { fn?: unknown; value?: unknown };
     switch (n.type) {
-      case 'ConstantNode':
       case 'SymbolNode':
-      case 'OperatorNode':
       case 'ParenthesisNode':
         break;
-      case 'FunctionNode': {
-        const fn = (n as unknown as { fn: { name?: string } }).fn;
-        if (!ALLOWED_FUNCTIONS.has(fn.name ?? '')) ok = false;
+      case 'ConstantNode':
+        if (typeof fields.value !== 'number') ok = false;
         break;
-      }
+      case 'OperatorNode':
+        if (!ALLOWED_OPERATORS.has(String(fields.fn))) ok = false;
+        break;
+      case 'FunctionNode':
+        if (!ALLOWED_FUNCTIONS.has((fields.fn as { name?: string }).name ?? '')) ok = false;
+        break;
       default:
         ok = false;
     }
@@ -59,58 +70,75 @@ export function parseSafe(text: string): MathNode | undefined {
   return ok ? node : undefined;
 }
 
-export function hasVariables(node: MathNode): boolean {
-  // Function names are SymbolNodes too; a variable is a symbol that is not the callee of a function.
+/** Names of the free variables (symbols that are neither function names nor pi/e). */
+export function variablesOf(node: MathNode): string[] {
   const callees = new Set<MathNode>();
   node.traverse((n) => {
     if (n.type === 'FunctionNode') callees.add((n as unknown as { fn: MathNode }).fn);
   });
-  return node.filter((n) => n.type === 'SymbolNode' && !callees.has(n) && !['pi', 'e'].includes((n as unknown as { name: string }).name)).length > 0;
+  const names = new Set<string>();
+  node.traverse((n) => {
+    const name = (n as unknown as { name?: string }).name;
+    if (n.type === 'SymbolNode' && !callees.has(n) && name !== undefined && !CONSTANTS.has(name)) names.add(name);
+  });
+  return [...names].sort();
 }
 
-function toNumber(node: MathNode): number | undefined {
+export function hasVariables(node: MathNode): boolean {
+  return variablesOf(node).length > 0;
+}
+
+function valueAt(node: MathNode, scope: Record<string, number> = {}): number {
   try {
-    const v: unknown = node.evaluate();
-    const n = typeof v === 'number' ? v : Number(v);
-    return Number.isFinite(n) ? n : undefined;
+    const v: unknown = node.evaluate(scope);
+    return typeof v === 'number' ? v : Number.NaN;
   } catch {
-    return undefined;
+    return Number.NaN;
   }
 }
 
-function isZero(reduce: () => MathNode): boolean {
+function closeEnough(a: number, b: number, tolerance = RELATIVE_TOLERANCE): boolean {
+  return Math.abs(a - b) <= tolerance * Math.max(1, Math.abs(a), Math.abs(b));
+}
+
+/** Same value at every probe point where either is finite, and at least half the probes finite. */
+function sameAtProbes(a: MathNode, b: MathNode): boolean {
+  const names = [...new Set([...variablesOf(a), ...variablesOf(b)])];
+  let finite = 0;
+  for (let k = 0; k < PROBES; k++) {
+    // Distinct, non-integer, mixed-sign values per variable and probe, so no accidental cancellations.
+    const scope = Object.fromEntries(
+      names.map((name, j) => [name, (k % 2 === 0 ? 1 : -1) * (0.37 + ((k * 31 + j * 17) % 23) / 7)]),
+    );
+    const va = valueAt(a, scope);
+    const vb = valueAt(b, scope);
+    const fa = Number.isFinite(va);
+    if (fa !== Number.isFinite(vb)) return false;
+    if (!fa) continue;
+    if (!closeEnough(va, vb, PROBE_TOLERANCE)) return false;
+    finite++;
+  }
+  return finite * 2 >= PROBES;
+}
+
+/** True when the two answers are the same number or the same expression (by probing). Never throws. */
+export function isEquivalent(prediction: string, target: string): boolean {
   try {
-    const node = reduce();
-    return node.type === 'ConstantNode' && Number((node as unknown as { value: unknown }).value) === 0;
+    const a = normalizeAnswer(prediction);
+    const b = normalizeAnswer(target);
+    if (a === '' || b === '') return false;
+    if (a === b) return true;
+    const da = canonicalDecimal(a);
+    const db = canonicalDecimal(b);
+    if (da !== undefined && db !== undefined) return da === db;
+    const na = parseSafe(a);
+    const nb = parseSafe(b);
+    if (na === undefined || nb === undefined) return false;
+    if (hasVariables(na) || hasVariables(nb)) return sameAtProbes(na, nb);
+    const va = valueAt(na);
+    const vb = valueAt(nb);
+    return Number.isFinite(va) && Number.isFinite(vb) && closeEnough(va, vb);
   } catch {
     return false;
   }
-}
-
-function closeEnough(a: number, b: number): boolean {
-  return Math.abs(a - b) <= RELATIVE_TOLERANCE * Math.max(1, Math.abs(a), Math.abs(b));
-}
-
-/** True when the two answers are the same number or (where simplify can tell) the same expression. */
-export function isEquivalent(prediction: string, target: string): boolean {
-  const a = normalizeAnswer(prediction);
-  const b = normalizeAnswer(target);
-  if (a === '' || b === '') return false;
-  if (a === b) return true;
-  const da = canonicalDecimal(a);
-  const db = canonicalDecimal(b);
-  if (da !== undefined && db !== undefined) return da === db;
-  const na = parseSafe(a);
-  const nb = parseSafe(b);
-  if (na === undefined || nb === undefined) return false;
-  if (hasVariables(na) || hasVariables(nb)) {
-    const difference = `(${a}) - (${b})`;
-    if (isZero(() => simplify(difference))) return true;
-    // simplify does not expand products; rationalize does ((x+1)^2 = x^2+2*x+1). Skipped for big powers,
-    // whose expansion would be slow.
-    return !/\^\s*\(?\s*\d{2,}/.test(difference) && isZero(() => rationalize(difference));
-  }
-  const va = toNumber(na);
-  const vb = toNumber(nb);
-  return va !== undefined && vb !== undefined && closeEnough(va, vb);
 }

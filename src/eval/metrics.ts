@@ -84,11 +84,20 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
     bucket.n++;
     if (correct) bucket.correct++;
     buckets.set(example.length, bucket);
-    problems.push({ id: example.id, split, length: example.length, correct, symbolic, prediction, target: example.target });
+    problems.push({
+      id: example.id,
+      split,
+      length: example.length,
+      correct,
+      symbolic,
+      prediction,
+      target: example.target,
+    });
   });
   const n = examples.length;
   const perLength: Record<string, { n: number; exactMatch: number }> = {};
-  for (const [length, b] of [...buckets].sort((a, b) => a[0] - b[0])) perLength[String(length)] = { n: b.n, exactMatch: b.correct / b.n };
+  for (const [length, b] of [...buckets].sort((a, b) => a[0] - b[0]))
+    perLength[String(length)] = { n: b.n, exactMatch: b.correct / b.n };
   return {
     exactMatch: n === 0 ? 0 : exact / n,
     answerMatch: n === 0 ? 0 : answerExact / n,

@@ -32,7 +32,8 @@ function evaluate(expr: string): Term {
   const items: string[] = [];
   for (const t of tokens) {
     const last = items[items.length - 1];
-    if (t.startsWith('-') && t.length > 1 && last !== undefined && !/^[-+*/×÷]$/.test(last)) items.push('-', t.slice(1));
+    if (t.startsWith('-') && t.length > 1 && last !== undefined && !/^[-+*/×÷]$/.test(last))
+      items.push('-', t.slice(1));
     else items.push(t);
   }
   const values: Term[] = [];

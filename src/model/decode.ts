@@ -16,7 +16,8 @@ export interface GreedyDecodeOptions {
 function checkPrompts(model: Transformer, prompts: number[][]): void {
   const vocab = model.config.vocabSize;
   prompts.forEach((prompt, i) => {
-    if (!Array.isArray(prompt) || prompt.length === 0) throw new ModelInputError(`prompt ${i} is empty: it needs at least BOS`);
+    if (!Array.isArray(prompt) || prompt.length === 0)
+      throw new ModelInputError(`prompt ${i} is empty: it needs at least BOS`);
     prompt.forEach((id, j) => {
       if (!Number.isInteger(id) || id < 0 || id >= vocab) {
         throw new ModelInputError(`prompt ${i}, token ${j}: id ${String(id)} is not in [0, ${vocab})`);
@@ -32,8 +33,10 @@ function checkPrompts(model: Transformer, prompts: number[][]): void {
 export function greedyDecode(model: Transformer, prompts: number[][], options: GreedyDecodeOptions): number[][] {
   const { maxNewTokens, eosId } = options;
   const batchSize = options.batchSize ?? 64;
-  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) throw new ModelInputError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new ModelInputError(`batchSize must be a positive integer, got ${batchSize}`);
+  if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0)
+    throw new ModelInputError(`maxNewTokens must be a non-negative integer, got ${maxNewTokens}`);
+  if (!Number.isInteger(batchSize) || batchSize < 1)
+    throw new ModelInputError(`batchSize must be a positive integer, got ${batchSize}`);
   checkPrompts(model, prompts);
   const results: number[][] = prompts.map(() => []);
   if (maxNewTokens === 0) return results;
@@ -56,7 +59,13 @@ export function greedyDecode(model: Transformer, prompts: number[][], options: G
   return results;
 }
 
-function decodeBatch(model: Transformer, rows: number[][], length: number, maxNewTokens: number, eosId: number): number[][] {
+function decodeBatch(
+  model: Transformer,
+  rows: number[][],
+  length: number,
+  maxNewTokens: number,
+  eosId: number,
+): number[][] {
   const out: number[][] = rows.map(() => []);
   const done = rows.map(() => false);
   let cache: KvCache | null = null;

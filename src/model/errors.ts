@@ -26,4 +26,3 @@ export class ModelConfigError extends ModelError {
 export class ModelInputError extends ModelError {
   override readonly name = 'ModelInputError';
 }
-

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { EncodingName, ModelSpec } from '../../protocol/messages.ts';
 import { ENCODINGS } from '../../protocol/messages.ts';
 import { Rng } from '../data/rng.ts';
+import { matMul, matMulTransposeB } from './ops.ts';
 import { ConstCache } from './const-cache.ts';
 import { ModelConfigError } from './errors.ts';
 import { createPositionalEncoding } from './positional/index.ts';
@@ -71,13 +72,22 @@ export function validateTransformerConfig(config: TransformerConfig): Transforme
     throw new ModelConfigError(`model config: dropout must be in [0, 1), got ${String(config.dropout)}`, 'dropout');
   }
   if (!(ENCODINGS as readonly string[]).includes(config.encoding)) {
-    throw new ModelConfigError(`model config: unknown encoding '${String(config.encoding)}', use one of ${ENCODINGS.join(', ')}`, 'encoding');
+    throw new ModelConfigError(
+      `model config: unknown encoding '${String(config.encoding)}', use one of ${ENCODINGS.join(', ')}`,
+      'encoding',
+    );
   }
   if (config.dModel % config.heads !== 0) {
-    throw new ModelConfigError(`model config: dModel ${config.dModel} is not divisible by heads ${config.heads}`, 'dModel');
+    throw new ModelConfigError(
+      `model config: dModel ${config.dModel} is not divisible by heads ${config.heads}`,
+      'dModel',
+    );
   }
   if (config.encoding === 'rope' && (config.dModel / config.heads) % 2 !== 0) {
-    throw new ModelConfigError(`model config: rope needs an even head dimension, got ${config.dModel / config.heads}`, 'heads');
+    throw new ModelConfigError(
+      `model config: rope needs an even head dimension, got ${config.dModel / config.heads}`,
+      'heads',
+    );
   }
   return config;
 }
@@ -189,7 +199,11 @@ export class Transformer {
     this.finalGain = init.ones('final_ln/gain', [dModel]);
     this.finalBias = init.zeros('final_ln/bias', [dModel]);
     this.unembedding = init.normal('unembedding', [dModel, vocabSize], INIT_STD);
-    this.positional = createPositionalEncoding(config.encoding, { dModel, heads, headDim: this.headDim, layers, maxLen }, init);
+    this.positional = createPositionalEncoding(
+      config.encoding,
+      { dModel, heads, headDim: this.headDim, layers, maxLen },
+      init,
+    );
     this.variables = init.variables;
     this.variableNames = init.names;
   }
@@ -266,7 +280,7 @@ export class Transformer {
     };
     const intIds = ids.dtype === 'int32' ? ids : tf.cast(ids, 'int32');
     const oneHot = tf.reshape(tf.oneHot(intIds, vocabSize), [batch * seq, vocabSize]);
-    let x: tf.Tensor = tf.reshape(tf.matMul(oneHot, this.embedding), [batch, seq, dModel]);
+    let x: tf.Tensor = tf.reshape(matMul(oneHot, this.embedding), [batch, seq, dModel]);
     x = dropout(this.positional.embed(x as tf.Tensor3D, start));
     const nextCache: KvCache = { length: start + seq, layers: [] };
     this.layers.forEach((w, l) => {
@@ -275,12 +289,12 @@ export class Transformer {
       nextCache.layers.push({ k, v });
       x = tf.add(x, dropout(out));
       const h2 = tf.reshape(layerNorm(x, w.ln2Gain, w.ln2Bias), [batch * seq, dModel]);
-      const up = gelu(tf.add(tf.matMul(h2, w.wUp), w.bUp));
-      const down = tf.add(tf.matMul(up, w.wDown), w.bDown);
+      const up = gelu(tf.add(matMul(h2, w.wUp), w.bUp));
+      const down = tf.add(matMul(up, w.wDown), w.bDown);
       x = tf.add(x, dropout(tf.reshape(down, [batch, seq, dModel])));
     });
     const final = tf.reshape(layerNorm(x, this.finalGain, this.finalBias), [batch * seq, dModel]);
-    const logits = tf.reshape(tf.matMul(final, this.unembedding), [batch, seq, vocabSize]) as tf.Tensor3D;
+    const logits = tf.reshape(matMul(final, this.unembedding), [batch, seq, vocabSize]) as tf.Tensor3D;
     return { logits, cache: nextCache };
   }
 
@@ -297,7 +311,10 @@ export class Transformer {
     const [batch, seq] = h.shape as [number, number, number];
     const hd = this.headDim;
     // [b*s, 3d] -> [b, s, 3h, hd] -> [b, 3h, s, hd] -> q, k, v each [b, h, s, hd].
-    const qkv = tf.transpose(tf.reshape(tf.matMul(tf.reshape(h, [batch * seq, dModel]), w.wQkv), [batch, seq, 3 * heads, hd]), [0, 2, 1, 3]);
+    const qkv = tf.transpose(
+      tf.reshape(matMul(tf.reshape(h, [batch * seq, dModel]), w.wQkv), [batch, seq, 3 * heads, hd]),
+      [0, 2, 1, 3],
+    );
     const [q0, k0, v0] = tf.split(qkv, 3, 1) as [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D];
     const q = this.positional.rotate(q0, start);
     let k = this.positional.rotate(k0, start);
@@ -307,16 +324,16 @@ export class Transformer {
       v = tf.concat([past.v, v], 2);
     }
     const kLen = start + seq;
-    let scores: tf.Tensor = tf.mul(tf.matMul(q, k, false, true), 1 / Math.sqrt(hd));
+    let scores: tf.Tensor = tf.mul(matMulTransposeB(q, k), 1 / Math.sqrt(hd));
     const bias = this.positional.bias(layer, start, seq, kLen);
     if (bias !== null) scores = tf.add(scores, bias);
     // One new query sees every cached key: no mask needed then.
     if (seq > 1) scores = tf.add(scores, this.causalMask(start, seq, kLen));
     const probs = tf.softmax(scores) as tf.Tensor4D;
     if (attention !== null) attention.push(probs);
-    const mixed = tf.matMul(dropout(probs), v);
+    const mixed = matMul(dropout(probs), v);
     const merged = tf.reshape(tf.transpose(mixed, [0, 2, 1, 3]), [batch * seq, dModel]);
-    const out = tf.reshape(tf.add(tf.matMul(merged, w.wOut), w.bOut), [batch, seq, dModel]);
+    const out = tf.reshape(tf.add(matMul(merged, w.wOut), w.bOut), [batch, seq, dModel]);
     return { out, k, v };
   }
 

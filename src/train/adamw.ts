@@ -79,36 +79,39 @@ export class AdamW {
     if (grads.length !== this.variables.length) {
       throw new RangeError(`AdamW.apply: ${grads.length} gradients for ${this.variables.length} variables`);
     }
-    const { clipped, norm } = clipByGlobalNorm(grads, this.clipNorm);
     this.t += 1;
     // Bias corrections in float64 on the host, folded into one step size per update.
     const c1 = 1 - this.beta1 ** this.t;
     const c2 = 1 - this.beta2 ** this.t;
-    tf.tidy(() => {
+    return tf.tidy(() => {
+      // g^2 serves both the global norm and the second moment, and the clip scale s is folded into the moment
+      // coefficients ((1-b1)*s for m, (1-b2)*s^2 for v), so clipping costs one sum per variable, nothing more.
+      const squares = grads.map((g) => tf.square(g));
+      const norm = tf.sqrt(squares.length === 0 ? tf.scalar(0) : tf.addN(squares.map((q) => tf.sum(q)))) as tf.Scalar;
+      const clipScale = this.clipNorm > 0 ? tf.div(tf.scalar(this.clipNorm), tf.maximum(norm, tf.scalar(this.clipNorm))) : tf.scalar(1);
       const b1 = tf.scalar(this.beta1);
-      const b1c = tf.scalar(1 - this.beta1);
+      const b1c = tf.mul(tf.scalar(1 - this.beta1), clipScale);
       const b2 = tf.scalar(this.beta2);
-      const b2c = tf.scalar(1 - this.beta2);
+      const b2c = tf.mul(tf.scalar(1 - this.beta2), tf.square(clipScale));
       const stepSize = tf.scalar(learningRate / c1);
       const invC2 = tf.scalar(1 / c2);
       const eps = tf.scalar(this.epsilon);
       const keep = tf.scalar(1 - learningRate * this.weightDecay);
       this.variables.forEach((p, i) => {
-        const g = clipped[i] as tf.Tensor;
+        const g = grads[i] as tf.Tensor;
         const m = this.m[i] as tf.Variable;
         const v = this.v[i] as tf.Variable;
         const mNew = tf.add(tf.mul(m, b1), tf.mul(g, b1c));
-        const vNew = tf.add(tf.mul(v, b2), tf.mul(tf.square(g), b2c));
+        const vNew = tf.add(tf.mul(v, b2), tf.mul(squares[i] as tf.Tensor, b2c));
         m.assign(mNew);
         v.assign(vNew);
         // p <- p * (1 - lr*wd) - lr * mhat / (sqrt(vhat) + eps): decay decoupled from the adaptive step.
         const update = tf.mul(stepSize, tf.div(mNew, tf.add(tf.sqrt(tf.mul(vNew, invC2)), eps)));
-        const decayed = this.decay[i] && this.weightDecay > 0 ? tf.mul(p, keep) : p;
+        const decayed = this.decay[i] === true && this.weightDecay > 0 ? tf.mul(p, keep) : p;
         p.assign(tf.sub(decayed, update));
       });
+      return norm;
     });
-    tf.dispose(clipped);
-    return norm;
   }
 
   async getState(): Promise<AdamWState> {

@@ -38,7 +38,8 @@ async function tryLoad(name: BackendName): Promise<{ ok: boolean; reason?: strin
   try {
     // A non-literal specifier: the native packages are optional and may be absent at type-check time.
     if (module !== null) await import(module);
-    if (tf.findBackendFactory(engineName) === null) return { ok: false, reason: `${module ?? name} loaded but registered no '${engineName}' backend` };
+    if (tf.findBackendFactory(engineName) === null)
+      return { ok: false, reason: `${module ?? name} loaded but registered no '${engineName}' backend` };
     // The native CPU package cannot tell us whether it is the GPU build; the GPU package can be asked for devices
     // only through its own API, so a loaded tfjs-node-gpu is taken at its word.
     const ok = await tf.setBackend(engineName);
@@ -64,7 +65,10 @@ function load(name: BackendName): Promise<{ ok: boolean; reason?: string }> {
  * another node may have it). Idempotent: calling again with the same argument returns the same choice and
  * re-activates it if something switched the engine in between.
  */
-export async function selectBackend(preferred?: BackendName, log: (line: string) => void = () => {}): Promise<BackendChoice> {
+export async function selectBackend(
+  preferred?: BackendName,
+  log: (line: string) => void = () => {},
+): Promise<BackendChoice> {
   const key = preferred ?? 'auto';
   const known = choices.get(key);
   if (known !== undefined) {
@@ -76,7 +80,9 @@ export async function selectBackend(preferred?: BackendName, log: (line: string)
     return known;
   }
   if (preferred !== undefined && !isBackendName(preferred)) {
-    throw new TrainError(`unknown backend '${String(preferred)}': use one of ${BACKEND_ORDER.join(', ')}`, { retryable: false });
+    throw new TrainError(`unknown backend '${String(preferred)}': use one of ${BACKEND_ORDER.join(', ')}`, {
+      retryable: false,
+    });
   }
   const tried: BackendChoice['tried'] = [];
   const candidates: readonly BackendName[] = preferred === undefined ? BACKEND_ORDER : [preferred];
@@ -90,15 +96,25 @@ export async function selectBackend(preferred?: BackendName, log: (line: string)
     // The engine may have been switched by a later load attempt; make the winner active.
     if (tf.getBackend() !== PACKAGES[name].engineName) await tf.setBackend(PACKAGES[name].engineName);
     await tf.ready();
-    const rest = BACKEND_ORDER.filter((other) => preferred === undefined && BACKEND_ORDER.indexOf(other) > BACKEND_ORDER.indexOf(name));
+    const rest = BACKEND_ORDER.filter(
+      (other) => preferred === undefined && BACKEND_ORDER.indexOf(other) > BACKEND_ORDER.indexOf(name),
+    );
     for (const other of rest) log(`backend ${other} not tried: ${name} loaded first`);
-    log(preferred === undefined ? `backend ${name} selected (best that loads)` : `backend ${name} selected (asked for)`);
+    log(
+      preferred === undefined ? `backend ${name} selected (best that loads)` : `backend ${name} selected (asked for)`,
+    );
     const choice: BackendChoice = { name, tried };
     choices.set(key, choice);
     return choice;
   }
   if (preferred !== undefined) {
-    throw new TrainError(`backend '${preferred}' was asked for but does not load here: ${tried[0]?.reason ?? 'unknown reason'}`, { retryable: true });
+    throw new TrainError(
+      `backend '${preferred}' was asked for but does not load here: ${tried[0]?.reason ?? 'unknown reason'}`,
+      { retryable: true },
+    );
   }
-  throw new TrainError(`no TensorFlow.js backend loads: ${tried.map((t) => `${t.name}: ${t.reason ?? '?'}`).join('; ')}`, { retryable: true });
+  throw new TrainError(
+    `no TensorFlow.js backend loads: ${tried.map((t) => `${t.name}: ${t.reason ?? '?'}`).join('; ')}`,
+    { retryable: true },
+  );
 }

@@ -130,6 +130,11 @@ export class Trainer {
     return this.trainMs > 0 ? (this.tokensSeen * 1000) / this.trainMs : 0;
   }
 
+  /** Non-pad input tokens trained on so far (including before a resume). */
+  get tokensProcessed(): number {
+    return this.tokensSeen;
+  }
+
   get trainSeconds(): number {
     return this.trainMs / 1000;
   }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { TaskSpec } from '../../protocol/messages.ts';
-import { createSource, drawExamples, TASK_NAMES, validateTask } from '../../src/data/tasks.ts';
+import { createSource, drawExamples, measureMaxLength, TASK_NAMES, validateTask } from '../../src/data/tasks.ts';
 import { DataError } from '../../src/data/errors.ts';
 import { TEMPLATE_NAMES } from '../../src/data/word-problems.ts';
 import { tokenizer } from '../../src/data/tokenizer.ts';
@@ -20,16 +20,24 @@ function take(task: TaskSpec, seed: number, split: 'train' | 'test', n: number):
   return Array.from({ length: n }, () => s.next());
 }
 
-test('every generator is deterministic per (task, seed, split) and differs across seeds and splits', () => {
+void test('every generator is deterministic per (task, seed, split) and differs across seeds and splits', () => {
   for (const task of GENERATED) {
     const a = take(task, 7, 'train', 50);
     assert.deepEqual(take(task, 7, 'train', 50), a, task.name);
-    assert.notDeepEqual(take(task, 8, 'train', 50).map((e) => e.prompt), a.map((e) => e.prompt), `${task.name} seed`);
-    assert.notDeepEqual(take(task, 7, 'test', 50).map((e) => e.prompt), a.map((e) => e.prompt), `${task.name} split`);
+    assert.notDeepEqual(
+      take(task, 8, 'train', 50).map((e) => e.prompt),
+      a.map((e) => e.prompt),
+      `${task.name} seed`,
+    );
+    assert.notDeepEqual(
+      take(task, 7, 'test', 50).map((e) => e.prompt),
+      a.map((e) => e.prompt),
+      `${task.name} split`,
+    );
   }
 });
 
-test('getState/setState resume every generator exactly, also in a fresh source', () => {
+void test('getState/setState resume every generator exactly, also in a fresh source', () => {
   for (const task of GENERATED) {
     const s = createSource(task, 3, 'train');
     for (let i = 0; i < 37; i++) s.next();
@@ -38,19 +46,26 @@ test('getState/setState resume every generator exactly, also in a fresh source',
     const expected = Array.from({ length: 20 }, () => s.next());
     const fresh = createSource(task, 3, 'train');
     fresh.setState(state);
-    assert.deepEqual(Array.from({ length: 20 }, () => fresh.next()), expected, task.name);
+    assert.deepEqual(
+      Array.from({ length: 20 }, () => fresh.next()),
+      expected,
+      task.name,
+    );
     s.setState(state);
     assert.deepEqual(s.next(), expected[0]);
   }
 });
 
-test('setState rejects a malformed state with a DataError', () => {
+void test('setState rejects a malformed state with a DataError', () => {
   const s = createSource({ name: 'addition', params: {} }, 1, 'train');
-  assert.throws(() => s.setState({ rng: [1, 2, 3] as unknown as [number, number, number, number], position: 0 }), DataError);
+  assert.throws(
+    () => s.setState({ rng: [1, 2, 3] as unknown as [number, number, number, number], position: 0 }),
+    DataError,
+  );
   assert.throws(() => s.setState({ rng: [1, 2, 3, 4], position: -1 }), DataError);
 });
 
-test('test problems are held out from the train stream (small space: 1-digit addition)', () => {
+void test('test problems are held out from the train stream (small space: 1-digit addition)', () => {
   const task = { name: 'addition', params: { minDigits: 1, maxDigits: 1 } };
   const train = new Set(take(task, 5, 'train', 3000).map((e) => e.prompt));
   const test = new Set(take(task, 5, 'test', 300).map((e) => e.prompt));
@@ -59,8 +74,11 @@ test('test problems are held out from the train stream (small space: 1-digit add
   assert.equal(train.size + test.size, 100, 'together they cover the 100 problems');
 });
 
-test('addition and multiplication answers are right (BigInt) for up to 16-digit operands', () => {
-  for (const [name, op] of [['addition', '+'], ['multiplication', '*']] as const) {
+void test('addition and multiplication answers are right (BigInt) for up to 16-digit operands', () => {
+  for (const [name, op] of [
+    ['addition', '+'],
+    ['multiplication', '*'],
+  ] as const) {
     for (const split of ['train', 'test'] as const) {
       for (const e of take({ name, params: { minDigits: 1, maxDigits: 16 } }, 11, split, 300)) {
         const m = /^(\d+)([+*])(\d+)=$/.exec(e.prompt);
@@ -77,7 +95,7 @@ test('addition and multiplication answers are right (BigInt) for up to 16-digit 
   }
 });
 
-test('reverse writes the answer digits backwards; answer stays in reading order', () => {
+void test('reverse writes the answer digits backwards; answer stays in reading order', () => {
   for (const e of take({ name: 'addition', params: { minDigits: 2, maxDigits: 5, reverse: true } }, 2, 'train', 100)) {
     assert.equal(e.reversed, true);
     assert.equal(e.target, [...e.answer].reverse().join(''));
@@ -86,7 +104,7 @@ test('reverse writes the answer digits backwards; answer stays in reading order'
   assert.ok(plain.every((e) => e.reversed === undefined && e.target === e.answer));
 });
 
-test('a length split is a second TaskSpec: train 1-8 digits, test 9-16 digits', () => {
+void test('a length split is a second TaskSpec: train 1-8 digits, test 9-16 digits', () => {
   const train = take({ name: 'addition', params: { minDigits: 1, maxDigits: 8 } }, 4, 'train', 400);
   const test = take({ name: 'addition', params: { minDigits: 9, maxDigits: 16 } }, 4, 'test', 400);
   assert.ok(train.every((e) => e.length >= 1 && e.length <= 8));
@@ -115,20 +133,24 @@ function evalSimple(expr: string): number {
   const terms = expr.split(/(?=[-+])/);
   return terms.reduce((acc, term) => {
     const sign = term.startsWith('-') ? -1 : 1;
-    const product = term.replace(/^[-+]/, '').split(/(?=[*/])/).reduce((p, f) => (f.startsWith('/') ? p / Number(f.slice(1)) : p * Number(f.replace('*', ''))), 1);
+    const product = term
+      .replace(/^[-+]/, '')
+      .split(/(?=[*/])/)
+      .reduce((p, f) => (f.startsWith('/') ? p / Number(f.slice(1)) : p * Number(f.replace('*', ''))), 1);
     return acc + sign * product;
   }, 0);
 }
 
-test('arithmetic: steps in "a op b=c" form whose arithmetic is right, answer last, no negative values', () => {
+void test('arithmetic: steps in "a op b=c" form whose arithmetic is right, answer last, no negative values', () => {
   for (const e of take({ name: 'arithmetic', params: { minOps: 1, maxOps: 5, maxValue: 30 } }, 9, 'train', 300)) {
     checkGsm8kSteps(e);
-    assert.equal(evalSimple(e.prompt.slice(0, -1)), Number(e.answer), e.prompt);
+    assert.ok(e.prompt.endsWith('=\n'));
+    assert.equal(evalSimple(e.prompt.slice(0, -2)), Number(e.answer), e.prompt);
     assert.ok(!e.target.includes('=-'), 'no negative intermediate values');
   }
 });
 
-test('word problems: at least 6 templates, GSM8K format, integer answers, every template reachable', () => {
+void test('word problems: at least 6 templates, GSM8K format, integer answers, every template reachable', () => {
   assert.ok(TEMPLATE_NAMES.length >= 6);
   const examples = take({ name: 'word_problems', params: {} }, 12, 'train', 600);
   for (const e of examples) {
@@ -137,14 +159,37 @@ test('word problems: at least 6 templates, GSM8K format, integer answers, every 
     checkGsm8kSteps(e);
   }
   // Each template has a distinctive phrase; all of them show up in 600 draws.
-  const phrases = ['km per hour', 'and a bag', 'change?', 'Cats to dogs', 'equally among', 'are left?', '% off', 'the mean?', 'liters a minute'];
-  for (const p of phrases) assert.ok(examples.some((e) => e.prompt.includes(p)), p);
+  const phrases = [
+    'km per hour',
+    'and a bag',
+    'change?',
+    'Cats to dogs',
+    'equally among',
+    'are left?',
+    '% off',
+    'the mean?',
+    'liters a minute',
+    'How many now?',
+  ];
+  for (const p of phrases)
+    assert.ok(
+      examples.some((e) => e.prompt.includes(p)),
+      p,
+    );
   const oneStep = take({ name: 'word_problems', params: { maxSteps: 1 } }, 1, 'train', 50);
   assert.ok(oneStep.every((e) => e.length === 1));
+  // Length split by steps: longer chains only in the test task.
+  const long = take({ name: 'word_problems', params: { minSteps: 3, maxSteps: 5 } }, 1, 'test', 100);
+  assert.deepEqual([...new Set(long.map((e) => e.length))].sort(), [3, 4, 5]);
+  long.forEach(checkGsm8kSteps);
+  assert.match(
+    validateTask({ name: 'word_problems', params: { minSteps: 4, maxSteps: 2 } })[0] ?? '',
+    /task\.params\.maxSteps: must be >= minSteps/,
+  );
 });
 
-test('default-param examples fit the stated max lengths and round-trip through the tokenizer', () => {
-  const limits: Record<string, number> = { addition: 12, multiplication: 14, arithmetic: 60, word_problems: 117 };
+void test('default-param examples fit the stated max lengths and round-trip through the tokenizer', () => {
+  const limits: Record<string, number> = { addition: 12, multiplication: 14, arithmetic: 61, word_problems: 146 };
   for (const [name, limit] of Object.entries(limits)) {
     for (const e of take({ name, params: {} }, 21, 'train', 2000)) {
       assert.ok(e.prompt.length + e.target.length <= limit, `${name}: ${e.prompt}${e.target}`);
@@ -153,22 +198,50 @@ test('default-param examples fit the stated max lengths and round-trip through t
   }
 });
 
-test('validateTask names the bad field; createSource throws DataError', () => {
+void test('validateTask names the bad field; createSource throws DataError', () => {
   assert.deepEqual(validateTask({ name: 'addition', params: { minDigits: 2, maxDigits: 5 } }), []);
   assert.match(validateTask({ name: 'additon', params: {} })[0] ?? '', /task\.name: unknown task "additon"/);
-  assert.match(validateTask({ name: 'addition', params: { maxDigits: 0 } })[0] ?? '', /task\.params\.maxDigits: must be an integer/);
-  assert.match(validateTask({ name: 'addition', params: { minDigits: 5, maxDigits: 2 } })[0] ?? '', /task\.params\.maxDigits: must be >= minDigits/);
+  assert.match(
+    validateTask({ name: 'addition', params: { maxDigits: 0 } })[0] ?? '',
+    /task\.params\.maxDigits: must be an integer/,
+  );
+  assert.match(
+    validateTask({ name: 'addition', params: { minDigits: 5, maxDigits: 2 } })[0] ?? '',
+    /task\.params\.maxDigits: must be >= minDigits/,
+  );
   assert.match(validateTask({ name: 'addition', params: { reverse: 'yes' } })[0] ?? '', /task\.params\.reverse/);
-  assert.match(validateTask({ name: 'addition', params: { digits: 3 } })[0] ?? '', /task\.params\.digits: unknown parameter/);
-  assert.match(validateTask({ name: 'word_problems', params: { templates: 'rate,nope' } })[0] ?? '', /unknown template "nope"/);
+  assert.match(
+    validateTask({ name: 'addition', params: { digits: 3 } })[0] ?? '',
+    /task\.params\.digits: unknown parameter/,
+  );
+  assert.match(
+    validateTask({ name: 'word_problems', params: { templates: 'rate,nope' } })[0] ?? '',
+    /unknown template "nope"/,
+  );
   assert.match(validateTask({ name: 'jsonl', params: {} })[0] ?? '', /task\.params\.path: required/);
+  assert.match(
+    validateTask({ name: 'jsonl', params: { path: '/nonexistent/x.jsonl' } })[0] ?? '',
+    /task\.params\.path: file not found/,
+  );
+  assert.match(
+    validateTask({ name: 'jsonl', params: { path: 'x', format: 'csv' } })[0] ?? '',
+    /task\.params\.format: must be one of gsm8k, plain/,
+  );
   assert.match(validateTask(null)[0] ?? '', /task: must be an object/);
   assert.equal(TASK_NAMES.length, 5);
-  assert.throws(() => createSource({ name: 'addition', params: { maxDigits: 0 } }, 1, 'train'), (e: unknown) => e instanceof DataError && e.field === 'task.params.maxDigits' && !e.retryable);
+  assert.throws(
+    () => createSource({ name: 'addition', params: { maxDigits: 0 } }, 1, 'train'),
+    (e: unknown) => e instanceof DataError && e.field === 'task.params.maxDigits' && !e.retryable,
+  );
   assert.throws(() => createSource({ name: 'sorting', params: {} }, 1, 'train'), DataError);
 });
 
-test('drawExamples with unique skips repeats and stops on a small space', () => {
+void test('measureMaxLength reports the longest prompt + target', () => {
+  assert.equal(measureMaxLength({ name: 'addition', params: { minDigits: 3, maxDigits: 3 } }, 500), 12);
+  assert.ok(measureMaxLength({ name: 'arithmetic', params: {} }, 500) <= 61);
+});
+
+void test('drawExamples with unique skips repeats and stops on a small space', () => {
   const s = createSource({ name: 'addition', params: { minDigits: 1, maxDigits: 1 } }, 1, 'test');
   const got = drawExamples(s, 1000, { unique: true });
   assert.ok(got.length > 0 && got.length < 100);

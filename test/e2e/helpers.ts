@@ -137,3 +137,18 @@ export function tinyRealExperiment(name: string, overrides: Record<string, unkno
     ...overrides,
   };
 }
+
+/** Wait for a process to exit, at most timeoutMs (the timer is cleared, so it never holds the test process). */
+export async function exitWithin(p: Spawned, timeoutMs: number, context: () => string = () => ''): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p.exited,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`process did not exit within ${timeoutMs} ms\n${tail(p.output())}\n${context()}`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { CoordinatorToAgent } from '../../protocol/messages.ts';
 import { connectClient } from '../../protocol/zmq-transport.ts';
 import { statusFromCoordinator } from '../../coordinator/status.ts';
-import { entries, killAll, logTail, runDirOf, spawnCli, tail, tempRunsDir, tinyRealExperiment, waitFor, writeExperiment } from './helpers.ts';
+import { entries, exitWithin, killAll, logTail, runDirOf, spawnCli, tail, tempRunsDir, tinyRealExperiment, waitFor, writeExperiment } from './helpers.ts';
 
 after(killAll);
 
@@ -42,10 +42,7 @@ test('two local agents, four jobs, real training: all finish with every result; 
     const status = await statusFromCoordinator(address, 10_000);
     assert.equal(status.jobs.length, 4);
 
-    const exit = await Promise.race([
-      run.exited,
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`run did not finish\n${tail(run.output())}\n${logTail(runDir)}`)), 130_000)),
-    ]);
+    const exit = await exitWithin(run, 130_000, () => logTail(runDir));
     assert.equal(exit.code, 0, tail(run.output()));
     const jobs = JSON.parse(readFileSync(join(runDir, 'experiment.json'), 'utf8')) as { jobs: { jobId: string; training: { steps: number } }[] };
     assert.equal(jobs.jobs.length, 4);

@@ -5,9 +5,17 @@ import { EvalError } from '../../src/eval/errors.ts';
 import { createSource } from '../../src/data/tasks.ts';
 import type { Example } from '../../src/data/types.ts';
 
-const ex = (over: Partial<Example>): Example => ({ id: 'x', task: 't', prompt: 'p', target: '5', answer: '5', length: 1, ...over });
+const ex = (over: Partial<Example>): Example => ({
+  id: 'x',
+  task: 't',
+  prompt: 'p',
+  target: '5',
+  answer: '5',
+  length: 1,
+  ...over,
+});
 
-test('exact match (whole target), answer match and symbolic accuracy, per problem and per length', () => {
+void test('exact match (whole target), answer match and symbolic accuracy, per problem and per length', () => {
   const examples = [
     ex({ id: 'a', target: '3*4=12\n12+5=17\n#### 17', answer: '17', length: 2 }),
     ex({ id: 'b', target: '3*4=12\n12+5=17\n#### 17', answer: '17', length: 2 }),
@@ -20,73 +28,155 @@ test('exact match (whole target), answer match and symbolic accuracy, per proble
   assert.equal(s.answerMatch, 2 / 4);
   assert.equal(s.symbolicAccuracy, 3 / 4);
   assert.deepEqual(s.perLength, { '1': { n: 2, exactMatch: 0 }, '2': { n: 2, exactMatch: 0.5 } });
-  assert.deepEqual(s.problems.map((p) => [p.id, p.split, p.correct, p.symbolic]), [
-    ['a', 'test', true, true],
-    ['b', 'test', false, true],
-    ['c', 'test', false, true],
-    ['d', 'test', false, false],
-  ]);
+  assert.deepEqual(
+    s.problems.map((p) => [p.id, p.split, p.correct, p.symbolic]),
+    [
+      ['a', 'test', true, true],
+      ['b', 'test', false, true],
+      ['c', 'test', false, true],
+      ['d', 'test', false, false],
+    ],
+  );
   // Steps: a has 2 right, b has 2 wrong ("3*4=13", "13+4=17" is right): 3 of 4.
   assert.equal(s.stepAccuracy, 3 / 4);
   assert.equal(s.errorTaxonomy.format, 1);
 });
 
-test('stepAccuracy is null without step targets, 0 when steps were expected but none written', () => {
+void test('stepAccuracy is null without step targets, 0 when steps were expected but none written', () => {
   assert.equal(scoreProblems([ex({})], ['5'], 's').stepAccuracy, null);
   assert.equal(scoreProblems([ex({ target: '2+3=5\n#### 5' })], ['#### 5'], 's').stepAccuracy, 0);
 });
 
-test('reversed tasks: the prediction is reversed back before the answer comparison', () => {
+void test('reversed tasks: the prediction is reversed back before the answer comparison', () => {
   const e = ex({ target: '861', answer: '168', reversed: true });
   assert.equal(predictedAnswer('861', e), '168');
   const s = scoreProblems([e, e], ['861', '851'], 'test');
-  assert.deepEqual(s.problems.map((p) => [p.correct, p.symbolic]), [[true, true], [false, false]]);
+  assert.deepEqual(
+    s.problems.map((p) => [p.correct, p.symbolic]),
+    [
+      [true, true],
+      [false, false],
+    ],
+  );
   assert.equal(s.errorTaxonomy.carry, 1); // 158 vs 168: a dropped carry into the tens
 });
 
-test('a "####" target needs "####" in the prediction; other targets take the first line', () => {
+void test('a "####" target needs "####" in the prediction; other targets take the first line', () => {
   assert.equal(predictedAnswer('2+3=5\n5', ex({ target: '2+3=5\n#### 5' })), undefined);
   assert.equal(predictedAnswer('2+3=5\n#### 5\nmore', ex({ target: '2+3=5\n#### 5' })), '5');
   assert.equal(predictedAnswer('168\n1+1=', ex({ target: '168' })), '168');
 });
 
-test('taxonomy counts every class over wrong answers only, with stable keys', () => {
+void test('taxonomy counts every class over wrong answers only, with stable keys', () => {
   const targets = ['24', '123', '123', '123', '123', '7'];
   const predictions = ['14', '1234', '125', '321', '', '7'];
-  const s = scoreProblems(targets.map((t, i) => ex({ id: String(i), target: t, answer: t })), predictions, 'test');
+  const s = scoreProblems(
+    targets.map((t, i) => ex({ id: String(i), target: t, answer: t })),
+    predictions,
+    'test',
+  );
   assert.deepEqual(s.errorTaxonomy, { format: 1, carry: 1, wrong_length: 1, single_digit: 1, other: 1 });
   assert.throws(() => scoreProblems([ex({})], [], 'x'), EvalError);
-  assert.deepEqual(scoreProblems([], [], 'x').errorTaxonomy, { format: 0, carry: 0, wrong_length: 0, single_digit: 0, other: 0 });
+  assert.deepEqual(scoreProblems([], [], 'x').errorTaxonomy, {
+    format: 0,
+    carry: 0,
+    wrong_length: 0,
+    single_digit: 0,
+    other: 0,
+  });
 });
 
-test('generated examples score perfectly against their own targets', () => {
+void test('generated examples score perfectly against their own targets', () => {
   for (const name of ['addition', 'arithmetic', 'word_problems']) {
     const src = createSource({ name, params: name === 'addition' ? { reverse: true } : {} }, 1, 'test');
     const examples = Array.from({ length: 30 }, () => src.next());
-    const s = scoreProblems(examples, examples.map((e) => e.target), 'test');
+    const s = scoreProblems(
+      examples,
+      examples.map((e) => e.target),
+      'test',
+    );
     assert.equal(s.exactMatch, 1, name);
     assert.equal(s.symbolicAccuracy, 1, name);
     assert.equal(s.stepAccuracy, name === 'addition' ? null : 1, name);
   }
 });
 
-test('attention entropy: uniform rows give log(n), one-hot rows give 0, causal rows average', () => {
-  const uniform = [[0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]];
-  const oneHot = [[1, 0, 0, 0], [0, 0, 1, 0]];
+void test('attention entropy: uniform rows give log(n), one-hot rows give 0, causal rows average', () => {
+  const uniform = [
+    [0.25, 0.25, 0.25, 0.25],
+    [0.25, 0.25, 0.25, 0.25],
+  ];
+  const oneHot = [
+    [1, 0, 0, 0],
+    [0, 0, 1, 0],
+  ];
   const [[u, o] = []] = attentionEntropy([[uniform, oneHot]]);
   assert.ok(Math.abs((u ?? -1) - Math.log(4)) < 1e-12);
   assert.equal(o, 0);
   // Causal: row t is uniform over t+1 keys -> mean of log(1), log(2), log(3).
-  const causal = [[1, 0, 0], [0.5, 0.5, 0], [1 / 3, 1 / 3, 1 / 3]];
+  const causal = [
+    [1, 0, 0],
+    [0.5, 0.5, 0],
+    [1 / 3, 1 / 3, 1 / 3],
+  ];
   const h = attentionEntropy([[causal]])[0]?.[0] ?? -1;
   assert.ok(Math.abs(h - (Math.log(2) + Math.log(3)) / 3) < 1e-12);
   // Unnormalized rows are normalized; all-zero rows are skipped.
-  assert.ok(Math.abs((attentionEntropy([[[[2, 2], [0, 0]]]])[0]?.[0] ?? -1) - Math.log(2)) < 1e-12);
+  assert.ok(
+    Math.abs(
+      (attentionEntropy([
+        [
+          [
+            [2, 2],
+            [0, 0],
+          ],
+        ],
+      ])[0]?.[0] ?? -1) - Math.log(2),
+    ) < 1e-12,
+  );
 });
 
-test('mergeEntropy averages tables (optionally weighted)', () => {
+void test('mergeEntropy averages tables (optionally weighted)', () => {
   assert.deepEqual(mergeEntropy([[[1, 2]], [[3, 4]]]), [[2, 3]]);
   assert.deepEqual(mergeEntropy([[[1, 2]], [[3, 4]]], [3, 1]), [[1.5, 2.5]]);
   assert.deepEqual(mergeEntropy([]), []);
   assert.throws(() => mergeEntropy([[[1, 2]], [[3]]]), EvalError);
+});
+
+void test('scoring arbitrary predictions never throws (fast-check, bounded)', async () => {
+  const fc = (await import('fast-check')).default;
+  const examples = [
+    ex({ target: '168' }),
+    ex({ target: '861', answer: '168', reversed: true }),
+    ex({ target: '3*4=12\n12+5=17\n#### 17', answer: '17' }),
+  ];
+  const piece = fc.constantFrom(
+    '1',
+    '9',
+    '+',
+    '-',
+    '*',
+    '/',
+    '=',
+    '^',
+    '(',
+    ')',
+    '####',
+    '\n',
+    ' ',
+    'x',
+    ',',
+    '.',
+    '!',
+    '$',
+    'e',
+  );
+  fc.assert(
+    fc.property(fc.array(fc.oneof(piece, fc.string({ maxLength: 4 })), { maxLength: 40 }), (parts) => {
+      const p = parts.join('');
+      const s = scoreProblems(examples, [p, p, p], 'fuzz');
+      return s.problems.length === 3 && s.exactMatch >= 0 && s.exactMatch <= 1;
+    }),
+    { numRuns: 300, seed: 42 },
+  );
 });

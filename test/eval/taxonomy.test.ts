@@ -2,14 +2,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { classifyError } from '../../src/eval/taxonomy.ts';
 
-test('format: no parseable answer', () => {
+void test('format: no parseable answer', () => {
   assert.equal(classifyError(undefined, '12'), 'format');
   assert.equal(classifyError('', '12'), 'format');
   assert.equal(classifyError('1+', '12'), 'format');
   assert.equal(classifyError('12)(', '12'), 'format');
 });
 
-test('carry: off by a sum of powers of ten (k >= 1) of one sign, even when that changes the length', () => {
+void test('carry: off by a sum of powers of ten (k >= 1) of one sign, even when that changes the length', () => {
   assert.equal(classifyError('14', '24'), 'carry'); // 19+5 with the carry dropped
   assert.equal(classifyError('95', '105'), 'carry'); // 57+48, carry into the tens dropped
   assert.equal(classifyError('990', '1000'), 'carry'); // 999+1, the last carry dropped
@@ -18,17 +18,17 @@ test('carry: off by a sum of powers of ten (k >= 1) of one sign, even when that 
   assert.equal(classifyError('forty-two', '42'), 'format');
 });
 
-test('wrong_length: digit counts differ (not a carry)', () => {
+void test('wrong_length: digit counts differ (not a carry)', () => {
   assert.equal(classifyError('1234', '123'), 'wrong_length');
   assert.equal(classifyError('12', '123'), 'wrong_length');
 });
 
-test('single_digit: same length, exactly one digit differs (not a carry)', () => {
+void test('single_digit: same length, exactly one digit differs (not a carry)', () => {
   assert.equal(classifyError('125', '123'), 'single_digit'); // units place: never a carry
   assert.equal(classifyError('153', '123'), 'single_digit'); // off by 30
 });
 
-test('other: several digits wrong, or a wrong non-integer', () => {
+void test('other: several digits wrong, or a wrong non-integer', () => {
   assert.equal(classifyError('321', '123'), 'other');
   assert.equal(classifyError('2.5', '3'), 'other');
 });

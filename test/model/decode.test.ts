@@ -15,7 +15,10 @@ const EOS = 2;
 
 /** A tiny model with large random weights, so greedy outputs vary (a fresh init is near-uniform). */
 function randomModel(encoding: (typeof ENCODINGS)[number], seed: number): Transformer {
-  const model = Transformer.create({ layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0.1, maxLen: 24, vocabSize: VOCAB, encoding }, seed);
+  const model = Transformer.create(
+    { layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0.1, maxLen: 24, vocabSize: VOCAB, encoding },
+    seed,
+  );
   const rng = new Rng(seed);
   for (const v of model.variables) {
     // Matrices only, at a scale where activations stay O(1); LayerNorm gains and biases keep their init.
@@ -43,9 +46,18 @@ function naiveDecode(model: Transformer, prompt: number[], maxNewTokens: number)
   return out;
 }
 
-const prompts = [[1, 4, 5], [1, 6, 7, 8, 3], [1, 5], [1, 8, 8, 4, 6, 7, 5], [1, 7, 3], [1, 4], [1, 3, 3, 3, 3], [1, 6, 6, 6]];
+const prompts = [
+  [1, 4, 5],
+  [1, 6, 7, 8, 3],
+  [1, 5],
+  [1, 8, 8, 4, 6, 7, 5],
+  [1, 7, 3],
+  [1, 4],
+  [1, 3, 3, 3, 3],
+  [1, 6, 6, 6],
+];
 
-test('greedyDecode (KV cache, grouped by length) equals argmax of full forward passes, every encoding', async () => {
+void test('greedyDecode (KV cache, grouped by length) equals argmax of full forward passes, every encoding', async () => {
   await selectBackend('cpu');
   let sawEos = false;
   let sawFull = false;
@@ -75,10 +87,21 @@ test('greedyDecode (KV cache, grouped by length) equals argmax of full forward p
   assert.ok(distinct.size > 10, `only ${distinct.size} distinct outputs`);
 });
 
-test('greedyDecode rejects bad prompts with a ModelInputError naming the prompt and token', async () => {
+void test('greedyDecode rejects bad prompts with a ModelInputError naming the prompt and token', async () => {
   await selectBackend('cpu');
   const model = randomModel('nope', 1);
-  assert.throws(() => greedyDecode(model, [[1, 4], [1, 99]], { maxNewTokens: 3, eosId: EOS }), (e: unknown) => e instanceof ModelInputError && /prompt 1, token 1/.test(e.message));
+  assert.throws(
+    () =>
+      greedyDecode(
+        model,
+        [
+          [1, 4],
+          [1, 99],
+        ],
+        { maxNewTokens: 3, eosId: EOS },
+      ),
+    (e: unknown) => e instanceof ModelInputError && /prompt 1, token 1/.test(e.message),
+  );
   assert.throws(() => greedyDecode(model, [[]], { maxNewTokens: 3, eosId: EOS }), ModelInputError);
   assert.throws(() => greedyDecode(model, [[1]], { maxNewTokens: -1, eosId: EOS }), ModelInputError);
   assert.deepEqual(greedyDecode(model, [[1, 4]], { maxNewTokens: 0, eosId: EOS }), [[]]);
@@ -86,13 +109,17 @@ test('greedyDecode rejects bad prompts with a ModelInputError naming the prompt 
   model.dispose();
 });
 
-test('attentionMaps: [layer][head][query][key], causal rows that sum to one, equal to forward', async () => {
+void test('attentionMaps: [layer][head][query][key], causal rows that sum to one, equal to forward', async () => {
   await selectBackend('cpu');
   const model = randomModel('t5', 2);
   const ids = [1, 4, 5, 6, 3, 7];
   const maps = attentionMaps(model, ids);
   assert.equal(maps.length, 2);
-  const reference = tf.tidy(() => model.forward(tf.tensor2d([ids], undefined, 'int32'), { training: false, collectAttention: true }).attention?.map((a) => a.arraySync()[0]));
+  const reference = tf.tidy(() =>
+    model
+      .forward(tf.tensor2d([ids], undefined, 'int32'), { training: false, collectAttention: true })
+      .attention?.map((a) => a.arraySync()[0]),
+  );
   maps.forEach((layer, l) => {
     assert.equal(layer.length, 2);
     layer.forEach((head, h) => {

@@ -16,7 +16,12 @@ const init: WeightInit = {
   normal: (_name, shape) => {
     const size = shape.reduce((a, b) => a * b, 1);
     made++;
-    return tf.variable(tf.tensor(Array.from({ length: size }, (_, i) => Math.sin(i * 1.7 + made)), shape));
+    return tf.variable(
+      tf.tensor(
+        Array.from({ length: size }, (_, i) => Math.sin(i * 1.7 + made)),
+        shape,
+      ),
+    );
   },
   zeros: (_name, shape) => tf.variable(tf.zeros(shape)),
   ones: (_name, shape) => tf.variable(tf.ones(shape)),
@@ -24,30 +29,43 @@ const init: WeightInit = {
 const config: PositionalConfig = { dModel: 8, heads: 2, headDim: 4, layers: 2, maxLen: 12 };
 const near = (a: number, b: number, eps = 1e-5): boolean => Math.abs(a - b) <= eps;
 
-test('sinusoidal embed adds exactly sinusoidalTable, also at an offset and past maxLen', () => {
+void test('sinusoidal embed adds exactly sinusoidalTable, also at an offset and past maxLen', () => {
   const pe = createPositionalEncoding('sinusoidal', config, init);
   const table = sinusoidalTable(20, 8);
-  for (const [start, len] of [[0, 12], [5, 3], [15, 5]] as const) {
+  for (const [start, len] of [
+    [0, 12],
+    [5, 3],
+    [15, 5],
+  ] as const) {
     const out = tf.tidy(() => pe.embed(tf.zeros([2, len, 8]) as tf.Tensor3D, start).arraySync() as number[][][]);
-    for (const row of out) row.forEach((v, p) => v.forEach((x, j) => assert.ok(near(x, table[start + p]?.[j] ?? NaN), `p=${start + p} j=${j}`)));
+    for (const row of out)
+      row.forEach((v, p) =>
+        v.forEach((x, j) => assert.ok(near(x, table[start + p]?.[j] ?? NaN), `p=${start + p} j=${j}`)),
+      );
   }
   pe.dispose();
 });
 
-test('rope rotate matches ropeRotate per head and position', () => {
+void test('rope rotate matches ropeRotate per head and position', () => {
   const pe = createPositionalEncoding('rope', config, init);
   const values = Array.from({ length: 2 * 2 * 5 * 4 }, (_, i) => Math.cos(i * 0.37) * 2);
   const x = tf.tensor4d(values, [2, 2, 5, 4]);
   for (const start of [0, 9]) {
     const got = tf.tidy(() => pe.rotate(x, start).arraySync());
-    const want = (x.arraySync() as number[][][][]).map((b) => b.map((h) => h.map((vec, p) => ropeRotate(vec, start + p))));
-    got.forEach((b, bi) => b.forEach((h, hi) => h.forEach((vec, p) => vec.forEach((v, j) => assert.ok(near(v, want[bi]?.[hi]?.[p]?.[j] ?? NaN))))));
+    const want = (x.arraySync() as number[][][][]).map((b) =>
+      b.map((h) => h.map((vec, p) => ropeRotate(vec, start + p))),
+    );
+    got.forEach((b, bi) =>
+      b.forEach((h, hi) =>
+        h.forEach((vec, p) => vec.forEach((v, j) => assert.ok(near(v, want[bi]?.[hi]?.[p]?.[j] ?? NaN)))),
+      ),
+    );
   }
   x.dispose();
   pe.dispose();
 });
 
-test('rope: q·k scores depend only on the query-key offset', () => {
+void test('rope: q·k scores depend only on the query-key offset', () => {
   const pe = createPositionalEncoding('rope', config, init);
   // The same q and k vector at every position: score(i, j) must be a function of i - j alone.
   const vec = [0.5, -1, 0.25, 2];
@@ -59,7 +77,10 @@ test('rope: q·k scores depend only on the query-key offset', () => {
   for (let i = 0; i < seq; i++) {
     for (let j = 0; j < seq; j++) {
       const base = scores[i - j >= 0 ? i - j : 0]?.[i - j >= 0 ? 0 : j - i] ?? NaN;
-      assert.ok(near(scores[i]?.[j] ?? NaN, base, 1e-4), `score(${i},${j}) = ${scores[i]?.[j]} vs offset ${i - j}: ${base}`);
+      assert.ok(
+        near(scores[i]?.[j] ?? NaN, base, 1e-4),
+        `score(${i},${j}) = ${scores[i]?.[j]} vs offset ${i - j}: ${base}`,
+      );
     }
   }
   // And it is not constant: position really matters.
@@ -67,7 +88,7 @@ test('rope: q·k scores depend only on the query-key offset', () => {
   pe.dispose();
 });
 
-test('alibi bias is -slope * distance, linear in distance, per head', () => {
+void test('alibi bias is -slope * distance, linear in distance, per head', () => {
   const heads = 6;
   const pe = createPositionalEncoding('alibi', { ...config, heads, dModel: 24 }, init);
   const slopes = alibiSlopes(heads);
@@ -75,9 +96,11 @@ test('alibi bias is -slope * distance, linear in distance, per head', () => {
   assert.equal(bias.length, heads);
   bias.forEach((h, hi) => {
     for (let i = 0; i < 9; i++) {
-      for (let j = 0; j <= i; j++) assert.ok(near(h[i]?.[j] ?? NaN, -(slopes[hi] ?? NaN) * (i - j)), `head ${hi} (${i},${j})`);
+      for (let j = 0; j <= i; j++)
+        assert.ok(near(h[i]?.[j] ?? NaN, -(slopes[hi] ?? NaN) * (i - j)), `head ${hi} (${i},${j})`);
       // Linear: equal steps in distance give equal steps in the penalty.
-      for (let j = 2; j <= i; j++) assert.ok(near((h[i]?.[j] ?? 0) - (h[i]?.[j - 1] ?? 0), (h[i]?.[j - 1] ?? 0) - (h[i]?.[j - 2] ?? 0)));
+      for (let j = 2; j <= i; j++)
+        assert.ok(near((h[i]?.[j] ?? 0) - (h[i]?.[j - 1] ?? 0), (h[i]?.[j - 1] ?? 0) - (h[i]?.[j - 2] ?? 0)));
     }
   });
   // A decoding step (one query at position 8 over 9 keys) sees the same row.
@@ -86,11 +109,14 @@ test('alibi bias is -slope * distance, linear in distance, per head', () => {
   pe.dispose();
 });
 
-test('t5 bias looks up the learned table by t5RelativeBucket, shared across layers', () => {
+void test('t5 bias looks up the learned table by t5RelativeBucket, shared across layers', () => {
   const pe = createPositionalEncoding('t5', config, init);
   assert.equal(pe.variables.length, 1);
   const table = pe.variables[0]?.arraySync() as number[][];
-  for (const [qStart, qLen, kLen] of [[0, 7, 7], [40, 1, 41]] as const) {
+  for (const [qStart, qLen, kLen] of [
+    [0, 7, 7],
+    [40, 1, 41],
+  ] as const) {
     const b0 = tf.tidy(() => pe.bias(0, qStart, qLen, kLen)?.arraySync() ?? []);
     const b1 = tf.tidy(() => pe.bias(1, qStart, qLen, kLen)?.arraySync() ?? []);
     assert.deepEqual(b0, b1);
@@ -106,7 +132,7 @@ test('t5 bias looks up the learned table by t5RelativeBucket, shared across laye
   pe.dispose();
 });
 
-test('diet bias is the per-layer, per-head bilinear positional term, clamped past maxLen', () => {
+void test('diet bias is the per-layer, per-head bilinear positional term, clamped past maxLen', () => {
   const pe = createPositionalEncoding('diet', config, init);
   assert.equal(pe.variables.length, 4);
   const [pq, pk] = pe.variables.map((v) => v.arraySync() as number[][]);
@@ -114,7 +140,12 @@ test('diet bias is the per-layer, per-head bilinear positional term, clamped pas
   const b1 = tf.tidy(() => pe.bias(1, 0, 12, 12)?.arraySync() ?? []);
   assert.notDeepEqual(b0, b1);
   for (let h = 0; h < 2; h++) {
-    for (const [i, j] of [[0, 0], [5, 2], [11, 11], [3, 7]] as const) {
+    for (const [i, j] of [
+      [0, 0],
+      [5, 2],
+      [11, 11],
+      [3, 7],
+    ] as const) {
       let want = 0;
       for (let d = 0; d < 4; d++) want += (pq?.[i]?.[h * 4 + d] ?? NaN) * (pk?.[j]?.[h * 4 + d] ?? NaN);
       assert.ok(near(b0[h]?.[i]?.[j] ?? NaN, want / 2, 1e-4));
@@ -125,16 +156,23 @@ test('diet bias is the per-layer, per-head bilinear positional term, clamped pas
   pe.dispose();
 });
 
-test('every encoding is causal: the output at position t ignores later tokens', () => {
+void test('every encoding is causal: the output at position t ignores later tokens', () => {
   for (const encoding of ['sinusoidal', 'rope', 'alibi', 'diet', 't5', 'nope'] as const) {
-    const model = Transformer.create({ layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0, maxLen: 16, vocabSize: 12, encoding }, 7);
+    const model = Transformer.create(
+      { layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0, maxLen: 16, vocabSize: 12, encoding },
+      7,
+    );
     const a = tf.tensor2d([[1, 4, 5, 6, 7, 8, 9, 10]], [1, 8], 'int32');
     const b = tf.tensor2d([[1, 4, 5, 6, 11, 3, 4, 4]], [1, 8], 'int32');
     const la = tf.tidy(() => model.forward(a, { training: false }).logits.arraySync()[0] ?? []);
     const lb = tf.tidy(() => model.forward(b, { training: false }).logits.arraySync()[0] ?? []);
-    for (let t = 0; t < 4; t++) la[t]?.forEach((v, k) => assert.ok(near(v, lb[t]?.[k] ?? NaN, 1e-5), `${encoding}: position ${t} changed`));
+    for (let t = 0; t < 4; t++)
+      la[t]?.forEach((v, k) => assert.ok(near(v, lb[t]?.[k] ?? NaN, 1e-5), `${encoding}: position ${t} changed`));
     // The changed tokens do change later outputs (the check above is not vacuous).
-    assert.ok(la[5]?.some((v, k) => !near(v, lb[5]?.[k] ?? NaN, 1e-5)), `${encoding}: later positions did not change`);
+    assert.ok(
+      la[5]?.some((v, k) => !near(v, lb[5]?.[k] ?? NaN, 1e-5)),
+      `${encoding}: later positions did not change`,
+    );
     tf.dispose([a, b]);
     model.dispose();
   }

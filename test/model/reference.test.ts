@@ -5,11 +5,11 @@ import { alibiSlopes, ropeRotate, sinusoidalTable, t5RelativeBucket } from '../.
 
 const close = (a: number, b: number, eps = 1e-9): boolean => Math.abs(a - b) <= eps;
 
-test('alibiSlopes(8) is 1/2 .. 1/256 (Press et al.)', () => {
+void test('alibiSlopes(8) is 1/2 .. 1/256 (Press et al.)', () => {
   assert.deepEqual(alibiSlopes(8), [1 / 2, 1 / 4, 1 / 8, 1 / 16, 1 / 32, 1 / 64, 1 / 128, 1 / 256]);
 });
 
-test('alibiSlopes for non-powers of two follow the reference code (6 and 12 heads)', () => {
+void test('alibiSlopes for non-powers of two follow the reference code (6 and 12 heads)', () => {
   // get_slopes(4) + get_slopes(8)[0::2][:2]
   assert.deepEqual(alibiSlopes(6), [1 / 4, 1 / 16, 1 / 64, 1 / 256, 1 / 2, 1 / 8]);
   const twelve = alibiSlopes(12);
@@ -23,7 +23,7 @@ test('alibiSlopes for non-powers of two follow the reference code (6 and 12 head
   assert.throws(() => alibiSlopes(0), RangeError);
 });
 
-test('t5RelativeBucket matches mesh-tensorflow values (32 buckets, max distance 128)', () => {
+void test('t5RelativeBucket matches mesh-tensorflow values (32 buckets, max distance 128)', () => {
   // Unidirectional: 16 exact distances, then 16 log-spaced buckets up to 128; future keys share bucket 0.
   for (let d = 0; d < 16; d++) assert.equal(t5RelativeBucket(-d, false, 32, 128), d);
   assert.equal(t5RelativeBucket(5, false, 32, 128), 0);
@@ -41,7 +41,7 @@ test('t5RelativeBucket matches mesh-tensorflow values (32 buckets, max distance 
   assert.equal(t5RelativeBucket(1000, true, 32, 128), 31);
 });
 
-test('t5RelativeBucket is monotone in distance and stays in range', () => {
+void test('t5RelativeBucket is monotone in distance and stays in range', () => {
   let prev = -1;
   for (let d = 0; d <= 600; d++) {
     const b = t5RelativeBucket(-d, false, 32, 128);
@@ -52,7 +52,7 @@ test('t5RelativeBucket is monotone in distance and stays in range', () => {
   assert.equal(prev, 31);
 });
 
-test('sinusoidalTable follows PE[p][2i] = sin(p/10000^(2i/d)), PE[p][2i+1] = cos', () => {
+void test('sinusoidalTable follows PE[p][2i] = sin(p/10000^(2i/d)), PE[p][2i+1] = cos', () => {
   const t = sinusoidalTable(50, 8);
   assert.equal(t.length, 50);
   assert.deepEqual(t[0], [0, 1, 0, 1, 0, 1, 0, 1]);
@@ -65,10 +65,15 @@ test('sinusoidalTable follows PE[p][2i] = sin(p/10000^(2i/d)), PE[p][2i+1] = cos
   assert.ok(close(sinusoidalTable(4, 5)[3]?.[4] ?? NaN, Math.sin(3 / Math.pow(10000, 4 / 5))));
 });
 
-test('ropeRotate: rotate-half pairs (i, i + d/2), preserves norms, and dot products depend only on the offset', () => {
+void test('ropeRotate: rotate-half pairs (i, i + d/2), preserves norms, and dot products depend only on the offset', () => {
   // Position 1, d = 4: angles 1 and 1/100 for pairs (0,2) and (1,3).
   const r = ropeRotate([1, 0, 0, 0], 1);
-  assert.ok(close(r[0] ?? NaN, Math.cos(1)) && close(r[2] ?? NaN, Math.sin(1)) && close(r[1] ?? NaN, 0) && close(r[3] ?? NaN, 0));
+  assert.ok(
+    close(r[0] ?? NaN, Math.cos(1)) &&
+      close(r[2] ?? NaN, Math.sin(1)) &&
+      close(r[1] ?? NaN, 0) &&
+      close(r[3] ?? NaN, 0),
+  );
   const r2 = ropeRotate([0, 1, 0, 0], 1);
   assert.ok(close(r2[1] ?? NaN, Math.cos(0.01)) && close(r2[3] ?? NaN, Math.sin(0.01)));
   assert.deepEqual(ropeRotate([0.3, -1, 2, 0.5], 0), [0.3, -1, 2, 0.5]);

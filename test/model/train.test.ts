@@ -14,7 +14,7 @@ function copyBatch(): { ids: number[][]; targets: number[][] } {
   const ids: number[][] = [];
   const targets: number[][] = [];
   for (let b = 0; b < 8; b++) {
-    const xs = [0, 1, 2, 3].map((i) => 4 + ((b * 7 + i * 3 + (b * i) % 5) % 6));
+    const xs = [0, 1, 2, 3].map((i) => 4 + ((b * 7 + i * 3 + ((b * i) % 5)) % 6));
     const seq = [1, ...xs, SEP, ...xs, 2];
     ids.push(seq.slice(0, -1));
     targets.push(seq.slice(1));
@@ -28,7 +28,7 @@ function loss(model: Transformer, ids: tf.Tensor2D, targets: tf.Tensor2D, traini
 }
 
 for (const backend of ['cpu', 'wasm'] as const) {
-  test(`${backend}: variableGrads reaches every weight, and Adam lowers the copy-task loss for every encoding`, async () => {
+  void test(`${backend}: variableGrads reaches every weight, and Adam lowers the copy-task loss for every encoding`, async () => {
     const choice = await selectBackend(backend);
     assert.equal(choice.name, backend);
     assert.equal(tf.getBackend(), backend);
@@ -36,7 +36,10 @@ for (const backend of ['cpu', 'wasm'] as const) {
     const ids = tf.tensor2d(idRows, undefined, 'int32');
     const targets = tf.tensor2d(targetRows, undefined, 'int32');
     for (const encoding of ENCODINGS) {
-      const model = Transformer.create({ layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0.1, maxLen: 16, vocabSize: VOCAB, encoding }, 11);
+      const model = Transformer.create(
+        { layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0.1, maxLen: 16, vocabSize: VOCAB, encoding },
+        11,
+      );
       const { value, grads } = tf.variableGrads(() => loss(model, ids, targets, true, 0), model.variables);
       assert.ok(Number.isFinite(value.dataSync()[0]));
       for (const v of model.variables) {

@@ -7,9 +7,18 @@ import { Transformer } from '../../src/model/transformer.ts';
 import type { TransformerConfig } from '../../src/model/transformer.ts';
 import { ModelConfigError } from '../../src/model/errors.ts';
 
-const base: TransformerConfig = { layers: 2, dModel: 16, heads: 4, ffnDim: 32, dropout: 0.2, maxLen: 16, vocabSize: 11, encoding: 't5' };
+const base: TransformerConfig = {
+  layers: 2,
+  dModel: 16,
+  heads: 4,
+  ffnDim: 32,
+  dropout: 0.2,
+  maxLen: 16,
+  vocabSize: 11,
+  encoding: 't5',
+};
 
-test('selectBackend: cpu when asked, idempotent, and a clear error for a backend that does not load', async () => {
+void test('selectBackend: cpu when asked, idempotent, and a clear error for a backend that does not load', async () => {
   const lines: string[] = [];
   const first = await selectBackend('cpu', (l) => lines.push(l));
   assert.equal(first.name, 'cpu');
@@ -28,7 +37,7 @@ test('selectBackend: cpu when asked, idempotent, and a clear error for a backend
   assert.equal(tf.getBackend(), 'cpu');
 });
 
-test('same seed gives the same weights; another seed does not; names are stable and unique', async () => {
+void test('same seed gives the same weights; another seed does not; names are stable and unique', async () => {
   await selectBackend('cpu');
   const a = Transformer.create(base, 42);
   const b = Transformer.create(base, 42);
@@ -36,23 +45,34 @@ test('same seed gives the same weights; another seed does not; names are stable 
   assert.deepEqual(a.variableNames, b.variableNames);
   assert.equal(new Set(a.variableNames).size, a.variableNames.length);
   assert.equal(new Set(a.variables.map((v) => v.name)).size, a.variables.length);
-  assert.ok(!a.variables.some((v) => b.variables.some((w) => w.name === v.name)), 'engine names collide between instances');
+  assert.ok(
+    !a.variables.some((v) => b.variables.some((w) => w.name === v.name)),
+    'engine names collide between instances',
+  );
   assert.ok(a.variableNames.includes('t5/relative_bias'));
   a.variables.forEach((v, i) => assert.deepEqual(v.dataSync(), b.variables[i]?.dataSync()));
   assert.notDeepEqual(a.variables[0]?.dataSync(), c.variables[0]?.dataSync());
-  assert.equal(a.parameterCount(), a.variables.reduce((s, v) => s + v.size, 0));
+  assert.equal(
+    a.parameterCount(),
+    a.variables.reduce((s, v) => s + v.size, 0),
+  );
   // embedding + unembedding + final LN + per layer (LN1, qkv, out, LN2, ffn up/down) + T5 table.
   const perLayer = 2 * 16 + 16 * 48 + 16 * 16 + 16 + 2 * 16 + 16 * 32 + 32 + 32 * 16 + 16;
   assert.equal(a.parameterCount(), 11 * 16 * 2 + 2 * 16 + 2 * perLayer + 32 * 4);
   for (const m of [a, b, c]) m.dispose();
 });
 
-test('dropout: same dropoutSeed, same output; another seed or eval mode differs', async () => {
+void test('dropout: same dropoutSeed, same output; another seed or eval mode differs', async () => {
   await selectBackend('cpu');
   const model = Transformer.create({ ...base, encoding: 'rope' }, 1);
   const ids = tf.tensor2d([[1, 4, 5, 6, 7, 2]], [1, 6], 'int32');
   const run = (training: boolean, seed?: number): Float32Array =>
-    tf.tidy(() => model.forward(ids, seed === undefined ? { training } : { training, dropoutSeed: seed }).logits.dataSync() as Float32Array);
+    tf.tidy(
+      () =>
+        model
+          .forward(ids, seed === undefined ? { training } : { training, dropoutSeed: seed })
+          .logits.dataSync() as Float32Array,
+    );
   assert.deepEqual(run(true, 5), run(true, 5));
   assert.notDeepEqual(run(true, 5), run(true, 6));
   assert.deepEqual(run(false), run(false));
@@ -66,10 +86,17 @@ test('dropout: same dropoutSeed, same output; another seed or eval mode differs'
   again.dispose();
 });
 
-test('forward returns per-layer attention that is causal and sums to one', async () => {
+void test('forward returns per-layer attention that is causal and sums to one', async () => {
   await selectBackend('cpu');
   const model = Transformer.create({ ...base, encoding: 'alibi' }, 3);
-  const ids = tf.tensor2d([[1, 4, 5, 6, 7], [1, 8, 9, 10, 2]], [2, 5], 'int32');
+  const ids = tf.tensor2d(
+    [
+      [1, 4, 5, 6, 7],
+      [1, 8, 9, 10, 2],
+    ],
+    [2, 5],
+    'int32',
+  );
   const { logits, attention } = model.forward(ids, { training: false, collectAttention: true });
   assert.deepEqual(logits.shape, [2, 5, 11]);
   assert.equal(attention?.length, 2);
@@ -90,7 +117,7 @@ test('forward returns per-layer attention that is causal and sums to one', async
   model.dispose();
 });
 
-test('bad configs fail with ModelConfigError naming the field; dispose frees every tensor', async () => {
+void test('bad configs fail with ModelConfigError naming the field; dispose frees every tensor', async () => {
   await selectBackend('cpu');
   const bad: [Partial<TransformerConfig>, string][] = [
     [{ dModel: 15 }, 'dModel'],
@@ -101,7 +128,10 @@ test('bad configs fail with ModelConfigError naming the field; dispose frees eve
     [{ encoding: 'rope', dModel: 12, heads: 4 }, 'heads'],
   ];
   for (const [patch, field] of bad) {
-    assert.throws(() => Transformer.create({ ...base, ...patch }, 1), (e: unknown) => e instanceof ModelConfigError && e.field === field && !e.retryable);
+    assert.throws(
+      () => Transformer.create({ ...base, ...patch }, 1),
+      (e: unknown) => e instanceof ModelConfigError && e.field === field && !e.retryable,
+    );
   }
   const before = tf.memory().numTensors;
   const model = Transformer.create({ ...base, encoding: 'diet' }, 1);

@@ -37,7 +37,13 @@ async function stub(spec: JobSpec): Promise<Stub> {
       received.push(m);
       try {
         if (m.type === 'hello') {
-          await server.send(peer, { type: 'welcome', version: PROTOCOL_VERSION, agentId: m.agentId, runId: asRunId('run-proc'), heartbeatIntervalMs: 200 });
+          await server.send(peer, {
+            type: 'welcome',
+            version: PROTOCOL_VERSION,
+            agentId: m.agentId,
+            runId: asRunId('run-proc'),
+            heartbeatIntervalMs: 200,
+          });
           await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
         } else if (m.type === 'heartbeat') {
           await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
@@ -47,7 +53,13 @@ async function stub(spec: JobSpec): Promise<Stub> {
           parts.set(m.checkpointId, list);
           if (list.filter((x) => x !== undefined).length === m.count) {
             const ok = sha256Hex(Buffer.concat(list)) === m.sha256;
-            await server.send(peer, { type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok });
+            await server.send(peer, {
+              type: 'checkpoint_ack',
+              jobId: m.jobId,
+              epoch: m.epoch,
+              checkpointId: m.checkpointId,
+              ok,
+            });
           }
         }
       } catch {
@@ -64,15 +76,28 @@ async function stub(spec: JobSpec): Promise<Stub> {
       for (;;) {
         const hit = received.find(p);
         if (hit !== undefined) return hit;
-        if (Date.now() > deadline) throw new Error(`not received within ${limitMs} ms; got ${received.map((m) => m.type).join(',')}`);
+        if (Date.now() > deadline)
+          throw new Error(`not received within ${limitMs} ms; got ${received.map((m) => m.type).join(',')}`);
         await new Promise((r) => setTimeout(r, 10));
       }
     },
   };
 }
 
-function startAgent(address: string, logFile: string, deathTimeoutMs?: number): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
-  const args = ['--import', 'tsx', AGENT_MAIN, address, FAKE_WORKLOAD, logFile, ...(deathTimeoutMs === undefined ? [] : [String(deathTimeoutMs)])];
+function startAgent(
+  address: string,
+  logFile: string,
+  deathTimeoutMs?: number,
+): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
+  const args = [
+    '--import',
+    'tsx',
+    AGENT_MAIN,
+    address,
+    FAKE_WORKLOAD,
+    logFile,
+    ...(deathTimeoutMs === undefined ? [] : [String(deathTimeoutMs)]),
+  ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
@@ -83,56 +108,72 @@ function startAgent(address: string, logFile: string, deathTimeoutMs?: number): 
 async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    return await Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)))]);
+    return await Promise.race([
+      p,
+      new Promise<never>(
+        (_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms)),
+      ),
+    ]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-const longJob = makeSpec({ training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 5 });
+const longJob = makeSpec(
+  { training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 },
+  { stepDelayMs: 5 },
+);
 
-test('SIGTERM: the agent checkpoints its job, waits for the ack, sends bye and exits 0', { timeout: 30_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
-  const s = await stub(longJob);
-  const agent = startAgent(s.server.address, join(dir, 'agent.log'));
-  try {
-    await s.waitFor((m) => m.type === 'metrics', 15_000);
-    agent.child.kill('SIGTERM');
-    const code = await within(agent.exit, 10_000, 'agent exit');
-    assert.equal(code, 0, agent.stderr());
-    const chunks = s.received.filter((m) => m.type === 'checkpoint_chunk');
-    assert.ok(chunks.length >= 1, 'a checkpoint was uploaded');
-    const first = chunks[0]!;
-    assert.ok(first.type === 'checkpoint_chunk' && first.kind === 'checkpoint');
-    assert.ok(readFakeCheckpoint(first.data).step > 0);
-    const types = s.received.map((m) => m.type);
-    assert.ok(types.includes('bye'));
-    assert.ok(types.indexOf('checkpoint_chunk') < types.indexOf('bye'));
-    const log = await readFile(join(dir, 'agent.log'), 'utf8');
-    assert.match(log, /drain checkpoint acknowledged/);
-  } finally {
-    agent.child.kill('SIGKILL');
-    await s.server.close();
-    await s.done;
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+void test(
+  'SIGTERM: the agent checkpoints its job, waits for the ack, sends bye and exits 0',
+  { timeout: 30_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
+    const s = await stub(longJob);
+    const agent = startAgent(s.server.address, join(dir, 'agent.log'));
+    try {
+      await s.waitFor((m) => m.type === 'metrics', 15_000);
+      agent.child.kill('SIGTERM');
+      const code = await within(agent.exit, 10_000, 'agent exit');
+      assert.equal(code, 0, agent.stderr());
+      const chunks = s.received.filter((m) => m.type === 'checkpoint_chunk');
+      assert.ok(chunks.length >= 1, 'a checkpoint was uploaded');
+      const first = chunks[0]!;
+      assert.ok(first.type === 'checkpoint_chunk' && first.kind === 'checkpoint');
+      assert.ok(readFakeCheckpoint(first.data).step > 0);
+      const types = s.received.map((m) => m.type);
+      assert.ok(types.includes('bye'));
+      assert.ok(types.indexOf('checkpoint_chunk') < types.indexOf('bye'));
+      const log = await readFile(join(dir, 'agent.log'), 'utf8');
+      assert.match(log, /drain checkpoint acknowledged/);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await s.server.close();
+      await s.done;
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
 
-test('coordinator gone: the agent exits 3 after its death timeout, with one line on stderr', { timeout: 30_000 }, async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
-  const s = await stub(longJob);
-  const agent = startAgent(s.server.address, join(dir, 'agent.log'), 1_500);
-  try {
-    await s.waitFor((m) => m.type === 'metrics', 15_000);
-    await s.server.close();
-    const code = await within(agent.exit, 15_000, 'agent exit');
-    assert.equal(code, 3);
-    assert.match(agent.stderr(), /coordinator gone/);
-    assert.equal(agent.stderr().trim().split('\n').length, 1);
-  } finally {
-    agent.child.kill('SIGKILL');
-    await s.server.close();
-    await s.done;
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+void test(
+  'coordinator gone: the agent exits 3 after its death timeout, with one line on stderr',
+  { timeout: 30_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
+    const s = await stub(longJob);
+    const agent = startAgent(s.server.address, join(dir, 'agent.log'), 1_500);
+    try {
+      await s.waitFor((m) => m.type === 'metrics', 15_000);
+      await s.server.close();
+      const code = await within(agent.exit, 15_000, 'agent exit');
+      assert.equal(code, 3);
+      assert.match(agent.stderr(), /coordinator gone/);
+      assert.equal(agent.stderr().trim().split('\n').length, 1);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await s.server.close();
+      await s.done;
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);

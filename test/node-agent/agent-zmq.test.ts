@@ -4,96 +4,127 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import { asRunId } from '../../protocol/ids.ts';
-import { PROTOCOL_VERSION, type AgentToCoordinator, type CheckpointChunk, type JobResult } from '../../protocol/messages.ts';
+import {
+  PROTOCOL_VERSION,
+  type AgentToCoordinator,
+  type CheckpointChunk,
+  type JobResult,
+} from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
 import { AGENT_EXIT, runAgent } from '../../node-agent/agent.ts';
 import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
 import { makeSpec, silentLogger } from './helpers.ts';
 
-test('a real agent over ZeroMQ trains the real tf workload through to job_result, then drains on shutdown', { timeout: 60_000 }, async () => {
-  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
-  const received: AgentToCoordinator[] = [];
-  const uploads = new Map<string, CheckpointChunk[]>();
-  const acked: { kind: string; step: number; bytes: number }[] = [];
-  let result: JobResult | undefined;
-  const spec = makeSpec({
-    model: { layers: 1, dModel: 16, heads: 2, ffnDim: 32, dropout: 0, maxLen: 24 },
-    task: { name: 'addition', params: { minDigits: 1, maxDigits: 2 } },
-    training: { steps: 30, batchSize: 8, learningRate: 0.003, warmupSteps: 2, weightDecay: 0, clipNorm: 1 },
-    evaluation: { samples: 8 },
-    checkpointEvery: 10,
-  });
-
-  const serve = (async () => {
-    let peer: PeerId | undefined;
-    for await (const inbound of server.inbound()) {
-      if (inbound.kind !== 'message') continue;
-      const m = inbound.message;
-      received.push(m);
-      peer = inbound.from;
-      switch (m.type) {
-        case 'hello':
-          await server.send(peer, { type: 'welcome', version: PROTOCOL_VERSION, agentId: m.agentId, runId: asRunId('run-zmq'), heartbeatIntervalMs: 200 });
-          await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
-          break;
-        case 'heartbeat':
-          await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
-          break;
-        case 'checkpoint_chunk': {
-          const parts = uploads.get(m.checkpointId) ?? [];
-          parts.push(m);
-          uploads.set(m.checkpointId, parts);
-          if (parts.length === m.count) {
-            const blob = Buffer.concat(parts.sort((a, b) => a.index - b.index).map((c) => c.data));
-            const ok = blob.byteLength === m.totalBytes && sha256Hex(blob) === m.sha256;
-            if (ok) acked.push({ kind: m.kind, step: m.step, bytes: blob.byteLength });
-            uploads.delete(m.checkpointId);
-            await server.send(peer, { type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok, ...(ok ? {} : { reason: 'sha256 mismatch' }) });
-          }
-          break;
-        }
-        case 'job_result':
-          result = m;
-          await server.send(peer, { type: 'shutdown', reason: 'run complete' });
-          break;
-        case 'job_failed':
-          await server.send(peer, { type: 'shutdown', reason: `job failed: ${m.error.message}` });
-          break;
-        case 'bye':
-          return;
-        default:
-          break;
-      }
-    }
-  })();
-
-  const lines: string[] = [];
-  try {
-    const code = await runAgent({
-      coordinator: server.address,
-      backend: 'cpu',
-      logger: silentLogger,
-      handleSignals: false,
-      deathTimeoutMs: 30_000,
-      stderr: { write: (line: string) => lines.push(line) },
+void test(
+  'a real agent over ZeroMQ trains the real tf workload through to job_result, then drains on shutdown',
+  { timeout: 60_000 },
+  async () => {
+    const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+    const received: AgentToCoordinator[] = [];
+    const uploads = new Map<string, CheckpointChunk[]>();
+    const acked: { kind: string; step: number; bytes: number }[] = [];
+    let result: JobResult | undefined;
+    const spec = makeSpec({
+      model: { layers: 1, dModel: 16, heads: 2, ffnDim: 32, dropout: 0, maxLen: 24 },
+      task: { name: 'addition', params: { minDigits: 1, maxDigits: 2 } },
+      training: { steps: 30, batchSize: 8, learningRate: 0.003, warmupSteps: 2, weightDecay: 0, clipNorm: 1 },
+      evaluation: { samples: 8 },
+      checkpointEvery: 10,
     });
-    const failed = received.find((m) => m.type === 'job_failed');
-    assert.equal(failed, undefined, JSON.stringify(failed));
-    assert.equal(code, AGENT_EXIT.ok, lines.join(''));
-    assert.ok(result !== undefined, 'job_result arrived');
-    assert.equal(result.evaluation.steps, 30);
-    assert.equal(result.evaluation.backend, 'cpu');
-    const steps = received.flatMap((m) => (m.type === 'metrics' ? m.points.map((p) => p.step) : []));
-    assert.deepEqual(steps, Array.from({ length: 30 }, (_, i) => i + 1));
-    assert.ok(received.flatMap((m) => (m.type === 'metrics' ? m.points : [])).every((p) => Number.isFinite(p.loss)));
-    assert.deepEqual(acked.filter((a) => a.kind === 'checkpoint').map((a) => a.step), [10, 20]);
-    assert.equal(acked.filter((a) => a.kind === 'final').length, 1);
-    const hello = received.find((m) => m.type === 'hello');
-    assert.ok(hello?.type === 'hello' && hello.version === PROTOCOL_VERSION && hello.backend === 'cpu');
-    await Promise.race([serve, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
-    assert.ok(received.some((m) => m.type === 'bye'), 'bye arrived');
-  } finally {
-    await server.close();
-    await serve.catch(() => undefined);
-  }
-});
+
+    const serve = (async () => {
+      let peer: PeerId | undefined;
+      for await (const inbound of server.inbound()) {
+        if (inbound.kind !== 'message') continue;
+        const m = inbound.message;
+        received.push(m);
+        peer = inbound.from;
+        switch (m.type) {
+          case 'hello':
+            await server.send(peer, {
+              type: 'welcome',
+              version: PROTOCOL_VERSION,
+              agentId: m.agentId,
+              runId: asRunId('run-zmq'),
+              heartbeatIntervalMs: 200,
+            });
+            await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
+            break;
+          case 'heartbeat':
+            await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
+            break;
+          case 'checkpoint_chunk': {
+            const parts = uploads.get(m.checkpointId) ?? [];
+            parts.push(m);
+            uploads.set(m.checkpointId, parts);
+            if (parts.length === m.count) {
+              const blob = Buffer.concat(parts.sort((a, b) => a.index - b.index).map((c) => c.data));
+              const ok = blob.byteLength === m.totalBytes && sha256Hex(blob) === m.sha256;
+              if (ok) acked.push({ kind: m.kind, step: m.step, bytes: blob.byteLength });
+              uploads.delete(m.checkpointId);
+              await server.send(peer, {
+                type: 'checkpoint_ack',
+                jobId: m.jobId,
+                epoch: m.epoch,
+                checkpointId: m.checkpointId,
+                ok,
+                ...(ok ? {} : { reason: 'sha256 mismatch' }),
+              });
+            }
+            break;
+          }
+          case 'job_result':
+            result = m;
+            await server.send(peer, { type: 'shutdown', reason: 'run complete' });
+            break;
+          case 'job_failed':
+            await server.send(peer, { type: 'shutdown', reason: `job failed: ${m.error.message}` });
+            break;
+          case 'bye':
+            return;
+          default:
+            break;
+        }
+      }
+    })();
+
+    const lines: string[] = [];
+    try {
+      const code = await runAgent({
+        coordinator: server.address,
+        backend: 'cpu',
+        logger: silentLogger,
+        handleSignals: false,
+        deathTimeoutMs: 30_000,
+        stderr: { write: (line: string) => lines.push(line) },
+      });
+      const failed = received.find((m) => m.type === 'job_failed');
+      assert.equal(failed, undefined, JSON.stringify(failed));
+      assert.equal(code, AGENT_EXIT.ok, lines.join(''));
+      assert.ok(result !== undefined, 'job_result arrived');
+      assert.equal(result.evaluation.steps, 30);
+      assert.equal(result.evaluation.backend, 'cpu');
+      const steps = received.flatMap((m) => (m.type === 'metrics' ? m.points.map((p) => p.step) : []));
+      assert.deepEqual(
+        steps,
+        Array.from({ length: 30 }, (_, i) => i + 1),
+      );
+      assert.ok(received.flatMap((m) => (m.type === 'metrics' ? m.points : [])).every((p) => Number.isFinite(p.loss)));
+      assert.deepEqual(
+        acked.filter((a) => a.kind === 'checkpoint').map((a) => a.step),
+        [10, 20],
+      );
+      assert.equal(acked.filter((a) => a.kind === 'final').length, 1);
+      const hello = received.find((m) => m.type === 'hello');
+      assert.ok(hello?.type === 'hello' && hello.version === PROTOCOL_VERSION && hello.backend === 'cpu');
+      await Promise.race([serve, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+      assert.ok(
+        received.some((m) => m.type === 'bye'),
+        'bye arrived',
+      );
+    } finally {
+      await server.close();
+      await serve.catch(() => undefined);
+    }
+  },
+);

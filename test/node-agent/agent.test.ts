@@ -3,12 +3,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PROTOCOL_VERSION, type CheckpointChunk, type CheckpointId } from '../../protocol/messages.ts';
 import { asCheckpointId, asJobId } from '../../protocol/ids.ts';
-import { AGENT_EXIT } from '../../node-agent/agent.ts';
+import { AGENT_EXIT, NodeAgent } from '../../node-agent/agent.ts';
+import { createInProcessRunner } from '../../node-agent/job-runner.ts';
+import { SimulatedClock } from '../../protocol/clock.ts';
+import type { ClientTransport } from '../../protocol/transport.ts';
 import { chunkBlob, sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
 import { fakeCheckpoint, readFakeCheckpoint } from './fixtures/fake-workload.ts';
-import { autoAck, makeSpec, startHarness, turns, welcome } from './helpers.ts';
+import { autoAck, makeConfig, makeSpec, silentLogger, startHarness, turns, welcome } from './helpers.ts';
 
-test('hello carries the protocol version and identity; welcome starts heartbeats at its interval', async () => {
+void test('hello carries the protocol version and identity; welcome starts heartbeats at its interval', async () => {
   const h = startHarness();
   try {
     const hello = await h.coordinator.next('hello');
@@ -16,7 +19,13 @@ test('hello carries the protocol version and identity; welcome starts heartbeats
     assert.equal(hello.agentId, 'agent-test-1');
     assert.equal(hello.backend, 'cpu');
     assert.equal(hello.pid, 4242);
-    await h.coordinator.send({ type: 'welcome', version: PROTOCOL_VERSION, agentId: hello.agentId, runId: 'r' as never, heartbeatIntervalMs: 500 });
+    await h.coordinator.send({
+      type: 'welcome',
+      version: PROTOCOL_VERSION,
+      agentId: hello.agentId,
+      runId: 'r' as never,
+      heartbeatIntervalMs: 500,
+    });
     await turns();
     assert.equal(h.agent.state, 'ready');
     await h.clock.advance(499);
@@ -42,7 +51,7 @@ test('hello carries the protocol version and identity; welcome starts heartbeats
   }
 });
 
-test('hello is repeated until a welcome comes', async () => {
+void test('hello is repeated until a welcome comes', async () => {
   const h = startHarness({ helloRetryMs: 1_000 });
   try {
     await h.coordinator.next('hello');
@@ -56,7 +65,7 @@ test('hello is repeated until a welcome comes', async () => {
   }
 });
 
-test('a reject before welcome (version mismatch) exits with code 2 and the reason', async () => {
+void test('a reject before welcome (version mismatch) exits with code 2 and the reason', async () => {
   const h = startHarness();
   try {
     await h.coordinator.next('hello');
@@ -72,7 +81,7 @@ test('a reject before welcome (version mismatch) exits with code 2 and the reaso
   }
 });
 
-test('a job streams every metric point once in batches of at most 50, checkpoints every K steps, uploads the final model, then the result', async () => {
+void test('a job streams every metric point once in batches of at most 50, checkpoints every K steps, uploads the final model, then the result', async () => {
   const h = startHarness();
   const stopAck = autoAck(h);
   try {
@@ -106,12 +115,17 @@ test('a job streams every metric point once in batches of at most 50, checkpoint
   }
 });
 
-test('metrics wait for the 250 ms flush when fewer than 50 points are pending', async () => {
+void test('metrics wait for the 250 ms flush when fewer than 50 points are pending', async () => {
   const h = startHarness({ sliceSteps: 10 });
   try {
     await welcome(h);
     // 30 steps, slow enough that the loop sends them in slices, no checkpoints; final model never acknowledged here.
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 30 }, checkpointEvery: 1_000_000 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 30 }, checkpointEvery: 1_000_000 }),
+      attempt: 1,
+      epoch: 1,
+    });
     await h.coordinator.next('checkpoint_chunk', { match: (c) => c.kind === 'final' });
     await turns(10);
     assert.equal(h.coordinator.all('metrics').length, 0, 'held until the flush timer');
@@ -125,7 +139,7 @@ test('metrics wait for the 250 ms flush when fewer than 50 points are pending', 
   }
 });
 
-test('checkpoints are chunked at 1 MiB and sent again, same id, when the ack says ok: false', async () => {
+void test('checkpoints are chunked at 1 MiB and sent again, same id, when the ack says ok: false', async () => {
   const h = startHarness();
   const refused = new Set<string>();
   const stopAck = autoAck(h, (id, kind, n) => {
@@ -160,12 +174,17 @@ test('checkpoints are chunked at 1 MiB and sent again, same id, when the ack say
   }
 });
 
-test('an upload refused every time is given up after 3 re-sends; a final model never acknowledged fails the job (retryable)', async () => {
+void test('an upload refused every time is given up after 3 re-sends; a final model never acknowledged fails the job (retryable)', async () => {
   const h = startHarness();
   const stopAck = autoAck(h, () => ({ ok: false, reason: 'disk full' }));
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
+      attempt: 1,
+      epoch: 1,
+    });
     const failed = await h.coordinator.next('job_failed');
     assert.equal(failed.error.retryable, true);
     assert.match(failed.error.message, /final model/);
@@ -178,7 +197,14 @@ test('an upload refused every time is given up after 3 re-sends; a final model n
   }
 });
 
-function serveCheckpoint(h: ReturnType<typeof startHarness>, blob: Uint8Array, id: CheckpointId, step: number, epoch: number, corrupt: (n: number) => boolean): () => void {
+function serveCheckpoint(
+  h: ReturnType<typeof startHarness>,
+  blob: Uint8Array,
+  id: CheckpointId,
+  step: number,
+  epoch: number,
+  corrupt: (n: number) => boolean,
+): () => void {
   let stopped = false;
   let n = 0;
   void (async () => {
@@ -192,7 +218,11 @@ function serveCheckpoint(h: ReturnType<typeof startHarness>, blob: Uint8Array, i
         continue;
       }
       n++;
-      const chunks: CheckpointChunk[] = chunkBlob({ jobId: req.jobId, epoch, checkpointId: id, kind: 'checkpoint', step }, blob, 100);
+      const chunks: CheckpointChunk[] = chunkBlob(
+        { jobId: req.jobId, epoch, checkpointId: id, kind: 'checkpoint', step },
+        blob,
+        100,
+      );
       for (const c of chunks) {
         const data = corrupt(n) && c.index === 1 ? Uint8Array.from(c.data, (b, i) => (i === 0 ? b ^ 0xff : b)) : c.data;
         await h.coordinator.send({ ...c, data });
@@ -204,7 +234,7 @@ function serveCheckpoint(h: ReturnType<typeof startHarness>, blob: Uint8Array, i
   };
 }
 
-test('resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, and continues from its step', async () => {
+void test('resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, and continues from its step', async () => {
   const h = startHarness();
   const stopAck = autoAck(h);
   const spec = makeSpec();
@@ -213,7 +243,13 @@ test('resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, 
   const stopServe = serveCheckpoint(h, blob, id, 40, 2, (n) => n === 1);
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 2, epoch: 2, resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) } });
+    await h.coordinator.send({
+      type: 'assign',
+      job: spec,
+      attempt: 2,
+      epoch: 2,
+      resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) },
+    });
     const result = await h.coordinator.next('job_result');
     const requests = h.coordinator.all('checkpoint_request');
     assert.equal(requests.length, 2, 'asked again after the corrupt copy');
@@ -230,7 +266,7 @@ test('resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, 
   }
 });
 
-test('a checkpoint that never verifies fails the job after 3 re-requests', async () => {
+void test('a checkpoint that never verifies fails the job after 3 re-requests', async () => {
   const h = startHarness();
   const spec = makeSpec();
   const blob = fakeCheckpoint(spec, 40);
@@ -238,7 +274,13 @@ test('a checkpoint that never verifies fails the job after 3 re-requests', async
   const stopServe = serveCheckpoint(h, blob, id, 40, 1, () => true);
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1, resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) } });
+    await h.coordinator.send({
+      type: 'assign',
+      job: spec,
+      attempt: 1,
+      epoch: 1,
+      resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) },
+    });
     const failed = await h.coordinator.next('job_failed');
     assert.equal(failed.error.name, 'CheckpointTransferError');
     assert.equal(h.coordinator.all('checkpoint_request').length, 4);
@@ -249,7 +291,7 @@ test('a checkpoint that never verifies fails the job after 3 re-requests', async
   }
 });
 
-test('cancel stops the job and its worker; the agent goes back to idle', async () => {
+void test('cancel stops the job and its worker; the agent goes back to idle', async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -274,14 +316,19 @@ test('cancel stops the job and its worker; the agent goes back to idle', async (
     await turns();
     assert.equal(h.coordinator.all('metrics').length, before, 'no metrics after cancel');
     // A new assignment is taken.
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ jobId: asJobId('other'), training: { ...makeSpec().training, steps: 10 } }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ jobId: asJobId('other'), training: { ...makeSpec().training, steps: 10 } }),
+      attempt: 1,
+      epoch: 1,
+    });
     await h.coordinator.next('checkpoint_chunk', { match: (c) => c.jobId === 'other' && c.kind === 'final' });
   } finally {
     await h.close();
   }
 });
 
-test('a cancel for an older epoch of the job is ignored', async () => {
+void test('a cancel for an older epoch of the job is ignored', async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -296,11 +343,14 @@ test('a cancel for an older epoch of the job is ignored', async () => {
   }
 });
 
-test('silence: heartbeats go on, metrics are buffered (bounded, oldest dropped) and flushed when the coordinator is heard again', async () => {
+void test('silence: heartbeats go on, metrics are buffered (bounded, oldest dropped) and flushed when the coordinator is heard again', async () => {
   const h = startHarness({ maxMetricBuffer: 100, metricsBatch: 50 });
   try {
     await welcome(h, 1_000);
-    const spec = makeSpec({ training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 1 });
+    const spec = makeSpec(
+      { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+      { stepDelayMs: 1 },
+    );
     // Go silent: 3+ heartbeat intervals without a word from the coordinator.
     await h.clock.advance(3_500);
     await turns();
@@ -336,11 +386,16 @@ test('silence: heartbeats go on, metrics are buffered (bounded, oldest dropped) 
   }
 });
 
-test('death timeout: the agent exits with code 3 and stops its worker', async () => {
+void test('death timeout: the agent exits with code 3 and stops its worker', async () => {
   const h = startHarness({ deathTimeoutMs: 10_000 });
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
+      attempt: 1,
+      epoch: 1,
+    });
     await turns(10);
     assert.ok(h.agent.current !== undefined);
     await h.clock.advance(9_000);
@@ -356,7 +411,7 @@ test('death timeout: the agent exits with code 3 and stops its worker', async ()
   }
 });
 
-test('a message heard resets the death timer', async () => {
+void test('a message heard resets the death timer', async () => {
   const h = startHarness({ deathTimeoutMs: 10_000 });
   try {
     await welcome(h);
@@ -371,7 +426,7 @@ test('a message heard resets the death timer', async () => {
   }
 });
 
-test('a reject after welcome abandons the job and says hello again with a fresh agent id', async () => {
+void test('a reject after welcome abandons the job and says hello again with a fresh agent id', async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -388,7 +443,13 @@ test('a reject after welcome abandons the job and says hello again with a fresh 
     await turns(10);
     assert.equal(h.agent.agentId, hello.agentId);
     assert.equal(h.agent.state, 'ready');
-    await h.coordinator.send({ type: 'welcome', version: PROTOCOL_VERSION, agentId: hello.agentId, runId: 'r' as never, heartbeatIntervalMs: 1_000 });
+    await h.coordinator.send({
+      type: 'welcome',
+      version: PROTOCOL_VERSION,
+      agentId: hello.agentId,
+      runId: 'r' as never,
+      heartbeatIntervalMs: 1_000,
+    });
     await turns();
     await h.clock.advance(1_000);
     await turns();
@@ -400,11 +461,16 @@ test('a reject after welcome abandons the job and says hello again with a fresh 
   }
 });
 
-test('shutdown: stop training, send bye, exit 0', async () => {
+void test('shutdown: stop training, send bye, exit 0', async () => {
   const h = startHarness();
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
+      attempt: 1,
+      epoch: 1,
+    });
     await turns(10);
     await h.coordinator.send({ type: 'shutdown', reason: 'run complete' });
     const exit = await h.agent.exited;
@@ -417,12 +483,20 @@ test('shutdown: stop training, send bye, exit 0', async () => {
   }
 });
 
-test('drain (SIGTERM): checkpoint the running job, upload it, wait for the ack, bye, exit 0', async () => {
+void test('drain (SIGTERM): checkpoint the running job, upload it, wait for the ack, bye, exit 0', async () => {
   const h = startHarness();
   const stopAck = autoAck(h);
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 2 }), attempt: 1, epoch: 7 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec(
+        { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+        { stepDelayMs: 2 },
+      ),
+      attempt: 1,
+      epoch: 7,
+    });
     await turns(20);
     const exiting = h.agent.drain('SIGTERM', true);
     const exit = await exiting;
@@ -440,11 +514,19 @@ test('drain (SIGTERM): checkpoint the running job, upload it, wait for the ack, 
   }
 });
 
-test('drain gives up waiting for an ack after drainTimeoutMs and still leaves with bye', async () => {
+void test('drain gives up waiting for an ack after drainTimeoutMs and still leaves with bye', async () => {
   const h = startHarness({ drainTimeoutMs: 3_000 });
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 2 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec(
+        { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+        { stepDelayMs: 2 },
+      ),
+      attempt: 1,
+      epoch: 1,
+    });
     await turns(20);
     const exiting = h.agent.drain('SIGTERM', true);
     await h.coordinator.next('checkpoint_chunk');
@@ -457,7 +539,7 @@ test('drain gives up waiting for an ack after drainTimeoutMs and still leaves wi
   }
 });
 
-test('a non-retryable training error is reported as job_failed with retryable false', async () => {
+void test('a non-retryable training error is reported as job_failed with retryable false', async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -467,14 +549,17 @@ test('a non-retryable training error is reported as job_failed with retryable fa
     assert.match(failed.error.message, /NaN/);
     // Metrics before the failure were delivered.
     const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
-    assert.deepEqual(steps, Array.from({ length: 10 }, (_, i) => i + 1));
+    assert.deepEqual(
+      steps,
+      Array.from({ length: 10 }, (_, i) => i + 1),
+    );
     assert.equal(h.agent.current, undefined);
   } finally {
     await h.close();
   }
 });
 
-test('a workload module that cannot load fails the job (retryable) and the agent keeps serving', async () => {
+void test('a workload module that cannot load fails the job (retryable) and the agent keeps serving', async () => {
   const h = startHarness({ workloadModule: new URL('./fixtures/does-not-exist.ts', import.meta.url).href });
   try {
     await welcome(h);
@@ -490,11 +575,16 @@ test('a workload module that cannot load fails the job (retryable) and the agent
   }
 });
 
-test('an assign while busy is refused with a retryable job_failed for the new job', async () => {
+void test('an assign while busy is refused with a retryable job_failed for the new job', async () => {
   const h = startHarness();
   try {
     await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }), attempt: 1, epoch: 1 });
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
+      attempt: 1,
+      epoch: 1,
+    });
     await h.coordinator.send({ type: 'assign', job: makeSpec({ jobId: asJobId('second') }), attempt: 1, epoch: 1 });
     const failed = await h.coordinator.next('job_failed');
     assert.equal(failed.jobId, 'second');
@@ -506,7 +596,7 @@ test('an assign while busy is refused with a retryable job_failed for the new jo
   }
 });
 
-test('garbage bytes from the coordinator are logged and the agent keeps serving', async () => {
+void test('garbage bytes from the coordinator are logged and the agent keeps serving', async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -517,6 +607,66 @@ test('garbage bytes from the coordinator are logged and the agent keeps serving'
     await turns();
     assert.equal(h.agent.state, 'ready');
     assert.equal(h.coordinator.all('heartbeat').length, 1);
+  } finally {
+    await h.close();
+  }
+});
+
+void test('hello is not repeated while the previous one is still stuck in the socket', async () => {
+  const sends: string[] = [];
+  let closeInbound!: () => void;
+  const closed = new Promise<void>((r) => (closeInbound = r));
+  const transport: ClientTransport = {
+    send: (m) => {
+      sends.push(m.type);
+      return new Promise(() => undefined); // the coordinator is not there yet
+    },
+    inbound: () => ({
+      async *[Symbol.asyncIterator]() {
+        await closed;
+      },
+    }),
+    close: async () => closeInbound(),
+  };
+  const clock = new SimulatedClock(0);
+  const agent = new NodeAgent(makeConfig({ helloRetryMs: 1_000, deathTimeoutMs: 30_000 }), {
+    transport,
+    clock,
+    runner: createInProcessRunner(),
+    logger: silentLogger,
+  });
+  agent.start();
+  await clock.advance(10_000);
+  assert.deepEqual(sends, ['hello']);
+  await clock.advance(20_000);
+  assert.equal((await agent.exited).code, AGENT_EXIT.coordinatorGone);
+});
+
+void test('an error answer to checkpoint_request makes the agent ask again at once, then fail the job', async () => {
+  const h = startHarness();
+  try {
+    await welcome(h);
+    const spec = makeSpec();
+    await h.coordinator.send({
+      type: 'assign',
+      job: spec,
+      attempt: 2,
+      epoch: 2,
+      resumeFrom: { checkpointId: asCheckpointId('gone'), step: 40, totalBytes: 10, sha256: 'a'.repeat(64) },
+    });
+    for (let i = 0; i < 4; i++) {
+      await h.coordinator.next('checkpoint_request');
+      await h.coordinator.send({
+        type: 'error',
+        error: { name: 'CheckpointNotFound', message: 'no checkpoint gone', retryable: false },
+        context: 'checkpoint_request',
+      });
+    }
+    const failed = await h.coordinator.next('job_failed');
+    assert.equal(failed.error.name, 'CheckpointTransferError');
+    assert.equal(failed.error.retryable, true);
+    assert.match(failed.error.message, /no checkpoint gone/);
+    assert.equal(h.coordinator.all('checkpoint_request').length, 4);
   } finally {
     await h.close();
   }

@@ -88,16 +88,25 @@ export class ScriptedCoordinator {
    * The next message of this type after the ones already taken by next(); waits in real time (bounded) while
    * letting the SimulatedClock stand still. Other types are skipped over but stay in `received`.
    */
-  async next<T extends AgentToCoordinator['type']>(type: T, options: { limitMs?: number; match?: (m: Extract<AgentToCoordinator, { type: T }>) => boolean } = {}): Promise<Extract<AgentToCoordinator, { type: T }>> {
+  async next<T extends AgentToCoordinator['type']>(
+    type: T,
+    options: { limitMs?: number; match?: (m: Extract<AgentToCoordinator, { type: T }>) => boolean } = {},
+  ): Promise<Extract<AgentToCoordinator, { type: T }>> {
     const deadline = Date.now() + (options.limitMs ?? 5_000);
     for (;;) {
       while (this.cursor < this.received.length) {
         const m = this.received[this.cursor++]!;
-        if (m.type === type && (options.match === undefined || options.match(m as Extract<AgentToCoordinator, { type: T }>))) {
+        if (
+          m.type === type &&
+          (options.match === undefined || options.match(m as Extract<AgentToCoordinator, { type: T }>))
+        ) {
           return m as Extract<AgentToCoordinator, { type: T }>;
         }
       }
-      if (Date.now() > deadline) throw new Error(`no ${type} within ${options.limitMs ?? 5_000} ms; got ${this.received.map((m) => m.type).join(',')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no ${type} within ${options.limitMs ?? 5_000} ms; got ${this.received.map((m) => m.type).join(',')}`,
+        );
       await new Promise((resolve) => setTimeout(resolve, 2));
     }
   }
@@ -122,7 +131,12 @@ export function startHarness(config: Partial<AgentConfig> = {}, runner: JobRunne
   const address = `mem://coordinator-${++counter}`;
   const coordinator = new ScriptedCoordinator(network.listen(address));
   const clock = new SimulatedClock(1_000_000);
-  const agent = new NodeAgent(makeConfig(config), { transport: network.connect(address), clock, runner, logger: silentLogger });
+  const agent = new NodeAgent(makeConfig(config), {
+    transport: network.connect(address),
+    clock,
+    runner,
+    logger: silentLogger,
+  });
   agent.start();
   return {
     clock,
@@ -138,12 +152,21 @@ export function startHarness(config: Partial<AgentConfig> = {}, runner: JobRunne
 /** hello -> welcome, as a coordinator would answer. */
 export async function welcome(h: Harness, heartbeatIntervalMs = 1_000): Promise<void> {
   const hello = await h.coordinator.next('hello');
-  await h.coordinator.send({ type: 'welcome', version: hello.version, agentId: hello.agentId, runId: asRunId('run-test'), heartbeatIntervalMs });
+  await h.coordinator.send({
+    type: 'welcome',
+    version: hello.version,
+    agentId: hello.agentId,
+    runId: asRunId('run-test'),
+    heartbeatIntervalMs,
+  });
   await turns();
 }
 
 /** Acknowledge every upload the agent completes (all chunks of a checkpoint id seen), until stopped. */
-export function autoAck(h: Harness, decide: (checkpointId: string, kind: string, n: number) => { ok: boolean; reason?: string } = () => ({ ok: true })): () => void {
+export function autoAck(
+  h: Harness,
+  decide: (checkpointId: string, kind: string, n: number) => { ok: boolean; reason?: string } = () => ({ ok: true }),
+): () => void {
   let stopped = false;
   const seen = new Map<string, Set<number>>();
   const uploads = new Map<string, number>();
@@ -163,7 +186,14 @@ export function autoAck(h: Harness, decide: (checkpointId: string, kind: string,
           uploads.set(m.checkpointId, n);
           const verdict = decide(m.checkpointId, m.kind, n);
           await h.coordinator
-            .send({ type: 'checkpoint_ack', jobId: m.jobId, epoch: m.epoch, checkpointId: m.checkpointId, ok: verdict.ok, ...(verdict.reason === undefined ? {} : { reason: verdict.reason }) })
+            .send({
+              type: 'checkpoint_ack',
+              jobId: m.jobId,
+              epoch: m.epoch,
+              checkpointId: m.checkpointId,
+              ok: verdict.ok,
+              ...(verdict.reason === undefined ? {} : { reason: verdict.reason }),
+            })
             .catch(() => undefined);
         }
       }

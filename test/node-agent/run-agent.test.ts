@@ -9,26 +9,36 @@ import { probeBackend } from '../../node-agent/backend-probe.ts';
 import { AgentConfigError } from '../../node-agent/errors.ts';
 import { FAKE_WORKLOAD, ScriptedCoordinator, silentLogger } from './helpers.ts';
 
-test('options are compiled once: defaults filled, bad values named', () => {
-  const c = compileAgentOptions({ coordinator: 'tcp://head:5555', workloadModule: 'test/node-agent/fixtures/fake-workload.ts' });
+void test('options are compiled once: defaults filled, bad values named', () => {
+  const c = compileAgentOptions({
+    coordinator: 'tcp://head:5555',
+    workloadModule: 'test/node-agent/fixtures/fake-workload.ts',
+  });
   assert.equal(c.deathTimeoutMs, 60_000);
   assert.equal(c.backend, 'auto');
   assert.match(c.workloadModule, /^file:\/\/.*fake-workload\.ts$/);
   assert.ok(c.agentId.length > 0);
-  assert.throws(() => compileAgentOptions({ coordinator: 'head:5555' }), (e: unknown) => e instanceof AgentConfigError && /coordinator/.test(e.message));
+  assert.throws(
+    () => compileAgentOptions({ coordinator: 'head:5555' }),
+    (e: unknown) => e instanceof AgentConfigError && /coordinator/.test(e.message),
+  );
   assert.throws(() => compileAgentOptions({ coordinator: 'tcp://h:1', deathTimeoutMs: -1 }), /deathTimeoutMs/);
   assert.throws(() => compileAgentOptions({ coordinator: 'tcp://h:1', backend: 'cuda' as never }), /backend/);
 });
 
-test('runAgent exits 1 with one line on stderr for a bad address', async () => {
+void test('runAgent exits 1 with one line on stderr for a bad address', async () => {
   const lines: string[] = [];
-  const code = await runAgent({ coordinator: 'nonsense', stderr: { write: (l: string) => lines.push(l) }, handleSignals: false });
+  const code = await runAgent({
+    coordinator: 'nonsense',
+    stderr: { write: (l: string) => lines.push(l) },
+    handleSignals: false,
+  });
   assert.equal(code, AGENT_EXIT.fatal);
   assert.equal(lines.length, 1);
   assert.match(lines[0]!, /coordinator: expected an address/);
 });
 
-test('runAgent rejected for its version exits 2 and prints the reason naming both versions', async () => {
+void test('runAgent rejected for its version exits 2 and prints the reason naming both versions', async () => {
   const network = new MemoryNetwork();
   const coordinator = new ScriptedCoordinator(network.listen('mem://c'));
   const lines: string[] = [];
@@ -42,7 +52,11 @@ test('runAgent rejected for its version exits 2 and prints the reason naming bot
   });
   try {
     const hello = await coordinator.next('hello');
-    await coordinator.send({ type: 'reject', reason: `protocol version mismatch: the coordinator speaks version 99, agent ${hello.agentId} speaks version ${PROTOCOL_VERSION}`, version: 99 });
+    await coordinator.send({
+      type: 'reject',
+      reason: `protocol version mismatch: the coordinator speaks version 99, agent ${hello.agentId} speaks version ${PROTOCOL_VERSION}`,
+      version: 99,
+    });
     assert.equal(await running, AGENT_EXIT.rejected);
     assert.equal(lines.length, 1);
     assert.match(lines[0]!, /version 99.*version 1/);
@@ -51,7 +65,7 @@ test('runAgent rejected for its version exits 2 and prints the reason naming bot
   }
 });
 
-test('the backend probe reports a backend that loads here', { timeout: 60_000 }, async () => {
+void test('the backend probe reports a backend that loads here', { timeout: 60_000 }, async () => {
   const probe = await probeBackend(50_000);
   assert.ok(probe.ok, probe.ok ? '' : probe.reason);
   assert.ok(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'].includes(probe.name));

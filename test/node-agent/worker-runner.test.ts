@@ -10,7 +10,13 @@ import type { FromWorker } from '../../node-agent/worker-protocol.ts';
 import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
 import { FAKE_WORKLOAD, ScriptedCoordinator, autoAck, makeConfig, makeSpec, silentLogger, welcome } from './helpers.ts';
 
-function collect(limitMs: number): { events: FromWorker[]; exit: Promise<Error | undefined>; onEvent(e: FromWorker): void; onExit(e?: Error): void; waitFor(p: (e: FromWorker) => boolean): Promise<FromWorker> } {
+function collect(limitMs: number): {
+  events: FromWorker[];
+  exit: Promise<Error | undefined>;
+  onEvent(e: FromWorker): void;
+  onExit(e?: Error): void;
+  waitFor(p: (e: FromWorker) => boolean): Promise<FromWorker>;
+} {
   const events: FromWorker[] = [];
   let resolveExit!: (e: Error | undefined) => void;
   const exit = new Promise<Error | undefined>((r) => (resolveExit = r));
@@ -24,25 +30,35 @@ function collect(limitMs: number): { events: FromWorker[]; exit: Promise<Error |
       for (;;) {
         const hit = events.find(p);
         if (hit !== undefined) return hit;
-        if (Date.now() > deadline) throw new Error(`no matching worker event within ${limitMs} ms; got ${events.map((e) => e.type).join(',')}`);
+        if (Date.now() > deadline)
+          throw new Error(`no matching worker event within ${limitMs} ms; got ${events.map((e) => e.type).join(',')}`);
         await new Promise((r) => setTimeout(r, 5));
       }
     },
   };
 }
 
-test('a worker thread runs the fake workload to its evaluation, with periodic checkpoints', async () => {
+void test('a worker thread runs the fake workload to its evaluation, with periodic checkpoints', async () => {
   const c = collect(20_000);
-  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec: makeSpec({ checkpointEvery: 40 }), sliceSteps: 10, backend: 'cpu' }, c);
+  const handle = createWorkerRunner().start(
+    { workloadModule: FAKE_WORKLOAD, spec: makeSpec({ checkpointEvery: 40 }), sliceSteps: 10, backend: 'cpu' },
+    c,
+  );
   try {
     const evaluation = await c.waitFor((e) => e.type === 'evaluation' || e.type === 'failed');
     assert.equal(evaluation.type, 'evaluation', JSON.stringify(evaluation));
     const started = c.events.find((e) => e.type === 'started');
     assert.deepEqual(started, { type: 'started', backend: 'cpu', step: 0, parameterCount: 1234 });
     const steps = c.events.flatMap((e) => (e.type === 'metrics' ? e.points.map((p) => p.step) : []));
-    assert.deepEqual(steps, Array.from({ length: 120 }, (_, i) => i + 1));
+    assert.deepEqual(
+      steps,
+      Array.from({ length: 120 }, (_, i) => i + 1),
+    );
     const ckpts = c.events.flatMap((e) => (e.type === 'checkpoint' ? [e] : []));
-    assert.deepEqual(ckpts.map((e) => e.step), [40, 80]);
+    assert.deepEqual(
+      ckpts.map((e) => e.step),
+      [40, 80],
+    );
     assert.equal(readFakeCheckpoint(ckpts[0]!.data).step, 40);
     const final = c.events.find((e) => e.type === 'final');
     assert.ok(final?.type === 'final' && readFakeCheckpoint(final.data).step === 120);
@@ -52,9 +68,12 @@ test('a worker thread runs the fake workload to its evaluation, with periodic ch
   }
 });
 
-test('a worker answers a checkpoint request between slices and terminate() stops it mid-job', async () => {
+void test('a worker answers a checkpoint request between slices and terminate() stops it mid-job', async () => {
   const c = collect(20_000);
-  const spec = makeSpec({ training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 }, { stepDelayMs: 2 });
+  const spec = makeSpec(
+    { training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 },
+    { stepDelayMs: 2 },
+  );
   const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
   try {
     await c.waitFor((e) => e.type === 'metrics');
@@ -73,9 +92,12 @@ test('a worker answers a checkpoint request between slices and terminate() stops
   assert.equal(c.events.length, count, 'no events after terminate');
 });
 
-test('a worker reports a failing workload as a failed event carrying retryable', async () => {
+void test('a worker reports a failing workload as a failed event carrying retryable', async () => {
   const c = collect(20_000);
-  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec: makeSpec({}, { failAtStep: 25, failRetryable: true }), sliceSteps: 10 }, c);
+  const handle = createWorkerRunner().start(
+    { workloadModule: FAKE_WORKLOAD, spec: makeSpec({}, { failAtStep: 25, failRetryable: true }), sliceSteps: 10 },
+    c,
+  );
   try {
     const failed = await c.waitFor((e) => e.type === 'failed');
     assert.ok(failed.type === 'failed');
@@ -86,10 +108,15 @@ test('a worker reports a failing workload as a failed event carrying retryable',
   }
 });
 
-test('the agent runs a whole job through a real worker thread', async () => {
+void test('the agent runs a whole job through a real worker thread', async () => {
   const network = new MemoryNetwork();
   const coordinator = new ScriptedCoordinator(network.listen('mem://real-worker'));
-  const agent = new NodeAgent(makeConfig(), { transport: network.connect('mem://real-worker'), clock: systemClock, runner: createWorkerRunner(), logger: silentLogger });
+  const agent = new NodeAgent(makeConfig(), {
+    transport: network.connect('mem://real-worker'),
+    clock: systemClock,
+    runner: createWorkerRunner(),
+    logger: silentLogger,
+  });
   const h = { coordinator, agent, clock: systemClock as never, close: async () => undefined };
   agent.start();
   const stopAck = autoAck(h);
@@ -102,6 +129,32 @@ test('the agent runs a whole job through a real worker thread', async () => {
     assert.ok(coordinator.all('heartbeat').some((b) => b.state === 'busy'));
   } finally {
     stopAck();
+    await agent.stop('test over');
+    await coordinator.close();
+  }
+});
+
+void test('a worker thread that dies mid-job fails the job with a retryable WorkerCrashedError; the agent stays up', async () => {
+  const network = new MemoryNetwork();
+  const coordinator = new ScriptedCoordinator(network.listen('mem://crash'));
+  const agent = new NodeAgent(makeConfig(), {
+    transport: network.connect('mem://crash'),
+    clock: systemClock,
+    runner: createWorkerRunner(),
+    logger: silentLogger,
+  });
+  agent.start();
+  try {
+    await welcome({ coordinator, agent, clock: systemClock as never, close: async () => undefined }, 200);
+    await coordinator.send({ type: 'assign', job: makeSpec({}, { exitAtStep: 35 }), attempt: 1, epoch: 2 });
+    const failed = await coordinator.next('job_failed', { limitMs: 20_000 });
+    assert.equal(failed.epoch, 2);
+    assert.equal(failed.error.name, 'WorkerCrashedError');
+    assert.equal(failed.error.retryable, true);
+    assert.match(failed.error.message, /code 7/);
+    assert.equal(agent.current, undefined);
+    assert.equal(agent.state, 'ready');
+  } finally {
     await agent.stop('test over');
     await coordinator.close();
   }

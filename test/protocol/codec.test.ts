@@ -1,6 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encode, decodeAgentMessage, decodeCoordinatorMessage, decodePeerMessage, decodeUnknown } from '../../protocol/codec.ts';
+import {
+  encode,
+  decodeAgentMessage,
+  decodeCoordinatorMessage,
+  decodePeerMessage,
+  decodeUnknown,
+} from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
 import { newAgentId, newCheckpointId, newRunId } from '../../protocol/ids.ts';
 import { agentSamples, coordinatorSamples, jobSpec, peerSamples } from './fixtures/samples.ts';
@@ -14,14 +20,19 @@ function malformed(fn: () => unknown, field: string, pattern: RegExp): void {
   });
 }
 
-test('every sample message round-trips in its direction', () => {
+void test('every sample message round-trips in its direction', () => {
   for (const m of agentSamples) assert.deepEqual(decodeAgentMessage(encode(m)), m);
   for (const m of coordinatorSamples) assert.deepEqual(decodeCoordinatorMessage(encode(m)), m);
   for (const m of peerSamples) assert.deepEqual(decodePeerMessage(encode(m)), m);
 });
 
-test('typed arrays survive as typed arrays', () => {
-  const data = { f32: new Float32Array([1.5, -2, 3e-7]), f64: new Float64Array([Math.PI]), i32: new Int32Array([-7]), u8: new Uint8Array([1, 255]) };
+void test('typed arrays survive as typed arrays', () => {
+  const data = {
+    f32: new Float32Array([1.5, -2, 3e-7]),
+    f64: new Float64Array([Math.PI]),
+    i32: new Int32Array([-7]),
+    u8: new Uint8Array([1, 255]),
+  };
   const m = decodePeerMessage(encode({ type: 'peer_data', source: 0, channel: 'p2p', tag: 0, data }));
   assert.equal(m.type, 'peer_data');
   const got = (m as { data: typeof data }).data;
@@ -32,28 +43,57 @@ test('typed arrays survive as typed arrays', () => {
   assert.deepEqual(got, data);
 });
 
-test('a field of the wrong kind is named with its path and the message type', () => {
-  const bad = { type: 'assign', job: { ...jobSpec, training: { ...jobSpec.training, steps: -1 } }, attempt: 0, epoch: 1 };
-  malformed(() => decodeCoordinatorMessage(encode(bad as never)), 'job.training.steps', /^assign\.job\.training\.steps: expected a positive integer, got -1/);
+void test('a field of the wrong kind is named with its path and the message type', () => {
+  const bad = {
+    type: 'assign',
+    job: { ...jobSpec, training: { ...jobSpec.training, steps: -1 } },
+    attempt: 0,
+    epoch: 1,
+  };
+  malformed(
+    () => decodeCoordinatorMessage(encode(bad as never)),
+    'job.training.steps',
+    /^assign\.job\.training\.steps: expected a positive integer, got -1/,
+  );
   const noEncoding = { type: 'assign', job: { ...jobSpec, encoding: 'bogus' }, attempt: 0, epoch: 1 };
-  malformed(() => decodeCoordinatorMessage(encode(noEncoding as never)), 'job.encoding', /assign\.job\.encoding: expected one of "sinusoidal"/);
-  malformed(() => decodeAgentMessage(encode({ type: 'heartbeat', agentId: 'a', seq: 1, time: 1 } as never)), 'state', /heartbeat\.state: expected one of/);
-  malformed(() => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, points: [{ step: 'x' }] } as never)), 'points[0].step', /metrics\.points\[0\]\.step/);
+  malformed(
+    () => decodeCoordinatorMessage(encode(noEncoding as never)),
+    'job.encoding',
+    /assign\.job\.encoding: expected one of "sinusoidal"/,
+  );
+  malformed(
+    () => decodeAgentMessage(encode({ type: 'heartbeat', agentId: 'a', seq: 1, time: 1 } as never)),
+    'state',
+    /heartbeat\.state: expected one of/,
+  );
+  malformed(
+    () => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, points: [{ step: 'x' }] } as never)),
+    'points[0].step',
+    /metrics\.points\[0\]\.step/,
+  );
   const chunk = { ...agentSamples[4], index: 2, count: 2 };
-  malformed(() => decodeAgentMessage(encode(chunk as never)), 'index', /checkpoint_chunk\.index: expected an integer below count/);
+  malformed(
+    () => decodeAgentMessage(encode(chunk as never)),
+    'index',
+    /checkpoint_chunk\.index: expected an integer below count/,
+  );
   const noData = { ...agentSamples[4], data: [1, 2] };
   malformed(() => decodeAgentMessage(encode(noData as never)), 'data', /expected bytes/);
 });
 
-test('unknown type, missing type, non-object, wrong direction', () => {
-  malformed(() => decodeAgentMessage(encode({ type: 'launch_missiles' } as never)), 'type', /unknown type "launch_missiles"/);
+void test('unknown type, missing type, non-object, wrong direction', () => {
+  malformed(
+    () => decodeAgentMessage(encode({ type: 'launch_missiles' } as never)),
+    'type',
+    /unknown type "launch_missiles"/,
+  );
   malformed(() => decodeAgentMessage(encode({ kind: 'hello' } as never)), 'type', /expected a string "type"/);
   malformed(() => decodeAgentMessage(encode([1, 2] as never)), '', /expected an object/);
   // welcome only travels coordinator -> agent.
   malformed(() => decodeAgentMessage(encode(coordinatorSamples[1] as never)), 'type', /unknown type "welcome"/);
 });
 
-test('garbage, truncated, empty and trailing bytes are refused as frames', () => {
+void test('garbage, truncated, empty and trailing bytes are refused as frames', () => {
   malformed(() => decodeAgentMessage(new Uint8Array([0xc1, 0xff, 0x00])), '', /./);
   const good = encode(agentSamples[1]!);
   malformed(() => decodeAgentMessage(good.subarray(0, good.length - 3)), '', /not valid msgpack/);
@@ -63,7 +103,7 @@ test('garbage, truncated, empty and trailing bytes are refused as frames', () =>
   malformed(() => decodeAgentMessage(trailing), '', /not valid msgpack/);
 });
 
-test('oversize frames are refused before decoding', () => {
+void test('oversize frames are refused before decoding', () => {
   // Bytes that would be garbage if decoded: the cap must trip first.
   const big = new Uint8Array(2048).fill(0xc1);
   malformed(() => decodeUnknown(big, { maxBytes: 1024 }), '', /2048 bytes is over the 1024-byte cap/);
@@ -72,7 +112,7 @@ test('oversize frames are refused before decoding', () => {
   assert.equal(decodeAgentMessage(encode(chunk as never), { maxBytes: 8192 }).type, 'checkpoint_chunk');
 });
 
-test('ids are distinct and run ids sort by time', () => {
+void test('ids are distinct and run ids sort by time', () => {
   assert.notEqual(newAgentId(), newAgentId());
   assert.notEqual(newCheckpointId(), newCheckpointId());
   const a = newRunId(new Date('2026-01-01T00:00:00Z'));

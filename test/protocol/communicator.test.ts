@@ -5,7 +5,9 @@ import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
+import * as zmq from 'zeromq';
 import { Communicator } from '../../protocol/communicator.ts';
+import { encode } from '../../protocol/codec.ts';
 import { CommunicatorError } from '../../protocol/errors.ts';
 import { withTimeout } from './fixtures/helpers.ts';
 
@@ -25,9 +27,13 @@ interface Rank {
 }
 
 function startRank(rank: number, size: number, root: string, mode: string, timeoutMs: number): Rank {
-  const child = spawn(process.execPath, ['--import', 'tsx', FIXTURE, String(rank), String(size), root, mode, String(timeoutMs)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', FIXTURE, String(rank), String(size), root, mode, String(timeoutMs)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const lines: string[] = [];
   const listeners: (() => void)[] = [];
   createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -65,7 +71,7 @@ async function finish(ranks: Rank[]): Promise<void> {
   await Promise.all(ranks.map((r) => r.exited));
 }
 
-test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, barrier, tagged send/recv', async () => {
+void test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, barrier, tagged send/recv', async () => {
   const size = 4;
   const ranks = await runRanks(size, 'all', 15_000);
   try {
@@ -78,10 +84,11 @@ test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, b
     const all = Array.from({ length: size }, (_, r) => rankData(r, length));
     const expectSum = new Float32Array(length);
     const expectMax = new Float32Array(length).fill(-Infinity);
-    for (const d of all) for (let i = 0; i < length; i++) {
-      expectSum[i]! += d[i]!;
-      expectMax[i] = Math.max(expectMax[i]!, d[i]!);
-    }
+    for (const d of all)
+      for (let i = 0; i < length; i++) {
+        expectSum[i]! += d[i]!;
+        expectMax[i] = Math.max(expectMax[i]!, d[i]!);
+      }
     const expectMean = expectSum.map((x) => x / size);
     const expectReduced = new Float32Array(1000);
     for (let r = 0; r < size; r++) rankData(r, 1000).forEach((x, i) => (expectReduced[i]! += x));
@@ -90,6 +97,7 @@ test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, b
       assert.deepEqual(got['sum'], Array.from(expectSum), `rank ${rank} sum`);
       assert.deepEqual(got['mean'], Array.from(expectMean), `rank ${rank} mean`);
       assert.deepEqual(got['max'], Array.from(expectMax), `rank ${rank} max`);
+      assert.deepEqual(got['inPlace'], Array.from(expectSum), `rank ${rank} in-place sum`);
       assert.deepEqual(got['tiny'], [1 + 2 + 3 + 4, 8]);
       assert.deepEqual(got['reduced'], rank === size - 1 ? Array.from(expectReduced) : null);
       assert.deepEqual(got['bcast'], { from: 1, payload: [1, 2, 3], typed: true });
@@ -105,7 +113,7 @@ test('4 ranks as processes: allreduce (sum, mean, max), reduce, bcast, gather, b
   }
 });
 
-test('a rank killed mid-run makes the others fail with CommunicatorError, not hang', async () => {
+void test('a rank killed mid-run makes the others fail with CommunicatorError, not hang', async () => {
   const size = 4;
   const ranks = await runRanks(size, 'die', 1500);
   try {
@@ -114,16 +122,20 @@ test('a rank killed mid-run makes the others fail with CommunicatorError, not ha
       30_000,
       'the surviving ranks to fail',
     );
-    for (const line of outcomes) assert.match(line, /^CommunicatorError rank \d: (timed out after 1500 ms in allreduce|rank \d aborted: )/);
+    for (const line of outcomes)
+      assert.match(line, /^CommunicatorError rank \d: (timed out after 1500 ms in allreduce|rank \d aborted: )/);
     // The rank next to the dead one times out waiting for it by name.
-    assert.ok(outcomes.some((line) => /waiting for rank 3; it may have died/.test(line)), JSON.stringify(outcomes));
+    assert.ok(
+      outcomes.some((line) => /waiting for rank 3; it may have died/.test(line)),
+      JSON.stringify(outcomes),
+    );
     assert.equal(ranks[size - 1]!.lines.length, 0);
   } finally {
     await finish(ranks);
   }
 });
 
-test('in-process: size 1 works without sockets; bad arguments are refused; a missing root times out', async () => {
+void test('in-process: size 1 works without sockets; bad arguments are refused; a missing root times out', async () => {
   const solo = await Communicator.create({ rank: 0, size: 1, rootAddress: 'tcp://127.0.0.1:0' });
   assert.deepEqual(Array.from(await solo.allreduce(new Float32Array([1, 2]), 'mean')), [1, 2]);
   assert.deepEqual(await solo.bcast('x'), 'x');
@@ -137,14 +149,80 @@ test('in-process: size 1 works without sockets; bad arguments are refused; a mis
   // Nobody listens at the root: rank 1 gives up after its timeout.
   await assert.rejects(
     Communicator.create({ rank: 1, size: 2, rootAddress: 'tcp://127.0.0.1:1', joinTimeoutMs: 300 }),
-    (error: unknown) => error instanceof CommunicatorError && /timed out after 300 ms waiting for the address table/.test(error.message),
+    (error: unknown) =>
+      error instanceof CommunicatorError && /timed out after 300 ms waiting for the address table/.test(error.message),
   );
 });
 
-test('in-process: a recv with no sender times out with a clear error', async () => {
+void test('in-process: a recv with no sender times out with a clear error', async () => {
   const root = await Communicator.create({ rank: 0, size: 1, rootAddress: 'tcp://127.0.0.1:0', timeoutMs: 200 });
-  await assert.rejects(root.recv({ source: 0, tag: 9 }), (error: unknown) => error instanceof CommunicatorError && /timed out after 200 ms in recv from rank 0 with tag 9/.test(error.message));
+  await assert.rejects(
+    root.recv({ source: 0, tag: 9 }),
+    (error: unknown) =>
+      error instanceof CommunicatorError && /timed out after 200 ms in recv from rank 0 with tag 9/.test(error.message),
+  );
   // The communicator is broken after a failure, as in MPI.
   await assert.rejects(root.barrier(), CommunicatorError);
   await root.close();
+});
+
+void test('in-process: two ranks shrug off garbage frames and still allreduce (bulk frames included)', async () => {
+  const log: string[] = [];
+  let rootAddress = '';
+  const listening = new Promise<void>((resolve) => {
+    void Communicator.create({
+      rank: 0,
+      size: 2,
+      rootAddress: 'tcp://127.0.0.1:0',
+      timeoutMs: 5000,
+      chunkBytes: 8192,
+      log: (line) => log.push(line),
+      onListening: (address) => {
+        rootAddress = address;
+        resolve();
+      },
+    }).then((c) => (rank0 = c));
+  });
+  let rank0: Communicator | undefined;
+  await withTimeout(listening, 5000, 'rank 0 to listen');
+  const rank1 = await Communicator.create({ rank: 1, size: 2, rootAddress, timeoutMs: 5000, chunkBytes: 8192 });
+  for (let i = 0; i < 100 && rank0 === undefined; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(rank0 !== undefined);
+  const raw = new zmq.Dealer({ linger: 0 });
+  raw.connect(rootAddress);
+  try {
+    await raw.send(new Uint8Array([0xc1, 0x00]));
+    await raw.send(['a', 'b', 'c', 'd']);
+    await raw.send([
+      encode({ type: 'peer_data', source: 1, channel: 'coll', tag: 0, data: null, bulk: 'f32' }),
+      new Uint8Array(7),
+    ]);
+    await raw.send(encode({ type: 'peer_data', source: 9, channel: 'p2p', tag: 0, data: 1 }));
+    const a = Float32Array.from({ length: 10_001 }, (_, i) => i);
+    const b = Float32Array.from({ length: 10_001 }, (_, i) => 2 * i);
+    const [x, y] = await withTimeout(
+      Promise.all([rank0.allreduce(a, 'sum'), rank1.allreduce(b, 'sum')]),
+      10_000,
+      'allreduce',
+    );
+    const expected = Float32Array.from({ length: 10_001 }, (_, i) => 3 * i);
+    assert.deepEqual(x, expected);
+    assert.deepEqual(y, expected);
+    assert.deepEqual(a[5], 5); // inputs are not modified
+    assert.ok(
+      log.some((line) => /refused a frame/.test(line)),
+      JSON.stringify(log),
+    );
+    assert.ok(
+      log.some((line) => /not a whole number of float32s/.test(line)),
+      JSON.stringify(log),
+    );
+    assert.ok(
+      log.some((line) => /not in a communicator of size 2/.test(line)),
+      JSON.stringify(log),
+    );
+  } finally {
+    raw.close();
+    await Promise.all([rank0.close(), rank1.close()]);
+  }
 });

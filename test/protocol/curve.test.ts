@@ -1,23 +1,34 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
 import { encode } from '../../protocol/codec.ts';
 import { KeyError } from '../../protocol/errors.ts';
-import { generateKeyPair, initKeys, loadKeyPair, loadPublicKey } from '../../protocol/keys.ts';
+import { Command } from 'commander';
+import {
+  clientCurve,
+  generateKeyPair,
+  initKeys,
+  loadClusterKeys,
+  loadKeyPair,
+  loadPublicKey,
+  serverCurve,
+} from '../../protocol/keys.ts';
+import { registerKeysCommand } from '../../src/commands/keys.ts';
 import type { AgentToCoordinator } from '../../protocol/messages.ts';
 import type { Inbound } from '../../protocol/transport.ts';
 import { agentSamples } from './fixtures/samples.ts';
 import { sleep, take } from './fixtures/helpers.ts';
 
-test('keys init writes a 0600 key pair that loads back; a second init refuses to overwrite', async () => {
+void test('keys init writes a 0600 key pair that loads back; a second init refuses to overwrite', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-keys-'));
   try {
     const files = await initKeys(join(dir, 'keys'));
-    for (const file of [files.serverPublicFile, files.serverSecretFile]) assert.equal((await stat(file)).mode & 0o777, 0o600);
+    for (const file of [files.serverPublicFile, files.serverSecretFile])
+      assert.equal((await stat(file)).mode & 0o777, 0o600);
     const pair = await loadKeyPair(files.serverSecretFile);
     assert.equal(pair.publicKey, files.publicKey);
     assert.equal(await loadPublicKey(files.serverPublicFile), files.publicKey);
@@ -25,12 +36,17 @@ test('keys init writes a 0600 key pair that loads back; a second init refuses to
     const again = await initKeys(join(dir, 'keys'), { force: true });
     assert.notEqual(again.publicKey, files.publicKey);
     await assert.rejects(loadKeyPair(join(dir, 'missing')), KeyError);
+    await writeFile(join(dir, 'bad.key'), 'not-a-key\n');
+    await assert.rejects(
+      loadKeyPair(join(dir, 'bad.key')),
+      (error: unknown) => error instanceof KeyError && /bad\.key line 1/.test(error.message),
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 });
 
-test('with CURVE on, only clients holding the cluster key get messages accepted', async () => {
+void test('with CURVE on, only clients holding the cluster key get messages accepted', async () => {
   const cluster = generateKeyPair();
   const stranger = generateKeyPair();
   const refused: string[] = [];
@@ -45,7 +61,11 @@ test('with CURVE on, only clients holding the cluster key get messages accepted'
   // Speaks plain ZeroMQ (no CURVE at all).
   const plain = new zmq.Dealer({ linger: 0, routingId: 'plain', sendTimeout: 200 });
   plain.connect(server.address);
-  const member = await connectClient({ address: server.address, routingId: 'member', curve: { serverPublicKey: cluster.publicKey, ...cluster } });
+  const member = await connectClient({
+    address: server.address,
+    routingId: 'member',
+    curve: { serverPublicKey: cluster.publicKey, ...cluster },
+  });
   const received: Inbound<AgentToCoordinator>[] = [];
   const collecting = (async () => {
     for await (const item of server.inbound()) received.push(item);
@@ -64,7 +84,10 @@ test('with CURVE on, only clients holding the cluster key get messages accepted'
       received.map((x) => `${x.from}:${x.kind}`),
       ['member:message'],
     );
-    assert.ok(refused.some((line) => /not allowed/.test(line)), `expected a refusal in the log, got ${JSON.stringify(refused)}`);
+    assert.ok(
+      refused.some((line) => /not allowed/.test(line)),
+      `expected a refusal in the log, got ${JSON.stringify(refused)}`,
+    );
   } finally {
     plain.close();
     await Promise.all([impostor.close(), member.close()]);
@@ -73,18 +96,61 @@ test('with CURVE on, only clients holding the cluster key get messages accepted'
   }
 });
 
-test('an allow-list admits per-node keys; bad key text is refused up front', async () => {
+void test('an allow-list admits per-node keys; bad key text is refused up front', async () => {
   const cluster = generateKeyPair();
   const node = generateKeyPair();
-  const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: { ...cluster, allowedClientKeys: [node.publicKey] } });
-  const client = await connectClient({ address: server.address, routingId: 'node', curve: { serverPublicKey: cluster.publicKey, ...node } });
+  const server = await bindServer({
+    address: 'tcp://127.0.0.1:0',
+    curve: { ...cluster, allowedClientKeys: [node.publicKey] },
+  });
+  const client = await connectClient({
+    address: server.address,
+    routingId: 'node',
+    curve: { serverPublicKey: cluster.publicKey, ...node },
+  });
   try {
     await client.send(agentSamples[0]!);
     const [first] = await take(server.inbound(), 1);
     assert.equal(first?.kind, 'message');
-    await assert.rejects(bindServer({ address: 'tcp://127.0.0.1:0', curve: { publicKey: 'short', secretKey: cluster.secretKey } }), KeyError);
+    await assert.rejects(
+      bindServer({ address: 'tcp://127.0.0.1:0', curve: { publicKey: 'short', secretKey: cluster.secretKey } }),
+      KeyError,
+    );
   } finally {
     await client.close();
     await server.close();
+  }
+});
+
+void test('pe-arena keys init --dir writes keys that a CURVE server and client accept', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-keys-cli-'));
+  const program = new Command('pe-arena').exitOverride();
+  registerKeysCommand(program);
+  const printed: string[] = [];
+  const log = console.log;
+  console.log = (line: string) => printed.push(line);
+  try {
+    await program.parseAsync(['keys', 'init', '--dir', join(dir, 'k')], { from: 'user' });
+  } finally {
+    console.log = log;
+  }
+  try {
+    assert.ok(
+      printed.some((line) => line.includes('cluster.key')),
+      JSON.stringify(printed),
+    );
+    const pair = await loadClusterKeys(join(dir, 'k'));
+    const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: serverCurve(pair) });
+    const client = await connectClient({ address: server.address, curve: clientCurve(pair) });
+    try {
+      await client.send(agentSamples[0]!);
+      const [first] = await take(server.inbound(), 1);
+      assert.equal(first?.kind, 'message');
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

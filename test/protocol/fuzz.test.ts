@@ -17,7 +17,10 @@ function checkOutcome(decode: (bytes: Uint8Array) => { type: string }, bytes: Ui
   try {
     message = decode(bytes);
   } catch (error) {
-    assert.ok(error instanceof MalformedMessageError, `decoder threw ${String(error)} instead of MalformedMessageError`);
+    assert.ok(
+      error instanceof MalformedMessageError,
+      `decoder threw ${String(error)} instead of MalformedMessageError`,
+    );
     assert.ok(error.message.length > 0);
     return;
   }
@@ -26,7 +29,7 @@ function checkOutcome(decode: (bytes: Uint8Array) => { type: string }, bytes: Ui
   decode(encode(message as never));
 }
 
-test('random bytes never crash a decoder', () => {
+void test('random bytes never crash a decoder', () => {
   fc.assert(
     fc.property(fc.integer({ min: 0, max: 2 }), fc.uint8Array({ maxLength: 256 }), (which, bytes) => {
       checkOutcome(decoders(which), bytes);
@@ -35,10 +38,12 @@ test('random bytes never crash a decoder', () => {
   );
 });
 
-test('byte-level mutations of valid frames: flips, truncation, splices', () => {
+void test('byte-level mutations of valid frames: flips, truncation, splices', () => {
   const frame = fc
     .integer({ min: 0, max: 2 })
-    .chain((which) => fc.tuple(fc.constant(which), fc.constantFrom(...samplesOf(which).map((m) => encode(m as never)))));
+    .chain((which) =>
+      fc.tuple(fc.constant(which), fc.constantFrom(...samplesOf(which).map((m) => encode(m as never)))),
+    );
   fc.assert(
     fc.property(
       frame,
@@ -73,19 +78,28 @@ function mutate(message: unknown, path: (string | number)[], op: 'set' | 'delete
   return copy;
 }
 
-test('field-level mutations of valid messages: typed message or MalformedMessageError naming a field', () => {
-  const target = fc.integer({ min: 0, max: 2 }).chain((which) =>
-    fc.constantFrom(...samplesOf(which)).chain((message) => fc.tuple(fc.constant(which), fc.constant(message), fc.constantFrom(...paths(message)))),
-  );
+void test('field-level mutations of valid messages: typed message or MalformedMessageError naming a field', () => {
+  const target = fc
+    .integer({ min: 0, max: 2 })
+    .chain((which) =>
+      fc
+        .constantFrom(...samplesOf(which))
+        .chain((message) => fc.tuple(fc.constant(which), fc.constant(message), fc.constantFrom(...paths(message)))),
+    );
   fc.assert(
-    fc.property(target, fc.constantFrom('set' as const, 'delete' as const), fc.anything({ maxDepth: 2, withTypedArray: true, withNullPrototype: true }), ([which, message, path], op, replacement) => {
-      checkOutcome(decoders(which), encode(mutate(message, path, op, replacement) as never));
-    }),
+    fc.property(
+      target,
+      fc.constantFrom('set' as const, 'delete' as const),
+      fc.anything({ maxDepth: 2, withTypedArray: true, withNullPrototype: true }),
+      ([which, message, path], op, replacement) => {
+        checkOutcome(decoders(which), encode(mutate(message, path, op, replacement) as never));
+      },
+    ),
     { numRuns: 800 },
   );
 });
 
-test('deleting a required field is caught and the field is named', () => {
+void test('deleting a required field is caught and the field is named', () => {
   // These fields are required in every message that has them.
   const required = new Set(['type', 'jobId', 'epoch', 'agentId', 'version', 'checkpointId', 'data', 'source', 'tag']);
   for (const [which, list] of sampleList.entries()) {

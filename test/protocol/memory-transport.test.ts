@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
 import { take } from './fixtures/helpers.ts';
 
-test('messages flow both ways, in order, validated', async () => {
+void test('messages flow both ways, in order, validated', async () => {
   const net = new MemoryNetwork();
   const server = net.listen('mem://coord');
   const client = net.connect('mem://coord', { routingId: 'agent-1' });
@@ -29,7 +29,7 @@ test('messages flow both ways, in order, validated', async () => {
   await server.close();
 });
 
-test('malformed frames surface as malformed, and the server keeps serving', async () => {
+void test('malformed frames surface as malformed, and the server keeps serving', async () => {
   const net = new MemoryNetwork();
   const server = net.listen('mem://coord', { maxFrameBytes: 1024 });
   const bad = net.connect('mem://coord', { routingId: 'bad' });
@@ -54,7 +54,7 @@ test('malformed frames surface as malformed, and the server keeps serving', asyn
   await Promise.all([bad.close(), good.close(), server.close()]);
 });
 
-test('inbound ends on close; sends to gone peers reject', async () => {
+void test('inbound ends on close; sends to gone peers reject', async () => {
   const net = new MemoryNetwork();
   const server = net.listen('mem://x');
   const client = net.connect('mem://x');
@@ -66,7 +66,7 @@ test('inbound ends on close; sends to gone peers reject', async () => {
   await client.close();
 });
 
-test('handshake: the same version passes, another gets reject naming both', () => {
+void test('handshake: the same version passes, another gets reject naming both', () => {
   const hello = { version: PROTOCOL_VERSION, agentId: 'a' as never, host: 'h', pid: 1 };
   assert.deepEqual(negotiate(hello), { ok: true });
   const r = negotiate({ ...hello, version: PROTOCOL_VERSION + 1 });

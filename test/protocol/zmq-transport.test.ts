@@ -11,7 +11,7 @@ import type { PeerId } from '../../protocol/transport.ts';
 import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
 import { take } from './fixtures/helpers.ts';
 
-test('round trip over real sockets, replies routed by peer id', async () => {
+void test('round trip over real sockets, replies routed by peer id', async () => {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   assert.match(server.address, /^tcp:\/\/127\.0\.0\.1:\d+$/);
   assert.doesNotMatch(server.address, /:0$/);
@@ -37,11 +37,11 @@ test('round trip over real sockets, replies routed by peer id', async () => {
   }
 });
 
-test('bad input from one client: each refused with a clear error, the other client still served', async () => {
+void test('bad input from one client: each refused with a clear error, the other client still served', async () => {
   const log: string[] = [];
   const server = await bindServer({ address: 'tcp://127.0.0.1:0', maxFrameBytes: 4096, log: (line) => log.push(line) });
   const bad = await connectClient({ address: server.address, routingId: 'bad' });
-  const good = await connectClient({ address: server.address, routingId: 'good' });
+  const good = await connectClient({ address: server.address, routingId: 'good', maxFrameBytes: 4096 });
   const raw = new zmq.Dealer({ linger: 0, routingId: 'multi' });
   raw.connect(server.address);
   try {
@@ -54,10 +54,18 @@ test('bad input from one client: each refused with a clear error, the other clie
     await bad.sendRaw(new Uint8Array(6000));
     await raw.send(['a', 'b']);
     await bad.send({ ...hello, version: PROTOCOL_VERSION + 7 });
+    // The sender refuses an oversize message itself, with a clear error, before it reaches the wire.
+    await assert.rejects(
+      good.send({ ...(agentSamples[4] as never as object), data: new Uint8Array(8192) } as never),
+      (error: unknown) =>
+        error instanceof TransportError &&
+        /checkpoint_chunk of \d+ bytes is over the 4096-byte frame cap/.test(error.message),
+    );
     await good.send(hello);
     const got = await take(server.inbound(), 8);
     // Order holds per sender, not across senders (ZeroMQ fair-queues), so look at each sender's own list.
-    const of = (id: string): string[] => got.filter((x) => x.from === id).map((x) => (x.kind === 'malformed' ? x.error.message : x.message.type));
+    const of = (id: string): string[] =>
+      got.filter((x) => x.from === id).map((x) => (x.kind === 'malformed' ? x.error.message : x.message.type));
     const fromBad = of('bad');
     assert.equal(fromBad.length, 6);
     assert.match(fromBad[0]!, /^frame: /);
@@ -87,7 +95,7 @@ test('bad input from one client: each refused with a clear error, the other clie
   }
 });
 
-test('a send to a peer that is not there fails within the send timeout instead of blocking', async () => {
+void test('a send to a peer that is not there fails within the send timeout instead of blocking', async () => {
   // Reserve a port, then free it, so nothing listens there.
   const probe = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const address = probe.address;
@@ -106,7 +114,7 @@ test('a send to a peer that is not there fails within the send timeout instead o
   }
 });
 
-test('inbound ends when the transport closes', async () => {
+void test('inbound ends when the transport closes', async () => {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const pending = take(server.inbound(), 1, 5000);
   await server.close();

@@ -38,11 +38,11 @@ test('makeBatch: BOS + prompt + target + EOS, padded, loss weights only on targe
   };
   // Row 0: input positions 0..3 (BOS 1 + 2) predict prompt chars: no loss. Position 4 ('=') predicts '3'; 5 predicts EOS.
   for (let t = 0; t < 4; t++) assert.deepEqual(weightAt(0, t), [], `row 0 position ${t}`);
-  assert.deepEqual(weightAt(0, 4), [{ id: tokenizer.encode('3')[0] as number, w: 1 / 5 }]);
-  assert.deepEqual(weightAt(0, 5), [{ id: EOS, w: 1 / 5 }]);
+  assert.deepEqual(weightAt(0, 4), [{ id: tokenizer.encode('3')[0] as number, w: Math.fround(1 / 5) }]);
+  assert.deepEqual(weightAt(0, 5), [{ id: EOS, w: Math.fround(1 / 5) }]);
   for (let t = 6; t < 9; t++) assert.deepEqual(weightAt(0, t), [], `padding ${t}`);
-  assert.deepEqual(weightAt(1, 6), [{ id: tokenizer.encode('3')[0] as number, w: 1 / 5 }]);
-  assert.deepEqual(weightAt(1, 8), [{ id: EOS, w: 1 / 5 }]);
+  assert.deepEqual(weightAt(1, 6), [{ id: tokenizer.encode('3')[0] as number, w: Math.fround(1 / 5) }]);
+  assert.deepEqual(weightAt(1, 8), [{ id: EOS, w: Math.fround(1 / 5) }]);
   const total = batch.weights.reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(total - 1) < 1e-6, 'weights sum to 1 (a mean over target tokens)');
   assert.throws(() => makeBatch([example('123456789+1=', '123456790')], tokenizer, 8), (e: unknown) => e instanceof TrainConfigError && /maxLen is 8/.test(e.message));

@@ -8,6 +8,7 @@
 // the last learned row (learned absolute tables cannot extrapolate; clamping keeps decoding defined).
 // Rows are picked by a one-hot matmul, not a gather: gather's gradient needs UnsortedSegmentSum, missing on wasm.
 import * as tf from '@tensorflow/tfjs';
+import { matMul, matMulTransposeB } from '../ops.ts';
 import { ConstCache } from '../const-cache.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory, WeightInit } from './types.ts';
 
@@ -22,7 +23,10 @@ export const createDiet: PositionalFactory = (config: PositionalConfig, init: We
   const pq: tf.Variable[] = [];
   const pk: tf.Variable[] = [];
   for (let l = 0; l < layers; l++) {
-    for (const [kind, list] of [['q', pq], ['k', pk]] as const) {
+    for (const [kind, list] of [
+      ['q', pq],
+      ['k', pk],
+    ] as const) {
       const name = `diet/layer${l}/p_${kind}`;
       const v = init.normal(name, [maxLen, heads * dp], INIT_STD);
       list.push(v);
@@ -38,7 +42,7 @@ export const createDiet: PositionalFactory = (config: PositionalConfig, init: We
       return tf.tensor2d(out, [len, maxLen]);
     });
   const rows = (table: tf.Variable, start: number, len: number): tf.Tensor3D =>
-    tf.transpose(tf.reshape(tf.matMul(selector(start, len), table as tf.Tensor2D), [len, heads, dp]), [1, 0, 2]);
+    tf.transpose(tf.reshape(matMul(selector(start, len), table as tf.Tensor2D), [len, heads, dp]), [1, 0, 2]);
   return {
     name: 'diet',
     variables,
@@ -49,7 +53,7 @@ export const createDiet: PositionalFactory = (config: PositionalConfig, init: We
       const q = pq[layer];
       const k = pk[layer];
       if (q === undefined || k === undefined) throw new RangeError(`diet: no layer ${layer} (the model has ${layers})`);
-      return tf.mul(tf.matMul(rows(q, qStart, qLen), rows(k, 0, kLen), false, true), 1 / Math.sqrt(dp)) as tf.Tensor3D;
+      return tf.mul(matMulTransposeB(rows(q, qStart, qLen), rows(k, 0, kLen)), 1 / Math.sqrt(dp)) as tf.Tensor3D;
     },
     dispose: () => {
       for (const v of variables) v.dispose();

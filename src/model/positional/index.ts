@@ -19,9 +19,16 @@ export const POSITIONAL_ENCODINGS: Readonly<Record<EncodingName, PositionalFacto
   nope: createNope,
 };
 
-export function createPositionalEncoding(name: EncodingName, config: PositionalConfig, init: WeightInit): PositionalEncoding {
+export function createPositionalEncoding(
+  name: EncodingName,
+  config: PositionalConfig,
+  init: WeightInit,
+): PositionalEncoding {
   const factory = POSITIONAL_ENCODINGS[name];
   // Names come from job specs; a bad one must fail with a message, not a TypeError.
-  if (factory === undefined) throw new RangeError(`unknown positional encoding '${String(name)}': use one of ${Object.keys(POSITIONAL_ENCODINGS).join(', ')}`);
+  if (factory === undefined)
+    throw new RangeError(
+      `unknown positional encoding '${String(name)}': use one of ${Object.keys(POSITIONAL_ENCODINGS).join(', ')}`,
+    );
   return factory(config, init);
 }

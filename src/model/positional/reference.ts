@@ -22,14 +22,17 @@ export function sinusoidalTable(maxLen: number, dModel: number): number[][] {
  * slope of the next power of two until there are n.
  */
 export function alibiSlopes(numHeads: number): number[] {
-  if (!Number.isInteger(numHeads) || numHeads < 1) throw new RangeError(`alibiSlopes: numHeads must be a positive integer, got ${numHeads}`);
+  if (!Number.isInteger(numHeads) || numHeads < 1)
+    throw new RangeError(`alibiSlopes: numHeads must be a positive integer, got ${numHeads}`);
   const powerOfTwo = (n: number): number[] => {
     const start = Math.pow(2, -Math.pow(2, -(Math.log2(n) - 3)));
     return Array.from({ length: n }, (_, i) => start * Math.pow(start, i));
   };
   if (Number.isInteger(Math.log2(numHeads))) return powerOfTwo(numHeads);
   const closest = Math.pow(2, Math.floor(Math.log2(numHeads)));
-  const extra = alibiSlopes(2 * closest).filter((_, i) => i % 2 === 0).slice(0, numHeads - closest);
+  const extra = alibiSlopes(2 * closest)
+    .filter((_, i) => i % 2 === 0)
+    .slice(0, numHeads - closest);
   return [...powerOfTwo(closest), ...extra];
 }
 
@@ -38,7 +41,12 @@ export function alibiSlopes(numHeads: number): number[] {
  * Half the buckets (of the direction's share) are exact distances; the rest are log-spaced up to maxDistance,
  * beyond which everything shares the last bucket. Unidirectional (causal) maps future keys to bucket 0.
  */
-export function t5RelativeBucket(relativePosition: number, bidirectional: boolean, numBuckets: number, maxDistance: number): number {
+export function t5RelativeBucket(
+  relativePosition: number,
+  bidirectional: boolean,
+  numBuckets: number,
+  maxDistance: number,
+): number {
   let ret = 0;
   let n = -relativePosition;
   let buckets = numBuckets;

@@ -4,6 +4,7 @@
 // (the cos/sin rows repeat θ_0..θ_{d/2-1} twice). q·k then depends on positions only through their offset.
 // rotateHalf is a fixed matrix product: plain matmul has gradients on every backend.
 import * as tf from '@tensorflow/tfjs';
+import { matMul } from '../ops.ts';
 import { ConstCache } from '../const-cache.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory } from './types.ts';
 
@@ -35,7 +36,10 @@ export const createRope: PositionalFactory = (config: PositionalConfig): Positio
       }
       return tf.tensor2d(out, [seq, d]);
     };
-    return { cos: cache.get(`cos:${start}:${seq}`, () => make(Math.cos)), sin: cache.get(`sin:${start}:${seq}`, () => make(Math.sin)) };
+    return {
+      cos: cache.get(`cos:${start}:${seq}`, () => make(Math.cos)),
+      sin: cache.get(`sin:${start}:${seq}`, () => make(Math.sin)),
+    };
   };
   return {
     name: 'rope',
@@ -45,7 +49,7 @@ export const createRope: PositionalFactory = (config: PositionalConfig): Positio
     rotate: (x, start) => {
       const [b, h, seq] = x.shape;
       const { cos, sin } = tables(start, seq);
-      const rotated = tf.reshape(tf.matMul(tf.reshape(x, [b * h * seq, d]), rotateHalf()), [b, h, seq, d]);
+      const rotated = tf.reshape(matMul(tf.reshape(x, [b * h * seq, d]), rotateHalf()), [b, h, seq, d]);
       return tf.add(tf.mul(x, cos), tf.mul(rotated, sin));
     },
     bias: () => null,

@@ -26,7 +26,9 @@ export const createSinusoidal: PositionalFactory = (config: PositionalConfig): P
     variableNames: [],
     embed: (x, start) => {
       const seq = x.shape[1];
-      const table = cache.get(`${start}:${seq}`, () => tf.tensor2d(sinusoidalRows(start, seq, config.dModel), [seq, config.dModel]));
+      const table = cache.get(`${start}:${seq}`, () =>
+        tf.tensor2d(sinusoidalRows(start, seq, config.dModel), [seq, config.dModel]),
+      );
       return tf.add(x, table);
     },
     rotate: (x) => x,

@@ -4,6 +4,7 @@
 // max distance 128, bidirectional=false (a causal decoder only looks back).
 // The lookup is a one-hot matmul, not a gather: gather's gradient needs UnsortedSegmentSum, missing on wasm.
 import * as tf from '@tensorflow/tfjs';
+import { matMul } from '../ops.ts';
 import { ConstCache } from '../const-cache.ts';
 import { t5RelativeBucket } from './reference.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory, WeightInit } from './types.ts';
@@ -31,7 +32,7 @@ export const createT5: PositionalFactory = (config: PositionalConfig, init: Weig
         }
         return tf.tensor2d(out, [qLen * kLen, T5_NUM_BUCKETS]);
       });
-      const perPair = tf.reshape(tf.matMul(oneHot, table), [qLen, kLen, config.heads]);
+      const perPair = tf.reshape(matMul(oneHot, table), [qLen, kLen, config.heads]);
       return tf.transpose(perPair, [2, 0, 1]) as tf.Tensor3D;
     },
     dispose: () => {

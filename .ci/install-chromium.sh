@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Debian's chromium (and a font for the plots) for the web demo's browser test and `report --pdf`.
+# playwright-core drives this system browser; it never downloads one of its own.
+set -euo pipefail
+if command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi dejavu; then
+  echo "chromium and fonts already installed"
+  exit 0
+fi
+export DEBIAN_FRONTEND=noninteractive
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core

@@ -1,0 +1,237 @@
+// `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
+//   [--rounds 3] [--max-steps 4000] [--check-every 250] [--eval-samples 200]`
+// throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
+//   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
+//   pre-built batches) over the same model config and batches, interleaved in rounds so machine load hits both
+//   alike; and greedy-decoding (inference) tokens/s.
+// control: 3-digit addition with reversed answers, tiny preset, batch 64: steps until exact match on held-out
+//   in-distribution problems reaches 95% (checked every --check-every steps, at most --max-steps), and wall time.
+//   Slow on 2 cores. Its results are merged with the last throughput results in bench/results/model.json.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import { ENCODINGS, type EncodingName, type JobSpec } from '../protocol/messages.ts';
+import { createSource, drawExamples } from '../src/data/tasks.ts';
+import { BOS, EOS, tokenizer } from '../src/data/tokenizer.ts';
+import { scoreProblems } from '../src/eval/metrics.ts';
+import { greedyDecode } from '../src/model/decode.ts';
+import { selectBackend, isBackendName } from '../src/train/backend.ts';
+import { makeBatch, type Batch } from '../src/train/batches.ts';
+import { buildJobSpec } from '../src/train/job.ts';
+import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.ts';
+import { maskedCrossEntropy } from '../src/train/trainer.ts';
+import type { BackendName } from '../src/train/workload.ts';
+
+const CONTROL_TASK = { name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } };
+
+interface Args {
+  mode: 'throughput' | 'control' | 'all';
+  backend?: BackendName;
+  encodings: EncodingName[];
+  steps: number;
+  rounds: number;
+  maxSteps: number;
+  checkEvery: number;
+  evalSamples: number;
+  batch: number;
+}
+
+function parseArgs(args: string[]): Args {
+  const out: Args = { mode: 'throughput', encodings: [...ENCODINGS], steps: 10, rounds: 3, maxSteps: 4000, checkEvery: 250, evalSamples: 200, batch: 64 };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    const value = (): string => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const num = (): number => {
+      const n = Number(value());
+      if (!Number.isInteger(n) || n < 1) throw new Error(`${a} must be a positive integer`);
+      return n;
+    };
+    if (a === 'throughput' || a === 'control' || a === 'all') out.mode = a;
+    else if (a === '--backend') {
+      const b = value();
+      if (!isBackendName(b)) throw new Error(`--backend: unknown backend ${b}`);
+      out.backend = b;
+    } else if (a === '--encodings') {
+      const list = value().split(',');
+      for (const e of list) if (!(ENCODINGS as readonly string[]).includes(e)) throw new Error(`--encodings: unknown encoding ${e}`);
+      out.encodings = list as EncodingName[];
+    } else if (a === '--steps') out.steps = num();
+    else if (a === '--rounds') out.rounds = num();
+    else if (a === '--max-steps') out.maxSteps = num();
+    else if (a === '--check-every') out.checkEvery = num();
+    else if (a === '--eval-samples') out.evalSamples = num();
+    else if (a === '--batch') out.batch = num();
+    else throw new Error(`unknown argument ${a}`);
+  }
+  return out;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+};
+const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
+
+function controlJob(encoding: EncodingName, steps: number, batch: number): JobSpec {
+  return buildJobSpec({ encoding, task: CONTROL_TASK, preset: 'tiny', steps, batchSize: batch, evalSamples: 0, seed: 1, checkpointEvery: 0 });
+}
+
+/** A bare tfjs training loop over the same model config and batches: the ceiling pe-arena is measured against. */
+class BareLoop {
+  private readonly model;
+  private readonly optimizer = tf.train.adam(1e-3, 0.9, 0.98, 1e-8);
+  constructor(spec: JobSpec) {
+    this.model = buildModel(spec);
+  }
+  async step(batch: Batch): Promise<number> {
+    const loss = tf.tidy(() => {
+      const ids = tf.tensor2d(batch.ids, [batch.batchSize, batch.length], 'int32');
+      const weights = tf.tensor3d(batch.weights, [batch.batchSize, batch.length, tokenizer.vocabSize]);
+      const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(this.model.forward(ids, { training: true, dropoutSeed: 0 }).logits, weights), this.model.variables);
+      this.optimizer.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
+      return value;
+    });
+    const [v = NaN] = await loss.data();
+    loss.dispose();
+    return v;
+  }
+  dispose(): void {
+    this.optimizer.dispose();
+    this.model.dispose();
+  }
+}
+
+async function throughput(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
+  const flat: Record<string, number> = {};
+  const detail: Record<string, unknown> = {};
+  for (const encoding of a.encodings) {
+    const spec = controlJob(encoding, 100_000, a.batch);
+    const workload = await createTfWorkload(spec, { backend });
+    const bare = new BareLoop(spec);
+    // The bare loop trains on the very batches pe-arena draws (a source with the job's task, seed and split
+    // replays them), built before timing, so it pays nothing for data.
+    const source = createSource(spec.task, spec.seed, 'train');
+    const warmup = 2;
+    const batches = Array.from({ length: warmup + a.rounds * a.steps }, () => makeBatch(drawExamples(source, a.batch), tokenizer, spec.model.maxLen));
+    // Warm-up: first calls compile kernels and fill caches.
+    await workload.trainSteps(warmup);
+    for (const b of batches.slice(0, warmup)) await bare.step(b);
+    // Alternate single steps (ours, bare, ours, ...) so load changes on a shared machine hit both alike; time
+    // both by the wall clock and by this process's CPU time (the steadier measure when cores are contended).
+    const ours: number[] = [];
+    const theirs: number[] = [];
+    let oursCpu = 0;
+    let theirsCpu = 0;
+    let totalTokens = 0;
+    for (let r = 0; r < a.rounds; r++) {
+      let oursMs = 0;
+      let theirsMs = 0;
+      let tokens = 0;
+      for (const b of batches.slice(warmup + r * a.steps, warmup + (r + 1) * a.steps)) {
+        const tokensBefore = workload.trainer.tokensProcessed;
+        let cpu = process.cpuUsage();
+        let t = performance.now();
+        await workload.trainSteps(1);
+        oursMs += performance.now() - t;
+        cpu = process.cpuUsage(cpu);
+        oursCpu += (cpu.user + cpu.system) / 1000;
+        if (workload.trainer.tokensProcessed - tokensBefore !== b.tokens) throw new Error('bench: pe-arena and the bare loop drew different batches');
+        tokens += b.tokens;
+        cpu = process.cpuUsage();
+        t = performance.now();
+        await bare.step(b);
+        theirsMs += performance.now() - t;
+        cpu = process.cpuUsage(cpu);
+        theirsCpu += (cpu.user + cpu.system) / 1000;
+      }
+      totalTokens += tokens;
+      ours.push((tokens * 1000) / oursMs);
+      theirs.push((tokens * 1000) / theirsMs);
+    }
+    const cpuRatio = theirsCpu / oursCpu;
+    // Inference: greedy decoding with the KV cache, 64 prompts, up to 6 new tokens each (3-digit sums + EOS).
+    const testSet = drawExamples(createSource(spec.task, 1, 'test'), 64, { unique: true });
+    const prompts = testSet.map((e) => [BOS, ...tokenizer.encode(e.prompt)]);
+    greedyDecode(workload.model, prompts.slice(0, 8), { maxNewTokens: 6, eosId: EOS });
+    let generated = 0;
+    const t = performance.now();
+    for (let r = 0; r < a.rounds; r++) {
+      // Forced length: count the tokens the decoder actually produced (it stops at EOS).
+      generated += greedyDecode(workload.model, prompts, { maxNewTokens: 6, eosId: -1 }).reduce((s, o) => s + o.length, 0);
+    }
+    const inference = (generated * 1000) / (performance.now() - t);
+    const tps = median(ours);
+    const bareTps = median(theirs);
+    flat[`${encoding}_tokens_per_s`] = round(tps);
+    flat[`${encoding}_bare_tokens_per_s`] = round(bareTps);
+    flat[`${encoding}_ratio`] = round(tps / bareTps, 3);
+    flat[`${encoding}_cpu_ratio`] = round(cpuRatio, 3);
+    flat[`${encoding}_inference_tokens_per_s`] = round(inference);
+    flat[`${encoding}_train_steps_per_s`] = round((tps * a.rounds * a.steps) / totalTokens, 2);
+    detail[encoding] = { tokensPerSecond: ours.map((x) => round(x)), bareTokensPerSecond: theirs.map((x) => round(x)), inferenceTokensPerSecond: round(inference), parameters: workload.parameterCount };
+    process.stderr.write(`${encoding}: ${round(tps)} tok/s vs bare ${round(bareTps)} (ratio ${round(tps / bareTps, 3)}, by CPU time ${round(cpuRatio, 3)}), inference ${round(inference)} tok/s\n`);
+    bare.dispose();
+    workload.dispose();
+  }
+  const ratios = a.encodings.map((e) => flat[`${e}_ratio`] as number);
+  const cpuRatios = a.encodings.map((e) => flat[`${e}_cpu_ratio`] as number);
+  return { ...flat, min_ratio: Math.min(...ratios), min_cpu_ratio: Math.min(...cpuRatios), batch: a.batch, steps_per_round: a.steps, rounds: a.rounds, throughput: detail };
+}
+
+async function control(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
+  const flat: Record<string, number | string> = {};
+  const detail: Record<string, unknown> = {};
+  for (const encoding of a.encodings) {
+    const spec = controlJob(encoding, a.maxSteps, a.batch);
+    const workload = await createTfWorkload(spec, { backend });
+    const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
+    const started = performance.now();
+    const curve: { step: number; exactMatch: number; loss: number; seconds: number }[] = [];
+    let stepsTo95: number | null = null;
+    let loss = NaN;
+    while (workload.step < a.maxSteps) {
+      const points = await workload.trainSteps(Math.min(a.checkEvery, a.maxSteps - workload.step));
+      loss = points.at(-1)?.loss ?? loss;
+      const exact = scoreProblems(heldOut, predict(workload.model, heldOut, spec.model.maxLen), 'test').exactMatch;
+      const seconds = (performance.now() - started) / 1000;
+      curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds) });
+      process.stderr.write(`control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`);
+      if (exact >= 0.95) {
+        stepsTo95 = workload.step;
+        break;
+      }
+    }
+    const wall = (performance.now() - started) / 1000;
+    flat[`${encoding}_steps_to_95`] = stepsTo95 ?? `>${a.maxSteps}`;
+    flat[`${encoding}_control_wall_s`] = round(wall);
+    flat[`${encoding}_control_steps_per_s`] = round(workload.step / wall, 2);
+    detail[encoding] = { stepsTo95, wallTimeS: round(wall), finalExactMatch: curve.at(-1)?.exactMatch ?? 0, curve };
+    workload.dispose();
+  }
+  return { ...flat, control: { task: CONTROL_TASK, preset: 'tiny', batch: a.batch, evalSamples: a.evalSamples, checkEvery: a.checkEvery, maxSteps: a.maxSteps, encodings: detail } };
+}
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const a = parseArgs(args);
+  const choice = await selectBackend(a.backend, (line) => process.stderr.write(`${line}\n`));
+  let results: Record<string, unknown> = { backend: choice.name };
+  if (a.mode !== 'control') results = { ...results, ...(await throughput(a, choice.name)) };
+  if (a.mode !== 'throughput') results = { ...results, ...(await control(a, choice.name)) };
+  if (a.mode === 'control') {
+    // bench/run.ts rewrites model.json: keep the latest throughput numbers (read now, at the end of a long run)
+    // next to the control results.
+    try {
+      const previous = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as { results?: Record<string, unknown> };
+      const kept = Object.fromEntries(Object.entries(previous.results ?? {}).filter(([k]) => !k.includes('control') && !k.includes('steps_to_95')));
+      results = { ...kept, ...results };
+    } catch {
+      // No earlier results: control alone.
+    }
+  }
+  return results;
+}

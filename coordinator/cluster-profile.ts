@@ -1,0 +1,226 @@
+// Site profiles (configs/clusters/*.json): which scheduler and dialect, queue, project, resources, walltime,
+// environment set-up, working directory and how agents reach the head node. Validated once, with errors that
+// name the file and the field; only the compiled ClusterProfile travels to the launchers.
+import { readFile } from 'node:fs/promises';
+import { ClusterProfileError } from './launchers/errors.ts';
+
+export const SCHEDULER = { pbs: 'pbs', slurm: 'slurm' } as const;
+export type SchedulerName = (typeof SCHEDULER)[keyof typeof SCHEDULER];
+
+/** How resources are spelled: PBS Pro `select=1:ncpus=8:ngpus=1`, Torque `nodes=1:ppn=8`, Slurm `--cpus-per-task`. */
+export const DIALECT = { pbspro: 'pbspro', torque: 'torque', slurm: 'slurm' } as const;
+export type DialectName = (typeof DIALECT)[keyof typeof DIALECT];
+
+export interface ClusterProfile {
+  /** Where it came from (for messages). */
+  file: string;
+  name: string;
+  scheduler: SchedulerName;
+  dialect: DialectName;
+  /** PBS queue or Slurm partition. */
+  queue?: string;
+  /** PBS Pro `-P`, Torque `-A`, Slurm `--account`. */
+  project?: string;
+  /** Per agent job, hh:mm:ss as written, and in seconds. */
+  walltime: string;
+  walltimeS: number;
+  cpus: number;
+  gpus: number;
+  /** Memory per agent job, e.g. "16gb" (PBS) or "16G" (Slurm); passed through as written. */
+  memory?: string;
+  /** Shell lines run before the agent, e.g. `module load nodejs/20`. The site's own code, by design. */
+  setup: string[];
+  /** The agents' working directory; `$USER` and `$HOME` expand on the compute node. */
+  workdir: string;
+  /** The node binary on compute nodes (default: this one's path). */
+  node?: string;
+  /** The pe-arena checkout as compute nodes see it (default: this one). */
+  projectDir?: string;
+  /** The address agents dial (default: this host's name); ports the coordinator may bind. */
+  headAddress?: string;
+  portRange?: [number, number];
+  /** Directory holding the CURVE key files (cluster.key, cluster.key.pub); the job script names it. */
+  keysDir?: string;
+  /** Extra arguments for `pe-arena agent`. */
+  agentArgs: string[];
+  /** The agent checkpoints and leaves this long before its walltime ends. */
+  walltimeMarginS: number;
+  /** A continuation agent is submitted this long before an agent's walltime ends (covers the queue wait). */
+  continuationLeadS: number;
+  /** One batched qstat/squeue every this many seconds. */
+  pollIntervalS: number;
+  /** Replacement submissions for lost agents, at most this many per run. */
+  maxReplacements: number;
+}
+
+const NAME = /^[A-Za-z0-9_.@:+-]{1,128}$/;
+const MEMORY = /^[0-9]+(\.[0-9]+)?\s*([kKmMgGtT][bB]?|[kKmMgGtT]?[bB])?$/;
+const PLACEHOLDER = /<[A-Z0-9_ -]+>|\bCHANGE_ME\b|\bFILL_IN\b/;
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+const KNOWN = new Set([
+  '$schema',
+  'comment',
+  'name',
+  'scheduler',
+  'dialect',
+  'queue',
+  'project',
+  'walltime',
+  'resources',
+  'setup',
+  'workdir',
+  'node',
+  'projectDir',
+  'head',
+  'keysDir',
+  'agentArgs',
+  'walltimeMarginS',
+  'continuationLeadS',
+  'pollIntervalS',
+  'maxReplacements',
+]);
+
+/** "hh:mm:ss", "mm:ss", "d-hh:mm:ss" or whole seconds as a number -> seconds; undefined when malformed. */
+export function parseWalltime(value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) && value > 0 ? value : undefined;
+  if (typeof value !== 'string') return undefined;
+  const m = /^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d{1,2})$/.exec(value.trim());
+  if (m === null) return undefined;
+  const [, d, h, mm, ss] = m;
+  const seconds = Number(d ?? 0) * 86400 + Number(h ?? 0) * 3600 + Number(mm) * 60 + Number(ss);
+  return seconds > 0 && Number(ss) < 60 ? seconds : undefined;
+}
+
+/** Seconds -> hh:mm:ss (hours may exceed 24): the one form PBS Pro, Torque and Slurm all read the same way. */
+export function formatWalltime(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const pad = (n: number): string => String(n).padStart(2, '0');
+  return `${pad(Math.floor(s / 3600))}:${pad(Math.floor((s % 3600) / 60))}:${pad(s % 60)}`;
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Validate a parsed profile; throws ClusterProfileError naming the field. */
+export function compileClusterProfile(raw: unknown, file: string): ClusterProfile {
+  const fail = (field: string, problem: string): never => {
+    throw new ClusterProfileError(file, field, problem);
+  };
+  if (!isObj(raw)) return fail('', 'must be a JSON object');
+  for (const key of Object.keys(raw)) if (!KNOWN.has(key)) fail(key, `is not a known field (known: ${[...KNOWN].filter((k) => k !== '$schema').join(', ')})`);
+
+  const str = (obj: Obj, key: string, path: string, required: boolean, pattern?: RegExp): string | undefined => {
+    const v = obj[key];
+    if (v === undefined) return required ? fail(path, 'is required') : undefined;
+    if (typeof v !== 'string' || v.trim() === '') return fail(path, `must be a non-empty string, got ${JSON.stringify(v)}`);
+    if (PLACEHOLDER.test(v)) return fail(path, `is still the placeholder ${JSON.stringify(v)}: fill in your site's value (see README, "Running on a cluster")`);
+    if (CONTROL.test(v)) return fail(path, 'must not contain control characters or newlines');
+    if (pattern !== undefined && !pattern.test(v)) return fail(path, `has characters a scheduler will not take: ${JSON.stringify(v)}`);
+    return v;
+  };
+  const int = (obj: Obj, key: string, path: string, fallback: number, min: number, max: number): number => {
+    const v = obj[key];
+    if (v === undefined) return fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return fail(path, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const strings = (obj: Obj, key: string, path: string): string[] => {
+    const v = obj[key];
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) return fail(path, 'must be an array of strings');
+    return v.map((item, i) => {
+      if (typeof item !== 'string') return fail(`${path}[${i}]`, `must be a string, got ${JSON.stringify(item)}`);
+      if (PLACEHOLDER.test(item)) return fail(`${path}[${i}]`, `is still the placeholder ${JSON.stringify(item)}: fill in your site's value`);
+      if (CONTROL.test(item)) return fail(`${path}[${i}]`, 'must be one line (no newlines or control characters)');
+      return item;
+    });
+  };
+
+  const name = str(raw, 'name', 'name', true, NAME)!;
+  const scheduler = str(raw, 'scheduler', 'scheduler', true)!;
+  if (scheduler !== 'pbs' && scheduler !== 'slurm') return fail('scheduler', `must be "pbs" or "slurm", got ${JSON.stringify(scheduler)}`);
+  const dialect = str(raw, 'dialect', 'dialect', false) ?? (scheduler === 'slurm' ? 'slurm' : 'pbspro');
+  if (dialect !== 'pbspro' && dialect !== 'torque' && dialect !== 'slurm') return fail('dialect', `must be "pbspro", "torque" or "slurm", got ${JSON.stringify(dialect)}`);
+  if ((scheduler === 'slurm') !== (dialect === 'slurm')) return fail('dialect', `"${dialect}" does not go with scheduler "${scheduler}" (pbs takes pbspro or torque; slurm takes slurm)`);
+  const queue = str(raw, 'queue', 'queue', false, NAME);
+  const project = str(raw, 'project', 'project', false, NAME);
+  if (raw['walltime'] === undefined) fail('walltime', 'is required (hh:mm:ss)');
+  const walltimeS = parseWalltime(raw['walltime']);
+  if (walltimeS === undefined) return fail('walltime', `must be hh:mm:ss (e.g. "04:00:00"), got ${JSON.stringify(raw['walltime'])}`);
+
+  const resources = raw['resources'] ?? {};
+  if (!isObj(resources)) return fail('resources', 'must be an object like {"cpus": 8, "gpus": 1, "memory": "32gb"}');
+  for (const key of Object.keys(resources)) if (!['cpus', 'gpus', 'memory'].includes(key)) fail(`resources.${key}`, 'is not a known field (cpus, gpus, memory)');
+  const cpus = int(resources, 'cpus', 'resources.cpus', 1, 1, 4096);
+  const gpus = int(resources, 'gpus', 'resources.gpus', 0, 0, 64);
+  const memory = str(resources, 'memory', 'resources.memory', false, MEMORY);
+
+  const setup = strings(raw, 'setup', 'setup');
+  const workdir = str(raw, 'workdir', 'workdir', false) ?? '$HOME';
+  const node = str(raw, 'node', 'node', false);
+  const projectDir = str(raw, 'projectDir', 'projectDir', false);
+  const keysDir = str(raw, 'keysDir', 'keysDir', false);
+  const agentArgs = strings(raw, 'agentArgs', 'agentArgs');
+
+  const head = raw['head'] ?? {};
+  if (!isObj(head)) return fail('head', 'must be an object like {"address": "login01.example.org", "ports": [5555, 5600]}');
+  for (const key of Object.keys(head)) if (!['address', 'ports'].includes(key)) fail(`head.${key}`, 'is not a known field (address, ports)');
+  const headAddress = str(head, 'address', 'head.address', false, /^[A-Za-z0-9_.:-]+$/);
+  let portRange: [number, number] | undefined;
+  if (head['ports'] !== undefined) {
+    const p = head['ports'];
+    if (!Array.isArray(p) || p.length !== 2 || !p.every((n) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535) || (p[0] as number) > (p[1] as number)) {
+      return fail('head.ports', `must be [first, last] ports from 1 to 65535, got ${JSON.stringify(p)}`);
+    }
+    portRange = [p[0] as number, p[1] as number];
+  }
+
+  const walltimeMarginS = int(raw, 'walltimeMarginS', 'walltimeMarginS', Math.min(300, Math.floor(walltimeS / 10)), 1, walltimeS - 1);
+  const continuationLeadS = int(raw, 'continuationLeadS', 'continuationLeadS', Math.min(walltimeS - 1, Math.max(600, walltimeMarginS * 2)), 1, walltimeS);
+  const pollIntervalS = int(raw, 'pollIntervalS', 'pollIntervalS', 10, 1, 600);
+  const maxReplacements = int(raw, 'maxReplacements', 'maxReplacements', 8, 0, 10_000);
+
+  const profile: ClusterProfile = {
+    file,
+    name,
+    scheduler,
+    dialect,
+    walltime: formatWalltime(walltimeS),
+    walltimeS,
+    cpus,
+    gpus,
+    setup,
+    workdir,
+    agentArgs,
+    walltimeMarginS,
+    continuationLeadS,
+    pollIntervalS,
+    maxReplacements,
+  };
+  if (queue !== undefined) profile.queue = queue;
+  if (project !== undefined) profile.project = project;
+  if (memory !== undefined) profile.memory = memory.replace(/\s+/g, '');
+  if (node !== undefined) profile.node = node;
+  if (projectDir !== undefined) profile.projectDir = projectDir;
+  if (headAddress !== undefined) profile.headAddress = headAddress;
+  if (portRange !== undefined) profile.portRange = portRange;
+  if (keysDir !== undefined) profile.keysDir = keysDir;
+  return profile;
+}
+
+/** Read and validate a profile file; ClusterProfileError names the file and what is wrong. */
+export async function loadClusterProfile(file: string): Promise<ClusterProfile> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new ClusterProfileError(file, '', `cannot be read: ${(error as Error).message}`, { cause: error });
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (error) {
+    throw new ClusterProfileError(file, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
+  }
+  return compileClusterProfile(raw, file);
+}

@@ -1,0 +1,24 @@
+// Errors of the report layer. Each sets `name`, takes `cause`, and says whether retrying can help.
+
+export class ReportError extends Error {
+  override readonly name: string = 'ReportError';
+  readonly retryable: boolean;
+  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.retryable = options.retryable ?? false;
+  }
+}
+
+/** The directory given is not a run directory (nor a `pe-arena train --out` directory). */
+export class RunDirectoryError extends ReportError {
+  override readonly name = 'RunDirectoryError';
+}
+
+/** Rendering a plot or the PDF failed (missing browser, font, or a bad spec). */
+export class RenderError extends ReportError {
+  override readonly name = 'RenderError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    // A missing browser or a broken spec does not fix itself.
+    super(message, { ...options, retryable: false });
+  }
+}

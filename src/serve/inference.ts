@@ -1,0 +1,146 @@
+// Inference on trained models: load a final model (or checkpoint) blob, format a problem the way the model's
+// task wrote its prompts, decode greedily, and pull out the answer, the arithmetic steps and the latency.
+// TensorFlow.js is imported here, so callers that must stay free of it (the coordinator) import this lazily.
+import type { JobSpec, TaskSpec } from '../../protocol/messages.ts';
+import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
+import { extractSteps, type CheckedStep } from '../eval/steps.ts';
+import { attentionMaps, greedyDecode } from '../model/decode.ts';
+import type { Transformer } from '../model/transformer.ts';
+import { selectBackend } from '../train/backend.ts';
+import { loadModel } from '../train/tf-workload.ts';
+import type { BackendName } from '../train/workload.ts';
+import { readFile } from 'node:fs/promises';
+import { ModelLoadError, TooLongError } from './errors.ts';
+
+export interface LoadedModel {
+  /** The name clients use (the encoding, or encoding/jobId when a run has several jobs per encoding). */
+  name: string;
+  encoding: string;
+  jobId: string;
+  job: JobSpec;
+  step: number;
+  file: string;
+  model: Transformer;
+  parameters: number;
+}
+
+export interface SolveResult {
+  model: string;
+  encoding: string;
+  jobId: string;
+  task: string;
+  /** What the model wrote after the prompt. */
+  prediction: string;
+  /** The final answer in reading order ("####" line when there is one, else the first line). */
+  answer: string;
+  steps: { text: string; correct: boolean }[];
+  latencyMs: number;
+  promptTokens: number;
+  generatedTokens: number;
+}
+
+const ARITHMETIC_TASKS = new Set(['addition', 'multiplication', 'arithmetic']);
+
+/** The prompt text the task's generator would have written for this problem. */
+export function formatPrompt(problem: string, task: TaskSpec): string {
+  const text = problem.replace(/\r\n?/g, '\n');
+  if (ARITHMETIC_TASKS.has(task.name)) {
+    // Generators write "12+34=": no spaces, the '=' last.
+    const compact = text.replace(/\s+/g, '').replace(/=+$/, '');
+    return `${compact}=`;
+  }
+  // Word problems and GSM8K-style files end the question with a newline so the steps start on their own line.
+  const trimmed = text.trim();
+  return task.name === 'jsonl' && task.params['format'] === 'plain' ? trimmed : `${trimmed}\n`;
+}
+
+/** The final answer of a free-form prediction, in reading order. */
+export function extractAnswer(prediction: string, reversed: boolean): string {
+  const i = prediction.indexOf('####');
+  const raw = i >= 0 ? (prediction.slice(i + 4).split('\n')[0] ?? '') : (prediction.trim().split('\n')[0] ?? '');
+  const answer = raw.trim();
+  return reversed ? Array.from(answer).reverse().join('') : answer;
+}
+
+let backendReady: Promise<unknown> | undefined;
+
+/** Picks the TF.js backend once per process (the best that loads, or the one asked for). */
+export function ensureBackend(backend?: BackendName, log?: (line: string) => void): Promise<unknown> {
+  backendReady ??= selectBackend(backend, log);
+  return backendReady;
+}
+
+export async function loadModelFile(file: string, name?: string, backend?: BackendName): Promise<LoadedModel> {
+  await ensureBackend(backend);
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(file));
+  } catch (cause) {
+    throw new ModelLoadError(`cannot read model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+  try {
+    const { model, job, step } = loadModel(bytes);
+    return { name: name ?? job.encoding, encoding: job.encoding, jobId: String(job.jobId), job, step, file, model, parameters: model.parameterCount() };
+  } catch (cause) {
+    throw new ModelLoadError(`cannot load model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
+
+/** Prompt ids (BOS first); throws TooLongError when no room is left to answer in. */
+export function promptIds(m: LoadedModel, problem: string): number[] {
+  const prompt = formatPrompt(problem, m.job.task);
+  const ids = [BOS, ...tokenizer.encode(prompt)];
+  const maxLen = m.job.model.maxLen;
+  if (ids.length >= maxLen) {
+    throw new TooLongError(`problem is ${ids.length} tokens with BOS; model ${m.name} takes at most ${maxLen - 1} so it has room to answer`);
+  }
+  return ids;
+}
+
+export function solveWith(m: LoadedModel, problem: string, maxNewTokens?: number): SolveResult {
+  const ids = promptIds(m, problem);
+  const room = m.job.model.maxLen - ids.length;
+  const started = performance.now();
+  const [generated = []] = greedyDecode(m.model, [ids], { maxNewTokens: Math.min(room, maxNewTokens ?? room), eosId: EOS, batchSize: 1 });
+  const latencyMs = performance.now() - started;
+  const prediction = tokenizer.decode(generated);
+  const reversed = m.job.task.params['reverse'] === true;
+  const steps: CheckedStep[] = extractSteps(prediction);
+  return {
+    model: m.name,
+    encoding: m.encoding,
+    jobId: m.jobId,
+    task: m.job.task.name,
+    prediction,
+    answer: extractAnswer(prediction, reversed),
+    steps: steps.map((s) => ({ text: s.text, correct: s.correct })),
+    latencyMs,
+    promptTokens: ids.length,
+    generatedTokens: generated.length,
+  };
+}
+
+export interface AttentionView {
+  model: string;
+  tokens: string[];
+  /** Last layer, mean over heads: [query][key]. */
+  weights: number[][];
+  layers: number;
+  heads: number;
+}
+
+/** Attention of the prompt followed by the model's own answer (so the map shows how it answered). */
+export function attentionWith(m: LoadedModel, text: string, withAnswer = true): AttentionView {
+  let ids = promptIds(m, text);
+  if (withAnswer) {
+    const room = m.job.model.maxLen - ids.length;
+    const [generated = []] = greedyDecode(m.model, [ids], { maxNewTokens: room, eosId: EOS, batchSize: 1 });
+    ids = [...ids, ...generated].slice(0, m.job.model.maxLen);
+  }
+  const maps = attentionMaps(m.model, ids);
+  const last = maps[maps.length - 1] ?? [];
+  const heads = last.length;
+  const weights = ids.map((_, q) => ids.map((__, k) => (heads === 0 ? 0 : last.reduce((a, h) => a + (h[q]?.[k] ?? 0), 0) / heads)));
+  const tokens = ids.map((id) => (id === BOS ? '<s>' : tokenizer.decode([id])));
+  return { model: m.name, tokens, weights, layers: maps.length, heads };
+}
