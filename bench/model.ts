@@ -7,8 +7,8 @@
 // control: 3-digit addition with reversed answers, tiny preset, batch 64: steps until exact match on held-out
 //   in-distribution problems reaches 95% (checked every --check-every steps, at most --max-steps), and wall time.
 //   Slow on 2 cores. Its results are merged with the last throughput results in bench/results/model.json.
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { ENCODINGS, type EncodingName, type JobSpec } from '../protocol/messages.ts';
 import { createSource, drawExamples } from '../src/data/tasks.ts';
@@ -34,10 +34,20 @@ interface Args {
   checkEvery: number;
   evalSamples: number;
   batch: number;
+  lr?: number;
 }
 
 function parseArgs(args: string[]): Args {
-  const out: Args = { mode: 'throughput', encodings: [...ENCODINGS], steps: 10, rounds: 3, maxSteps: 4000, checkEvery: 250, evalSamples: 200, batch: 64 };
+  const out: Args = {
+    mode: 'throughput',
+    encodings: [...ENCODINGS],
+    steps: 10,
+    rounds: 3,
+    maxSteps: 4000,
+    checkEvery: 250,
+    evalSamples: 200,
+    batch: 64,
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
     const value = (): string => {
@@ -57,7 +67,8 @@ function parseArgs(args: string[]): Args {
       out.backend = b;
     } else if (a === '--encodings') {
       const list = value().split(',');
-      for (const e of list) if (!(ENCODINGS as readonly string[]).includes(e)) throw new Error(`--encodings: unknown encoding ${e}`);
+      for (const e of list)
+        if (!(ENCODINGS as readonly string[]).includes(e)) throw new Error(`--encodings: unknown encoding ${e}`);
       out.encodings = list as EncodingName[];
     } else if (a === '--steps') out.steps = num();
     else if (a === '--rounds') out.rounds = num();
@@ -65,7 +76,11 @@ function parseArgs(args: string[]): Args {
     else if (a === '--check-every') out.checkEvery = num();
     else if (a === '--eval-samples') out.evalSamples = num();
     else if (a === '--batch') out.batch = num();
-    else throw new Error(`unknown argument ${a}`);
+    else if (a === '--lr') {
+      const lr = Number(value());
+      if (!(lr > 0 && lr < 1)) throw new Error('--lr must be in (0, 1)');
+      out.lr = lr;
+    } else throw new Error(`unknown argument ${a}`);
   }
   return out;
 }
@@ -77,8 +92,18 @@ const median = (xs: number[]): number => {
 };
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 
-function controlJob(encoding: EncodingName, steps: number, batch: number): JobSpec {
-  return buildJobSpec({ encoding, task: CONTROL_TASK, preset: 'tiny', steps, batchSize: batch, evalSamples: 0, seed: 1, checkpointEvery: 0 });
+function controlJob(encoding: EncodingName, steps: number, batch: number, lr?: number): JobSpec {
+  return buildJobSpec({
+    encoding,
+    task: CONTROL_TASK,
+    preset: 'tiny',
+    steps,
+    batchSize: batch,
+    evalSamples: 0,
+    seed: 1,
+    checkpointEvery: 0,
+    ...(lr === undefined ? {} : { learningRate: lr }),
+  });
 }
 
 /** A bare tfjs training loop over the same model config and batches: the ceiling pe-arena is measured against. */
@@ -92,7 +117,10 @@ class BareLoop {
     const loss = tf.tidy(() => {
       const ids = tf.tensor2d(batch.ids, [batch.batchSize, batch.length], 'int32');
       const weights = tf.tensor3d(batch.weights, [batch.batchSize, batch.length, tokenizer.vocabSize]);
-      const { value, grads } = tf.variableGrads(() => maskedCrossEntropy(this.model.forward(ids, { training: true, dropoutSeed: 0 }).logits, weights), this.model.variables);
+      const { value, grads } = tf.variableGrads(
+        () => maskedCrossEntropy(this.model.forward(ids, { training: true, dropoutSeed: 0 }).logits, weights),
+        this.model.variables,
+      );
       this.optimizer.applyGradients(Object.entries(grads).map(([name, tensor]) => ({ name, tensor })));
       return value;
     });
@@ -117,7 +145,9 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
     // replays them), built before timing, so it pays nothing for data.
     const source = createSource(spec.task, spec.seed, 'train');
     const warmup = 2;
-    const batches = Array.from({ length: warmup + a.rounds * a.steps }, () => makeBatch(drawExamples(source, a.batch), tokenizer, spec.model.maxLen));
+    const batches = Array.from({ length: warmup + a.rounds * a.steps }, () =>
+      makeBatch(drawExamples(source, a.batch), tokenizer, spec.model.maxLen),
+    );
     // Warm-up: first calls compile kernels and fill caches.
     await workload.trainSteps(warmup);
     for (const b of batches.slice(0, warmup)) await bare.step(b);
@@ -140,7 +170,8 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
         oursMs += performance.now() - t;
         cpu = process.cpuUsage(cpu);
         oursCpu += (cpu.user + cpu.system) / 1000;
-        if (workload.trainer.tokensProcessed - tokensBefore !== b.tokens) throw new Error('bench: pe-arena and the bare loop drew different batches');
+        if (workload.trainer.tokensProcessed - tokensBefore !== b.tokens)
+          throw new Error('bench: pe-arena and the bare loop drew different batches');
         tokens += b.tokens;
         cpu = process.cpuUsage();
         t = performance.now();
@@ -162,7 +193,10 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
     const t = performance.now();
     for (let r = 0; r < a.rounds; r++) {
       // Forced length: count the tokens the decoder actually produced (it stops at EOS).
-      generated += greedyDecode(workload.model, prompts, { maxNewTokens: 6, eosId: -1 }).reduce((s, o) => s + o.length, 0);
+      generated += greedyDecode(workload.model, prompts, { maxNewTokens: 6, eosId: -1 }).reduce(
+        (s, o) => s + o.length,
+        0,
+      );
     }
     const inference = (generated * 1000) / (performance.now() - t);
     const tps = median(ours);
@@ -173,21 +207,40 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
     flat[`${encoding}_cpu_ratio`] = round(cpuRatio, 3);
     flat[`${encoding}_inference_tokens_per_s`] = round(inference);
     flat[`${encoding}_train_steps_per_s`] = round((tps * a.rounds * a.steps) / totalTokens, 2);
-    detail[encoding] = { tokensPerSecond: ours.map((x) => round(x)), bareTokensPerSecond: theirs.map((x) => round(x)), inferenceTokensPerSecond: round(inference), parameters: workload.parameterCount };
-    process.stderr.write(`${encoding}: ${round(tps)} tok/s vs bare ${round(bareTps)} (ratio ${round(tps / bareTps, 3)}, by CPU time ${round(cpuRatio, 3)}), inference ${round(inference)} tok/s\n`);
+    // Steps per second of CPU time: what one uncontended core would give (wall numbers suffer on a shared box).
+    flat[`${encoding}_train_steps_per_cpu_s`] = round((a.rounds * a.steps * 1000) / oursCpu, 2);
+    detail[encoding] = {
+      tokensPerSecond: ours.map((x) => round(x)),
+      bareTokensPerSecond: theirs.map((x) => round(x)),
+      inferenceTokensPerSecond: round(inference),
+      parameters: workload.parameterCount,
+    };
+    process.stderr.write(
+      `${encoding}: ${round(tps)} tok/s vs bare ${round(bareTps)} (ratio ${round(tps / bareTps, 3)}, by CPU time ${round(cpuRatio, 3)}), inference ${round(inference)} tok/s\n`,
+    );
     bare.dispose();
     workload.dispose();
   }
   const ratios = a.encodings.map((e) => flat[`${e}_ratio`] as number);
   const cpuRatios = a.encodings.map((e) => flat[`${e}_cpu_ratio`] as number);
-  return { ...flat, min_ratio: Math.min(...ratios), min_cpu_ratio: Math.min(...cpuRatios), batch: a.batch, steps_per_round: a.steps, rounds: a.rounds, throughput: detail };
+  return {
+    ...flat,
+    min_ratio: Math.min(...ratios),
+    min_cpu_ratio: Math.min(...cpuRatios),
+    batch: a.batch,
+    steps_per_round: a.steps,
+    rounds: a.rounds,
+    throughput: detail,
+  };
 }
 
 async function control(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
+  const partialFile = join(import.meta.dirname, 'results', 'model-control-partial.json');
+  await mkdir(dirname(partialFile), { recursive: true });
   const flat: Record<string, number | string> = {};
   const detail: Record<string, unknown> = {};
   for (const encoding of a.encodings) {
-    const spec = controlJob(encoding, a.maxSteps, a.batch);
+    const spec = controlJob(encoding, a.maxSteps, a.batch, a.lr);
     const workload = await createTfWorkload(spec, { backend });
     const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
     const started = performance.now();
@@ -200,11 +253,20 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
       const exact = scoreProblems(heldOut, predict(workload.model, heldOut, spec.model.maxLen), 'test').exactMatch;
       const seconds = (performance.now() - started) / 1000;
       curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds) });
-      process.stderr.write(`control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`);
-      if (exact >= 0.95) {
-        stepsTo95 = workload.step;
-        break;
-      }
+      process.stderr.write(
+        `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`,
+      );
+      if (exact >= 0.95) stepsTo95 = workload.step;
+      // The control run is long: keep what it has so far on disk, in case it is stopped before the end.
+      await writeFile(
+        partialFile,
+        JSON.stringify(
+          { backend, lr: spec.training.learningRate, done: detail, current: { encoding, stepsTo95, curve } },
+          null,
+          2,
+        ) + '\n',
+      );
+      if (stepsTo95 !== null) break;
     }
     const wall = (performance.now() - started) / 1000;
     flat[`${encoding}_steps_to_95`] = stepsTo95 ?? `>${a.maxSteps}`;
@@ -213,7 +275,19 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
     detail[encoding] = { stepsTo95, wallTimeS: round(wall), finalExactMatch: curve.at(-1)?.exactMatch ?? 0, curve };
     workload.dispose();
   }
-  return { ...flat, control: { task: CONTROL_TASK, preset: 'tiny', batch: a.batch, evalSamples: a.evalSamples, checkEvery: a.checkEvery, maxSteps: a.maxSteps, encodings: detail } };
+  return {
+    ...flat,
+    control: {
+      task: CONTROL_TASK,
+      preset: 'tiny',
+      batch: a.batch,
+      learningRate: a.lr ?? 1e-3,
+      evalSamples: a.evalSamples,
+      checkEvery: a.checkEvery,
+      maxSteps: a.maxSteps,
+      encodings: detail,
+    },
+  };
 }
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
@@ -226,8 +300,12 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     // bench/run.ts rewrites model.json: keep the latest throughput numbers (read now, at the end of a long run)
     // next to the control results.
     try {
-      const previous = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as { results?: Record<string, unknown> };
-      const kept = Object.fromEntries(Object.entries(previous.results ?? {}).filter(([k]) => !k.includes('control') && !k.includes('steps_to_95')));
+      const previous = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as {
+        results?: Record<string, unknown>;
+      };
+      const kept = Object.fromEntries(
+        Object.entries(previous.results ?? {}).filter(([k]) => !k.includes('control') && !k.includes('steps_to_95')),
+      );
       results = { ...kept, ...results };
     } catch {
       // No earlier results: control alone.

@@ -107,21 +107,30 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     throw new ClusterProfileError(file, field, problem);
   };
   if (!isObj(raw)) return fail('', 'must be a JSON object');
-  for (const key of Object.keys(raw)) if (!KNOWN.has(key)) fail(key, `is not a known field (known: ${[...KNOWN].filter((k) => k !== '$schema').join(', ')})`);
+  for (const key of Object.keys(raw))
+    if (!KNOWN.has(key))
+      fail(key, `is not a known field (known: ${[...KNOWN].filter((k) => k !== '$schema').join(', ')})`);
 
   const str = (obj: Obj, key: string, path: string, required: boolean, pattern?: RegExp): string | undefined => {
     const v = obj[key];
     if (v === undefined) return required ? fail(path, 'is required') : undefined;
-    if (typeof v !== 'string' || v.trim() === '') return fail(path, `must be a non-empty string, got ${JSON.stringify(v)}`);
-    if (PLACEHOLDER.test(v)) return fail(path, `is still the placeholder ${JSON.stringify(v)}: fill in your site's value (see README, "Running on a cluster")`);
+    if (typeof v !== 'string' || v.trim() === '')
+      return fail(path, `must be a non-empty string, got ${JSON.stringify(v)}`);
+    if (PLACEHOLDER.test(v))
+      return fail(
+        path,
+        `is still the placeholder ${JSON.stringify(v)}: fill in your site's value (see README, "Running on a cluster")`,
+      );
     if (CONTROL.test(v)) return fail(path, 'must not contain control characters or newlines');
-    if (pattern !== undefined && !pattern.test(v)) return fail(path, `has characters a scheduler will not take: ${JSON.stringify(v)}`);
+    if (pattern !== undefined && !pattern.test(v))
+      return fail(path, `has characters a scheduler will not take: ${JSON.stringify(v)}`);
     return v;
   };
   const int = (obj: Obj, key: string, path: string, fallback: number, min: number, max: number): number => {
     const v = obj[key];
     if (v === undefined) return fallback;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) return fail(path, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+      return fail(path, `must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
     return v;
   };
   const strings = (obj: Obj, key: string, path: string): string[] => {
@@ -130,7 +139,8 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     if (!Array.isArray(v)) return fail(path, 'must be an array of strings');
     return v.map((item, i) => {
       if (typeof item !== 'string') return fail(`${path}[${i}]`, `must be a string, got ${JSON.stringify(item)}`);
-      if (PLACEHOLDER.test(item)) return fail(`${path}[${i}]`, `is still the placeholder ${JSON.stringify(item)}: fill in your site's value`);
+      if (PLACEHOLDER.test(item))
+        return fail(`${path}[${i}]`, `is still the placeholder ${JSON.stringify(item)}: fill in your site's value`);
       if (CONTROL.test(item)) return fail(`${path}[${i}]`, 'must be one line (no newlines or control characters)');
       return item;
     });
@@ -138,19 +148,28 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
 
   const name = str(raw, 'name', 'name', true, NAME)!;
   const scheduler = str(raw, 'scheduler', 'scheduler', true)!;
-  if (scheduler !== 'pbs' && scheduler !== 'slurm') return fail('scheduler', `must be "pbs" or "slurm", got ${JSON.stringify(scheduler)}`);
+  if (scheduler !== 'pbs' && scheduler !== 'slurm')
+    return fail('scheduler', `must be "pbs" or "slurm", got ${JSON.stringify(scheduler)}`);
   const dialect = str(raw, 'dialect', 'dialect', false) ?? (scheduler === 'slurm' ? 'slurm' : 'pbspro');
-  if (dialect !== 'pbspro' && dialect !== 'torque' && dialect !== 'slurm') return fail('dialect', `must be "pbspro", "torque" or "slurm", got ${JSON.stringify(dialect)}`);
-  if ((scheduler === 'slurm') !== (dialect === 'slurm')) return fail('dialect', `"${dialect}" does not go with scheduler "${scheduler}" (pbs takes pbspro or torque; slurm takes slurm)`);
+  if (dialect !== 'pbspro' && dialect !== 'torque' && dialect !== 'slurm')
+    return fail('dialect', `must be "pbspro", "torque" or "slurm", got ${JSON.stringify(dialect)}`);
+  if ((scheduler === 'slurm') !== (dialect === 'slurm'))
+    return fail(
+      'dialect',
+      `"${dialect}" does not go with scheduler "${scheduler}" (pbs takes pbspro or torque; slurm takes slurm)`,
+    );
   const queue = str(raw, 'queue', 'queue', false, NAME);
   const project = str(raw, 'project', 'project', false, NAME);
   if (raw['walltime'] === undefined) fail('walltime', 'is required (hh:mm:ss)');
   const walltimeS = parseWalltime(raw['walltime']);
-  if (walltimeS === undefined) return fail('walltime', `must be hh:mm:ss (e.g. "04:00:00"), got ${JSON.stringify(raw['walltime'])}`);
+  if (walltimeS === undefined)
+    return fail('walltime', `must be hh:mm:ss (e.g. "04:00:00"), got ${JSON.stringify(raw['walltime'])}`);
 
   const resources = raw['resources'] ?? {};
   if (!isObj(resources)) return fail('resources', 'must be an object like {"cpus": 8, "gpus": 1, "memory": "32gb"}');
-  for (const key of Object.keys(resources)) if (!['cpus', 'gpus', 'memory'].includes(key)) fail(`resources.${key}`, 'is not a known field (cpus, gpus, memory)');
+  for (const key of Object.keys(resources))
+    if (!['cpus', 'gpus', 'memory'].includes(key))
+      fail(`resources.${key}`, 'is not a known field (cpus, gpus, memory)');
   const cpus = int(resources, 'cpus', 'resources.cpus', 1, 1, 4096);
   const gpus = int(resources, 'gpus', 'resources.gpus', 0, 0, 64);
   const memory = str(resources, 'memory', 'resources.memory', false, MEMORY);
@@ -163,20 +182,41 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   const agentArgs = strings(raw, 'agentArgs', 'agentArgs');
 
   const head = raw['head'] ?? {};
-  if (!isObj(head)) return fail('head', 'must be an object like {"address": "login01.example.org", "ports": [5555, 5600]}');
-  for (const key of Object.keys(head)) if (!['address', 'ports'].includes(key)) fail(`head.${key}`, 'is not a known field (address, ports)');
+  if (!isObj(head))
+    return fail('head', 'must be an object like {"address": "login01.example.org", "ports": [5555, 5600]}');
+  for (const key of Object.keys(head))
+    if (!['address', 'ports'].includes(key)) fail(`head.${key}`, 'is not a known field (address, ports)');
   const headAddress = str(head, 'address', 'head.address', false, /^[A-Za-z0-9_.:-]+$/);
   let portRange: [number, number] | undefined;
   if (head['ports'] !== undefined) {
     const p = head['ports'];
-    if (!Array.isArray(p) || p.length !== 2 || !p.every((n) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535) || (p[0] as number) > (p[1] as number)) {
+    if (
+      !Array.isArray(p) ||
+      p.length !== 2 ||
+      !p.every((n) => Number.isInteger(n) && (n as number) >= 1 && (n as number) <= 65535) ||
+      (p[0] as number) > (p[1] as number)
+    ) {
       return fail('head.ports', `must be [first, last] ports from 1 to 65535, got ${JSON.stringify(p)}`);
     }
     portRange = [p[0] as number, p[1] as number];
   }
 
-  const walltimeMarginS = int(raw, 'walltimeMarginS', 'walltimeMarginS', Math.min(300, Math.floor(walltimeS / 10)), 1, walltimeS - 1);
-  const continuationLeadS = int(raw, 'continuationLeadS', 'continuationLeadS', Math.min(walltimeS - 1, Math.max(600, walltimeMarginS * 2)), 1, walltimeS);
+  const walltimeMarginS = int(
+    raw,
+    'walltimeMarginS',
+    'walltimeMarginS',
+    Math.min(300, Math.floor(walltimeS / 10)),
+    1,
+    walltimeS - 1,
+  );
+  const continuationLeadS = int(
+    raw,
+    'continuationLeadS',
+    'continuationLeadS',
+    Math.min(walltimeS - 1, Math.max(600, walltimeMarginS * 2)),
+    1,
+    walltimeS,
+  );
   const pollIntervalS = int(raw, 'pollIntervalS', 'pollIntervalS', 10, 1, 600);
   const maxReplacements = int(raw, 'maxReplacements', 'maxReplacements', 8, 0, 10_000);
 

@@ -71,6 +71,8 @@ export interface AgentRecord {
   lastHeardAt: number;
   joinedAt: number;
   jobId?: JobId;
+  /** When the current job was sent, so an early "idle" heartbeat (sent before the assign arrived) is forgiven. */
+  assignedAt?: number;
 }
 
 export interface CoordinatorOptions {
@@ -177,7 +179,7 @@ export class Coordinator {
   /** Drain: tell agents to stop, wait (bounded) for their bye, journal, close. Idempotent. */
   async stop(reason: string): Promise<RunOutcome> {
     if (this.lifecycle === 'stopped') return this.outcome ?? { done: 0, failed: 0, stopped: true };
-    if (this.lifecycle !== 'draining') await this.drain(reason);
+    if (this.lifecycle !== 'draining') await this.drain(reason, true);
     return this.close(reason, true);
   }
 
@@ -343,6 +345,22 @@ export class Coordinator {
   private onHeartbeat(agent: AgentRecord, hb: Heartbeat): void {
     this.send(agent.peer, { type: 'heartbeat_ack', seq: hb.seq, time: this.clock.now() });
     if (hb.state === 'draining' && agent.state !== 'draining') agent.state = 'draining';
+    // An agent that says it is idle while we think it holds a job lost the assignment (or dropped the job
+    // without telling): give the job to someone else rather than wait for the watchdog.
+    if (hb.state === 'idle' && agent.jobId !== undefined) {
+      const grace = Math.max(3 * this.experiment.cluster.heartbeatIntervalMs, 2000);
+      if (this.clock.now() - (agent.assignedAt ?? 0) > grace) {
+        const jobId = agent.jobId;
+        this.freeAgent(agent);
+        const job = this.scheduler.get(jobId);
+        if (job && job.agentId === agent.agentId && job.state !== 'done' && job.state !== 'failed') {
+          this.store.dropUploads(jobId);
+          this.requeue(jobId, `${agent.agentId} reports idle`, false);
+          this.log.warn({ agentId: agent.agentId, jobId }, `${agent.agentId} reports idle while holding ${jobId}: re-queued`);
+        }
+        this.schedule();
+      }
+    }
     if (hb.state === 'busy' && hb.jobId !== undefined && hb.epoch !== undefined) {
       if (!this.scheduler.isCurrent(hb.jobId, hb.epoch, agent.agentId)) {
         this.stale(agent, hb.jobId, hb.epoch, 'heartbeat');
@@ -512,7 +530,8 @@ export class Coordinator {
       const agent = [...this.agents.values()].find((a) => a.pid === exit.pid && (exit.launcherId === undefined || a.launcherId === undefined || a.launcherId === exit.launcherId || a.agentId === exit.launcherId));
       const how = exit.signal !== null ? `signal ${exit.signal}` : `code ${exit.code}`;
       this.log.info({ pid: exit.pid, launcherId: exit.launcherId, code: exit.code, signal: exit.signal }, `launcher: process ${exit.pid} exited (${how})`);
-      if (agent && this.lifecycle === 'running') this.agentLost(agent, `process ${exit.pid} exited (${how})`);
+      if (agent && this.lifecycle !== 'stopped') this.agentLost(agent, `process ${exit.pid} exited (${how})`);
+      for (const w of this.byeWaiters.splice(0)) w();
     } catch (error) {
       this.log.error({ err: error }, 'handling a launcher exit failed');
     }
@@ -601,6 +620,7 @@ export class Coordinator {
     const job = this.scheduler.assign(jobId, agent.agentId, this.clock.now());
     agent.state = 'busy';
     agent.jobId = jobId;
+    agent.assignedAt = this.clock.now();
     const assign: CoordinatorToAgent = { type: 'assign', job: job.spec, attempt: job.attempt, epoch: job.epoch };
     if (last) assign.resumeFrom = { checkpointId: last.checkpointId, step: last.step, totalBytes: last.totalBytes, sha256: last.sha256 };
     this.send(agent.peer, assign);
@@ -631,15 +651,23 @@ export class Coordinator {
       this.log.error({ err: error }, 'writing the comparison failed');
     }
     this.emit('run_finished', `run finished: ${c.done} done, ${c.failed} failed`);
-    await this.drain('run finished');
+    await this.drain('run finished', false);
     const outcome = await this.close('run finished', false);
     if (report) outcome.report = report;
   }
 
-  private async drain(reason: string): Promise<void> {
+  /**
+   * Stop handing out work and let agents leave. With `checkpoint`, the launcher's own agents get SIGTERM, on
+   * which they checkpoint their job (still accepted here) before saying bye; other agents get `shutdown`.
+   */
+  private async drain(reason: string, checkpoint: boolean): Promise<void> {
     if (this.lifecycle === 'stopped' || this.lifecycle === 'draining') return;
     this.lifecycle = 'draining';
-    for (const agent of this.agents.values()) this.send(agent.peer, { type: 'shutdown', reason });
+    this.log.info({ reason, agents: this.agents.size }, `draining: ${reason}`);
+    const signalled = new Set(checkpoint && this.launcher?.signalAll ? this.launcher.signalAll('SIGTERM') : []);
+    for (const agent of this.agents.values()) {
+      if (!signalled.has(agent.pid)) this.send(agent.peer, { type: 'shutdown', reason });
+    }
     // Wait (bounded) for every agent's bye; during this the loop still accepts checkpoints.
     const deadline = this.clock.now() + this.drainMs;
     while (this.agents.size > 0 && this.clock.now() < deadline) {
@@ -665,6 +693,7 @@ export class Coordinator {
       this.log.error({ err: error }, 'journal close failed');
     }
     this.journal.close();
+    for (const { to, message } of this.held.splice(0)) this.sendNow(to, message);
     await this.sink.close();
     await this.transport.close().catch(() => undefined);
     await this.loop;
@@ -706,11 +735,49 @@ export class Coordinator {
 
   private record(entry: JournalEntry): void {
     this.journal.append(entry);
+    this.scheduleSync();
+  }
+
+  /**
+   * Group commit: one fsync per burst of journal entries (one fsync per entry stalls the loop for seconds when a
+   * thousand agents join at once). Messages queued meanwhile leave only after the fsync, so nothing acts on a
+   * state change that a crash could still erase.
+   */
+  private scheduleSync(): void {
+    if (this.syncScheduled) return;
+    this.syncScheduled = true;
+    setImmediate(() => this.syncNow());
+  }
+
+  private syncScheduled = false;
+  private held: { to: PeerId; message: CoordinatorToAgent }[] = [];
+
+  private syncNow(): void {
+    this.syncScheduled = false;
+    try {
+      this.journal.sync();
+    } catch (error) {
+      this.log.error({ err: error }, 'journal fsync failed');
+    }
+    const held = this.held;
+    this.held = [];
+    for (const { to, message } of held) this.sendNow(to, message);
   }
 
   private send(to: PeerId, message: CoordinatorToAgent): void {
+    if (this.journal.pending || this.held.length > 0) {
+      this.held.push({ to, message });
+      this.scheduleSync();
+      return;
+    }
+    this.sendNow(to, message);
+  }
+
+  private sendNow(to: PeerId, message: CoordinatorToAgent): void {
     this.transport.send(to, message).catch((error: unknown) => {
-      this.log.debug({ peer: to, type: message.type, err: error }, `send of ${message.type} to ${to} failed`);
+      // A vanished peer is routine (debug); anything else dropped is worth a warning.
+      const level = message.type === 'heartbeat_ack' || /unreachable|EHOSTUNREACH/i.test(String(error)) ? 'debug' : 'warn';
+      this.log[level]({ peer: to, type: message.type, err: error }, `send of ${message.type} to ${to} failed: ${(error as Error).message}`);
     });
   }
 

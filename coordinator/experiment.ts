@@ -89,6 +89,7 @@ export async function loadExperiment(
   path: string,
   runId: RunId,
   presets: Record<string, ModelSpec> = loadPresets(),
+  checks: TaskChecks = {},
 ): Promise<Experiment> {
   let text: string;
   try {
@@ -102,7 +103,16 @@ export async function loadExperiment(
   } catch (error) {
     throw new ExperimentConfigError(path, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
   }
-  return compileExperiment(raw, path, runId, presets);
+  return compileExperiment(raw, path, runId, presets, checks);
+}
+
+/**
+ * Checks that need the workload's knowledge of tasks, injected by the CLI (the coordinator does not import the
+ * data code): problems in a task's params (each "task.<field>: problem"), and the longest example in tokens.
+ */
+export interface TaskChecks {
+  validate?: (task: TaskSpec) => string[];
+  maxLength?: (task: TaskSpec) => number;
 }
 
 /** Validate and compile; `source` names the file in error messages. */
@@ -111,6 +121,7 @@ export function compileExperiment(
   source: string,
   runId: RunId,
   presets: Record<string, ModelSpec> = loadPresets(),
+  checks: TaskChecks = {},
 ): Experiment {
   const fail = (field: string, problem: string): never => {
     throw new ExperimentConfigError(source, field, problem);
@@ -216,6 +227,22 @@ export function compileExperiment(
 
   const known = new Set(['name', 'description', 'encodings', 'tasks', 'seeds', 'preset', 'model', 'training', 'evaluation', 'cluster', 'needs']);
   for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `is not a known field (known: ${[...known].join(', ')})`);
+
+  const checkTaskDeep = (task: TaskSpec, field: string): void => {
+    const problems = checks.validate?.(task) ?? [];
+    const first = problems[0];
+    if (first !== undefined) {
+      const m = /^task(\.[^:]*)?:\s*(.*)$/.exec(first);
+      fail(m ? `${field}${m[1] ?? ''}` : field, m ? (m[2] ?? first) : first);
+    }
+    if (checks.maxLength) {
+      // +2 for the begin and end tokens around prompt and target.
+      const need = checks.maxLength(task) + 2;
+      if (need > model.maxLen) fail('model.maxLen', `is ${model.maxLen}, too short for ${field} (${task.name}: examples need up to ${need} tokens)`);
+    }
+  };
+  tasks.forEach((t, i) => checkTaskDeep(t, `tasks[${i}]`));
+  if (evaluation.lengthTask) checkTaskDeep(evaluation.lengthTask, 'evaluation.lengthTask');
 
   // Two tasks with the same name (different params) get an index so jobIds stay unique.
   const taskNames = tasks.map((t) => t.name);

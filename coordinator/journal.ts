@@ -1,5 +1,5 @@
 // The run's journal: every state change appended to runs/<runId>/journal.jsonl and fsync'd before the
-// coordinator acts on it, so a coordinator killed at any instant can rebuild its state with replay().
+// coordinator's messages that act on it leave, so a coordinator killed at any instant can rebuild with replay().
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import type { AgentId, CheckpointId, JobId, RunId, WireError } from '../protocol/messages.ts';
 import { RunDirectoryError } from './errors.ts';
@@ -40,15 +40,33 @@ export class Journal {
     this.fd = openSync(file, 'a');
   }
 
-  /** Appends and fsyncs; returns only once the entry is on disk. */
+  private dirty = false;
+
+  /**
+   * Appends (written at once, in order). It is durable after the next sync(): the coordinator syncs once per
+   * burst of changes (group commit) and holds back the messages that act on them until then.
+   */
   append(entry: JournalEntry): void {
     if (this.fd === undefined) throw new RunDirectoryError(`journal ${this.file} is closed`);
     const line = JSON.stringify({ t: this.now(), ...entry }) + '\n';
     writeSync(this.fd, line);
+    this.dirty = true;
+  }
+
+  /** True when entries were appended since the last sync. */
+  get pending(): boolean {
+    return this.dirty;
+  }
+
+  /** fsync what was appended so far. */
+  sync(): void {
+    if (this.fd === undefined || !this.dirty) return;
     fsyncSync(this.fd);
+    this.dirty = false;
   }
 
   close(): void {
+    this.sync();
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }

@@ -12,7 +12,7 @@ import { Coordinator } from './coordinator.ts';
 import type { Log } from './coordinator.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
 import { loadExperiment } from './experiment.ts';
-import type { Experiment } from './experiment.ts';
+import type { Experiment, TaskChecks } from './experiment.ts';
 import { readJournal, replay } from './journal.ts';
 import type { ReplayedRun } from './journal.ts';
 import { LocalLauncher } from './launchers/local.ts';
@@ -40,6 +40,8 @@ export interface RunOptions {
   view?: 'auto' | 'plain' | 'off';
   plainEverySec?: number;
   out?: NodeJS.WriteStream;
+  /** Task validation from the workload's data code (wired by the CLI; skipped with a test workload). */
+  taskChecks?: TaskChecks;
 }
 
 export async function runCoordinatorProcess(options: RunOptions): Promise<number> {
@@ -62,7 +64,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     } else {
       if (options.experiment === undefined) throw new CoordinatorError('no experiment file given');
       const runId: RunId = newRunId();
-      experiment = await loadExperiment(options.experiment, runId);
+      experiment = await loadExperiment(options.experiment, runId, undefined, options.taskChecks ?? {});
       runDir = resolve(options.runsDir ?? 'runs', runId);
       mkdirSync(join(runDir, 'logs', 'agents'), { recursive: true });
       writeFileSync(join(runDir, 'experiment.json'), JSON.stringify(experiment, null, 2) + '\n');
@@ -80,7 +82,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
 
   let transport;
   try {
-    transport = await bindServer({ address: bind, log: (line) => logger.debug(line) });
+    // The send queue is shared by all peers: a thousand agents joining at once need room for a burst of
+    // welcomes, assignments and acks (the default, 1,000, dropped some).
+    transport = await bindServer({ address: bind, highWaterMark: 100_000, log: (line) => logger.debug(line) });
   } catch (error) {
     process.stderr.write(`pe-arena: cannot bind ${bind}: ${(error as Error).message}\n`);
     return 2;

@@ -133,6 +133,8 @@ interface ActiveJob {
   evaluation: Evaluation | undefined;
   /** Resolvers waiting for a requested checkpoint (drain on SIGTERM). */
   checkpointWaiters: Map<number, (step: number, data: Uint8Array) => void>;
+  /** Called once when the job ends for any reason (a drain waiting on it stops waiting). */
+  endListeners: (() => void)[];
   ended: boolean;
 }
 
@@ -315,6 +317,7 @@ export class NodeAgent {
       }
       return;
     }
+    if (this.lifecycle !== 'ready') return; // draining: we are leaving anyway, no point in rejoining
     // The coordinator no longer knows us (we were declared dead, or it restarted): drop the job, rejoin fresh.
     const old = this.agentIdNow;
     this.abandonJob(`rejected: ${reason}`);
@@ -366,6 +369,7 @@ export class NodeAgent {
       finalAcked: false,
       evaluation: undefined,
       checkpointWaiters: new Map(),
+      endListeners: [],
       ended: false,
     };
     this.job = job;
@@ -392,7 +396,7 @@ export class NodeAgent {
 
   private failAssignment(spec: JobSpec, epoch: number, error: Error): void {
     this.log.warn({ jobId: spec.jobId, epoch }, error.message);
-    this.send({ type: 'job_failed', jobId: spec.jobId, epoch, error: toWireError(error) });
+    void this.send({ type: 'job_failed', jobId: spec.jobId, epoch, error: toWireError(error) });
   }
 
   private onCancel(jobId: string, epoch: number, reason: string): void {
@@ -418,7 +422,12 @@ export class NodeAgent {
       () => this.retryResume(job, `no complete checkpoint within ${this.config.fetchTimeoutMs} ms`),
       this.config.fetchTimeoutMs,
     );
-    this.send({ type: 'checkpoint_request', jobId: job.spec.jobId, epoch: job.epoch, checkpointId: f.checkpointId });
+    void this.send({
+      type: 'checkpoint_request',
+      jobId: job.spec.jobId,
+      epoch: job.epoch,
+      checkpointId: f.checkpointId,
+    });
   }
 
   private retryResume(job: ActiveJob, why: string): void {
@@ -589,7 +598,7 @@ export class NodeAgent {
   private maybeSendResult(job: ActiveJob): void {
     if (!job.finalAcked || job.evaluation === undefined || job.ended) return;
     this.flushMetrics(true);
-    this.send({ type: 'job_result', jobId: job.spec.jobId, epoch: job.epoch, evaluation: job.evaluation });
+    void this.send({ type: 'job_result', jobId: job.spec.jobId, epoch: job.epoch, evaluation: job.evaluation });
     this.log.info(
       { jobId: job.spec.jobId, epoch: job.epoch, steps: job.evaluation.steps, exactMatch: job.evaluation.exactMatch },
       `finished ${job.spec.jobId}`,
@@ -601,7 +610,7 @@ export class NodeAgent {
   private failJob(job: ActiveJob, error: WireError): void {
     if (job.ended) return;
     this.flushMetrics(true);
-    this.send({ type: 'job_failed', jobId: job.spec.jobId, epoch: job.epoch, error });
+    void this.send({ type: 'job_failed', jobId: job.spec.jobId, epoch: job.epoch, error });
     this.log.error(
       { jobId: job.spec.jobId, epoch: job.epoch, error },
       `job ${job.spec.jobId} failed: ${error.message}`,
@@ -625,6 +634,7 @@ export class NodeAgent {
     for (const u of job.uploads.values()) this.deps.clock.clearTimeout(u.timer);
     job.uploads.clear();
     job.checkpointWaiters.clear();
+    for (const listener of job.endListeners.splice(0)) listener();
     const handle = job.handle;
     job.handle = undefined;
     if (handle !== undefined) {
@@ -690,7 +700,7 @@ export class NodeAgent {
       u.data,
       this.config.chunkBytes,
     );
-    for (const chunk of chunks) this.send(chunk);
+    for (const chunk of chunks) void this.send(chunk);
     this.log.debug(
       {
         jobId: job.spec.jobId,
@@ -805,7 +815,7 @@ export class NodeAgent {
   private sendHeartbeat(): void {
     if (!this.welcomed || this.lifecycle === 'stopped') return;
     const j = this.job;
-    this.send(
+    void this.send(
       {
         type: 'heartbeat',
         agentId: this.agentIdNow,
@@ -838,7 +848,7 @@ export class NodeAgent {
       return;
     }
     while (this.metrics.size > 0) {
-      this.send({
+      void this.send({
         type: 'metrics',
         jobId: job.spec.jobId,
         epoch: job.epoch,
@@ -884,24 +894,29 @@ export class NodeAgent {
     this.log.info({ reason, checkpoint }, 'draining');
     this.sendHeartbeat();
     const job = this.job;
-    if (checkpoint && job !== undefined && job.phase === 'training' && job.handle !== undefined && this.welcomed) {
+    if (checkpoint && job !== undefined && this.welcomed && (job.phase === 'training' || job.phase === 'finishing')) {
+      // Bounded by drainTimeoutMs whatever happens: a PBS walltime kill follows SIGTERM within seconds.
       let timer: TimerHandle | undefined;
-      const acked = await new Promise<boolean>((resolve) => {
-        timer = this.deps.clock.setTimeout(() => resolve(false), this.config.drainTimeoutMs);
-        const requestId = this.nextRequestId++;
-        job.checkpointWaiters.set(requestId, (step, data) => {
-          this.upload(job, 'checkpoint', step, data, resolve);
-        });
-        job.handle?.requestCheckpoint(requestId);
+      const outcome = await new Promise<'acked' | 'refused' | 'ended' | 'timeout'>((resolve) => {
+        timer = this.deps.clock.setTimeout(() => resolve('timeout'), this.config.drainTimeoutMs);
+        job.endListeners.push(() => resolve('ended'));
+        // Training: checkpoint now. Finishing (final model up, evaluating): let the result go out instead.
+        if (job.phase === 'training' && job.handle !== undefined) {
+          const requestId = this.nextRequestId++;
+          job.checkpointWaiters.set(requestId, (step, data) => {
+            this.upload(job, 'checkpoint', step, data, (ok) => resolve(ok ? 'acked' : 'refused'));
+          });
+          job.handle.requestCheckpoint(requestId);
+        }
       });
       this.deps.clock.clearTimeout(timer);
       this.log.info(
-        { jobId: job.spec.jobId, acked },
-        acked ? 'drain checkpoint acknowledged' : 'drain checkpoint not acknowledged in time',
+        { jobId: job.spec.jobId, outcome },
+        `drain: ${outcome === 'acked' ? 'drain checkpoint acknowledged' : outcome === 'ended' ? 'the job ended' : `no acknowledged checkpoint (${outcome})`}`,
       );
     }
     if (this.job !== undefined) this.abandonJob(`draining: ${reason}`);
-    if (this.welcomed) this.send({ type: 'bye', agentId: this.agentIdNow, reason });
+    if (this.welcomed) void this.send({ type: 'bye', agentId: this.agentIdNow, reason });
     this.finish({ code: AGENT_EXIT.ok, reason });
     return this.exited;
   }

@@ -11,6 +11,8 @@ export interface WorkerChannel {
   onMessage(handler: (message: ToWorker) => void): void;
 }
 
+const SLICE_TARGET_MS = 250;
+
 /** Let queued messages (checkpoint requests, stop) in before the next slice; trainSteps may never yield. */
 const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -58,7 +60,10 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
 
     const total = start.spec.training.steps;
     const every = start.spec.checkpointEvery > 0 ? start.spec.checkpointEvery : Infinity;
-    const slice = Math.max(1, Math.floor(start.sliceSteps));
+    const maxSlice = Math.max(1, Math.floor(start.sliceSteps));
+    // Slices aim at ~SLICE_TARGET_MS, so a slow model (seconds per step) still answers checkpoint requests and
+    // stops promptly, while a fast one keeps the per-slice overhead negligible.
+    let slice = 1;
     const sendCheckpoint = async (reason: 'periodic' | 'requested', requestId?: number): Promise<void> => {
       const data = await w.checkpoint();
       channel.post(
@@ -77,7 +82,10 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
       // End slices on checkpoint boundaries so periodic checkpoints land exactly on multiples of checkpointEvery.
       const toBoundary = every === Infinity ? slice : every - (before % every);
       const n = Math.min(slice, total - before, toBoundary);
+      const t0 = performance.now();
       const points = await w.trainSteps(n);
+      const perStep = (performance.now() - t0) / n;
+      slice = Math.max(1, Math.min(maxSlice, Math.floor(SLICE_TARGET_MS / Math.max(perStep, 1e-3))));
       if (points.length > 0) channel.post({ type: 'metrics', points });
       if (w.step <= before) throw new Error(`workload made no progress: trainSteps(${n}) left the step at ${w.step}`);
       if (w.step < total && Math.floor(w.step / every) > Math.floor(before / every)) await sendCheckpoint('periodic');

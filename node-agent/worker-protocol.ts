@@ -11,7 +11,7 @@ export interface WorkerStart {
   backend?: BackendName;
   /** A verified checkpoint blob to resume from. */
   resumeFrom?: Uint8Array;
-  /** Steps per trainSteps call; small, so checkpoint requests and stops are served promptly. */
+  /** Most steps per trainSteps call (fewer when steps are slow), so checkpoint requests and stops are served promptly. */
   sliceSteps: number;
 }
 

@@ -1,10 +1,12 @@
-// An unbounded single-consumer queue exposed as an async iterator; the transports feed inbound() from it.
-// Iteration ends once close() is called and everything queued before it has been taken.
+// An unbounded queue exposed as an async iterator; the transports feed inbound() from it.
+// Iteration ends once close() is called and everything queued before it has been taken. Pending next() calls
+// are served in call order (a next() that its caller gave up on still takes the next item, as with any
+// async iterator).
 
 export class AsyncQueue<T> implements AsyncIterable<T> {
   private readonly items: T[] = [];
   private head = 0;
-  private waiter: ((result: IteratorResult<T>) => void) | undefined;
+  private readonly waiters: ((result: IteratorResult<T>) => void)[] = [];
   private closed = false;
 
   get size(): number {
@@ -17,9 +19,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
 
   push(item: T): void {
     if (this.closed) return;
-    const waiter = this.waiter;
+    const waiter = this.waiters.shift();
     if (waiter !== undefined) {
-      this.waiter = undefined;
       waiter({ value: item, done: false });
       return;
     }
@@ -29,9 +30,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    const waiter = this.waiter;
-    this.waiter = undefined;
-    waiter?.({ value: undefined, done: true });
+    for (const waiter of this.waiters.splice(0)) waiter({ value: undefined, done: true });
   }
 
   next(): Promise<IteratorResult<T>> {
@@ -47,9 +46,8 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
       return Promise.resolve({ value, done: false });
     }
     if (this.closed) return Promise.resolve({ value: undefined, done: true });
-    if (this.waiter !== undefined) return Promise.reject(new Error('AsyncQueue: only one consumer may wait at a time'));
     return new Promise((resolve) => {
-      this.waiter = resolve;
+      this.waiters.push(resolve);
     });
   }
 

@@ -9,6 +9,8 @@ import * as zmq from 'zeromq';
 import { decodePeerMessage, encode, DEFAULT_MAX_FRAME_BYTES } from './codec.ts';
 import { CommunicatorError, asMalformed } from './errors.ts';
 import { PROTOCOL_VERSION } from './messages.ts';
+import { applyClientCurve, startCurveAuth } from './zmq-transport.ts';
+import type { CurveAuth } from './zmq-transport.ts';
 import type { PeerData, PeerMessage } from './messages.ts';
 
 export const REDUCE_OPS = ['sum', 'mean', 'max', 'min'] as const;
@@ -35,6 +37,11 @@ export interface CommunicatorOptions {
   /** How long close() lets queued messages drain. Default 1000 ms. */
   lingerMs?: number;
   log?: (line: string) => void;
+  /**
+   * CURVE with the cluster key pair (protocol/keys.ts): traffic is encrypted, and each rank admits only peers
+   * holding the same pair, so an outsider cannot inject data or aborts.
+   */
+  curve?: { publicKey: string; secretKey: string };
   /** Called once this rank is bound, before it waits for the others (rank 0 publishes its address here). */
   onListening?: (address: string) => void;
 }
@@ -120,6 +127,7 @@ export class Communicator {
   private readonly maxFrameBytes: number;
   private readonly lingerMs: number;
   private readonly log: ((line: string) => void) | undefined;
+  private readonly curve: CommunicatorOptions['curve'];
   // Set-up state: hellos seen by rank 0, the table for the others.
   private readonly hellos = new Map<number, string>();
   private setupWake: (() => void) | undefined;
@@ -131,8 +139,10 @@ export class Communicator {
     private readonly router: zmq.Router,
     /** Where this rank listens (rank 0: the address the others connect to). */
     readonly address: string,
+    private readonly auth: CurveAuth | undefined,
     options: CommunicatorOptions,
   ) {
+    this.curve = options.curve;
     this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
     this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMs, DEFAULTS.timeoutMs);
     this.chunkFloats = Math.max(1, Math.floor((options.chunkBytes ?? DEFAULTS.chunkBytes) / 4));
@@ -153,17 +163,29 @@ export class Communicator {
     const timeoutMs = checkInt(options.timeoutMs ?? DEFAULTS.timeoutMs, 'timeoutMs', 1);
     if (options.joinTimeoutMs !== undefined) checkInt(options.joinTimeoutMs, 'joinTimeoutMs', 1);
     const maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    let auth: CurveAuth | undefined;
+    try {
+      auth =
+        options.curve === undefined
+          ? undefined
+          : await startCurveAuth({ ...options.curve, allowedClientKeys: [options.curve.publicKey] }, options.log);
+    } catch (error) {
+      throw new CommunicatorError(`rank ${rank}: CURVE set-up failed: ${(error as Error).message}`, { cause: error });
+    }
     const router = new zmq.Router({
+      ...(auth === undefined ? {} : { context: auth.context }),
       linger: 0,
       receiveHighWaterMark: options.highWaterMark ?? DEFAULTS.highWaterMark,
       maxMessageSize: maxFrameBytes * 2 + 1024,
     });
+    auth?.apply(router);
     const bindAt = rank === 0 ? options.rootAddress : (options.bindAddress ?? DEFAULTS.bindAddress);
     if (size > 1 || rank !== 0) {
       try {
         await router.bind(bindAt);
       } catch (error) {
         router.close();
+        auth?.close();
         throw new CommunicatorError(`rank ${rank}: could not bind ${bindAt}: ${(error as Error).message}`, {
           cause: error,
           retryable: true,
@@ -173,7 +195,8 @@ export class Communicator {
     let address = router.lastEndpoint ?? bindAt;
     if (options.advertiseHost !== undefined)
       address = address.replace(/^(\w+:\/\/)(0\.0\.0\.0|\*|\[::\])/, `$1${options.advertiseHost}`);
-    const comm = new Communicator(rank, size, router, address, { ...options, timeoutMs });
+    auth?.start();
+    const comm = new Communicator(rank, size, router, address, auth, { ...options, timeoutMs });
     options.onListening?.(address);
     try {
       await comm.join(options.rootAddress);
@@ -334,6 +357,7 @@ export class Communicator {
       this.log?.(`rank 0: refused ${hello.address}: ${problem}`);
       // Tell the newcomer why, on a throwaway socket, so it fails at once instead of timing out.
       const socket = new zmq.Dealer({ linger: 200, sendTimeout: 200 });
+      if (this.curve !== undefined) applyClientCurve(socket, this.clientCurve(this.curve));
       socket.connect(hello.address);
       const abort: PeerMessage = { type: 'peer_abort', source: 0, reason: problem };
       void socket
@@ -410,8 +434,18 @@ export class Communicator {
       sendTimeout: this.timeoutMs,
       maxMessageSize: this.maxFrameBytes * 2 + 1024,
     });
+    if (this.curve !== undefined) applyClientCurve(socket, this.clientCurve(this.curve));
     socket.connect(address);
     this.peers.set(rank, { socket, tail: Promise.resolve() });
+  }
+
+  /** Every rank serves with the same cluster pair, so it is also the server key to expect from every peer. */
+  private clientCurve(curve: NonNullable<CommunicatorOptions['curve']>): {
+    serverPublicKey: string;
+    publicKey: string;
+    secretKey: string;
+  } {
+    return { serverPublicKey: curve.publicKey, publicKey: curve.publicKey, secretKey: curve.secretKey };
   }
 
   private peer(rank: number): { socket: zmq.Dealer; tail: Promise<unknown> } {
@@ -703,6 +737,7 @@ export class Communicator {
     ]);
     for (const peer of this.peers.values()) peer.socket.close();
     this.router.close();
+    this.auth?.close();
     await this.loop;
   }
 }

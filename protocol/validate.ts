@@ -186,7 +186,7 @@ const trainingSpec = object({
   steps: posInt,
   batchSize: posInt,
   learningRate: nonNegative,
-  warmupSteps: nonNegInt,
+  warmupSteps: nonNegative,
   weightDecay: nonNegative,
   clipNorm: nonNegative,
 });
@@ -205,7 +205,8 @@ const jobSpec = object({
   model: modelSpec,
   training: trainingSpec,
   evaluation: evaluationSpec,
-  checkpointEvery: posInt,
+  // 0 = no periodic checkpoints (src/train/job.ts accepts it).
+  checkpointEvery: nonNegInt,
   needs: optional(object({ backend: optional(str(256)), gpu: optional(bool) })),
 });
 const metricPoint = object({

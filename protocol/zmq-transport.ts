@@ -24,19 +24,14 @@ export interface ZmqCommonOptions {
 export interface ZmqServerOptions extends ZmqCommonOptions {
   /** e.g. 'tcp://127.0.0.1:0' (any free port; read `address` after binding) or 'tcp://0.0.0.0:5555'. */
   address: string;
-  curve?: {
-    publicKey: string;
-    secretKey: string;
-    /** Z85 public keys of the clients allowed in; defaults to [publicKey], the shared cluster pair. */
-    allowedClientKeys?: string[];
-  };
+  curve?: ServerCurve;
 }
 
 export interface ZmqClientOptions extends ZmqCommonOptions {
   address: string;
   /** The identity the server sees (e.g. the agent id); ZeroMQ makes one up when absent. */
   routingId?: string;
-  curve?: { serverPublicKey: string; publicKey: string; secretKey: string };
+  curve?: ClientCurve;
   /** First reconnect delay; doubles per failed attempt up to reconnectMaxIntervalMs. */
   reconnectIntervalMs?: number;
   reconnectMaxIntervalMs?: number;
@@ -101,7 +96,10 @@ class SendQueue {
 
 function peerIdOf(routingId: Buffer): PeerId {
   // Printable ids (agent ids) stay readable in logs; ZeroMQ's made-up binary ids are shown as hex.
-  for (const byte of routingId) if (byte < 0x21 || byte > 0x7e) return `0x${routingId.toString('hex')}` as PeerId;
+  for (let i = 0; i < routingId.length; i++) {
+    const byte = routingId[i]!;
+    if (byte < 0x21 || byte > 0x7e) return `0x${routingId.toString('hex')}` as PeerId;
+  }
   return routingId.toString('latin1') as PeerId;
 }
 
@@ -153,7 +151,65 @@ async function serveZap(
   }
 }
 
+export interface ServerCurve {
+  publicKey: string;
+  secretKey: string;
+  /** Z85 public keys of the clients allowed in; defaults to [publicKey], the shared cluster pair. */
+  allowedClientKeys?: string[];
+}
+
+export interface ClientCurve {
+  serverPublicKey: string;
+  publicKey: string;
+  secretKey: string;
+}
+
+/** CURVE on the server side: a context of its own whose ZAP handler admits only the allowed client keys. */
+export interface CurveAuth {
+  /** Create the server socket in this context. */
+  readonly context: zmq.Context;
+  /** Makes the socket a CURVE server with the key pair. */
+  apply(socket: zmq.Router): void;
+  /** Starts answering ZAP requests (after the server socket is bound). */
+  start(): void;
+  close(): void;
+}
+
+export async function startCurveAuth(curve: ServerCurve, log?: (line: string) => void): Promise<CurveAuth> {
+  checkKey(curve.publicKey, 'curve.publicKey');
+  checkKey(curve.secretKey, 'curve.secretKey');
+  const allowed = new Set(
+    (curve.allowedClientKeys ?? [curve.publicKey]).map((k, i) => checkKey(k, `curve.allowedClientKeys[${i}]`)),
+  );
+  // Own context, so that this server's ZAP handler answers only for it (one ZAP endpoint per context).
+  const context = new zmq.Context();
+  const zap = new zmq.Reply({ context, linger: 0 });
+  await zap.bind(ZAP_ENDPOINT);
+  return {
+    context,
+    apply(socket) {
+      socket.curveServer = true;
+      socket.curvePublicKey = curve.publicKey;
+      socket.curveSecretKey = curve.secretKey;
+      socket.zapDomain = 'pe-arena';
+    },
+    start() {
+      void serveZap(zap, allowed, log);
+    },
+    close() {
+      zap.close();
+    },
+  };
+}
+
+export function applyClientCurve(socket: zmq.Dealer, curve: ClientCurve): void {
+  socket.curveServerKey = checkKey(curve.serverPublicKey, 'curve.serverPublicKey');
+  socket.curvePublicKey = checkKey(curve.publicKey, 'curve.publicKey');
+  socket.curveSecretKey = checkKey(curve.secretKey, 'curve.secretKey');
+}
+
 class ZmqServer implements ServerTransport {
+  private readonly decodeOptions: { maxBytes: number };
   private readonly queue = new AsyncQueue<Inbound<AgentToCoordinator>>();
   private readonly routes = new Map<PeerId, Buffer>();
   private readonly sends: SendQueue;
@@ -164,10 +220,11 @@ class ZmqServer implements ServerTransport {
     private readonly socket: zmq.Router,
     readonly address: string,
     private readonly maxFrameBytes: number,
-    private readonly zap: zmq.Reply | undefined,
+    private readonly auth: CurveAuth | undefined,
     private readonly log: ((line: string) => void) | undefined,
     highWaterMark: number,
   ) {
+    this.decodeOptions = { maxBytes: maxFrameBytes };
     this.sends = new SendQueue(highWaterMark, `send from ${address}`);
     this.loop = this.receiveLoop();
   }
@@ -181,20 +238,16 @@ class ZmqServer implements ServerTransport {
         if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
         break;
       }
-      const [routingId, ...body] = frames;
+      const routingId = frames[0];
       if (routingId === undefined) continue;
       const from = peerIdOf(routingId);
-      this.routes.set(from, routingId);
-      if (body.length !== 1) {
-        this.malformed(from, new MalformedMessageError(`expected one frame per message, got ${body.length}`));
+      if (!this.routes.has(from)) this.routes.set(from, routingId);
+      if (frames.length !== 2) {
+        this.malformed(from, new MalformedMessageError(`expected one frame per message, got ${frames.length - 1}`));
         continue;
       }
       try {
-        this.queue.push({
-          kind: 'message',
-          from,
-          message: decodeAgentMessage(body[0]!, { maxBytes: this.maxFrameBytes }),
-        });
+        this.queue.push({ kind: 'message', from, message: decodeAgentMessage(frames[1]!, this.decodeOptions) });
       } catch (error) {
         this.malformed(from, asMalformed(error));
       }
@@ -240,7 +293,7 @@ class ZmqServer implements ServerTransport {
     if (this.closed) return;
     this.closed = true;
     this.socket.close();
-    this.zap?.close();
+    this.auth?.close();
     await this.loop;
   }
 }
@@ -356,48 +409,31 @@ export async function bindServer(
   options: ZmqServerOptions,
 ): Promise<ServerTransport & { sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> }> {
   const { maxFrameBytes, highWaterMark, sendTimeoutMs } = common(options);
-  let context: zmq.Context | undefined;
-  let zap: zmq.Reply | undefined;
-  let allowed: Set<string> | undefined;
-  if (options.curve !== undefined) {
-    checkKey(options.curve.publicKey, 'curve.publicKey');
-    checkKey(options.curve.secretKey, 'curve.secretKey');
-    allowed = new Set(
-      (options.curve.allowedClientKeys ?? [options.curve.publicKey]).map((k, i) =>
-        checkKey(k, `curve.allowedClientKeys[${i}]`),
-      ),
-    );
-    // Own context, so that this server's ZAP handler answers only for it (one ZAP endpoint per context).
-    context = new zmq.Context();
-    zap = new zmq.Reply({ context, linger: 0 });
-    await zap.bind(ZAP_ENDPOINT);
-  }
+  const auth = options.curve === undefined ? undefined : await startCurveAuth(options.curve, options.log);
   const socket = new zmq.Router({
-    ...(context === undefined ? {} : { context }),
+    ...(auth === undefined ? {} : { context: auth.context }),
     linger: 0,
     mandatory: true,
+    // An agent that reconnects under the same routing id takes it over (otherwise the new connection is ignored
+    // while the old one lingers).
+    handover: true,
     sendHighWaterMark: highWaterMark,
     receiveHighWaterMark: highWaterMark,
     sendTimeout: sendTimeoutMs,
     maxMessageSize: hardCap(maxFrameBytes),
   });
-  if (options.curve !== undefined) {
-    socket.curveServer = true;
-    socket.curvePublicKey = options.curve.publicKey;
-    socket.curveSecretKey = options.curve.secretKey;
-    socket.zapDomain = 'pe-arena';
-  }
+  auth?.apply(socket);
   watchEvents(socket, options.address, options.log);
   try {
     await socket.bind(options.address);
   } catch (error) {
     socket.close();
-    zap?.close();
+    auth?.close();
     throw transportError(`could not bind ${options.address}`, error);
   }
-  if (zap !== undefined && allowed !== undefined) void serveZap(zap, allowed, options.log);
+  auth?.start();
   const address = socket.lastEndpoint ?? options.address;
-  return new ZmqServer(socket, address, maxFrameBytes, zap, options.log, highWaterMark);
+  return new ZmqServer(socket, address, maxFrameBytes, auth, options.log, highWaterMark);
 }
 
 export async function connectClient(
@@ -414,11 +450,7 @@ export async function connectClient(
     reconnectMaxInterval: options.reconnectMaxIntervalMs ?? DEFAULTS.reconnectMaxIntervalMs,
     ...(options.routingId === undefined ? {} : { routingId: options.routingId }),
   });
-  if (options.curve !== undefined) {
-    socket.curveServerKey = checkKey(options.curve.serverPublicKey, 'curve.serverPublicKey');
-    socket.curvePublicKey = checkKey(options.curve.publicKey, 'curve.publicKey');
-    socket.curveSecretKey = checkKey(options.curve.secretKey, 'curve.secretKey');
-  }
+  if (options.curve !== undefined) applyClientCurve(socket, options.curve);
   watchEvents(socket, options.address, options.log);
   try {
     socket.connect(options.address);

@@ -16,14 +16,25 @@ export interface HpcLauncherOptions extends Omit<SchedulerLauncherOptions, 'prof
 }
 
 /** Build the pbs or slurm launcher from a profile file; throws ClusterProfileError naming the field. */
-export async function createHpcLauncher(name: HpcLauncherName, options: HpcLauncherOptions): Promise<{ launcher: SchedulerLauncher; profile: ClusterProfile }> {
+export async function createHpcLauncher(
+  name: HpcLauncherName,
+  options: HpcLauncherOptions,
+): Promise<{ launcher: SchedulerLauncher; profile: ClusterProfile }> {
   const profile = await loadClusterProfile(options.clusterFile);
   return { launcher: hpcLauncherFor(name, profile, options), profile };
 }
 
-export function hpcLauncherFor(name: HpcLauncherName, profile: ClusterProfile, options: Omit<SchedulerLauncherOptions, 'profile'> = {}): SchedulerLauncher {
+export function hpcLauncherFor(
+  name: HpcLauncherName,
+  profile: ClusterProfile,
+  options: Omit<SchedulerLauncherOptions, 'profile'> = {},
+): SchedulerLauncher {
   if (profile.scheduler !== name) {
-    throw new ClusterProfileError(profile.file, 'scheduler', `is "${profile.scheduler}" but --launcher ${name} was asked for; use --launcher ${profile.scheduler} or a ${name} profile`);
+    throw new ClusterProfileError(
+      profile.file,
+      'scheduler',
+      `is "${profile.scheduler}" but --launcher ${name} was asked for; use --launcher ${profile.scheduler} or a ${name} profile`,
+    );
   }
   const rest: Omit<SchedulerLauncherOptions, 'profile'> = { ...options };
   delete (rest as { clusterFile?: string }).clusterFile;
@@ -38,7 +49,8 @@ export function advertisedAddress(bound: string, profile: ClusterProfile): strin
   const m = /^tcp:\/\/([^:/]+|\[[^\]]+\]):(\d+)$/.exec(bound);
   if (m === null) return bound;
   const host = m[1]!;
-  if (profile.headAddress !== undefined && (host === '0.0.0.0' || host === '*' || host === '[::]')) return `tcp://${profile.headAddress}:${m[2]}`;
+  if (profile.headAddress !== undefined && (host === '0.0.0.0' || host === '*' || host === '[::]'))
+    return `tcp://${profile.headAddress}:${m[2]}`;
   if (host === '0.0.0.0' || host === '*' || host === '[::]') return `tcp://${os.hostname()}:${m[2]}`;
   return bound;
 }

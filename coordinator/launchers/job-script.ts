@@ -4,7 +4,11 @@
 // execFile. No secret goes into either: the agent reads its CURVE keys from the files the script names.
 import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
 
-export const SUBMISSION_KIND = { initial: 'initial', replacement: 'replacement', continuation: 'continuation' } as const;
+export const SUBMISSION_KIND = {
+  initial: 'initial',
+  replacement: 'replacement',
+  continuation: 'continuation',
+} as const;
 export type SubmissionKind = (typeof SUBMISSION_KIND)[keyof typeof SUBMISSION_KIND];
 
 export interface JobScriptInput {
@@ -136,10 +140,11 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     `#   ${cmd.command} ${cmd.args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : shQuote(a))).join(' ')}`,
     '# No secret is on a command line or in the environment: the agent reads its CURVE keys from the files named',
     '# by --keys-dir (mode 0600).',
-    'set -u',
     '',
     '# Site set-up (from the profile).',
     ...p.setup,
+    // After the set-up: module scripts often read unset variables.
+    'set -u',
     '',
     '# Walltime: the agent checkpoints and leaves PE_ARENA_WALLTIME_MARGIN_S before this job ends;',
     '# the coordinator submits a continuation before that.',
@@ -159,7 +164,7 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     `mkdir -p ${shQuote(`${input.runDir}/logs/agents`)}`,
     'echo "pe-arena: agent $LAUNCHER_ID (task $INDEX) on $(hostname) starting at $(date -u +%FT%TZ)"',
     '',
-    '# exec: the agent is the job\'s process, so qdel/scancel signals reach it (and it detaches nothing).',
+    "# exec: the agent is the job's process, so qdel/scancel signals reach it (and it detaches nothing).",
     `exec ${agentCommand.join(' ')}`,
     '',
   ];

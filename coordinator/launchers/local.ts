@@ -52,7 +52,9 @@ export class LocalLauncher implements Launcher {
             join(logDir, `${agentId}.log`),
             ...request.agentArgs,
           ],
-          { stdio: ['ignore', out, out], env: this.env },
+          // Own process group: a Ctrl-C in the terminal reaches only the coordinator, which then sends each agent
+          // exactly one SIGTERM (an agent treats a second signal as "stop now, skip the checkpoint").
+          { stdio: ['ignore', out, out], env: this.env, detached: true },
         );
       } catch (error) {
         throw new LauncherError(`cannot start a local agent: ${(error as Error).message}`, { cause: error });
@@ -79,6 +81,17 @@ export class LocalLauncher implements Launcher {
     return this.children.size;
   }
 
+  signalAll(signal: NodeJS.Signals): number[] {
+    const pids: number[] = [];
+    for (const c of this.children) {
+      if (c.pid !== undefined && c.kill(signal)) pids.push(c.pid);
+    }
+    this.signalled = true;
+    return pids;
+  }
+
+  private signalled = false;
+
   pids(): number[] {
     return [...this.children].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
   }
@@ -87,7 +100,8 @@ export class LocalLauncher implements Launcher {
     const running = [...this.children];
     if (running.length > 0) {
       const gone = Promise.all(running.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))));
-      for (const c of running) c.kill('SIGTERM');
+      // Children already told to drain get time to finish it; the others are asked now.
+      if (!this.signalled) for (const c of running) c.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([gone, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
       clearTimeout(timer);

@@ -5,7 +5,13 @@ import os from 'node:os';
 import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
 import { SchedulerLauncher } from './scheduler-common.ts';
-import type { CommandResult, SchedulerDialect, SchedulerLauncherOptions, TaskState, TaskStatus } from './scheduler-common.ts';
+import type {
+  CommandResult,
+  SchedulerDialect,
+  SchedulerLauncherOptions,
+  TaskState,
+  TaskStatus,
+} from './scheduler-common.ts';
 
 /** One job of `qstat -f`, attributes flattened to dotted keys (Resource_List.walltime). */
 export interface QstatJob {
@@ -34,7 +40,8 @@ export function parseQstatJson(stdout: string): QstatJob[] {
   if (typeof raw !== 'object' || raw === null) throw new Error('qstat -F json: expected an object');
   const jobs = (raw as Record<string, unknown>)['Jobs'];
   if (jobs === undefined) return [];
-  if (typeof jobs !== 'object' || jobs === null || Array.isArray(jobs)) throw new Error('qstat -F json: "Jobs" is not an object');
+  if (typeof jobs !== 'object' || jobs === null || Array.isArray(jobs))
+    throw new Error('qstat -F json: "Jobs" is not an object');
   return Object.entries(jobs).map(([id, value]) => {
     const attrs: Record<string, string> = {};
     flatten('', value, attrs);
@@ -114,9 +121,11 @@ export function pbsTasks(jobs: QstatJob[], jobName: string): TaskStatus[] {
     const rawState = a['job_state'] ?? '?';
     const state = pbsState(rawState);
     const status: TaskStatus = { id: job.id, state, rawState };
-    const arrayId = a['array_id'] ?? (/^(\d+)\[\d+\](.*)$/.exec(job.id) === null ? undefined : job.id.replace(/\[\d+\]/, '[]'));
+    const arrayId =
+      a['array_id'] ?? (/^(\d+)\[\d+\](.*)$/.exec(job.id) === null ? undefined : job.id.replace(/\[\d+\]/, '[]'));
+    // A plain job's id is its submission's id; the launcher matches those itself (a task number of Slurm's
+    // wrapper looks just like one).
     if (arrayId !== undefined) status.submissionId = arrayId;
-    else if (a['array'] === undefined && !/\[/.test(job.id) && /^\d+(\.|$)/.test(job.id) && a['array_index'] === undefined) status.submissionId = job.id;
     const host = a['exec_host']?.split('/')[0];
     if (host !== undefined && host !== '') status.host = host;
     if (state === 'running' || state === 'ending') {
@@ -151,13 +160,21 @@ export function pbsDialect(dialect: Exclude<DialectName, 'slurm'>): SchedulerDia
   return {
     scheduler: 'pbs',
     parseSubmitId(stdout: string): string {
-      const line = stdout.split('\n').map((l) => l.trim()).find((l) => l !== '');
-      if (line === undefined || !/^[\w.[\]-]+$/.test(line)) throw new Error(`no job id in qsub output ${JSON.stringify(stdout.trim().slice(0, 200))}`);
+      const line = stdout
+        .split('\n')
+        .map((l) => l.trim())
+        .find((l) => l !== '');
+      if (line === undefined || !/^[\w.[\]-]+$/.test(line))
+        throw new Error(`no job id in qsub output ${JSON.stringify(stdout.trim().slice(0, 200))}`);
       return line;
     },
     pollCommand(_jobName: string, submissionIds: string[]): { command: string; args: string[] } {
       // -t lists every subjob; PBS Pro's -x keeps finished ones (Torque's -x would mean XML, so not there).
-      return { command: 'qstat', args: dialect === 'pbspro' ? ['-f', '-F', 'json', '-t', '-x', ...submissionIds] : ['-f', '-t', ...submissionIds] };
+      return {
+        command: 'qstat',
+        args:
+          dialect === 'pbspro' ? ['-f', '-F', 'json', '-t', '-x', ...submissionIds] : ['-f', '-t', ...submissionIds],
+      };
     },
     parsePoll(result: CommandResult, jobName: string): TaskStatus[] {
       const text = result.stdout.trim();
@@ -169,8 +186,17 @@ export function pbsDialect(dialect: Exclude<DialectName, 'slurm'>): SchedulerDia
       // Unknown ids (purged history) make qstat exit non-zero while it still lists the rest.
       return result.code !== 0 && parsed.length === 0 && !/unknown job id/i.test(result.stderr);
     },
+    pollFallback(result: CommandResult): { command: string; args: string[] } | undefined {
+      // Every job, filtered by the run's job name afterwards: heavier, but one call all the same.
+      return result.code !== 0 && /unknown option|illegal option|invalid option|usage:/i.test(result.stderr)
+        ? { command: 'qstat', args: ['-f'] }
+        : undefined;
+    },
     cancelCommand(ids: string[], force: boolean): { command: string; args: string[] } {
-      return { command: 'qdel', args: force && dialect === 'pbspro' ? ['-W', 'force', ...ids] : force ? ['-p', ...ids] : [...ids] };
+      return {
+        command: 'qdel',
+        args: force && dialect === 'pbspro' ? ['-W', 'force', ...ids] : force ? ['-p', ...ids] : [...ids],
+      };
     },
     taskId(submissionId: string, index: number, count: number): string | undefined {
       if (count === 1) return submissionId;
@@ -182,11 +208,15 @@ export function pbsDialect(dialect: Exclude<DialectName, 'slurm'>): SchedulerDia
 export class PbsLauncher extends SchedulerLauncher {
   constructor(options: SchedulerLauncherOptions) {
     const p = options.profile;
-    if (p.scheduler !== 'pbs' || p.dialect === 'slurm') throw new ClusterProfileError(p.file, 'scheduler', `is "${p.scheduler}"; the pbs launcher needs a pbs profile`);
+    if (p.scheduler !== 'pbs' || p.dialect === 'slurm')
+      throw new ClusterProfileError(p.file, 'scheduler', `is "${p.scheduler}"; the pbs launcher needs a pbs profile`);
     super(pbsDialect(p.dialect), options);
   }
 }
 
-export function createPbsLauncher(profile: ClusterProfile, options: Omit<SchedulerLauncherOptions, 'profile'> = {}): PbsLauncher {
+export function createPbsLauncher(
+  profile: ClusterProfile,
+  options: Omit<SchedulerLauncherOptions, 'profile'> = {},
+): PbsLauncher {
   return new PbsLauncher({ ...options, profile });
 }

@@ -28,20 +28,31 @@ export type RunCommand = (command: string, args: string[], options?: { timeoutMs
 /** execFile with an argument array: no shell ever sees a value from the profile or the run. */
 export const execCommand: RunCommand = (command, args, options = {}) =>
   new Promise((resolvePromise, reject) => {
-    execFile(command, args, { timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' }, (error, stdout, stderr) => {
-      const err = error as (NodeJS.ErrnoException & { code?: unknown }) | null;
-      if (err !== null && typeof err.code === 'string') {
-        reject(
-          new SchedulerCommandError(command, null, String(stderr), `${command} cannot run: ${err.code === 'ENOENT' ? 'not found on PATH' : err.message}`, {
-            cause: error,
-            retryable: err.code !== 'ENOENT',
-          }),
-        );
-        return;
-      }
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
-      resolvePromise({ stdout: String(stdout), stderr: String(stderr), code });
-    });
+    execFile(
+      command,
+      args,
+      { timeout: options.timeoutMs ?? 60_000, maxBuffer: 64 * 1024 * 1024, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        const err = error as (NodeJS.ErrnoException & { code?: unknown }) | null;
+        if (err !== null && typeof err.code === 'string') {
+          reject(
+            new SchedulerCommandError(
+              command,
+              null,
+              String(stderr),
+              `${command} cannot run: ${err.code === 'ENOENT' ? 'not found on PATH' : err.message}`,
+              {
+                cause: error,
+                retryable: err.code !== 'ENOENT',
+              },
+            ),
+          );
+          return;
+        }
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : null;
+        resolvePromise({ stdout: String(stdout), stderr: String(stderr), code });
+      },
+    );
   });
 
 /** Normalised task states; `ending` is still on the machine (PBS E, Slurm COMPLETING). */
@@ -73,6 +84,11 @@ export interface SchedulerDialect {
   parsePoll(result: CommandResult, jobName: string): TaskStatus[];
   /** Whether a failed poll (non-zero exit) still produced a usable answer. */
   pollFailed(result: CommandResult, parsed: TaskStatus[]): boolean;
+  /**
+   * When the poll command is refused as such (a qstat without -t or -F json, like Slurm's torque wrapper), the
+   * command to use instead from then on; undefined otherwise.
+   */
+  pollFallback?(result: CommandResult): SubmitCommand | undefined;
   cancelCommand(ids: string[], force: boolean): SubmitCommand;
   /** Id of one task of a submission, when it can be known before the poll sees it. */
   taskId(submissionId: string, index: number, count: number): string | undefined;
@@ -177,6 +193,7 @@ export class SchedulerLauncher implements Launcher {
   private initialCount = 0;
   private pollTimer: TimerHandle | undefined;
   private polling: Promise<void> | undefined;
+  private fallbackPoll: SubmitCommand | undefined;
   private stopping = false;
   private exitHookInstalled = false;
   private readonly exitHook = (): void => this.cancelAllSync();
@@ -220,12 +237,19 @@ export class SchedulerLauncher implements Launcher {
       if (t.state !== 'ended') n++;
     }
     const anyUnattributed = [...this.tasks.values()].some((t) => t.submissionId === undefined);
-    if (!anyUnattributed) for (const s of this.submissions.values()) if (!s.cancelled) n += Math.max(0, s.count - (seenPer.get(s.id) ?? 0));
+    if (!anyUnattributed)
+      for (const s of this.submissions.values()) if (!s.cancelled) n += Math.max(0, s.count - (seenPer.get(s.id) ?? 0));
     return n;
   }
 
   async start(request: LaunchRequest): Promise<void> {
-    if (!Number.isInteger(request.count) || request.count < 1) throw new SchedulerCommandError('start', null, '', `agent count must be a positive integer, got ${request.count}`);
+    if (!Number.isInteger(request.count) || request.count < 1)
+      throw new SchedulerCommandError(
+        'start',
+        null,
+        '',
+        `agent count must be a positive integer, got ${request.count}`,
+      );
     this.request = request;
     this.initialCount = request.count;
     this.runId = basename(resolve(request.runDir));
@@ -263,7 +287,10 @@ export class SchedulerLauncher implements Launcher {
       agentArgs: request.agentArgs,
       projectDir: this.options.projectDir ?? this.profile.projectDir ?? DEFAULT_PROJECT_DIR,
       nodeBinary: this.options.nodeBinary ?? this.profile.node ?? process.execPath,
-      tsxLoader: this.options.projectDir ?? this.profile.projectDir ? `${this.options.projectDir ?? this.profile.projectDir}/node_modules/tsx/dist/loader.mjs` : import.meta.resolve('tsx'),
+      tsxLoader:
+        (this.options.projectDir ?? this.profile.projectDir)
+          ? `${this.options.projectDir ?? this.profile.projectDir}/node_modules/tsx/dist/loader.mjs`
+          : import.meta.resolve('tsx'),
     };
     const script = renderJobScript(input, scriptPath);
     writeFileSync(scriptPath, script, { mode: 0o755 });
@@ -271,7 +298,10 @@ export class SchedulerLauncher implements Launcher {
     const cmd = submitCommand(input, scriptPath);
     if (this.options.dryRun === true) {
       this.dryRunScript = script;
-      this.emit({ kind: 'dry_run', text: `dry run: wrote ${scriptPath}; would run ${cmd.command} ${cmd.args.join(' ')}` });
+      this.emit({
+        kind: 'dry_run',
+        text: `dry run: wrote ${scriptPath}; would run ${cmd.command} ${cmd.args.join(' ')}`,
+      });
       return '';
     }
     let result: CommandResult;
@@ -284,16 +314,32 @@ export class SchedulerLauncher implements Launcher {
     if (result.code !== 0) {
       const stderr = result.stderr.trim();
       this.emit({ kind: 'submit_failed', text: `${cmd.command} exited ${result.code}: ${stderr}` });
-      throw new SchedulerCommandError(cmd.command, result.code, stderr, `${cmd.command} failed (exit ${result.code}) submitting ${scriptPath}: ${stderr || '(no stderr)'}`, { retryable: true });
+      throw new SchedulerCommandError(
+        cmd.command,
+        result.code,
+        stderr,
+        `${cmd.command} failed (exit ${result.code}) submitting ${scriptPath}: ${stderr || '(no stderr)'}`,
+        { retryable: true },
+      );
     }
     let id: string;
     try {
       id = this.dialect.parseSubmitId(result.stdout);
     } catch (error) {
-      throw new SchedulerCommandError(cmd.command, 0, result.stderr, `${cmd.command} printed no job id: ${JSON.stringify(result.stdout.slice(0, 200))}`, { cause: error });
+      throw new SchedulerCommandError(
+        cmd.command,
+        0,
+        result.stderr,
+        `${cmd.command} printed no job id: ${JSON.stringify(result.stdout.slice(0, 200))}`,
+        { cause: error },
+      );
     }
     this.submissions.set(id, { id, number, kind, count, scriptPath, cancelled: false });
-    this.emit({ kind: 'submitted', submissionId: id, text: `${kind} submission ${number}: ${count} agent(s) as ${id} (${scriptPath})` });
+    this.emit({
+      kind: 'submitted',
+      submissionId: id,
+      text: `${kind} submission ${number}: ${count} agent(s) as ${id} (${scriptPath})`,
+    });
     return id;
   }
 
@@ -308,12 +354,25 @@ export class SchedulerLauncher implements Launcher {
 
   private async pollOnce(): Promise<void> {
     if (this.submissions.size === 0) return;
-    const cmd = this.dialect.pollCommand(this.jobName, [...this.submissions.keys()]);
-    const result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
+    let cmd = this.fallbackPoll ?? this.dialect.pollCommand(this.jobName, [...this.submissions.keys()]);
+    let result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
+    const fallback = this.fallbackPoll === undefined ? this.dialect.pollFallback?.(result) : undefined;
+    if (fallback !== undefined) {
+      this.fallbackPoll = fallback;
+      this.emit({
+        kind: 'poll_failed',
+        text: `${cmd.command} ${cmd.args.slice(0, 5).join(' ')} is refused here (${result.stderr.trim().split('\n')[0] ?? ''}); polling with ${fallback.command} ${fallback.args.join(' ')} from now on`,
+      });
+      cmd = fallback;
+      result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
+    }
     const statuses = this.dialect.parsePoll(result, this.jobName);
     if (this.dialect.pollFailed(result, statuses)) {
       // A scheduler that did not answer says nothing about our jobs: keep the last known state.
-      this.emit({ kind: 'poll_failed', text: `${cmd.command} exited ${result.code}: ${result.stderr.trim().slice(0, 500)}` });
+      this.emit({
+        kind: 'poll_failed',
+        text: `${cmd.command} exited ${result.code}: ${result.stderr.trim().slice(0, 500)}`,
+      });
       return;
     }
     const now = this.clock.now();
@@ -325,7 +384,8 @@ export class SchedulerLauncher implements Launcher {
     }
     // A task we saw before and the scheduler no longer lists is gone (ended and purged, or deleted).
     for (const task of this.tasks.values()) {
-      if (task.state !== 'ended' && !seen.has(task.id)) this.update({ id: task.id, state: 'ended', rawState: 'GONE', exitCode: null, signal: null }, now);
+      if (task.state !== 'ended' && !seen.has(task.id))
+        this.update({ id: task.id, state: 'ended', rawState: 'GONE', exitCode: null, signal: null }, now);
     }
     if (!this.stopping) {
       this.continueBeforeWalltime(now);
@@ -336,10 +396,11 @@ export class SchedulerLauncher implements Launcher {
   private update(status: TaskStatus, now: number): void {
     let task = this.tasks.get(status.id);
     if (task === undefined) {
-      const sub = status.submissionId === undefined ? undefined : this.submissions.get(status.submissionId);
+      const submissionId = status.submissionId ?? (this.submissions.has(status.id) ? status.id : undefined);
+      const sub = submissionId === undefined ? undefined : this.submissions.get(submissionId);
       task = {
         id: status.id,
-        submissionId: status.submissionId,
+        submissionId,
         kind: sub?.kind ?? 'initial',
         state: 'queued',
         rawState: '',
@@ -350,7 +411,14 @@ export class SchedulerLauncher implements Launcher {
         reported: false,
       };
       this.tasks.set(status.id, task);
-      if (status.state === 'queued') this.emit({ kind: 'queued', launcherId: status.id, ...(status.submissionId === undefined ? {} : { submissionId: status.submissionId }), state: status.rawState, text: `${status.id} queued (${status.rawState})` });
+      if (status.state === 'queued')
+        this.emit({
+          kind: 'queued',
+          launcherId: status.id,
+          ...(status.submissionId === undefined ? {} : { submissionId: status.submissionId }),
+          state: status.rawState,
+          text: `${status.id} queued (${status.rawState})`,
+        });
     }
     const before = task.state;
     if (before === 'ended') return;
@@ -362,7 +430,13 @@ export class SchedulerLauncher implements Launcher {
       if (status.endsAt !== undefined) task.endsAt = status.endsAt;
     }
     if (before !== 'running' && status.state === 'running') {
-      this.emit({ kind: 'running', launcherId: task.id, state: status.rawState, ...(task.host === undefined ? {} : { host: task.host }), text: `${task.id} running${task.host === undefined ? '' : ` on ${task.host}`}` });
+      this.emit({
+        kind: 'running',
+        launcherId: task.id,
+        state: status.rawState,
+        ...(task.host === undefined ? {} : { host: task.host }),
+        text: `${task.id} running${task.host === undefined ? '' : ` on ${task.host}`}`,
+      });
     }
     if (status.state === 'ended') this.ended(task, status);
   }
@@ -390,13 +464,23 @@ export class SchedulerLauncher implements Launcher {
     }
     if (this.stopping || cleanExit(status)) return;
     if (this.replacementsUsed >= this.profile.maxReplacements) {
-      this.emit({ kind: 'replacement', launcherId: task.id, text: `not replacing ${task.id}: the cap of ${this.profile.maxReplacements} replacements is used up` });
+      this.emit({
+        kind: 'replacement',
+        launcherId: task.id,
+        text: `not replacing ${task.id}: the cap of ${this.profile.maxReplacements} replacements is used up`,
+      });
       return;
     }
     if (this.activeNotContinued() >= this.demand()) return;
     this.replacementsUsed++;
     void this.submit('replacement', 1).then(
-      (id) => this.emit({ kind: 'replacement', launcherId: task.id, submissionId: id, text: `replacing lost ${task.id} with ${id} (${this.replacementsUsed}/${this.profile.maxReplacements})` }),
+      (id) =>
+        this.emit({
+          kind: 'replacement',
+          launcherId: task.id,
+          submissionId: id,
+          text: `replacing lost ${task.id} with ${id} (${this.replacementsUsed}/${this.profile.maxReplacements})`,
+        }),
       () => undefined, // submit already recorded submit_failed with the stderr
     );
   }
@@ -423,7 +507,13 @@ export class SchedulerLauncher implements Launcher {
       task.continued = true;
       if (this.activeNotContinued() >= this.demand()) continue;
       void this.submit('continuation', 1).then(
-        (id) => this.emit({ kind: 'continuation', launcherId: task.id, submissionId: id, text: `${task.id} reaches its walltime at ${new Date(endsAt).toISOString()}; continuation ${id} submitted` }),
+        (id) =>
+          this.emit({
+            kind: 'continuation',
+            launcherId: task.id,
+            submissionId: id,
+            text: `${task.id} reaches its walltime at ${new Date(endsAt).toISOString()}; continuation ${id} submitted`,
+          }),
         () => undefined,
       );
     }
@@ -457,7 +547,8 @@ export class SchedulerLauncher implements Launcher {
     const cmd = this.dialect.cancelCommand(ids, force);
     try {
       const result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
-      if (result.code !== 0) this.log(`${cmd.command} ${cmd.args.join(' ')} exited ${result.code}: ${result.stderr.trim()}`);
+      if (result.code !== 0)
+        this.log(`${cmd.command} ${cmd.args.join(' ')} exited ${result.code}: ${result.stderr.trim()}`);
     } catch (error) {
       this.log(`${cmd.command} failed: ${(error as Error).message}`);
     }

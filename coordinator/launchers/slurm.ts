@@ -4,13 +4,32 @@ import os from 'node:os';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
 import { SchedulerLauncher } from './scheduler-common.ts';
-import type { CommandResult, SchedulerDialect, SchedulerLauncherOptions, TaskState, TaskStatus } from './scheduler-common.ts';
+import type {
+  CommandResult,
+  SchedulerDialect,
+  SchedulerLauncherOptions,
+  TaskState,
+  TaskStatus,
+} from './scheduler-common.ts';
 
 /** squeue --Format fields, '|'-separated (the `:|` suffix is the separator). */
 const FIELDS = ['JobArrayID', 'ArrayJobID', 'State', 'exit_code', 'StartTime', 'EndTime', 'NodeList', 'Reason'];
 const FORMAT = FIELDS.map((f) => `${f}:|`).join(',');
 
-const QUEUED = new Set(['PENDING', 'CONFIGURING', 'REQUEUED', 'REQUEUE_HOLD', 'REQUEUE_FED', 'RESV_DEL_HOLD', 'SUSPENDED', 'STOPPED', 'RESIZING', 'SIGNALING', 'STAGE_OUT', 'SPECIAL_EXIT']);
+const QUEUED = new Set([
+  'PENDING',
+  'CONFIGURING',
+  'REQUEUED',
+  'REQUEUE_HOLD',
+  'REQUEUE_FED',
+  'RESV_DEL_HOLD',
+  'SUSPENDED',
+  'STOPPED',
+  'RESIZING',
+  'SIGNALING',
+  'STAGE_OUT',
+  'SPECIAL_EXIT',
+]);
 const ENDING = new Set(['COMPLETING']);
 
 /** Slurm's local-time stamps (2026-11-23T14:28:37) as ms; undefined for N/A, Unknown, None. */
@@ -21,24 +40,35 @@ export function parseSlurmTime(text: string): number | undefined {
 }
 
 function slurmState(raw: string): TaskState {
-  const state = raw.split(/\s+/)[0] ?? raw; // "CANCELLED by 0" -> CANCELLED
+  const state = raw.split(/\s+/)[0] ?? raw; // sacct-style "CANCELLED by 0" -> CANCELLED
   if (state === 'RUNNING') return 'running';
   if (QUEUED.has(state)) return 'queued';
   if (ENDING.has(state)) return 'ending';
   return 'ended';
 }
 
-/** exit_code is "code" or "code:signal". */
+/** exit_code is the raw wait status (768: exit 3; 15: SIGTERM), or "code:signal" as sacct writes it. */
 function exitOf(state: string, exitCode: string): { exitCode: number | null; signal: string | null } {
-  const [codeText, signalText] = exitCode.split(':');
-  const code = codeText !== undefined && /^\d+$/.test(codeText) ? Number(codeText) : null;
-  const sig = signalText !== undefined && /^\d+$/.test(signalText) && signalText !== '0' ? Number(signalText) : 0;
-  const name = sig > 0 ? (Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0] ?? `signal ${sig}`) : null;
-  if (state.startsWith('CANCELLED') || state === 'PREEMPTED') return { exitCode: null, signal: name ?? 'SIGTERM' };
-  if (state === 'TIMEOUT' || state === 'DEADLINE') return { exitCode: null, signal: name ?? 'SIGTERM' };
-  if (state === 'NODE_FAIL' || state === 'BOOT_FAIL' || state === 'OUT_OF_MEMORY') return { exitCode: code !== null && code !== 0 ? code : null, signal: name ?? 'SIGKILL' };
+  let code: number | null = null;
+  let sig = 0;
+  const pair = /^(\d+):(\d+)$/.exec(exitCode);
+  if (pair !== null) {
+    code = Number(pair[1]);
+    sig = Number(pair[2]);
+  } else if (/^\d+$/.test(exitCode)) {
+    const status = Number(exitCode);
+    sig = status & 0x7f;
+    code = sig === 0 ? status >> 8 : null;
+  }
+  const name =
+    sig > 0 ? (Object.entries(os.constants.signals).find(([, n]) => n === sig)?.[0] ?? `signal ${sig}`) : null;
+  if (state === 'CANCELLED' || state === 'PREEMPTED' || state === 'TIMEOUT' || state === 'DEADLINE')
+    return { exitCode: null, signal: name ?? 'SIGTERM' };
+  if (state === 'NODE_FAIL' || state === 'BOOT_FAIL' || state === 'OUT_OF_MEMORY')
+    return { exitCode: null, signal: name ?? 'SIGKILL' };
   if (state === 'COMPLETED') return { exitCode: code ?? 0, signal: null };
-  return { exitCode: code === 0 && name === null ? 1 : code, signal: name };
+  // FAILED and the rest: a failure even when the status reads 0.
+  return { exitCode: name !== null ? null : code === null || code === 0 ? 1 : code, signal: name };
 }
 
 /** Parse `squeue --noheader --array --Format=<FIELDS>` output. */
@@ -50,7 +80,12 @@ export function parseSqueue(stdout: string): TaskStatus[] {
     const [id, arrayJobId, rawState, exitCode, start, end, nodes] = cols;
     if (id === undefined || rawState === undefined || !/^\d+(_\d+)?$/.test(id)) continue; // pending ranges (12_[0-3]) need --array
     const state = slurmState(rawState);
-    const status: TaskStatus = { id, state, rawState, submissionId: arrayJobId !== undefined && /^\d+$/.test(arrayJobId) ? arrayJobId : id.split('_')[0]! };
+    const status: TaskStatus = {
+      id,
+      state,
+      rawState,
+      submissionId: arrayJobId !== undefined && /^\d+$/.test(arrayJobId) ? arrayJobId : id.split('_')[0]!,
+    };
     if (state === 'running' || state === 'ending') {
       const startedAt = parseSlurmTime(start ?? '');
       const endsAt = parseSlurmTime(end ?? '');
@@ -58,7 +93,7 @@ export function parseSqueue(stdout: string): TaskStatus[] {
       if (endsAt !== undefined && endsAt > (startedAt ?? 0)) status.endsAt = endsAt;
     }
     if (nodes !== undefined && nodes !== '' && nodes !== '(null)') status.host = nodes;
-    if (state === 'ended') Object.assign(status, exitOf(rawState, exitCode ?? ''));
+    if (state === 'ended') Object.assign(status, exitOf(rawState.split(/\s+/)[0] ?? rawState, exitCode ?? ''));
     out.push(status);
   }
   return out;
@@ -74,7 +109,17 @@ export const slurmDialect: SchedulerDialect = {
   },
   pollCommand(jobName: string): { command: string; args: string[] } {
     // By name (unique per run) rather than by id: squeue fails the whole call when one id has aged out.
-    return { command: 'squeue', args: ['--noheader', '--array', '--states=all', `--name=${jobName}`, `--user=${os.userInfo().username}`, `--Format=${FORMAT}`] };
+    return {
+      command: 'squeue',
+      args: [
+        '--noheader',
+        '--array',
+        '--states=all',
+        `--name=${jobName}`,
+        `--user=${os.userInfo().username}`,
+        `--Format=${FORMAT}`,
+      ],
+    };
   },
   parsePoll(result: CommandResult): TaskStatus[] {
     return parseSqueue(result.stdout);
@@ -92,11 +137,19 @@ export const slurmDialect: SchedulerDialect = {
 
 export class SlurmLauncher extends SchedulerLauncher {
   constructor(options: SchedulerLauncherOptions) {
-    if (options.profile.scheduler !== 'slurm') throw new ClusterProfileError(options.profile.file, 'scheduler', `is "${options.profile.scheduler}"; the slurm launcher needs a slurm profile`);
+    if (options.profile.scheduler !== 'slurm')
+      throw new ClusterProfileError(
+        options.profile.file,
+        'scheduler',
+        `is "${options.profile.scheduler}"; the slurm launcher needs a slurm profile`,
+      );
     super(slurmDialect, options);
   }
 }
 
-export function createSlurmLauncher(profile: ClusterProfile, options: Omit<SchedulerLauncherOptions, 'profile'> = {}): SlurmLauncher {
+export function createSlurmLauncher(
+  profile: ClusterProfile,
+  options: Omit<SchedulerLauncherOptions, 'profile'> = {},
+): SlurmLauncher {
   return new SlurmLauncher({ ...options, profile });
 }

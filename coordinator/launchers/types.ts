@@ -25,6 +25,8 @@ export interface Launcher {
   onExit(listener: (exit: AgentExit) => void): void;
   /** Processes still running (undefined when the launcher cannot know). */
   alive(): number | undefined;
+  /** Signal every process it started (drain: agents checkpoint on SIGTERM); returns their pids. Optional. */
+  signalAll?(signal: NodeJS.Signals): number[];
   /** Ask agents to stop (SIGTERM), wait up to graceMs, then kill what is left. */
   stop(graceMs: number): Promise<void>;
 }

@@ -38,7 +38,15 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags):
     process.exitCode = 2;
     return;
   }
+  // The data code knows the tasks: validate them at start (not on the first agent). A test workload has its own
+  // params, so its experiments are not checked against the real generators.
+  let taskChecks = {};
+  if (flags.workloadModule === undefined) {
+    const { validateTask, measureMaxLength } = await import('../data/tasks.ts');
+    taskChecks = { validate: validateTask, maxLength: (task: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(task, 500) };
+  }
   const code = await runCoordinatorProcess({
+    taskChecks,
     launcher: flags.launcher,
     runsDir: flags.runsDir,
     view,

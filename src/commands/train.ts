@@ -3,7 +3,13 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import { ENCODINGS, type EncodingName, type JobSpec, type MetricPoint, type TaskSpec } from '../../protocol/messages.ts';
+import {
+  ENCODINGS,
+  type EncodingName,
+  type JobSpec,
+  type MetricPoint,
+  type TaskSpec,
+} from '../../protocol/messages.ts';
 import type { BackendName } from '../train/workload.ts';
 
 interface TrainFlags {
@@ -35,27 +41,35 @@ interface TrainFlags {
   progress: string;
 }
 
-const int = (name: string, min = 1) => (value: string): number => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got '${value}'`);
-  return n;
-};
+const int =
+  (name: string, min = 1) =>
+  (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`${name} must be an integer >= ${min}, got '${value}'`);
+    return n;
+  };
 
-const positive = (name: string) => (value: string): number => {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative number, got '${value}'`);
-  return n;
-};
+const positive =
+  (name: string) =>
+  (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0)
+      throw new InvalidArgumentError(`${name} must be a non-negative number, got '${value}'`);
+    return n;
+  };
 
 /** "3" or "1-3" -> [min, max]. */
-const range = (name: string) => (value: string): [number, number] => {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(value.trim());
-  if (m === null) throw new InvalidArgumentError(`${name} must look like 3 or 1-3, got '${value}'`);
-  const a = Number(m[1]);
-  const b = m[2] === undefined ? a : Number(m[2]);
-  if (a < 1 || b < a) throw new InvalidArgumentError(`${name}: need 1 <= min <= max, got '${value}'`);
-  return [a, b];
-};
+const range =
+  (name: string) =>
+  (value: string): [number, number] => {
+    const m = /^(\d+)(?:-(\d+))?$/.exec(value.trim());
+    if (m === null) throw new InvalidArgumentError(`${name} must look like 3 or 1-3, got '${value}'`);
+    const a = Number(m[1]);
+    const b = m[2] === undefined ? a : Number(m[2]);
+    if (a < 1 || b < a) throw new InvalidArgumentError(`${name}: need 1 <= min <= max, got '${value}'`);
+    return [a, b];
+  };
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
 
@@ -67,7 +81,9 @@ function parseParamValue(raw: string): number | string | boolean {
 }
 
 /** The task spec the flags describe (generator params, or the user's JSONL file). */
-export function taskFromFlags(flags: Pick<TrainFlags, 'task' | 'data' | 'format' | 'holdout' | 'digits' | 'reverse' | 'ops' | 'maxValue' | 'param'>): TaskSpec {
+export function taskFromFlags(
+  flags: Pick<TrainFlags, 'task' | 'data' | 'format' | 'holdout' | 'digits' | 'reverse' | 'ops' | 'maxValue' | 'param'>,
+): TaskSpec {
   if (flags.data !== undefined) {
     const params: TaskSpec['params'] = { path: resolve(flags.data) };
     if (flags.format !== undefined) params['format'] = flags.format;
@@ -142,7 +158,9 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
   const { isBackendName } = await import('../train/backend.ts');
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
   if (flags.backend !== undefined && !isBackendName(flags.backend)) {
-    throw new InvalidArgumentError(`--backend must be one of tensorflow-gpu, tensorflow, wasm, cpu; got '${flags.backend}'`);
+    throw new InvalidArgumentError(
+      `--backend must be one of tensorflow-gpu, tensorflow, wasm, cpu; got '${flags.backend}'`,
+    );
   }
   const backend = flags.backend as BackendName | undefined;
   let spec: JobSpec;
@@ -152,14 +170,23 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
     const { meta } = readTrainingCheckpoint(resumeFrom);
     spec = meta.job;
     // The job comes from the checkpoint; only a longer (or shorter) run may be asked for.
-    if (command.getOptionValueSource('steps') === 'cli') spec = { ...spec, training: { ...spec.training, steps: flags.steps } };
-    log(`resuming ${String(spec.jobId)} (${spec.encoding}, ${spec.task.name}) from step ${meta.step} of ${spec.training.steps}`);
+    if (command.getOptionValueSource('steps') === 'cli')
+      spec = { ...spec, training: { ...spec.training, steps: flags.steps } };
+    log(
+      `resuming ${String(spec.jobId)} (${spec.encoding}, ${spec.task.name}) from step ${meta.step} of ${spec.training.steps}`,
+    );
   } else {
     if (flags.pe === undefined) throw new InvalidArgumentError(`--pe is required (one of ${ENCODINGS.join(', ')})`);
-    if (!(ENCODINGS as readonly string[]).includes(flags.pe)) throw new InvalidArgumentError(`--pe must be one of ${ENCODINGS.join(', ')}, got '${flags.pe}'`);
+    if (!(ENCODINGS as readonly string[]).includes(flags.pe))
+      throw new InvalidArgumentError(`--pe must be one of ${ENCODINGS.join(', ')}, got '${flags.pe}'`);
     const task = taskFromFlags(flags);
     const lengthTask: TaskSpec | undefined =
-      flags.lengthDigits === undefined ? undefined : { name: task.name, params: { ...task.params, minDigits: flags.lengthDigits[0], maxDigits: flags.lengthDigits[1] } };
+      flags.lengthDigits === undefined
+        ? undefined
+        : {
+            name: task.name,
+            params: { ...task.params, minDigits: flags.lengthDigits[0], maxDigits: flags.lengthDigits[1] },
+          };
     spec = buildJobSpec({
       encoding: flags.pe as EncodingName,
       task,
@@ -223,7 +250,9 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
 export function registerTrainCommand(program: Command): void {
   program
     .command('train')
-    .description('train one model in this process and evaluate it (checkpoints, final model and evaluation.json under --out)')
+    .description(
+      'train one model in this process and evaluate it (checkpoints, final model and evaluation.json under --out)',
+    )
     .option('--pe <encoding>', `positional encoding: ${ENCODINGS.join(', ')}`)
     .option('--task <name>', 'addition, multiplication, arithmetic, word_problems', 'addition')
     .option('--preset <name>', 'model preset from configs/presets.json: tiny, small, base', 'tiny')
@@ -247,7 +276,11 @@ export function registerTrainCommand(program: Command): void {
     .option('--max-value <n>', 'largest number in arithmetic and word problems', int('--max-value'))
     .option('--param <key=value>', 'any other task parameter (repeatable)', collect, [])
     .option('--eval-samples <n>', 'held-out in-distribution problems to evaluate', int('--eval-samples', 0), 200)
-    .option('--length-digits <a-b>', 'also evaluate length generalization on operands of these digits', range('--length-digits'))
+    .option(
+      '--length-digits <a-b>',
+      'also evaluate length generalization on operands of these digits',
+      range('--length-digits'),
+    )
     .option('--length-samples <n>', 'problems in the length-generalization set', int('--length-samples', 0))
     .option('--progress <mode>', 'auto, bar or plain', 'auto')
     .action(async (flags: TrainFlags, command: Command) => {
@@ -256,7 +289,8 @@ export function registerTrainCommand(program: Command): void {
       } catch (error) {
         const e = error as { name?: string; message?: string; retryable?: boolean };
         process.stderr.write(`\npe-arena train: ${e.name ?? 'Error'}: ${e.message ?? String(error)}\n`);
-        process.exitCode = error instanceof InvalidArgumentError || e.name === 'TrainConfigError' || e.name === 'DataError' ? 2 : 1;
+        process.exitCode =
+          error instanceof InvalidArgumentError || e.name === 'TrainConfigError' || e.name === 'DataError' ? 2 : 1;
       }
     });
 }

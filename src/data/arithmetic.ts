@@ -45,6 +45,7 @@ function binary(op: '+' | '*', rng: Rng, params: ParamValues): Problem {
     answer,
     length,
     ...(reverse ? { reversed: true } : {}),
+    holdoutKey: a < b ? `${a}${op}${b}` : `${b}${op}${a}`,
   };
 }
 

@@ -8,6 +8,8 @@ export interface Problem {
   answer: string;
   length: number;
   reversed?: boolean;
+  /** What decides the train/test split when not the prompt: "a+b" and "b+a" share one, so both land in the same split. */
+  holdoutKey?: string;
 }
 
 export interface Generator {

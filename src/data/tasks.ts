@@ -10,7 +10,8 @@
 // length: operand digits of the longest operand (addition, multiplication), operators (arithmetic), steps
 // (word_problems, GSM8K jsonl), the "length" field or longest digit run of the prompt (plain jsonl).
 //
-// Held out: a problem belongs to the test part when a hash of its prompt falls in the holdout fraction
+// Held out: a problem belongs to the test part when a hash of its prompt (for addition and multiplication,
+// of the unordered operand pair, so a+b and b+a share a split) falls in the holdout fraction
 // (0.1 for generators, `holdout` for jsonl). The train stream never yields test problems and the test
 // stream yields only them, from a seed derived from the job seed, so test problems are unseen in training.
 // jsonl with holdout=0 keeps no test part: both splits draw every line (in different orders); use it for a
@@ -145,10 +146,11 @@ class GeneratorSource implements ExampleSource {
     const wantTest = this.split === 'test';
     for (let tries = 0; tries < MAX_TRIES; tries++) {
       const problem = this.generator.generate(this.rng, this.params);
-      if (isHeldOut(problem.prompt, GENERATOR_HOLDOUT) !== wantTest) continue;
+      const { holdoutKey, ...fields } = problem;
+      if (isHeldOut(holdoutKey ?? problem.prompt, GENERATOR_HOLDOUT) !== wantTest) continue;
       const id = `${this.task}:${this.split}:${this.seed}:${this.position}`;
       this.position++;
-      return { id, task: this.task, ...problem };
+      return { id, task: this.task, ...fields };
     }
     throw new DataError(
       `${this.task}: no ${this.split} problem found in ${MAX_TRIES} draws; the problem space is too small to hold some out (widen the params)`,

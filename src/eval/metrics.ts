@@ -8,8 +8,8 @@
 //   perLength         exact match (whole target) per Example.length.
 //   errorTaxonomy     classifyError over problems whose final answer is not equivalent (symbolic false).
 // The final answer of a prediction: the rest of the first line after the first "####" when the target has
-// "####" (none there is a format error); otherwise the first line of the prediction. Reversed back when the
-// example is reversed.
+// "####" (none there is a format error); otherwise the prediction's first line (as many lines as the target
+// has). Reversed back when the example is reversed.
 import type { Example } from '../data/types.ts';
 import { EvalError } from './errors.ts';
 import { isEquivalent, normalizeAnswer } from './equivalence.ts';
@@ -43,7 +43,9 @@ export function predictedAnswer(prediction: string, example: Pick<Example, 'targ
     const i = prediction.indexOf('####');
     answer = i < 0 ? undefined : (prediction.slice(i + 4).split('\n')[0] ?? '').trim();
   } else {
-    answer = (prediction.trim().split('\n')[0] ?? '').trim();
+    // As many lines as the target has (one for generated tasks): text after them is run-on generation.
+    const lines = example.target.trim().split('\n').length;
+    answer = prediction.trim().split('\n').slice(0, lines).join('\n').trim();
   }
   if (answer === undefined || answer === '') return undefined;
   return example.reversed === true ? Array.from(answer).reverse().join('') : answer;
@@ -71,7 +73,7 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
     if (correct) exact++;
     if (symbolic) symbolicCount++;
     else {
-      const cls = classifyError(answer, example.answer);
+      const cls = classifyError(answer, example.answer, example.prompt);
       taxonomy[cls] = (taxonomy[cls] ?? 0) + 1;
     }
     if (countSteps(example.target).total > 0) {

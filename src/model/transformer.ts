@@ -148,10 +148,11 @@ function layerNorm(x: tf.Tensor, gain: tf.Tensor, bias: tf.Tensor): tf.Tensor {
   return tf.add(tf.mul(tf.div(centered, tf.sqrt(tf.add(variance, LN_EPSILON))), gain), bias);
 }
 
-// GELU, tanh form (Hendrycks & Gimpel 2016): Erf is not a kernel on every backend, tanh is.
+// GELU, tanh form (Hendrycks & Gimpel 2016), written as x * sigmoid(2z) since 0.5 * (1 + tanh(z)) = sigmoid(2z):
+// Erf is not a kernel on every backend, and wasm's sigmoid is vectorized where its tanh is ~8x slower.
 function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), Math.sqrt(2 / Math.PI));
-  return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  const z2 = tf.mul(tf.add(x, tf.mul(tf.mul(tf.mul(x, x), x), 0.044715)), 2 * Math.sqrt(2 / Math.PI));
+  return tf.mul(x, tf.sigmoid(z2));
 }
 
 export class Transformer {

@@ -67,7 +67,7 @@ export function accuracySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
       height: 180,
       layer: [
         { mark: 'bar', encoding: { x: { field: 'encoding', type: 'nominal', sort: null }, y: { field: 'mean', type: 'quantitative', title: 'accuracy', scale: { domain: [0, 1] } }, color: { field: 'encoding', type: 'nominal', legend: null } } },
-        { mark: { type: 'errorbar', ticks: true }, encoding: { x: { field: 'encoding', type: 'nominal', sort: null }, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' } } },
+        { mark: { type: 'errorbar', ticks: true }, encoding: { x: { field: 'encoding', type: 'nominal', sort: null }, y: { field: 'lo', type: 'quantitative', title: 'accuracy' }, y2: { field: 'hi' } } },
       ],
     },
   } as TopLevelSpec;

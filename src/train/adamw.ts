@@ -30,7 +30,10 @@ export function globalNorm(tensors: readonly tf.Tensor[]): tf.Scalar {
 }
 
 /** Scales all gradients by min(1, clipNorm / norm); returns the clipped tensors and the norm before clipping. */
-export function clipByGlobalNorm(grads: readonly tf.Tensor[], clipNorm: number): { clipped: tf.Tensor[]; norm: tf.Scalar } {
+export function clipByGlobalNorm(
+  grads: readonly tf.Tensor[],
+  clipNorm: number,
+): { clipped: tf.Tensor[]; norm: tf.Scalar } {
   const norm = globalNorm(grads);
   if (!(clipNorm > 0)) return { clipped: grads.map((g) => g.clone()), norm };
   // clip / max(norm, clip) is 1 below the threshold, so no branch (and no sync) is needed.
@@ -63,8 +66,9 @@ export class AdamW {
     this.weightDecay = config.weightDecay ?? 0;
     this.clipNorm = config.clipNorm ?? 0;
     this.decay = variables.map((v, i) => config.decay?.[i] ?? v.rank >= 2);
-    this.m = variables.map((v) => tf.variable(tf.zerosLike(v), false));
-    this.v = variables.map((v) => tf.variable(tf.zerosLike(v), false));
+    // In a tidy: the variable keeps the data, the zeros tensor that seeded it is freed.
+    this.m = variables.map((v) => tf.tidy(() => tf.variable(tf.zerosLike(v), false)));
+    this.v = variables.map((v) => tf.tidy(() => tf.variable(tf.zerosLike(v), false)));
   }
 
   get step(): number {
@@ -88,7 +92,8 @@ export class AdamW {
       // coefficients ((1-b1)*s for m, (1-b2)*s^2 for v), so clipping costs one sum per variable, nothing more.
       const squares = grads.map((g) => tf.square(g));
       const norm = tf.sqrt(squares.length === 0 ? tf.scalar(0) : tf.addN(squares.map((q) => tf.sum(q)))) as tf.Scalar;
-      const clipScale = this.clipNorm > 0 ? tf.div(tf.scalar(this.clipNorm), tf.maximum(norm, tf.scalar(this.clipNorm))) : tf.scalar(1);
+      const clipScale =
+        this.clipNorm > 0 ? tf.div(tf.scalar(this.clipNorm), tf.maximum(norm, tf.scalar(this.clipNorm))) : tf.scalar(1);
       const b1 = tf.scalar(this.beta1);
       const b1c = tf.mul(tf.scalar(1 - this.beta1), clipScale);
       const b2 = tf.scalar(this.beta2);
@@ -127,7 +132,8 @@ export class AdamW {
     const put = (targets: tf.Variable[], values: Float32Array[]): void =>
       targets.forEach((t, i) => {
         const value = values[i] as Float32Array;
-        if (value.length !== t.size) throw new RangeError(`AdamW.setState: moment ${i} has ${value.length} values, expected ${t.size}`);
+        if (value.length !== t.size)
+          throw new RangeError(`AdamW.setState: moment ${i} has ${value.length} values, expected ${t.size}`);
         tf.tidy(() => t.assign(tf.tensor(value, t.shape, 'float32')));
       });
     put(this.m, state.m);

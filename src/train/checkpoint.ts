@@ -61,12 +61,20 @@ export function encodeCheckpoint(meta: unknown, tensors: readonly TensorRecord[]
     if (names.has(t.name)) throw new CheckpointError(`cannot write checkpoint: tensor name ${t.name} appears twice`);
     names.add(t.name);
     if (t.data.length !== sizeOf(t.shape)) {
-      throw new CheckpointError(`cannot write checkpoint: tensor ${t.name} has ${t.data.length} values for shape [${t.shape.join(',')}]`);
+      throw new CheckpointError(
+        `cannot write checkpoint: tensor ${t.name} has ${t.data.length} values for shape [${t.shape.join(',')}]`,
+      );
     }
     entries.push({ name: t.name, shape: [...t.shape], dtype: t.dtype, offset, byteLength: t.data.byteLength });
     offset = align8(offset + t.data.byteLength);
   }
-  const header: Header = { format: 'pe-arena-checkpoint', version: CHECKPOINT_VERSION, dataBytes: offset, tensors: entries, meta };
+  const header: Header = {
+    format: 'pe-arena-checkpoint',
+    version: CHECKPOINT_VERSION,
+    dataBytes: offset,
+    tensors: entries,
+    meta,
+  };
   const headerBytes = new TextEncoder().encode(JSON.stringify(header));
   const dataStart = align8(PREFIX_BYTES + headerBytes.length);
   const total = dataStart + offset + TRAILER_BYTES;
@@ -82,7 +90,12 @@ export function encodeCheckpoint(meta: unknown, tensors: readonly TensorRecord[]
     // Typed arrays are host-endian; every platform tfjs runs on is little-endian, which the format declares.
     out.set(src, dataStart + entry.offset);
   });
-  out.set(createHash('sha256').update(out.subarray(0, total - TRAILER_BYTES)).digest(), total - TRAILER_BYTES);
+  out.set(
+    createHash('sha256')
+      .update(out.subarray(0, total - TRAILER_BYTES))
+      .digest(),
+    total - TRAILER_BYTES,
+  );
   return out;
 }
 
@@ -93,8 +106,10 @@ function isNonNegInt(x: unknown): x is number {
 function validateHeader(raw: unknown): Header {
   if (typeof raw !== 'object' || raw === null) throw new CheckpointError('checkpoint header is not an object');
   const h = raw as Record<string, unknown>;
-  if (h['format'] !== 'pe-arena-checkpoint') throw new CheckpointError(`checkpoint header format is ${String(h['format'])}, expected pe-arena-checkpoint`);
-  if (!isNonNegInt(h['dataBytes'])) throw new CheckpointError('checkpoint header: dataBytes is not a non-negative integer');
+  if (h['format'] !== 'pe-arena-checkpoint')
+    throw new CheckpointError(`checkpoint header format is ${String(h['format'])}, expected pe-arena-checkpoint`);
+  if (!isNonNegInt(h['dataBytes']))
+    throw new CheckpointError('checkpoint header: dataBytes is not a non-negative integer');
   if (!Array.isArray(h['tensors'])) throw new CheckpointError('checkpoint header: tensors is not a list');
   const dataBytes = h['dataBytes'];
   const tensors: TensorEntry[] = [];
@@ -108,15 +123,22 @@ function validateHeader(raw: unknown): Header {
     if (names.has(name)) throw new CheckpointError(`${where}: tensor ${name} appears twice`);
     names.add(name);
     const shape = e['shape'];
-    if (!Array.isArray(shape) || !shape.every(isNonNegInt)) throw new CheckpointError(`${where} (${name}).shape is not a list of sizes`);
-    if (e['dtype'] !== 'float32' && e['dtype'] !== 'int32') throw new CheckpointError(`${where} (${name}).dtype ${String(e['dtype'])} is not float32 or int32`);
+    if (!Array.isArray(shape) || !shape.every(isNonNegInt))
+      throw new CheckpointError(`${where} (${name}).shape is not a list of sizes`);
+    if (e['dtype'] !== 'float32' && e['dtype'] !== 'int32')
+      throw new CheckpointError(`${where} (${name}).dtype ${String(e['dtype'])} is not float32 or int32`);
     const { offset, byteLength } = e;
-    if (!isNonNegInt(offset) || !isNonNegInt(byteLength)) throw new CheckpointError(`${where} (${name}): offset/byteLength are not sizes`);
+    if (!isNonNegInt(offset) || !isNonNegInt(byteLength))
+      throw new CheckpointError(`${where} (${name}): offset/byteLength are not sizes`);
     if (byteLength !== sizeOf(shape as number[]) * 4) {
-      throw new CheckpointError(`${where} (${name}): byteLength ${byteLength} does not match shape [${(shape as number[]).join(',')}]`);
+      throw new CheckpointError(
+        `${where} (${name}): byteLength ${byteLength} does not match shape [${(shape as number[]).join(',')}]`,
+      );
     }
     if (offset % 4 !== 0 || offset < end || offset + byteLength > dataBytes) {
-      throw new CheckpointError(`${where} (${name}): bytes ${offset}..${offset + byteLength} overlap or lie outside the ${dataBytes}-byte tensor section`);
+      throw new CheckpointError(
+        `${where} (${name}): bytes ${offset}..${offset + byteLength} overlap or lie outside the ${dataBytes}-byte tensor section`,
+      );
     }
     end = offset + byteLength;
     tensors.push({ name, shape: shape as number[], dtype: e['dtype'], offset, byteLength });
@@ -129,16 +151,26 @@ function validateHeader(raw: unknown): Header {
  */
 export function decodeCheckpoint<M>(bytes: Uint8Array, checkMeta: (meta: unknown) => M): DecodedCheckpoint<M> {
   if (bytes.length < PREFIX_BYTES + TRAILER_BYTES) {
-    throw new CheckpointError(`checkpoint is ${bytes.length} bytes, too short to hold even the fixed prefix and sha256 (truncated?)`);
+    throw new CheckpointError(
+      `checkpoint is ${bytes.length} bytes, too short to hold even the fixed prefix and sha256 (truncated?)`,
+    );
   }
   const magic = new TextDecoder().decode(bytes.subarray(0, 8));
-  if (magic !== CHECKPOINT_MAGIC) throw new CheckpointError(`not a pe-arena checkpoint: magic is ${JSON.stringify(magic)}, expected ${CHECKPOINT_MAGIC}`);
+  if (magic !== CHECKPOINT_MAGIC)
+    throw new CheckpointError(
+      `not a pe-arena checkpoint: magic is ${JSON.stringify(magic)}, expected ${CHECKPOINT_MAGIC}`,
+    );
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const version = view.getUint32(8, true);
-  if (version !== CHECKPOINT_VERSION) throw new CheckpointError(`checkpoint version ${version} is not supported (this build reads version ${CHECKPOINT_VERSION})`);
+  if (version !== CHECKPOINT_VERSION)
+    throw new CheckpointError(
+      `checkpoint version ${version} is not supported (this build reads version ${CHECKPOINT_VERSION})`,
+    );
   const headerLength = view.getUint32(12, true);
   if (headerLength > MAX_HEADER_BYTES || PREFIX_BYTES + headerLength + TRAILER_BYTES > bytes.length) {
-    throw new CheckpointError(`checkpoint header length ${headerLength} does not fit in ${bytes.length} bytes (truncated or corrupt)`);
+    throw new CheckpointError(
+      `checkpoint header length ${headerLength} does not fit in ${bytes.length} bytes (truncated or corrupt)`,
+    );
   }
   // The digest covers every byte but itself, so any flipped bit (header, tensors or trailer) shows up here.
   const body = bytes.subarray(0, bytes.length - TRAILER_BYTES);
@@ -146,7 +178,9 @@ export function decodeCheckpoint<M>(bytes: Uint8Array, checkMeta: (meta: unknown
   const stored = bytes.subarray(bytes.length - TRAILER_BYTES);
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength)));
+    raw = JSON.parse(
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLength)),
+    );
   } catch (cause) {
     throw new CheckpointError('checkpoint header is not valid JSON (corrupt)', { cause });
   }
@@ -154,17 +188,24 @@ export function decodeCheckpoint<M>(bytes: Uint8Array, checkMeta: (meta: unknown
   const dataStart = align8(PREFIX_BYTES + headerLength);
   const expected = dataStart + header.dataBytes + TRAILER_BYTES;
   if (bytes.length !== expected) {
-    throw new CheckpointError(`checkpoint is ${bytes.length} bytes but its header describes ${expected} (${bytes.length < expected ? 'truncated' : 'trailing bytes'})`);
+    throw new CheckpointError(
+      `checkpoint is ${bytes.length} bytes but its header describes ${expected} (${bytes.length < expected ? 'truncated' : 'trailing bytes'})`,
+    );
   }
   if (!digest.equals(stored)) {
-    throw new CheckpointError(`checkpoint sha256 mismatch: stored ${Buffer.from(stored).toString('hex').slice(0, 16)}..., computed ${digest.toString('hex').slice(0, 16)}... (corrupt)`);
+    throw new CheckpointError(
+      `checkpoint sha256 mismatch: stored ${Buffer.from(stored).toString('hex').slice(0, 16)}..., computed ${digest.toString('hex').slice(0, 16)}... (corrupt)`,
+    );
   }
   let meta: M;
   try {
     meta = checkMeta(header.meta);
   } catch (cause) {
     if (cause instanceof CheckpointError) throw cause;
-    throw new CheckpointError(`checkpoint metadata is invalid: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new CheckpointError(
+      `checkpoint metadata is invalid: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
   }
   const tensors = new Map<string, TensorRecord>();
   for (const e of header.tensors) {

@@ -2,12 +2,27 @@
 // few choices and checks one, naming the offending field, before any tensor is made.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ENCODINGS, type EncodingName, type JobId, type JobSpec, type ModelSpec, type RunId, type TaskSpec } from '../../protocol/messages.ts';
+import {
+  ENCODINGS,
+  type EncodingName,
+  type JobId,
+  type JobSpec,
+  type ModelSpec,
+  type RunId,
+  type TaskSpec,
+} from '../../protocol/messages.ts';
 import { TrainConfigError } from './errors.ts';
 
 export const PRESETS_FILE = join(import.meta.dirname, '..', '..', 'configs', 'presets.json');
 
-const MODEL_FIELDS = ['layers', 'dModel', 'heads', 'ffnDim', 'dropout', 'maxLen'] as const satisfies readonly (keyof ModelSpec)[];
+const MODEL_FIELDS = [
+  'layers',
+  'dModel',
+  'heads',
+  'ffnDim',
+  'dropout',
+  'maxLen',
+] as const satisfies readonly (keyof ModelSpec)[];
 
 /** The model presets (tiny / small / base) from configs/presets.json. */
 export function loadPresets(file = PRESETS_FILE): Record<string, ModelSpec> {
@@ -30,7 +45,8 @@ export function loadPresets(file = PRESETS_FILE): Record<string, ModelSpec> {
 export function presetModel(name: string, file = PRESETS_FILE): ModelSpec {
   const presets = loadPresets(file);
   const spec = presets[name];
-  if (spec === undefined) throw new TrainConfigError(`unknown preset ${JSON.stringify(name)} (known: ${Object.keys(presets).join(', ')})`);
+  if (spec === undefined)
+    throw new TrainConfigError(`unknown preset ${JSON.stringify(name)} (known: ${Object.keys(presets).join(', ')})`);
   return { ...spec };
 }
 
@@ -40,29 +56,39 @@ function checkModelSpec(spec: unknown, where: string): string[] {
   const errors: string[] = [];
   for (const field of MODEL_FIELDS) {
     const v = s[field];
-    const ok = field === 'dropout' ? typeof v === 'number' && v >= 0 && v < 1 : typeof v === 'number' && Number.isInteger(v) && v > 0;
-    if (!ok) errors.push(`${where}.${field}: ${field === 'dropout' ? 'must be in [0, 1)' : 'must be a positive integer'} (got ${JSON.stringify(v)})`);
+    const ok =
+      field === 'dropout'
+        ? typeof v === 'number' && v >= 0 && v < 1
+        : typeof v === 'number' && Number.isInteger(v) && v > 0;
+    if (!ok)
+      errors.push(
+        `${where}.${field}: ${field === 'dropout' ? 'must be in [0, 1)' : 'must be a positive integer'} (got ${JSON.stringify(v)})`,
+      );
   }
-  if (errors.length === 0 && (s['dModel'] as number) % (s['heads'] as number) !== 0) errors.push(`${where}.dModel: must be divisible by heads`);
+  if (errors.length === 0 && (s['dModel'] as number) % (s['heads'] as number) !== 0)
+    errors.push(`${where}.dModel: must be divisible by heads`);
   return errors;
 }
 
 /** Every problem with a job spec's training-relevant fields, each naming its field; empty when usable. */
 export function checkJobSpec(spec: JobSpec): string[] {
   const errors: string[] = [];
-  if (!(ENCODINGS as readonly string[]).includes(spec.encoding)) errors.push(`job.encoding: unknown encoding ${JSON.stringify(spec.encoding)} (known: ${ENCODINGS.join(', ')})`);
+  if (!(ENCODINGS as readonly string[]).includes(spec.encoding))
+    errors.push(`job.encoding: unknown encoding ${JSON.stringify(spec.encoding)} (known: ${ENCODINGS.join(', ')})`);
   if (!Number.isInteger(spec.seed)) errors.push(`job.seed: must be an integer (got ${JSON.stringify(spec.seed)})`);
   errors.push(...checkModelSpec(spec.model, 'job.model'));
   const t = spec.training as unknown as Record<string, unknown>;
   const positiveInt = (field: string): void => {
     const v = t[field];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) errors.push(`job.training.${field}: must be a positive integer (got ${JSON.stringify(v)})`);
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1)
+      errors.push(`job.training.${field}: must be a positive integer (got ${JSON.stringify(v)})`);
   };
   positiveInt('steps');
   positiveInt('batchSize');
   const nonNeg = (field: string, max = Infinity): void => {
     const v = t[field];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max) errors.push(`job.training.${field}: must be a number in [0, ${max}] (got ${JSON.stringify(v)})`);
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > max)
+      errors.push(`job.training.${field}: must be a number in [0, ${max}] (got ${JSON.stringify(v)})`);
   };
   nonNeg('learningRate', 10);
   nonNeg('warmupSteps');
@@ -70,10 +96,16 @@ export function checkJobSpec(spec: JobSpec): string[] {
   nonNeg('clipNorm');
   if (t['learningRate'] === 0) errors.push('job.training.learningRate: must be above 0');
   const e = spec.evaluation as unknown as Record<string, unknown> | undefined;
-  if (e === undefined || typeof e['samples'] !== 'number' || !Number.isInteger(e['samples']) || (e['samples'] as number) < 0) {
+  if (
+    e === undefined ||
+    typeof e['samples'] !== 'number' ||
+    !Number.isInteger(e['samples']) ||
+    (e['samples'] as number) < 0
+  ) {
     errors.push(`job.evaluation.samples: must be a non-negative integer (got ${JSON.stringify(e?.['samples'])})`);
   }
-  if (!Number.isInteger(spec.checkpointEvery) || spec.checkpointEvery < 0) errors.push(`job.checkpointEvery: must be a non-negative integer (got ${JSON.stringify(spec.checkpointEvery)})`);
+  if (!Number.isInteger(spec.checkpointEvery) || spec.checkpointEvery < 0)
+    errors.push(`job.checkpointEvery: must be a non-negative integer (got ${JSON.stringify(spec.checkpointEvery)})`);
   return errors;
 }
 
@@ -120,7 +152,9 @@ export function buildJobSpec(c: JobChoices): JobSpec {
     },
     evaluation: {
       samples: c.evalSamples ?? 200,
-      ...(c.lengthTask === undefined ? {} : { lengthTask: c.lengthTask, lengthSamples: c.lengthSamples ?? c.evalSamples ?? 200 }),
+      ...(c.lengthTask === undefined
+        ? {}
+        : { lengthTask: c.lengthTask, lengthSamples: c.lengthSamples ?? c.evalSamples ?? 200 }),
     },
     checkpointEvery: c.checkpointEvery ?? 500,
   };

@@ -87,7 +87,9 @@ export async function runLocalTraining(spec: JobSpec, options: LocalRunOptions):
     const finalModel = join(out, 'final_model', 'model.ckpt');
     await writeAtomic(finalModel, await workload.exportModel());
     log(`final model ${finalModel}`);
-    const evaluation = await workload.evaluate(options.onEvaluate === undefined ? {} : { onProgress: options.onEvaluate });
+    const evaluation = await workload.evaluate(
+      options.onEvaluate === undefined ? {} : { onProgress: options.onEvaluate },
+    );
     await writeAtomic(join(out, 'evaluation.json'), JSON.stringify(evaluation, null, 2) + '\n');
     return { evaluation, stoppedAt: workload.step, checkpoints, finalModel };
   } finally {

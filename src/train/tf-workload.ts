@@ -43,11 +43,14 @@ export function loadModel(bytes: Uint8Array): { model: Transformer; job: JobSpec
   const model = buildModel(meta.job);
   try {
     if (model.variables.length !== meta.parameterShapes.length) {
-      throw new CheckpointError(`checkpoint holds ${meta.parameterShapes.length} parameter tensors, the ${meta.job.encoding} model has ${model.variables.length}`);
+      throw new CheckpointError(
+        `checkpoint holds ${meta.parameterShapes.length} parameter tensors, the ${meta.job.encoding} model has ${model.variables.length}`,
+      );
     }
     model.variables.forEach((v, i) => {
       const t = tensors.get(`param/${i}`);
-      if (t === undefined || t.shape.join(',') !== v.shape.join(',')) throw new CheckpointError(`checkpoint parameter ${i} does not fit ${v.name} [${v.shape.join(',')}]`);
+      if (t === undefined || t.shape.join(',') !== v.shape.join(','))
+        throw new CheckpointError(`checkpoint parameter ${i} does not fit ${v.name} [${v.shape.join(',')}]`);
       tf.tidy(() => v.assign(tf.tensor(t.data as Float32Array, v.shape, 'float32')));
     });
   } catch (error) {
@@ -58,7 +61,12 @@ export function loadModel(bytes: Uint8Array): { model: Transformer; job: JobSpec
 }
 
 /** Greedy predictions for examples; problems too long for the model predict "" (scored wrong, not a crash). */
-export function predict(model: Transformer, examples: readonly Example[], maxLen: number, onBatch?: (done: number) => void): string[] {
+export function predict(
+  model: Transformer,
+  examples: readonly Example[],
+  maxLen: number,
+  onBatch?: (done: number) => void,
+): string[] {
   const out: string[] = new Array<string>(examples.length).fill('');
   const prompts = examples.map((e) => [BOS, ...tokenizer.encode(e.prompt)]);
   const targetLength = Math.max(1, ...examples.map((e) => tokenizer.encode(e.target).length));
@@ -75,7 +83,11 @@ export function predict(model: Transformer, examples: readonly Example[], maxLen
   let done = 0;
   for (const [length, indices] of [...byLength].sort((a, b) => a[0] - b[0])) {
     const maxNewTokens = Math.min(wanted, maxLen - length);
-    const decoded = greedyDecode(model, indices.map((i) => prompts[i] as number[]), { maxNewTokens, eosId: EOS, batchSize: DECODE_BATCH });
+    const decoded = greedyDecode(
+      model,
+      indices.map((i) => prompts[i] as number[]),
+      { maxNewTokens, eosId: EOS, batchSize: DECODE_BATCH },
+    );
     indices.forEach((i, k) => {
       out[i] = tokenizer.decode(decoded[k] ?? []);
     });
@@ -85,7 +97,9 @@ export function predict(model: Transformer, examples: readonly Example[], maxLen
   return out;
 }
 
-function mergeScores(parts: { scores: Scores; weight: number }[]): Pick<Evaluation, 'perLength' | 'errorTaxonomy' | 'problems'> {
+function mergeScores(
+  parts: { scores: Scores; weight: number }[],
+): Pick<Evaluation, 'perLength' | 'errorTaxonomy' | 'problems'> {
   const perLength: Evaluation['perLength'] = {};
   const errorTaxonomy: Evaluation['errorTaxonomy'] = {};
   const problems: Evaluation['problems'] = [];
@@ -93,13 +107,17 @@ function mergeScores(parts: { scores: Scores; weight: number }[]): Pick<Evaluati
     for (const [k, b] of Object.entries(scores.perLength)) {
       const prev = perLength[k];
       // The length task may overlap the training lengths: pool the buckets by count.
-      perLength[k] = prev === undefined ? { ...b } : { n: prev.n + b.n, exactMatch: (prev.exactMatch * prev.n + b.exactMatch * b.n) / (prev.n + b.n) };
+      perLength[k] =
+        prev === undefined
+          ? { ...b }
+          : { n: prev.n + b.n, exactMatch: (prev.exactMatch * prev.n + b.exactMatch * b.n) / (prev.n + b.n) };
     }
     for (const [k, n] of Object.entries(scores.errorTaxonomy)) errorTaxonomy[k] = (errorTaxonomy[k] ?? 0) + n;
     problems.push(...scores.problems);
   }
   const sorted: Evaluation['perLength'] = {};
-  for (const k of Object.keys(perLength).sort((a, b) => Number(a) - Number(b))) sorted[k] = perLength[k] as { n: number; exactMatch: number };
+  for (const k of Object.keys(perLength).sort((a, b) => Number(a) - Number(b)))
+    sorted[k] = perLength[k] as { n: number; exactMatch: number };
   return { perLength: sorted, errorTaxonomy, problems };
 }
 
@@ -141,11 +159,17 @@ export class TfWorkload implements Workload {
     const started = performance.now();
     const { spec } = this;
     const maxLen = spec.model.maxLen;
-    const sets: { task: TaskSpec; n: number; split: string }[] = [{ task: spec.task, n: spec.evaluation.samples, split: 'test' }];
+    const sets: { task: TaskSpec; n: number; split: string }[] = [
+      { task: spec.task, n: spec.evaluation.samples, split: 'test' },
+    ];
     const { lengthTask } = spec.evaluation;
-    if (lengthTask !== undefined) sets.push({ task: lengthTask, n: spec.evaluation.lengthSamples ?? spec.evaluation.samples, split: 'length' });
+    if (lengthTask !== undefined)
+      sets.push({ task: lengthTask, n: spec.evaluation.lengthSamples ?? spec.evaluation.samples, split: 'length' });
     // The test split is seeded from the job seed, so every encoding with the same seed sees the same problems.
-    const drawn = sets.map((s) => ({ ...s, examples: s.n > 0 ? drawExamples(createSource(s.task, spec.seed, 'test'), s.n, { unique: true }) : [] }));
+    const drawn = sets.map((s) => ({
+      ...s,
+      examples: s.n > 0 ? drawExamples(createSource(s.task, spec.seed, 'test'), s.n, { unique: true }) : [],
+    }));
     const total = drawn.reduce((a, d) => a + d.examples.length, 0);
     let before = 0;
     const parts = drawn.map((d) => {
@@ -196,7 +220,10 @@ export class TfWorkload implements Workload {
 }
 
 /** Like createWorkload, with the concrete type (CLI and benches use trainer hooks and the model). */
-export async function createTfWorkload(spec: JobSpec, options: WorkloadOptions & { onStep?: (point: MetricPoint) => void } = {}): Promise<TfWorkload> {
+export async function createTfWorkload(
+  spec: JobSpec,
+  options: WorkloadOptions & { onStep?: (point: MetricPoint) => void } = {},
+): Promise<TfWorkload> {
   const createdAt = performance.now();
   const log = options.log ?? (() => {});
   const errors = checkJobSpec(spec);
@@ -206,14 +233,21 @@ export async function createTfWorkload(spec: JobSpec, options: WorkloadOptions &
     // Verify the blob before building anything: a bad checkpoint must not cost a model build.
     resumeMeta = readTrainingCheckpoint(options.resumeFrom).meta;
     const mismatch = sameModel(spec, resumeMeta.job);
-    if (mismatch !== null) throw new CheckpointError(`checkpoint does not belong to job ${String(spec.jobId)}: ${mismatch}`);
+    if (mismatch !== null)
+      throw new CheckpointError(`checkpoint does not belong to job ${String(spec.jobId)}: ${mismatch}`);
   }
   const choice = await selectBackend(options.backend, log);
   const source = createSource(spec.task, spec.seed, 'train');
   const model = buildModel(spec);
   let trainer: Trainer | undefined;
   try {
-    trainer = new Trainer({ model, source, tokenizer, job: spec, ...(options.onStep === undefined ? {} : { onStep: options.onStep }) });
+    trainer = new Trainer({
+      model,
+      source,
+      tokenizer,
+      job: spec,
+      ...(options.onStep === undefined ? {} : { onStep: options.onStep }),
+    });
     if (options.resumeFrom !== undefined) {
       trainer.restore(options.resumeFrom);
       log(`resumed job ${String(spec.jobId)} at step ${trainer.step} of ${spec.training.steps}`);
@@ -223,7 +257,9 @@ export async function createTfWorkload(spec: JobSpec, options: WorkloadOptions &
     model.dispose();
     throw error;
   }
-  log(`job ${String(spec.jobId)}: ${spec.encoding} on ${spec.task.name}, ${model.parameterCount()} parameters, backend ${choice.name}`);
+  log(
+    `job ${String(spec.jobId)}: ${spec.encoding} on ${spec.task.name}, ${model.parameterCount()} parameters, backend ${choice.name}`,
+  );
   return new TfWorkload(spec, choice.name, model, trainer, createdAt);
 }
 

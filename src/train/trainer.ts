@@ -61,25 +61,33 @@ export function maskedCrossEntropy(logits: tf.Tensor3D, weights: tf.Tensor3D): t
 
 function checkMeta(raw: unknown): CheckpointMeta {
   const m = raw as Partial<CheckpointMeta> | null;
-  if (typeof m !== 'object' || m === null || m.kind !== 'pe-arena-training-state') throw new CheckpointError('checkpoint metadata is not a pe-arena training state');
+  if (typeof m !== 'object' || m === null || m.kind !== 'pe-arena-training-state')
+    throw new CheckpointError('checkpoint metadata is not a pe-arena training state');
   const num = (x: unknown, what: string): number => {
-    if (typeof x !== 'number' || !Number.isFinite(x)) throw new CheckpointError(`checkpoint metadata: ${what} is not a number`);
+    if (typeof x !== 'number' || !Number.isFinite(x))
+      throw new CheckpointError(`checkpoint metadata: ${what} is not a number`);
     return x;
   };
   num(m.step, 'step');
   num(m.seed, 'seed');
   num(m.vocabSize, 'vocabSize');
-  if (typeof m.job !== 'object' || m.job === null || typeof m.job.encoding !== 'string') throw new CheckpointError('checkpoint metadata: job spec is missing');
+  if (typeof m.job !== 'object' || m.job === null || typeof m.job.encoding !== 'string')
+    throw new CheckpointError('checkpoint metadata: job spec is missing');
   const src = m.source;
-  if (typeof src !== 'object' || src === null || !Array.isArray(src.rng) || src.rng.length !== 4) throw new CheckpointError('checkpoint metadata: data position (source state) is missing');
-  if (typeof m.optimizer !== 'object' || m.optimizer === null) throw new CheckpointError('checkpoint metadata: optimizer state is missing');
+  if (typeof src !== 'object' || src === null || !Array.isArray(src.rng) || src.rng.length !== 4)
+    throw new CheckpointError('checkpoint metadata: data position (source state) is missing');
+  if (typeof m.optimizer !== 'object' || m.optimizer === null)
+    throw new CheckpointError('checkpoint metadata: optimizer state is missing');
   num(m.optimizer.step, 'optimizer.step');
   if (!Array.isArray(m.parameterShapes)) throw new CheckpointError('checkpoint metadata: parameterShapes is missing');
   return m as CheckpointMeta;
 }
 
 /** Reads and verifies a training checkpoint (throws CheckpointError on anything wrong). */
-export function readTrainingCheckpoint(bytes: Uint8Array): { meta: CheckpointMeta; tensors: Map<string, TensorRecord> } {
+export function readTrainingCheckpoint(bytes: Uint8Array): {
+  meta: CheckpointMeta;
+  tensors: Map<string, TensorRecord>;
+} {
   const { meta, tensors } = decodeCheckpoint(bytes, checkMeta);
   const n = meta.parameterShapes.length;
   for (let i = 0; i < n; i++) {
@@ -87,7 +95,9 @@ export function readTrainingCheckpoint(bytes: Uint8Array): { meta: CheckpointMet
       const t = tensors.get(`${kind}/${i}`);
       if (t === undefined) throw new CheckpointError(`checkpoint lacks tensor ${kind}/${i}`);
       if (t.shape.join(',') !== (meta.parameterShapes[i] ?? []).join(',')) {
-        throw new CheckpointError(`checkpoint tensor ${kind}/${i} has shape [${t.shape.join(',')}], metadata says [${(meta.parameterShapes[i] ?? []).join(',')}]`);
+        throw new CheckpointError(
+          `checkpoint tensor ${kind}/${i} has shape [${t.shape.join(',')}], metadata says [${(meta.parameterShapes[i] ?? []).join(',')}]`,
+        );
       }
     }
   }
@@ -114,7 +124,12 @@ export class Trainer {
     this.onStep = options.onStep;
     const t = options.job.training;
     this.optimizer = new AdamW(this.model.variables, { weightDecay: t.weightDecay, clipNorm: t.clipNorm });
-    this.schedule = { peak: t.learningRate, warmupSteps: t.warmupSteps, totalSteps: t.steps, decay: options.decay ?? 'cosine' };
+    this.schedule = {
+      peak: t.learningRate,
+      warmupSteps: t.warmupSteps,
+      totalSteps: t.steps,
+      decay: options.decay ?? 'cosine',
+    };
   }
 
   get step(): number {
@@ -201,8 +216,18 @@ export class Trainer {
     for (let i = 0; i < variables.length; i++) {
       const v = variables[i] as tf.Variable;
       tensors.push({ name: `param/${i}`, shape: v.shape, dtype: 'float32', data: await read(v) });
-      tensors.push({ name: `adam_m/${i}`, shape: v.shape, dtype: 'float32', data: await read(this.optimizer.m[i] as tf.Variable) });
-      tensors.push({ name: `adam_v/${i}`, shape: v.shape, dtype: 'float32', data: await read(this.optimizer.v[i] as tf.Variable) });
+      tensors.push({
+        name: `adam_m/${i}`,
+        shape: v.shape,
+        dtype: 'float32',
+        data: await read(this.optimizer.m[i] as tf.Variable),
+      });
+      tensors.push({
+        name: `adam_v/${i}`,
+        shape: v.shape,
+        dtype: 'float32',
+        data: await read(this.optimizer.v[i] as tf.Variable),
+      });
     }
     const o = this.optimizer;
     const meta: CheckpointMeta = {
@@ -211,7 +236,14 @@ export class Trainer {
       seed: this.job.seed,
       job: this.job,
       source: this.source.getState(),
-      optimizer: { step: o.step, beta1: o.beta1, beta2: o.beta2, epsilon: o.epsilon, weightDecay: o.weightDecay, clipNorm: o.clipNorm },
+      optimizer: {
+        step: o.step,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        epsilon: o.epsilon,
+        weightDecay: o.weightDecay,
+        clipNorm: o.clipNorm,
+      },
       rng: { dropoutSeedBase: this.job.seed },
       vocabSize: this.tokenizer.vocabSize,
       parameterShapes: variables.map((v) => v.shape),
@@ -226,12 +258,20 @@ export class Trainer {
     const { meta, tensors } = readTrainingCheckpoint(bytes);
     const variables = this.model.variables;
     if (meta.parameterShapes.length !== variables.length) {
-      throw new CheckpointError(`checkpoint holds ${meta.parameterShapes.length} parameter tensors, this model has ${variables.length} (different encoding or preset?)`);
+      throw new CheckpointError(
+        `checkpoint holds ${meta.parameterShapes.length} parameter tensors, this model has ${variables.length} (different encoding or preset?)`,
+      );
     }
-    if (meta.vocabSize !== this.tokenizer.vocabSize) throw new CheckpointError(`checkpoint vocabulary is ${meta.vocabSize}, tokenizer has ${this.tokenizer.vocabSize}`);
+    if (meta.vocabSize !== this.tokenizer.vocabSize)
+      throw new CheckpointError(
+        `checkpoint vocabulary is ${meta.vocabSize}, tokenizer has ${this.tokenizer.vocabSize}`,
+      );
     variables.forEach((v, i) => {
       const shape = (meta.parameterShapes[i] ?? []).join(',');
-      if (shape !== v.shape.join(',')) throw new CheckpointError(`checkpoint parameter ${i} has shape [${shape}], the model's ${v.name} is [${v.shape.join(',')}] (different preset?)`);
+      if (shape !== v.shape.join(','))
+        throw new CheckpointError(
+          `checkpoint parameter ${i} has shape [${shape}], the model's ${v.name} is [${v.shape.join(',')}] (different preset?)`,
+        );
     });
     const get = (name: string): Float32Array => tensors.get(name)?.data as Float32Array;
     variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(get(`param/${i}`), v.shape, 'float32'))));

@@ -335,3 +335,26 @@ test('placement honours job.needs: a gpu job waits for a gpu agent', async () =>
     cleanup();
   }
 });
+
+test('an agent that keeps saying idle while holding a job gets the job taken back (after a grace period)', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const first = a.lastAssign()!;
+    await a.heartbeat();
+    await h.advance(100);
+    assert.equal(h.coordinator.scheduler.get(first.job.jobId)?.state, 'assigned', 'an idle heartbeat right after assign is forgiven');
+    for (let t = 0; t < 25; t++) {
+      await a.heartbeat();
+      await h.advance(100);
+    }
+    const again = a.lastAssign()!;
+    assert.equal(again.epoch, first.epoch + 1, 'taken back and assigned again, with a new epoch');
+    assert.equal(again.attempt, first.attempt, 'not counted as a failed attempt');
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});

@@ -175,3 +175,13 @@ test('simulated clock: timers fire in order, intervals repeat, cleared timers do
   await c.advance(10);
   assert.equal(await slept, 'woke');
 });
+
+test('with the data code wired in, task params and model.maxLen are checked at start, naming the field', async () => {
+  const { validateTask, measureMaxLength } = await import('../../src/data/tasks.ts');
+  const checks = { validate: validateTask, maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300) };
+  for (const f of ['quick', 'length-generalization']) await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);
+  const base = { name: 'x', tasks: [{ name: 'addition', params: { minDigits: 3, maxDigits: 2 } }], training: { steps: 10 } };
+  assert.throws(() => compileExperiment(base, 'x.json', runId, undefined, checks), /x\.json: tasks\[0\]\.params\.maxDigits/);
+  const long = { ...base, tasks: [{ name: 'addition', params: { minDigits: 20, maxDigits: 20 } }], model: { maxLen: 16 } };
+  assert.throws(() => compileExperiment(long, 'x.json', runId, undefined, checks), /model\.maxLen is 16, too short for tasks\[0\]/);
+});

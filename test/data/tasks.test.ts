@@ -72,6 +72,8 @@ void test('test problems are held out from the train stream (small space: 1-digi
   assert.ok(train.size > 50 && test.size > 0, `train ${train.size} test ${test.size}`);
   for (const p of test) assert.ok(!train.has(p), `${p} is in both splits`);
   assert.equal(train.size + test.size, 100, 'together they cover the 100 problems');
+  const swap = (p: string): string => p.replace(/^(\d+)\+(\d+)=$/, '$2+$1=');
+  for (const p of test) assert.ok(!train.has(swap(p)), `${swap(p)} (swapped ${p}) is in train`);
 });
 
 void test('addition and multiplication answers are right (BigInt) for up to 16-digit operands', () => {

@@ -180,3 +180,7 @@ void test('scoring arbitrary predictions never throws (fast-check, bounded)', as
     { numRuns: 300, seed: 42 },
   );
 });
+
+void test('a multi-line plain target takes as many prediction lines as it has', () => {
+  assert.equal(predictedAnswer('1\n2\n3', ex({ target: '1\n2', answer: '1\n2' })), '1\n2');
+});

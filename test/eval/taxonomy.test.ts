@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { classifyError } from '../../src/eval/taxonomy.ts';
+import { additionCarries, classifyError } from '../../src/eval/taxonomy.ts';
 
 void test('format: no parseable answer', () => {
   assert.equal(classifyError(undefined, '12'), 'format');
@@ -31,4 +31,16 @@ void test('single_digit: same length, exactly one digit differs (not a carry)', 
 void test('other: several digits wrong, or a wrong non-integer', () => {
   assert.equal(classifyError('321', '123'), 'other');
   assert.equal(classifyError('2.5', '3'), 'other');
+});
+
+void test('carry with the addition prompt: a dropped carry needs a real one, an invented one needs none', () => {
+  assert.deepEqual(additionCarries('19', '5'), [false, true, false]);
+  assert.equal(classifyError('14', '24', '19+5='), 'carry'); // dropped the real carry into the tens
+  assert.equal(classifyError('12', '22', '11+11='), 'single_digit'); // no carry there to drop
+  assert.equal(classifyError('32', '22', '11+11='), 'carry'); // an invented carry into the tens
+  assert.equal(classifyError('95', '105', '57+48='), 'carry');
+  assert.equal(classifyError('990', '1000', '999+1='), 'carry');
+  assert.equal(classifyError('900', '1000', '999+1='), 'carry'); // dropped carries into tens and hundreds
+  assert.equal(classifyError('1090', '1000', '999+1='), 'single_digit'); // +100-10: +100 would be an invented carry where there is a real one
+  assert.equal(classifyError('1090', '1000'), 'single_digit'); // without the prompt: mixed signs are not a carry
 });

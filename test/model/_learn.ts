@@ -42,8 +42,9 @@ for (const encoding of encodings) {
       const out = greedyDecode(model, test.map((t) => t.prompt), { maxNewTokens: 6, eosId: EOS });
       const em = out.filter((o, i) => o.join(',') === test[i]?.answer.join(',')).length / test.length;
       console.log(`${encoding} step ${step} loss ${loss?.dataSync()[0]?.toFixed(4)} em ${em.toFixed(3)} ${((performance.now() - t0) / 1000).toFixed(0)}s`);
+      if (em >= 0.95) { tf.dispose([idsT, tgT, wT]); loss?.dispose(); break; }
     }
-    tf.dispose([loss, idsT, tgT, wT]);
+    tf.dispose([idsT, tgT, wT]); loss?.dispose();
   }
   model.dispose(); opt.dispose();
 }

@@ -547,11 +547,12 @@ void test('a non-retryable training error is reported as job_failed with retryab
     const failed = await h.coordinator.next('job_failed');
     assert.equal(failed.error.retryable, false);
     assert.match(failed.error.message, /NaN/);
-    // Metrics before the failure were delivered.
+    // Metrics of the slices before the failure were delivered, in order, none past it.
     const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
+    assert.ok(steps.length >= 1 && steps.length < 15);
     assert.deepEqual(
       steps,
-      Array.from({ length: 10 }, (_, i) => i + 1),
+      Array.from({ length: steps.length }, (_, i) => i + 1),
     );
     assert.equal(h.agent.current, undefined);
   } finally {
@@ -667,6 +668,37 @@ void test('an error answer to checkpoint_request makes the agent ask again at on
     assert.equal(failed.error.retryable, true);
     assert.match(failed.error.message, /no checkpoint gone/);
     assert.equal(h.coordinator.all('checkpoint_request').length, 4);
+  } finally {
+    await h.close();
+  }
+});
+
+void test('drain while the final model is going up waits (bounded) for the result to go out, then bye', async () => {
+  const h = startHarness();
+  try {
+    await welcome(h);
+    await h.coordinator.send({
+      type: 'assign',
+      job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
+      attempt: 1,
+      epoch: 1,
+    });
+    const final = await h.coordinator.next('checkpoint_chunk', { match: (c) => c.kind === 'final' });
+    const exiting = h.agent.drain('SIGTERM', true);
+    await turns();
+    await h.coordinator.send({
+      type: 'checkpoint_ack',
+      jobId: final.jobId,
+      epoch: 1,
+      checkpointId: final.checkpointId,
+      ok: true,
+    });
+    const exit = await exiting;
+    assert.equal(exit.code, AGENT_EXIT.ok);
+    await h.coordinator.next('bye');
+    const order = h.coordinator.received.map((m) => m.type);
+    assert.ok(order.includes('job_result'));
+    assert.ok(order.indexOf('job_result') < order.indexOf('bye'));
   } finally {
     await h.close();
   }

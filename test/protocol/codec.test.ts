@@ -103,6 +103,18 @@ void test('garbage, truncated, empty and trailing bytes are refused as frames', 
   malformed(() => decodeAgentMessage(trailing), '', /not valid msgpack/);
 });
 
+void test('hostile frames: deep nesting and huge declared lengths are refused, not crashes', () => {
+  const deep = new Uint8Array(200_001).fill(0x91); // [[[[...]]]] 200k deep
+  deep[200_000] = 0xc0;
+  malformed(() => decodeAgentMessage(deep), '', /not valid msgpack/);
+  malformed(() => decodeAgentMessage(new Uint8Array([0xdd, 0xff, 0xff, 0xff, 0xff])), '', /not valid msgpack/);
+  malformed(() => decodeAgentMessage(new Uint8Array([0xdb, 0x7f, 0xff, 0xff, 0xff, 0x41])), '', /not valid msgpack/);
+  // A __proto__ key cannot reach the prototype.
+  const polluted = decodeUnknown(encode({ type: 'x', ['__proto__']: { polluted: true } } as never));
+  assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+  assert.equal((polluted as Record<string, unknown>)['polluted'], undefined);
+});
+
 void test('oversize frames are refused before decoding', () => {
   // Bytes that would be garbage if decoded: the cap must trip first.
   const big = new Uint8Array(2048).fill(0xc1);

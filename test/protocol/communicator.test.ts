@@ -7,9 +7,12 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { Communicator } from '../../protocol/communicator.ts';
+import type { CommunicatorOptions } from '../../protocol/communicator.ts';
+import { generateKeyPair } from '../../protocol/keys.ts';
+import { applyClientCurve } from '../../protocol/zmq-transport.ts';
 import { encode } from '../../protocol/codec.ts';
 import { CommunicatorError } from '../../protocol/errors.ts';
-import { withTimeout } from './fixtures/helpers.ts';
+import { sleep, withTimeout } from './fixtures/helpers.ts';
 
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'rank.ts');
 
@@ -166,28 +169,36 @@ void test('in-process: a recv with no sender times out with a clear error', asyn
   await root.close();
 });
 
+/** Two ranks in this process (rank 0 first, so its address is known), closed by the caller. */
+async function twoRanks(
+  options: Partial<CommunicatorOptions>,
+  log: string[],
+): Promise<[Communicator, Communicator, string]> {
+  let rootAddress = '';
+  let bound: () => void = () => {};
+  const listening = new Promise<void>((resolve) => (bound = resolve));
+  const first = Communicator.create({
+    rank: 0,
+    size: 2,
+    rootAddress: 'tcp://127.0.0.1:0',
+    timeoutMs: 5000,
+    chunkBytes: 8192,
+    ...options,
+    log: (line) => log.push(line),
+    onListening: (address) => {
+      rootAddress = address;
+      bound();
+    },
+  });
+  await withTimeout(listening, 5000, 'rank 0 to listen');
+  const second = Communicator.create({ ...options, rank: 1, size: 2, rootAddress, timeoutMs: 5000, chunkBytes: 8192 });
+  const [rank0, rank1] = await withTimeout(Promise.all([first, second]), 10_000, 'both ranks to join');
+  return [rank0, rank1, rootAddress];
+}
+
 void test('in-process: two ranks shrug off garbage frames and still allreduce (bulk frames included)', async () => {
   const log: string[] = [];
-  let rootAddress = '';
-  const listening = new Promise<void>((resolve) => {
-    void Communicator.create({
-      rank: 0,
-      size: 2,
-      rootAddress: 'tcp://127.0.0.1:0',
-      timeoutMs: 5000,
-      chunkBytes: 8192,
-      log: (line) => log.push(line),
-      onListening: (address) => {
-        rootAddress = address;
-        resolve();
-      },
-    }).then((c) => (rank0 = c));
-  });
-  let rank0: Communicator | undefined;
-  await withTimeout(listening, 5000, 'rank 0 to listen');
-  const rank1 = await Communicator.create({ rank: 1, size: 2, rootAddress, timeoutMs: 5000, chunkBytes: 8192 });
-  for (let i = 0; i < 100 && rank0 === undefined; i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(rank0 !== undefined);
+  const [rank0, rank1, rootAddress] = await twoRanks({}, log);
   const raw = new zmq.Dealer({ linger: 0 });
   raw.connect(rootAddress);
   try {
@@ -223,6 +234,35 @@ void test('in-process: two ranks shrug off garbage frames and still allreduce (b
     );
   } finally {
     raw.close();
+    await Promise.all([rank0.close(), rank1.close()]);
+  }
+});
+
+void test('in-process: with CURVE, an outsider cannot abort the ranks; members still allreduce', async () => {
+  const cluster = generateKeyPair();
+  const log: string[] = [];
+  const [rank0, rank1, rootAddress] = await twoRanks({ curve: cluster }, log);
+  const outsiders = [new zmq.Dealer({ linger: 0, sendTimeout: 200 }), new zmq.Dealer({ linger: 0, sendTimeout: 200 })];
+  applyClientCurve(outsiders[0]!, { serverPublicKey: cluster.publicKey, ...generateKeyPair() });
+  try {
+    for (const outsider of outsiders) {
+      outsider.connect(rootAddress);
+      await outsider.send(encode({ type: 'peer_abort', source: 1, reason: 'injected' })).catch(() => undefined);
+    }
+    await sleep(300);
+    const [x] = await withTimeout(
+      Promise.all([rank0.allreduce(new Float32Array([1, 2]), 'max'), rank1.allreduce(new Float32Array([3, 0]), 'max')]),
+      10_000,
+      'allreduce',
+    );
+    assert.deepEqual(Array.from(x), [3, 2]);
+    assert.ok(!log.some((line) => /injected/.test(line)), JSON.stringify(log));
+    assert.ok(
+      log.some((line) => /not allowed/.test(line)),
+      JSON.stringify(log),
+    );
+  } finally {
+    for (const outsider of outsiders) outsider.close();
     await Promise.all([rank0.close(), rank1.close()]);
   }
 });

@@ -120,3 +120,44 @@ void test('inbound ends when the transport closes', async () => {
   await server.close();
   assert.deepEqual(await pending, []);
 });
+
+void test('an agent reconnecting under the same routing id takes the route over', async () => {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const before = await connectClient({ address: server.address, routingId: 'agent-x' });
+  let after: Awaited<ReturnType<typeof connectClient>> | undefined;
+  try {
+    await before.send(agentSamples[0]!);
+    await take(server.inbound(), 1);
+    // The old connection is still open when the new one arrives, as after a network blip.
+    after = await connectClient({ address: server.address, routingId: 'agent-x' });
+    await after.send(agentSamples[1]!);
+    const [second] = await take(server.inbound(), 1);
+    assert.equal(second?.kind === 'message' && second.message.type, 'hello');
+    await server.send('agent-x' as PeerId, coordinatorSamples[1]!);
+    const [welcome] = await take(after.inbound(), 1);
+    assert.equal(welcome?.kind === 'message' && welcome.message.type, 'welcome');
+  } finally {
+    await Promise.all([before.close(), after?.close()]);
+    await server.close();
+  }
+});
+
+void test('bad addresses and options fail with TransportError naming what was wrong', async () => {
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  try {
+    await assert.rejects(
+      bindServer({ address: server.address }),
+      (error: unknown) => error instanceof TransportError && error.message.includes(`could not bind ${server.address}`),
+    );
+    await assert.rejects(
+      connectClient({ address: 'not-an-endpoint' }),
+      (error: unknown) => error instanceof TransportError && error.message.includes('not-an-endpoint'),
+    );
+    await assert.rejects(
+      bindServer({ address: 'tcp://127.0.0.1:0', highWaterMark: 0 }),
+      (error: unknown) => error instanceof TransportError && /highWaterMark/.test(error.message),
+    );
+  } finally {
+    await server.close();
+  }
+});

@@ -13,24 +13,30 @@ const tensors: TensorRecord[] = [
 const meta = { step: 17, note: 'héllo', source: { rng: [1, 2, 3, 4], position: 9 } };
 const anyMeta = (m: unknown): unknown => m;
 
-test('a checkpoint round-trips tensors bit for bit and the metadata exactly', () => {
+void test('a checkpoint round-trips tensors bit for bit and the metadata exactly', () => {
   const bytes = encodeCheckpoint(meta, tensors);
   assert.equal(new TextDecoder().decode(bytes.subarray(0, 8)), 'PEARCKPT');
   const decoded = decodeCheckpoint(bytes, anyMeta);
   assert.deepEqual(decoded.meta, meta);
-  assert.deepEqual(decoded.order, tensors.map((t) => t.name));
+  assert.deepEqual(
+    decoded.order,
+    tensors.map((t) => t.name),
+  );
   for (const t of tensors) {
     const got = decoded.tensors.get(t.name);
     assert.ok(got, t.name);
     assert.deepEqual(got.shape, t.shape);
     assert.equal(got.dtype, t.dtype);
-    assert.deepEqual(new Uint8Array(got.data.buffer, got.data.byteOffset, got.data.byteLength), new Uint8Array(t.data.buffer));
+    assert.deepEqual(
+      new Uint8Array(got.data.buffer, got.data.byteOffset, got.data.byteLength),
+      new Uint8Array(t.data.buffer),
+    );
   }
   // Deterministic: the same state gives the same bytes (so sha256s can be compared across runs).
   assert.deepEqual(encodeCheckpoint(meta, tensors), bytes);
 });
 
-test('a flipped byte anywhere is caught', () => {
+void test('a flipped byte anywhere is caught', () => {
   const bytes = encodeCheckpoint(meta, tensors);
   // Positions in the magic, the version, the header length, the header, the tensor bytes and the sha256 trailer.
   const positions = [0, 9, 13, 20, 40, bytes.length - 60, bytes.length - 40, bytes.length - 33, bytes.length - 1];
@@ -48,7 +54,7 @@ test('a flipped byte anywhere is caught', () => {
   assert.throws(() => decodeCheckpoint(tensorFlip, anyMeta), /sha256 mismatch/);
 });
 
-test('truncation, wrong magic, unknown version and trailing bytes give clear errors', () => {
+void test('truncation, wrong magic, unknown version and trailing bytes give clear errors', () => {
   const bytes = encodeCheckpoint(meta, tensors);
   for (const n of [0, 10, 47, 100, bytes.length - 33, bytes.length - 1]) {
     assert.throws(() => decodeCheckpoint(bytes.subarray(0, n), anyMeta), CheckpointError, `truncated to ${n}`);
@@ -65,7 +71,7 @@ test('truncation, wrong magic, unknown version and trailing bytes give clear err
   assert.throws(() => decodeCheckpoint(version, anyMeta), /version 99/);
 });
 
-test('a metadata check failure becomes a CheckpointError naming the problem', () => {
+void test('a metadata check failure becomes a CheckpointError naming the problem', () => {
   const bytes = encodeCheckpoint(meta, tensors);
   assert.throws(
     () =>
@@ -76,8 +82,11 @@ test('a metadata check failure becomes a CheckpointError naming the problem', ()
   );
 });
 
-test('writing refuses inconsistent tensors', () => {
-  assert.throws(() => encodeCheckpoint({}, [{ name: 'x', shape: [2, 2], dtype: 'float32', data: new Float32Array(3) }]), CheckpointError);
+void test('writing refuses inconsistent tensors', () => {
+  assert.throws(
+    () => encodeCheckpoint({}, [{ name: 'x', shape: [2, 2], dtype: 'float32', data: new Float32Array(3) }]),
+    CheckpointError,
+  );
   const dup: TensorRecord = { name: 'x', shape: [1], dtype: 'float32', data: new Float32Array(1) };
   assert.throws(() => encodeCheckpoint({}, [dup, dup]), /twice/);
 });

@@ -11,10 +11,12 @@ before(async () => {
 
 const close = (actual: ArrayLike<number>, expected: number[], tol: number, what: string): void => {
   assert.equal(actual.length, expected.length, `${what}: length`);
-  expected.forEach((e, i) => assert.ok(Math.abs((actual[i] as number) - e) <= tol, `${what}[${i}]: ${actual[i]} vs ${e}`));
+  expected.forEach((e, i) =>
+    assert.ok(Math.abs((actual[i] as number) - e) <= tol, `${what}[${i}]: ${actual[i]} vs ${e}`),
+  );
 };
 
-test('AdamW matches two hand-computed steps, with decoupled decay only on matrices', async () => {
+void test('AdamW matches two hand-computed steps, with decoupled decay only on matrices', async () => {
   const w = tf.variable(tf.tensor2d([[1, -2]]), true);
   const b = tf.variable(tf.tensor1d([0.5]), true);
   const [lr, wd, b1, b2, eps] = [0.01, 0.1, 0.9, 0.98, 1e-8];
@@ -58,7 +60,7 @@ test('AdamW matches two hand-computed steps, with decoupled decay only on matric
   tf.dispose([w, b]);
 });
 
-test('AdamW with clipping uses the clipped gradient', async () => {
+void test('AdamW with clipping uses the clipped gradient', async () => {
   const w = tf.variable(tf.tensor1d([0, 0]), true);
   const opt = new AdamW([w], { clipNorm: 1, beta1: 0, beta2: 0, epsilon: 0 });
   // beta1 = beta2 = 0: update = lr * g / |g| elementwise, so the sign survives but the moment shows the clip.
@@ -70,7 +72,7 @@ test('AdamW with clipping uses the clipped gradient', async () => {
   w.dispose();
 });
 
-test('clipByGlobalNorm scales only above the threshold', async () => {
+void test('clipByGlobalNorm scales only above the threshold', async () => {
   const grads = [tf.tensor1d([3]), tf.tensor2d([[4]])];
   const big = clipByGlobalNorm(grads, 1);
   close(await big.norm.data(), [5], 1e-6, 'norm');
@@ -84,7 +86,7 @@ test('clipByGlobalNorm scales only above the threshold', async () => {
   tf.dispose([...grads, ...big.clipped, big.norm, ...small.clipped, small.norm, ...off.clipped, off.norm, n]);
 });
 
-test('schedule: linear warmup to the peak, cosine down to the floor', () => {
+void test('schedule: linear warmup to the peak, cosine down to the floor', () => {
   const spec = { peak: 1e-3, warmupSteps: 10, totalSteps: 110, minRatio: 0.1 } as const;
   assert.ok(Math.abs(learningRateAt(0, spec) - 1e-4) < 1e-12);
   assert.ok(Math.abs(learningRateAt(4, spec) - 5e-4) < 1e-12);

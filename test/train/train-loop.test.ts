@@ -8,17 +8,24 @@ import type { Example, ExampleSource, SourceState } from '../../src/data/types.t
 import { makeBatch } from '../../src/train/batches.ts';
 import { CheckpointError, NonFiniteLossError, TrainConfigError } from '../../src/train/errors.ts';
 import { buildJobSpec } from '../../src/train/job.ts';
-import { createWorkload } from '../../src/train/tf-workload.ts';
-import { Trainer, type TrainableModel } from '../../src/train/trainer.ts';
+import { createWorkload, loadModel } from '../../src/train/tf-workload.ts';
+import { readTrainingCheckpoint, Trainer, type TrainableModel } from '../../src/train/trainer.ts';
 import { tinyJob } from './fixtures/tiny-job.ts';
 
 before(async () => {
   await tf.setBackend('cpu');
 });
 
-const example = (prompt: string, target: string): Example => ({ id: prompt, task: 'addition', prompt, target, answer: target, length: 1 });
+const example = (prompt: string, target: string): Example => ({
+  id: prompt,
+  task: 'addition',
+  prompt,
+  target,
+  answer: target,
+  length: 1,
+});
 
-test('makeBatch: BOS + prompt + target + EOS, padded, loss weights only on target and EOS', () => {
+void test('makeBatch: BOS + prompt + target + EOS, padded, loss weights only on target and EOS', () => {
   const V = tokenizer.vocabSize;
   const batch = makeBatch([example('1+2=', '3'), example('10+20=', '30')], tokenizer, 16);
   // Longest sequence: BOS 1 0 + 2 0 = 3 0 EOS -> 10 tokens, input length 9.
@@ -45,7 +52,10 @@ test('makeBatch: BOS + prompt + target + EOS, padded, loss weights only on targe
   assert.deepEqual(weightAt(1, 8), [{ id: EOS, w: Math.fround(1 / 5) }]);
   const total = batch.weights.reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(total - 1) < 1e-6, 'weights sum to 1 (a mean over target tokens)');
-  assert.throws(() => makeBatch([example('123456789+1=', '123456790')], tokenizer, 8), (e: unknown) => e instanceof TrainConfigError && /maxLen is 8/.test(e.message));
+  assert.throws(
+    () => makeBatch([example('123456789+1=', '123456790')], tokenizer, 8),
+    (e: unknown) => e instanceof TrainConfigError && /maxLen is 8/.test(e.message),
+  );
 });
 
 class FixedSource implements ExampleSource {
@@ -63,11 +73,13 @@ class FixedSource implements ExampleSource {
   }
 }
 
-test('a NaN loss stops training with a non-retryable NonFiniteLossError', async () => {
+void test('a NaN loss stops training with a non-retryable NonFiniteLossError', async () => {
   const scale = tf.variable(tf.scalar(1), true);
   const model: TrainableModel = {
     variables: [scale],
-    forward: (ids) => ({ logits: tf.mul(tf.ones([ids.shape[0], ids.shape[1], tokenizer.vocabSize]), scale) as tf.Tensor3D }),
+    forward: (ids) => ({
+      logits: tf.mul(tf.ones([ids.shape[0], ids.shape[1], tokenizer.vocabSize]), scale) as tf.Tensor3D,
+    }),
     parameterCount: () => 1,
     dispose: () => scale.dispose(),
   };
@@ -87,46 +99,74 @@ test('a NaN loss stops training with a non-retryable NonFiniteLossError', async 
   model.dispose();
 });
 
-test('workload: stops at the job total, refuses corrupt or foreign checkpoints, evaluates', { timeout: 60_000 }, async () => {
-  const job = tinyJob('alibi', 3);
-  const w = await createWorkload(job, { backend: 'cpu' });
-  try {
-    assert.equal(w.backend, 'cpu');
-    assert.ok(w.parameterCount > 0);
-    const points = await w.trainSteps(10);
-    assert.deepEqual(points.map((p) => p.step), [1, 2, 3], 'never past spec.training.steps');
-    assert.deepEqual(await w.trainSteps(5), []);
-    for (const p of points) {
-      assert.ok(p.learningRate > 0 && Number.isFinite(p.gradNorm) && p.tokensPerSecond > 0 && p.time > 0);
+void test(
+  'workload: stops at the job total, refuses corrupt or foreign checkpoints, evaluates',
+  { timeout: 60_000 },
+  async () => {
+    const job = tinyJob('alibi', 3);
+    const tensorsBefore = tf.memory().numTensors;
+    const w = await createWorkload(job, { backend: 'cpu' });
+    try {
+      assert.equal(w.backend, 'cpu');
+      assert.ok(w.parameterCount > 0);
+      const points = await w.trainSteps(10);
+      assert.deepEqual(
+        points.map((p) => p.step),
+        [1, 2, 3],
+        'never past spec.training.steps',
+      );
+      assert.deepEqual(await w.trainSteps(5), []);
+      for (const p of points) {
+        assert.ok(p.learningRate > 0 && Number.isFinite(p.gradNorm) && p.tokensPerSecond > 0 && p.time > 0);
+      }
+      const blob = await w.checkpoint();
+      const bad = blob.slice();
+      bad[bad.length - 100] = (bad[bad.length - 100] as number) ^ 0xff;
+      await assert.rejects(createWorkload(job, { backend: 'cpu', resumeFrom: bad }), CheckpointError);
+      await assert.rejects(
+        createWorkload(job, { backend: 'cpu', resumeFrom: blob.subarray(0, 1000) }),
+        CheckpointError,
+      );
+      await assert.rejects(
+        createWorkload(tinyJob('rope', 3), { backend: 'cpu', resumeFrom: blob }),
+        /encoding alibi in the checkpoint/,
+      );
+      const resumed = await createWorkload(job, { backend: 'cpu', resumeFrom: blob });
+      assert.equal(resumed.step, 3);
+      resumed.dispose();
+      const evaluation = await w.evaluate();
+      assert.equal(evaluation.steps, 3);
+      assert.equal(evaluation.encoding, 'alibi');
+      assert.equal(evaluation.backend, 'cpu');
+      assert.equal(evaluation.problems.length, 8);
+      assert.ok(evaluation.problems.every((p) => p.split === 'test'));
+      assert.ok(evaluation.exactMatch >= 0 && evaluation.exactMatch <= 1);
+      assert.equal(evaluation.attentionEntropy.length, job.model.layers);
+      assert.equal(evaluation.attentionEntropy[0]?.length, job.model.heads);
+      assert.ok(evaluation.attentionEntropy.flat().every((h) => Number.isFinite(h) && h >= 0));
+      assert.equal(
+        Object.values(evaluation.perLength).reduce((a, b) => a + b.n, 0),
+        8,
+      );
+    } finally {
+      w.dispose();
     }
-    const blob = await w.checkpoint();
-    const bad = blob.slice();
-    bad[bad.length - 100] = (bad[bad.length - 100] as number) ^ 0xff;
-    await assert.rejects(createWorkload(job, { backend: 'cpu', resumeFrom: bad }), CheckpointError);
-    await assert.rejects(createWorkload(job, { backend: 'cpu', resumeFrom: blob.subarray(0, 1000) }), CheckpointError);
-    await assert.rejects(createWorkload(tinyJob('rope', 3), { backend: 'cpu', resumeFrom: blob }), /encoding alibi in the checkpoint/);
-    const resumed = await createWorkload(job, { backend: 'cpu', resumeFrom: blob });
-    assert.equal(resumed.step, 3);
-    resumed.dispose();
-    const evaluation = await w.evaluate();
-    assert.equal(evaluation.steps, 3);
-    assert.equal(evaluation.encoding, 'alibi');
-    assert.equal(evaluation.backend, 'cpu');
-    assert.equal(evaluation.problems.length, 8);
-    assert.ok(evaluation.problems.every((p) => p.split === 'test'));
-    assert.ok(evaluation.exactMatch >= 0 && evaluation.exactMatch <= 1);
-    assert.equal(evaluation.attentionEntropy.length, job.model.layers);
-    assert.equal(evaluation.attentionEntropy[0]?.length, job.model.heads);
-    assert.ok(evaluation.attentionEntropy.flat().every((h) => Number.isFinite(h) && h >= 0));
-    assert.equal(Object.values(evaluation.perLength).reduce((a, b) => a + b.n, 0), 8);
-  } finally {
-    w.dispose();
-  }
-});
+    assert.equal(tf.memory().numTensors, tensorsBefore, 'dispose frees every tensor (weights, moments, caches)');
+  },
+);
 
-test('a bad job spec is a TrainConfigError naming the field', async () => {
-  assert.throws(() => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, steps: 0 }), /job\.training\.steps/);
-  assert.throws(() => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, preset: 'huge' }), /unknown preset "huge"/);
+void test('a bad job spec is a TrainConfigError naming the field', async () => {
+  assert.throws(
+    () => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, steps: 0 }),
+    /job\.training\.steps/,
+  );
+  assert.throws(
+    () => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, preset: 'huge' }),
+    /unknown preset "huge"/,
+  );
   const job = { ...tinyJob(), training: { ...tinyJob().training, batchSize: -1 } };
-  await assert.rejects(createWorkload(job, { backend: 'cpu' }), (e: unknown) => e instanceof TrainConfigError && /batchSize/.test(e.message) && !e.retryable);
+  await assert.rejects(
+    createWorkload(job, { backend: 'cpu' }),
+    (e: unknown) => e instanceof TrainConfigError && /batchSize/.test(e.message) && !e.retryable,
+  );
 });

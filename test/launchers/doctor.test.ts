@@ -1,0 +1,100 @@
+// `pe-arena doctor`: passes against the loopback Slurm with the test profile, fails naming the field for a broken
+// profile (exit 1), and the key check catches missing keys and keys others can read.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { checkKeys, checkNode, backendFix } from '../../coordinator/launchers/doctor.ts';
+import { initKeys } from '../../protocol/keys.ts';
+
+const repoRoot = resolve(import.meta.dirname, '..', '..');
+
+function doctor(args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((res) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(repoRoot, 'src', 'cli.ts'), 'doctor', ...args],
+      { cwd: repoRoot, timeout: 90_000, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        res({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : null, out: stdout + stderr });
+      },
+    );
+  });
+}
+
+let slurm = true;
+try {
+  execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
+} catch {
+  slurm = false;
+}
+
+void test('doctor fails, naming the field, for a broken profile', { timeout: 100_000 }, async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
+  try {
+    const file = join(tmp, 'broken.json');
+    writeFileSync(
+      file,
+      JSON.stringify({ name: 'broken', scheduler: 'slurm', walltime: '01:00:00', resources: { gpus: 'one' } }),
+    );
+    const { code, out } = await doctor(['--cluster', file, '--runs-dir', join(tmp, 'runs')]);
+    assert.equal(code, 1, out);
+    assert.match(out, /FAIL {2}site profile .*broken\.json: resources\.gpus must be an integer/);
+    assert.match(out, /PASS {2}node version/);
+    assert.match(out, /required check\(s\) failed: site profile/);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
+
+void test(
+  'doctor passes against the loopback Slurm with the test profile',
+  { skip: slurm ? false : 'no Slurm answering: run .ci/setup-slurm.sh', timeout: 100_000 },
+  async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
+    try {
+      const { code, out } = await doctor([
+        '--cluster',
+        join(repoRoot, 'configs', 'clusters', 'test-slurm.json'),
+        '--runs-dir',
+        join(tmp, 'runs'),
+      ]);
+      assert.equal(code, 0, out);
+      for (const check of [
+        'node version',
+        'zeromq native module',
+        'site profile',
+        'slurm commands',
+        'coordinator port',
+        'TensorFlow.js',
+      ])
+        assert.match(out, new RegExp(`PASS {2}${check}`));
+      assert.match(out, /backend cpu +loads/);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
+
+void test('key check: missing, readable by others, and right', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-keys-'));
+  try {
+    assert.equal(checkKeys(tmp, true).status, 'fail');
+    assert.match(checkKeys(tmp, true).fix ?? '', /pe-arena keys init/);
+    assert.equal(checkKeys(tmp, false).status, 'warn', 'keys are only required where the profile names them');
+    const keys = await initKeys(tmp);
+    assert.equal(checkKeys(tmp, true).status, 'pass');
+    chmodSync(keys.serverSecretFile, 0o644);
+    const open = checkKeys(tmp, true);
+    assert.equal(open.status, 'fail');
+    assert.match(open.detail, /mode 644/);
+    assert.match(open.fix ?? '', /chmod 600/);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  assert.equal(checkNode('18.19.0').status, 'fail');
+  assert.equal(checkNode('20.11.1').status, 'pass');
+  assert.match(backendFix('tensorflow-gpu', 'libcudnn.so.8: cannot open shared object file'), /cuDNN/);
+});

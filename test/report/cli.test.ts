@@ -1,0 +1,60 @@
+// `pe-arena report` and `pe-arena solve` as a user runs them: exit codes, output, and clear errors.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { evaluation, problems, writeHandRun } from './fixtures.ts';
+import { writeModelRun } from '../serve/helpers.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), ...args], { cwd: ROOT, timeout: 90_000 }, (error, stdout, stderr) => {
+      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('pe-arena report writes final_comparison/ and prints the findings; a bad directory exits 1', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
+  try {
+    await writeHandRun(dir, [
+      { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, evaluation: evaluation('rope-addition-s1', 'rope', 1, problems(8, 'test', () => 1, (i) => i < 6)) },
+      { jobId: 'nope-addition-s1', encoding: 'nope', seed: 1, evaluation: evaluation('nope-addition-s1', 'nope', 1, problems(8, 'test', () => 1, (i) => i < 2)) },
+    ]);
+    const ok = await cli(['report', dir, '--no-attention', '--resamples', '50']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /report: .*final_comparison\/report\.html/);
+    assert.match(ok.stdout, /On addition, rope has the highest exact match, 75\.0%/);
+    assert.ok(existsSync(join(dir, 'final_comparison', 'statistical_analysis.json')));
+    const bad = await cli(['report', join(dir, 'missing')]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /pe-arena report: .*missing is not a directory/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('pe-arena solve prints each model\'s answer; an unknown model exits 1 naming the known ones', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
+  try {
+    await writeModelRun(dir, ['rope']);
+    const ok = await cli(['solve', '12+34', '--run', dir, '--pe', 'rope', '--backend', 'cpu', '--json']);
+    assert.equal(ok.code, 0, ok.stderr);
+    const out = JSON.parse(ok.stdout) as { model: string; answer: string; latencyMs: number; prediction: string }[];
+    assert.equal(out.length, 1);
+    assert.equal(out[0]?.model, 'rope');
+    assert.equal(typeof out[0]?.answer, 'string');
+    assert.ok((out[0]?.latencyMs ?? 0) > 0);
+    const bad = await cli(['solve', '1+1', '--run', dir, '--pe', 'bogus', '--backend', 'cpu']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /unknown model 'bogus': known models are rope/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
