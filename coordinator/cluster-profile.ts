@@ -2,6 +2,7 @@
 // environment set-up, working directory and how agents reach the head node. Validated once, with errors that
 // name the file and the field; only the compiled ClusterProfile travels to the launchers.
 import { readFile } from 'node:fs/promises';
+import os from 'node:os';
 import { ClusterProfileError } from './launchers/errors.ts';
 
 export const SCHEDULER = { pbs: 'pbs', slurm: 'slurm' } as const;
@@ -246,6 +247,14 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   if (portRange !== undefined) profile.portRange = portRange;
   if (keysDir !== undefined) profile.keysDir = keysDir;
   return profile;
+}
+
+/** A profile path as this node sees it: $HOME, $USER (also ${...}) and a leading ~ expanded. */
+export function expandUserPath(path: string): string {
+  return path
+    .replace(/\$\{?HOME\}?/g, os.homedir())
+    .replace(/\$\{?USER\}?/g, os.userInfo().username)
+    .replace(/^~(?=\/|$)/, os.homedir());
 }
 
 /** Read and validate a profile file; ClusterProfileError names the file and what is wrong. */

@@ -179,7 +179,10 @@ export class ProgressView {
     try {
       const snap = this.snapshot();
       if (this.tty) {
-        const width = (this.out as { columns?: number }).columns ?? 120;
+        // A pty without a size reports 0 columns; fall back to a common width. One column spare so no line wraps
+        // (a wrapped line would throw off the cursor-up count).
+        const cols = (this.out as { columns?: number }).columns ?? 0;
+        const width = cols >= 20 ? cols - 1 : 120;
         const lines = renderFrame(snap, width);
         this.out.write(frameBytes(lines, this.lastLines));
         this.lastLines = lines.length;

@@ -28,6 +28,7 @@ import { ChunkAssembler, chunkBlob, MAX_CHUNK_BYTES } from './checkpoint-transfe
 import { MetricsBuffer } from './metrics-buffer.ts';
 import { createWorkerRunner, type JobHandle, type JobRunner } from './job-runner.ts';
 import { probeBackend } from './backend-probe.ts';
+import { cpuDevice, detectDevices } from './devices.ts';
 import type { FromWorker } from './worker-protocol.ts';
 import { AgentBusyError, AgentConfigError, CheckpointTransferError, WorkerCrashedError } from './errors.ts';
 
@@ -965,13 +966,9 @@ async function boundedWait(p: Promise<unknown>, ms: number): Promise<void> {
   }
 }
 
+/** Without asking nvidia-smi (options compile synchronously); runAgent refines it with detectDevices. */
 export function defaultDevices(backend: string): DeviceInfo[] {
-  const cpus = os.cpus();
-  const devices: DeviceInfo[] = [
-    { kind: 'cpu', name: `${cpus.length} x ${cpus[0]?.model ?? 'cpu'}`, memoryBytes: os.totalmem() },
-  ];
-  if (backend === 'tensorflow-gpu') devices.unshift({ kind: 'gpu', name: 'cuda' });
-  return devices;
+  return backend === 'tensorflow-gpu' ? [{ kind: 'gpu', name: 'cuda' }, cpuDevice()] : [cpuDevice()];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1086,6 +1083,21 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
     stderr.write(`pe-arena agent: ${(error as Error).message}\n`);
     return AGENT_EXIT.fatal;
   }
+  try {
+    return await runCompiled(options, config, stderr);
+  } catch (error) {
+    // A bug, not bad input: still one clear line, and an exit code the launcher can report.
+    stderr.write(`pe-arena agent: fatal: ${(error as Error).stack ?? String(error)}`.split('\n')[0] + '\n');
+    return AGENT_EXIT.fatal;
+  }
+}
+
+async function runCompiled(
+  options: AgentOptions,
+  compiled: AgentConfig,
+  stderr: { write(line: string): unknown },
+): Promise<AgentExitCode> {
+  let config = compiled;
   const baseLogger = makeLogger(options);
   const logger = baseLogger.child({ agentId: config.agentId });
   if (options.probeBackend ?? (options.backend === undefined && options.workloadModule === undefined)) {
@@ -1097,6 +1109,7 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
       logger.warn({ reason: probe.reason }, `backend probe failed; hello says '${config.backend}'`);
     }
   }
+  if (config.backend === 'tensorflow-gpu') config = { ...config, devices: await detectDevices(config.backend) };
   const clock = options.clock ?? systemClock;
   const runner = options.runner ?? createWorkerRunner({ log: (line) => logger.info({ worker: true }, line) });
   let transport = options.transport;
@@ -1133,11 +1146,15 @@ export async function runAgent(options: AgentOptions): Promise<AgentExitCode> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }
-  agent.start();
-  const exit = await agent.exited;
-  if (options.handleSignals ?? true) {
-    process.off('SIGTERM', onSignal);
-    process.off('SIGINT', onSignal);
+  let exit: AgentExit;
+  try {
+    agent.start();
+    exit = await agent.exited;
+  } finally {
+    if (options.handleSignals ?? true) {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
   }
   if (exit.code === AGENT_EXIT.rejected) stderr.write(`pe-arena agent: rejected by the coordinator: ${exit.reason}\n`);
   else if (exit.code === AGENT_EXIT.coordinatorGone) stderr.write(`pe-arena agent: coordinator gone: ${exit.reason}\n`);

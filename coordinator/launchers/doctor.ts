@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { newRunId } from '../../protocol/ids.ts';
 import type { Hello } from '../../protocol/messages.ts';
-import { loadClusterProfile } from '../cluster-profile.ts';
+import { expandUserPath, loadClusterProfile } from '../cluster-profile.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { advertisedAddress, bindAddressFor, hpcLauncherFor } from './hpc.ts';
 
@@ -61,13 +61,6 @@ function run(
       },
     );
   });
-}
-
-function expandHome(path: string): string {
-  return path
-    .replace(/\$\{?HOME\}?/g, os.homedir())
-    .replace(/\$\{?USER\}?/g, os.userInfo().username)
-    .replace(/^~(?=\/|$)/, os.homedir());
 }
 
 export function checkNode(version: string = process.versions.node): CheckResult {
@@ -446,7 +439,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<CheckResul
   add(await checkScheduler(profile?.scheduler));
   add(await checkReachability(profile));
   add(checkDisk(options.runsDir ?? 'runs'));
-  const keysDir = expandHome(profile?.keysDir ?? options.keysDir ?? join(os.homedir(), '.pe-arena', 'keys'));
+  const keysDir = expandUserPath(profile?.keysDir ?? options.keysDir ?? join(os.homedir(), '.pe-arena', 'keys'));
   add(checkKeys(keysDir, profile?.keysDir !== undefined));
   add(await checkGpus(profile?.gpus ?? 0));
   add(await checkBackends());

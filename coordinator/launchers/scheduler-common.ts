@@ -194,6 +194,7 @@ export class SchedulerLauncher implements Launcher {
   private pollTimer: TimerHandle | undefined;
   private polling: Promise<void> | undefined;
   private fallbackPoll: SubmitCommand | undefined;
+  private readonly inFlight = new Set<Promise<unknown>>();
   private stopping = false;
   private exitHookInstalled = false;
   private readonly exitHook = (): void => this.cancelAllSync();
@@ -218,6 +219,25 @@ export class SchedulerLauncher implements Launcher {
   /** Ids of everything this run submitted (arrays or plain jobs). */
   submissionIds(): string[] {
     return [...this.submissions.keys()];
+  }
+
+  /** Each task as the last poll saw it, for `pe-arena status` and the view (scheduler id, state, host). */
+  tasksSnapshot(): {
+    launcherId: string;
+    kind: SubmissionKind;
+    state: TaskState;
+    schedulerState: string;
+    host?: string;
+    endsAt?: number;
+  }[] {
+    return [...this.tasks.values()].map((t) => ({
+      launcherId: t.id,
+      kind: t.kind,
+      state: t.state,
+      schedulerState: t.rawState,
+      ...(t.host === undefined ? {} : { host: t.host }),
+      ...(t.endsAt === undefined ? {} : { endsAt: t.endsAt }),
+    }));
   }
 
   onExit(listener: (exit: AgentExit) => void): void {
@@ -473,7 +493,7 @@ export class SchedulerLauncher implements Launcher {
     }
     if (this.activeNotContinued() >= this.demand()) return;
     this.replacementsUsed++;
-    void this.submit('replacement', 1).then(
+    this.background(this.submit('replacement', 1)).then(
       (id) =>
         this.emit({
           kind: 'replacement',
@@ -483,6 +503,14 @@ export class SchedulerLauncher implements Launcher {
         }),
       () => undefined, // submit already recorded submit_failed with the stderr
     );
+  }
+
+  /** Track a submission made from a poll, so stop() can wait for it. */
+  private background<T>(p: Promise<T>): Promise<T> {
+    this.inFlight.add(p);
+    const done = (): void => void this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
   }
 
   private demand(): number {
@@ -506,7 +534,7 @@ export class SchedulerLauncher implements Launcher {
       if (now < endsAt - leadMs) continue;
       task.continued = true;
       if (this.activeNotContinued() >= this.demand()) continue;
-      void this.submit('continuation', 1).then(
+      this.background(this.submit('continuation', 1)).then(
         (id) =>
           this.emit({
             kind: 'continuation',
@@ -560,6 +588,8 @@ export class SchedulerLauncher implements Launcher {
     this.clock.clearInterval(this.pollTimer);
     this.pollTimer = undefined;
     await this.polling;
+    // A replacement submitted just now must be in the list to cancel.
+    await Promise.allSettled([...this.inFlight]);
     const ids = [...this.submissions.keys()];
     if (ids.length > 0) {
       for (const s of this.submissions.values()) s.cancelled = true;

@@ -367,15 +367,20 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
     const best = rows[0];
     const second = rows[1];
     if (best === undefined) continue;
+    const tied = rows.filter((r) => r.exactMatch === best.exactMatch);
+    if (tied.length > 1) {
+      out.push(`On ${task}, ${tied.map((r) => r.encoding).join(', ')} tie for the highest exact match at ${pct(best.exactMatch)}: no encoding stands out.`);
+    }
     let line = `On ${task}, ${best.encoding} has the highest exact match, ${pct(best.exactMatch)} (95% CI ${pct(best.ci.exactMatch.lo)}–${pct(best.ci.exactMatch.hi)}, ${best.seeds} seed(s))`;
-    if (second !== undefined) {
+    if (tied.length > 1) line = '';
+    else if (second !== undefined) {
       const test = analysis.pairwise.find((t) => t.task === task && ((t.a === best.encoding && t.b === second.encoding) || (t.b === best.encoding && t.a === second.encoding)));
       line += `, ahead of ${second.encoding} at ${pct(second.exactMatch)} by ${((best.exactMatch - second.exactMatch) * 100).toFixed(1)} points`;
       if (test !== undefined) line += ` (McNemar p = ${pval(test.p)}, Holm-adjusted ${pval(test.pHolm)}: ${test.significant ? 'significant' : 'not significant'} at ${analysis.alpha})`;
     }
-    out.push(line + '.');
+    if (line !== '') out.push(line + '.');
     const worst = rows[rows.length - 1];
-    if (worst !== undefined && worst !== best) out.push(`On ${task}, ${worst.encoding} is last with ${pct(worst.exactMatch)}.`);
+    if (worst !== undefined && worst.exactMatch < best.exactMatch) out.push(`On ${task}, ${worst.encoding} is last with ${pct(worst.exactMatch)}.`);
     // Length generalization: the length split when there is one, else the longest bucket every encoding has.
     const lengthRows = rows
       .map((r) => {
@@ -387,11 +392,13 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
       .sort((a, b) => b.acc - a.acc);
     const lb = lengthRows[0];
     const ls = lengthRows[1];
-    if (lb !== undefined && ls !== undefined) {
+    if (lb !== undefined && ls !== undefined && lb.acc === ls.acc) {
+      out.push(`On ${task}, no encoding generalizes further than another on the length split: ${lengthRows.filter((x) => x.acc === lb.acc).map((x) => x.r.encoding).join(', ')} tie at ${pct(lb.acc)}.`);
+    } else if (lb !== undefined && ls !== undefined) {
       const t = analysis.pairwiseLength.find((x) => x.task === task && [x.a, x.b].includes(lb.r.encoding) && [x.a, x.b].includes(ls.r.encoding));
       out.push(
         `On ${task}, ${lb.r.encoding} generalizes furthest to longer problems: ${pct(lb.acc)} exact match on the length split (${lb.n} problems) against ${pct(ls.acc)} for ${ls.r.encoding}` +
-          (t === undefined ? '.' : ` (McNemar p = ${pval(t.p)}, Holm-adjusted ${pval(t.pHolm)}).`),
+          (t === undefined ? '.' : ` (McNemar p = ${pval(t.p)}, Holm-adjusted ${pval(t.pHolm)}: ${t.significant ? 'significant' : 'not significant'} at ${analysis.alpha}).`),
       );
     } else if (rows.length > 1) {
       const common = Object.keys(rows[0]?.perLength ?? {}).filter((k) => rows.every((r) => r.perLength[k] !== undefined)).sort((a, b) => Number(b) - Number(a))[0];
@@ -408,7 +415,10 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
   const sig = analysis.pairwise.filter((t) => t.significant);
   if (analysis.pairwise.length > 0) out.push(`${sig.length} of ${analysis.pairwise.length} pairwise differences are significant after Holm correction.`);
   const top = analysis.meanReciprocalRank[0];
-  if (top !== undefined && report.rows.length > 0) out.push(`Across tasks, ${top.encoding} has the best mean reciprocal rank (${top.mrr.toFixed(2)}).`);
+  if (top !== undefined && report.rows.length > 0) {
+    const leaders = analysis.meanReciprocalRank.filter((m) => m.mrr === top.mrr).map((m) => m.encoding);
+    out.push(`Across tasks, ${leaders.join(', ')} ${leaders.length > 1 ? 'share' : 'has'} the best mean reciprocal rank (${top.mrr.toFixed(2)}).`);
+  }
   const spread = [...analysis.seedDifferences].filter((s) => s.perSeed.length > 1).sort((a, b) => b.range - a.range)[0];
   if (spread !== undefined) out.push(`Seeds matter most for ${spread.encoding} on ${spread.task}: exact match ranges over ${(spread.range * 100).toFixed(1)} points across ${spread.perSeed.length} seeds.`);
   if (report.jobs.missing.length > 0) out.push(`${report.jobs.missing.length} of ${report.jobs.total} job(s) have no evaluation (${report.jobs.missing.join(', ')}); their encodings are compared on what exists.`);

@@ -83,7 +83,7 @@ export function lengthSpec(rows: readonly ComparisonRow[]): TopLevelSpec {
       width: 360,
       height: 240,
       layer: [
-        { mark: { type: 'errorband', opacity: 0.15 }, encoding: { x: { field: 'length', type: 'quantitative' }, y: { field: 'lo', type: 'quantitative' }, y2: { field: 'hi' }, color: { field: 'encoding', type: 'nominal' } } },
+        { mark: { type: 'errorband', opacity: 0.15 }, encoding: { x: { field: 'length', type: 'quantitative' }, y: { field: 'lo', type: 'quantitative', title: 'exact match' }, y2: { field: 'hi' }, color: { field: 'encoding', type: 'nominal' } } },
         {
           mark: { type: 'line', point: true },
           encoding: {

@@ -125,6 +125,7 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
     const { problem, model } = parseSolveRequest(await readBody(req, maxBody), maxChars);
     if (model === 'all' || !registry.has(model)) refresh();
     const names = model === 'all' ? registry.names() : [model];
+    if (names.length === 0) throw new ServeError(`no trained models in ${runDir} yet (no job has a final_model/ or checkpoint)`, { status: 404 });
     // Unknown names answer 404 before any model work (get() throws UnknownModelError).
     if (model !== 'all') await registry.get(model);
     const results: SolveResult[] = [];

@@ -15,7 +15,7 @@ test('kill -9 of the coordinator, restart on the same run directory: done jobs s
     const file = writeExperiment(dir, {
       name: 'restart',
       encodings: ['rope', 'nope'],
-      tasks: [{ name: 'addition', params: { stepDelayMs: 250 } }],
+      tasks: [{ name: 'addition', params: { perStepMs: 25 } }],
       seeds: [1, 2],
       training: { steps: 100 },
       evaluation: { samples: 4 },

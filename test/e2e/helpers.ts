@@ -9,7 +9,8 @@ import type { StampedEntry } from '../../coordinator/journal.ts';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = join(repoRoot, 'src', 'cli.ts');
-export const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
+/** A light workload (no TensorFlow.js) whose jobs take task.params.perStepMs per step. */
+export const fakeWorkload = join(repoRoot, 'test', 'e2e', 'fixtures', 'slow-workload.ts');
 
 export interface Spawned {
   child: ChildProcess;
@@ -71,7 +72,8 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => T
 
 export function tempRunsDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'pe-arena-e2e-'));
-  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+  // E2E_KEEP=1 keeps the run directories for a post-mortem.
+  return { dir, cleanup: () => (process.env['E2E_KEEP'] ? console.error(`kept ${dir}`) : rmSync(dir, { recursive: true, force: true })) };
 }
 
 export function writeExperiment(dir: string, experiment: Record<string, unknown>): string {

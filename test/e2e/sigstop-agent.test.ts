@@ -16,7 +16,7 @@ test('SIGSTOP: lost within the timeout, job moves; after SIGCONT the stale agent
     const file = writeExperiment(dir, {
       name: 'sigstop',
       encodings: ['rope'],
-      tasks: [{ name: 'addition', params: { stepDelayMs: 150 } }],
+      tasks: [{ name: 'addition', params: { perStepMs: 20 } }],
       seeds: [1],
       training: { steps: 400 },
       evaluation: { samples: 4 },

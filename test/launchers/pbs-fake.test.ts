@@ -116,6 +116,10 @@ void test(
       await launcher.pollNow();
       assert.deepEqual(calls(fakes, 'qstat').at(-1), ['-f', '-F', 'json', '-t', '-x', '100[].pbs-test']);
       assert.equal(launcher.alive(), 3);
+      assert.deepEqual(
+        launcher.tasksSnapshot().map((t) => [t.launcherId, t.state, t.schedulerState, t.host]),
+        [0, 1, 2].map((i) => [`100[${i}].pbs-test`, 'running', 'R', 'cn042']),
+      );
       assert.equal(exits.length, 0);
 
       // One subjob deleted (PBS reports 256 + SIGTERM): reported once, and replaced with a one-task submission.

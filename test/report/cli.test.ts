@@ -20,7 +20,7 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-test('pe-arena report writes final_comparison/ and prints the findings; a bad directory exits 1', async () => {
+void test('pe-arena report writes final_comparison/ and prints the findings; a bad directory exits 1', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
   try {
     await writeHandRun(dir, [
@@ -40,7 +40,7 @@ test('pe-arena report writes final_comparison/ and prints the findings; a bad di
   }
 });
 
-test('pe-arena solve prints each model\'s answer; an unknown model exits 1 naming the known ones', async () => {
+void test('pe-arena solve prints each model\'s answer; an unknown model exits 1 naming the known ones', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
   try {
     await writeModelRun(dir, ['rope']);

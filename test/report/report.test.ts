@@ -29,7 +29,7 @@ async function handRun(dir: string): Promise<void> {
   await writeFile(join(dir, 'jobs', 't5-addition-s1', 'evaluation.json'), JSON.stringify(broken));
 }
 
-test('report from a hand-written run: numbers, tests, missing jobs, files', async () => {
+void test('report from a hand-written run: numbers, tests, missing jobs, files', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-report-'));
   try {
     await handRun(dir);
@@ -86,7 +86,7 @@ test('report from a hand-written run: numbers, tests, missing jobs, files', asyn
   }
 });
 
-test('report of an empty run says there is nothing to compare', async () => {
+void test('report of an empty run says there is nothing to compare', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-report-'));
   try {
     await writeHandRun(dir, [{ jobId: 'rope-addition-s1', encoding: 'rope', seed: 1 }]);
@@ -100,7 +100,7 @@ test('report of an empty run says there is nothing to compare', async () => {
   }
 });
 
-test('report from a small real run: numbers match evaluation.json, heatmaps drawn from the models', async () => {
+void test('report from a small real run: numbers match evaluation.json, heatmaps drawn from the models', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-real-'));
   try {
     await writeRealRun(dir, { encodings: ['rope', 'alibi'], steps: 3, samples: 10, lengthSamples: 4 });
@@ -126,6 +126,27 @@ test('report from a small real run: numbers match evaluation.json, heatmaps draw
     } else {
       assert.ok(summary.skipped.length >= 0);
     }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+void test('findings say so when encodings tie instead of naming a winner', async () => {
+  const { loadRun, buildComparison, buildAnalysis } = await import('../../src/report/index.ts');
+  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-report-'));
+  try {
+    await writeHandRun(dir, [
+      { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, evaluation: evaluation('rope-addition-s1', 'rope', 1, problems(6, 'test', len, (i) => i < 3)) },
+      { jobId: 'alibi-addition-s1', encoding: 'alibi', seed: 1, evaluation: evaluation('alibi-addition-s1', 'alibi', 1, problems(6, 'test', len, (i) => i >= 3)) },
+    ]);
+    const run = loadRun(dir);
+    const comparison = buildComparison(run, { resamples: 50 });
+    const analysis = buildAnalysis(run, comparison, { resamples: 50 });
+    assert.ok(analysis.findings.some((f) => f.includes('rope, alibi tie for the highest exact match at 50.0%')), analysis.findings.join('\n'));
+    assert.ok(!analysis.findings.some((f) => f.includes('has the highest')));
+    assert.ok(analysis.findings.some((f) => f.includes('rope, alibi share the best mean reciprocal rank (1.00)')));
+    // 3 problems only rope got right, 3 only alibi: p = 1.
+    assert.deepEqual([analysis.pairwise[0]?.aOnly, analysis.pairwise[0]?.bOnly, analysis.pairwise[0]?.p], [3, 3, 1]);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -5,7 +5,7 @@ import { bootstrapCI, bootstrapMean, discordant, holm, mcnemarExact, meanRecipro
 
 const close = (a: number, b: number, eps = 1e-12): void => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
 
-test('exact McNemar: two-sided binomial tail on the discordant pairs', () => {
+void test('exact McNemar: two-sided binomial tail on the discordant pairs', () => {
   assert.equal(mcnemarExact(0, 0).p, 1);
   close(mcnemarExact(3, 0).p, 0.25); // 2 * (1/2)^3
   close(mcnemarExact(1, 4).p, 0.375); // 2 * (C(5,0) + C(5,1)) / 32 = 2 * 6/32
@@ -19,13 +19,13 @@ test('exact McNemar: two-sided binomial tail on the discordant pairs', () => {
   assert.throws(() => mcnemarExact(-1, 2), RangeError);
 });
 
-test('discordant pairs count only problems both sides have', () => {
+void test('discordant pairs count only problems both sides have', () => {
   const a = new Map([['x', true], ['y', false], ['z', true], ['only-a', true]]);
   const b = new Map([['x', false], ['y', true], ['z', true], ['only-b', false]]);
   assert.deepEqual(discordant(a, b), { b: 1, c: 1, n: 3 });
 });
 
-test('Holm step-down adjustment, in input order', () => {
+void test('Holm step-down adjustment, in input order', () => {
   // Sorted 0.01, 0.03, 0.04 -> 3*0.01 = 0.03, 2*0.03 = 0.06, max(0.06, 1*0.04) = 0.06.
   const adj = holm([0.01, 0.04, 0.03]);
   close(adj[0] as number, 0.03);
@@ -35,7 +35,7 @@ test('Holm step-down adjustment, in input order', () => {
   assert.deepEqual(holm([]), []);
 });
 
-test('mean reciprocal rank with shared ranks on ties', () => {
+void test('mean reciprocal rank with shared ranks on ties', () => {
   const t1 = new Map([['a', 0.9], ['b', 0.5], ['c', 0.5]]); // a 1, b 2, c 2
   const t2 = new Map([['b', 0.8], ['a', 0.7], ['c', 0.1]]); // b 1, a 2, c 3
   const mrr = meanReciprocalRank([t1, t2], ['a', 'b', 'c', 'd']);
@@ -45,14 +45,14 @@ test('mean reciprocal rank with shared ranks on ties', () => {
   assert.equal(mrr.get('d'), 0); // never ranked
 });
 
-test('quantile interpolates like numpy', () => {
+void test('quantile interpolates like numpy', () => {
   close(quantile([1, 2, 3, 4], 0.5), 2.5);
   close(quantile([1, 2, 3, 4], 0.25), 1.75);
   close(quantile([7], 0.975), 7);
   close(std([2, 4, 4, 4, 5, 5, 7, 9]), Math.sqrt(32 / 7));
 });
 
-test('bootstrap: seeded, reproducible, brackets the mean, degenerate data gives a point', () => {
+void test('bootstrap: seeded, reproducible, brackets the mean, degenerate data gives a point', () => {
   const groups = [Array.from({ length: 50 }, (_, i) => ({ num: i % 4 === 0 ? 1 : 0, den: 1 })), Array.from({ length: 50 }, (_, i) => ({ num: i % 2 === 0 ? 1 : 0, den: 1 }))];
   const a = bootstrapCI(groups, { seed: 7, resamples: 500 });
   const b = bootstrapCI(groups, { seed: 7, resamples: 500 });

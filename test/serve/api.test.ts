@@ -30,7 +30,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('prompt formatting follows the generators, answers read back in order', () => {
+void test('prompt formatting follows the generators, answers read back in order', () => {
   const task = { name: 'addition', params: {} };
   assert.equal(formatPrompt(' 12 + 34 ', task), '12+34=');
   assert.equal(formatPrompt('12+34=', task), '12+34=');
@@ -39,7 +39,7 @@ test('prompt formatting follows the generators, answers read back in order', () 
   assert.equal(extractAnswer('64', true), '46');
 });
 
-test('GET /health and /models', async () => {
+void test('GET /health and /models', async () => {
   const health = (await (await fetch(`${server.url}/health`)).json()) as Record<string, unknown>;
   assert.equal(health['status'], 'ok');
   assert.equal(health['models'], 3);
@@ -48,7 +48,7 @@ test('GET /health and /models', async () => {
   assert.ok(models.every((m) => m.task === 'addition'));
 });
 
-test('POST /solve with one model: the answer the model decodes, with latency', async () => {
+void test('POST /solve with one model: the answer the model decodes, with latency', async () => {
   const { status, json } = await postJson(`${server.url}/solve`, { problem: '12 + 34', model_type: 'rope' });
   assert.equal(status, 200, JSON.stringify(json));
   const results = json['results'] as { model: string; answer: string; prediction: string; latencyMs: number; promptTokens: number }[];
@@ -69,7 +69,7 @@ test('POST /solve with one model: the answer the model decodes, with latency', a
   assert.equal((again.json['results'] as { prediction: string }[])[0]?.prediction, r.prediction);
 });
 
-test('POST /solve with "all": every model answers, a broken model file is reported, not fatal', async () => {
+void test('POST /solve with "all": every model answers, a broken model file is reported, not fatal', async () => {
   const { status, json } = await postJson(`${server.url}/solve`, { problem: '7+8', model_type: 'all' });
   assert.equal(status, 200);
   assert.deepEqual((json['results'] as { model: string }[]).map((r) => r.model).sort(), ['alibi', 'rope']);
@@ -83,7 +83,7 @@ test('POST /solve with "all": every model answers, a broken model file is report
   assert.equal((single.json['error'] as { name: string }).name, 'ModelLoadError');
 });
 
-test('bad input: 400 malformed, 404 unknown model listing the known ones, 413 too long, 405, 404 route', async () => {
+void test('bad input: 400 malformed, 404 unknown model listing the known ones, 413 too long, 405, 404 route', async () => {
   const bad = await postJson(`${server.url}/solve`, '{"problem": "1+1"');
   assert.equal(bad.status, 400);
   assert.match((bad.json['error'] as { message: string }).message, /not valid JSON/);
@@ -109,7 +109,7 @@ test('bad input: 400 malformed, 404 unknown model listing the known ones, 413 to
   assert.equal((await (await fetch(`${server.url}/health`)).json() as { status: string }).status, 'ok');
 });
 
-test('concurrent good and bad requests all get their answer; the server keeps serving', async () => {
+void test('concurrent good and bad requests all get their answer; the server keeps serving', async () => {
   const bodies: [unknown, number][] = [];
   for (let i = 0; i < 24; i++) {
     const kind = i % 4;
@@ -124,7 +124,7 @@ test('concurrent good and bad requests all get their answer; the server keeps se
   assert.equal(ok.status, 200);
 });
 
-test('GET /events streams run progress; GET /report serves the report once written', async () => {
+void test('GET /events streams run progress; GET /report serves the report once written', async () => {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), 10_000);
   try {
@@ -159,7 +159,7 @@ test('GET /events streams run progress; GET /report serves the report once writt
   assert.match(await page.text(), /<form id="solve-form">/);
 });
 
-test('POST /attention: a causal map over the prompt and the answer', async () => {
+void test('POST /attention: a causal map over the prompt and the answer', async () => {
   const { status, json } = await postJson(`${server.url}/attention`, { problem: '3+4', model_type: 'alibi' });
   assert.equal(status, 200);
   const tokens = json['tokens'] as string[];
@@ -173,4 +173,24 @@ test('POST /attention: a causal map over the prompt and the answer', async () =>
       if (k > q) assert.ok(w < 1e-6, `future key ${k} of query ${q} has weight ${w}`);
     });
   });
+});
+
+void test('a run with no models yet: /solve answers 404 with the reason, progress still streams', async () => {
+  const empty = await mkdtemp(join(tmpdir(), 'pe-arena-serve-empty-'));
+  const { ModelRegistry } = await import('../../src/serve/registry.ts');
+  const reg = new ModelRegistry(empty, () => Promise.reject(new Error('no loads expected')));
+  // Injected model calls: this server must never need TensorFlow.js.
+  const srv = await startServer({ registry: reg, runDir: empty, solve: () => assert.fail('solve called'), attention: () => assert.fail('attention called') });
+  try {
+    await writeFile(join(empty, 'experiment.json'), JSON.stringify({ name: 'empty', jobs: [{ jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, task: { name: 'addition' }, training: { steps: 50 } }] }));
+    reg.refresh();
+    const r = await postJson(`${srv.url}/solve`, { problem: '1+1' });
+    assert.equal(r.status, 404);
+    assert.match((r.json['error'] as { message: string }).message, /no trained models/);
+    const progress = (await (await fetch(`${srv.url}/progress`)).json()) as { jobs: { jobId: string; state: string; totalSteps: number }[] };
+    assert.deepEqual(progress.jobs.map((j) => [j.jobId, j.state, j.totalSteps]), [['rope-addition-s1', 'pending', 50]]);
+  } finally {
+    await srv.close();
+    await rm(empty, { recursive: true, force: true });
+  }
 });

@@ -14,7 +14,7 @@ import { postJson, writeModelRun } from './helpers.ts';
 
 const chromium = findChromium();
 
-test('web demo: type a problem, every encoding answers side by side', { skip: chromium === null ? 'chromium is not installed (run .ci/install-chromium.sh)' : false, timeout: 90_000 }, async (t) => {
+void test('web demo: type a problem, every encoding answers side by side', { skip: chromium === null ? 'chromium is not installed (run .ci/install-chromium.sh)' : false, timeout: 90_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-demo-'));
   const registry = tfRegistry(dir, 'cpu');
   let server: Awaited<ReturnType<typeof startServer>> | undefined;

@@ -1,0 +1,131 @@
+// A whole run through the slurm launcher on the loopback Slurm (.ci/setup-slurm.sh): the real Coordinator on a
+// real socket, 3 agents from one sbatch array (fake workload), one agent's task scancel'd mid-job. Every agent
+// joins with its Slurm task id, the lost job resumes elsewhere, the run completes with every evaluation, and
+// afterwards squeue holds nothing of the run.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { bindServer } from '../../protocol/zmq-transport.ts';
+import { newRunId } from '../../protocol/ids.ts';
+import type { RunId } from '../../protocol/messages.ts';
+import { Coordinator } from '../../coordinator/coordinator.ts';
+import type { RunOutcome } from '../../coordinator/coordinator.ts';
+import { compileExperiment } from '../../coordinator/experiment.ts';
+import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
+import { createSlurmLauncher } from '../../coordinator/launchers/slurm.ts';
+
+const repoRoot = resolve(import.meta.dirname, '..', '..');
+const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
+
+let skip: string | false = false;
+try {
+  execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
+} catch {
+  skip = 'no Slurm answers (sbatch/sinfo): run .ci/setup-slurm.sh as root';
+}
+
+async function waitFor<T>(what: string, ms: number, fn: () => T | undefined): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+void test(
+  "a run through sbatch completes after one agent's task is scancel'd mid-job",
+  { skip, timeout: 120_000 },
+  async () => {
+    const runId = newRunId() as RunId;
+    const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-slurm-run-')), runId);
+    const experiment = compileExperiment(
+      {
+        name: 'slurm-run',
+        encodings: ['rope', 'nope'],
+        tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, stepDelayMs: 60 } }],
+        seeds: [1],
+        preset: 'tiny',
+        training: { steps: 80 },
+        evaluation: { samples: 4 },
+        cluster: {
+          heartbeatIntervalMs: 250,
+          failureTimeoutMs: 4000,
+          suspectAfterMs: 1500,
+          watchdogMs: 0,
+          checkpointEvery: 10,
+          maxAttempts: 4,
+        },
+      },
+      'slurm-run.json',
+      runId,
+    );
+    const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-slurm.json'));
+    let coordinator: Coordinator | undefined;
+    // The run's demand: jobs not finished yet (so a lost agent is replaced only while there is work for it).
+    const launcher = createSlurmLauncher(profile, {
+      pollIntervalMs: 1_000,
+      demand: () => {
+        const c = coordinator?.scheduler.counts();
+        return c === undefined ? 3 : Math.min(3, c.pending + c.assigned + c.running + c.evaluating);
+      },
+    });
+    coordinator = new Coordinator({ experiment, runDir, transport: server, launcher, drainMs: 3_000 });
+    let outcome: RunOutcome | undefined;
+    let left: string[] = [];
+    try {
+      coordinator.start();
+      await launcher.start({
+        coordinator: server.address,
+        count: 3,
+        runDir,
+        agentArgs: ['--workload-module', fakeWorkload, '--death-timeout-ms', '20000'],
+      });
+      const arrayId = launcher.submissionIds()[0]!;
+      const c = coordinator;
+      await waitFor('3 agents to join', 60_000, () => (c.agents.size >= 3 ? true : undefined));
+      assert.deepEqual(
+        [...c.agents.values()].map((a) => a.launcherId).sort(),
+        [0, 1, 2].map((i) => `${arrayId}_${i}`),
+        'every agent joined with its Slurm task id',
+      );
+      // A job well under way: end its agent's task from outside.
+      const busy = await waitFor('a job past step 20', 60_000, () => {
+        const job = [...c.scheduler.jobs.values()].find(
+          (j) => j.state === 'running' && j.step >= 20 && j.agentId !== undefined,
+        );
+        return job === undefined ? undefined : c.agents.get(job.agentId!);
+      });
+      assert.ok(busy.launcherId !== undefined);
+      execFileSync('scancel', [busy.launcherId], { timeout: 10_000 });
+      outcome = await Promise.race([
+        c.done,
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), 90_000).unref()),
+      ]);
+      assert.ok(outcome !== undefined, 'the run finished within 90 s');
+      assert.equal(outcome.done, 2);
+      assert.equal(outcome.failed, 0);
+      for (const job of experiment.jobs)
+        assert.ok(existsSync(join(runDir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
+      const journal = readFileSync(join(runDir, 'journal.jsonl'), 'utf8');
+      const assigned = journal.split('\n').filter((l) => l.includes('"job_assigned"')).length;
+      assert.ok(assigned >= 3, `the lost job was assigned again (${assigned} assignments for 2 jobs)`);
+    } finally {
+      if (outcome === undefined) await coordinator.stop('test over');
+      await launcher.stop(3_000);
+      left = execFileSync('squeue', ['--noheader', '--array', `--name=${launcher.scheduledJobName}`, '-o', '%i %T'], {
+        encoding: 'utf8',
+      })
+        .split('\n')
+        .filter((l) => l.trim() !== '');
+      await server.close().catch(() => undefined);
+      rmSync(join(runDir, '..'), { recursive: true, force: true });
+    }
+    assert.deepEqual(left, [], 'no job of the run left in squeue');
+  },
+);
