@@ -62,6 +62,10 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null || ! comm
 fi
 
 if healthy; then log "already running ($NODES nodes idle)"; exit 0; fi
+if [[ -f $CONF ]] && ! grep -q "pe-arena test cluster" "$CONF" && [[ ${PE_ARENA_SLURM_FORCE:-0} != 1 ]]; then
+  log "$CONF exists and is not ours (a real Slurm?); refusing to replace it. PE_ARENA_SLURM_FORCE=1 overrides."
+  exit 1
+fi
 stop_all
 
 LIBDIR=$(dirname "$(dpkg -L slurm-wlm-basic-plugins 2>/dev/null | grep '/auth_munge.so$' | head -1)")

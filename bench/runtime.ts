@@ -409,7 +409,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       Object.assign(results, await benchDetect(dir));
       Object.assign(results, await benchDetectLauncher(dir));
     }
-    if (want('scale')) Object.assign(results, await benchScale(dir, flag('--agents', 1000), flag('--window-s', 20)));
+    if (want('scale')) Object.assign(results, await benchScale(dir, flag('--agents', 1000), flag('--window-s', 15)));
     if (want('overhead')) Object.assign(results, await benchOverhead(dir, flag('--rounds', 2)));
   } finally {
     stopAll();

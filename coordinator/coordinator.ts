@@ -263,8 +263,8 @@ export class Coordinator {
         break;
     }
     const agentId = this.byPeer.get(from);
-    const agent = agentId === undefined ? undefined : this.agents.get(agentId);
     const claimed = message.type === 'heartbeat' || message.type === 'bye' ? message.agentId : undefined;
+    const agent = agentId === undefined ? this.reclaim(from, message, claimed) : this.agents.get(agentId);
     if (agent === undefined || (claimed !== undefined && claimed !== agent.agentId)) {
       const who = claimed ?? agentId ?? 'unknown';
       this.log.warn({ peer: from, agentId: who, type: message.type }, `rejected ${message.type} from unknown agent ${who} (peer ${from})`);
@@ -295,6 +295,25 @@ export class Coordinator {
         if (this.fenced(agent, message)) this.onFailed(agent, message);
         return;
     }
+  }
+
+  /**
+   * A known agent whose connection came back under a new routing id (ZeroMQ gives a reconnecting DEALER a new
+   * one): recognised by the agentId it names, or by carrying the current epoch of the job it holds.
+   */
+  private reclaim(from: PeerId, message: AgentToCoordinator, claimed: AgentId | undefined): AgentRecord | undefined {
+    let agent: AgentRecord | undefined;
+    if (claimed !== undefined) agent = this.agents.get(claimed);
+    else if ('jobId' in message && 'epoch' in message) {
+      const job = this.scheduler.get(message.jobId);
+      if (job && job.epoch === message.epoch && job.agentId !== undefined) agent = this.agents.get(job.agentId);
+    }
+    if (agent === undefined) return undefined;
+    this.log.info({ agentId: agent.agentId, oldPeer: agent.peer, peer: from }, `agent ${agent.agentId} reconnected as peer ${from}`);
+    if (this.byPeer.get(agent.peer) === agent.agentId) this.byPeer.delete(agent.peer);
+    agent.peer = from;
+    this.byPeer.set(from, agent.agentId);
+    return agent;
   }
 
   private onHello(from: PeerId, hello: Hello): void {
@@ -461,6 +480,7 @@ export class Coordinator {
   private onResult(agent: AgentRecord, result: JobResult): void {
     const jobId = result.jobId;
     this.sink.writeEvaluation(jobId, result.evaluation);
+    this.sink.flush();
     this.record({ type: 'job_done', jobId, epoch: result.epoch });
     const job = this.scheduler.finish(jobId, this.clock.now());
     this.freeAgent(agent);

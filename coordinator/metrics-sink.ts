@@ -9,23 +9,43 @@ import type { Experiment } from './experiment.ts';
 
 export class MetricsSink {
   private readonly streams = new Map<JobId, WriteStream>();
+  /** Lines waiting per job: written once a second (or at 64 KiB), not once per message, to spare syscalls. */
+  private readonly buffered = new Map<JobId, string>();
+  private readonly flusher: NodeJS.Timeout;
 
-  constructor(private readonly runDir: string) {}
+  constructor(private readonly runDir: string) {
+    this.flusher = setInterval(() => this.flush(), 1000);
+    this.flusher.unref();
+  }
 
-  /** Appends through a buffered stream: metrics are many and losing the last few on a crash is harmless. */
+  /** Metrics are many and losing the last second of them on a crash is harmless; the journal carries the rest. */
   write(jobId: JobId, epoch: number, points: MetricPoint[]): void {
+    let text = this.buffered.get(jobId) ?? '';
+    for (const p of points) text += JSON.stringify({ epoch, ...p }) + '\n';
+    if (text.length >= 65536) {
+      this.buffered.delete(jobId);
+      this.stream(jobId).write(text);
+    } else {
+      this.buffered.set(jobId, text);
+    }
+  }
+
+  flush(): void {
+    for (const [jobId, text] of this.buffered) this.stream(jobId).write(text);
+    this.buffered.clear();
+  }
+
+  private stream(jobId: JobId): WriteStream {
     let s = this.streams.get(jobId);
     if (s === undefined) {
       mkdirSync(join(this.runDir, 'jobs', jobId), { recursive: true });
       s = createWriteStream(join(this.runDir, 'jobs', jobId, 'metrics.jsonl'), { flags: 'a' });
       s.on('error', () => {
-        // A full disk must not crash the coordinator; the journal carries what matters.
+        // A full disk must not crash the coordinator.
       });
       this.streams.set(jobId, s);
     }
-    let text = '';
-    for (const p of points) text += JSON.stringify({ epoch, ...p }) + '\n';
-    s.write(text);
+    return s;
   }
 
   writeEvaluation(jobId: JobId, evaluation: Evaluation): void {
@@ -43,6 +63,8 @@ export class MetricsSink {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.flusher);
+    this.flush();
     const all = [...this.streams.values()];
     this.streams.clear();
     await Promise.all(all.map((s) => new Promise<void>((resolve) => s.end(resolve))));

@@ -29,6 +29,7 @@ import { MetricsBuffer } from './metrics-buffer.ts';
 import { createWorkerRunner, type JobHandle, type JobRunner } from './job-runner.ts';
 import { probeBackend } from './backend-probe.ts';
 import { cpuDevice, detectDevices } from './devices.ts';
+import { WALLTIME_ENV, armWalltimeDrain } from './walltime.ts';
 import type { FromWorker } from './worker-protocol.ts';
 import { AgentBusyError, AgentConfigError, CheckpointTransferError, WorkerCrashedError } from './errors.ts';
 
@@ -243,6 +244,7 @@ export class NodeAgent {
       );
       this.flushMetrics(true);
     }
+    if (wasAway && this.job !== undefined) this.pumpPeriodic(this.job);
   }
 
   /** Heard from within a few heartbeats: otherwise metrics wait in the buffer instead of piling up in sockets. */
@@ -268,7 +270,8 @@ export class NodeAgent {
         return this.onAck(message.jobId, message.epoch, message.checkpointId, message.ok, message.reason);
       case 'shutdown':
         this.log.info({ reason: message.reason }, 'coordinator asked us to shut down');
-        void this.drain(`shutdown: ${message.reason}`, false);
+        // Checkpoint a running job first (bounded): a draining coordinator still accepts it, and a resumed run continues from it.
+        void this.drain(`shutdown: ${message.reason}`, true);
         return;
       case 'error': {
         this.log.warn(
@@ -651,6 +654,9 @@ export class NodeAgent {
 
   private pumpPeriodic(job: ActiveJob): void {
     if (job.periodicInFlight || job.ended) return;
+    // While the coordinator is away only the newest checkpoint is kept; megabytes of chunks queued in the socket
+    // would all land on whoever answers next. heard() pumps again when it is back.
+    if (!this.coordinatorReachable()) return;
     const next = job.nextPeriodic;
     if (next === undefined) return;
     job.nextPeriodic = undefined;
@@ -1146,11 +1152,24 @@ async function runCompiled(
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   }
+  // A walltime from the batch scheduler drains the agent a margin before the allocation ends. Job scripts that
+  // preload walltime.ts drain through the SIGTERM handler above instead, so arm it here only without that.
+  const walltime =
+    (options.handleSignals ?? true) && process.env[WALLTIME_ENV.preload] !== '1'
+      ? armWalltimeDrain({ onDrain: (reason) => void agent.drain(reason, true) })
+      : undefined;
+  if (walltime?.deadline !== undefined) {
+    logger.info(
+      { drainAt: new Date(walltime.deadline.drainAt).toISOString(), source: walltime.deadline.source },
+      'walltime known: will checkpoint and drain before the allocation ends',
+    );
+  }
   let exit: AgentExit;
   try {
     agent.start();
     exit = await agent.exited;
   } finally {
+    walltime?.cancel();
     if (options.handleSignals ?? true) {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);

@@ -14,5 +14,6 @@ await runTraining(workerData as WorkerStart, {
       if (isToWorker(message)) handler(message);
     }),
 });
-// The message listener would keep the thread alive; the agent also terminates it, this is the quiet way out.
-port.close();
+// The message listener would keep the thread alive; unref (not close, which could drop the last messages)
+// lets the thread end once they are flushed. The agent terminates it too, whichever comes first.
+port.unref();

@@ -133,7 +133,8 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     ...[...p.agentArgs, ...input.agentArgs].map(shQuote),
   ];
   const lines = [
-    '#!/bin/bash',
+    // A login shell: the site's `module` command comes from /etc/profile.d, and the job gets no other environment.
+    '#!/bin/bash -l',
     ...directives(input, cmd),
     `# pe-arena agents for run ${input.runId}: ${input.kind} submission ${input.submission}, ${input.count} task(s), profile ${p.name}.`,
     '# Submitted by the coordinator with:',

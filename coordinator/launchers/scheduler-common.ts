@@ -4,7 +4,7 @@
 // extras the run no longer needs, and cancelling everything on stop. A dialect (slurm.ts, pbs.ts) supplies the
 // commands and the parsers; everything else lives here.
 import { execFile, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../../protocol/clock.ts';
@@ -410,6 +410,26 @@ export class SchedulerLauncher implements Launcher {
     if (!this.stopping) {
       this.continueBeforeWalltime(now);
       await this.trimQueued();
+    }
+    this.writeSnapshot();
+  }
+
+  /** launch/tasks.json: each task's scheduler state, for `pe-arena status <runDir>` (written whole, then renamed). */
+  private writeSnapshot(): void {
+    if (this.launchDir === '') return;
+    const file = join(this.launchDir, 'tasks.json');
+    try {
+      writeFileSync(
+        `${file}.tmp`,
+        JSON.stringify(
+          { at: new Date(this.clock.now()).toISOString(), jobName: this.jobName, tasks: this.tasksSnapshot() },
+          null,
+          2,
+        ) + '\n',
+      );
+      renameSync(`${file}.tmp`, file);
+    } catch (error) {
+      this.log(`cannot write ${file}: ${(error as Error).message}`);
     }
   }
 

@@ -16,7 +16,7 @@ async function finishJob(h: Harness, agent: FakeAgent, assign: Assign): Promise<
   await agent.result(assign.job, assign.epoch);
 }
 
-test('two agents, four jobs: every job is placed, one per agent, and every result is written', async () => {
+void test('two agents, four jobs: every job is placed, one per agent, and every result is written', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment(), dir);
   try {
@@ -43,10 +43,13 @@ test('two agents, four jobs: every job is placed, one per agent, and every resul
     for (const job of h.experiment.jobs) {
       assert.ok(existsSync(join(dir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} evaluation.json`);
       assert.ok(existsSync(join(dir, 'jobs', job.jobId, 'final_model', 'model.bin')), `${job.jobId} final model`);
-      assert.ok(readFileSync(join(dir, 'jobs', job.jobId, 'metrics.jsonl'), 'utf8').length > 0 || true);
     }
     const outcome = await Promise.race([h.coordinator.done, h.advance(2000).then(() => h.coordinator.done)]);
     assert.equal(outcome.done, 4);
+    // Once the run is over (the sink closed), every job's metrics are on disk.
+    for (const job of h.experiment.jobs) {
+      assert.equal(readFileSync(join(dir, 'jobs', job.jobId, 'metrics.jsonl'), 'utf8').trim().split('\n').length, job.training.steps);
+    }
     const report = JSON.parse(readFileSync(join(dir, 'final_comparison', 'comparison_report.json'), 'utf8')) as { rows: { encoding: string; seeds: number }[] };
     assert.deepEqual(report.rows.map((r) => [r.encoding, r.seeds]).sort(), [['nope', 2], ['rope', 2]]);
     assert.ok(a.of('shutdown').length === 1, 'agents are told to shut down at the end');
@@ -56,7 +59,7 @@ test('two agents, four jobs: every job is placed, one per agent, and every resul
   }
 });
 
-test('a silent agent goes suspect, then dead; its job resumes elsewhere from the last acknowledged checkpoint', async () => {
+void test('a silent agent goes suspect, then dead; its job resumes elsewhere from the last acknowledged checkpoint', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
   try {
@@ -105,6 +108,8 @@ test('a silent agent goes suspect, then dead; its job resumes elsewhere from the
     await finishJob(h, b, moved);
     await h.advance(200);
     assert.equal(h.coordinator.scheduler.get(jobId)?.state, 'done');
+    // Metrics are written in the background; closing the coordinator flushes them.
+    await h.close();
     const metrics = readFileSync(join(dir, 'jobs', jobId, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; epoch: number });
     assert.ok(!metrics.some((m) => m.epoch === 1 && m.step > 25), 'stale metrics never reach the sink');
   } finally {
@@ -113,7 +118,7 @@ test('a silent agent goes suspect, then dead; its job resumes elsewhere from the
   }
 });
 
-test('fencing: a known agent sending an old epoch gets cancel and nothing is recorded', async () => {
+void test('fencing: a known agent sending an old epoch gets cancel and nothing is recorded', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
   try {
@@ -137,7 +142,7 @@ test('fencing: a known agent sending an old epoch gets cancel and nothing is rec
   }
 });
 
-test('a corrupt or incomplete checkpoint upload is refused with checkpoint_ack ok:false; a good resend is stored', async () => {
+void test('a corrupt or incomplete checkpoint upload is refused with checkpoint_ack ok:false; a good resend is stored', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
   try {
@@ -165,7 +170,7 @@ test('a corrupt or incomplete checkpoint upload is refused with checkpoint_ack o
   }
 });
 
-test('only the last K checkpoints per job are kept', async () => {
+void test('only the last K checkpoints per job are kept', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }, { keepCheckpoints: 2 }), dir);
   try {
@@ -183,7 +188,7 @@ test('only the last K checkpoints per job are kept', async () => {
   }
 });
 
-test('job_failed: not retryable fails at once; retryable re-queues until the attempt cap', async () => {
+void test('job_failed: not retryable fails at once; retryable re-queues until the attempt cap', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1, 2] }, { maxAttempts: 2 }), dir);
   try {
@@ -211,7 +216,7 @@ test('job_failed: not retryable fails at once; retryable re-queues until the att
   }
 });
 
-test('bad input: a wrong version is rejected naming both versions, garbage is logged, and the coordinator keeps serving', async () => {
+void test('bad input: a wrong version is rejected naming both versions, garbage is logged, and the coordinator keeps serving', async () => {
   const { dir, cleanup } = tempDir();
   const warnings: string[] = [];
   const log = { debug() {}, info() {}, warn: (_o: object, m: string) => void warnings.push(m), error: (_o: object, m: string) => void warnings.push(m) };
@@ -248,7 +253,7 @@ test('bad input: a wrong version is rejected naming both versions, garbage is lo
   }
 });
 
-test('journal replay: a restarted coordinator does not rerun done jobs and resumes running ones from their checkpoints', async () => {
+void test('journal replay: a restarted coordinator does not rerun done jobs and resumes running ones from their checkpoints', async () => {
   const { dir, cleanup } = tempDir();
   const experiment = smallExperiment({ encodings: ['rope'], seeds: [1, 2] });
   const h1 = startCoordinator(experiment, dir);
@@ -298,7 +303,7 @@ test('journal replay: a restarted coordinator does not rerun done jobs and resum
   }
 });
 
-test('the progress watchdog declares an agent lost when its step stops advancing', async () => {
+void test('the progress watchdog declares an agent lost when its step stops advancing', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }, { watchdogMs: 600 }), dir);
   try {
@@ -319,7 +324,7 @@ test('the progress watchdog declares an agent lost when its step stops advancing
   }
 });
 
-test('placement honours job.needs: a gpu job waits for a gpu agent', async () => {
+void test('placement honours job.needs: a gpu job waits for a gpu agent', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1], needs: { gpu: true } }), dir);
   try {
@@ -336,7 +341,7 @@ test('placement honours job.needs: a gpu job waits for a gpu agent', async () =>
   }
 });
 
-test('an agent that keeps saying idle while holding a job gets the job taken back (after a grace period)', async () => {
+void test('an agent that keeps saying idle while holding a job gets the job taken back (after a grace period)', async () => {
   const { dir, cleanup } = tempDir();
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
   try {
@@ -353,6 +358,36 @@ test('an agent that keeps saying idle while holding a job gets the job taken bac
     const again = a.lastAssign()!;
     assert.equal(again.epoch, first.epoch + 1, 'taken back and assigned again, with a new epoch');
     assert.equal(again.attempt, first.attempt, 'not counted as a failed attempt');
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+void test('a known agent reconnecting under a new routing id keeps its job (recognised by id or by current epoch)', async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    const a = h.agent('agent-a');
+    await a.hello();
+    const { job, epoch } = a.lastAssign()!;
+    // Same agent, new connection (a new routing id): its heartbeat is answered, not rejected.
+    const again = h.agent('agent-a');
+    await again.heartbeat({ jobId: job.jobId, epoch, step: 3 });
+    await settle();
+    assert.equal(again.of('reject').length, 0);
+    assert.equal(again.of('heartbeat_ack').length, 1);
+    // A third connection that only sends metrics of the current epoch is recognised too.
+    const third = h.agent('agent-a');
+    await third.metrics(job.jobId, epoch, 4, 6);
+    await settle();
+    assert.equal(third.of('reject').length, 0);
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.step, 6);
+    // But an old epoch from a new connection is not the job's holder: rejected.
+    const impostor = h.agent('agent-x');
+    await impostor.metrics(job.jobId, epoch - 1, 7, 8);
+    await settle();
+    assert.match(impostor.of('reject').at(-1)?.reason ?? '', /unknown agent/);
   } finally {
     await h.close();
     cleanup();

@@ -17,7 +17,7 @@ import { evaluationFor, smallExperiment, tempDir } from './helpers.ts';
 
 const runId = 'r1' as RunId;
 
-test('the shipped experiments compile; quick.json is six encodings x one task x one seed', async () => {
+void test('the shipped experiments compile; quick.json is six encodings x one task x one seed', async () => {
   const quick = await loadExperiment('configs/experiments/quick.json', runId);
   assert.equal(quick.jobs.length, 6);
   assert.deepEqual(new Set(quick.jobs.map((j) => j.encoding)).size, 6);
@@ -28,7 +28,7 @@ test('the shipped experiments compile; quick.json is six encodings x one task x 
   assert.equal(lg.jobs.length, 18);
 });
 
-test('experiment errors name the file and the field', () => {
+void test('experiment errors name the file and the field', () => {
   const base = { name: 'x', tasks: [{ name: 'addition', params: {} }], training: { steps: 10 } };
   const cases: [Record<string, unknown>, RegExp][] = [
     [{ ...base, training: { steps: 0 } }, /x\.json: training\.steps must be a positive integer/],
@@ -46,7 +46,7 @@ test('experiment errors name the file and the field', () => {
   }
 });
 
-test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
+void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
   const e = compileExperiment(
     { name: 'x', encodings: ['rope'], tasks: [{ name: 'addition', params: { maxDigits: 2 } }, { name: 'addition', params: { maxDigits: 4 } }], seeds: 2, training: { steps: 5 } },
     'x.json',
@@ -56,7 +56,7 @@ test('job ids are readable and filesystem-safe; two tasks of the same name stay 
   assert.equal(displayJobId('rope-addition-s1'), 'rope/addition/s1');
 });
 
-test('failure detector: suspect after suspectAfterMs, dead after failureTimeoutMs, alive again when heard from', () => {
+void test('failure detector: suspect after suspectAfterMs, dead after failureTimeoutMs, alive again when heard from', () => {
   const fd = new FailureDetector({ suspectAfterMs: 2500, failureTimeoutMs: 5000, watchdogMs: 0 });
   const a = { agentId: 'a' as AgentId, lastHeardAt: 0, suspect: false };
   assert.deepEqual(fd.check(2000, [a], () => undefined), []);
@@ -68,7 +68,7 @@ test('failure detector: suspect after suspectAfterMs, dead after failureTimeoutM
   assert.equal(fd.check(5100, [a], () => undefined)[0]?.verdict, 'alive');
 });
 
-test('failure detector: the watchdog ignores jobs that are evaluating or at their last step', () => {
+void test('failure detector: the watchdog ignores jobs that are evaluating or at their last step', () => {
   const fd = new FailureDetector({ suspectAfterMs: 2500, failureTimeoutMs: 5000, watchdogMs: 1000 });
   const a = { agentId: 'a' as AgentId, lastHeardAt: 10_000, suspect: false, jobId: 'j' as JobId };
   const job = { state: 'running', step: 5, totalSteps: 10, lastProgressAt: 0 };
@@ -77,7 +77,7 @@ test('failure detector: the watchdog ignores jobs that are evaluating or at thei
   assert.deepEqual(fd.check(10_000, [a], () => ({ ...job, step: 10 })), []);
 });
 
-test('scheduler: epochs bump on every assignment, re-queued jobs go first, the cap fails a job', () => {
+void test('scheduler: epochs bump on every assignment, re-queued jobs go first, the cap fails a job', () => {
   const e = smallExperiment({ encodings: ['rope'], seeds: [1, 2, 3] }, { maxAttempts: 2 });
   const s = new Scheduler(e.jobs, 2, 0);
   const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({ agentId: id as AgentId, backend: 'cpu', devices: [], state, joinedAt: 0 });
@@ -96,7 +96,7 @@ test('scheduler: epochs bump on every assignment, re-queued jobs go first, the c
   assert.throws(() => s.assign(j1, 'a' as AgentId, 0));
 });
 
-test('journal: entries survive a reopen; a torn last line is skipped; a torn middle line is an error', () => {
+void test('journal: entries survive a reopen; a torn last line is skipped; a torn middle line is an error', () => {
   const { dir, cleanup } = tempDir();
   try {
     const file = join(dir, 'journal.jsonl');
@@ -129,7 +129,7 @@ function snapshot(): ViewSnapshot {
   };
 }
 
-test('progress view: a frame shows every job field, suspect agents and the event log', () => {
+void test('progress view: a frame shows every job field, suspect agents and the event log', () => {
   const lines = renderFrame(snapshot(), 200);
   const text = lines.join('\n');
   for (const want of ['rope/addition/s1', 'agent-1@node7', 'running?', '150/300', '0.500', '42%', '1234', '1m15s', '3.1s!', 'SUSPECT: agent-1', 'nope/addition/s1', 'pending', 'resumed on agent-1 from step 100']) {
@@ -145,7 +145,7 @@ test('progress view: a frame shows every job field, suspect agents and the event
   assert.ok(!plain.join('').includes('\x1b'), 'no escape codes off a TTY');
 });
 
-test('comparison: mean over seeds per encoding and task; the table lists every encoding', () => {
+void test('comparison: mean over seeds per encoding and task; the table lists every encoding', () => {
   const e = smallExperiment();
   const evals = e.jobs.map((j) => evaluationFor(j, j.encoding === 'rope' ? (j.seed === 1 ? 0.8 : 0.6) : 0.1));
   const report = buildComparison(e, evals);
@@ -159,7 +159,7 @@ test('comparison: mean over seeds per encoding and task; the table lists every e
   assert.ok(table.includes('70.0%'));
 });
 
-test('simulated clock: timers fire in order, intervals repeat, cleared timers do not fire', async () => {
+void test('simulated clock: timers fire in order, intervals repeat, cleared timers do not fire', async () => {
   const c = new SimulatedClock(0);
   const fired: string[] = [];
   c.setTimeout(() => fired.push('b@200'), 200);
@@ -176,7 +176,7 @@ test('simulated clock: timers fire in order, intervals repeat, cleared timers do
   assert.equal(await slept, 'woke');
 });
 
-test('with the data code wired in, task params and model.maxLen are checked at start, naming the field', async () => {
+void test('with the data code wired in, task params and model.maxLen are checked at start, naming the field', async () => {
   const { validateTask, measureMaxLength } = await import('../../src/data/tasks.ts');
   const checks = { validate: validateTask, maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300) };
   for (const f of ['quick', 'length-generalization']) await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);

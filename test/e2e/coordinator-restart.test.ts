@@ -8,7 +8,7 @@ import { entries, exitWithin, fakeWorkload, journal, killAll, killPid, logTail, 
 
 after(killAll);
 
-test('kill -9 of the coordinator, restart on the same run directory: done jobs stay done and the run completes', { timeout: 120_000 }, async () => {
+void test('kill -9 of the coordinator, restart on the same run directory: done jobs stay done and the run completes', { timeout: 120_000 }, async () => {
   const { dir, cleanup } = tempRunsDir();
   let agentPids: number[] = [];
   try {

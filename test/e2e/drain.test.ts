@@ -7,7 +7,16 @@ import { entries, exitWithin, fakeWorkload, journal, killAll, logTail, runDirOf,
 
 after(killAll);
 
-test('SIGTERM drains: agents checkpoint and leave, the journal is consistent, exit 0; status reads the run dir', { timeout: 60_000 }, async () => {
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+void test('SIGTERM drains: agents checkpoint and leave, the journal is consistent, exit 0; status reads the run dir', { timeout: 60_000 }, async () => {
   const { dir, cleanup } = tempRunsDir();
   try {
     const file = writeExperiment(dir, {
@@ -37,6 +46,11 @@ test('SIGTERM drains: agents checkpoint and leave, the journal is consistent, ex
     assert.equal(afterSignal.filter((e) => e.type === 'job_requeued').length, 2, 'their jobs are back in the queue for a resume');
     assert.equal(afterSignal.at(-1)?.type, 'coordinator_stopped');
     assert.match(run.output(), /continue with: pe-arena run --resume/);
+
+    // No orphans: every agent process is gone once the coordinator has exited.
+    const pids = entries(runDir, 'agent_joined').map((e) => e.pid);
+    assert.equal(pids.length, 2);
+    await waitFor('the agents to be gone', 10_000, () => pids.every((pid) => !alive(pid)), () => `still alive: ${pids.filter(alive).join(', ')}`);
 
     const status = spawnCli(['status', runDir]);
     const statusExit = await exitWithin(status, 30_000);

@@ -8,7 +8,7 @@ import { entries, exitWithin, killAll, killPid, logTail, pidOf, runDirOf, spawnC
 
 after(killAll);
 
-test('kill -9 of a busy agent: its job resumes on the other agent from the checkpoint and the run completes', { timeout: 150_000 }, async () => {
+void test('kill -9 of a busy agent: its job resumes on the other agent from the checkpoint and the run completes', { timeout: 150_000 }, async () => {
   const { dir, cleanup } = tempRunsDir();
   try {
     const file = writeExperiment(

@@ -12,7 +12,7 @@ import { entries, exitWithin, killAll, logTail, runDirOf, spawnCli, tail, tempRu
 
 after(killAll);
 
-test('two local agents, four jobs, real training: all finish with every result; bad peers do not disturb the run', { timeout: 150_000 }, async () => {
+void test('two local agents, four jobs, real training: all finish with every result; bad peers do not disturb the run', { timeout: 150_000 }, async () => {
   const { dir, cleanup } = tempRunsDir();
   try {
     const file = writeExperiment(dir, tinyRealExperiment('two-agents'));

@@ -8,7 +8,7 @@ import { entries, exitWithin, fakeWorkload, killAll, killPid, logTail, pidOf, ru
 
 after(killAll);
 
-test('SIGSTOP: lost within the timeout, job moves; after SIGCONT the stale agent is rejected and rejoins fresh', { timeout: 90_000 }, async () => {
+void test('SIGSTOP: lost within the timeout, job moves; after SIGCONT the stale agent is rejected and rejoins fresh', { timeout: 90_000 }, async () => {
   const { dir, cleanup } = tempRunsDir();
   let frozen: number | undefined;
   try {

@@ -12,7 +12,7 @@ import { chunksOf, sha256 } from '../../coordinator/checkpoint-store.ts';
 import { blobFor, smallExperiment, tempDir } from '../coordinator/helpers.ts';
 import { waitFor } from './helpers.ts';
 
-test('real sockets: a corrupt checkpoint chunk is refused, sent again and stored; garbage frames are ignored', { timeout: 30_000 }, async () => {
+void test('real sockets: a corrupt checkpoint chunk is refused, sent again and stored; garbage frames are ignored', { timeout: 30_000 }, async () => {
   const { dir, cleanup } = tempDir();
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const coordinator = new Coordinator({ experiment: smallExperiment({ encodings: ['rope'], seeds: [1] }), runDir: dir, transport: server, drainMs: 2000 });

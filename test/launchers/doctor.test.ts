@@ -50,7 +50,7 @@ void test('doctor fails, naming the field, for a broken profile', { timeout: 100
 });
 
 void test(
-  'doctor passes against the loopback Slurm with the test profile',
+  'doctor passes against the loopback Slurm with the test profile, and --probe connects back from a compute node',
   { skip: slurm ? false : 'no Slurm answering: run .ci/setup-slurm.sh', timeout: 100_000 },
   async () => {
     const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
@@ -60,8 +60,12 @@ void test(
         join(repoRoot, 'configs', 'clusters', 'test-slurm.json'),
         '--runs-dir',
         join(tmp, 'runs'),
+        '--probe',
+        '--probe-timeout',
+        '60',
       ]);
       assert.equal(code, 0, out);
+      assert.match(out, /PASS {2}compute node probe +\d+ on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+/);
       for (const check of [
         'node version',
         'zeromq native module',

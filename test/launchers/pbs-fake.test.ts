@@ -120,6 +120,14 @@ void test(
         launcher.tasksSnapshot().map((t) => [t.launcherId, t.state, t.schedulerState, t.host]),
         [0, 1, 2].map((i) => [`100[${i}].pbs-test`, 'running', 'R', 'cn042']),
       );
+      const onDisk = JSON.parse(readFileSync(join(runDir, 'launch', 'tasks.json'), 'utf8')) as {
+        tasks: { schedulerState: string }[];
+      };
+      assert.deepEqual(
+        onDisk.tasks.map((t) => t.schedulerState),
+        ['R', 'R', 'R'],
+        'launch/tasks.json holds the scheduler states for pe-arena status',
+      );
       assert.equal(exits.length, 0);
 
       // One subjob deleted (PBS reports 256 + SIGTERM): reported once, and replaced with a one-task submission.

@@ -66,16 +66,17 @@ void test(
     );
     const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
     const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-slurm.json'));
-    let coordinator: Coordinator | undefined;
+    const ref: { coordinator?: Coordinator } = {};
     // The run's demand: jobs not finished yet (so a lost agent is replaced only while there is work for it).
     const launcher = createSlurmLauncher(profile, {
       pollIntervalMs: 1_000,
       demand: () => {
-        const c = coordinator?.scheduler.counts();
+        const c = ref.coordinator?.scheduler.counts();
         return c === undefined ? 3 : Math.min(3, c.pending + c.assigned + c.running + c.evaluating);
       },
     });
-    coordinator = new Coordinator({ experiment, runDir, transport: server, launcher, drainMs: 3_000 });
+    const coordinator = new Coordinator({ experiment, runDir, transport: server, launcher, drainMs: 3_000 });
+    ref.coordinator = coordinator;
     let outcome: RunOutcome | undefined;
     let left: string[] = [];
     try {

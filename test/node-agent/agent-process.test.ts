@@ -88,6 +88,7 @@ function startAgent(
   address: string,
   logFile: string,
   deathTimeoutMs?: number,
+  env: Record<string, string> = {},
 ): { child: ChildProcess; exit: Promise<number | null>; stderr: () => string } {
   const args = [
     '--import',
@@ -98,7 +99,7 @@ function startAgent(
     logFile,
     ...(deathTimeoutMs === undefined ? [] : [String(deathTimeoutMs)]),
   ];
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let err = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -169,6 +170,37 @@ void test(
       assert.equal(code, 3);
       assert.match(agent.stderr(), /coordinator gone/);
       assert.equal(agent.stderr().trim().split('\n').length, 1);
+    } finally {
+      agent.child.kill('SIGKILL');
+      await s.server.close();
+      await s.done;
+      await rm(dir, { recursive: true, force: true });
+    }
+  },
+);
+
+void test(
+  'walltime: the agent checkpoints and leaves a margin before its allocation ends, without a signal',
+  { timeout: 30_000 },
+  async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'pe-agent-'));
+    const s = await stub(longJob);
+    const start = Math.floor(Date.now() / 1000);
+    // Ends 60 s after start with a 54 s margin: drain about 6 s in, long after the job is running.
+    const agent = startAgent(s.server.address, join(dir, 'agent.log'), undefined, {
+      PE_ARENA_JOB_START: String(start),
+      PE_ARENA_WALLTIME_S: '60',
+      PE_ARENA_WALLTIME_MARGIN_S: '54',
+    });
+    try {
+      const code = await within(agent.exit, 20_000, 'agent exit');
+      assert.equal(code, 0, agent.stderr());
+      const types = s.received.map((m) => m.type);
+      assert.ok(types.includes('metrics'), 'it trained before the drain');
+      assert.ok(types.includes('checkpoint_chunk') && types.indexOf('checkpoint_chunk') < types.indexOf('bye'));
+      const log = await readFile(join(dir, 'agent.log'), 'utf8');
+      assert.match(log, /walltime known/);
+      assert.match(log, /walltime: allocation ends at/);
     } finally {
       agent.child.kill('SIGKILL');
       await s.server.close();

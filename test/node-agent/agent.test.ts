@@ -11,47 +11,51 @@ import { chunkBlob, sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
 import { fakeCheckpoint, readFakeCheckpoint } from './fixtures/fake-workload.ts';
 import { autoAck, makeConfig, makeSpec, silentLogger, startHarness, turns, welcome } from './helpers.ts';
 
-void test('hello carries the protocol version and identity; welcome starts heartbeats at its interval', async () => {
-  const h = startHarness();
-  try {
-    const hello = await h.coordinator.next('hello');
-    assert.equal(hello.version, PROTOCOL_VERSION);
-    assert.equal(hello.agentId, 'agent-test-1');
-    assert.equal(hello.backend, 'cpu');
-    assert.equal(hello.pid, 4242);
-    await h.coordinator.send({
-      type: 'welcome',
-      version: PROTOCOL_VERSION,
-      agentId: hello.agentId,
-      runId: 'r' as never,
-      heartbeatIntervalMs: 500,
-    });
-    await turns();
-    assert.equal(h.agent.state, 'ready');
-    await h.clock.advance(499);
-    await turns();
-    assert.equal(h.coordinator.all('heartbeat').length, 0);
-    for (let i = 0; i < 4; i++) {
-      await h.clock.advance(500);
+void test(
+  'hello carries the protocol version and identity; welcome starts heartbeats at its interval',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      const hello = await h.coordinator.next('hello');
+      assert.equal(hello.version, PROTOCOL_VERSION);
+      assert.equal(hello.agentId, 'agent-test-1');
+      assert.equal(hello.backend, 'cpu');
+      assert.equal(hello.pid, 4242);
+      await h.coordinator.send({
+        type: 'welcome',
+        version: PROTOCOL_VERSION,
+        agentId: hello.agentId,
+        runId: 'r' as never,
+        heartbeatIntervalMs: 500,
+      });
       await turns();
+      assert.equal(h.agent.state, 'ready');
+      await h.clock.advance(499);
+      await turns();
+      assert.equal(h.coordinator.all('heartbeat').length, 0);
+      for (let i = 0; i < 4; i++) {
+        await h.clock.advance(500);
+        await turns();
+      }
+      const beats = h.coordinator.all('heartbeat');
+      assert.equal(beats.length, 4);
+      assert.deepEqual(
+        beats.map((b) => b.seq),
+        [1, 2, 3, 4],
+      );
+      assert.ok(beats.every((b) => b.state === 'idle' && b.agentId === 'agent-test-1' && b.jobId === undefined));
+      // No second hello once welcomed.
+      await h.clock.advance(5_000);
+      await turns();
+      assert.equal(h.coordinator.all('hello').length, 1);
+    } finally {
+      await h.close();
     }
-    const beats = h.coordinator.all('heartbeat');
-    assert.equal(beats.length, 4);
-    assert.deepEqual(
-      beats.map((b) => b.seq),
-      [1, 2, 3, 4],
-    );
-    assert.ok(beats.every((b) => b.state === 'idle' && b.agentId === 'agent-test-1' && b.jobId === undefined));
-    // No second hello once welcomed.
-    await h.clock.advance(5_000);
-    await turns();
-    assert.equal(h.coordinator.all('hello').length, 1);
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-void test('hello is repeated until a welcome comes', async () => {
+void test('hello is repeated until a welcome comes', { timeout: 30_000 }, async () => {
   const h = startHarness({ helloRetryMs: 1_000 });
   try {
     await h.coordinator.next('hello');
@@ -65,57 +69,65 @@ void test('hello is repeated until a welcome comes', async () => {
   }
 });
 
-void test('a reject before welcome (version mismatch) exits with code 2 and the reason', async () => {
-  const h = startHarness();
-  try {
-    await h.coordinator.next('hello');
-    const reason = `protocol version mismatch: the coordinator speaks version ${PROTOCOL_VERSION + 1}, agent speaks version ${PROTOCOL_VERSION}`;
-    await h.coordinator.send({ type: 'reject', reason, version: PROTOCOL_VERSION + 1 });
-    const exit = await h.agent.exited;
-    assert.equal(exit.code, AGENT_EXIT.rejected);
-    assert.equal(exit.reason, reason);
-    assert.equal(h.agent.state, 'stopped');
-    assert.equal(h.clock.pending, 0, 'no timers left behind');
-  } finally {
-    await h.close();
-  }
-});
+void test(
+  'a reject before welcome (version mismatch) exits with code 2 and the reason',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await h.coordinator.next('hello');
+      const reason = `protocol version mismatch: the coordinator speaks version ${PROTOCOL_VERSION + 1}, agent speaks version ${PROTOCOL_VERSION}`;
+      await h.coordinator.send({ type: 'reject', reason, version: PROTOCOL_VERSION + 1 });
+      const exit = await h.agent.exited;
+      assert.equal(exit.code, AGENT_EXIT.rejected);
+      assert.equal(exit.reason, reason);
+      assert.equal(h.agent.state, 'stopped');
+      assert.equal(h.clock.pending, 0, 'no timers left behind');
+    } finally {
+      await h.close();
+    }
+  },
+);
 
-void test('a job streams every metric point once in batches of at most 50, checkpoints every K steps, uploads the final model, then the result', async () => {
-  const h = startHarness();
-  const stopAck = autoAck(h);
-  try {
-    await welcome(h);
-    const spec = makeSpec();
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 3 });
-    const result = await h.coordinator.next('job_result');
-    assert.equal(result.epoch, 3);
-    assert.equal(result.evaluation.steps, 120);
-    const batches = h.coordinator.all('metrics');
-    assert.ok(batches.every((b) => b.points.length <= 50 && b.epoch === 3 && b.jobId === spec.jobId));
-    assert.deepEqual(
-      batches.flatMap((b) => b.points.map((p) => p.step)),
-      Array.from({ length: 120 }, (_, i) => i + 1),
-    );
-    const chunks = h.coordinator.all('checkpoint_chunk');
-    const periodic = chunks.filter((c) => c.kind === 'checkpoint').map((c) => c.step);
-    assert.deepEqual(periodic, [50, 100]);
-    const final = chunks.filter((c) => c.kind === 'final');
-    assert.equal(final.length, 1);
-    assert.equal(readFakeCheckpoint(final[0]!.data).step, 120);
-    assert.equal(final[0]!.sha256, sha256Hex(final[0]!.data));
-    // The result comes after the final model and after every metrics batch.
-    const order = h.coordinator.received.map((m) => m.type);
-    assert.ok(order.lastIndexOf('metrics') < order.indexOf('job_result'));
-    assert.ok(order.lastIndexOf('checkpoint_chunk') < order.indexOf('job_result'));
-    assert.equal(h.agent.current, undefined);
-  } finally {
-    stopAck();
-    await h.close();
-  }
-});
+void test(
+  'a job streams every metric point once in batches of at most 50, checkpoints every K steps, uploads the final model, then the result',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const stopAck = autoAck(h);
+    try {
+      await welcome(h);
+      const spec = makeSpec();
+      await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 3 });
+      const result = await h.coordinator.next('job_result');
+      assert.equal(result.epoch, 3);
+      assert.equal(result.evaluation.steps, 120);
+      const batches = h.coordinator.all('metrics');
+      assert.ok(batches.every((b) => b.points.length <= 50 && b.epoch === 3 && b.jobId === spec.jobId));
+      assert.deepEqual(
+        batches.flatMap((b) => b.points.map((p) => p.step)),
+        Array.from({ length: 120 }, (_, i) => i + 1),
+      );
+      const chunks = h.coordinator.all('checkpoint_chunk');
+      const periodic = chunks.filter((c) => c.kind === 'checkpoint').map((c) => c.step);
+      assert.deepEqual(periodic, [50, 100]);
+      const final = chunks.filter((c) => c.kind === 'final');
+      assert.equal(final.length, 1);
+      assert.equal(readFakeCheckpoint(final[0]!.data).step, 120);
+      assert.equal(final[0]!.sha256, sha256Hex(final[0]!.data));
+      // The result comes after the final model and after every metrics batch.
+      const order = h.coordinator.received.map((m) => m.type);
+      assert.ok(order.lastIndexOf('metrics') < order.indexOf('job_result'));
+      assert.ok(order.lastIndexOf('checkpoint_chunk') < order.indexOf('job_result'));
+      assert.equal(h.agent.current, undefined);
+    } finally {
+      stopAck();
+      await h.close();
+    }
+  },
+);
 
-void test('metrics wait for the 250 ms flush when fewer than 50 points are pending', async () => {
+void test('metrics wait for the 250 ms flush when fewer than 50 points are pending', { timeout: 30_000 }, async () => {
   const h = startHarness({ sliceSteps: 10 });
   try {
     await welcome(h);
@@ -139,63 +151,74 @@ void test('metrics wait for the 250 ms flush when fewer than 50 points are pendi
   }
 });
 
-void test('checkpoints are chunked at 1 MiB and sent again, same id, when the ack says ok: false', async () => {
-  const h = startHarness();
-  const refused = new Set<string>();
-  const stopAck = autoAck(h, (id, kind, n) => {
-    if (kind === 'checkpoint' && n === 1) {
-      refused.add(id);
-      return { ok: false, reason: 'sha256 mismatch' };
-    }
-    return { ok: true };
-  });
-  try {
-    await welcome(h);
-    const spec = makeSpec({ training: { ...makeSpec().training, steps: 60 } }, { checkpointBytes: 2.5 * 1024 * 1024 });
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
-    await h.coordinator.next('job_result', { limitMs: 10_000 });
-    const periodic = h.coordinator.all('checkpoint_chunk').filter((c) => c.kind === 'checkpoint');
-    assert.ok(periodic.every((c) => c.data.byteLength <= 1024 * 1024));
-    assert.equal(refused.size, 1);
-    const [id] = [...refused];
-    const sent = periodic.filter((c) => c.checkpointId === id);
-    assert.equal(sent.length, 6, 'three chunks, sent twice');
-    assert.deepEqual(
-      sent.map((c) => c.index),
-      [0, 1, 2, 0, 1, 2],
-    );
-    const blob = Buffer.concat(sent.slice(0, 3).map((c) => c.data));
-    assert.equal(blob.byteLength, sent[0]!.totalBytes);
-    assert.equal(sha256Hex(blob), sent[0]!.sha256);
-    assert.equal(readFakeCheckpoint(blob).step, 50);
-  } finally {
-    stopAck();
-    await h.close();
-  }
-});
-
-void test('an upload refused every time is given up after 3 re-sends; a final model never acknowledged fails the job (retryable)', async () => {
-  const h = startHarness();
-  const stopAck = autoAck(h, () => ({ ok: false, reason: 'disk full' }));
-  try {
-    await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
-      attempt: 1,
-      epoch: 1,
+void test(
+  'checkpoints are chunked at 1 MiB and sent again, same id, when the ack says ok: false',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const refused = new Set<string>();
+    const stopAck = autoAck(h, (id, kind, n) => {
+      if (kind === 'checkpoint' && n === 1) {
+        refused.add(id);
+        return { ok: false, reason: 'sha256 mismatch' };
+      }
+      return { ok: true };
     });
-    const failed = await h.coordinator.next('job_failed');
-    assert.equal(failed.error.retryable, true);
-    assert.match(failed.error.message, /final model/);
-    const finals = h.coordinator.all('checkpoint_chunk').filter((c) => c.kind === 'final');
-    assert.equal(finals.length, 4, 'first try + 3 re-sends');
-    assert.equal(h.coordinator.all('job_result').length, 0);
-  } finally {
-    stopAck();
-    await h.close();
-  }
-});
+    try {
+      await welcome(h);
+      const spec = makeSpec(
+        { training: { ...makeSpec().training, steps: 60 } },
+        { checkpointBytes: 2.5 * 1024 * 1024 },
+      );
+      await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
+      await h.coordinator.next('job_result', { limitMs: 10_000 });
+      const periodic = h.coordinator.all('checkpoint_chunk').filter((c) => c.kind === 'checkpoint');
+      assert.ok(periodic.every((c) => c.data.byteLength <= 1024 * 1024));
+      assert.equal(refused.size, 1);
+      const [id] = [...refused];
+      const sent = periodic.filter((c) => c.checkpointId === id);
+      assert.equal(sent.length, 6, 'three chunks, sent twice');
+      assert.deepEqual(
+        sent.map((c) => c.index),
+        [0, 1, 2, 0, 1, 2],
+      );
+      const blob = Buffer.concat(sent.slice(0, 3).map((c) => c.data));
+      assert.equal(blob.byteLength, sent[0]!.totalBytes);
+      assert.equal(sha256Hex(blob), sent[0]!.sha256);
+      assert.equal(readFakeCheckpoint(blob).step, 50);
+    } finally {
+      stopAck();
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'an upload refused every time is given up after 3 re-sends; a final model never acknowledged fails the job (retryable)',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const stopAck = autoAck(h, () => ({ ok: false, reason: 'disk full' }));
+    try {
+      await welcome(h);
+      await h.coordinator.send({
+        type: 'assign',
+        job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
+        attempt: 1,
+        epoch: 1,
+      });
+      const failed = await h.coordinator.next('job_failed');
+      assert.equal(failed.error.retryable, true);
+      assert.match(failed.error.message, /final model/);
+      const finals = h.coordinator.all('checkpoint_chunk').filter((c) => c.kind === 'final');
+      assert.equal(finals.length, 4, 'first try + 3 re-sends');
+      assert.equal(h.coordinator.all('job_result').length, 0);
+    } finally {
+      stopAck();
+      await h.close();
+    }
+  },
+);
 
 function serveCheckpoint(
   h: ReturnType<typeof startHarness>,
@@ -234,39 +257,43 @@ function serveCheckpoint(
   };
 }
 
-void test('resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, and continues from its step', async () => {
-  const h = startHarness();
-  const stopAck = autoAck(h);
-  const spec = makeSpec();
-  const blob = fakeCheckpoint(spec, 40);
-  const id = asCheckpointId('ckpt-40');
-  const stopServe = serveCheckpoint(h, blob, id, 40, 2, (n) => n === 1);
-  try {
-    await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: spec,
-      attempt: 2,
-      epoch: 2,
-      resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) },
-    });
-    const result = await h.coordinator.next('job_result');
-    const requests = h.coordinator.all('checkpoint_request');
-    assert.equal(requests.length, 2, 'asked again after the corrupt copy');
-    assert.ok(requests.every((r) => r.checkpointId === id && r.epoch === 2 && r.jobId === spec.jobId));
-    const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
-    assert.equal(steps[0], 41, 'training continues from the checkpoint, not from 0');
-    assert.equal(steps.length, 80);
-    assert.equal(result.evaluation.steps, 120);
-    assert.equal(result.epoch, 2);
-  } finally {
-    stopServe();
-    stopAck();
-    await h.close();
-  }
-});
+void test(
+  'resume pulls the checkpoint, refuses a corrupt copy (sha256), asks again, and continues from its step',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const stopAck = autoAck(h);
+    const spec = makeSpec();
+    const blob = fakeCheckpoint(spec, 40);
+    const id = asCheckpointId('ckpt-40');
+    const stopServe = serveCheckpoint(h, blob, id, 40, 2, (n) => n === 1);
+    try {
+      await welcome(h);
+      await h.coordinator.send({
+        type: 'assign',
+        job: spec,
+        attempt: 2,
+        epoch: 2,
+        resumeFrom: { checkpointId: id, step: 40, totalBytes: blob.byteLength, sha256: sha256Hex(blob) },
+      });
+      const result = await h.coordinator.next('job_result');
+      const requests = h.coordinator.all('checkpoint_request');
+      assert.equal(requests.length, 2, 'asked again after the corrupt copy');
+      assert.ok(requests.every((r) => r.checkpointId === id && r.epoch === 2 && r.jobId === spec.jobId));
+      const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
+      assert.equal(steps[0], 41, 'training continues from the checkpoint, not from 0');
+      assert.equal(steps.length, 80);
+      assert.equal(result.evaluation.steps, 120);
+      assert.equal(result.epoch, 2);
+    } finally {
+      stopServe();
+      stopAck();
+      await h.close();
+    }
+  },
+);
 
-void test('a checkpoint that never verifies fails the job after 3 re-requests', async () => {
+void test('a checkpoint that never verifies fails the job after 3 re-requests', { timeout: 30_000 }, async () => {
   const h = startHarness();
   const spec = makeSpec();
   const blob = fakeCheckpoint(spec, 40);
@@ -291,7 +318,7 @@ void test('a checkpoint that never verifies fails the job after 3 re-requests', 
   }
 });
 
-void test('cancel stops the job and its worker; the agent goes back to idle', async () => {
+void test('cancel stops the job and its worker; the agent goes back to idle', { timeout: 30_000 }, async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -328,7 +355,7 @@ void test('cancel stops the job and its worker; the agent goes back to idle', as
   }
 });
 
-void test('a cancel for an older epoch of the job is ignored', async () => {
+void test('a cancel for an older epoch of the job is ignored', { timeout: 30_000 }, async () => {
   const h = startHarness();
   try {
     await welcome(h);
@@ -343,50 +370,54 @@ void test('a cancel for an older epoch of the job is ignored', async () => {
   }
 });
 
-void test('silence: heartbeats go on, metrics are buffered (bounded, oldest dropped) and flushed when the coordinator is heard again', async () => {
-  const h = startHarness({ maxMetricBuffer: 100, metricsBatch: 50 });
-  try {
-    await welcome(h, 1_000);
-    const spec = makeSpec(
-      { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
-      { stepDelayMs: 1 },
-    );
-    // Go silent: 3+ heartbeat intervals without a word from the coordinator.
-    await h.clock.advance(3_500);
-    await turns();
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
-    await turns();
-    // The assign itself was heard; stay silent again long enough, while real time lets the job train.
-    await h.clock.advance(3_500);
-    await turns();
-    const sentBefore = h.coordinator.all('metrics').length;
-    const deadline = Date.now() + 5_000;
-    while (h.agent.current === undefined || h.agent.current.step < 300) {
-      if (Date.now() > deadline) throw new Error('job did not train');
-      await new Promise((resolve) => setTimeout(resolve, 5));
-      await h.clock.advance(300);
+void test(
+  'silence: heartbeats go on, metrics are buffered (bounded, oldest dropped) and flushed when the coordinator is heard again',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness({ maxMetricBuffer: 100, metricsBatch: 50 });
+    try {
+      await welcome(h, 1_000);
+      const spec = makeSpec(
+        { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+        { stepDelayMs: 1 },
+      );
+      // Go silent: 3+ heartbeat intervals without a word from the coordinator.
+      await h.clock.advance(3_500);
+      await turns();
+      await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
+      await turns();
+      // The assign itself was heard; stay silent again long enough, while real time lets the job train.
+      await h.clock.advance(3_500);
+      await turns();
+      const sentBefore = h.coordinator.all('metrics').length;
+      const deadline = Date.now() + 5_000;
+      while (h.agent.current === undefined || h.agent.current.step < 300) {
+        if (Date.now() > deadline) throw new Error('job did not train');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        await h.clock.advance(300);
+      }
+      const sentWhileAway = h.coordinator.all('metrics').length - sentBefore;
+      assert.ok(h.agent.bufferedMetrics <= 100, `buffer bounded, holds ${h.agent.bufferedMetrics}`);
+      assert.ok(h.agent.bufferedMetrics > 0);
+      const beatsWhileAway = h.coordinator.all('heartbeat').length;
+      assert.ok(beatsWhileAway >= 6, `heartbeats continued (${beatsWhileAway})`);
+      await h.coordinator.send({ type: 'heartbeat_ack', seq: 1, time: 0 });
+      await turns(10);
+      const flushed = h.coordinator.all('metrics').slice(sentBefore + sentWhileAway);
+      assert.ok(flushed.length >= 1);
+      const steps = flushed.flatMap((b) => b.points.map((p) => p.step));
+      const current = h.agent.current?.step ?? 0;
+      assert.ok(steps.length <= 100 + 50, 'only the newest points survived');
+      assert.ok(steps[0]! > 100, 'the oldest points were dropped');
+      assert.ok(steps.at(-1)! <= current);
+      assert.equal(sentWhileAway, 0, 'nothing was sent while the coordinator was away');
+    } finally {
+      await h.close();
     }
-    const sentWhileAway = h.coordinator.all('metrics').length - sentBefore;
-    assert.ok(h.agent.bufferedMetrics <= 100, `buffer bounded, holds ${h.agent.bufferedMetrics}`);
-    assert.ok(h.agent.bufferedMetrics > 0);
-    const beatsWhileAway = h.coordinator.all('heartbeat').length;
-    assert.ok(beatsWhileAway >= 6, `heartbeats continued (${beatsWhileAway})`);
-    await h.coordinator.send({ type: 'heartbeat_ack', seq: 1, time: 0 });
-    await turns(10);
-    const flushed = h.coordinator.all('metrics').slice(sentBefore + sentWhileAway);
-    assert.ok(flushed.length >= 1);
-    const steps = flushed.flatMap((b) => b.points.map((p) => p.step));
-    const current = h.agent.current?.step ?? 0;
-    assert.ok(steps.length <= 100 + 50, 'only the newest points survived');
-    assert.ok(steps[0]! > 100, 'the oldest points were dropped');
-    assert.ok(steps.at(-1)! <= current);
-    assert.equal(sentWhileAway, 0, 'nothing was sent while the coordinator was away');
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-void test('death timeout: the agent exits with code 3 and stops its worker', async () => {
+void test('death timeout: the agent exits with code 3 and stops its worker', { timeout: 30_000 }, async () => {
   const h = startHarness({ deathTimeoutMs: 10_000 });
   try {
     await welcome(h);
@@ -411,7 +442,7 @@ void test('death timeout: the agent exits with code 3 and stops its worker', asy
   }
 });
 
-void test('a message heard resets the death timer', async () => {
+void test('a message heard resets the death timer', { timeout: 30_000 }, async () => {
   const h = startHarness({ deathTimeoutMs: 10_000 });
   try {
     await welcome(h);
@@ -426,64 +457,46 @@ void test('a message heard resets the death timer', async () => {
   }
 });
 
-void test('a reject after welcome abandons the job and says hello again with a fresh agent id', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    const spec = makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 });
-    await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
-    await turns(10);
-    await h.coordinator.send({ type: 'reject', reason: 'unknown agent agent-test-1', version: PROTOCOL_VERSION });
-    const hello = await h.coordinator.next('hello');
-    assert.notEqual(hello.agentId, 'agent-test-1');
-    assert.equal(h.agent.agentId, hello.agentId);
-    assert.equal(h.agent.current, undefined);
-    // A second stale reject does not make yet another id.
-    await h.coordinator.send({ type: 'reject', reason: 'unknown agent agent-test-1', version: PROTOCOL_VERSION });
-    await turns(10);
-    assert.equal(h.agent.agentId, hello.agentId);
-    assert.equal(h.agent.state, 'ready');
-    await h.coordinator.send({
-      type: 'welcome',
-      version: PROTOCOL_VERSION,
-      agentId: hello.agentId,
-      runId: 'r' as never,
-      heartbeatIntervalMs: 1_000,
-    });
-    await turns();
-    await h.clock.advance(1_000);
-    await turns();
-    const beat = h.coordinator.all('heartbeat').at(-1);
-    assert.equal(beat?.agentId, hello.agentId);
-    assert.equal(beat?.state, 'idle');
-  } finally {
-    await h.close();
-  }
-});
+void test(
+  'a reject after welcome abandons the job and says hello again with a fresh agent id',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      const spec = makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 });
+      await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
+      await turns(10);
+      await h.coordinator.send({ type: 'reject', reason: 'unknown agent agent-test-1', version: PROTOCOL_VERSION });
+      const hello = await h.coordinator.next('hello');
+      assert.notEqual(hello.agentId, 'agent-test-1');
+      assert.equal(h.agent.agentId, hello.agentId);
+      assert.equal(h.agent.current, undefined);
+      // A second stale reject does not make yet another id.
+      await h.coordinator.send({ type: 'reject', reason: 'unknown agent agent-test-1', version: PROTOCOL_VERSION });
+      await turns(10);
+      assert.equal(h.agent.agentId, hello.agentId);
+      assert.equal(h.agent.state, 'ready');
+      await h.coordinator.send({
+        type: 'welcome',
+        version: PROTOCOL_VERSION,
+        agentId: hello.agentId,
+        runId: 'r' as never,
+        heartbeatIntervalMs: 1_000,
+      });
+      await turns();
+      await h.clock.advance(1_000);
+      await turns();
+      const beat = h.coordinator.all('heartbeat').at(-1);
+      assert.equal(beat?.agentId, hello.agentId);
+      assert.equal(beat?.state, 'idle');
+    } finally {
+      await h.close();
+    }
+  },
+);
 
-void test('shutdown: stop training, send bye, exit 0', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
-      attempt: 1,
-      epoch: 1,
-    });
-    await turns(10);
-    await h.coordinator.send({ type: 'shutdown', reason: 'run complete' });
-    const exit = await h.agent.exited;
-    assert.equal(exit.code, AGENT_EXIT.ok);
-    const bye = await h.coordinator.next('bye');
-    assert.equal(bye.agentId, 'agent-test-1');
-    assert.equal(h.agent.current, undefined);
-  } finally {
-    await h.close();
-  }
-});
-
-void test('drain (SIGTERM): checkpoint the running job, upload it, wait for the ack, bye, exit 0', async () => {
+void test('shutdown: checkpoint the running job, stop training, send bye, exit 0', { timeout: 30_000 }, async () => {
   const h = startHarness();
   const stopAck = autoAck(h);
   try {
@@ -495,211 +508,325 @@ void test('drain (SIGTERM): checkpoint the running job, upload it, wait for the 
         { stepDelayMs: 2 },
       ),
       attempt: 1,
-      epoch: 7,
+      epoch: 1,
     });
-    await turns(20);
-    const exiting = h.agent.drain('SIGTERM', true);
-    const exit = await exiting;
+    await turns(10);
+    await h.coordinator.send({ type: 'shutdown', reason: 'coordinator draining' });
+    const exit = await h.agent.exited;
     assert.equal(exit.code, AGENT_EXIT.ok);
-    const chunks = h.coordinator.all('checkpoint_chunk');
-    assert.equal(chunks.length, 1);
-    assert.equal(chunks[0]!.kind, 'checkpoint');
-    assert.equal(chunks[0]!.epoch, 7);
-    await h.coordinator.next('bye');
-    const order = h.coordinator.received.map((m) => m.type);
-    assert.ok(order.indexOf('checkpoint_chunk') < order.indexOf('bye'));
+    const bye = await h.coordinator.next('bye');
+    assert.equal(bye.agentId, 'agent-test-1');
+    assert.equal(h.agent.current, undefined);
+    const types = h.coordinator.received.map((m) => m.type);
+    assert.ok(types.includes('checkpoint_chunk') && types.indexOf('checkpoint_chunk') < types.indexOf('bye'));
   } finally {
     stopAck();
     await h.close();
   }
 });
 
-void test('drain gives up waiting for an ack after drainTimeoutMs and still leaves with bye', async () => {
-  const h = startHarness({ drainTimeoutMs: 3_000 });
+void test('shutdown while idle: bye and exit 0 at once', { timeout: 30_000 }, async () => {
+  const h = startHarness();
   try {
     await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: makeSpec(
-        { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
-        { stepDelayMs: 2 },
-      ),
-      attempt: 1,
-      epoch: 1,
-    });
-    await turns(20);
-    const exiting = h.agent.drain('SIGTERM', true);
-    await h.coordinator.next('checkpoint_chunk');
-    await h.clock.advance(3_000);
-    const exit = await exiting;
-    assert.equal(exit.code, AGENT_EXIT.ok);
+    await h.coordinator.send({ type: 'shutdown', reason: 'run complete' });
+    assert.equal((await h.agent.exited).code, AGENT_EXIT.ok);
     await h.coordinator.next('bye');
+    assert.equal(h.coordinator.all('checkpoint_chunk').length, 0);
   } finally {
     await h.close();
   }
 });
 
-void test('a non-retryable training error is reported as job_failed with retryable false', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec({}, { nanAtStep: 15 }), attempt: 1, epoch: 1 });
-    const failed = await h.coordinator.next('job_failed');
-    assert.equal(failed.error.retryable, false);
-    assert.match(failed.error.message, /NaN/);
-    // Metrics of the slices before the failure were delivered, in order, none past it.
-    const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
-    assert.ok(steps.length >= 1 && steps.length < 15);
-    assert.deepEqual(
-      steps,
-      Array.from({ length: steps.length }, (_, i) => i + 1),
-    );
-    assert.equal(h.agent.current, undefined);
-  } finally {
-    await h.close();
-  }
-});
-
-void test('a workload module that cannot load fails the job (retryable) and the agent keeps serving', async () => {
-  const h = startHarness({ workloadModule: new URL('./fixtures/does-not-exist.ts', import.meta.url).href });
-  try {
-    await welcome(h);
-    await h.coordinator.send({ type: 'assign', job: makeSpec(), attempt: 1, epoch: 1 });
-    const failed = await h.coordinator.next('job_failed');
-    assert.equal(failed.error.name, 'WorkloadModuleError');
-    assert.equal(failed.error.retryable, true);
-    await h.clock.advance(1_000);
-    await turns();
-    assert.equal(h.coordinator.all('heartbeat').at(-1)?.state, 'idle');
-  } finally {
-    await h.close();
-  }
-});
-
-void test('an assign while busy is refused with a retryable job_failed for the new job', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
-      attempt: 1,
-      epoch: 1,
-    });
-    await h.coordinator.send({ type: 'assign', job: makeSpec({ jobId: asJobId('second') }), attempt: 1, epoch: 1 });
-    const failed = await h.coordinator.next('job_failed');
-    assert.equal(failed.jobId, 'second');
-    assert.equal(failed.error.name, 'AgentBusyError');
-    assert.equal(failed.error.retryable, true);
-    assert.equal(h.agent.current?.jobId, 'rope-addition-s1');
-  } finally {
-    await h.close();
-  }
-});
-
-void test('garbage bytes from the coordinator are logged and the agent keeps serving', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    await h.coordinator.server.sendRaw(h.coordinator.peer!, Uint8Array.from([0xc1, 0xff, 0x00, 0x13]));
-    await h.coordinator.server.sendRaw(h.coordinator.peer!, new TextEncoder().encode('not msgpack at all'));
-    await turns();
-    await h.clock.advance(1_000);
-    await turns();
-    assert.equal(h.agent.state, 'ready');
-    assert.equal(h.coordinator.all('heartbeat').length, 1);
-  } finally {
-    await h.close();
-  }
-});
-
-void test('hello is not repeated while the previous one is still stuck in the socket', async () => {
-  const sends: string[] = [];
-  let closeInbound!: () => void;
-  const closed = new Promise<void>((r) => (closeInbound = r));
-  const transport: ClientTransport = {
-    send: (m) => {
-      sends.push(m.type);
-      return new Promise(() => undefined); // the coordinator is not there yet
-    },
-    inbound: () => ({
-      async *[Symbol.asyncIterator]() {
-        await closed;
-      },
-    }),
-    close: async () => closeInbound(),
-  };
-  const clock = new SimulatedClock(0);
-  const agent = new NodeAgent(makeConfig({ helloRetryMs: 1_000, deathTimeoutMs: 30_000 }), {
-    transport,
-    clock,
-    runner: createInProcessRunner(),
-    logger: silentLogger,
-  });
-  agent.start();
-  await clock.advance(10_000);
-  assert.deepEqual(sends, ['hello']);
-  await clock.advance(20_000);
-  assert.equal((await agent.exited).code, AGENT_EXIT.coordinatorGone);
-});
-
-void test('an error answer to checkpoint_request makes the agent ask again at once, then fail the job', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    const spec = makeSpec();
-    await h.coordinator.send({
-      type: 'assign',
-      job: spec,
-      attempt: 2,
-      epoch: 2,
-      resumeFrom: { checkpointId: asCheckpointId('gone'), step: 40, totalBytes: 10, sha256: 'a'.repeat(64) },
-    });
-    for (let i = 0; i < 4; i++) {
-      await h.coordinator.next('checkpoint_request');
+void test(
+  'drain (SIGTERM): checkpoint the running job, upload it, wait for the ack, bye, exit 0',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const stopAck = autoAck(h);
+    try {
+      await welcome(h);
       await h.coordinator.send({
-        type: 'error',
-        error: { name: 'CheckpointNotFound', message: 'no checkpoint gone', retryable: false },
-        context: 'checkpoint_request',
+        type: 'assign',
+        job: makeSpec(
+          { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+          { stepDelayMs: 2 },
+        ),
+        attempt: 1,
+        epoch: 7,
       });
+      await turns(20);
+      const exiting = h.agent.drain('SIGTERM', true);
+      const exit = await exiting;
+      assert.equal(exit.code, AGENT_EXIT.ok);
+      const chunks = h.coordinator.all('checkpoint_chunk');
+      assert.equal(chunks.length, 1);
+      assert.equal(chunks[0]!.kind, 'checkpoint');
+      assert.equal(chunks[0]!.epoch, 7);
+      await h.coordinator.next('bye');
+      const order = h.coordinator.received.map((m) => m.type);
+      assert.ok(order.indexOf('checkpoint_chunk') < order.indexOf('bye'));
+    } finally {
+      stopAck();
+      await h.close();
     }
-    const failed = await h.coordinator.next('job_failed');
-    assert.equal(failed.error.name, 'CheckpointTransferError');
-    assert.equal(failed.error.retryable, true);
-    assert.match(failed.error.message, /no checkpoint gone/);
-    assert.equal(h.coordinator.all('checkpoint_request').length, 4);
-  } finally {
-    await h.close();
-  }
-});
+  },
+);
 
-void test('drain while the final model is going up waits (bounded) for the result to go out, then bye', async () => {
-  const h = startHarness();
-  try {
-    await welcome(h);
-    await h.coordinator.send({
-      type: 'assign',
-      job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
-      attempt: 1,
-      epoch: 1,
+void test(
+  'drain gives up waiting for an ack after drainTimeoutMs and still leaves with bye',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness({ drainTimeoutMs: 3_000 });
+    try {
+      await welcome(h);
+      await h.coordinator.send({
+        type: 'assign',
+        job: makeSpec(
+          { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 1_000_000 },
+          { stepDelayMs: 2 },
+        ),
+        attempt: 1,
+        epoch: 1,
+      });
+      await turns(20);
+      const exiting = h.agent.drain('SIGTERM', true);
+      await h.coordinator.next('checkpoint_chunk');
+      await h.clock.advance(3_000);
+      const exit = await exiting;
+      assert.equal(exit.code, AGENT_EXIT.ok);
+      await h.coordinator.next('bye');
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'a non-retryable training error is reported as job_failed with retryable false',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      await h.coordinator.send({ type: 'assign', job: makeSpec({}, { nanAtStep: 15 }), attempt: 1, epoch: 1 });
+      const failed = await h.coordinator.next('job_failed');
+      assert.equal(failed.error.retryable, false);
+      assert.match(failed.error.message, /NaN/);
+      // Metrics of the slices before the failure were delivered, in order, none past it.
+      const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
+      assert.ok(steps.length >= 1 && steps.length < 15);
+      assert.deepEqual(
+        steps,
+        Array.from({ length: steps.length }, (_, i) => i + 1),
+      );
+      assert.equal(h.agent.current, undefined);
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'a workload module that cannot load fails the job (retryable) and the agent keeps serving',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness({ workloadModule: new URL('./fixtures/does-not-exist.ts', import.meta.url).href });
+    try {
+      await welcome(h);
+      await h.coordinator.send({ type: 'assign', job: makeSpec(), attempt: 1, epoch: 1 });
+      const failed = await h.coordinator.next('job_failed');
+      assert.equal(failed.error.name, 'WorkloadModuleError');
+      assert.equal(failed.error.retryable, true);
+      await h.clock.advance(1_000);
+      await turns();
+      assert.equal(h.coordinator.all('heartbeat').at(-1)?.state, 'idle');
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'an assign while busy is refused with a retryable job_failed for the new job',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      await h.coordinator.send({
+        type: 'assign',
+        job: makeSpec({ training: { ...makeSpec().training, steps: 100_000 } }, { stepDelayMs: 2 }),
+        attempt: 1,
+        epoch: 1,
+      });
+      await h.coordinator.send({ type: 'assign', job: makeSpec({ jobId: asJobId('second') }), attempt: 1, epoch: 1 });
+      const failed = await h.coordinator.next('job_failed');
+      assert.equal(failed.jobId, 'second');
+      assert.equal(failed.error.name, 'AgentBusyError');
+      assert.equal(failed.error.retryable, true);
+      assert.equal(h.agent.current?.jobId, 'rope-addition-s1');
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'garbage bytes from the coordinator are logged and the agent keeps serving',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      await h.coordinator.server.sendRaw(h.coordinator.peer!, Uint8Array.from([0xc1, 0xff, 0x00, 0x13]));
+      await h.coordinator.server.sendRaw(h.coordinator.peer!, new TextEncoder().encode('not msgpack at all'));
+      await turns();
+      await h.clock.advance(1_000);
+      await turns();
+      assert.equal(h.agent.state, 'ready');
+      assert.equal(h.coordinator.all('heartbeat').length, 1);
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'hello is not repeated while the previous one is still stuck in the socket',
+  { timeout: 30_000 },
+  async () => {
+    const sends: string[] = [];
+    let closeInbound!: () => void;
+    const closed = new Promise<void>((r) => (closeInbound = r));
+    const transport: ClientTransport = {
+      send: (m) => {
+        sends.push(m.type);
+        return new Promise(() => undefined); // the coordinator is not there yet
+      },
+      inbound: () => ({
+        async *[Symbol.asyncIterator]() {
+          await closed;
+        },
+      }),
+      close: async () => closeInbound(),
+    };
+    const clock = new SimulatedClock(0);
+    const agent = new NodeAgent(makeConfig({ helloRetryMs: 1_000, deathTimeoutMs: 30_000 }), {
+      transport,
+      clock,
+      runner: createInProcessRunner(),
+      logger: silentLogger,
     });
-    const final = await h.coordinator.next('checkpoint_chunk', { match: (c) => c.kind === 'final' });
-    const exiting = h.agent.drain('SIGTERM', true);
-    await turns();
-    await h.coordinator.send({
-      type: 'checkpoint_ack',
-      jobId: final.jobId,
-      epoch: 1,
-      checkpointId: final.checkpointId,
-      ok: true,
-    });
-    const exit = await exiting;
-    assert.equal(exit.code, AGENT_EXIT.ok);
-    await h.coordinator.next('bye');
-    const order = h.coordinator.received.map((m) => m.type);
-    assert.ok(order.includes('job_result'));
-    assert.ok(order.indexOf('job_result') < order.indexOf('bye'));
-  } finally {
-    await h.close();
-  }
-});
+    agent.start();
+    await clock.advance(10_000);
+    assert.deepEqual(sends, ['hello']);
+    await clock.advance(20_000);
+    assert.equal((await agent.exited).code, AGENT_EXIT.coordinatorGone);
+  },
+);
+
+void test(
+  'an error answer to checkpoint_request makes the agent ask again at once, then fail the job',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      const spec = makeSpec();
+      await h.coordinator.send({
+        type: 'assign',
+        job: spec,
+        attempt: 2,
+        epoch: 2,
+        resumeFrom: { checkpointId: asCheckpointId('gone'), step: 40, totalBytes: 10, sha256: 'a'.repeat(64) },
+      });
+      for (let i = 0; i < 4; i++) {
+        await h.coordinator.next('checkpoint_request');
+        await h.coordinator.send({
+          type: 'error',
+          error: { name: 'CheckpointNotFound', message: 'no checkpoint gone', retryable: false },
+          context: 'checkpoint_request',
+        });
+      }
+      const failed = await h.coordinator.next('job_failed');
+      assert.equal(failed.error.name, 'CheckpointTransferError');
+      assert.equal(failed.error.retryable, true);
+      assert.match(failed.error.message, /no checkpoint gone/);
+      assert.equal(h.coordinator.all('checkpoint_request').length, 4);
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'drain while the final model is going up waits (bounded) for the result to go out, then bye',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    try {
+      await welcome(h);
+      await h.coordinator.send({
+        type: 'assign',
+        job: makeSpec({ training: { ...makeSpec().training, steps: 20 }, checkpointEvery: 1_000_000 }),
+        attempt: 1,
+        epoch: 1,
+      });
+      const final = await h.coordinator.next('checkpoint_chunk', { match: (c) => c.kind === 'final' });
+      const exiting = h.agent.drain('SIGTERM', true);
+      await turns();
+      await h.coordinator.send({
+        type: 'checkpoint_ack',
+        jobId: final.jobId,
+        epoch: 1,
+        checkpointId: final.checkpointId,
+        ok: true,
+      });
+      const exit = await exiting;
+      assert.equal(exit.code, AGENT_EXIT.ok);
+      await h.coordinator.next('bye');
+      const order = h.coordinator.received.map((m) => m.type);
+      assert.ok(order.includes('job_result'));
+      assert.ok(order.indexOf('job_result') < order.indexOf('bye'));
+    } finally {
+      await h.close();
+    }
+  },
+);
+
+void test(
+  'periodic checkpoints wait while the coordinator is away; only the newest goes up when it is back',
+  { timeout: 30_000 },
+  async () => {
+    const h = startHarness();
+    const stopAck = autoAck(h);
+    try {
+      await welcome(h, 1_000);
+      const spec = makeSpec(
+        { training: { ...makeSpec().training, steps: 100_000 }, checkpointEvery: 20 },
+        { stepDelayMs: 1 },
+      );
+      await h.coordinator.send({ type: 'assign', job: spec, attempt: 1, epoch: 1 });
+      await turns();
+      await h.clock.advance(3_500); // silent past 3 heartbeats
+      await turns();
+      const before = h.coordinator.all('checkpoint_chunk').length;
+      const deadline = Date.now() + 5_000;
+      while ((h.agent.current?.step ?? 0) < 200) {
+        if (Date.now() > deadline) throw new Error('job did not train');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      assert.equal(h.coordinator.all('checkpoint_chunk').length, before, 'no uploads while away');
+      await h.coordinator.send({ type: 'heartbeat_ack', seq: 1, time: 0 });
+      const chunk = await h.coordinator.next('checkpoint_chunk', { match: (c) => c.step >= 200 });
+      assert.equal(chunk.kind, 'checkpoint');
+      assert.equal(chunk.step % 20, 0);
+      const afterBack = h.coordinator.all('checkpoint_chunk').slice(before);
+      assert.equal(afterBack[0], chunk, 'the first upload after the return is the newest checkpoint, not the backlog');
+    } finally {
+      stopAck();
+      await h.close();
+    }
+  },
+);

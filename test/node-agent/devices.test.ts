@@ -11,7 +11,7 @@ void test('nvidia-smi lines become gpu devices with their memory; junk lines are
   assert.deepEqual(parseNvidiaSmi('Some GPU, [N/A]'), [{ kind: 'gpu', name: 'Some GPU' }]);
 });
 
-void test('devices: the cpu always, a gpu entry only for the CUDA backend', async () => {
+void test('devices: the cpu always, a gpu entry only for the CUDA backend', { timeout: 30_000 }, async () => {
   assert.deepEqual(await detectDevices('wasm'), [cpuDevice()]);
   const cuda = await detectDevices('tensorflow-gpu');
   assert.ok(cuda.some((d) => d.kind === 'gpu'));

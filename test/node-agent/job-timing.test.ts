@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { timeJobDirect, timeJobInWorker } from '../../node-agent/job-timing.ts';
 import { FAKE_WORKLOAD, makeSpec } from './helpers.ts';
 
-void test('timeJobInWorker and timeJobDirect time the same steps after the warm-up', async () => {
+void test('timeJobInWorker and timeJobDirect time the same steps after the warm-up', { timeout: 30_000 }, async () => {
   const spec = makeSpec({ training: { ...makeSpec().training, steps: 40 } }, { stepDelayMs: 1 });
   const worker = await timeJobInWorker(spec, { workloadModule: FAKE_WORKLOAD, warmupSteps: 5, timeoutMs: 20_000 });
   const direct = await timeJobDirect(spec, { workloadModule: FAKE_WORKLOAD, warmupSteps: 5 });

@@ -26,7 +26,7 @@ void test('options are compiled once: defaults filled, bad values named', () => 
   assert.throws(() => compileAgentOptions({ coordinator: 'tcp://h:1', backend: 'cuda' as never }), /backend/);
 });
 
-void test('runAgent exits 1 with one line on stderr for a bad address', async () => {
+void test('runAgent exits 1 with one line on stderr for a bad address', { timeout: 30_000 }, async () => {
   const lines: string[] = [];
   const code = await runAgent({
     coordinator: 'nonsense',
@@ -38,32 +38,36 @@ void test('runAgent exits 1 with one line on stderr for a bad address', async ()
   assert.match(lines[0]!, /coordinator: expected an address/);
 });
 
-void test('runAgent rejected for its version exits 2 and prints the reason naming both versions', async () => {
-  const network = new MemoryNetwork();
-  const coordinator = new ScriptedCoordinator(network.listen('mem://c'));
-  const lines: string[] = [];
-  const running = runAgent({
-    coordinator: 'mem://c',
-    transport: network.connect('mem://c'),
-    logger: silentLogger,
-    workloadModule: FAKE_WORKLOAD,
-    handleSignals: false,
-    stderr: { write: (l: string) => lines.push(l) },
-  });
-  try {
-    const hello = await coordinator.next('hello');
-    await coordinator.send({
-      type: 'reject',
-      reason: `protocol version mismatch: the coordinator speaks version 99, agent ${hello.agentId} speaks version ${PROTOCOL_VERSION}`,
-      version: 99,
+void test(
+  'runAgent rejected for its version exits 2 and prints the reason naming both versions',
+  { timeout: 30_000 },
+  async () => {
+    const network = new MemoryNetwork();
+    const coordinator = new ScriptedCoordinator(network.listen('mem://c'));
+    const lines: string[] = [];
+    const running = runAgent({
+      coordinator: 'mem://c',
+      transport: network.connect('mem://c'),
+      logger: silentLogger,
+      workloadModule: FAKE_WORKLOAD,
+      handleSignals: false,
+      stderr: { write: (l: string) => lines.push(l) },
     });
-    assert.equal(await running, AGENT_EXIT.rejected);
-    assert.equal(lines.length, 1);
-    assert.match(lines[0]!, /version 99.*version 1/);
-  } finally {
-    await coordinator.close();
-  }
-});
+    try {
+      const hello = await coordinator.next('hello');
+      await coordinator.send({
+        type: 'reject',
+        reason: `protocol version mismatch: the coordinator speaks version 99, agent ${hello.agentId} speaks version ${PROTOCOL_VERSION}`,
+        version: 99,
+      });
+      assert.equal(await running, AGENT_EXIT.rejected);
+      assert.equal(lines.length, 1);
+      assert.match(lines[0]!, /version 99.*version 1/);
+    } finally {
+      await coordinator.close();
+    }
+  },
+);
 
 void test('the backend probe reports a backend that loads here', { timeout: 60_000 }, async () => {
   const probe = await probeBackend(50_000);

@@ -38,61 +38,69 @@ function collect(limitMs: number): {
   };
 }
 
-void test('a worker thread runs the fake workload to its evaluation, with periodic checkpoints', async () => {
-  const c = collect(20_000);
-  const handle = createWorkerRunner().start(
-    { workloadModule: FAKE_WORKLOAD, spec: makeSpec({ checkpointEvery: 40 }), sliceSteps: 10, backend: 'cpu' },
-    c,
-  );
-  try {
-    const evaluation = await c.waitFor((e) => e.type === 'evaluation' || e.type === 'failed');
-    assert.equal(evaluation.type, 'evaluation', JSON.stringify(evaluation));
-    const started = c.events.find((e) => e.type === 'started');
-    assert.deepEqual(started, { type: 'started', backend: 'cpu', step: 0, parameterCount: 1234 });
-    const steps = c.events.flatMap((e) => (e.type === 'metrics' ? e.points.map((p) => p.step) : []));
-    assert.deepEqual(
-      steps,
-      Array.from({ length: 120 }, (_, i) => i + 1),
+void test(
+  'a worker thread runs the fake workload to its evaluation, with periodic checkpoints',
+  { timeout: 30_000 },
+  async () => {
+    const c = collect(20_000);
+    const handle = createWorkerRunner().start(
+      { workloadModule: FAKE_WORKLOAD, spec: makeSpec({ checkpointEvery: 40 }), sliceSteps: 10, backend: 'cpu' },
+      c,
     );
-    const ckpts = c.events.flatMap((e) => (e.type === 'checkpoint' ? [e] : []));
-    assert.deepEqual(
-      ckpts.map((e) => e.step),
-      [40, 80],
+    try {
+      const evaluation = await c.waitFor((e) => e.type === 'evaluation' || e.type === 'failed');
+      assert.equal(evaluation.type, 'evaluation', JSON.stringify(evaluation));
+      const started = c.events.find((e) => e.type === 'started');
+      assert.deepEqual(started, { type: 'started', backend: 'cpu', step: 0, parameterCount: 1234 });
+      const steps = c.events.flatMap((e) => (e.type === 'metrics' ? e.points.map((p) => p.step) : []));
+      assert.deepEqual(
+        steps,
+        Array.from({ length: 120 }, (_, i) => i + 1),
+      );
+      const ckpts = c.events.flatMap((e) => (e.type === 'checkpoint' ? [e] : []));
+      assert.deepEqual(
+        ckpts.map((e) => e.step),
+        [40, 80],
+      );
+      assert.equal(readFakeCheckpoint(ckpts[0]!.data).step, 40);
+      const final = c.events.find((e) => e.type === 'final');
+      assert.ok(final?.type === 'final' && readFakeCheckpoint(final.data).step === 120);
+      assert.equal(await c.exit, undefined, 'a clean exit after the evaluation');
+    } finally {
+      await handle.terminate();
+    }
+  },
+);
+
+void test(
+  'a worker answers a checkpoint request between slices and terminate() stops it mid-job',
+  { timeout: 30_000 },
+  async () => {
+    const c = collect(20_000);
+    const spec = makeSpec(
+      { training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 },
+      { stepDelayMs: 2 },
     );
-    assert.equal(readFakeCheckpoint(ckpts[0]!.data).step, 40);
-    const final = c.events.find((e) => e.type === 'final');
-    assert.ok(final?.type === 'final' && readFakeCheckpoint(final.data).step === 120);
-    assert.equal(await c.exit, undefined, 'a clean exit after the evaluation');
-  } finally {
-    await handle.terminate();
-  }
-});
+    const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
+    try {
+      await c.waitFor((e) => e.type === 'metrics');
+      handle.requestCheckpoint(7);
+      const ckpt = await c.waitFor((e) => e.type === 'checkpoint');
+      assert.ok(ckpt.type === 'checkpoint');
+      assert.equal(ckpt.requestId, 7);
+      assert.equal(ckpt.reason, 'requested');
+      assert.equal(readFakeCheckpoint(ckpt.data).step, ckpt.step);
+      assert.ok(ckpt.step > 0, 'taken after some training');
+    } finally {
+      await handle.terminate();
+    }
+    const count = c.events.length;
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(c.events.length, count, 'no events after terminate');
+  },
+);
 
-void test('a worker answers a checkpoint request between slices and terminate() stops it mid-job', async () => {
-  const c = collect(20_000);
-  const spec = makeSpec(
-    { training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 },
-    { stepDelayMs: 2 },
-  );
-  const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
-  try {
-    await c.waitFor((e) => e.type === 'metrics');
-    handle.requestCheckpoint(7);
-    const ckpt = await c.waitFor((e) => e.type === 'checkpoint');
-    assert.ok(ckpt.type === 'checkpoint');
-    assert.equal(ckpt.requestId, 7);
-    assert.equal(ckpt.reason, 'requested');
-    assert.equal(readFakeCheckpoint(ckpt.data).step, ckpt.step);
-    assert.ok(ckpt.step > 0, 'taken after some training');
-  } finally {
-    await handle.terminate();
-  }
-  const count = c.events.length;
-  await new Promise((r) => setTimeout(r, 50));
-  assert.equal(c.events.length, count, 'no events after terminate');
-});
-
-void test('a worker reports a failing workload as a failed event carrying retryable', async () => {
+void test('a worker reports a failing workload as a failed event carrying retryable', { timeout: 30_000 }, async () => {
   const c = collect(20_000);
   const handle = createWorkerRunner().start(
     { workloadModule: FAKE_WORKLOAD, spec: makeSpec({}, { failAtStep: 25, failRetryable: true }), sliceSteps: 10 },
@@ -108,7 +116,7 @@ void test('a worker reports a failing workload as a failed event carrying retrya
   }
 });
 
-void test('the agent runs a whole job through a real worker thread', async () => {
+void test('the agent runs a whole job through a real worker thread', { timeout: 30_000 }, async () => {
   const network = new MemoryNetwork();
   const coordinator = new ScriptedCoordinator(network.listen('mem://real-worker'));
   const agent = new NodeAgent(makeConfig(), {
@@ -134,28 +142,32 @@ void test('the agent runs a whole job through a real worker thread', async () =>
   }
 });
 
-void test('a worker thread that dies mid-job fails the job with a retryable WorkerCrashedError; the agent stays up', async () => {
-  const network = new MemoryNetwork();
-  const coordinator = new ScriptedCoordinator(network.listen('mem://crash'));
-  const agent = new NodeAgent(makeConfig(), {
-    transport: network.connect('mem://crash'),
-    clock: systemClock,
-    runner: createWorkerRunner(),
-    logger: silentLogger,
-  });
-  agent.start();
-  try {
-    await welcome({ coordinator, agent, clock: systemClock as never, close: async () => undefined }, 200);
-    await coordinator.send({ type: 'assign', job: makeSpec({}, { exitAtStep: 35 }), attempt: 1, epoch: 2 });
-    const failed = await coordinator.next('job_failed', { limitMs: 20_000 });
-    assert.equal(failed.epoch, 2);
-    assert.equal(failed.error.name, 'WorkerCrashedError');
-    assert.equal(failed.error.retryable, true);
-    assert.match(failed.error.message, /code 7/);
-    assert.equal(agent.current, undefined);
-    assert.equal(agent.state, 'ready');
-  } finally {
-    await agent.stop('test over');
-    await coordinator.close();
-  }
-});
+void test(
+  'a worker thread that dies mid-job fails the job with a retryable WorkerCrashedError; the agent stays up',
+  { timeout: 30_000 },
+  async () => {
+    const network = new MemoryNetwork();
+    const coordinator = new ScriptedCoordinator(network.listen('mem://crash'));
+    const agent = new NodeAgent(makeConfig(), {
+      transport: network.connect('mem://crash'),
+      clock: systemClock,
+      runner: createWorkerRunner(),
+      logger: silentLogger,
+    });
+    agent.start();
+    try {
+      await welcome({ coordinator, agent, clock: systemClock as never, close: async () => undefined }, 200);
+      await coordinator.send({ type: 'assign', job: makeSpec({}, { exitAtStep: 35 }), attempt: 1, epoch: 2 });
+      const failed = await coordinator.next('job_failed', { limitMs: 20_000 });
+      assert.equal(failed.epoch, 2);
+      assert.equal(failed.error.name, 'WorkerCrashedError');
+      assert.equal(failed.error.retryable, true);
+      assert.match(failed.error.message, /code 7/);
+      assert.equal(agent.current, undefined);
+      assert.equal(agent.state, 'ready');
+    } finally {
+      await agent.stop('test over');
+      await coordinator.close();
+    }
+  },
+);
