@@ -1,12 +1,13 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
-//   [--rounds 3] [--max-steps 4000] [--check-every 250] [--eval-samples 200]`
+//   [--rounds 3] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 1e-3]`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, interleaved in rounds so machine load hits both
 //   alike; and greedy-decoding (inference) tokens/s.
 // control: 3-digit addition with reversed answers, tiny preset, batch 64: steps until exact match on held-out
 //   in-distribution problems reaches 95% (checked every --check-every steps, at most --max-steps), and wall time.
-//   Slow on 2 cores. Its results are merged with the last throughput results in bench/results/model.json.
+//   Slow on 2 cores; progress goes to bench/results/model-control-partial.json as it runs. Each sub-suite keeps
+//   the other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -296,19 +297,22 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   let results: Record<string, unknown> = { backend: choice.name };
   if (a.mode !== 'control') results = { ...results, ...(await throughput(a, choice.name)) };
   if (a.mode !== 'throughput') results = { ...results, ...(await control(a, choice.name)) };
-  if (a.mode === 'control') {
-    // bench/run.ts rewrites model.json: keep the latest throughput numbers (read now, at the end of a long run)
-    // next to the control results.
+  if (a.mode !== 'all') {
+    // bench/run.ts rewrites model.json: keep the other sub-suite's latest numbers (read now, at the end of a long
+    // run) next to this one's.
+    const isControl = (k: string): boolean => k.includes('control') || k.includes('steps_to_95');
     try {
       const previous = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as {
         results?: Record<string, unknown>;
       };
       const kept = Object.fromEntries(
-        Object.entries(previous.results ?? {}).filter(([k]) => !k.includes('control') && !k.includes('steps_to_95')),
+        Object.entries(previous.results ?? {}).filter(
+          ([k]) => k !== 'backend' && (a.mode === 'control' ? !isControl(k) : isControl(k)),
+        ),
       );
       results = { ...kept, ...results };
     } catch {
-      // No earlier results: control alone.
+      // No earlier results: this sub-suite alone.
     }
   }
   return results;

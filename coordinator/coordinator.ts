@@ -178,8 +178,9 @@ export class Coordinator {
 
   /** Drain: tell agents to stop, wait (bounded) for their bye, journal, close. Idempotent. */
   async stop(reason: string): Promise<RunOutcome> {
-    if (this.lifecycle === 'stopped') return this.outcome ?? { done: 0, failed: 0, stopped: true };
+    if (this.closing) return this.closing;
     if (this.lifecycle !== 'draining') await this.drain(reason, true);
+    else await this.done;
     return this.close(reason, true);
   }
 
@@ -672,8 +673,7 @@ export class Coordinator {
     }
     this.emit('run_finished', `run finished: ${c.done} done, ${c.failed} failed`);
     await this.drain('run finished', false);
-    const outcome = await this.close('run finished', false);
-    if (report) outcome.report = report;
+    await this.close('run finished', false, report);
   }
 
   /**
@@ -701,12 +701,20 @@ export class Coordinator {
     }
   }
 
-  private async close(reason: string, stopped: boolean): Promise<RunOutcome> {
-    if (this.lifecycle === 'stopped' && this.outcome) return this.outcome;
+  private closing: Promise<RunOutcome> | undefined;
+
+  /** Idempotent: a second caller waits for the first close to finish (files flushed, transport closed). */
+  private close(reason: string, stopped: boolean, report?: ComparisonReport): Promise<RunOutcome> {
+    this.closing ??= this.closeOnce(reason, stopped, report);
+    return this.closing;
+  }
+
+  private async closeOnce(reason: string, stopped: boolean, report: ComparisonReport | undefined): Promise<RunOutcome> {
     this.lifecycle = 'stopped';
     this.clock.clearInterval(this.ticker);
     const c = this.scheduler.counts();
     this.outcome = { done: c.done, failed: c.failed, stopped };
+    if (report) this.outcome.report = report;
     try {
       this.record({ type: 'coordinator_stopped', reason });
     } catch (error) {

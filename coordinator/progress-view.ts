@@ -156,8 +156,10 @@ export class ProgressView {
     const now = this.clock.now();
     const rates = new Map<string, number>();
     for (const j of s.jobs) {
-      const h = this.history.get(j.jobId) ?? [];
-      if (h.length === 0 || h[h.length - 1]?.step !== j.step) h.push({ t: now, step: j.step });
+      let h = this.history.get(j.jobId) ?? [];
+      // Start measuring at the first step seen after (re)assignment: model set-up time is not a step rate.
+      if (j.state !== 'running' || (h.length > 0 && (h[h.length - 1]?.step ?? 0) > j.step)) h = [];
+      else if (h.length === 0 || h[h.length - 1]?.step !== j.step) h.push({ t: now, step: j.step });
       while (h.length > 2 && now - (h[0]?.t ?? now) > 30_000) h.shift();
       this.history.set(j.jobId, h);
       const first = h[0];

@@ -42,6 +42,11 @@ export interface RunOptions {
   out?: NodeJS.WriteStream;
   /** Task validation from the workload's data code (wired by the CLI; skipped with a test workload). */
   taskChecks?: TaskChecks;
+  /**
+   * After a finished run: the full report (statistics, plots, HTML) from src/report, wired by the CLI so the
+   * coordinator itself stays free of it. Returns the files written; a failure is reported, never fatal.
+   */
+  afterRun?: (runDir: string, log: (line: string) => void) => Promise<string[]>;
 }
 
 export async function runCoordinatorProcess(options: RunOptions): Promise<number> {
@@ -159,6 +164,16 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     say(formatComparison(outcome.report));
     say('');
     say(`results: ${join(runDir, 'final_comparison', 'comparison_report.json')}`);
+    if (options.afterRun) {
+      try {
+        const files = await options.afterRun(runDir, (line) => logger.info(line));
+        const html = files.find((f) => f.endsWith('report.html'));
+        if (html !== undefined) say(`report:  ${html}`);
+      } catch (error) {
+        logger.error({ err: error }, 'the report failed');
+        say(`pe-arena: the report could not be written (${(error as Error).message}); the results above are complete`);
+      }
+    }
   }
   if (outcome.stopped) {
     say(`pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${runDir}`);

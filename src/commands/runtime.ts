@@ -27,6 +27,7 @@ interface RunFlags {
   agentDeathTimeoutMs?: number;
   view: string;
   plainEvery?: number;
+  report: boolean;
 }
 
 async function runOrCoordinate(experiment: string | undefined, flags: RunFlags): Promise<void> {
@@ -47,6 +48,15 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags):
   }
   const code = await runCoordinatorProcess({
     taskChecks,
+    ...(flags.report === false
+      ? {}
+      : {
+          afterRun: async (runDir: string, log: (line: string) => void) => {
+            const { writeReport } = await import('../report/index.ts');
+            // Attention heatmaps load every final model: worth it on a real run, skipped for test workloads.
+            return (await writeReport(runDir, { log, attention: flags.workloadModule === undefined })).files;
+          },
+        }),
     launcher: flags.launcher,
     runsDir: flags.runsDir,
     view,
@@ -74,7 +84,8 @@ export function registerRuntimeCommands(program: Command): void {
       .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
       .option('--agent-death-timeout-ms <ms>', 'local agents exit after hearing nothing for this long', positiveInt('--agent-death-timeout-ms'))
       .option('--view <mode>', 'auto (live on a TTY, plain lines otherwise), plain, or off', 'auto')
-      .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'));
+      .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'))
+      .option('--no-report', 'skip the full report (statistics, plots, report.html) at the end');
 
   withRunOptions(
     program.command('run').argument('[experiment]', 'experiment file, e.g. configs/experiments/quick.json').description('run an experiment: a coordinator and local agents, live progress, comparison table'),
