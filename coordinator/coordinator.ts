@@ -48,7 +48,7 @@ export interface Log {
 
 export const silentLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
-export type CoordinatorEventKind = 'joined' | 'suspect' | 'recovered' | 'lost' | 'left' | 'assigned' | 'reassigned' | 'finished' | 'failed' | 'rejected' | 'stale' | 'checkpoint_refused' | 'run_finished';
+export type CoordinatorEventKind = 'joined' | 'suspect' | 'recovered' | 'lost' | 'left' | 'assigned' | 'reassigned' | 'finished' | 'failed' | 'rejected' | 'stale' | 'checkpoint_refused' | 'unplaceable' | 'run_finished';
 
 export interface CoordinatorEvent {
   time: number;
@@ -88,6 +88,8 @@ export interface CoordinatorOptions {
   onEvent?: (event: CoordinatorEvent) => void;
   /** How long to wait for agents' bye after shutdown (default 10 s). */
   drainMs?: number;
+  /** Fault injection for end-to-end tests: flip a byte in the first N checkpoint uploads, as if damaged in transit. */
+  corruptUploads?: number;
 }
 
 export interface RunOutcome {
@@ -109,7 +111,7 @@ export class Coordinator {
   private readonly transport: ServerTransport;
   private readonly clock: Clock;
   private readonly log: Log;
-  private readonly launcher: Launcher | undefined;
+  private launcher: Launcher | undefined;
   private readonly journal: Journal;
   private readonly store: CheckpointStore;
   private readonly sink: MetricsSink;
@@ -117,6 +119,7 @@ export class Coordinator {
   private readonly onEvent: ((event: CoordinatorEvent) => void) | undefined;
   private readonly drainMs: number;
   private lifecycle: Lifecycle = 'created';
+  private corruptUploads: number;
   private ticker: TimerHandle | undefined;
   private loop: Promise<void> | undefined;
   private outcome: RunOutcome | undefined;
@@ -134,6 +137,7 @@ export class Coordinator {
     this.launcher = options.launcher;
     this.onEvent = options.onEvent;
     this.drainMs = options.drainMs ?? 10_000;
+    this.corruptUploads = options.corruptUploads ?? 0;
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     mkdirSync(join(this.runDir, 'logs', 'agents'), { recursive: true });
     mkdirSync(join(this.runDir, 'jobs'), { recursive: true });
@@ -182,6 +186,15 @@ export class Coordinator {
     if (this.lifecycle !== 'draining') await this.drain(reason, true);
     else await this.done;
     return this.close(reason, true);
+  }
+
+  /**
+   * Use a launcher built after the coordinator (one that needs it, e.g. to ask how many agents the run still
+   * wants). Its exit reports count as failure signals from now on.
+   */
+  attachLauncher(launcher: Launcher): void {
+    this.launcher = launcher;
+    if (this.lifecycle !== 'created') launcher.onExit((exit) => this.onLauncherExit(exit));
   }
 
   snapshot(): StatusReply {
@@ -429,6 +442,11 @@ export class Coordinator {
   }
 
   private onChunk(agent: AgentRecord, chunk: CheckpointChunk): void {
+    if (this.corruptUploads > 0 && chunk.index === 0 && chunk.data.byteLength > 0) {
+      this.corruptUploads--;
+      chunk = { ...chunk, data: chunk.data.map((b, i) => (i === 0 ? b ^ 0xff : b)) };
+      this.log.warn({ jobId: chunk.jobId, checkpointId: chunk.checkpointId }, 'fault injection: corrupted the first chunk of this upload');
+    }
     const outcome = this.store.accept(chunk);
     if (outcome.status === 'partial') return;
     const ack = { type: 'checkpoint_ack', jobId: chunk.jobId, epoch: chunk.epoch, checkpointId: chunk.checkpointId } as const;
@@ -623,12 +641,27 @@ export class Coordinator {
       if (a.jobId !== undefined) p.jobId = a.jobId;
       return p;
     });
-    for (const { jobId, agentId } of this.scheduler.placements(candidates)) {
+    const placements = this.scheduler.placements(candidates);
+    for (const { jobId, agentId } of placements) {
       const agent = this.agents.get(agentId);
       if (!agent) continue;
       this.assign(jobId, agent);
     }
+    // Idle agents and pending jobs but nothing placed: the jobs' needs match no agent here. Say so once,
+    // rather than wait in silence (e.g. a GPU experiment started on a laptop).
+    if (placements.length === 0 && !this.warnedNeeds && candidates.some((a) => a.state === 'idle' && a.jobId === undefined)) {
+      const pending = this.scheduler.pending().map((id) => this.scheduler.get(id)).filter((j) => j !== undefined);
+      const first = pending[0];
+      if (first?.spec.needs !== undefined) {
+        this.warnedNeeds = true;
+        const text = `${pending.length} pending jobs need ${JSON.stringify(first.spec.needs)}; no idle agent matches (agents: ${[...new Set(candidates.map((a) => a.backend))].join(', ')})`;
+        this.log.warn({ needs: first.spec.needs }, text);
+        this.emit('unplaceable', text);
+      }
+    }
   }
+
+  private warnedNeeds = false;
 
   private assign(jobId: JobId, agent: AgentRecord): void {
     const before = this.scheduler.get(jobId);

@@ -21,12 +21,25 @@ import type { Launcher } from './launchers/types.ts';
 import { formatComparison } from './metrics-sink.ts';
 import { ProgressView } from './progress-view.ts';
 
+/**
+ * A launcher other than local/none (the pbs and slurm launchers of issue 6), built once the coordinator is bound:
+ * it gets the coordinator (e.g. to size its demand) and the bound address, and says which address agents dial
+ * and how many to start.
+ */
+export type LauncherFactory = (context: {
+  coordinator: Coordinator;
+  boundAddress: string;
+  runDir: string;
+}) => Promise<{ launcher: Launcher; agentAddress: string; count: number }>;
+
 export interface RunOptions {
   /** Path of the experiment file (ignored with resume). */
   experiment?: string;
   /** A run directory to continue. */
   resume?: string;
   launcher: 'local' | 'none';
+  /** Takes precedence over `launcher` when given. */
+  customLauncher?: LauncherFactory;
   /** Local agents to start (default: one per core). */
   agents?: number;
   /** ROUTER address; a resumed run rebinds the address in its journal unless this is given. */
@@ -95,7 +108,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     return 2;
   }
 
-  const launcher: Launcher = options.launcher === 'local' ? new LocalLauncher() : new NoLauncher();
+  let launcher: Launcher = options.launcher === 'local' && !options.customLauncher ? new LocalLauncher() : new NoLauncher();
   const coordinator = new Coordinator({
     experiment,
     runDir,
@@ -103,6 +116,8 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     log,
     launcher,
     ...(resume === undefined ? {} : { resume }),
+    // End-to-end tests damage uploads on purpose to see the real agent send them again.
+    ...(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS'] ? { corruptUploads: Number(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']) || 0 } : {}),
   });
   const runId = experiment.jobs[0]?.runId ?? '';
   say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
@@ -133,7 +148,19 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  if (options.launcher === 'local') {
+  if (options.customLauncher) {
+    try {
+      const custom = await options.customLauncher({ coordinator, boundAddress: transport.address, runDir });
+      launcher = custom.launcher;
+      coordinator.attachLauncher(launcher);
+      const agentArgs: string[] = options.backend === undefined ? [] : ['--backend', options.backend];
+      await launcher.start({ coordinator: custom.agentAddress, count: custom.count, runDir, agentArgs });
+      logger.info({ launcher: launcher.name, count: custom.count, address: custom.agentAddress }, `launcher ${launcher.name} started ${custom.count} agents`);
+    } catch (error) {
+      process.stderr.write(`pe-arena: the launcher failed: ${(error as Error).message}\n`);
+      await coordinator.stop('the launcher failed');
+    }
+  } else if (options.launcher === 'local') {
     const count = options.agents ?? Math.max(1, os.availableParallelism());
     const agentArgs: string[] = [];
     if (options.backend !== undefined) agentArgs.push('--backend', options.backend);
@@ -146,7 +173,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
 
   // Local agents that all died (e.g. a broken install) would leave the run waiting forever.
   const guard = setInterval(() => {
-    if (options.launcher === 'local' && launcher.alive() === 0 && coordinator.agents.size === 0 && coordinator.state === 'running') {
+    if (launcher.name === 'local' && launcher.alive() === 0 && coordinator.agents.size === 0 && coordinator.state === 'running') {
       process.stderr.write(`pe-arena: every local agent exited; see ${join(runDir, 'logs', 'agents')}\n`);
       void coordinator.stop('every local agent exited');
     }

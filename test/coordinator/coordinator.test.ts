@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { Assign, JobId } from '../../protocol/messages.ts';
 import { readJournal, replay } from '../../coordinator/journal.ts';
+import type { AgentExit, Launcher } from '../../coordinator/launchers/types.ts';
 import { evaluationFor, settle, smallExperiment, startCoordinator, tempDir } from './helpers.ts';
 import type { FakeAgent, Harness } from './helpers.ts';
 
@@ -331,6 +332,7 @@ void test('placement honours job.needs: a gpu job waits for a gpu agent', async 
     const cpu = h.agent('agent-cpu');
     await cpu.hello();
     assert.equal(cpu.of('assign').length, 0);
+    assert.ok(h.coordinator.events.some((e) => /pending jobs need \{"gpu":true\}; no idle agent matches/.test(e.text)), 'the mismatch is said, not silent');
     const gpu = h.agent('agent-gpu');
     await gpu.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: gpu.agentId, host: 'g', pid: 1, backend: 'tensorflow-gpu', devices: [{ kind: 'gpu', name: 'H100' }] });
     await settle();
@@ -388,6 +390,36 @@ void test('a known agent reconnecting under a new routing id keeps its job (reco
     await impostor.metrics(job.jobId, epoch - 1, 7, 8);
     await settle();
     assert.match(impostor.of('reject').at(-1)?.reason ?? '', /unknown agent/);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});
+
+void test("the launcher's word that a process is gone declares its agent lost at once, without waiting for heartbeats", async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    let report: ((exit: AgentExit) => void) | undefined;
+    const launcher: Launcher = {
+      name: 'fake',
+      start: async () => {},
+      onExit: (l) => void (report = l),
+      alive: () => undefined,
+      stop: async () => {},
+    };
+    h.coordinator.attachLauncher(launcher);
+    const a = h.agent('agent-a');
+    await a.hello(); // pid 4242 (see FakeAgent.hello)
+    const { job } = a.lastAssign()!;
+    assert.ok(report);
+    report({ pid: 9999, code: 1, signal: null });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'assigned', 'another pid changes nothing');
+    report({ pid: 4242, code: null, signal: 'SIGKILL' });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'pending');
+    assert.ok(h.coordinator.events.some((e) => e.kind === 'lost' && /process 4242 exited \(signal SIGKILL\)/.test(e.text)));
   } finally {
     await h.close();
     cleanup();

@@ -20,11 +20,11 @@ export interface Spawned {
 
 const spawned = new Set<ChildProcess>();
 
-export function spawnCli(args: string[], options: { cwd?: string } = {}): Spawned {
+export function spawnCli(args: string[], options: { cwd?: string; env?: Record<string, string> } = {}): Spawned {
   const child = spawn(process.execPath, ['--import', 'tsx', cliPath, ...args], {
     cwd: options.cwd ?? repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, FORCE_COLOR: '0' },
+    env: { ...process.env, FORCE_COLOR: '0', ...options.env },
   });
   spawned.add(child);
   let out = '';
