@@ -48,7 +48,7 @@ export interface Log {
 
 export const silentLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
-export type CoordinatorEventKind = 'joined' | 'suspect' | 'recovered' | 'lost' | 'left' | 'assigned' | 'reassigned' | 'finished' | 'failed' | 'rejected' | 'stale' | 'checkpoint_refused' | 'unplaceable' | 'run_finished';
+export type CoordinatorEventKind = 'joined' | 'suspect' | 'recovered' | 'lost' | 'left' | 'assigned' | 'reassigned' | 'finished' | 'failed' | 'rejected' | 'stale' | 'checkpoint_refused' | 'unplaceable' | 'run_finished' | 'launcher';
 
 export interface CoordinatorEvent {
   time: number;
@@ -90,6 +90,17 @@ export interface CoordinatorOptions {
   drainMs?: number;
   /** Fault injection for end-to-end tests: flip a byte in the first N checkpoint uploads, as if damaged in transit. */
   corruptUploads?: number;
+}
+
+/** What the coordinator keeps of a launcher event (coordinator/launchers/scheduler-common.ts LauncherEvent). */
+export interface LauncherNote {
+  kind: string;
+  text: string;
+  launcherId?: string;
+  submissionId?: string;
+  state?: string;
+  exitCode?: number | null;
+  host?: string;
 }
 
 export interface RunOutcome {
@@ -195,6 +206,28 @@ export class Coordinator {
   attachLauncher(launcher: Launcher): void {
     this.launcher = launcher;
     if (this.lifecycle !== 'created') launcher.onExit((exit) => this.onLauncherExit(exit));
+  }
+
+  /**
+   * A batch launcher's news (submitted, queued, running, ended with its exit code, replacement, ...): journaled
+   * and shown in the view's event log.
+   */
+  noteLauncherEvent(event: LauncherNote): void {
+    // After the run closed the journal is shut; the launcher's own log (and launch/events.jsonl) still has it.
+    if (this.lifecycle === 'stopped') return;
+    const entry: JournalEntry = { type: 'launcher_event', kind: event.kind, text: event.text };
+    if (event.launcherId !== undefined) entry.launcherId = event.launcherId;
+    if (event.submissionId !== undefined) entry.submissionId = event.submissionId;
+    if (event.state !== undefined) entry.state = event.state;
+    if (event.exitCode !== undefined) entry.exitCode = event.exitCode;
+    if (event.host !== undefined) entry.host = event.host;
+    try {
+      this.record(entry);
+    } catch (error) {
+      this.log.warn({ err: error }, `could not journal launcher event: ${event.text}`);
+    }
+    const agent = event.launcherId === undefined ? undefined : [...this.agents.values()].find((a) => a.launcherId === event.launcherId);
+    this.emit('launcher', `${event.text}`, agent === undefined ? {} : { agentId: agent.agentId });
   }
 
   snapshot(): StatusReply {
@@ -566,10 +599,17 @@ export class Coordinator {
 
   private onLauncherExit(exit: AgentExit): void {
     try {
-      const agent = [...this.agents.values()].find((a) => a.pid === exit.pid && (exit.launcherId === undefined || a.launcherId === undefined || a.launcherId === exit.launcherId || a.agentId === exit.launcherId));
+      // Batch launchers do not know the pid (they report 0): the scheduler's id (hello.launcherId) says which agent.
+      const batch = exit.pid <= 0;
+      const agent = [...this.agents.values()].find((a) =>
+        batch
+          ? exit.launcherId !== undefined && a.launcherId === exit.launcherId
+          : a.pid === exit.pid && (exit.launcherId === undefined || a.launcherId === undefined || a.launcherId === exit.launcherId || a.agentId === exit.launcherId),
+      );
       const how = exit.signal !== null ? `signal ${exit.signal}` : `code ${exit.code}`;
-      this.log.info({ pid: exit.pid, launcherId: exit.launcherId, code: exit.code, signal: exit.signal }, `launcher: process ${exit.pid} exited (${how})`);
-      if (agent && this.lifecycle !== 'stopped') this.agentLost(agent, `process ${exit.pid} exited (${how})`);
+      const what = batch ? `task ${exit.launcherId ?? '?'}` : `process ${exit.pid}`;
+      this.log.info({ pid: exit.pid, launcherId: exit.launcherId, code: exit.code, signal: exit.signal }, `launcher: ${what} exited (${how})`);
+      if (agent && this.lifecycle !== 'stopped') this.agentLost(agent, `${what} exited (${how})`);
       for (const w of this.byeWaiters.splice(0)) w();
     } catch (error) {
       this.log.error({ err: error }, 'handling a launcher exit failed');

@@ -26,7 +26,18 @@ export type JournalEntry =
   | { type: 'job_done'; jobId: JobId; epoch: number }
   | { type: 'job_failed'; jobId: JobId; epoch: number; error: WireError }
   | { type: 'run_finished'; done: number; failed: number }
-  | { type: 'coordinator_stopped'; reason: string };
+  | { type: 'coordinator_stopped'; reason: string }
+  /** pbs/slurm launcher news: submitted, queued, running, ended (with the exit code), replacement, cancelled, ... */
+  | {
+      type: 'launcher_event';
+      kind: string;
+      text: string;
+      launcherId?: string;
+      submissionId?: string;
+      state?: string;
+      exitCode?: number | null;
+      host?: string;
+    };
 
 export type StampedEntry = JournalEntry & { t: number };
 

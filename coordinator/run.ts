@@ -8,6 +8,9 @@ import type { Logger } from 'pino';
 import { newRunId } from '../protocol/ids.ts';
 import type { RunId } from '../protocol/messages.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
+import { loadClusterKeys, serverCurve } from '../protocol/keys.ts';
+import { expandUserPath } from './cluster-profile.ts';
+import type { ClusterProfile } from './cluster-profile.ts';
 import { Coordinator } from './coordinator.ts';
 import type { Log } from './coordinator.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
@@ -15,8 +18,10 @@ import { loadExperiment } from './experiment.ts';
 import type { Experiment, TaskChecks } from './experiment.ts';
 import { readJournal, replay } from './journal.ts';
 import type { ReplayedRun } from './journal.ts';
+import { advertisedAddress, createHpcLauncher } from './launchers/hpc.ts';
 import { LocalLauncher } from './launchers/local.ts';
 import { NoLauncher } from './launchers/none.ts';
+import type { LauncherEvent, SchedulerLauncher } from './launchers/scheduler-common.ts';
 import type { Launcher } from './launchers/types.ts';
 import { formatComparison } from './metrics-sink.ts';
 import { ProgressView } from './progress-view.ts';
@@ -37,12 +42,20 @@ export interface RunOptions {
   experiment?: string;
   /** A run directory to continue. */
   resume?: string;
-  launcher: 'local' | 'none';
+  /** local: child processes; none: agents started by hand; pbs/slurm: one job array through qsub/sbatch. */
+  launcher: 'local' | 'none' | 'pbs' | 'slurm';
+  /** Site profile (configs/clusters/<site>.json) for --launcher pbs|slurm. */
+  cluster?: string;
+  /** pbs/slurm: write and print the job script, submit nothing. */
+  dryRun?: boolean;
   /** Takes precedence over `launcher` when given. */
   customLauncher?: LauncherFactory;
-  /** Local agents to start (default: one per core). */
+  /** Agents to start: local default one per core; pbs/slurm the array size, default 1. */
   agents?: number;
-  /** ROUTER address; a resumed run rebinds the address in its journal unless this is given. */
+  /**
+   * ROUTER address; a resumed run rebinds the address in its journal unless this is given. With pbs/slurm and
+   * neither, a port of the profile's head.portRange on all interfaces (else any free port).
+   */
   bind?: string;
   runsDir?: string;
   /** Passed through to local agents. */
@@ -70,6 +83,38 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   let runDir: string;
   let resume: ReplayedRun | undefined;
   let bind = options.bind ?? 'tcp://127.0.0.1:0';
+
+  // pbs/slurm: the site profile is read (and checked, errors naming the field) before any run directory exists.
+  const hpcName = options.launcher === 'pbs' || options.launcher === 'slurm' ? options.launcher : undefined;
+  if (hpcName === undefined && (options.cluster !== undefined || options.dryRun === true)) {
+    process.stderr.write(`pe-arena: --cluster and --dry-run go with --launcher pbs or slurm (not ${options.launcher})\n`);
+    return 2;
+  }
+  let hpc: { launcher: SchedulerLauncher; profile: ClusterProfile } | undefined;
+  const ref: { coordinator?: Coordinator; log?: Logger } = {};
+  if (hpcName !== undefined) {
+    if (options.cluster === undefined) {
+      process.stderr.write(`pe-arena: --launcher ${hpcName} needs --cluster configs/clusters/<site>.json\n`);
+      return 2;
+    }
+    try {
+      hpc = await createHpcLauncher(hpcName, {
+        clusterFile: options.cluster,
+        dryRun: options.dryRun === true,
+        // Agents the run can still use: replacements and continuations only while there is work, queued extras
+        // cancelled once there is none.
+        demand: () => {
+          const c = ref.coordinator?.scheduler.counts();
+          return c === undefined ? Number.POSITIVE_INFINITY : c.pending + c.assigned + c.running + c.evaluating;
+        },
+        log: (line) => ref.log?.info({ launcher: hpcName }, `launcher: ${line}`),
+      });
+    } catch (error) {
+      process.stderr.write(`pe-arena: ${(error as Error).message}\n`);
+      return 2;
+    }
+  }
+
   try {
     if (options.resume !== undefined) {
       runDir = resolve(options.resume);
@@ -97,18 +142,73 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     pino.destination({ dest: join(runDir, 'logs', 'coordinator.log'), mkdir: true, sync: true }),
   );
   const log: Log = logger;
+  ref.log = logger;
+
+  // A profile that names keysDir turns CURVE on: the coordinator serves with the cluster key pair and admits only
+  // agents holding it (the job script passes --keys-dir; no key is ever on a command line).
+  let curve: ReturnType<typeof serverCurve> | undefined;
+  if (hpc?.profile.keysDir !== undefined) {
+    try {
+      curve = serverCurve(await loadClusterKeys(expandUserPath(hpc.profile.keysDir)));
+    } catch (error) {
+      process.stderr.write(`pe-arena: ${(error as Error).message} (keysDir of ${hpc.profile.file}; create the keys with pe-arena keys init --dir ${hpc.profile.keysDir})\n`);
+      return 2;
+    }
+  }
+  // pbs/slurm without --bind: all interfaces (compute nodes dial in), on the first free port of the profile's range.
+  const binds = hpc !== undefined && options.bind === undefined && options.resume === undefined ? bindCandidates(hpc.profile) : [bind];
 
   let transport;
-  try {
-    // The send queue is shared by all peers: a thousand agents joining at once need room for a burst of
-    // welcomes, assignments and acks (the default, 1,000, dropped some).
-    transport = await bindServer({ address: bind, highWaterMark: 100_000, log: (line) => logger.debug(line) });
-  } catch (error) {
-    process.stderr.write(`pe-arena: cannot bind ${bind}: ${(error as Error).message}\n`);
+  let bindError: unknown;
+  for (const address of binds) {
+    bind = address;
+    try {
+      // The send queue is shared by all peers: a thousand agents joining at once need room for a burst of
+      // welcomes, assignments and acks (the default, 1,000, dropped some).
+      transport = await bindServer({ address, highWaterMark: 100_000, log: (line) => logger.debug(line), ...(curve === undefined ? {} : { curve }) });
+      break;
+    } catch (error) {
+      bindError = error;
+    }
+  }
+  if (transport === undefined) {
+    const what = binds.length > 1 ? `any of ${binds[0]}..${binds.at(-1)}` : bind;
+    process.stderr.write(`pe-arena: cannot bind ${what}: ${(bindError as Error).message}\n`);
     return 2;
   }
+  if (hpc !== undefined && curve === undefined && !/^tcp:\/\/(127\.|localhost[:\/]|\[::1\])/.test(transport.address)) {
+    process.stderr.write(
+      `pe-arena: warning: ${transport.address} is open to other hosts without encryption: ${hpc.profile.file} names no keysDir (pe-arena keys init, then "keysDir" in the profile)\n`,
+    );
+  }
 
-  let launcher: Launcher = options.launcher === 'local' && !options.customLauncher ? new LocalLauncher() : new NoLauncher();
+  const agentArgs: string[] = [];
+  if (options.backend !== undefined) agentArgs.push('--backend', options.backend);
+  if (options.workloadModule !== undefined) agentArgs.push('--workload-module', resolve(options.workloadModule));
+  if (options.agentDeathTimeoutMs !== undefined) agentArgs.push('--death-timeout-ms', String(options.agentDeathTimeoutMs));
+
+  if (hpc !== undefined && options.dryRun === true) {
+    // Write the job script as a real run would and print it; nothing is submitted and no coordinator serves.
+    const events: LauncherEvent[] = [];
+    hpc.launcher.onEvent((e) => events.push(e));
+    try {
+      await hpc.launcher.start({ coordinator: advertisedAddress(transport.address, hpc.profile), count: options.agents ?? 1, runDir, agentArgs });
+      say(hpc.launcher.dryRunScript ?? '');
+      for (const e of events) say(`pe-arena: ${e.text}`);
+      const randomPort = options.bind === undefined && hpc.profile.portRange === undefined;
+      say(`pe-arena: dry run: nothing was submitted${randomPort ? ' (the port above was free now; a real run binds its own)' : ''}`);
+      return 0;
+    } catch (error) {
+      process.stderr.write(`pe-arena: ${(error as Error).message}\n`);
+      return 2;
+    } finally {
+      logger.flush();
+      await transport.close().catch(() => undefined);
+    }
+  }
+
+  let launcher: Launcher =
+    hpc?.launcher ?? (options.launcher === 'local' && !options.customLauncher ? new LocalLauncher() : new NoLauncher());
   const coordinator = new Coordinator({
     experiment,
     runDir,
@@ -118,6 +218,18 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     ...(resume === undefined ? {} : { resume }),
     // End-to-end tests damage uploads on purpose to see the real agent send them again.
     ...(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS'] ? { corruptUploads: Number(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']) || 0 } : {}),
+  });
+  ref.coordinator = coordinator;
+  // Launcher events (submitted, queued, running, ended with the exit code, replacements) go to the journal and
+  // the view; the launcher also appends them to launch/events.jsonl. A scheduler that keeps failing to answer is
+  // journaled once per distinct message.
+  let lastPollFailure = '';
+  hpc?.launcher.onEvent((e) => {
+    if (e.kind === 'poll_failed') {
+      if (e.text === lastPollFailure) return;
+      lastPollFailure = e.text;
+    } else if (e.kind !== 'cancelled') lastPollFailure = '';
+    coordinator.noteLauncherEvent(e);
   });
   const runId = experiment.jobs[0]?.runId ?? '';
   say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
@@ -148,6 +260,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
+  let launchFailed = false;
   if (options.customLauncher) {
     try {
       const custom = await options.customLauncher({ coordinator, boundAddress: transport.address, runDir });
@@ -160,22 +273,39 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
       process.stderr.write(`pe-arena: the launcher failed: ${(error as Error).message}\n`);
       await coordinator.stop('the launcher failed');
     }
+  } else if (hpc !== undefined) {
+    const count = options.agents ?? 1;
+    const address = advertisedAddress(transport.address, hpc.profile);
+    try {
+      await hpc.launcher.start({ coordinator: address, count, runDir, agentArgs });
+      say(`pe-arena: submitted ${count} agent(s) through ${hpc.launcher.name === 'slurm' ? 'sbatch' : 'qsub'} (${hpc.launcher.submissionIds().join(', ')}); they dial ${address}`);
+      logger.info({ launcher: hpc.launcher.name, count, address, profile: hpc.profile.file }, `launcher ${hpc.launcher.name} submitted ${count} agents`);
+    } catch (error) {
+      launchFailed = true;
+      process.stderr.write(`pe-arena: submitting agents failed: ${(error as Error).message}\n`);
+      await coordinator.stop('submitting agents failed');
+    }
   } else if (options.launcher === 'local') {
     const count = options.agents ?? Math.max(1, os.availableParallelism());
-    const agentArgs: string[] = [];
-    if (options.backend !== undefined) agentArgs.push('--backend', options.backend);
-    if (options.workloadModule !== undefined) agentArgs.push('--workload-module', resolve(options.workloadModule));
-    if (options.agentDeathTimeoutMs !== undefined) agentArgs.push('--death-timeout-ms', String(options.agentDeathTimeoutMs));
     const address = transport.address.replace('tcp://0.0.0.0:', 'tcp://127.0.0.1:');
     await launcher.start({ coordinator: address, count, runDir, agentArgs });
     logger.info({ count }, `started ${count} local agents`);
   }
 
-  // Local agents that all died (e.g. a broken install) would leave the run waiting forever.
+  // Local agents that all died (e.g. a broken install) would leave the run waiting forever; so would a batch run
+  // whose every task ended with the replacements used up (seen twice in a row: a replacement may be on its way).
+  let batchGone = 0;
   const guard = setInterval(() => {
-    if (launcher.name === 'local' && launcher.alive() === 0 && coordinator.agents.size === 0 && coordinator.state === 'running') {
+    const empty = launcher.alive() === 0 && coordinator.agents.size === 0 && coordinator.state === 'running';
+    if (launcher.name === 'local' && empty) {
       process.stderr.write(`pe-arena: every local agent exited; see ${join(runDir, 'logs', 'agents')}\n`);
       void coordinator.stop('every local agent exited');
+    } else if (hpc !== undefined && hpc.launcher.submissionIds().length > 0) {
+      batchGone = empty ? batchGone + 1 : 0;
+      if (batchGone >= 2) {
+        process.stderr.write(`pe-arena: every ${hpc.launcher.name} task of the run ended and none is left to replace it; see ${join(runDir, 'launch')} and ${join(runDir, 'logs', 'agents')}\n`);
+        void coordinator.stop(`every ${hpc.launcher.name} task ended`);
+      }
     }
   }, 5000);
 
@@ -202,10 +332,20 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
       }
     }
   }
+  if (launchFailed) return 2;
   if (outcome.stopped) {
     say(`pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${runDir}`);
     return 0;
   }
   say(`pe-arena: ${outcome.done} done, ${outcome.failed} failed`);
   return outcome.failed > 0 ? 1 : 0;
+}
+
+/** Where a pbs/slurm coordinator binds: all interfaces, on each port of the profile's range in turn (at most 100), else any free port. */
+function bindCandidates(profile: ClusterProfile): string[] {
+  if (profile.portRange === undefined) return ['tcp://0.0.0.0:0'];
+  const [lo, hi] = profile.portRange;
+  const out: string[] = [];
+  for (let port = lo; port <= hi && out.length < 100; port++) out.push(`tcp://0.0.0.0:${port}`);
+  return out;
 }

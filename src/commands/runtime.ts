@@ -11,14 +11,21 @@ function positiveInt(name: string) {
   };
 }
 
-function launcherName(value: string): 'local' | 'none' {
-  if (value !== 'local' && value !== 'none') throw new InvalidArgumentError(`launcher must be local or none (pbs and slurm come later), got '${value}'`);
+type LauncherName = 'local' | 'none' | 'pbs' | 'slurm';
+
+function launcherName(value: string): LauncherName {
+  if (value !== 'local' && value !== 'none' && value !== 'pbs' && value !== 'slurm')
+    throw new InvalidArgumentError(`launcher must be local, none, pbs or slurm, got '${value}'`);
   return value;
 }
 
 interface RunFlags {
   agents?: number;
-  launcher: 'local' | 'none';
+  /** Alias of --agents (the issue's `--launcher pbs --nodes 5`). */
+  nodes?: number;
+  launcher: LauncherName;
+  cluster?: string;
+  dryRun?: boolean;
   bind?: string;
   runsDir: string;
   resume?: string;
@@ -30,7 +37,7 @@ interface RunFlags {
   report: boolean;
 }
 
-async function runOrCoordinate(experiment: string | undefined, flags: RunFlags): Promise<void> {
+async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, cmd: Command): Promise<void> {
   // Imported on use, so `pe-arena agent` never loads the coordinator (and the coordinator never loads TF.js).
   const { runCoordinatorProcess } = await import('../../coordinator/run.ts');
   const view = flags.view === 'plain' || flags.view === 'off' ? flags.view : 'auto';
@@ -39,6 +46,16 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags):
     process.exitCode = 2;
     return;
   }
+  if (flags.nodes !== undefined && flags.agents !== undefined && flags.nodes !== flags.agents) {
+    process.stderr.write(`pe-arena: --nodes ${flags.nodes} and --agents ${flags.agents} disagree; --nodes is another name for --agents\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const agents = flags.agents ?? flags.nodes;
+  const batch = flags.launcher === 'pbs' || flags.launcher === 'slurm';
+  // `pe-arena coordinator` defaults --bind to tcp://0.0.0.0:5555; with pbs/slurm the profile's port range decides
+  // unless --bind was given on the command line.
+  const bind = batch && cmd.getOptionValueSource('bind') === 'default' ? undefined : flags.bind;
   // The data code knows the tasks: validate them at start (not on the first agent). A test workload has its own
   // params, so its experiments are not checked against the real generators.
   let taskChecks = {};
@@ -62,8 +79,10 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags):
     view,
     ...(experiment === undefined ? {} : { experiment }),
     ...(flags.resume === undefined ? {} : { resume: flags.resume }),
-    ...(flags.agents === undefined ? {} : { agents: flags.agents }),
-    ...(flags.bind === undefined ? {} : { bind: flags.bind }),
+    ...(agents === undefined ? {} : { agents }),
+    ...(bind === undefined ? {} : { bind }),
+    ...(flags.cluster === undefined ? {} : { cluster: flags.cluster }),
+    ...(flags.dryRun === true ? { dryRun: true } : {}),
     ...(flags.backend === undefined ? {} : { backend: flags.backend }),
     ...(flags.workloadModule === undefined ? {} : { workloadModule: flags.workloadModule }),
     ...(flags.agentDeathTimeoutMs === undefined ? {} : { agentDeathTimeoutMs: flags.agentDeathTimeoutMs }),
@@ -73,10 +92,13 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags):
 }
 
 export function registerRuntimeCommands(program: Command): void {
-  const withRunOptions = (cmd: Command, launcherDefault: 'local' | 'none', bindDefault: string | undefined): Command =>
+  const withRunOptions = (cmd: Command, launcherDefault: LauncherName, bindDefault: string | undefined): Command =>
     cmd
-      .option('--agents <n>', 'local agents to start (default: one per core)', positiveInt('--agents'))
-      .option('--launcher <name>', 'local (child processes) or none (agents started by hand)', launcherName, launcherDefault)
+      .option('--agents <n>', 'agents to start (local: default one per core; pbs/slurm: the job array size, default 1)', positiveInt('--agents'))
+      .option('--nodes <n>', 'the same as --agents (reads better with pbs/slurm: one agent per node)', positiveInt('--nodes'))
+      .option('--launcher <name>', 'local (child processes), none (agents started by hand), pbs (qsub) or slurm (sbatch)', launcherName, launcherDefault)
+      .option('--cluster <file>', 'site profile for pbs/slurm, e.g. configs/clusters/iitd.json')
+      .option('--dry-run', 'pbs/slurm: write and print the job script, submit nothing')
       .option('--bind <address>', `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`, bindDefault)
       .option('--runs-dir <dir>', 'where run directories go', 'runs')
       .option('--resume <runDir>', 'continue an interrupted run from its journal')
@@ -91,13 +113,13 @@ export function registerRuntimeCommands(program: Command): void {
     program.command('run').argument('[experiment]', 'experiment file, e.g. configs/experiments/quick.json').description('run an experiment: a coordinator and local agents, live progress, comparison table'),
     'local',
     undefined,
-  ).action(async (experiment: string | undefined, flags: RunFlags) => runOrCoordinate(experiment, flags));
+  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) => runOrCoordinate(experiment, flags, cmd));
 
   withRunOptions(
     program.command('coordinator').argument('[experiment]', 'experiment file').description('run the coordinator on a head node; agents connect with pe-arena agent'),
     'none',
     'tcp://0.0.0.0:5555',
-  ).action(async (experiment: string | undefined, flags: RunFlags) => runOrCoordinate(experiment, flags));
+  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) => runOrCoordinate(experiment, flags, cmd));
 
   program
     .command('agent')
@@ -109,8 +131,9 @@ export function registerRuntimeCommands(program: Command): void {
     .option('--death-timeout-ms <ms>', 'exit after hearing nothing from the coordinator for this long (default 60000)', positiveInt('--death-timeout-ms'))
     .option('--workload-module <path>', 'module exporting createWorkload (tests)')
     .option('--launcher-id <id>', 'the batch scheduler\'s id for this agent')
+    .option('--keys-dir <dir>', 'turn CURVE on with the cluster key pair in this directory (cluster.key, from pe-arena keys init)')
     .action(
-      async (flags: { coordinator: string; backend?: string; agentId?: string; logFile?: string; deathTimeoutMs?: number; workloadModule?: string; launcherId?: string }) => {
+      async (flags: { coordinator: string; backend?: string; agentId?: string; logFile?: string; deathTimeoutMs?: number; workloadModule?: string; launcherId?: string; keysDir?: string }) => {
         const { runAgent } = await import('../../node-agent/agent.ts');
         type AgentOptions = Parameters<typeof runAgent>[0];
         const options: AgentOptions = { coordinator: flags.coordinator };
@@ -120,6 +143,16 @@ export function registerRuntimeCommands(program: Command): void {
         if (flags.deathTimeoutMs !== undefined) options.deathTimeoutMs = flags.deathTimeoutMs;
         if (flags.workloadModule !== undefined) options.workloadModule = flags.workloadModule;
         if (flags.launcherId !== undefined) options.launcherId = flags.launcherId;
+        if (flags.keysDir !== undefined) {
+          // Keys come from files named on the command line, never the command line itself (ps, qstat -f show it).
+          const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
+          try {
+            options.curve = clientCurve(await loadClusterKeys(flags.keysDir));
+          } catch (error) {
+            process.stderr.write(`pe-arena agent: ${(error as Error).message}\n`);
+            process.exit(1);
+          }
+        }
         // runAgent validates the options (e.g. the backend name) and says what is wrong.
         const code = await runAgent(options);
         process.exit(code);

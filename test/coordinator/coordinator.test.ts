@@ -425,3 +425,41 @@ void test("the launcher's word that a process is gone declares its agent lost at
     cleanup();
   }
 });
+
+void test("a batch launcher's exit (pid 0) finds its agent by hello.launcherId; launcher events reach the journal and the view", async () => {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir);
+  try {
+    let report: ((exit: AgentExit) => void) | undefined;
+    const launcher: Launcher = {
+      name: 'fake-batch',
+      start: async () => {},
+      onExit: (l) => void (report = l),
+      alive: () => undefined,
+      stop: async () => {},
+    };
+    h.coordinator.attachLauncher(launcher);
+    const a = h.agent('agent-a');
+    await a.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: a.agentId, host: 'testhost', pid: 4242, backend: 'cpu', devices: [{ kind: 'cpu', name: 'test' }], launcherId: '17_0' });
+    await settle();
+    const { job } = a.lastAssign()!;
+    assert.ok(report);
+    report({ pid: 0, launcherId: '17_1', code: null, signal: 'SIGTERM' });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'assigned', 'another task changes nothing');
+    report({ pid: 0, code: null, signal: 'SIGTERM' });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'assigned', 'pid 0 without a launcherId matches no agent');
+    h.coordinator.noteLauncherEvent({ kind: 'ended', text: '17_0 ended: CANCELLED', launcherId: '17_0', exitCode: null });
+    report({ pid: 0, launcherId: '17_0', code: null, signal: 'SIGTERM' });
+    await settle();
+    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'pending');
+    assert.ok(h.coordinator.events.some((e) => e.kind === 'lost' && /task 17_0 exited \(signal SIGTERM\)/.test(e.text)));
+    assert.ok(h.coordinator.events.some((e) => e.kind === 'launcher' && e.text === '17_0 ended: CANCELLED' && e.agentId === a.agentId));
+    const journal = readFileSync(join(dir, 'journal.jsonl'), 'utf8');
+    assert.match(journal, /"type":"launcher_event","kind":"ended","text":"17_0 ended: CANCELLED","launcherId":"17_0","exitCode":null/);
+  } finally {
+    await h.close();
+    cleanup();
+  }
+});

@@ -1,0 +1,205 @@
+// The real CLI through the slurm launcher on the loopback Slurm (.ci/setup-slurm.sh):
+// `pe-arena run <exp> --launcher slurm --cluster configs/clusters/test-slurm.json --agents 2` submits one sbatch
+// array, both agents join with their Slurm task ids, the run completes with every evaluation, launcher events
+// reach the journal and the view, and afterwards squeue holds nothing of the run. `--dry-run` prints the job script
+// and submits nothing. Skips, saying why, where sbatch is not on PATH.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  entries,
+  exitWithin,
+  fakeWorkload,
+  killAll,
+  logTail,
+  runDirOf,
+  spawnCli,
+  tail,
+  tempRunsDir,
+  writeExperiment,
+} from '../e2e/helpers.ts';
+import type { Spawned } from '../e2e/helpers.ts';
+
+const profile = join('configs', 'clusters', 'test-slurm.json');
+
+function slurmAnswers(): string | undefined {
+  try {
+    execFileSync('sbatch', ['--version'], { stdio: 'ignore', timeout: 5_000 });
+  } catch {
+    return 'sbatch is not on PATH: run .ci/setup-slurm.sh (as root) to start the loopback Slurm these tests need';
+  }
+  try {
+    const out = execFileSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 5_000 });
+    if (!/idle|mixed|allocated/.test(out))
+      return `the Slurm cluster has no usable node (sinfo: ${out.trim()}); run .ci/setup-slurm.sh`;
+  } catch (error) {
+    return `slurmctld does not answer (${(error as Error).message.split('\n')[0]}); run .ci/setup-slurm.sh`;
+  }
+  return undefined;
+}
+
+const skip = slurmAnswers();
+
+/** The scheduler job name of the run (every submission carries it), from the scripts in launch/. */
+function jobNameOf(runDir: string): string | undefined {
+  const launch = join(runDir, 'launch');
+  if (!existsSync(launch)) return undefined;
+  const script = readdirSync(launch).find((f) => /-s\d+\.sh$/.test(f));
+  return script?.replace(/-s\d+\.sh$/, '');
+}
+
+function squeueRun(jobName: string): string[] {
+  return execFileSync('squeue', ['--noheader', '--array', `--name=${jobName}`, '-o', '%i %T'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  })
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+}
+
+/** A failed test must not leave the run's jobs queued: stop the CLI (it cancels them), then scancel by name. */
+async function cleanUp(run: Spawned | undefined, runDir: string | undefined): Promise<void> {
+  if (run !== undefined && run.child.exitCode === null && run.child.signalCode === null) {
+    run.child.kill('SIGINT');
+    await exitWithin(run, 30_000).catch(() => killAll());
+  }
+  const name = runDir === undefined ? undefined : jobNameOf(runDir);
+  if (name !== undefined && squeueRun(name).length > 0)
+    execFileSync('scancel', [`--name=${name}`], { stdio: 'ignore', timeout: 10_000 });
+}
+
+function experiment(dir: string, name: string): string {
+  return writeExperiment(dir, {
+    name,
+    encodings: ['rope', 'nope'],
+    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, perStepMs: 20 } }],
+    seeds: [1],
+    preset: 'tiny',
+    training: { steps: 30 },
+    evaluation: { samples: 4 },
+    cluster: {
+      heartbeatIntervalMs: 250,
+      failureTimeoutMs: 4000,
+      suspectAfterMs: 1500,
+      watchdogMs: 0,
+      checkpointEvery: 10,
+      maxAttempts: 3,
+    },
+  });
+}
+
+void test(
+  'pe-arena run --launcher slurm: 2 agents from one sbatch array complete the run; squeue is empty afterwards',
+  { skip: skip ?? false, timeout: 90_000 },
+  async () => {
+    const { dir, cleanup } = tempRunsDir();
+    let run: Spawned | undefined;
+    let runDir: string | undefined;
+    try {
+      const file = experiment(dir, 'cli-slurm');
+      const runsDir = join(dir, 'runs');
+      run = spawnCli([
+        'run',
+        file,
+        '--launcher',
+        'slurm',
+        '--cluster',
+        profile,
+        '--agents',
+        '2',
+        '--runs-dir',
+        runsDir,
+        '--view',
+        'plain',
+        '--no-report',
+        '--workload-module',
+        fakeWorkload,
+        '--agent-death-timeout-ms',
+        '20000',
+      ]);
+      const exit = await exitWithin(run, 75_000, () => logTail(runDirOf(runsDir)));
+      runDir = runDirOf(runsDir);
+      const out = run.output();
+      assert.equal(exit.code, 0, `the run exits 0\n${tail(out)}\n${logTail(runDir)}`);
+      assert.ok(runDir !== undefined, 'one run directory');
+      assert.match(out, /submitted 2 agent\(s\) through sbatch/);
+      assert.match(out, /2 done, 0 failed/);
+
+      const expanded = JSON.parse(readFileSync(join(runDir, 'experiment.json'), 'utf8')) as { jobs: { jobId: string }[] };
+      assert.equal(expanded.jobs.length, 2);
+      for (const job of expanded.jobs)
+        assert.ok(existsSync(join(runDir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
+
+      // Agents joined with their Slurm task ids; the launcher's events are in the journal and the view.
+      const submitted = entries(runDir, 'launcher_event').find((e) => e.kind === 'submitted');
+      assert.ok(submitted?.submissionId !== undefined, 'the submission is journaled');
+      const joined = entries(runDir, 'agent_joined').map((e) => e.launcherId);
+      assert.ok(joined.length >= 1, 'an agent joined');
+      for (const id of joined) assert.match(id ?? '', new RegExp(`^${submitted.submissionId}_[01]$`), 'joined with its Slurm task id');
+      assert.ok(
+        entries(runDir, 'launcher_event').some((e) => e.kind === 'running'),
+        'a task was seen running (journal)',
+      );
+      assert.match(out, /initial submission 1: 2 agent\(s\) as \d+/, 'the view shows the submission');
+
+      const name = jobNameOf(runDir);
+      assert.ok(name !== undefined, 'the job script is in launch/');
+      assert.deepEqual(squeueRun(name), [], 'no job of the run left in squeue');
+    } finally {
+      runDir ??= runDirOf(join(dir, 'runs'));
+      await cleanUp(run, runDir);
+      cleanup();
+    }
+  },
+);
+
+void test(
+  'pe-arena run --launcher slurm --dry-run prints the job script and submits nothing',
+  { skip: skip ?? false, timeout: 30_000 },
+  async () => {
+    const { dir, cleanup } = tempRunsDir();
+    let run: Spawned | undefined;
+    let runDir: string | undefined;
+    try {
+      const file = experiment(dir, 'cli-slurm-dry');
+      const runsDir = join(dir, 'runs');
+      run = spawnCli([
+        'run',
+        file,
+        '--launcher',
+        'slurm',
+        '--cluster',
+        profile,
+        '--nodes',
+        '2',
+        '--dry-run',
+        '--runs-dir',
+        runsDir,
+        '--workload-module',
+        fakeWorkload,
+      ]);
+      const exit = await exitWithin(run, 25_000);
+      const out = run.output();
+      assert.equal(exit.code, 0, tail(out));
+      assert.match(out, /^#!\/bin\/bash -l$/m, 'the script is printed');
+      assert.match(out, /^#SBATCH --array=0-1$/m, '--nodes 2 is a 2-task array');
+      assert.match(out, /^exec .* agent --coordinator 'tcp:\/\/127\.0\.0\.1:\d+' /m, 'agents dial the profile\'s head address');
+      assert.match(out, /dry run: nothing was submitted/);
+
+      const dirs = readdirSync(runsDir);
+      assert.equal(dirs.length, 1, 'one run directory');
+      runDir = join(runsDir, dirs[0]!);
+      const name = jobNameOf(runDir);
+      assert.ok(name !== undefined, 'the job script is written into launch/');
+      assert.ok(readFileSync(join(runDir, 'launch', `${name}-s1.sh`), 'utf8').includes('#SBATCH --array=0-1'));
+      const events = readFileSync(join(runDir, 'launch', 'events.jsonl'), 'utf8');
+      assert.ok(!events.includes('"submitted"'), 'no submission event');
+      assert.deepEqual(squeueRun(name), [], 'squeue holds nothing of the run');
+    } finally {
+      await cleanUp(run, runDir);
+      cleanup();
+    }
+  },
+);
