@@ -134,6 +134,13 @@ void test(
       const resumed = await createWorkload(job, { backend: 'cpu', resumeFrom: blob });
       assert.equal(resumed.step, 3);
       resumed.dispose();
+      // A final model loads back for serving: same job, same weights.
+      const loaded = loadModel(blob);
+      assert.equal(loaded.step, 3);
+      assert.equal(loaded.job.encoding, 'alibi');
+      const saved = readTrainingCheckpoint(blob).tensors;
+      loaded.model.variables.forEach((v, i) => assert.deepEqual(v.dataSync(), saved.get(`param/${i}`)?.data, v.name));
+      loaded.model.dispose();
       const evaluation = await w.evaluate();
       assert.equal(evaluation.steps, 3);
       assert.equal(evaluation.encoding, 'alibi');
