@@ -30,7 +30,8 @@ export function statusFromRunDir(runDir: string): StatusReply {
       step: r?.state === 'done' ? spec.training.steps : (r?.step ?? 0),
       totalSteps: spec.training.steps,
     };
-    if (r?.agentId !== undefined && r.state !== 'done' && r.state !== 'failed' && r.state !== 'pending') s.agentId = r.agentId;
+    if (r?.agentId !== undefined && r.state !== 'done' && r.state !== 'failed' && r.state !== 'pending')
+      s.agentId = r.agentId;
     return s;
   });
   const agents = [...run.agents].map(([agentId, a]) => ({
@@ -44,6 +45,32 @@ export function statusFromRunDir(runDir: string): StatusReply {
   return { type: 'status', runId: run.runId as RunId, experiment: run.experiment, jobs, agents };
 }
 
+/** A scheduler task as the pbs/slurm launcher last polled it (runs/<runId>/launch/tasks.json). */
+export interface SchedulerTask {
+  launcherId: string;
+  kind: string;
+  state: string;
+  schedulerState: string;
+  host?: string;
+}
+
+/** The run's scheduler tasks, or [] for a run without a batch launcher; a damaged file is reported, not fatal. */
+export function schedulerTasksFromRunDir(runDir: string, warn: (line: string) => void = () => {}): SchedulerTask[] {
+  const file = join(runDir, 'launch', 'tasks.json');
+  if (!existsSync(file)) return [];
+  try {
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as { tasks?: unknown };
+    const tasks = Array.isArray(raw.tasks) ? raw.tasks : [];
+    return tasks.filter((t): t is SchedulerTask => {
+      const r = t as Record<string, unknown> | null;
+      return typeof r === 'object' && r !== null && typeof r.launcherId === 'string' && typeof r.state === 'string';
+    });
+  } catch (error) {
+    warn(`${file}: unreadable (${(error as Error).message}); scheduler states not shown`);
+    return [];
+  }
+}
+
 export async function statusFromCoordinator(address: string, timeoutMs = 5000): Promise<StatusReply> {
   const client = await connectClient({ address });
   let timer: NodeJS.Timeout | undefined;
@@ -52,12 +79,16 @@ export async function statusFromCoordinator(address: string, timeoutMs = 5000): 
     const reply = (async (): Promise<StatusReply> => {
       for await (const inbound of client.inbound()) {
         if (inbound.kind === 'message' && inbound.message.type === 'status') return inbound.message;
-        if (inbound.kind === 'message' && inbound.message.type === 'reject') throw new CoordinatorError(`coordinator refused: ${inbound.message.reason}`);
+        if (inbound.kind === 'message' && inbound.message.type === 'reject')
+          throw new CoordinatorError(`coordinator refused: ${inbound.message.reason}`);
       }
       throw new CoordinatorError(`no status from ${address}`);
     })();
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new CoordinatorError(`no answer from ${address} within ${timeoutMs} ms`, { retryable: true })), timeoutMs);
+      timer = setTimeout(
+        () => reject(new CoordinatorError(`no answer from ${address} within ${timeoutMs} ms`, { retryable: true })),
+        timeoutMs,
+      );
     });
     return await Promise.race([reply, timeout]);
   } finally {
@@ -66,7 +97,7 @@ export async function statusFromCoordinator(address: string, timeoutMs = 5000): 
   }
 }
 
-export function formatStatus(s: StatusReply): string {
+export function formatStatus(s: StatusReply, tasks: readonly SchedulerTask[] = []): string {
   const counts = new Map<string, number>();
   for (const j of s.jobs) counts.set(j.state, (counts.get(j.state) ?? 0) + 1);
   const lines = [`run ${s.runId} (${s.experiment}): ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ')}`, ''];
@@ -84,7 +115,23 @@ export function formatStatus(s: StatusReply): string {
     lines.push(
       ...table(
         ['agent', 'host', 'pid', 'backend', 'state', 'heard'],
-        s.agents.map((a) => [a.agentId, a.host, String(a.pid), a.backend, a.state, `${(a.lastHeartbeatAgoMs / 1000).toFixed(1)}s ago`]),
+        s.agents.map((a) => [
+          a.agentId,
+          a.host,
+          String(a.pid),
+          a.backend,
+          a.state,
+          `${(a.lastHeartbeatAgoMs / 1000).toFixed(1)}s ago`,
+        ]),
+      ),
+    );
+  }
+  if (tasks.length > 0) {
+    lines.push('');
+    lines.push(
+      ...table(
+        ['scheduler task', 'kind', 'state', 'scheduler state', 'host'],
+        tasks.map((t) => [t.launcherId, t.kind, t.state, t.schedulerState, t.host ?? '-']),
       ),
     );
   }
@@ -93,6 +140,10 @@ export function formatStatus(s: StatusReply): string {
 
 function table(head: string[], rows: string[][]): string[] {
   const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const f = (cells: string[]): string => cells.map((c, i) => c.padEnd(w[i] ?? 0)).join('  ').trimEnd();
+  const f = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(w[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [f(head), ...rows.map(f)];
 }

@@ -6,7 +6,8 @@ import type { Command } from 'commander';
 function positiveInt(name: string) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${name} must be a positive integer, got '${value}'`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new InvalidArgumentError(`${name} must be a positive integer, got '${value}'`);
     return n;
   };
 }
@@ -42,12 +43,16 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, 
   const { runCoordinatorProcess } = await import('../../coordinator/run.ts');
   const view = flags.view === 'plain' || flags.view === 'off' ? flags.view : 'auto';
   if (experiment === undefined && flags.resume === undefined) {
-    process.stderr.write('pe-arena: give an experiment file (e.g. configs/experiments/quick.json) or --resume runs/<runId>\n');
+    process.stderr.write(
+      'pe-arena: give an experiment file (e.g. configs/experiments/quick.json) or --resume runs/<runId>\n',
+    );
     process.exitCode = 2;
     return;
   }
   if (flags.nodes !== undefined && flags.agents !== undefined && flags.nodes !== flags.agents) {
-    process.stderr.write(`pe-arena: --nodes ${flags.nodes} and --agents ${flags.agents} disagree; --nodes is another name for --agents\n`);
+    process.stderr.write(
+      `pe-arena: --nodes ${flags.nodes} and --agents ${flags.agents} disagree; --nodes is another name for --agents\n`,
+    );
     process.exitCode = 2;
     return;
   }
@@ -61,7 +66,10 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, 
   let taskChecks = {};
   if (flags.workloadModule === undefined) {
     const { validateTask, measureMaxLength } = await import('../data/tasks.ts');
-    taskChecks = { validate: validateTask, maxLength: (task: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(task, 500) };
+    taskChecks = {
+      validate: validateTask,
+      maxLength: (task: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(task, 500),
+    };
   }
   const code = await runCoordinatorProcess({
     taskChecks,
@@ -94,46 +102,93 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, 
 export function registerRuntimeCommands(program: Command): void {
   const withRunOptions = (cmd: Command, launcherDefault: LauncherName, bindDefault: string | undefined): Command =>
     cmd
-      .option('--agents <n>', 'agents to start (local: default one per core; pbs/slurm: the job array size, default 1)', positiveInt('--agents'))
-      .option('--nodes <n>', 'the same as --agents (reads better with pbs/slurm: one agent per node)', positiveInt('--nodes'))
-      .option('--launcher <name>', 'local (child processes), none (agents started by hand), pbs (qsub) or slurm (sbatch)', launcherName, launcherDefault)
+      .option(
+        '--agents <n>',
+        'agents to start (local: default one per core; pbs/slurm: the job array size, default 1)',
+        positiveInt('--agents'),
+      )
+      .option(
+        '--nodes <n>',
+        'the same as --agents (reads better with pbs/slurm: one agent per node)',
+        positiveInt('--nodes'),
+      )
+      .option(
+        '--launcher <name>',
+        'local (child processes), none (agents started by hand), pbs (qsub) or slurm (sbatch)',
+        launcherName,
+        launcherDefault,
+      )
       .option('--cluster <file>', 'site profile for pbs/slurm, e.g. configs/clusters/iitd.json')
       .option('--dry-run', 'pbs/slurm: write and print the job script, submit nothing')
-      .option('--bind <address>', `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`, bindDefault)
+      .option(
+        '--bind <address>',
+        `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`,
+        bindDefault,
+      )
       .option('--runs-dir <dir>', 'where run directories go', 'runs')
       .option('--resume <runDir>', 'continue an interrupted run from its journal')
       .option('--backend <name>', 'TensorFlow.js backend for local agents (tensorflow-gpu, tensorflow, wasm, cpu)')
       .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
-      .option('--agent-death-timeout-ms <ms>', 'local agents exit after hearing nothing for this long', positiveInt('--agent-death-timeout-ms'))
+      .option(
+        '--agent-death-timeout-ms <ms>',
+        'local agents exit after hearing nothing for this long',
+        positiveInt('--agent-death-timeout-ms'),
+      )
       .option('--view <mode>', 'auto (live on a TTY, plain lines otherwise), plain, or off', 'auto')
       .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'))
       .option('--no-report', 'skip the full report (statistics, plots, report.html) at the end');
 
   withRunOptions(
-    program.command('run').argument('[experiment]', 'experiment file, e.g. configs/experiments/quick.json').description('run an experiment: a coordinator and local agents, live progress, comparison table'),
+    program
+      .command('run')
+      .argument('[experiment]', 'experiment file, e.g. configs/experiments/quick.json')
+      .description('run an experiment: a coordinator and local agents, live progress, comparison table'),
     'local',
     undefined,
-  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) => runOrCoordinate(experiment, flags, cmd));
+  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) =>
+    runOrCoordinate(experiment, flags, cmd),
+  );
 
   withRunOptions(
-    program.command('coordinator').argument('[experiment]', 'experiment file').description('run the coordinator on a head node; agents connect with pe-arena agent'),
+    program
+      .command('coordinator')
+      .argument('[experiment]', 'experiment file')
+      .description('run the coordinator on a head node; agents connect with pe-arena agent'),
     'none',
     'tcp://0.0.0.0:5555',
-  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) => runOrCoordinate(experiment, flags, cmd));
+  ).action(async (experiment: string | undefined, flags: RunFlags, cmd: Command) =>
+    runOrCoordinate(experiment, flags, cmd),
+  );
 
   program
     .command('agent')
     .description('run a node agent that connects to a coordinator and trains the jobs it is given')
     .requiredOption('--coordinator <address>', 'the coordinator, e.g. tcp://head:5555')
     .option('--backend <name>', 'force a backend: tensorflow-gpu, tensorflow, wasm, cpu')
-    .option('--agent-id <id>', 'this agent\'s id (default: a fresh one)')
+    .option('--agent-id <id>', "this agent's id (default: a fresh one)")
     .option('--log-file <file>', 'write logs here instead of stdout')
-    .option('--death-timeout-ms <ms>', 'exit after hearing nothing from the coordinator for this long (default 60000)', positiveInt('--death-timeout-ms'))
+    .option(
+      '--death-timeout-ms <ms>',
+      'exit after hearing nothing from the coordinator for this long (default 60000)',
+      positiveInt('--death-timeout-ms'),
+    )
     .option('--workload-module <path>', 'module exporting createWorkload (tests)')
-    .option('--launcher-id <id>', 'the batch scheduler\'s id for this agent')
-    .option('--keys-dir <dir>', 'turn CURVE on with the cluster key pair in this directory (cluster.key, from pe-arena keys init)')
+    .option('--launcher-id <id>', "the batch scheduler's id for this agent")
+    .option(
+      '--keys-dir <dir>',
+      'turn CURVE on with the cluster key pair in this directory (cluster.key, from pe-arena keys init)',
+    )
     .action(
-      async (flags: { coordinator: string; backend?: string; agentId?: string; logFile?: string; deathTimeoutMs?: number; workloadModule?: string; launcherId?: string; keysDir?: string }) => {
+      async (flags: {
+        coordinator: string;
+        backend?: string;
+        agentId?: string;
+        logFile?: string;
+        deathTimeoutMs?: number;
+        workloadModule?: string;
+        launcherId?: string;
+        keysDir?: string;
+      }) => {
         const { runAgent } = await import('../../node-agent/agent.ts');
         type AgentOptions = Parameters<typeof runAgent>[0];
         const options: AgentOptions = { coordinator: flags.coordinator };
@@ -165,10 +220,17 @@ export function registerRuntimeCommands(program: Command): void {
     .description('show the jobs and agents of a run')
     .option('--json', 'print the raw status as JSON')
     .action(async (target: string, flags: { json?: boolean }) => {
-      const { statusFromCoordinator, statusFromRunDir, formatStatus } = await import('../../coordinator/status.ts');
+      const { statusFromCoordinator, statusFromRunDir, schedulerTasksFromRunDir, formatStatus } =
+        await import('../../coordinator/status.ts');
       try {
-        const status = /^[a-z]+:\/\//.test(target) ? await statusFromCoordinator(target) : statusFromRunDir(target);
-        process.stdout.write((flags.json ? JSON.stringify(status, null, 2) : formatStatus(status)) + '\n');
+        const live = /^[a-z]+:\/\//.test(target);
+        const status = live ? await statusFromCoordinator(target) : statusFromRunDir(target);
+        // A run started through pbs/slurm also shows each agent's scheduler task and its state.
+        const tasks = live ? [] : schedulerTasksFromRunDir(target, (line) => process.stderr.write(`${line}\n`));
+        const out = flags.json
+          ? JSON.stringify(tasks.length > 0 ? { ...status, schedulerTasks: tasks } : status, null, 2)
+          : formatStatus(status, tasks);
+        process.stdout.write(out + '\n');
         process.exit(0);
       } catch (error) {
         process.stderr.write(`pe-arena status: ${(error as Error).message}\n`);
