@@ -59,6 +59,15 @@ export function maskedCrossEntropy(logits: tf.Tensor3D, weights: tf.Tensor3D): t
   return tf.neg(tf.sum(tf.mul(tf.logSoftmax(logits), weights))) as tf.Scalar;
 }
 
+/** Share of answer tokens (those with loss weight) the model predicts right, teacher-forced: the live view's acc. */
+export function answerTokenAccuracy(logits: tf.Tensor3D, weights: tf.Tensor3D): tf.Scalar {
+  return tf.tidy(() => {
+    const mask = tf.cast(tf.greater(tf.sum(weights, -1), 0), 'float32');
+    const right = tf.cast(tf.equal(tf.argMax(logits, -1), tf.argMax(weights, -1)), 'float32');
+    return tf.div(tf.sum(tf.mul(right, mask)), tf.maximum(tf.sum(mask), 1)) as tf.Scalar;
+  });
+}
+
 function checkMeta(raw: unknown): CheckpointMeta {
   const m = raw as Partial<CheckpointMeta> | null;
   if (typeof m !== 'object' || m === null || m.kind !== 'pe-arena-training-state')
@@ -167,23 +176,27 @@ export class Trainer {
     const learningRate = learningRateAt(step, this.schedule);
     const seed = dropoutSeed(this.job.seed, step);
     const variables = this.model.variables;
+    let accuracy: tf.Scalar | undefined;
     const pack = tf.tidy(() => {
       const ids = tf.tensor2d(batch.ids, [batch.batchSize, batch.length], 'int32');
       const weights = tf.tensor3d(batch.weights, [batch.batchSize, batch.length, this.tokenizer.vocabSize]);
-      const { value, grads } = tf.variableGrads(
-        () => maskedCrossEntropy(this.model.forward(ids, { training: true, dropoutSeed: seed }).logits, weights),
-        variables,
-      );
+      const { value, grads } = tf.variableGrads(() => {
+        const logits = this.model.forward(ids, { training: true, dropoutSeed: seed }).logits;
+        // Kept past the gradient's own tidy so it rides along in the one read-back per step.
+        accuracy = tf.keep(answerTokenAccuracy(logits, weights));
+        return maskedCrossEntropy(logits, weights);
+      }, variables);
       const ordered = variables.map((v) => {
         const g = grads[v.name];
         // A variable the loss does not touch (e.g. an unused table) gets a zero gradient.
         return g ?? tf.zerosLike(v);
       });
       const norm = this.optimizer.apply(ordered, learningRate);
-      return tf.stack([value, norm]);
+      return tf.stack([value, norm, accuracy ?? tf.scalar(NaN)]);
     });
-    const [loss = NaN, gradNorm = NaN] = await pack.data();
+    const [loss = NaN, gradNorm = NaN, tokenAccuracy = NaN] = await pack.data();
     pack.dispose();
+    accuracy?.dispose();
     const elapsed = performance.now() - started;
     this.stepsDone += 1;
     this.trainMs += elapsed;
@@ -196,6 +209,7 @@ export class Trainer {
       gradNorm,
       tokensPerSecond: elapsed > 0 ? (batch.tokens * 1000) / elapsed : 0,
       time: Date.now(),
+      ...(Number.isFinite(tokenAccuracy) ? { accuracy: tokenAccuracy } : {}),
     };
     this.onStep?.(point);
     return point;

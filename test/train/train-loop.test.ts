@@ -9,7 +9,7 @@ import { makeBatch } from '../../src/train/batches.ts';
 import { CheckpointError, NonFiniteLossError, TrainConfigError } from '../../src/train/errors.ts';
 import { buildJobSpec } from '../../src/train/job.ts';
 import { createWorkload, loadModel } from '../../src/train/tf-workload.ts';
-import { readTrainingCheckpoint, Trainer, type TrainableModel } from '../../src/train/trainer.ts';
+import { answerTokenAccuracy, readTrainingCheckpoint, Trainer, type TrainableModel } from '../../src/train/trainer.ts';
 import { tinyJob } from './fixtures/tiny-job.ts';
 
 before(async () => {
@@ -176,4 +176,46 @@ void test('a bad job spec is a TrainConfigError naming the field', async () => {
     createWorkload(job, { backend: 'cpu' }),
     (e: unknown) => e instanceof TrainConfigError && /batchSize/.test(e.message) && !e.retryable,
   );
+});
+
+void test('answerTokenAccuracy counts only weighted (answer) positions, and each step reports it', async () => {
+  // Two positions with weight (targets 1 and 2), one padding position (no weight) that the model gets "wrong".
+  const weights = tf.tensor3d([
+    [
+      [0, 0.5, 0],
+      [0, 0, 0.5],
+      [0, 0, 0],
+    ],
+  ]);
+  const rightAtBoth = tf.tensor3d([
+    [
+      [0, 9, 0],
+      [0, 0, 9],
+      [9, 0, 0],
+    ],
+  ]);
+  const rightAtOne = tf.tensor3d([
+    [
+      [0, 9, 0],
+      [9, 0, 0],
+      [0, 9, 0],
+    ],
+  ]);
+  assert.equal(answerTokenAccuracy(rightAtBoth, weights).arraySync(), 1);
+  assert.equal(answerTokenAccuracy(rightAtOne, weights).arraySync(), 0.5);
+  tf.dispose([weights, rightAtBoth, rightAtOne]);
+
+  const workload = await createWorkload(tinyJob('rope', 3), { backend: 'cpu' });
+  try {
+    await workload.trainSteps(1); // the first step builds optimizer moments and cached masks
+    const before = tf.memory().numTensors;
+    const points = await workload.trainSteps(2);
+    assert.equal(points.length, 2);
+    for (const p of points) {
+      assert.ok(p.accuracy !== undefined && p.accuracy >= 0 && p.accuracy <= 1, `accuracy ${p.accuracy}`);
+    }
+    assert.equal(tf.memory().numTensors, before, 'no tensor leaked by the accuracy read-back');
+  } finally {
+    workload.dispose();
+  }
 });
