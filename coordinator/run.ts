@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { newRunId } from '../protocol/ids.ts';
 import type { RunId } from '../protocol/messages.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
-import { loadClusterKeys, serverCurve } from '../protocol/keys.ts';
+import { initKeys, loadClusterKeys, serverCurve } from '../protocol/keys.ts';
 import { expandUserPath } from './cluster-profile.ts';
 import type { ClusterProfile } from './cluster-profile.ts';
 import { Coordinator } from './coordinator.ts';
@@ -144,8 +144,21 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   const log: Log = logger;
   ref.log = logger;
 
-  // A profile that names keysDir turns CURVE on: the coordinator serves with the cluster key pair and admits only
-  // agents holding it (the job script passes --keys-dir; no key is ever on a command line).
+  // pbs/slurm: the address is open to other hosts unless it is an explicit loopback --bind, so CURVE is on by
+  // default. A profile without keysDir gets a key pair made for this run (0600 files in runs/<runId>/keys, on
+  // the shared filesystem the job script runs from); a resumed run reuses it.
+  if (hpc !== undefined && hpc.profile.keysDir === undefined && !(options.bind !== undefined && isLoopback(options.bind))) {
+    const runKeys = join(runDir, 'keys');
+    try {
+      if (!existsSync(join(runKeys, 'cluster.key'))) await initKeys(runKeys);
+    } catch (error) {
+      process.stderr.write(`pe-arena: cannot create the run's CURVE keys in ${runKeys}: ${(error as Error).message}\n`);
+      return 2;
+    }
+    hpc.profile.keysDir = runKeys;
+  }
+  // A keysDir turns CURVE on: the coordinator serves with the cluster key pair and admits only agents holding it
+  // (the job script passes --keys-dir; no key is ever on a command line).
   let curve: ReturnType<typeof serverCurve> | undefined;
   if (hpc?.profile.keysDir !== undefined) {
     try {
@@ -176,7 +189,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     process.stderr.write(`pe-arena: cannot bind ${what}: ${(bindError as Error).message}\n`);
     return 2;
   }
-  if (hpc !== undefined && curve === undefined && !/^tcp:\/\/(127\.|localhost[:\/]|\[::1\])/.test(transport.address)) {
+  if (hpc !== undefined && curve === undefined && !isLoopback(transport.address)) {
     process.stderr.write(
       `pe-arena: warning: ${transport.address} is open to other hosts without encryption: ${hpc.profile.file} names no keysDir (pe-arena keys init, then "keysDir" in the profile)\n`,
     );
@@ -342,6 +355,10 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
 }
 
 /** Where a pbs/slurm coordinator binds: all interfaces, on each port of the profile's range in turn (at most 100), else any free port. */
+function isLoopback(address: string): boolean {
+  return /^tcp:\/\/(127\.|localhost[:/]|\[::1\])/.test(address);
+}
+
 function bindCandidates(profile: ClusterProfile): string[] {
   if (profile.portRange === undefined) return ['tcp://0.0.0.0:0'];
   const [lo, hi] = profile.portRange;

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   entries,
@@ -127,7 +127,9 @@ void test(
       assert.match(out, /submitted 2 agent\(s\) through sbatch/);
       assert.match(out, /2 done, 0 failed/);
 
-      const expanded = JSON.parse(readFileSync(join(runDir, 'experiment.json'), 'utf8')) as { jobs: { jobId: string }[] };
+      const expanded = JSON.parse(readFileSync(join(runDir, 'experiment.json'), 'utf8')) as {
+        jobs: { jobId: string }[];
+      };
       assert.equal(expanded.jobs.length, 2);
       for (const job of expanded.jobs)
         assert.ok(existsSync(join(runDir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
@@ -137,7 +139,8 @@ void test(
       assert.ok(submitted?.submissionId !== undefined, 'the submission is journaled');
       const joined = entries(runDir, 'agent_joined').map((e) => e.launcherId);
       assert.ok(joined.length >= 1, 'an agent joined');
-      for (const id of joined) assert.match(id ?? '', new RegExp(`^${submitted.submissionId}_[01]$`), 'joined with its Slurm task id');
+      for (const id of joined)
+        assert.match(id ?? '', new RegExp(`^${submitted.submissionId}_[01]$`), 'joined with its Slurm task id');
       assert.ok(
         entries(runDir, 'launcher_event').some((e) => e.kind === 'running'),
         'a task was seen running (journal)',
@@ -147,6 +150,19 @@ void test(
       const name = jobNameOf(runDir);
       assert.ok(name !== undefined, 'the job script is in launch/');
       assert.deepEqual(squeueRun(name), [], 'no job of the run left in squeue');
+
+      // The bind is open to other hosts and the profile names no keysDir: CURVE is on with keys made for the run,
+      // which the job script names by path and never carries.
+      const keyFile = join(runDir, 'keys', 'cluster.key');
+      assert.equal(statSync(keyFile).mode & 0o777, 0o600, 'the run key is private');
+      const secret = readFileSync(keyFile, 'utf8').split('\n')[0] ?? '';
+      const scripts = readdirSync(join(runDir, 'launch')).filter((f) => f.endsWith('.sh'));
+      assert.ok(scripts.length > 0, 'a job script was written');
+      for (const f of scripts) {
+        const script = readFileSync(join(runDir, 'launch', f), 'utf8');
+        assert.ok(script.includes('--keys-dir'), `${f} names the key directory`);
+        assert.ok(secret.length > 0 && !script.includes(secret), `${f} does not carry the secret key`);
+      }
     } finally {
       runDir ??= runDirOf(join(dir, 'runs'));
       await cleanUp(run, runDir);
@@ -185,7 +201,11 @@ void test(
       assert.equal(exit.code, 0, tail(out));
       assert.match(out, /^#!\/bin\/bash -l$/m, 'the script is printed');
       assert.match(out, /^#SBATCH --array=0-1$/m, '--nodes 2 is a 2-task array');
-      assert.match(out, /^exec .* agent --coordinator 'tcp:\/\/127\.0\.0\.1:\d+' /m, 'agents dial the profile\'s head address');
+      assert.match(
+        out,
+        /^exec .* agent --coordinator 'tcp:\/\/127\.0\.0\.1:\d+' /m,
+        "agents dial the profile's head address",
+      );
       assert.match(out, /dry run: nothing was submitted/);
 
       const dirs = readdirSync(runsDir);
