@@ -4,7 +4,18 @@
 import type { Evaluation, MetricPoint } from '../../protocol/messages.ts';
 import { extractSteps } from '../eval/steps.ts';
 import type { JobRecord, RunData } from './load-run.ts';
-import { bootstrapCI, discordant, holm, mcnemarExact, mean, meanReciprocalRank, std, type Interval, type Unit } from './stats.ts';
+import {
+  bootstrapCI,
+  discordant,
+  holm,
+  mcnemarExact,
+  mean,
+  meanReciprocalRank,
+  std,
+  type Interval,
+  type Unit,
+} from './stats.ts';
+import type { ComparisonRow as CoordinatorComparisonRow } from '../../coordinator/metrics-sink.ts';
 
 export interface AggregateOptions {
   /** Bootstrap resamples (default 1000). */
@@ -19,17 +30,8 @@ export interface AggregateOptions {
   alpha?: number;
 }
 
-export interface ComparisonRow {
-  encoding: string;
-  task: string;
-  seeds: number;
-  // The coordinator's fields (kept so its table code can read this file too).
-  exactMatch: number;
-  exactMatchStd: number;
-  symbolicAccuracy: number;
-  perLength: Record<string, number>;
-  tokensPerSecond: number;
-  wallTimeS: number;
+/** The coordinator's row plus intervals and more: its table code can still read this file. */
+export interface ComparisonRow extends CoordinatorComparisonRow {
   ci: {
     exactMatch: Interval;
     symbolicAccuracy: Interval;
@@ -91,12 +93,25 @@ export interface StatisticalAnalysis {
   pairwise: PairwiseTest[];
   /** The same tests on the length-generalization split alone (when the run has one). */
   pairwiseLength: PairwiseTest[];
-  seedDifferences: { encoding: string; task: string; perSeed: { seed: number; exactMatch: number }[]; mean: number; std: number; range: number }[];
+  seedDifferences: {
+    encoding: string;
+    task: string;
+    perSeed: { seed: number; exactMatch: number }[];
+    mean: number;
+    std: number;
+    range: number;
+  }[];
   meanReciprocalRank: { encoding: string; mrr: number; ranks: Record<string, number> }[];
   findings: string[];
 }
 
-export const DEFAULT_AGGREGATE: Required<AggregateOptions> = { resamples: 1000, seed: 0, targetAccuracy: 0.9, targetLoss: 0.5, alpha: 0.05 };
+export const DEFAULT_AGGREGATE: Required<AggregateOptions> = {
+  resamples: 1000,
+  seed: 0,
+  targetAccuracy: 0.9,
+  targetLoss: 0.5,
+  alpha: 0.05,
+};
 
 type Problem = Evaluation['problems'][number];
 
@@ -113,7 +128,9 @@ function hasSteps(target: string): boolean {
 }
 
 /** Calculation error: some step `a op b = c` with c wrong. Reasoning error: every step right, the answer wrong. */
-export function classifyStepError(p: Pick<Problem, 'prediction' | 'target' | 'symbolic' | 'correct'>): 'calculation' | 'reasoning' | null {
+export function classifyStepError(
+  p: Pick<Problem, 'prediction' | 'target' | 'symbolic' | 'correct'>,
+): 'calculation' | 'reasoning' | null {
   if (p.correct || p.symbolic || !hasSteps(p.target)) return null;
   const steps = extractSteps(p.prediction);
   return steps.some((s) => !s.correct) ? 'calculation' : 'reasoning';
@@ -154,8 +171,22 @@ function row(encoding: string, task: string, jobs: JobRecord[], opts: Required<A
   const boot = { resamples: opts.resamples, seed: opts.seed };
   // Per seed: problem-level units when the evaluation has them, else the job's own number as one unit.
   const unitsOf = (pick: (e: Evaluation) => Unit[]): Unit[][] => evals.map(pick);
-  const em = bootstrapCI(unitsOf((e) => (e.problems.length > 0 ? testProblems(e).map((p) => ({ num: p.correct ? 1 : 0, den: 1 })) : [{ num: e.exactMatch, den: 1 }])), boot);
-  const sym = bootstrapCI(unitsOf((e) => (e.problems.length > 0 ? testProblems(e).map((p) => ({ num: p.symbolic ? 1 : 0, den: 1 })) : [{ num: e.symbolicAccuracy, den: 1 }])), boot);
+  const em = bootstrapCI(
+    unitsOf((e) =>
+      e.problems.length > 0
+        ? testProblems(e).map((p) => ({ num: p.correct ? 1 : 0, den: 1 }))
+        : [{ num: e.exactMatch, den: 1 }],
+    ),
+    boot,
+  );
+  const sym = bootstrapCI(
+    unitsOf((e) =>
+      e.problems.length > 0
+        ? testProblems(e).map((p) => ({ num: p.symbolic ? 1 : 0, den: 1 }))
+        : [{ num: e.symbolicAccuracy, den: 1 }],
+    ),
+    boot,
+  );
   let stepCi: Interval | null = null;
   const withSteps = evals.filter((e) => e.stepAccuracy !== null);
   if (withSteps.length > 0) {
@@ -170,9 +201,13 @@ function row(encoding: string, task: string, jobs: JobRecord[], opts: Required<A
     const written = units.flat().reduce((a, u) => a + u.den, 0);
     // No step written anywhere: the evaluation scores that 0, and there is nothing to resample.
     const fallback = mean(withSteps.map((e) => e.stepAccuracy ?? 0));
-    stepCi = written > 0 ? bootstrapCI(units, boot) : { mean: fallback, lo: fallback, hi: fallback, n: units.flat().length };
+    stepCi =
+      written > 0 ? bootstrapCI(units, boot) : { mean: fallback, lo: fallback, hi: fallback, n: units.flat().length };
   }
-  const ent = bootstrapCI([evals.map((e) => ({ num: entropyScalar(e), den: 1 })).filter((u) => Number.isFinite(u.num))], boot);
+  const ent = bootstrapCI(
+    [evals.map((e) => ({ num: entropyScalar(e), den: 1 })).filter((u) => Number.isFinite(u.num))],
+    boot,
+  );
   const lengths = new Set<string>();
   for (const e of evals) {
     for (const k of Object.keys(e.perLength)) lengths.add(k);
@@ -182,7 +217,8 @@ function row(encoding: string, task: string, jobs: JobRecord[], opts: Required<A
   const perLength: Record<string, number> = {};
   for (const len of [...lengths].sort((a, b) => Number(a) - Number(b))) {
     const units = evals.map((e) => {
-      if (e.problems.length > 0) return e.problems.filter((p) => String(p.length) === len).map((p) => ({ num: p.correct ? 1 : 0, den: 1 }));
+      if (e.problems.length > 0)
+        return e.problems.filter((p) => String(p.length) === len).map((p) => ({ num: p.correct ? 1 : 0, den: 1 }));
       const b = e.perLength[len];
       return b === undefined || b.n === 0 ? [] : [{ num: b.exactMatch * b.n, den: b.n }];
     });
@@ -256,7 +292,9 @@ export function buildComparison(run: RunData, options: AggregateOptions = {}): C
       total: run.jobs.length,
       evaluated: run.jobs.length - notDone.length,
       missing: notDone.map((j) => j.jobId),
-      failed: notDone.filter((j) => j.state === 'failed').map((j) => ({ jobId: j.jobId, reason: j.reason ?? 'failed' })),
+      failed: notDone
+        .filter((j) => j.state === 'failed')
+        .map((j) => ({ jobId: j.jobId, reason: j.reason ?? 'failed' })),
     },
     rows,
     environment: {
@@ -283,7 +321,15 @@ function pairwiseTests(run: RunData, split: string | null, alpha: number): Pairw
   const tests: Omit<PairwiseTest, 'pHolm' | 'significant'>[] = [];
   const encodings = encodingOrder(run);
   for (const task of taskOrder(run)) {
-    const byEnc = new Map(encodings.map((e) => [e, outcomes(run.jobs.filter((j) => j.encoding === e && j.task === task && j.evaluation), split)]));
+    const byEnc = new Map(
+      encodings.map((e) => [
+        e,
+        outcomes(
+          run.jobs.filter((j) => j.encoding === e && j.task === task && j.evaluation),
+          split,
+        ),
+      ]),
+    );
     for (let i = 0; i < encodings.length; i++) {
       for (let k = i + 1; k < encodings.length; k++) {
         const a = encodings[i] as string;
@@ -300,7 +346,17 @@ function pairwiseTests(run: RunData, split: string | null, alpha: number): Pairw
           if (v) ra++;
           if (w) rb++;
         }
-        tests.push({ task, a, b, n: d.n, aOnly: d.b, bOnly: d.c, accuracyA: ra / d.n, accuracyB: rb / d.n, p: mcnemarExact(d.b, d.c).p });
+        tests.push({
+          task,
+          a,
+          b,
+          n: d.n,
+          aOnly: d.b,
+          bOnly: d.c,
+          accuracyA: ra / d.n,
+          accuracyB: rb / d.n,
+          p: mcnemarExact(d.b, d.c).p,
+        });
       }
     }
   }
@@ -311,7 +367,11 @@ function pairwiseTests(run: RunData, split: string | null, alpha: number): Pairw
 const pct = (x: number): string => (Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : 'n/a');
 const pval = (p: number): string => (p < 0.001 ? p.toExponential(1) : p.toFixed(3));
 
-export function buildAnalysis(run: RunData, report: ComparisonReport, options: AggregateOptions = {}): StatisticalAnalysis {
+export function buildAnalysis(
+  run: RunData,
+  report: ComparisonReport,
+  options: AggregateOptions = {},
+): StatisticalAnalysis {
   const opts = { ...DEFAULT_AGGREGATE, ...options };
   const pairwise = pairwiseTests(run, null, opts.alpha);
   const hasLengthSplit = run.jobs.some((j) => j.evaluation?.problems.some((p) => p.split === 'length'));
@@ -322,11 +382,20 @@ export function buildAnalysis(run: RunData, report: ComparisonReport, options: A
       .map((j) => ({ seed: j.seed, exactMatch: (j.evaluation as Evaluation).exactMatch }))
       .sort((a, b) => a.seed - b.seed);
     const values = perSeed.map((s) => s.exactMatch);
-    return { encoding: r.encoding, task: r.task, perSeed, mean: mean(values), std: std(values), range: values.length === 0 ? 0 : Math.max(...values) - Math.min(...values) };
+    return {
+      encoding: r.encoding,
+      task: r.task,
+      perSeed,
+      mean: mean(values),
+      std: std(values),
+      range: values.length === 0 ? 0 : Math.max(...values) - Math.min(...values),
+    };
   });
   const tasks = taskOrder(run).filter((t) => report.rows.some((r) => r.task === t));
   const encodings = encodingOrder(run);
-  const contests = tasks.map((t) => new Map(report.rows.filter((r) => r.task === t).map((r) => [r.encoding, r.exactMatch])));
+  const contests = tasks.map(
+    (t) => new Map(report.rows.filter((r) => r.task === t).map((r) => [r.encoding, r.exactMatch])),
+  );
   const mrr = meanReciprocalRank(contests, encodings);
   const meanReciprocal = encodings
     .map((encoding) => {
@@ -369,58 +438,97 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
     if (best === undefined) continue;
     const tied = rows.filter((r) => r.exactMatch === best.exactMatch);
     if (tied.length > 1) {
-      out.push(`On ${task}, ${tied.map((r) => r.encoding).join(', ')} tie for the highest exact match at ${pct(best.exactMatch)}: no encoding stands out.`);
+      out.push(
+        `On ${task}, ${tied.map((r) => r.encoding).join(', ')} tie for the highest exact match at ${pct(best.exactMatch)}: no encoding stands out.`,
+      );
     }
     let line = `On ${task}, ${best.encoding} has the highest exact match, ${pct(best.exactMatch)} (95% CI ${pct(best.ci.exactMatch.lo)}–${pct(best.ci.exactMatch.hi)}, ${best.seeds} seed(s))`;
     if (tied.length > 1) line = '';
     else if (second !== undefined) {
-      const test = analysis.pairwise.find((t) => t.task === task && ((t.a === best.encoding && t.b === second.encoding) || (t.b === best.encoding && t.a === second.encoding)));
+      const test = analysis.pairwise.find(
+        (t) =>
+          t.task === task &&
+          ((t.a === best.encoding && t.b === second.encoding) || (t.b === best.encoding && t.a === second.encoding)),
+      );
       line += `, ahead of ${second.encoding} at ${pct(second.exactMatch)} by ${((best.exactMatch - second.exactMatch) * 100).toFixed(1)} points`;
-      if (test !== undefined) line += ` (McNemar p = ${pval(test.p)}, Holm-adjusted ${pval(test.pHolm)}: ${test.significant ? 'significant' : 'not significant'} at ${analysis.alpha})`;
+      if (test !== undefined)
+        line += ` (McNemar p = ${pval(test.p)}, Holm-adjusted ${pval(test.pHolm)}: ${test.significant ? 'significant' : 'not significant'} at ${analysis.alpha})`;
     }
     if (line !== '') out.push(line + '.');
     const worst = rows[rows.length - 1];
-    if (worst !== undefined && worst.exactMatch < best.exactMatch) out.push(`On ${task}, ${worst.encoding} is last with ${pct(worst.exactMatch)}.`);
+    if (worst !== undefined && worst.exactMatch < best.exactMatch)
+      out.push(`On ${task}, ${worst.encoding} is last with ${pct(worst.exactMatch)}.`);
     // Length generalization: the length split when there is one, else the longest bucket every encoding has.
     const lengthRows = rows
       .map((r) => {
         const jobs = run.jobs.filter((j) => j.encoding === r.encoding && j.task === task && j.evaluation);
         const probs = jobs.flatMap((j) => (j.evaluation as Evaluation).problems.filter((p) => p.split === 'length'));
-        return { r, n: probs.length, acc: probs.length === 0 ? Number.NaN : probs.filter((p) => p.correct).length / probs.length };
+        return {
+          r,
+          n: probs.length,
+          acc: probs.length === 0 ? Number.NaN : probs.filter((p) => p.correct).length / probs.length,
+        };
       })
       .filter((x) => x.n > 0)
       .sort((a, b) => b.acc - a.acc);
     const lb = lengthRows[0];
     const ls = lengthRows[1];
     if (lb !== undefined && ls !== undefined && lb.acc === ls.acc) {
-      out.push(`On ${task}, no encoding generalizes further than another on the length split: ${lengthRows.filter((x) => x.acc === lb.acc).map((x) => x.r.encoding).join(', ')} tie at ${pct(lb.acc)}.`);
+      out.push(
+        `On ${task}, no encoding generalizes further than another on the length split: ${lengthRows
+          .filter((x) => x.acc === lb.acc)
+          .map((x) => x.r.encoding)
+          .join(', ')} tie at ${pct(lb.acc)}.`,
+      );
     } else if (lb !== undefined && ls !== undefined) {
-      const t = analysis.pairwiseLength.find((x) => x.task === task && [x.a, x.b].includes(lb.r.encoding) && [x.a, x.b].includes(ls.r.encoding));
+      const t = analysis.pairwiseLength.find(
+        (x) => x.task === task && [x.a, x.b].includes(lb.r.encoding) && [x.a, x.b].includes(ls.r.encoding),
+      );
       out.push(
         `On ${task}, ${lb.r.encoding} generalizes furthest to longer problems: ${pct(lb.acc)} exact match on the length split (${lb.n} problems) against ${pct(ls.acc)} for ${ls.r.encoding}` +
-          (t === undefined ? '.' : ` (McNemar p = ${pval(t.p)}, Holm-adjusted ${pval(t.pHolm)}: ${t.significant ? 'significant' : 'not significant'} at ${analysis.alpha}).`),
+          (t === undefined
+            ? '.'
+            : ` (McNemar p = ${pval(t.p)}, Holm-adjusted ${pval(t.pHolm)}: ${t.significant ? 'significant' : 'not significant'} at ${analysis.alpha}).`),
       );
     } else if (rows.length > 1) {
-      const common = Object.keys(rows[0]?.perLength ?? {}).filter((k) => rows.every((r) => r.perLength[k] !== undefined)).sort((a, b) => Number(b) - Number(a))[0];
+      const common = Object.keys(rows[0]?.perLength ?? {})
+        .filter((k) => rows.every((r) => r.perLength[k] !== undefined))
+        .sort((a, b) => Number(b) - Number(a))[0];
       if (common !== undefined) {
         const ranked = [...rows].sort((a, b) => (b.perLength[common] ?? 0) - (a.perLength[common] ?? 0));
         const top = ranked[0] as ComparisonRow;
         const next = ranked[1] as ComparisonRow;
-        out.push(`On ${task}, at the longest length every encoding was tested on (${common}), ${top.encoding} leads with ${pct(top.perLength[common] ?? Number.NaN)} against ${pct(next.perLength[common] ?? Number.NaN)} for ${next.encoding}.`);
+        out.push(
+          `On ${task}, at the longest length every encoding was tested on (${common}), ${top.encoding} leads with ${pct(top.perLength[common] ?? Number.NaN)} against ${pct(next.perLength[common] ?? Number.NaN)} for ${next.encoding}.`,
+        );
       }
     }
     const fastest = [...rows].sort((a, b) => b.efficiency.tokensPerSecond - a.efficiency.tokensPerSecond)[0];
-    if (fastest !== undefined && rows.length > 1) out.push(`On ${task}, ${fastest.encoding} trains fastest at ${fastest.efficiency.tokensPerSecond.toFixed(0)} tokens/s.`);
+    if (fastest !== undefined && rows.length > 1)
+      out.push(
+        `On ${task}, ${fastest.encoding} trains fastest at ${fastest.efficiency.tokensPerSecond.toFixed(0)} tokens/s.`,
+      );
   }
   const sig = analysis.pairwise.filter((t) => t.significant);
-  if (analysis.pairwise.length > 0) out.push(`${sig.length} of ${analysis.pairwise.length} pairwise differences are significant after Holm correction.`);
+  if (analysis.pairwise.length > 0)
+    out.push(
+      `${sig.length} of ${analysis.pairwise.length} pairwise differences are significant after Holm correction.`,
+    );
   const top = analysis.meanReciprocalRank[0];
   if (top !== undefined && report.rows.length > 0) {
     const leaders = analysis.meanReciprocalRank.filter((m) => m.mrr === top.mrr).map((m) => m.encoding);
-    out.push(`Across tasks, ${leaders.join(', ')} ${leaders.length > 1 ? 'share' : 'has'} the best mean reciprocal rank (${top.mrr.toFixed(2)}).`);
+    out.push(
+      `Across tasks, ${leaders.join(', ')} ${leaders.length > 1 ? 'share' : 'has'} the best mean reciprocal rank (${top.mrr.toFixed(2)}).`,
+    );
   }
   const spread = [...analysis.seedDifferences].filter((s) => s.perSeed.length > 1).sort((a, b) => b.range - a.range)[0];
-  if (spread !== undefined) out.push(`Seeds matter most for ${spread.encoding} on ${spread.task}: exact match ranges over ${(spread.range * 100).toFixed(1)} points across ${spread.perSeed.length} seeds.`);
-  if (report.jobs.missing.length > 0) out.push(`${report.jobs.missing.length} of ${report.jobs.total} job(s) have no evaluation (${report.jobs.missing.join(', ')}); their encodings are compared on what exists.`);
+  if (spread !== undefined)
+    out.push(
+      `Seeds matter most for ${spread.encoding} on ${spread.task}: exact match ranges over ${(spread.range * 100).toFixed(1)} points across ${spread.perSeed.length} seeds.`,
+    );
+  if (report.jobs.missing.length > 0)
+    out.push(
+      `${report.jobs.missing.length} of ${report.jobs.total} job(s) have no evaluation (${report.jobs.missing.join(', ')}); their encodings are compared on what exists.`,
+    );
   return out;
 }
