@@ -21,26 +21,11 @@ import {
   writeExperiment,
 } from '../e2e/helpers.ts';
 import type { Spawned } from '../e2e/helpers.ts';
+import { slurmSkipReason, squeueRun } from './slurm-helpers.ts';
 
 const profile = join('configs', 'clusters', 'test-slurm.json');
 
-function slurmAnswers(): string | undefined {
-  try {
-    execFileSync('sbatch', ['--version'], { stdio: 'ignore', timeout: 5_000 });
-  } catch {
-    return 'sbatch is not on PATH: run .ci/setup-slurm.sh (as root) to start the loopback Slurm these tests need';
-  }
-  try {
-    const out = execFileSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 5_000 });
-    if (!/idle|mixed|allocated/.test(out))
-      return `the Slurm cluster has no usable node (sinfo: ${out.trim()}); run .ci/setup-slurm.sh`;
-  } catch (error) {
-    return `slurmctld does not answer (${(error as Error).message.split('\n')[0]}); run .ci/setup-slurm.sh`;
-  }
-  return undefined;
-}
-
-const skip = slurmAnswers();
+const skip = slurmSkipReason();
 
 /** The scheduler job name of the run (every submission carries it), from the scripts in launch/. */
 function jobNameOf(runDir: string): string | undefined {
@@ -48,15 +33,6 @@ function jobNameOf(runDir: string): string | undefined {
   if (!existsSync(launch)) return undefined;
   const script = readdirSync(launch).find((f) => /-s\d+\.sh$/.test(f));
   return script?.replace(/-s\d+\.sh$/, '');
-}
-
-function squeueRun(jobName: string): string[] {
-  return execFileSync('squeue', ['--noheader', '--array', `--name=${jobName}`, '-o', '%i %T'], {
-    encoding: 'utf8',
-    timeout: 10_000,
-  })
-    .split('\n')
-    .filter((l) => l.trim() !== '');
 }
 
 /** A failed test must not leave the run's jobs queued: stop the CLI (it cancels them), then scancel by name. */

@@ -14,6 +14,7 @@ import { newRunId } from '../../protocol/ids.ts';
 import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
 import { createPbsLauncher } from '../../coordinator/launchers/pbs.ts';
 import type { AgentExit } from '../../coordinator/launchers/types.ts';
+import { waitFor } from './slurm-helpers.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
@@ -47,16 +48,6 @@ function squeueTasks(jobName: string, all: boolean): Map<string, string> {
       .filter((l) => l.trim() !== '')
       .map((l) => l.trim().split(/\s+/) as [string, string]),
   );
-}
-
-async function waitFor<T>(what: string, ms: number, fn: () => T | undefined): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 void test(

@@ -14,47 +14,12 @@ import { newRunId } from '../../protocol/ids.ts';
 import { compileClusterProfile, loadClusterProfile } from '../../coordinator/cluster-profile.ts';
 import { createSlurmLauncher } from '../../coordinator/launchers/slurm.ts';
 import type { AgentExit } from '../../coordinator/launchers/types.ts';
+import { slurmSkipReason, squeueRun, waitFor } from './slurm-helpers.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
 
-function slurmAnswers(): string | undefined {
-  try {
-    execFileSync('sbatch', ['--version'], { stdio: 'ignore', timeout: 5_000 });
-  } catch {
-    return 'sbatch is not on PATH: run .ci/setup-slurm.sh (as root) to start the loopback Slurm these tests need';
-  }
-  try {
-    const out = execFileSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 5_000 });
-    if (!/idle|mixed|allocated/.test(out))
-      return `the Slurm cluster has no usable node (sinfo: ${out.trim()}); run .ci/setup-slurm.sh`;
-  } catch (error) {
-    return `slurmctld does not answer (${(error as Error).message.split('\n')[0]}); run .ci/setup-slurm.sh`;
-  }
-  return undefined;
-}
-
-const skip = slurmAnswers();
-
-function squeueRun(jobName: string): string[] {
-  return execFileSync('squeue', ['--noheader', '--array', `--name=${jobName}`, '-o', '%i %T'], {
-    encoding: 'utf8',
-    timeout: 10_000,
-  })
-    .split('\n')
-    .filter((l) => l.trim() !== '');
-}
-
-/** Poll fn until it returns a value, at most ms of wall time. */
-async function waitFor<T>(what: string, ms: number, fn: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const skip = slurmSkipReason();
 
 void test(
   'slurm launcher: array of agents hello, scancel is reported through onExit, stop leaves squeue empty',

@@ -16,6 +16,7 @@ import type { RunOutcome } from '../../coordinator/coordinator.ts';
 import { compileExperiment } from '../../coordinator/experiment.ts';
 import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
 import { createSlurmLauncher } from '../../coordinator/launchers/slurm.ts';
+import { waitFor } from './slurm-helpers.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
@@ -25,16 +26,6 @@ try {
   execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
 } catch {
   skip = 'no Slurm answers (sbatch/sinfo): run .ci/setup-slurm.sh as root';
-}
-
-async function waitFor<T>(what: string, ms: number, fn: () => T | undefined): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 150));
-  }
 }
 
 void test(
