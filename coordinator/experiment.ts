@@ -1,9 +1,6 @@
 // Experiment files: load, validate (errors name the file and the field), fill defaults, and compile once
 // into an Experiment whose jobs (encodings x tasks x seeds) are plain JobSpecs, ready to journal and send.
 import { readFile } from 'node:fs/promises';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ENCODINGS } from '../protocol/messages.ts';
 import type {
   EncodingName,
@@ -15,6 +12,7 @@ import type {
   TaskSpec,
   TrainingSpec,
 } from '../protocol/messages.ts';
+import { loadPresets } from '../src/train/job.ts';
 import { ExperimentConfigError } from './errors.ts';
 
 export interface ClusterSpec {
@@ -64,26 +62,6 @@ const DEFAULT_TRAINING: Omit<TrainingSpec, 'steps'> = {
   weightDecay: 0.01,
   clipNorm: 1.0,
 };
-
-/** Used only when configs/presets.json is missing; the workload's presets file wins. */
-const FALLBACK_PRESETS: Record<string, ModelSpec> = {
-  tiny: { layers: 2, dModel: 64, heads: 4, ffnDim: 128, dropout: 0, maxLen: 64 },
-  small: { layers: 4, dModel: 128, heads: 4, ffnDim: 512, dropout: 0.1, maxLen: 128 },
-  base: { layers: 6, dModel: 256, heads: 8, ffnDim: 1024, dropout: 0.1, maxLen: 256 },
-};
-
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-
-export function loadPresets(file = join(repoRoot, 'configs', 'presets.json')): Record<string, ModelSpec> {
-  if (!existsSync(file)) return FALLBACK_PRESETS;
-  const raw: unknown = JSON.parse(readFileSync(file, 'utf8'));
-  if (!isRecord(raw)) return FALLBACK_PRESETS;
-  const out: Record<string, ModelSpec> = { ...FALLBACK_PRESETS };
-  for (const [name, spec] of Object.entries(raw)) {
-    if (isRecord(spec)) out[name] = checkModel(spec, file, name, undefined);
-  }
-  return out;
-}
 
 export async function loadExperiment(
   path: string,

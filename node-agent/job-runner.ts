@@ -2,7 +2,14 @@
 // thing), or in process for logic tests. Both speak worker-protocol.ts.
 import { Worker } from 'node:worker_threads';
 import { runTraining } from './training-loop.ts';
-import { isFromWorker, type FromWorker, type ToWorker, type WorkerStart } from './worker-protocol.ts';
+import {
+  isFromWorker,
+  type FromWorker,
+  type ToWorker,
+  type WarmSpec,
+  type WorkerData,
+  type WorkerStart,
+} from './worker-protocol.ts';
 import { WorkerCrashedError } from './errors.ts';
 
 export interface JobHandle {
@@ -20,6 +27,10 @@ export interface JobEvents {
 
 export interface JobRunner {
   start(start: WorkerStart, events: JobEvents): JobHandle;
+  /** Get a worker ready for the next job ahead of time, where the runner keeps one; a no-op otherwise. */
+  prewarm?(): void;
+  /** Ends the spare worker, if any. */
+  close?(): Promise<void>;
 }
 
 const TSX_API = import.meta.resolve('tsx/esm/api');
@@ -29,41 +40,85 @@ const WORKER_ENTRY = new URL('./training-worker.ts', import.meta.url).href;
 // entry fails with ERR_UNKNOWN_FILE_EXTENSION; registering tsx explicitly, then importing the entry, works.
 const BOOTSTRAP = `import(${JSON.stringify(TSX_API)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}); });`;
 
-function startMessage(start: WorkerStart): { data: WorkerStart; transfer: ArrayBuffer[] } {
+function startMessage(start: WorkerStart): WorkerStart {
   const r = start.resumeFrom;
   // Copy the resume blob rather than transfer it, so the caller's bytes stay usable (e.g. for a retry).
-  return { data: r === undefined ? start : { ...start, resumeFrom: r.slice() }, transfer: [] };
+  return r === undefined ? start : { ...start, resumeFrom: r.slice() };
 }
+
+const warmKey = (w: WarmSpec): string => `${w.workloadModule}\n${w.backend ?? ''}`;
 
 export interface WorkerRunnerOptions {
   /** Where the worker's stdout/stderr lines go (TensorFlow.js prints there). */
   log?: (line: string) => void;
   resourceLimits?: { maxOldGenerationSizeMb?: number };
+  /**
+   * Keep one spare worker with this workload module and backend loaded (after prewarm(), and again after each
+   * job), so a job starts without paying for loading TensorFlow.js: most of a reassigned job's recovery time.
+   */
+  warm?: WarmSpec;
 }
 
-/** One worker thread per job. */
+/** One worker thread per job; with `warm`, the next job's thread is started (and loaded) ahead of the job. */
 export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner {
-  return {
-    start(start: WorkerStart, events: JobEvents): JobHandle {
-      const { data, transfer } = startMessage(start);
-      const worker = new Worker(BOOTSTRAP, {
-        eval: true,
-        execArgv: [],
-        workerData: data,
-        transferList: transfer,
-        stdout: true,
-        stderr: true,
-        ...(options.resourceLimits === undefined ? {} : { resourceLimits: options.resourceLimits }),
-      });
-      const forward = (stream: NodeJS.ReadableStream, name: string): void => {
-        stream.setEncoding('utf8');
-        stream.on('data', (chunk: string) => {
-          for (const line of chunk.split('\n')) if (line.trim() !== '') options.log?.(`[worker ${name}] ${line}`);
-        });
-      };
-      forward(worker.stdout, 'stdout');
-      forward(worker.stderr, 'stderr');
+  let spare: { worker: Worker; key: string } | undefined;
+  let closed = false;
 
+  const spawn = (data: WorkerData): Worker => {
+    const worker = new Worker(BOOTSTRAP, {
+      eval: true,
+      execArgv: [],
+      workerData: data,
+      stdout: true,
+      stderr: true,
+      ...(options.resourceLimits === undefined ? {} : { resourceLimits: options.resourceLimits }),
+    });
+    const forward = (stream: NodeJS.ReadableStream, name: string): void => {
+      stream.setEncoding('utf8');
+      stream.on('data', (chunk: string) => {
+        for (const line of chunk.split('\n')) if (line.trim() !== '') options.log?.(`[worker ${name}] ${line}`);
+      });
+    };
+    forward(worker.stdout, 'stdout');
+    forward(worker.stderr, 'stderr');
+    return worker;
+  };
+
+  const prewarm = (): void => {
+    if (options.warm === undefined || spare !== undefined || closed) return;
+    const worker = spawn({ warm: options.warm });
+    // An idle spare must not keep the agent process alive; a job's worker is ref'd again when it is handed out.
+    worker.unref();
+    worker.on('error', (error) => options.log?.(`spare worker failed: ${error.message}`));
+    worker.once('exit', () => {
+      if (spare?.worker === worker) spare = undefined;
+    });
+    spare = { worker, key: warmKey(options.warm) };
+  };
+
+  /** The spare when it was loaded for this job's module and backend, else a fresh worker with the job. */
+  const workerFor = (start: WorkerStart): Worker => {
+    const data = startMessage(start);
+    const ready = spare;
+    if (ready !== undefined && ready.key === warmKey(start)) {
+      spare = undefined;
+      ready.worker.ref();
+      ready.worker.postMessage({ type: 'start', start: data } satisfies ToWorker);
+      return ready.worker;
+    }
+    return spawn({ start: data });
+  };
+
+  return {
+    prewarm,
+    async close(): Promise<void> {
+      closed = true;
+      const worker = spare?.worker;
+      spare = undefined;
+      if (worker !== undefined) await worker.terminate();
+    },
+    start(start: WorkerStart, events: JobEvents): JobHandle {
+      const worker = workerFor(start);
       let terminated = false;
       let exited = false;
       let crash: Error | undefined;
@@ -82,6 +137,8 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
       });
       worker.on('exit', (code) => {
         exited = true;
+        // The job's thread is gone (and its memory with it): load the next one while the agent waits.
+        prewarm();
         if (terminated) return;
         if (crash === undefined && code !== 0)
           crash = new WorkerCrashedError(`training worker exited with code ${code}`);

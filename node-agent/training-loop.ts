@@ -43,7 +43,7 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
   let stopping = false;
   channel.onMessage((message) => {
     if (message.type === 'stop') stopping = true;
-    else requests.push(message.requestId);
+    else if (message.type === 'checkpoint') requests.push(message.requestId);
   });
   const log = (line: string): void => channel.post({ type: 'log', line });
 

@@ -15,7 +15,18 @@ export interface WorkerStart {
   sliceSteps: number;
 }
 
+/** What a spare worker loads while it waits for a job: the workload module and the backend it will use. */
+export interface WarmSpec {
+  workloadModule: string;
+  backend?: BackendName;
+}
+
+/** workerData: a job to run now, or a spare to warm up until its job arrives as a 'start' message. */
+export type WorkerData = { start: WorkerStart } | { warm: WarmSpec };
+
 export type ToWorker =
+  /** The job for a spare worker (sent once, first). */
+  | { type: 'start'; start: WorkerStart }
   /** Produce a checkpoint at the next slice boundary (the agent uploads it before draining). */
   | { type: 'checkpoint'; requestId: number }
   /** Stop after the current slice and dispose of the workload. */
@@ -66,6 +77,10 @@ export function isFromWorker(value: unknown): value is FromWorker {
 
 export function isToWorker(value: unknown): value is ToWorker {
   if (typeof value !== 'object' || value === null) return false;
-  const v = value as { type?: unknown; requestId?: unknown };
-  return v.type === 'stop' || (v.type === 'checkpoint' && typeof v.requestId === 'number');
+  const v = value as { type?: unknown; requestId?: unknown; start?: unknown };
+  return (
+    v.type === 'stop' ||
+    (v.type === 'checkpoint' && typeof v.requestId === 'number') ||
+    (v.type === 'start' && typeof v.start === 'object' && v.start !== null)
+  );
 }

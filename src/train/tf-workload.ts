@@ -13,7 +13,7 @@ import { selectBackend } from './backend.ts';
 import { CheckpointError, TrainConfigError } from './errors.ts';
 import { checkJobSpec } from './job.ts';
 import { readTrainingCheckpoint, Trainer, type CheckpointMeta } from './trainer.ts';
-import type { BackendName, CreateWorkload, Workload, WorkloadOptions } from './workload.ts';
+import type { BackendName, CreateWorkload, PrepareWorkload, Workload, WorkloadOptions } from './workload.ts';
 
 /** Examples whose attention maps feed the entropy table (a few are enough for a stable mean). */
 const ENTROPY_EXAMPLES = 8;
@@ -264,3 +264,8 @@ export async function createTfWorkload(
 }
 
 export const createWorkload: CreateWorkload = (spec, options) => createTfWorkload(spec, options);
+
+/** Loads TensorFlow.js and initialises the backend: the slow part of a job's start, done ahead of the job. */
+export const prepareWorkload: PrepareWorkload = async (options = {}) => {
+  await selectBackend(options.backend, options.log ?? (() => {}));
+};

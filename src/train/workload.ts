@@ -31,3 +31,9 @@ export interface Workload {
 }
 
 export type CreateWorkload = (spec: JobSpec, options?: WorkloadOptions) => Promise<Workload>;
+
+/**
+ * Optional second export of a workload module: load what createWorkload will need (libraries, the backend)
+ * before any job is known, so an agent's spare worker is ready the moment a job arrives.
+ */
+export type PrepareWorkload = (options?: Pick<WorkloadOptions, 'backend' | 'log'>) => Promise<void>;
