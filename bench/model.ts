@@ -1,13 +1,14 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
-//   [--rounds 3] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 1e-3]`
+//   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
+//   [--min-digits 3] [--max-digits 3]`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
-//   pre-built batches) over the same model config and batches, interleaved in rounds so machine load hits both
-//   alike; and greedy-decoding (inference) tokens/s.
-// control: 3-digit addition with reversed answers, tiny preset, batch 64: steps until exact match on held-out
-//   in-distribution problems reaches 95% (checked every --check-every steps, at most --max-steps), and wall time.
-//   Slow on 2 cores; progress goes to bench/results/model-control-partial.json as it runs. Each sub-suite keeps
-//   the other's latest numbers in bench/results/model.json.
+//   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
+//   both alike (the ratio is the median over those pairs of steps); and greedy-decoding (inference) tokens/s.
+// control: 3-digit addition (both operands 3 digits) with reversed answers, tiny preset, batch 64, lr 3e-3: steps
+//   until exact match on held-out in-distribution problems reaches 95% (checked every --check-every steps, at most
+//   --max-steps), and wall time. Slow on 2 cores; progress goes to bench/results/model-control-partial.json as it
+//   runs. Each sub-suite keeps the other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
@@ -23,7 +24,6 @@ import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
 
-const CONTROL_TASK = { name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } };
 
 interface Args {
   mode: 'throughput' | 'control' | 'all';
@@ -35,19 +35,25 @@ interface Args {
   checkEvery: number;
   evalSamples: number;
   batch: number;
-  lr?: number;
+  /** Peak learning rate of the control runs (the throughput runs keep the job default). */
+  lr: number;
+  minDigits: number;
+  maxDigits: number;
 }
 
 function parseArgs(args: string[]): Args {
   const out: Args = {
     mode: 'throughput',
     encodings: [...ENCODINGS],
-    steps: 10,
-    rounds: 3,
+    steps: 20,
+    rounds: 5,
     maxSteps: 4000,
     checkEvery: 250,
     evalSamples: 200,
     batch: 64,
+    lr: 3e-3,
+    minDigits: 3,
+    maxDigits: 3,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -77,6 +83,8 @@ function parseArgs(args: string[]): Args {
     else if (a === '--check-every') out.checkEvery = num();
     else if (a === '--eval-samples') out.evalSamples = num();
     else if (a === '--batch') out.batch = num();
+    else if (a === '--min-digits') out.minDigits = num();
+    else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
       const lr = Number(value());
       if (!(lr > 0 && lr < 1)) throw new Error('--lr must be in (0, 1)');
@@ -93,10 +101,16 @@ const median = (xs: number[]): number => {
 };
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 
-function controlJob(encoding: EncodingName, steps: number, batch: number, lr?: number): JobSpec {
+/** The control task: addition with reversed answers; both operands have exactly 3 digits unless told otherwise. */
+function controlTask(a: Args): JobSpec['task'] {
+  return { name: 'addition', params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true } };
+}
+
+function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number): JobSpec {
+  const batch = a.batch;
   return buildJobSpec({
     encoding,
-    task: CONTROL_TASK,
+    task: controlTask(a),
     preset: 'tiny',
     steps,
     batchSize: batch,
@@ -139,7 +153,7 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
   const flat: Record<string, number> = {};
   const detail: Record<string, unknown> = {};
   for (const encoding of a.encodings) {
-    const spec = controlJob(encoding, 100_000, a.batch);
+    const spec = controlJob(a, encoding, 100_000);
     const workload = await createTfWorkload(spec, { backend });
     const bare = new BareLoop(spec);
     // The bare loop trains on the very batches pe-arena draws (a source with the job's task, seed and split
@@ -156,6 +170,9 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
     // both by the wall clock and by this process's CPU time (the steadier measure when cores are contended).
     const ours: number[] = [];
     const theirs: number[] = [];
+    // Each step of ours is paired with the bare step right after it on the same batch; the median of the pair
+    // ratios is the comparison, so a burst of load elsewhere moves one pair, not the result.
+    const pairRatios: number[] = [];
     let oursCpu = 0;
     let theirsCpu = 0;
     let totalTokens = 0;
@@ -168,7 +185,7 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
         let cpu = process.cpuUsage();
         let t = performance.now();
         await workload.trainSteps(1);
-        oursMs += performance.now() - t;
+        const oursStepMs = performance.now() - t;
         cpu = process.cpuUsage(cpu);
         oursCpu += (cpu.user + cpu.system) / 1000;
         if (workload.trainer.tokensProcessed - tokensBefore !== b.tokens)
@@ -177,9 +194,12 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
         cpu = process.cpuUsage();
         t = performance.now();
         await bare.step(b);
-        theirsMs += performance.now() - t;
+        const theirsStepMs = performance.now() - t;
         cpu = process.cpuUsage(cpu);
         theirsCpu += (cpu.user + cpu.system) / 1000;
+        oursMs += oursStepMs;
+        theirsMs += theirsStepMs;
+        pairRatios.push(theirsStepMs / oursStepMs);
       }
       totalTokens += tokens;
       ours.push((tokens * 1000) / oursMs);
@@ -204,7 +224,7 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
     const bareTps = median(theirs);
     flat[`${encoding}_tokens_per_s`] = round(tps);
     flat[`${encoding}_bare_tokens_per_s`] = round(bareTps);
-    flat[`${encoding}_ratio`] = round(tps / bareTps, 3);
+    flat[`${encoding}_ratio`] = round(median(pairRatios), 3);
     flat[`${encoding}_cpu_ratio`] = round(cpuRatio, 3);
     flat[`${encoding}_inference_tokens_per_s`] = round(inference);
     flat[`${encoding}_train_steps_per_s`] = round((tps * a.rounds * a.steps) / totalTokens, 2);
@@ -217,7 +237,7 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
       parameters: workload.parameterCount,
     };
     process.stderr.write(
-      `${encoding}: ${round(tps)} tok/s vs bare ${round(bareTps)} (ratio ${round(tps / bareTps, 3)}, by CPU time ${round(cpuRatio, 3)}), inference ${round(inference)} tok/s\n`,
+      `${encoding}: ${round(tps)} tok/s vs bare ${round(bareTps)} (median step ratio ${round(median(pairRatios), 3)}, by CPU time ${round(cpuRatio, 3)}), inference ${round(inference)} tok/s\n`,
     );
     bare.dispose();
     workload.dispose();
@@ -241,7 +261,7 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
   const flat: Record<string, number | string> = {};
   const detail: Record<string, unknown> = {};
   for (const encoding of a.encodings) {
-    const spec = controlJob(encoding, a.maxSteps, a.batch, a.lr);
+    const spec = controlJob(a, encoding, a.maxSteps, a.lr);
     const workload = await createTfWorkload(spec, { backend });
     const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
     const started = performance.now();
@@ -279,10 +299,10 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
   return {
     ...flat,
     control: {
-      task: CONTROL_TASK,
+      task: controlTask(a),
       preset: 'tiny',
       batch: a.batch,
-      learningRate: a.lr ?? 1e-3,
+      learningRate: a.lr,
       evalSamples: a.evalSamples,
       checkEvery: a.checkEvery,
       maxSteps: a.maxSteps,
