@@ -1,16 +1,19 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
 //   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
-//   [--min-digits 3] [--max-digits 3]`
+//   [--min-digits 3] [--max-digits 3] [--jobs 1]`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
 //   both alike (the ratio is the median over those pairs of steps); and greedy-decoding (inference) tokens/s.
 // control: 3-digit addition (both operands 3 digits) with reversed answers, tiny preset, batch 64, lr 3e-3: steps
 //   until exact match on held-out in-distribution problems reaches 95% (checked every --check-every steps, at most
-//   --max-steps), and wall time. Slow on 2 cores; progress goes to bench/results/model-control-partial.json as it
-//   runs. Each sub-suite keeps the other's latest numbers in bench/results/model.json.
+//   --max-steps), and wall time. Slow on 2 cores: --jobs 2 runs two encodings at once, each in its own process.
+//   Progress goes to bench/results/partial/model-control-<encoding>.json as it runs. Each sub-suite keeps the
+//   other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { ENCODINGS, type EncodingName, type JobSpec } from '../protocol/messages.ts';
 import { createSource, drawExamples } from '../src/data/tasks.ts';
@@ -23,7 +26,6 @@ import { buildJobSpec } from '../src/train/job.ts';
 import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.ts';
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
-
 
 interface Args {
   mode: 'throughput' | 'control' | 'all';
@@ -39,6 +41,8 @@ interface Args {
   lr: number;
   minDigits: number;
   maxDigits: number;
+  /** Control runs at a time, each in its own process. */
+  jobs: number;
 }
 
 function parseArgs(args: string[]): Args {
@@ -54,6 +58,7 @@ function parseArgs(args: string[]): Args {
     lr: 3e-3,
     minDigits: 3,
     maxDigits: 3,
+    jobs: 1,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -83,6 +88,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--check-every') out.checkEvery = num();
     else if (a === '--eval-samples') out.evalSamples = num();
     else if (a === '--batch') out.batch = num();
+    else if (a === '--jobs') out.jobs = num();
     else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
@@ -255,46 +261,85 @@ async function throughput(a: Args, backend: BackendName): Promise<Record<string,
   };
 }
 
-async function control(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
-  const partialFile = join(import.meta.dirname, 'results', 'model-control-partial.json');
+interface ControlResult {
+  stepsTo95: number | null;
+  wallTimeS: number;
+  steps: number;
+  finalExactMatch: number;
+  curve: { step: number; exactMatch: number; loss: number; seconds: number }[];
+}
+
+/** One encoding's control run, in this process; progress lines go to stderr and its partial file. */
+async function controlOne(a: Args, backend: BackendName, encoding: EncodingName): Promise<ControlResult> {
+  const partialFile = join(import.meta.dirname, 'results', 'partial', `model-control-${encoding}.json`);
   await mkdir(dirname(partialFile), { recursive: true });
+  const spec = controlJob(a, encoding, a.maxSteps, a.lr);
+  const workload = await createTfWorkload(spec, { backend });
+  const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
+  const started = performance.now();
+  const curve: ControlResult['curve'] = [];
+  let stepsTo95: number | null = null;
+  let loss = NaN;
+  while (workload.step < a.maxSteps && stepsTo95 === null) {
+    const points = await workload.trainSteps(Math.min(a.checkEvery, a.maxSteps - workload.step));
+    loss = points.at(-1)?.loss ?? loss;
+    const exact = scoreProblems(heldOut, predict(workload.model, heldOut, spec.model.maxLen), 'test').exactMatch;
+    const seconds = (performance.now() - started) / 1000;
+    curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds) });
+    process.stderr.write(
+      `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`,
+    );
+    if (exact >= 0.95) stepsTo95 = workload.step;
+    // A control run is long: keep what it has so far on disk, in case it is stopped before the end.
+    await writeFile(partialFile, JSON.stringify({ backend, encoding, stepsTo95, curve }, null, 2) + '\n');
+  }
+  const steps = workload.step;
+  workload.dispose();
+  return {
+    stepsTo95,
+    wallTimeS: round((performance.now() - started) / 1000),
+    steps,
+    finalExactMatch: curve.at(-1)?.exactMatch ?? 0,
+    curve,
+  };
+}
+
+/** Runs controlOne in a child process (this file with --control-child) and reads its result line. */
+function controlChild(a: Args, backend: BackendName, encoding: EncodingName): Promise<ControlResult> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', fileURLToPath(import.meta.url), '--control-child', JSON.stringify({ ...a, backend, encoding })],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code === 0 && line !== undefined) resolve(JSON.parse(line.slice('RESULT '.length)) as ControlResult);
+      else reject(new Error(`control ${encoding}: child exited with code ${code}`));
+    });
+  });
+}
+
+async function control(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
+  // Encodings run --jobs at a time, each in its own process (one core each on an otherwise idle machine).
+  const results = new Map<EncodingName, ControlResult>();
+  const queue = [...a.encodings];
+  const worker = async (): Promise<void> => {
+    for (let e = queue.shift(); e !== undefined; e = queue.shift())
+      results.set(e, a.jobs === 1 ? await controlOne(a, backend, e) : await controlChild(a, backend, e));
+  };
+  await Promise.all(Array.from({ length: Math.min(a.jobs, a.encodings.length) }, worker));
   const flat: Record<string, number | string> = {};
-  const detail: Record<string, unknown> = {};
+  const detail: Record<string, ControlResult> = {};
   for (const encoding of a.encodings) {
-    const spec = controlJob(a, encoding, a.maxSteps, a.lr);
-    const workload = await createTfWorkload(spec, { backend });
-    const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
-    const started = performance.now();
-    const curve: { step: number; exactMatch: number; loss: number; seconds: number }[] = [];
-    let stepsTo95: number | null = null;
-    let loss = NaN;
-    while (workload.step < a.maxSteps) {
-      const points = await workload.trainSteps(Math.min(a.checkEvery, a.maxSteps - workload.step));
-      loss = points.at(-1)?.loss ?? loss;
-      const exact = scoreProblems(heldOut, predict(workload.model, heldOut, spec.model.maxLen), 'test').exactMatch;
-      const seconds = (performance.now() - started) / 1000;
-      curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds) });
-      process.stderr.write(
-        `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`,
-      );
-      if (exact >= 0.95) stepsTo95 = workload.step;
-      // The control run is long: keep what it has so far on disk, in case it is stopped before the end.
-      await writeFile(
-        partialFile,
-        JSON.stringify(
-          { backend, lr: spec.training.learningRate, done: detail, current: { encoding, stepsTo95, curve } },
-          null,
-          2,
-        ) + '\n',
-      );
-      if (stepsTo95 !== null) break;
-    }
-    const wall = (performance.now() - started) / 1000;
-    flat[`${encoding}_steps_to_95`] = stepsTo95 ?? `>${a.maxSteps}`;
-    flat[`${encoding}_control_wall_s`] = round(wall);
-    flat[`${encoding}_control_steps_per_s`] = round(workload.step / wall, 2);
-    detail[encoding] = { stepsTo95, wallTimeS: round(wall), finalExactMatch: curve.at(-1)?.exactMatch ?? 0, curve };
-    workload.dispose();
+    const r = results.get(encoding)!;
+    flat[`${encoding}_steps_to_95`] = r.stepsTo95 ?? `>${a.maxSteps}`;
+    flat[`${encoding}_control_wall_s`] = r.wallTimeS;
+    flat[`${encoding}_control_steps_per_s`] = round(r.steps / r.wallTimeS, 2);
+    detail[encoding] = r;
   }
   return {
     ...flat,
@@ -306,6 +351,7 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
       evalSamples: a.evalSamples,
       checkEvery: a.checkEvery,
       maxSteps: a.maxSteps,
+      jobs: a.jobs,
       encodings: detail,
     },
   };
@@ -336,4 +382,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     }
   }
   return results;
+}
+
+if (process.argv[2] === '--control-child') {
+  const { backend, encoding, ...a } = JSON.parse(process.argv[3] ?? '{}') as Args & {
+    backend: BackendName;
+    encoding: EncodingName;
+  };
+  await selectBackend(backend, () => {});
+  process.stdout.write(`RESULT ${JSON.stringify(await controlOne(a, backend, encoding))}\n`);
+  process.exit(0);
 }
