@@ -14,6 +14,7 @@ import * as zmq from 'zeromq';
 import { Communicator } from '../protocol/communicator.ts';
 import { encode } from '../protocol/codec.ts';
 import { bindServer, connectClient } from '../protocol/zmq-transport.ts';
+import { METRIC_COLUMNS } from '../protocol/messages.ts';
 import type { CheckpointChunk, Metrics } from '../protocol/messages.ts';
 
 const SELF = fileURLToPath(import.meta.url);
@@ -21,22 +22,20 @@ const KiB = 1024;
 const MiB = 1024 * 1024;
 const jobId = 'bench-job' as Metrics['jobId'];
 
-function metricsMessage(i: number): Metrics {
-  // A realistic batch: 10 steps' worth of numbers.
-  return {
-    type: 'metrics',
-    jobId,
-    epoch: 1,
-    points: Array.from({ length: 10 }, (_, k) => ({
-      step: i * 10 + k,
-      loss: 1.234,
-      learningRate: 0.001,
-      gradNorm: 0.5,
-      tokensPerSecond: 12345,
-      time: 1700000000000 + k,
-      accuracy: 0.5,
-    })),
-  };
+/** A realistic batch: 10 steps' worth of numbers, written straight into columns as a producer would. */
+function benchMetrics(i: number): Metrics {
+  const n = 10;
+  const columns = new Float64Array(n * METRIC_COLUMNS.length);
+  for (let k = 0; k < n; k++) {
+    columns[k] = i * n + k; // step
+    columns[n + k] = 1.234; // loss
+    columns[2 * n + k] = 0.001; // learningRate
+    columns[3 * n + k] = 0.5; // gradNorm
+    columns[4 * n + k] = 12345; // tokensPerSecond
+    columns[5 * n + k] = 1700000000000 + k; // time
+    columns[6 * n + k] = 0.5; // accuracy
+  }
+  return { type: 'metrics', jobId, epoch: 1, columns };
 }
 
 const percentile = (sorted: number[], p: number): number =>
@@ -228,7 +227,7 @@ async function child(args: string[]): Promise<void> {
       highWaterMark: 10_000,
       sendTimeoutMs: 60_000,
     });
-    for (let i = 0; i <= Number(countText); i++) await client.send(metricsMessage(i));
+    for (let i = 0; i <= Number(countText); i++) await client.send(benchMetrics(i));
     await new Promise((resolve) => setTimeout(resolve, 60_000)); // stay until the parent has them all and kills us
     return;
   }
@@ -236,7 +235,7 @@ async function child(args: string[]): Promise<void> {
     const [address, countText] = rest;
     const push = new zmq.Push({ linger: 0, sendHighWaterMark: 10_000, sendTimeout: 60_000 });
     push.connect(address!);
-    const frames = Array.from({ length: 100 }, (_, i) => encode(metricsMessage(i)));
+    const frames = Array.from({ length: 100 }, (_, i) => encode(benchMetrics(i)));
     for (let i = 0; i <= Number(countText); i++) await push.send(frames[i % frames.length]!);
     await new Promise((resolve) => setTimeout(resolve, 60_000));
     return;
@@ -293,6 +292,41 @@ const label = (bytes: number): string => (bytes >= MiB ? `${bytes / MiB}MiB` : `
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const quick = args.includes('--quick');
   const loadBefore = os.loadavg()[0] ?? 0;
+  const load = (): Record<string, number> => ({
+    loadavg_1m_before: round(loadBefore, 2),
+    loadavg_1m_after: round(os.loadavg()[0] ?? 0, 2),
+  });
+  // `--only allreduce`: the raw bulk baseline and the allreduce figures alone.
+  if (args.includes('--only') && args[args.indexOf('--only') + 1] === 'allreduce') {
+    const { notes, ...figures } = await allreduceFigures(quick);
+    return { ...figures, notes: { ...notes, quick, ...load() } };
+  }
+  // `--only messages`: the message throughput and round-trip figures alone.
+  if (args.includes('--only') && args[args.indexOf('--only') + 1] === 'messages') {
+    const { notes, ...figures } = await messageFigures(quick);
+    return { ...figures, notes: { ...notes, quick, ...load() } };
+  }
+  const { notes: messageNotes, ...messageResults } = await messageFigures(quick);
+  const { notes: allreduceNotes, ...allreduce } = await allreduceFigures(quick);
+  const checkpoint = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4);
+  return {
+    ...messageResults,
+    ...allreduce,
+    checkpoint_MBps: round(checkpoint),
+    notes: {
+      ...messageNotes,
+      ...allreduceNotes,
+      rounds: { ...messageNotes.rounds, ...allreduceNotes.rounds },
+      checkpoint: '1 MiB chunks, each acknowledged, window of 4; no sha256 in the loop',
+      quick,
+      // Other work on the machine skews every figure here; this says how busy it was.
+      ...load(),
+    },
+  };
+}
+
+/** metrics_msgs_per_s vs raw_msgs_per_s (medians of 3 alternating rounds), then the lockstep round trip. */
+async function messageFigures(quick: boolean) {
   const messages = quick ? 20_000 : 50_000;
   // Raw and full stack alternate, three rounds each, and the medians are compared: the machine is shared, so
   // back-to-back single runs can differ by more than the thing being measured.
@@ -310,9 +344,29 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const raw = median(raws);
   const full = median(fulls);
   const rtt = await roundTrips(quick ? 2000 : 10_000);
+  return {
+    metrics_msgs_per_s: Math.round(full),
+    raw_msgs_per_s: Math.round(raw),
+    metrics_vs_raw: round(full / raw, 3),
+    rtt_p50_us: round(rtt.p50),
+    rtt_p99_us: round(rtt.p99),
+    notes: {
+      messages,
+      rounds: { raw_msgs_per_s: raws.map(Math.round), metrics_msgs_per_s: fulls.map(Math.round) },
+      metrics_message:
+        '10 metric points per message as 7 float64 columns (612 bytes); sender in a child process, receiver in the bench process',
+    },
+  };
+}
+
+/** raw_bulk_MBps (median of 3 rounds), then allreduce bus bandwidth for 2 and 4 ranks at each size. */
+async function allreduceFigures(quick: boolean) {
   const bulks: number[] = [];
   for (let round = 0; round < 3; round++) bulks.push(await rawBulk(quick ? 64 * MiB : 256 * MiB, MiB));
-  const rawBulkMBps = median(bulks);
+  const rawBulkMBps = percentile(
+    [...bulks].sort((a, b) => a - b),
+    50,
+  );
   const sizes = quick ? [KiB, MiB, 16 * MiB] : [KiB, 16 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB];
   const allreduce: Record<string, Record<string, number>> = {};
   const flat: Record<string, number> = {};
@@ -324,35 +378,16 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     for (const [bytes, mbps] of Object.entries(got))
       flat[`allreduce_${ranks}r_${label(Number(bytes))}_MBps`] = round(mbps);
   }
-  const checkpoint = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4);
   const ar16 = allreduce['2_ranks']?.['16MiB'];
   return {
-    metrics_msgs_per_s: Math.round(full),
-    raw_msgs_per_s: Math.round(raw),
-    metrics_vs_raw: round(full / raw, 3),
-    rtt_p50_us: round(rtt.p50),
-    rtt_p99_us: round(rtt.p99),
     raw_bulk_MBps: round(rawBulkMBps),
     ...flat,
     allreduce_2r_16MiB_vs_raw_bulk: ar16 === undefined ? null : round(ar16 / rawBulkMBps, 3),
-    checkpoint_MBps: round(checkpoint),
     allreduce_MBps: allreduce,
     notes: {
-      messages,
-      rounds: {
-        raw_msgs_per_s: raws.map(Math.round),
-        metrics_msgs_per_s: fulls.map(Math.round),
-        raw_bulk_MBps: bulks.map((x) => round(x)),
-      },
-      metrics_message:
-        '10 metric points per message (about 1.2 KB); sender in a child process, receiver in the bench process',
+      rounds: { raw_bulk_MBps: bulks.map((x) => round(x)) },
       allreduce:
         'bus bandwidth = size/time x 2(n-1)/n from the median iteration, in place, 1 MiB chunks; ranks are separate processes on this machine',
-      checkpoint: '1 MiB chunks, each acknowledged, window of 4; no sha256 in the loop',
-      quick,
-      // Other work on the machine skews every figure here; this says how busy it was.
-      loadavg_1m_before: round(loadBefore, 2),
-      loadavg_1m_after: round(os.loadavg()[0] ?? 0, 2),
     },
   };
 }

@@ -15,6 +15,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
 import type { AgentId, CoordinatorToAgent, JobId } from '../protocol/messages.ts';
+import { metricsMessage } from '../protocol/metric-columns.ts';
 import { connectClient } from '../protocol/zmq-transport.ts';
 import type { StampedEntry } from '../coordinator/journal.ts';
 
@@ -283,7 +284,7 @@ async function simulate(argv: string[]): Promise<void> {
       if (s.job) {
         s.job.step++;
         void s.client
-          .send({ type: 'metrics', jobId: s.job.jobId, epoch: s.job.epoch, points: [{ step: s.job.step, loss: 1, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 1000, time: Date.now() }] })
+          .send(metricsMessage(s.job.jobId, s.job.epoch, [{ step: s.job.step, loss: 1, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 1000, time: Date.now() }]))
           .catch(() => undefined);
         if (inWindow) metrics++;
       }

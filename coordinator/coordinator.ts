@@ -4,6 +4,7 @@
 import { mkdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { metricPoints } from '../protocol/metric-columns.ts';
 import type {
   AgentId,
   AgentStatus,
@@ -464,13 +465,14 @@ export class Coordinator {
 
   private onMetrics(m: Metrics): void {
     const job = this.scheduler.get(m.jobId);
-    if (!job || m.points.length === 0) return;
-    this.sink.write(m.jobId, m.epoch, m.points);
-    const last = m.points.reduce((a, b) => (b.step > a.step ? b : a));
+    const points = metricPoints(m);
+    if (!job || points.length === 0) return;
+    this.sink.write(m.jobId, m.epoch, points);
+    const last = points.reduce((a, b) => (b.step > a.step ? b : a));
     this.scheduler.progress(m.jobId, last.step, this.clock.now());
     if (Number.isFinite(last.loss)) job.loss = last.loss;
     if (Number.isFinite(last.tokensPerSecond)) job.tokensPerSecond = last.tokensPerSecond;
-    const acc = [...m.points].reverse().find((p) => p.accuracy !== undefined)?.accuracy;
+    const acc = [...points].reverse().find((p) => p.accuracy !== undefined)?.accuracy;
     if (acc !== undefined) job.accuracy = acc;
   }
 

@@ -7,6 +7,7 @@ import { resolve as resolvePath } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { metricsMessage } from '../protocol/metric-columns.ts';
 import type {
   AgentId,
   AgentToCoordinator,
@@ -855,12 +856,7 @@ export class NodeAgent {
       return;
     }
     while (this.metrics.size > 0) {
-      void this.send({
-        type: 'metrics',
-        jobId: job.spec.jobId,
-        epoch: job.epoch,
-        points: this.metrics.take(this.config.metricsBatch),
-      });
+      void this.send(metricsMessage(job.spec.jobId, job.epoch, this.metrics.take(this.config.metricsBatch)));
     }
   }
 
@@ -1117,7 +1113,15 @@ async function runCompiled(
   }
   if (config.backend === 'tensorflow-gpu') config = { ...config, devices: await detectDevices(config.backend) };
   const clock = options.clock ?? systemClock;
-  const runner = options.runner ?? createWorkerRunner({ log: (line) => logger.info({ worker: true }, line) });
+  const runner =
+    options.runner ??
+    createWorkerRunner({
+      log: (line) => logger.info({ worker: true }, line),
+      warm: {
+        workloadModule: config.workloadModule,
+        ...(config.requestedBackend === undefined ? {} : { backend: config.requestedBackend }),
+      },
+    });
   let transport = options.transport;
   if (transport === undefined) {
     try {
@@ -1166,9 +1170,12 @@ async function runCompiled(
   }
   let exit: AgentExit;
   try {
+    // Load TensorFlow.js in the first job's worker now, while the agent says hello and waits for work.
+    runner.prewarm?.();
     agent.start();
     exit = await agent.exited;
   } finally {
+    await runner.close?.();
     walltime?.cancel();
     if (options.handleSignals ?? true) {
       process.off('SIGTERM', onSignal);

@@ -37,7 +37,11 @@ export function decodeUnknown(bytes: Uint8Array, options: DecodeOptions = {}): u
   if (bytes.byteLength === 0) throw new MalformedMessageError('frame: empty, expected a msgpack map');
   try {
     // unpack also throws on trailing bytes after the first value, so a frame is exactly one message.
-    return unpackr.unpack(bytes);
+    // A zeromq frame is a Node Buffer; msgpackr reads a plain Uint8Array view of it faster (its subarray and slice
+    // calls skip Buffer's species lookup), and byte fields then come out as Uint8Array views, as typed.
+    return unpackr.unpack(
+      bytes instanceof Buffer ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes,
+    );
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
     throw new MalformedMessageError(`frame: not valid msgpack (${bytes.byteLength} bytes): ${reason}`, '', {

@@ -140,11 +140,21 @@ export interface Heartbeat {
   step?: number;
 }
 
+/** The columns of Metrics.columns, in order: one per MetricPoint field. */
+export const METRIC_COLUMNS = ['step', 'loss', 'learningRate', 'gradNorm', 'tokensPerSecond', 'time', 'accuracy'] as const;
+export type MetricColumn = (typeof METRIC_COLUMNS)[number];
+
+/**
+ * A batch of MetricPoints, column by column in one Float64Array: columns[c * n + i] is column METRIC_COLUMNS[c]
+ * of point i, for n = columns.length / 7; accuracy is NaN at steps that measured none. One typed array instead
+ * of an object per point makes decoding one copy (an object per point cost more than the transport itself).
+ * Build and read it with metricsMessage(), metricPoints() and metricColumn() from metric-columns.ts.
+ */
 export interface Metrics {
   type: 'metrics';
   jobId: JobId;
   epoch: number;
-  points: MetricPoint[];
+  columns: Float64Array;
 }
 
 /** Checkpoints and final models move in chunks, in either direction; sha256 is of the whole blob. */
@@ -364,4 +374,15 @@ export interface PeerAbort {
   reason: string;
 }
 
-export type PeerMessage = PeerHello | PeerTable | PeerData | PeerAbort;
+/**
+ * close() sends one to each peer after its last message, and the peer answers with ack set. Messages between two
+ * ranks arrive in order, so the answer proves that everything sent before arrived: ZeroMQ's linger does not
+ * survive process.exit(), so a rank that exits right after close() would otherwise lose what was still queued.
+ */
+export interface PeerBye {
+  type: 'peer_bye';
+  source: number;
+  ack: boolean;
+}
+
+export type PeerMessage = PeerHello | PeerTable | PeerData | PeerAbort | PeerBye;

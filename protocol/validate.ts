@@ -3,7 +3,7 @@
 // Schemas are built once from small combinators; unknown extra fields are ignored so that an additive change
 // within one protocol version does not break older peers.
 import { MalformedMessageError } from './errors.ts';
-import { ENCODINGS } from './messages.ts';
+import { ENCODINGS, METRIC_COLUMNS } from './messages.ts';
 import type { AgentToCoordinator, CoordinatorToAgent, PeerMessage } from './messages.ts';
 
 /** Checks a value at a path; throws Invalid on the first problem. */
@@ -209,15 +209,17 @@ const jobSpec = object({
   checkpointEvery: nonNegInt,
   needs: optional(object({ backend: optional(str(256)), gpu: optional(bool) })),
 });
-const metricPoint = object({
-  step: nonNegInt,
-  loss: num,
-  learningRate: num,
-  gradNorm: num,
-  tokensPerSecond: num,
-  time: num,
-  accuracy: optional(num),
-});
+const METRIC_WIDTH = METRIC_COLUMNS.length;
+/** A whole number of points, steps non-negative integers; the other columns take any number (a NaN loss too). */
+const metricColumns: Check = (v, p) => {
+  if (!(v instanceof Float64Array) || v.length % METRIC_WIDTH !== 0)
+    throw new Invalid(p, `a Float64Array of ${METRIC_WIDTH} columns (${METRIC_COLUMNS.join(', ')}) of equal length`, v);
+  const n = v.length / METRIC_WIDTH;
+  for (let i = 0; i < n; i++) {
+    const step = v[i]!;
+    if (!Number.isSafeInteger(step) || step < 0) throw new Invalid(`${p}.step[${i}]`, 'a non-negative integer', step);
+  }
+};
 const evaluation = object({
   jobId: id,
   encoding: oneOf(ENCODINGS),
@@ -296,7 +298,7 @@ const agentMessages: Record<AgentToCoordinator['type'], Check[]> = {
       step: optional(nonNegInt),
     }),
   ],
-  metrics: [object({ jobId: id, epoch: nonNegInt, points: arrayOf(metricPoint) })],
+  metrics: [object({ jobId: id, epoch: nonNegInt, columns: metricColumns })],
   checkpoint_chunk: [checkpointChunk, chunkIndexInRange],
   checkpoint_request: [object({ jobId: id, epoch: nonNegInt, checkpointId: id })],
   job_result: [object({ jobId: id, epoch: nonNegInt, evaluation })],
@@ -376,6 +378,7 @@ const peerMessages: Record<PeerMessage['type'], Check[]> = {
     }),
   ],
   peer_abort: [object({ source: rank, reason: str(4096) })],
+  peer_bye: [object({ source: rank, ack: bool })],
 };
 
 function validateWith<M>(table: Record<string, Check[]>, direction: string, value: unknown): M {

@@ -61,37 +61,52 @@ function tooBig(type: string, bytes: number, maxFrameBytes: number): TransportEr
   );
 }
 
-/** Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise). */
+/**
+ * Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise).
+ * A send with none ahead of it goes straight to the socket; the rest wait their turn in order.
+ */
 class SendQueue {
-  private tail: Promise<unknown> | undefined;
-  private pending = 0;
+  private busy = false;
+  private readonly waiting: (() => void)[] = [];
 
   constructor(
     private readonly limit: number,
     private readonly what: string,
   ) {}
 
-  run(send: () => Promise<void>): Promise<void> {
-    if (this.pending >= this.limit) {
+  run(send: () => Promise<void>, failed: (error: unknown) => Error): Promise<void> {
+    if (!this.busy) return this.start(send, failed);
+    const pending = this.waiting.length + 1;
+    if (pending >= this.limit) {
       return Promise.reject(
-        new TransportError(`${this.what}: ${this.pending} sends already waiting; the peer is not keeping up`, {
+        new TransportError(`${this.what}: ${pending} sends already waiting; the peer is not keeping up`, {
           retryable: true,
         }),
       );
     }
-    this.pending++;
-    const result = this.tail === undefined ? send() : this.tail.then(send);
-    const settled = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.tail = settled;
-    void settled.then(() => {
-      this.pending--;
-      if (this.tail === settled) this.tail = undefined;
+    return new Promise((resolve, reject) => {
+      this.waiting.push(() => this.start(send, failed).then(resolve, reject));
     });
-    return result;
   }
+
+  private start(send: () => Promise<void>, failed: (error: unknown) => Error): Promise<void> {
+    this.busy = true;
+    let sending: Promise<void>;
+    try {
+      sending = send();
+    } catch (error) {
+      sending = Promise.reject(error);
+    }
+    return sending.then(this.next, (error: unknown) => {
+      this.next();
+      throw failed(error);
+    });
+  }
+
+  private readonly next = (): void => {
+    this.busy = false;
+    this.waiting.shift()?.();
+  };
 }
 
 function peerIdOf(routingId: Buffer): PeerId {
@@ -212,6 +227,7 @@ class ZmqServer implements ServerTransport {
   private readonly decodeOptions: { maxBytes: number };
   private readonly queue = new AsyncQueue<Inbound<AgentToCoordinator>>();
   private readonly routes = new Map<PeerId, Buffer>();
+  private lastSender: { routingId: Buffer; from: PeerId } | undefined;
   private readonly sends: SendQueue;
   private closed = false;
   private readonly loop: Promise<void>;
@@ -240,8 +256,7 @@ class ZmqServer implements ServerTransport {
       }
       const routingId = frames[0];
       if (routingId === undefined) continue;
-      const from = peerIdOf(routingId);
-      if (!this.routes.has(from)) this.routes.set(from, routingId);
+      const from = this.peerOf(routingId);
       if (frames.length !== 2) {
         this.malformed(from, new MalformedMessageError(`expected one frame per message, got ${frames.length - 1}`));
         continue;
@@ -253,6 +268,16 @@ class ZmqServer implements ServerTransport {
       }
     }
     this.queue.close();
+  }
+
+  /** Frames mostly come in runs from one agent: the last sender's id is reused instead of being rebuilt. */
+  private peerOf(routingId: Buffer): PeerId {
+    const last = this.lastSender;
+    if (last !== undefined && last.routingId.equals(routingId)) return last.from;
+    const from = peerIdOf(routingId);
+    if (!this.routes.has(from)) this.routes.set(from, routingId);
+    this.lastSender = { routingId, from };
+    return from;
   }
 
   private malformed(from: PeerId, error: MalformedMessageError): void {
@@ -276,13 +301,10 @@ class ZmqServer implements ServerTransport {
   sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> {
     if (this.closed) return Promise.reject(new TransportError(`${this.address} is closed`));
     const route = this.routes.get(to) ?? Buffer.from(to, 'latin1');
-    return this.sends.run(async () => {
-      try {
-        await this.socket.send([route, bytes]);
-      } catch (error) {
-        throw transportError(`send to ${to} via ${this.address}`, error);
-      }
-    });
+    return this.sends.run(
+      () => this.socket.send([route, bytes]),
+      (error) => transportError(`send to ${to} via ${this.address}`, error),
+    );
   }
 
   inbound(): AsyncIterable<Inbound<AgentToCoordinator>> {
@@ -366,13 +388,10 @@ class ZmqClient implements ClientTransport {
   /** Sends bytes as they are (bad-input tests, benchmarks). */
   sendRaw(bytes: Uint8Array): Promise<void> {
     if (this.closed) return Promise.reject(new TransportError(`the connection to ${this.address} is closed`));
-    return this.sends.run(async () => {
-      try {
-        await this.socket.send(bytes);
-      } catch (error) {
-        throw transportError(`send to ${this.address}`, error);
-      }
-    });
+    return this.sends.run(
+      () => this.socket.send(bytes),
+      (error) => transportError(`send to ${this.address}`, error),
+    );
   }
 
   inbound(): AsyncIterable<Inbound<CoordinatorToAgent>> {

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { Assign, JobId } from '../../protocol/messages.ts';
+import { metricsMessage } from '../../protocol/metric-columns.ts';
 import { readJournal, replay } from '../../coordinator/journal.ts';
 import type { AgentExit, Launcher } from '../../coordinator/launchers/types.ts';
 import { evaluationFor, settle, smallExperiment, startCoordinator, tempDir } from './helpers.ts';
@@ -134,7 +135,7 @@ void test('fencing: a known agent sending an old epoch gets cancel and nothing i
     assert.equal(h.coordinator.scheduler.get(assign.job.jobId)?.state, 'assigned');
     assert.ok(!existsSync(join(dir, 'jobs', assign.job.jobId, 'evaluation.json')));
     // An unknown job id is also answered, not crashed on.
-    await a.send({ type: 'metrics', jobId: 'nope-nothing-s9' as JobId, epoch: 1, points: [] });
+    await a.send(metricsMessage('nope-nothing-s9' as JobId, 1, []));
     await settle();
     assert.equal(a.of('cancel').length, 2);
   } finally {

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { AgentId, AgentToCoordinator, Assign, CheckpointId, CoordinatorToAgent, Evaluation, JobId, JobSpec, RunId } from '../../protocol/messages.ts';
 import { MemoryNetwork } from '../../protocol/memory-transport.ts';
+import { metricsMessage } from '../../protocol/metric-columns.ts';
 import type { MemoryClient } from '../../protocol/memory-transport.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import { Coordinator } from '../../coordinator/coordinator.ts';
@@ -153,7 +154,7 @@ export class FakeAgent {
   async metrics(jobId: JobId, epoch: number, fromStep: number, toStep: number): Promise<void> {
     const points = [];
     for (let s = fromStep; s <= toStep; s++) points.push({ step: s, loss: 1 / s, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 100, time: s });
-    await this.send({ type: 'metrics', jobId, epoch, points });
+    await this.send(metricsMessage(jobId, epoch, points));
   }
 
   /** Upload a blob in chunks; `corrupt` flips a byte in the first chunk's data after the sha was computed. */

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { bindServer } from '../../protocol/zmq-transport.ts';
+import { metricPoints } from '../../protocol/metric-columns.ts';
 import { asRunId } from '../../protocol/ids.ts';
 import {
   PROTOCOL_VERSION,
@@ -104,12 +105,12 @@ void test(
       assert.ok(result !== undefined, 'job_result arrived');
       assert.equal(result.evaluation.steps, 30);
       assert.equal(result.evaluation.backend, 'cpu');
-      const steps = received.flatMap((m) => (m.type === 'metrics' ? m.points.map((p) => p.step) : []));
+      const steps = received.flatMap((m) => (m.type === 'metrics' ? metricPoints(m).map((p) => p.step) : []));
       assert.deepEqual(
         steps,
         Array.from({ length: 30 }, (_, i) => i + 1),
       );
-      assert.ok(received.flatMap((m) => (m.type === 'metrics' ? m.points : [])).every((p) => Number.isFinite(p.loss)));
+      assert.ok(received.flatMap((m) => (m.type === 'metrics' ? metricPoints(m) : [])).every((p) => Number.isFinite(p.loss)));
       assert.deepEqual(
         acked.filter((a) => a.kind === 'checkpoint').map((a) => a.step),
         [10, 20],

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PROTOCOL_VERSION, type CheckpointChunk, type CheckpointId } from '../../protocol/messages.ts';
 import { asCheckpointId, asJobId } from '../../protocol/ids.ts';
+import { metricCount, metricPoints } from '../../protocol/metric-columns.ts';
 import { AGENT_EXIT, NodeAgent } from '../../node-agent/agent.ts';
 import { createInProcessRunner } from '../../node-agent/job-runner.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
@@ -103,9 +104,9 @@ void test(
       assert.equal(result.epoch, 3);
       assert.equal(result.evaluation.steps, 120);
       const batches = h.coordinator.all('metrics');
-      assert.ok(batches.every((b) => b.points.length <= 50 && b.epoch === 3 && b.jobId === spec.jobId));
+      assert.ok(batches.every((b) => metricCount(b) <= 50 && b.epoch === 3 && b.jobId === spec.jobId));
       assert.deepEqual(
-        batches.flatMap((b) => b.points.map((p) => p.step)),
+        batches.flatMap((b) => metricPoints(b).map((p) => p.step)),
         Array.from({ length: 120 }, (_, i) => i + 1),
       );
       const chunks = h.coordinator.all('checkpoint_chunk');
@@ -145,7 +146,7 @@ void test('metrics wait for the 250 ms flush when fewer than 50 points are pendi
     await turns();
     const batches = h.coordinator.all('metrics');
     assert.equal(batches.length, 1);
-    assert.equal(batches[0]!.points.length, 30);
+    assert.equal(metricCount(batches[0]!), 30);
   } finally {
     await h.close();
   }
@@ -280,7 +281,7 @@ void test(
       const requests = h.coordinator.all('checkpoint_request');
       assert.equal(requests.length, 2, 'asked again after the corrupt copy');
       assert.ok(requests.every((r) => r.checkpointId === id && r.epoch === 2 && r.jobId === spec.jobId));
-      const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
+      const steps = h.coordinator.all('metrics').flatMap((b) => metricPoints(b).map((p) => p.step));
       assert.equal(steps[0], 41, 'training continues from the checkpoint, not from 0');
       assert.equal(steps.length, 80);
       assert.equal(result.evaluation.steps, 120);
@@ -405,7 +406,7 @@ void test(
       await turns(10);
       const flushed = h.coordinator.all('metrics').slice(sentBefore + sentWhileAway);
       assert.ok(flushed.length >= 1);
-      const steps = flushed.flatMap((b) => b.points.map((p) => p.step));
+      const steps = flushed.flatMap((b) => metricPoints(b).map((p) => p.step));
       const current = h.agent.current?.step ?? 0;
       assert.ok(steps.length <= 100 + 50, 'only the newest points survived');
       assert.ok(steps[0]! > 100, 'the oldest points were dropped');
@@ -614,7 +615,7 @@ void test(
       assert.equal(failed.error.retryable, false);
       assert.match(failed.error.message, /NaN/);
       // Metrics of the slices before the failure were delivered, in order, none past it.
-      const steps = h.coordinator.all('metrics').flatMap((b) => b.points.map((p) => p.step));
+      const steps = h.coordinator.all('metrics').flatMap((b) => metricPoints(b).map((p) => p.step));
       assert.ok(steps.length >= 1 && steps.length < 15);
       assert.deepEqual(
         steps,

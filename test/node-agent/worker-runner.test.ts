@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { systemClock } from '../../protocol/clock.ts';
 import { MemoryNetwork } from '../../protocol/memory-transport.ts';
+import { metricPoints } from '../../protocol/metric-columns.ts';
 import { NodeAgent } from '../../node-agent/agent.ts';
 import { createWorkerRunner } from '../../node-agent/job-runner.ts';
 import type { FromWorker } from '../../node-agent/worker-protocol.ts';
@@ -116,6 +117,57 @@ void test('a worker reports a failing workload as a failed event carrying retrya
   }
 });
 
+async function until(what: string, done: () => boolean, limitMs: number): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${limitMs} ms`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+void test(
+  'a spare worker loads the workload before its job and runs it; after the job a new spare warms up',
+  { timeout: 60_000 },
+  async () => {
+    const lines: string[] = [];
+    const runner = createWorkerRunner({
+      warm: { workloadModule: FAKE_WORKLOAD, backend: 'cpu' },
+      log: (l) => lines.push(l),
+    });
+    const ready = (): number => lines.filter((l) => l.includes('spare worker ready')).length;
+    try {
+      runner.prewarm?.();
+      await until('the first spare', () => ready() === 1, 20_000);
+      const c = collect(20_000);
+      const handle = runner.start(
+        { workloadModule: FAKE_WORKLOAD, spec: makeSpec(), sliceSteps: 10, backend: 'cpu' },
+        c,
+      );
+      const end = await c.waitFor((e) => e.type === 'evaluation' || e.type === 'failed');
+      assert.equal(end.type, 'evaluation', JSON.stringify(end));
+      assert.ok(
+        c.events.some((e) => e.type === 'log' && e.line === 'fake workload prepared: cpu'),
+        'the job ran in the warmed thread',
+      );
+      assert.equal(await c.exit, undefined);
+      await handle.terminate();
+      await until('the next spare, once the job thread is gone', () => ready() === 2, 20_000);
+
+      // A job for another backend cannot use that spare: it gets a fresh thread (and the spare stays).
+      const other = collect(20_000);
+      const h2 = runner.start(
+        { workloadModule: FAKE_WORKLOAD, spec: makeSpec(), sliceSteps: 10, backend: 'wasm' },
+        other,
+      );
+      await other.waitFor((e) => e.type === 'evaluation');
+      assert.ok(other.events.some((e) => e.type === 'log' && e.line === 'fake workload prepared: no'));
+      await h2.terminate();
+    } finally {
+      await runner.close?.();
+    }
+  },
+);
+
 void test('the agent runs a whole job through a real worker thread', { timeout: 30_000 }, async () => {
   const network = new MemoryNetwork();
   const coordinator = new ScriptedCoordinator(network.listen('mem://real-worker'));
@@ -133,7 +185,7 @@ void test('the agent runs a whole job through a real worker thread', { timeout: 
     await coordinator.send({ type: 'assign', job: makeSpec(), attempt: 1, epoch: 1 });
     const result = await coordinator.next('job_result', { limitMs: 20_000 });
     assert.equal(result.evaluation.steps, 120);
-    assert.equal(coordinator.all('metrics').flatMap((b) => b.points).length, 120);
+    assert.equal(coordinator.all('metrics').flatMap(metricPoints).length, 120);
     assert.ok(coordinator.all('heartbeat').some((b) => b.state === 'busy'));
   } finally {
     stopAck();

@@ -8,8 +8,19 @@ import {
   decodeUnknown,
 } from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
-import { newAgentId, newCheckpointId, newRunId } from '../../protocol/ids.ts';
+import { asJobId, newAgentId, newCheckpointId, newRunId } from '../../protocol/ids.ts';
+import { metricColumn, metricCount, metricPoints, metricsMessage } from '../../protocol/metric-columns.ts';
+import type { MetricPoint } from '../../protocol/messages.ts';
 import { agentSamples, coordinatorSamples, jobSpec, peerSamples } from './fixtures/samples.ts';
+
+const point: MetricPoint = {
+  step: 1,
+  loss: 2.5,
+  learningRate: 1e-3,
+  gradNorm: 0.5,
+  tokensPerSecond: 900,
+  time: 1700000000000,
+};
 
 function malformed(fn: () => unknown, field: string, pattern: RegExp): void {
   assert.throws(fn, (error: unknown) => {
@@ -43,6 +54,22 @@ void test('typed arrays survive as typed arrays', () => {
   assert.deepEqual(got, data);
 });
 
+void test('metric points travel as columns and come back as the same points', () => {
+  const points: MetricPoint[] = [
+    { ...point, step: 7, loss: Number.NaN, accuracy: 0.25 },
+    { ...point, step: 8, loss: Number.POSITIVE_INFINITY },
+    { ...point, step: 9, accuracy: 0 },
+  ];
+  const m = decodeAgentMessage(encode(metricsMessage(asJobId('j'), 3, points)));
+  assert.equal(m.type, 'metrics');
+  if (m.type !== 'metrics') return;
+  assert.equal(metricCount(m), 3);
+  assert.deepEqual(metricColumn(m, 'step'), new Float64Array([7, 8, 9]));
+  // A step without accuracy travels as NaN and comes back without the field.
+  assert.deepEqual(metricPoints(m), points);
+  assert.deepEqual(metricPoints(metricsMessage(asJobId('j'), 0, [])), []);
+});
+
 void test('a field of the wrong kind is named with its path and the message type', () => {
   const bad = {
     type: 'assign',
@@ -67,10 +94,38 @@ void test('a field of the wrong kind is named with its path and the message type
     /heartbeat\.state: expected one of/,
   );
   malformed(
-    () => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, points: [{ step: 'x' }] } as never)),
-    'points[0].step',
-    /metrics\.points\[0\]\.step/,
+    () => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, points: [{ step: 1 }] } as never)),
+    'columns',
+    /^metrics\.columns: expected a Float64Array of 7 columns \(step, loss, .*\) of equal length, got nothing/,
   );
+  malformed(
+    () => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, columns: new Float32Array(14) } as never)),
+    'columns',
+    /metrics\.columns: expected a Float64Array .*, got a Float32Array of 56 bytes/,
+  );
+  malformed(
+    () => decodeAgentMessage(encode({ type: 'metrics', jobId: 'j', epoch: 0, columns: new Float64Array(8) } as never)),
+    'columns',
+    /got a Float64Array of 64 bytes/,
+  );
+  const steps = metricsMessage(
+    asJobId('j'),
+    0,
+    [1, 2, 3].map((step) => ({ ...point, step })),
+  );
+  for (const [bad, shown] of [
+    [-1, '-1'],
+    [1.5, '1.5'],
+    [Number.NaN, 'NaN'],
+    [Number.POSITIVE_INFINITY, 'Infinity'],
+  ] as const) {
+    steps.columns[2] = bad;
+    malformed(
+      () => decodeAgentMessage(encode(steps)),
+      'columns.step[2]',
+      new RegExp(`^metrics\\.columns\\.step\\[2\\]: expected a non-negative integer, got ${shown}`),
+    );
+  }
   const chunk = { ...agentSamples[4], index: 2, count: 2 };
   malformed(
     () => decodeAgentMessage(encode(chunk as never)),
