@@ -7,6 +7,7 @@ import { createPositionalEncoding } from '../../src/model/positional/index.ts';
 import type { PositionalConfig, WeightInit } from '../../src/model/positional/types.ts';
 import { alibiSlopes, ropeRotate, sinusoidalTable, t5RelativeBucket } from '../../src/model/positional/reference.ts';
 import { Transformer } from '../../src/model/transformer.ts';
+import { T5_BIAS_SCALE } from '../../src/model/positional/t5.ts';
 
 await selectBackend('cpu');
 
@@ -109,7 +110,7 @@ void test('alibi bias is -slope * distance, linear in distance, per head', () =>
   pe.dispose();
 });
 
-void test('t5 bias looks up the learned table by t5RelativeBucket, shared across layers', () => {
+void test('t5 bias looks up the learned table (stored at 1/T5_BIAS_SCALE) by t5RelativeBucket, shared across layers', () => {
   const pe = createPositionalEncoding('t5', config, init);
   assert.equal(pe.variables.length, 1);
   const table = pe.variables[0]?.arraySync() as number[][];
@@ -124,7 +125,10 @@ void test('t5 bias looks up the learned table by t5RelativeBucket, shared across
       for (let i = 0; i < qLen; i++) {
         for (let j = 0; j < kLen; j++) {
           const bucket = t5RelativeBucket(j - (qStart + i), false, 32, 128);
-          assert.ok(near(b0[h]?.[i]?.[j] ?? NaN, table[bucket]?.[h] ?? NaN), `h${h} (${qStart + i},${j})`);
+          assert.ok(
+            near(b0[h]?.[i]?.[j] ?? NaN, T5_BIAS_SCALE * (table[bucket]?.[h] ?? NaN)),
+            `h${h} (${qStart + i},${j})`,
+          );
         }
       }
     }

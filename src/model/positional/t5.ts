@@ -11,9 +11,16 @@ import type { PositionalConfig, PositionalEncoding, PositionalFactory, WeightIni
 
 export const T5_NUM_BUCKETS = 32;
 export const T5_MAX_DISTANCE = 128;
+/**
+ * The bias is stored divided by this factor: Adam moves a weight by about the learning rate per step, and a bias
+ * must reach several units before it can single out a position, which at lr 3e-3 takes thousands of steps. Stored
+ * at 1/10 scale, the bias learns 10x faster (on the 3-digit control experiment: 95% exact match within 4,000
+ * steps instead of 14% at 3,000). The initial bias is the same, normal with std 0.02.
+ */
+export const T5_BIAS_SCALE = 10;
 
 export const createT5: PositionalFactory = (config: PositionalConfig, init: WeightInit): PositionalEncoding => {
-  const table = init.normal('t5/relative_bias', [T5_NUM_BUCKETS, config.heads], 0.02);
+  const table = init.normal('t5/relative_bias', [T5_NUM_BUCKETS, config.heads], 0.02 / T5_BIAS_SCALE);
   const cache = new ConstCache();
   return {
     name: 't5',
@@ -32,7 +39,7 @@ export const createT5: PositionalFactory = (config: PositionalConfig, init: Weig
         }
         return tf.tensor2d(out, [qLen * kLen, T5_NUM_BUCKETS]);
       });
-      const perPair = tf.reshape(matMul(oneHot, table), [qLen, kLen, config.heads]);
+      const perPair = tf.reshape(tf.mul(matMul(oneHot, table), T5_BIAS_SCALE), [qLen, kLen, config.heads]);
       return tf.transpose(perPair, [2, 0, 1]) as tf.Tensor3D;
     },
     dispose: () => {
