@@ -2,8 +2,11 @@
 // One interface per message, each with a literal `type`; one union per direction.
 // This folder is a leaf: it imports nothing from coordinator/, node-agent/ or src/.
 
-/** Bumped on any incompatible change; agreed once, in hello/welcome. */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any incompatible change; agreed once, in hello/welcome.
+ * 2: metrics carry one Float64Array of columns instead of an array of point objects; peers say peer_bye.
+ */
+export const PROTOCOL_VERSION = 2;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
