@@ -1,4 +1,5 @@
-// `npm run bench -- protocol [--quick]`: the wire stack against raw zeromq.js, side by side in one run.
+// `npm run bench -- protocol [--quick] [--only messages|allreduce]`: the wire stack against raw zeromq.js, side by
+// side in one run.
 // - metrics_msgs_per_s: encode, send, receive, validate (ZmqClient in a child process -> ZmqServer here)
 //   vs raw_msgs_per_s: PUSH (child) -> PULL (here) of the same bytes, encoded once up front
 // - rtt_p50_us / rtt_p99_us: lockstep heartbeat -> heartbeat_ack
@@ -41,6 +42,11 @@ function benchMetrics(i: number): Metrics {
 const percentile = (sorted: number[], p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
 const round = (x: number, digits = 1): number => Math.round(x * 10 ** digits) / 10 ** digits;
+const median = (xs: number[]): number =>
+  percentile(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );
 
 /** Full stack: a child process encodes and sends through ZmqClient; here ZmqServer receives, decodes, validates. */
 async function fullStackMessages(count: number): Promise<number> {
@@ -336,11 +342,6 @@ async function messageFigures(quick: boolean) {
     raws.push(await rawMessages(messages));
     fulls.push(await fullStackMessages(messages));
   }
-  const median = (xs: number[]): number =>
-    percentile(
-      [...xs].sort((a, b) => a - b),
-      50,
-    );
   const raw = median(raws);
   const full = median(fulls);
   const rtt = await roundTrips(quick ? 2000 : 10_000);
@@ -363,10 +364,7 @@ async function messageFigures(quick: boolean) {
 async function allreduceFigures(quick: boolean) {
   const bulks: number[] = [];
   for (let round = 0; round < 3; round++) bulks.push(await rawBulk(quick ? 64 * MiB : 256 * MiB, MiB));
-  const rawBulkMBps = percentile(
-    [...bulks].sort((a, b) => a - b),
-    50,
-  );
+  const rawBulkMBps = median(bulks);
   const sizes = quick ? [KiB, MiB, 16 * MiB] : [KiB, 16 * KiB, 256 * KiB, MiB, 4 * MiB, 16 * MiB, 64 * MiB];
   const allreduce: Record<string, Record<string, number>> = {};
   const flat: Record<string, number> = {};
