@@ -323,6 +323,19 @@ function controlChild(a: Args, backend: BackendName, encoding: EncodingName): Pr
   });
 }
 
+/** What a control result depends on besides the encoding. */
+function controlSettings(a: Args): Record<string, unknown> {
+  return {
+    task: controlTask(a),
+    preset: 'tiny',
+    batch: a.batch,
+    learningRate: a.lr,
+    evalSamples: a.evalSamples,
+    checkEvery: a.checkEvery,
+    maxSteps: a.maxSteps,
+  };
+}
+
 async function control(a: Args, backend: BackendName): Promise<Record<string, unknown>> {
   // Encodings run --jobs at a time, each in its own process (one core each on an otherwise idle machine).
   const results = new Map<EncodingName, ControlResult>();
@@ -341,19 +354,38 @@ async function control(a: Args, backend: BackendName): Promise<Record<string, un
     flat[`${encoding}_control_steps_per_s`] = round(r.steps / r.wallTimeS, 2);
     detail[encoding] = r;
   }
+  return { ...flat, control: { ...controlSettings(a), jobs: a.jobs, encodings: detail } };
+}
+
+/**
+ * bench/run.ts rewrites model.json, so a sub-suite keeps the other's latest numbers (read now, at the end of a long
+ * run); a control run of some encodings also keeps the others' control results when the settings are the same.
+ */
+async function previousResults(a: Args): Promise<Record<string, unknown>> {
+  let previous: Record<string, unknown>;
+  try {
+    const file = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as {
+      results?: Record<string, unknown>;
+    };
+    previous = file.results ?? {};
+  } catch {
+    return {}; // no earlier results: this sub-suite alone
+  }
+  const isControl = (k: string): boolean => k === 'control' || k.includes('_control_') || k.includes('steps_to_95');
+  const kept = Object.fromEntries(
+    Object.entries(previous).filter(([k]) => k !== 'backend' && (a.mode === 'control' ? !isControl(k) : isControl(k))),
+  );
+  if (a.mode !== 'control') return kept;
+  type Control = Record<string, unknown> & { encodings?: Record<string, unknown> };
+  const before = previous['control'] as Control | undefined;
+  const settings = (c: Control | undefined): string => JSON.stringify({ ...c, encodings: undefined, jobs: undefined });
+  if (before?.encodings === undefined || settings(before) !== settings(controlSettings(a))) return kept;
+  const others = Object.keys(before.encodings).filter((e) => !(a.encodings as string[]).includes(e));
+  const flat = Object.entries(previous).filter(([k]) => others.some((e) => k.startsWith(`${e}_`) && isControl(k)));
   return {
-    ...flat,
-    control: {
-      task: controlTask(a),
-      preset: 'tiny',
-      batch: a.batch,
-      learningRate: a.lr,
-      evalSamples: a.evalSamples,
-      checkEvery: a.checkEvery,
-      maxSteps: a.maxSteps,
-      jobs: a.jobs,
-      encodings: detail,
-    },
+    ...kept,
+    ...Object.fromEntries(flat),
+    control: { ...before, encodings: Object.fromEntries(others.map((e) => [e, before.encodings?.[e]])) },
   };
 }
 
@@ -364,22 +396,12 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   if (a.mode !== 'control') results = { ...results, ...(await throughput(a, choice.name)) };
   if (a.mode !== 'throughput') results = { ...results, ...(await control(a, choice.name)) };
   if (a.mode !== 'all') {
-    // bench/run.ts rewrites model.json: keep the other sub-suite's latest numbers (read now, at the end of a long
-    // run) next to this one's.
-    const isControl = (k: string): boolean => k.includes('control') || k.includes('steps_to_95');
-    try {
-      const previous = JSON.parse(await readFile(join(import.meta.dirname, 'results', 'model.json'), 'utf8')) as {
-        results?: Record<string, unknown>;
-      };
-      const kept = Object.fromEntries(
-        Object.entries(previous.results ?? {}).filter(
-          ([k]) => k !== 'backend' && (a.mode === 'control' ? !isControl(k) : isControl(k)),
-        ),
-      );
-      results = { ...kept, ...results };
-    } catch {
-      // No earlier results: this sub-suite alone.
-    }
+    const previous = await previousResults(a);
+    type Control = { encodings?: Record<string, unknown> } | undefined;
+    const [before, now] = [previous['control'] as Control, results['control'] as Control];
+    results = { ...previous, ...results };
+    if (before !== undefined && now !== undefined)
+      results['control'] = { ...now, encodings: { ...before.encodings, ...now.encodings } };
   }
   return results;
 }
