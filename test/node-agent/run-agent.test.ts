@@ -62,7 +62,7 @@ void test(
       });
       assert.equal(await running, AGENT_EXIT.rejected);
       assert.equal(lines.length, 1);
-      assert.match(lines[0]!, /version 99.*version 1/);
+      assert.match(lines[0]!, new RegExp(`version 99.*version ${PROTOCOL_VERSION}`));
     } finally {
       await coordinator.close();
     }
