@@ -1,6 +1,6 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
 //   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
-//   [--min-digits 3] [--max-digits 3] [--jobs 1]`
+//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--model '{"dModel": 64, "heads": 4}']`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
@@ -15,14 +15,14 @@ import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
-import { ENCODINGS, type EncodingName, type JobSpec } from '../protocol/messages.ts';
+import { ENCODINGS, type EncodingName, type JobSpec, type ModelSpec } from '../protocol/messages.ts';
 import { createSource, drawExamples } from '../src/data/tasks.ts';
 import { BOS, EOS, tokenizer } from '../src/data/tokenizer.ts';
 import { scoreProblems } from '../src/eval/metrics.ts';
 import { greedyDecode } from '../src/model/decode.ts';
 import { selectBackend, isBackendName } from '../src/train/backend.ts';
 import { makeBatch, type Batch } from '../src/train/batches.ts';
-import { buildJobSpec } from '../src/train/job.ts';
+import { buildJobSpec, presetModel } from '../src/train/job.ts';
 import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.ts';
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
@@ -43,6 +43,8 @@ interface Args {
   maxDigits: number;
   /** Control runs at a time, each in its own process. */
   jobs: number;
+  /** Overrides of the tiny preset, e.g. {"dModel": 64, "heads": 4, "ffnDim": 256}. */
+  model?: Partial<ModelSpec>;
 }
 
 function parseArgs(args: string[]): Args {
@@ -89,6 +91,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--eval-samples') out.evalSamples = num();
     else if (a === '--batch') out.batch = num();
     else if (a === '--jobs') out.jobs = num();
+    else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
     else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
@@ -118,6 +121,7 @@ function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number)
     encoding,
     task: controlTask(a),
     preset: 'tiny',
+    ...(a.model === undefined ? {} : { model: { ...presetModel('tiny'), ...a.model } }),
     steps,
     batchSize: batch,
     evalSamples: 0,
@@ -328,6 +332,7 @@ function controlSettings(a: Args): Record<string, unknown> {
   return {
     task: controlTask(a),
     preset: 'tiny',
+    ...(a.model === undefined ? {} : { model: a.model }),
     batch: a.batch,
     learningRate: a.lr,
     evalSamples: a.evalSamples,
