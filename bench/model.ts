@@ -116,14 +116,13 @@ function controlTask(a: Args): JobSpec['task'] {
 }
 
 function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number): JobSpec {
-  const batch = a.batch;
   return buildJobSpec({
     encoding,
     task: controlTask(a),
     preset: 'tiny',
     ...(a.model === undefined ? {} : { model: { ...presetModel('tiny'), ...a.model } }),
     steps,
-    batchSize: batch,
+    batchSize: a.batch,
     evalSamples: 0,
     seed: 1,
     checkpointEvery: 0,

@@ -34,6 +34,7 @@ import { FailureDetector } from './failure-detector.ts';
 import { Journal } from './journal.ts';
 import type { JournalEntry, ReplayedRun } from './journal.ts';
 import type { AgentExit, Launcher } from './launchers/types.ts';
+import type { LauncherNote } from './launchers/scheduler-common.ts';
 import { MetricsSink } from './metrics-sink.ts';
 import type { ComparisonReport } from './metrics-sink.ts';
 import { Scheduler } from './scheduler.ts';
@@ -93,16 +94,6 @@ export interface CoordinatorOptions {
   corruptUploads?: number;
 }
 
-/** What the coordinator keeps of a launcher event (coordinator/launchers/scheduler-common.ts LauncherEvent). */
-export interface LauncherNote {
-  kind: string;
-  text: string;
-  launcherId?: string;
-  submissionId?: string;
-  state?: string;
-  exitCode?: number | null;
-  host?: string;
-}
 
 export interface RunOutcome {
   done: number;

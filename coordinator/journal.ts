@@ -3,6 +3,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import type { AgentId, CheckpointId, JobId, RunId, WireError } from '../protocol/messages.ts';
 import { RunDirectoryError } from './errors.ts';
+import type { LauncherNote } from './launchers/scheduler-common.ts';
 
 export interface CheckpointRef {
   checkpointId: CheckpointId;
@@ -28,16 +29,7 @@ export type JournalEntry =
   | { type: 'run_finished'; done: number; failed: number }
   | { type: 'coordinator_stopped'; reason: string }
   /** pbs/slurm launcher news: submitted, queued, running, ended (with the exit code), replacement, cancelled, ... */
-  | {
-      type: 'launcher_event';
-      kind: string;
-      text: string;
-      launcherId?: string;
-      submissionId?: string;
-      state?: string;
-      exitCode?: number | null;
-      host?: string;
-    };
+  | ({ type: 'launcher_event' } & LauncherNote);
 
 export type StampedEntry = JournalEntry & { t: number };
 

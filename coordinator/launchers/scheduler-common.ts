@@ -120,6 +120,9 @@ export interface LauncherEvent {
   host?: string;
 }
 
+/** What the coordinator journals of a launcher event: the event without its timestamp (the journal stamps it). */
+export type LauncherNote = Omit<LauncherEvent, 'at' | 'kind'> & { kind: string };
+
 export interface SchedulerLauncherOptions {
   profile: ClusterProfile;
   /** Write the script and return it through dryRunScript; submit nothing. */
