@@ -1,6 +1,6 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
 //   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
-//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--model '{"dModel": 64, "heads": 4}']`
+//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--seed 1] [--model '{"dModel": 64, "heads": 4}']`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
@@ -43,6 +43,8 @@ interface Args {
   maxDigits: number;
   /** Control runs at a time, each in its own process. */
   jobs: number;
+  /** Seed of the control runs' initialisation and data. */
+  seed: number;
   /** Overrides of the tiny preset, e.g. {"dModel": 64, "heads": 4, "ffnDim": 256}. */
   model?: Partial<ModelSpec>;
 }
@@ -61,6 +63,7 @@ function parseArgs(args: string[]): Args {
     minDigits: 3,
     maxDigits: 3,
     jobs: 1,
+    seed: 1,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -91,6 +94,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--eval-samples') out.evalSamples = num();
     else if (a === '--batch') out.batch = num();
     else if (a === '--jobs') out.jobs = num();
+    else if (a === '--seed') out.seed = num();
     else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
     else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
@@ -124,7 +128,7 @@ function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number)
     steps,
     batchSize: a.batch,
     evalSamples: 0,
-    seed: 1,
+    seed: a.seed,
     checkpointEvery: 0,
     ...(lr === undefined ? {} : { learningRate: lr }),
   });
@@ -274,7 +278,12 @@ interface ControlResult {
 
 /** One encoding's control run, in this process; progress lines go to stderr and its partial file. */
 async function controlOne(a: Args, backend: BackendName, encoding: EncodingName): Promise<ControlResult> {
-  const partialFile = join(import.meta.dirname, 'results', 'partial', `model-control-${encoding}.json`);
+  const partialFile = join(
+    import.meta.dirname,
+    'results',
+    'partial',
+    `model-control-${encoding}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
+  );
   await mkdir(dirname(partialFile), { recursive: true });
   const spec = controlJob(a, encoding, a.maxSteps, a.lr);
   const workload = await createTfWorkload(spec, { backend });
@@ -334,6 +343,7 @@ function controlSettings(a: Args): Record<string, unknown> {
     ...(a.model === undefined ? {} : { model: a.model }),
     batch: a.batch,
     learningRate: a.lr,
+    seed: a.seed,
     evalSamples: a.evalSamples,
     checkEvery: a.checkEvery,
     maxSteps: a.maxSteps,

@@ -1,8 +1,9 @@
 // `npm run bench -- protocol [--quick] [--only messages|allreduce]`: the wire stack against raw zeromq.js, side by
 // side in one run.
-// - metrics_msgs_per_s: encode, send, receive, validate (ZmqClient in a child process -> ZmqServer here)
-//   vs raw_msgs_per_s: PUSH (child) -> PULL (here) of the same bytes, encoded once up front
-// - rtt_p50_us / rtt_p99_us: lockstep heartbeat -> heartbeat_ack
+// - metrics_msgs_per_s: encode, send, receive, validate (ZmqClient in a child process -> ZmqServer here), the
+//   sender streaming (messages that queue up share frames), and metrics_one_by_one_msgs_per_s with every send
+//   awaited (a frame per message), vs raw_msgs_per_s: PUSH (child) -> PULL (here) of the same bytes, encoded once
+// - rtt_p50_us / rtt_p99_us: lockstep heartbeat -> heartbeat_ack, vs raw_rtt_p50_us: raw DEALER/ROUTER, same bytes
 // - allreduce_MBps: ring allreduce bus bandwidth (size/time x 2(n-1)/n) for 2 and 4 ranks as separate processes,
 //   vs raw_bulk_MBps: raw PUSH/PULL of 1 MiB frames between two processes
 // - checkpoint_MBps: 256 MiB as 1 MiB checkpoint_chunk messages, each acknowledged, a window of 4 in flight
@@ -49,9 +50,9 @@ const median = (xs: number[]): number =>
   );
 
 /** Full stack: a child process encodes and sends through ZmqClient; here ZmqServer receives, decodes, validates. */
-async function fullStackMessages(count: number): Promise<number> {
+async function fullStackMessages(count: number, mode: 'stream' | 'one-by-one'): Promise<number> {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0', highWaterMark: 10_000 });
-  const sender = startChild(['send-full', server.address, String(count)]);
+  const sender = startChild(['send-full', server.address, String(count), mode]);
   try {
     const iterator = server.inbound()[Symbol.asyncIterator]();
     await iterator.next(); // warm-up message, not timed
@@ -106,6 +107,42 @@ async function roundTrips(count: number): Promise<{ p50: number; p99: number }> 
   } finally {
     await client.close();
     await server.close();
+    await serving;
+  }
+  samples.sort((a, b) => a - b);
+  return { p50: percentile(samples, 50), p99: percentile(samples, 99) };
+}
+
+/** The same lockstep over raw zeromq.js DEALER -> ROUTER with the same bytes, encoded once: the floor for rtt. */
+async function rawRoundTrips(count: number): Promise<{ p50: number; p99: number }> {
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind('tcp://127.0.0.1:0');
+  const dealer = new zmq.Dealer({ linger: 0, routingId: 'rtt' });
+  dealer.connect(router.lastEndpoint!);
+  const request = encode({ type: 'heartbeat', agentId: 'rtt' as never, seq: 1, time: Date.now(), state: 'idle' });
+  const reply = encode({ type: 'heartbeat_ack', seq: 1, time: Date.now() });
+  const serving = (async () => {
+    for (;;) {
+      let from: Buffer | undefined;
+      try {
+        [from] = await router.receive();
+      } catch {
+        return; // closed
+      }
+      await router.send([from!, reply]);
+    }
+  })();
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < count + 200; i++) {
+      const started = performance.now();
+      await dealer.send(request);
+      await dealer.receive();
+      if (i >= 200) samples.push((performance.now() - started) * 1000);
+    }
+  } finally {
+    dealer.close();
+    router.close();
     await serving;
   }
   samples.sort((a, b) => a - b);
@@ -226,14 +263,21 @@ async function rawBulk(totalBytes: number, frameBytes: number): Promise<number> 
 async function child(args: string[]): Promise<void> {
   const [role, ...rest] = args;
   if (role === 'send-full') {
-    const [address, countText] = rest;
+    const [address, countText, mode] = rest;
     const client = await connectClient({
       address: address!,
       routingId: 'bench',
       highWaterMark: 10_000,
       sendTimeoutMs: 60_000,
     });
-    for (let i = 0; i <= Number(countText); i++) await client.send(benchMetrics(i));
+    // 'stream': as the agent sends, without waiting for one message before the next (every 256th is awaited, which
+    // bounds what is in flight); messages that queue up behind the socket share frames. 'one-by-one': each send is
+    // awaited before the next, so every message is a frame of its own.
+    const stream = mode === 'stream';
+    for (let i = 0; i <= Number(countText); i++) {
+      const sent = client.send(benchMetrics(i));
+      if (!stream || i % 256 === 255) await sent;
+    }
     await new Promise((resolve) => setTimeout(resolve, 60_000)); // stay until the parent has them all and kills us
     return;
   }
@@ -338,24 +382,48 @@ async function messageFigures(quick: boolean) {
   // back-to-back single runs can differ by more than the thing being measured.
   const raws: number[] = [];
   const fulls: number[] = [];
+  const singles: number[] = [];
   for (let round = 0; round < 3; round++) {
     raws.push(await rawMessages(messages));
-    fulls.push(await fullStackMessages(messages));
+    fulls.push(await fullStackMessages(messages, 'stream'));
+    singles.push(await fullStackMessages(messages, 'one-by-one'));
   }
   const raw = median(raws);
   const full = median(fulls);
-  const rtt = await roundTrips(quick ? 2000 : 10_000);
+  const single = median(singles);
+  // Round trips: ours and raw alternate too, and the medians of the per-round p50s are compared.
+  const rtts: { p50: number; p99: number }[] = [];
+  const rawRtts: { p50: number; p99: number }[] = [];
+  for (let round = 0; round < 3; round++) {
+    rtts.push(await roundTrips(quick ? 2000 : 5000));
+    rawRtts.push(await rawRoundTrips(quick ? 2000 : 5000));
+  }
+  const rtt = { p50: median(rtts.map((r) => r.p50)), p99: median(rtts.map((r) => r.p99)) };
+  const rawRtt = { p50: median(rawRtts.map((r) => r.p50)), p99: median(rawRtts.map((r) => r.p99)) };
   return {
     metrics_msgs_per_s: Math.round(full),
     raw_msgs_per_s: Math.round(raw),
     metrics_vs_raw: round(full / raw, 3),
+    metrics_one_by_one_msgs_per_s: Math.round(single),
+    metrics_one_by_one_vs_raw: round(single / raw, 3),
     rtt_p50_us: round(rtt.p50),
     rtt_p99_us: round(rtt.p99),
+    raw_rtt_p50_us: round(rawRtt.p50),
+    raw_rtt_p99_us: round(rawRtt.p99),
     notes: {
       messages,
-      rounds: { raw_msgs_per_s: raws.map(Math.round), metrics_msgs_per_s: fulls.map(Math.round) },
+      rounds: {
+        raw_msgs_per_s: raws.map(Math.round),
+        metrics_msgs_per_s: fulls.map(Math.round),
+        metrics_one_by_one_msgs_per_s: singles.map(Math.round),
+        rtt_p50_us: rtts.map((r) => round(r.p50)),
+        raw_rtt_p50_us: rawRtts.map((r) => round(r.p50)),
+      },
       metrics_message:
         '10 metric points per message as 7 float64 columns (612 bytes); sender in a child process, receiver in the bench process',
+      metrics_stream:
+        'metrics_msgs_per_s: the sender streams (awaits every 256th send), so queued messages share frames of up to 64 KiB; ' +
+        'metrics_one_by_one_msgs_per_s: each send awaited, one message per frame; raw: one frame per message',
     },
   };
 }

@@ -157,7 +157,8 @@ export class NodeAgent {
   private lastHeardAt: number;
   private job: ActiveJob | undefined;
   private readonly metrics: MetricsBuffer;
-  private sendChain: Promise<void> = Promise.resolve();
+  /** Settles after every send before it (the transport settles sends in order). */
+  private lastSend: Promise<boolean> = Promise.resolve(true);
   private pendingSends = 0;
   private nextRequestId = 1;
   /** Lines carry the current agent id; replaced when the agent rejoins under a fresh one. */
@@ -770,9 +771,9 @@ export class NodeAgent {
     // Heartbeats pile up uselessly behind a blocked socket; job messages must not be dropped.
     if (droppable && this.pendingSends > MAX_PENDING_SENDS) return Promise.resolve(false);
     this.pendingSends++;
-    // zeromq.js refuses concurrent sends on one socket, so sends go out one after another.
-    const sent = this.sendChain
-      .then(() => this.deps.transport.send(message))
+    // Straight to the transport, which keeps the order and packs messages that queue up into shared frames.
+    const sent = this.deps.transport
+      .send(message)
       .then(
         () => true,
         (error: unknown) => {
@@ -786,7 +787,7 @@ export class NodeAgent {
       .finally(() => {
         this.pendingSends--;
       });
-    this.sendChain = sent.then(() => undefined);
+    this.lastSend = sent;
     return sent;
   }
 
@@ -936,7 +937,7 @@ export class NodeAgent {
     this.heartbeatTimer = this.helloTimer = this.deathTimer = this.flushTimer = undefined;
     const handle = this.job?.handle;
     if (this.job !== undefined) this.endJob(this.job);
-    const chain = this.sendChain;
+    const chain = this.lastSend;
     this.lifecycle = 'stopped';
     void (async () => {
       // Let queued messages (bye, job_failed) leave, but never wait on a socket with no peer for long.

@@ -2,9 +2,9 @@
 // encode/decode, so validation runs exactly as on the wire. Delivery is asynchronous and in order per sender.
 // Unlike ZeroMQ, sending to a closed or unknown peer rejects with TransportError (tests want to see it).
 import { AsyncQueue } from './async-queue.ts';
-import { decodeAgentMessage, decodeCoordinatorMessage, encode } from './codec.ts';
+import { decodeAgentFrame, decodeCoordinatorFrame, encode } from './codec.ts';
 import type { DecodeOptions } from './codec.ts';
-import { TransportError, asMalformed } from './errors.ts';
+import { TransportError } from './errors.ts';
 import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
@@ -68,11 +68,10 @@ export class MemoryServer implements ServerTransport {
       throw new TransportError(`memory transport: the server at ${this.address} is closed`, { retryable: true });
     setImmediate(() => {
       if (this.closed) return;
-      try {
-        this.queue.push({ kind: 'message', from, message: decodeAgentMessage(bytes, this.decode) });
-      } catch (error) {
-        this.queue.push({ kind: 'malformed', from, error: asMalformed(error) });
-      }
+      for (const item of decodeAgentFrame(bytes, this.decode))
+        this.queue.push(
+          item.ok ? { kind: 'message', from, message: item.message } : { kind: 'malformed', from, error: item.error },
+        );
     });
   }
 
@@ -130,15 +129,11 @@ export class MemoryClient implements ClientTransport {
   deliver(bytes: Uint8Array): void {
     setImmediate(() => {
       if (this.closed) return;
-      try {
-        this.queue.push({
-          kind: 'message',
-          from: 'server' as PeerId,
-          message: decodeCoordinatorMessage(bytes, this.decode),
-        });
-      } catch (error) {
-        this.queue.push({ kind: 'malformed', from: 'server' as PeerId, error: asMalformed(error) });
-      }
+      const from = 'server' as PeerId;
+      for (const item of decodeCoordinatorFrame(bytes, this.decode))
+        this.queue.push(
+          item.ok ? { kind: 'message', from, message: item.message } : { kind: 'malformed', from, error: item.error },
+        );
     });
   }
 

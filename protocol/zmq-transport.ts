@@ -1,11 +1,12 @@
-// The ZeroMQ transport: the coordinator binds a ROUTER, each agent connects a DEALER; one message per frame.
+// The ZeroMQ transport: the coordinator binds a ROUTER, each agent connects a DEALER. A frame carries one message,
+// or several back to back when they queued up behind a busy socket (SendQueue).
 // Bounded everywhere: high-water marks cap the queues, sends give up after sendTimeoutMs with a TransportError,
 // frames over the cap are refused before decoding, and close() uses linger 0 so nothing keeps the process alive.
 // With curve set, the server runs a ZAP handler in its own context and accepts only allow-listed client keys.
 import * as zmq from 'zeromq';
 import { AsyncQueue } from './async-queue.ts';
-import { DEFAULT_MAX_FRAME_BYTES, decodeAgentMessage, decodeCoordinatorMessage, encode } from './codec.ts';
-import { MalformedMessageError, TransportError, asMalformed } from './errors.ts';
+import { DEFAULT_MAX_FRAME_BYTES, decodeAgentFrame, decodeCoordinatorFrame, encode, type FrameItem } from './codec.ts';
+import { MalformedMessageError, TransportError } from './errors.ts';
 import { checkKey, z85Encode } from './keys.ts';
 import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
@@ -61,22 +62,44 @@ function tooBig(type: string, bytes: number, maxFrameBytes: number): TransportEr
   );
 }
 
+/** Messages queued behind a busy socket go out together in frames of at most this many bytes. */
+export const COALESCE_BYTES = 64 * 1024;
+
+interface PendingSend {
+  /** Messages to the same destination may share a frame. */
+  to: string;
+  /** Raw bytes (sendRaw) always travel in a frame of their own. */
+  alone: boolean;
+  bytes: Uint8Array;
+  resolve: () => void;
+  reject: (error: Error) => void;
+}
+
 /**
  * Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise).
- * A send with none ahead of it goes straight to the socket; the rest wait their turn in order.
+ * A send with none ahead of it goes straight to the socket. Sends that queue up meanwhile go out together: the
+ * next frame carries every waiting message to the same destination, back to back, up to COALESCE_BYTES, so a
+ * busy stream pays ZeroMQ's per-frame cost once per batch instead of once per message. Order is kept, and each
+ * send's promise settles with its frame.
  */
 class SendQueue {
   private busy = false;
-  private readonly waiting: (() => void)[] = [];
+  private waiting: PendingSend[] = [];
+  private head = 0;
 
   constructor(
     private readonly limit: number,
     private readonly what: string,
+    private readonly maxFrameBytes: number,
+    /** Hands one frame for `to` to the socket. */
+    private readonly write: (to: string, frame: Uint8Array) => Promise<void>,
+    private readonly failed: (to: string, error: unknown) => Error,
   ) {}
 
-  run(send: () => Promise<void>, failed: (error: unknown) => Error): Promise<void> {
-    if (!this.busy) return this.start(send, failed);
-    const pending = this.waiting.length + 1;
+  /** `alone`: a frame of its own (raw bytes for tests and benchmarks). */
+  send(to: string, bytes: Uint8Array, alone = false): Promise<void> {
+    if (!this.busy) return this.start(to, bytes);
+    const pending = this.waiting.length - this.head + 1;
     if (pending >= this.limit) {
       return Promise.reject(
         new TransportError(`${this.what}: ${pending} sends already waiting; the peer is not keeping up`, {
@@ -85,28 +108,65 @@ class SendQueue {
       );
     }
     return new Promise((resolve, reject) => {
-      this.waiting.push(() => this.start(send, failed).then(resolve, reject));
+      this.waiting.push({ to, alone, bytes, resolve, reject });
     });
   }
 
-  private start(send: () => Promise<void>, failed: (error: unknown) => Error): Promise<void> {
+  private start(to: string, frame: Uint8Array): Promise<void> {
     this.busy = true;
     let sending: Promise<void>;
     try {
-      sending = send();
+      sending = this.write(to, frame);
     } catch (error) {
       sending = Promise.reject(error);
     }
     return sending.then(this.next, (error: unknown) => {
       this.next();
-      throw failed(error);
+      throw this.failed(to, error);
     });
   }
 
   private readonly next = (): void => {
     this.busy = false;
-    this.waiting.shift()?.();
+    if (this.head === this.waiting.length) return;
+    const first = this.waiting[this.head++]!;
+    const batch = [first];
+    let bytes = first.bytes.byteLength;
+    const cap = Math.min(COALESCE_BYTES, this.maxFrameBytes);
+    while (!first.alone && this.head < this.waiting.length) {
+      const candidate = this.waiting[this.head]!;
+      if (candidate.alone || candidate.to !== first.to || bytes + candidate.bytes.byteLength > cap) break;
+      batch.push(candidate);
+      bytes += candidate.bytes.byteLength;
+      this.head++;
+    }
+    if (this.head === this.waiting.length) {
+      this.waiting = [];
+      this.head = 0;
+    } else if (this.head > 1024 && this.head * 2 > this.waiting.length) {
+      this.waiting = this.waiting.slice(this.head);
+      this.head = 0;
+    }
+    const frame = batch.length === 1 ? first.bytes : concat(batch, bytes);
+    this.start(first.to, frame).then(
+      () => {
+        for (const p of batch) p.resolve();
+      },
+      (error: Error) => {
+        for (const p of batch) p.reject(error);
+      },
+    );
   };
+}
+
+function concat(batch: PendingSend[], bytes: number): Uint8Array {
+  const frame = new Uint8Array(bytes);
+  let at = 0;
+  for (const p of batch) {
+    frame.set(p.bytes, at);
+    at += p.bytes.byteLength;
+  }
+  return frame;
 }
 
 function peerIdOf(routingId: Buffer): PeerId {
@@ -241,7 +301,13 @@ class ZmqServer implements ServerTransport {
     highWaterMark: number,
   ) {
     this.decodeOptions = { maxBytes: maxFrameBytes };
-    this.sends = new SendQueue(highWaterMark, `send from ${address}`);
+    this.sends = new SendQueue(
+      highWaterMark,
+      `send from ${address}`,
+      maxFrameBytes,
+      (to, frame) => this.socket.send([this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'), frame]),
+      (to, error) => transportError(`send to ${to} via ${address}`, error),
+    );
     this.loop = this.receiveLoop();
   }
 
@@ -258,13 +324,15 @@ class ZmqServer implements ServerTransport {
       if (routingId === undefined) continue;
       const from = this.peerOf(routingId);
       if (frames.length !== 2) {
-        this.malformed(from, new MalformedMessageError(`expected one frame per message, got ${frames.length - 1}`));
+        this.malformed(
+          from,
+          new MalformedMessageError(`expected a single-part message, got ${frames.length - 1} parts`),
+        );
         continue;
       }
-      try {
-        this.queue.push({ kind: 'message', from, message: decodeAgentMessage(frames[1]!, this.decodeOptions) });
-      } catch (error) {
-        this.malformed(from, asMalformed(error));
+      for (const item of decodeAgentFrame(frames[1]!, this.decodeOptions)) {
+        if (item.ok) this.queue.push({ kind: 'message', from, message: item.message });
+        else this.malformed(from, item.error);
       }
     }
     this.queue.close();
@@ -294,17 +362,14 @@ class ZmqServer implements ServerTransport {
     }
     if (bytes.byteLength > this.maxFrameBytes)
       return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
-    return this.sendRaw(to, bytes);
+    if (this.closed) return Promise.reject(new TransportError(`${this.address} is closed`));
+    return this.sends.send(to, bytes);
   }
 
-  /** Sends bytes as they are (bad-input tests, benchmarks). */
+  /** Sends bytes as they are, in a frame of their own (bad-input tests, benchmarks). */
   sendRaw(to: PeerId, bytes: Uint8Array): Promise<void> {
     if (this.closed) return Promise.reject(new TransportError(`${this.address} is closed`));
-    const route = this.routes.get(to) ?? Buffer.from(to, 'latin1');
-    return this.sends.run(
-      () => this.socket.send([route, bytes]),
-      (error) => transportError(`send to ${to} via ${this.address}`, error),
-    );
+    return this.sends.send(to, bytes, true);
   }
 
   inbound(): AsyncIterable<Inbound<AgentToCoordinator>> {
@@ -321,6 +386,7 @@ class ZmqServer implements ServerTransport {
 }
 
 class ZmqClient implements ClientTransport {
+  private readonly decodeOptions: { maxBytes: number };
   private readonly queue = new AsyncQueue<Inbound<CoordinatorToAgent>>();
   private readonly sends: SendQueue;
   private closed = false;
@@ -335,7 +401,14 @@ class ZmqClient implements ClientTransport {
     highWaterMark: number,
   ) {
     this.from = address as PeerId;
-    this.sends = new SendQueue(highWaterMark, `send to ${address}`);
+    this.decodeOptions = { maxBytes: maxFrameBytes };
+    this.sends = new SendQueue(
+      highWaterMark,
+      `send to ${address}`,
+      maxFrameBytes,
+      (_to, frame) => this.socket.send(frame),
+      (_to, error) => transportError(`send to ${address}`, error),
+    );
     this.loop = this.receiveLoop();
   }
 
@@ -348,27 +421,23 @@ class ZmqClient implements ClientTransport {
         if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
         break;
       }
-      let inbound: Inbound<CoordinatorToAgent>;
-      if (frames.length !== 1) {
-        inbound = {
-          kind: 'malformed',
-          from: this.from,
-          error: new MalformedMessageError(`expected one frame per message, got ${frames.length}`),
-        };
-      } else {
-        try {
-          inbound = {
-            kind: 'message',
-            from: this.from,
-            message: decodeCoordinatorMessage(frames[0]!, { maxBytes: this.maxFrameBytes }),
-          };
-        } catch (error) {
-          inbound = { kind: 'malformed', from: this.from, error: asMalformed(error) };
+      const items: FrameItem<CoordinatorToAgent>[] =
+        frames.length === 1
+          ? decodeCoordinatorFrame(frames[0]!, this.decodeOptions)
+          : [
+              {
+                ok: false,
+                error: new MalformedMessageError(`expected a single-part message, got ${frames.length} parts`),
+              },
+            ];
+      for (const item of items) {
+        if (item.ok) {
+          this.queue.push({ kind: 'message', from: this.from, message: item.message });
+        } else {
+          this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
+          this.queue.push({ kind: 'malformed', from: this.from, error: item.error });
         }
       }
-      if (inbound.kind === 'malformed')
-        this.log?.(`${this.address}: refused a frame from the server: ${inbound.error.message}`);
-      this.queue.push(inbound);
     }
     this.queue.close();
   }
@@ -382,16 +451,14 @@ class ZmqClient implements ClientTransport {
     }
     if (bytes.byteLength > this.maxFrameBytes)
       return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
-    return this.sendRaw(bytes);
+    if (this.closed) return Promise.reject(new TransportError(`the connection to ${this.address} is closed`));
+    return this.sends.send(this.address, bytes);
   }
 
-  /** Sends bytes as they are (bad-input tests, benchmarks). */
+  /** Sends bytes as they are, in a frame of their own (bad-input tests, benchmarks). */
   sendRaw(bytes: Uint8Array): Promise<void> {
     if (this.closed) return Promise.reject(new TransportError(`the connection to ${this.address} is closed`));
-    return this.sends.run(
-      () => this.socket.send(bytes),
-      (error) => transportError(`send to ${this.address}`, error),
-    );
+    return this.sends.send(this.address, bytes, true);
   }
 
   inbound(): AsyncIterable<Inbound<CoordinatorToAgent>> {

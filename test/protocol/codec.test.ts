@@ -54,6 +54,71 @@ void test('typed arrays survive as typed arrays', () => {
   assert.deepEqual(got, data);
 });
 
+void test('every typed array class comes back as its class, aligned and never sharing the frame memory', () => {
+  const source = new Float64Array([1, 2, 3, 4]);
+  const data = {
+    i8: new Int8Array([-1, 2]),
+    u8: new Uint8Array([1, 255]),
+    u8c: new Uint8ClampedArray([0, 255]),
+    i16: new Int16Array([-300]),
+    u16: new Uint16Array([65535]),
+    i32: new Int32Array([-7, 8]),
+    u32: new Uint32Array([4e9]),
+    f32: new Float32Array([1.5]),
+    f64: new Float64Array([Math.PI, Number.NaN]),
+    bi64: new BigInt64Array([-5n]),
+    bu64: new BigUint64Array([2n ** 63n]),
+    empty: new Float64Array(0),
+    // A view into the middle of a bigger buffer travels as just its elements.
+    view: source.subarray(1, 3),
+  };
+  const bytes = encode({ type: 'peer_data', source: 0, channel: 'p2p', tag: 0, data });
+  // Decode from an odd offset, as inside a frame of several messages: the arrays must still come out aligned.
+  const shifted = new Uint8Array(bytes.byteLength + 1);
+  shifted.set(bytes, 1);
+  const m = decodePeerMessage(shifted.subarray(1));
+  const got = (m as { data: Record<string, ArrayBufferView> }).data;
+  assert.deepEqual(got, { ...data, view: new Float64Array([2, 3]) });
+  for (const [name, array] of Object.entries(got)) {
+    assert.equal(array.constructor, (data as Record<string, ArrayBufferView>)[name]!.constructor, name);
+    assert.notEqual(array.buffer, shifted.buffer, `${name} must not share the frame's memory`);
+  }
+});
+
+void test('small decoded arrays share slabs; a slab transferred away is replaced, and nothing decoded changes', () => {
+  const message = (i: number) =>
+    encode({ type: 'peer_data', source: 0, channel: 'p2p', tag: i, data: new Float64Array([i, i + 0.5]) });
+  const first = decodePeerMessage(message(1)) as { data: Float64Array };
+  const second = decodePeerMessage(message(2)) as { data: Float64Array };
+  assert.equal(first.data.buffer, second.data.buffer, 'two small arrays in a row share a slab');
+  assert.ok(first.data.byteOffset % 8 === 0 && second.data.byteOffset % 8 === 0);
+  // Transferring the slab (as a careless postMessage would) detaches it; later decodes get a fresh slab.
+  const slab = second.data.buffer as ArrayBuffer;
+  structuredClone(slab, { transfer: [slab] });
+  assert.equal(first.data.length, 0, 'the transfer detached every array in that slab');
+  const third = decodePeerMessage(message(3)) as { data: Float64Array };
+  assert.deepEqual(third.data, new Float64Array([3, 3.5]));
+  // A large array gets a buffer of its own.
+  const big = decodePeerMessage(
+    encode({ type: 'peer_data', source: 0, channel: 'p2p', tag: 4, data: new Float32Array(5000).fill(2) }),
+  ) as { data: Float32Array };
+  assert.equal(big.data.byteOffset, 0);
+  assert.equal(big.data.buffer.byteLength, 20_000);
+});
+
+void test('a typed array whose bytes are not whole elements is refused as malformed', () => {
+  // ext 0x74, Float64Array (code 8), 5 bytes of data
+  const bad = encode({ type: 'peer_data', source: 0, channel: 'p2p', tag: 0, data: 0 });
+  const ext = new Uint8Array([0xc7, 6, 0x74, 8, 1, 2, 3, 4, 5]);
+  const frame = new Uint8Array(bad.byteLength - 1 + ext.byteLength);
+  frame.set(bad.subarray(0, bad.byteLength - 1));
+  frame.set(ext, bad.byteLength - 1);
+  assert.throws(
+    () => decodePeerMessage(frame),
+    (error: unknown) => error instanceof MalformedMessageError && /Float64Array of 5 bytes/.test(error.message),
+  );
+});
+
 void test('metric points travel as columns and come back as the same points', () => {
   const points: MetricPoint[] = [
     { ...point, step: 7, loss: Number.NaN, accuracy: 0.25 },

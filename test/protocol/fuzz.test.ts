@@ -2,7 +2,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { decodeAgentMessage, decodeCoordinatorMessage, decodePeerMessage, encode } from '../../protocol/codec.ts';
+import {
+  decodeAgentFrame,
+  decodeAgentMessage,
+  decodeCoordinatorFrame,
+  decodeCoordinatorMessage,
+  decodePeerMessage,
+  encode,
+} from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
 import { agentSamples, coordinatorSamples, peerSamples } from './fixtures/samples.ts';
 
@@ -115,4 +122,41 @@ void test('deleting a required field is caught and the field is named', () => {
       }
     }
   }
+});
+
+void test('frames of several messages: mutated concatenations never throw, keep order, and refuse at most once', () => {
+  const frameDecoders = [decodeAgentFrame, decodeCoordinatorFrame] as const;
+  fc.assert(
+    fc.property(
+      fc
+        .integer({ min: 0, max: 1 })
+        .chain((which) =>
+          fc.tuple(fc.constant(which), fc.array(fc.constantFrom(...samplesOf(which)), { minLength: 1, maxLength: 6 })),
+        ),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+      fc.nat(),
+      ([which, messages], flips, cut) => {
+        const parts = messages.map((m) => encode(m as never));
+        const bytes = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+        let at = 0;
+        for (const p of parts) {
+          bytes.set(p, at);
+          at += p.byteLength;
+        }
+        const intact = frameDecoders[which]!(bytes);
+        assert.deepEqual(
+          intact.map((item) => (item.ok ? item.message : item.error.message)),
+          messages,
+        );
+        for (const f of flips) bytes[f[0] % bytes.length] = f[1];
+        const mutated = frameDecoders[which]!(flips.length > 0 ? bytes : bytes.subarray(0, cut % bytes.length));
+        assert.ok(mutated.length >= 1);
+        // Only the last item may be a refusal; everything before it is a valid message.
+        mutated.slice(0, -1).forEach((item) => assert.ok(item.ok));
+        const last = mutated.at(-1)!;
+        if (!last.ok) assert.ok(last.error instanceof MalformedMessageError && last.error.message.length > 0);
+      },
+    ),
+    { numRuns: 500 },
+  );
 });

@@ -2,11 +2,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as zmq from 'zeromq';
 import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
-import { encode } from '../../protocol/codec.ts';
+import { decodeAgentFrame, encode } from '../../protocol/codec.ts';
 import { negotiate } from '../../protocol/handshake.ts';
 import { TransportError } from '../../protocol/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
-import type { Hello } from '../../protocol/messages.ts';
+import type { AgentId, Bye, Hello } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
 import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
 import { take } from './fixtures/helpers.ts';
@@ -68,12 +68,13 @@ void test('bad input from one client: each refused with a clear error, the other
       got.filter((x) => x.from === id).map((x) => (x.kind === 'malformed' ? x.error.message : x.message.type));
     const fromBad = of('bad');
     assert.equal(fromBad.length, 6);
-    assert.match(fromBad[0]!, /^frame: /);
+    // A frame is read as back-to-back messages: garbage stops the frame at its first bad value, with one error.
+    assert.match(fromBad[0]!, /got 0 \(message 1 of the frame; the 4 bytes after it were dropped\)$/);
     assert.match(fromBad[1]!, /^frame: not valid msgpack/);
     assert.match(fromBad[2]!, /^hello\.pid: expected a non-negative integer, got "x"/);
     assert.match(fromBad[3]!, /^agent->coordinator message: unknown type "format_disk"/);
     assert.match(fromBad[4]!, /^frame of 6000 bytes is over the 4096-byte cap/);
-    assert.deepEqual(of('multi'), ['expected one frame per message, got 2']);
+    assert.deepEqual(of('multi'), ['expected a single-part message, got 2 parts']);
     assert.deepEqual(of('good'), ['hello']);
     // A wrong version decodes fine; the handshake refuses it.
     const wrong = got.filter((x) => x.from === 'bad')[5]!;
@@ -91,6 +92,68 @@ void test('bad input from one client: each refused with a clear error, the other
   } finally {
     raw.close();
     await Promise.all([bad.close(), good.close()]);
+    await server.close();
+  }
+});
+
+void test('sends that queue up behind a busy socket share frames, in order, and each promise settles', async () => {
+  // A raw ROUTER stands in for the coordinator, so the frames themselves can be counted.
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind('tcp://127.0.0.1:0');
+  const client = await connectClient({ address: router.lastEndpoint!, routingId: 'streamer' });
+  try {
+    const count = 500;
+    const bye = (i: number): Bye => ({ type: 'bye', agentId: 'streamer' as AgentId, reason: `message ${i}` });
+    // Fired without waiting for each other, as the agent streams metrics: all but the first queue up.
+    await Promise.all(Array.from({ length: count }, (_, i) => client.send(bye(i))));
+    const reasons: string[] = [];
+    let frames = 0;
+    while (reasons.length < count) {
+      const [from, frame] = await router.receive();
+      assert.equal(from?.toString(), 'streamer');
+      frames++;
+      for (const item of decodeAgentFrame(frame!)) {
+        assert.ok(item.ok, item.ok ? '' : item.error.message);
+        if (item.message.type === 'bye') reasons.push(item.message.reason);
+      }
+      assert.ok(frame!.byteLength <= 64 * 1024, `a frame of ${frame!.byteLength} bytes is over the coalescing cap`);
+    }
+    assert.deepEqual(
+      reasons,
+      Array.from({ length: count }, (_, i) => bye(i).reason),
+    );
+    assert.ok(frames < count / 10, `${count} messages came in ${frames} frames`);
+    // A lone send still goes out at once, in a frame of its own.
+    await client.send(bye(count));
+    const [, alone] = await router.receive();
+    assert.equal(decodeAgentFrame(alone!).length, 1);
+  } finally {
+    await client.close();
+    router.close();
+  }
+});
+
+void test('a bad message inside a frame is refused alone; those before it arrive and the server keeps serving', async () => {
+  const log: string[] = [];
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', log: (line) => log.push(line) });
+  const raw = new zmq.Dealer({ linger: 0, routingId: 'packer' });
+  raw.connect(server.address);
+  try {
+    const bye = (reason: string) => encode({ type: 'bye', agentId: 'packer' as never, reason });
+    const wrong = encode({ type: 'bye', agentId: 'packer', reason: 7 } as never);
+    await raw.send(Buffer.concat([bye('first'), bye('second'), wrong, bye('dropped')]));
+    await raw.send(bye('next frame'));
+    const got = await take(server.inbound(), 4);
+    const seen = got.map((x) => (x.kind === 'message' && x.message.type === 'bye' ? x.message.reason : x.kind));
+    assert.deepEqual(seen, ['first', 'second', 'malformed', 'next frame']);
+    const refused = got[2]!;
+    assert.ok(refused.kind === 'malformed');
+    assert.equal(refused.from, 'packer');
+    assert.equal(refused.error.field, 'reason');
+    assert.match(refused.error.message, /message 3 of the frame; the \d+ bytes after it were dropped/);
+    assert.ok(log.some((line) => line.includes('packer') && line.includes('message 3 of the frame')));
+  } finally {
+    raw.close();
     await server.close();
   }
 });
