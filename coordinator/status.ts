@@ -3,7 +3,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
-import type { AgentId, JobStatus, RunId, StatusReply } from '../protocol/messages.ts';
+import type { AgentId, JobStatus, RunId, SchedulerTaskStatus, StatusReply } from '../protocol/messages.ts';
 import { connectClient } from '../protocol/zmq-transport.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
 import { displayJobId } from './experiment.ts';
@@ -45,14 +45,8 @@ export function statusFromRunDir(runDir: string): StatusReply {
   return { type: 'status', runId: run.runId as RunId, experiment: run.experiment, jobs, agents };
 }
 
-/** A scheduler task as the pbs/slurm launcher last polled it (runs/<runId>/launch/tasks.json). */
-export interface SchedulerTask {
-  launcherId: string;
-  kind: string;
-  state: string;
-  schedulerState: string;
-  host?: string;
-}
+/** A scheduler task as the pbs/slurm launcher last polled it (the live status, or runs/<runId>/launch/tasks.json). */
+export type SchedulerTask = SchedulerTaskStatus;
 
 /** The run's scheduler tasks, or [] for a run without a batch launcher; a damaged file is reported, not fatal. */
 export function schedulerTasksFromRunDir(runDir: string, warn: (line: string) => void = () => {}): SchedulerTask[] {

@@ -115,7 +115,15 @@ export interface Evaluation {
   attentionEntropy: number[][];
   errorTaxonomy: Record<string, number>;
   /** Per problem, for paired tests between encodings (same seeds give the same problems). */
-  problems: { id: string; split: string; length: number; correct: boolean; symbolic: boolean; prediction: string; target: string }[];
+  problems: {
+    id: string;
+    split: string;
+    length: number;
+    correct: boolean;
+    symbolic: boolean;
+    prediction: string;
+    target: string;
+  }[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,7 +153,15 @@ export interface Heartbeat {
 }
 
 /** The columns of Metrics.columns, in order: one per MetricPoint field. */
-export const METRIC_COLUMNS = ['step', 'loss', 'learningRate', 'gradNorm', 'tokensPerSecond', 'time', 'accuracy'] as const;
+export const METRIC_COLUMNS = [
+  'step',
+  'loss',
+  'learningRate',
+  'gradNorm',
+  'tokensPerSecond',
+  'time',
+  'accuracy',
+] as const;
 export type MetricColumn = (typeof METRIC_COLUMNS)[number];
 
 /**
@@ -311,12 +327,26 @@ export interface AgentStatus {
   launcherId?: string;
 }
 
+/** A batch-scheduler task (PBS/Slurm) that runs or will run an agent, as the launcher last polled it. */
+export interface SchedulerTaskStatus {
+  launcherId: string;
+  /** e.g. 'initial', 'replacement', 'continuation' */
+  kind: string;
+  /** pe-arena's view: 'queued', 'running', 'ended' */
+  state: string;
+  /** The scheduler's own word for it, e.g. 'PENDING', 'R', 'Q'. */
+  schedulerState: string;
+  host?: string;
+}
+
 export interface StatusReply {
   type: 'status';
   runId: RunId;
   experiment: string;
   jobs: JobStatus[];
   agents: AgentStatus[];
+  /** Present for runs whose agents were started through a batch scheduler. */
+  schedulerTasks?: SchedulerTaskStatus[];
 }
 
 export type CoordinatorToAgent =

@@ -344,6 +344,17 @@ const coordinatorMessages: Record<CoordinatorToAgent['type'], Check[]> = {
           launcherId: optional(str(256)),
         }),
       ),
+      schedulerTasks: optional(
+        arrayOf(
+          object({
+            launcherId: str(256),
+            kind: str(64),
+            state: str(64),
+            schedulerState: str(64),
+            host: optional(str(1024)),
+          }),
+        ),
+      ),
     }),
   ],
   welcome: [object({ version, agentId: id, runId: id, heartbeatIntervalMs: posInt })],

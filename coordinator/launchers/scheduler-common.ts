@@ -9,6 +9,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../../protocol/clock.ts';
 import type { Clock, TimerHandle } from '../../protocol/clock.ts';
+import type { SchedulerTaskStatus } from '../../protocol/messages.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { SchedulerCommandError } from './errors.ts';
 import { renderJobScript, submitCommand } from './job-script.ts';
@@ -222,6 +223,11 @@ export class SchedulerLauncher implements Launcher {
   /** Ids of everything this run submitted (arrays or plain jobs). */
   submissionIds(): string[] {
     return [...this.submissions.keys()];
+  }
+
+  /** Each task as the last poll saw it, in the live status reply. */
+  schedulerTasks(): SchedulerTaskStatus[] {
+    return this.tasksSnapshot().map(({ endsAt: _endsAt, ...task }) => task);
   }
 
   /** Each task as the last poll saw it, for `pe-arena status` and the view (scheduler id, state, host). */

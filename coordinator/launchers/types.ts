@@ -1,5 +1,6 @@
 // A launcher starts agents somewhere (local child processes, PBS, Slurm, or nobody) and tells the coordinator
 // when one of its processes is gone: the third failure signal, faster than waiting for heartbeats to stop.
+import type { SchedulerTaskStatus } from '../../protocol/messages.ts';
 
 export interface AgentExit {
   /** The process id on its host (matches hello.pid for local agents). */
@@ -27,6 +28,8 @@ export interface Launcher {
   alive(): number | undefined;
   /** Signal every process it started (drain: agents checkpoint on SIGTERM); returns their pids. Optional. */
   signalAll?(signal: NodeJS.Signals): number[];
+  /** Batch launchers (pbs, slurm): each scheduler task and its state as last polled, for live status. */
+  schedulerTasks?(): SchedulerTaskStatus[];
   /** Ask agents to stop (SIGTERM), wait up to graceMs, then kill what is left. */
   stop(graceMs: number): Promise<void>;
 }

@@ -225,8 +225,11 @@ export function registerRuntimeCommands(program: Command): void {
       try {
         const live = /^[a-z]+:\/\//.test(target);
         const status = live ? await statusFromCoordinator(target) : statusFromRunDir(target);
-        // A run started through pbs/slurm also shows each agent's scheduler task and its state.
-        const tasks = live ? [] : schedulerTasksFromRunDir(target, (line) => process.stderr.write(`${line}\n`));
+        // A run started through pbs/slurm also shows each agent's scheduler task and its state: the coordinator
+        // sends them live; a run directory has the launcher's last snapshot.
+        const tasks = live
+          ? (status.schedulerTasks ?? [])
+          : schedulerTasksFromRunDir(target, (line) => process.stderr.write(`${line}\n`));
         const out = flags.json
           ? JSON.stringify(tasks.length > 0 ? { ...status, schedulerTasks: tasks } : status, null, 2)
           : formatStatus(status, tasks);

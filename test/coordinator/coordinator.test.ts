@@ -438,8 +438,20 @@ void test("a batch launcher's exit (pid 0) finds its agent by hello.launcherId; 
       onExit: (l) => void (report = l),
       alive: () => undefined,
       stop: async () => {},
+      schedulerTasks: () => [
+        { launcherId: '17_0', kind: 'initial', state: 'running', schedulerState: 'RUNNING', host: 'testhost' },
+        { launcherId: '17_1', kind: 'initial', state: 'queued', schedulerState: 'PENDING' },
+      ],
     };
     h.coordinator.attachLauncher(launcher);
+    // The live status carries the scheduler's view of every task (what `pe-arena status tcp://...` prints).
+    const watcher = h.agent('watcher');
+    await watcher.send({ type: 'status_request', version: PROTOCOL_VERSION });
+    await settle();
+    assert.deepEqual(
+      watcher.of('status').at(-1)?.schedulerTasks?.map((t) => `${t.launcherId} ${t.state} ${t.schedulerState}`),
+      ['17_0 running RUNNING', '17_1 queued PENDING'],
+    );
     const a = h.agent('agent-a');
     await a.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: a.agentId, host: 'testhost', pid: 4242, backend: 'cpu', devices: [{ kind: 'cpu', name: 'test' }], launcherId: '17_0' });
     await settle();

@@ -120,6 +120,11 @@ void test(
         launcher.tasksSnapshot().map((t) => [t.launcherId, t.state, t.schedulerState, t.host]),
         [0, 1, 2].map((i) => [`100[${i}].pbs-test`, 'running', 'R', 'cn042']),
       );
+      assert.deepEqual(
+        launcher.schedulerTasks().map((t) => `${t.launcherId} ${t.kind} ${t.state} ${t.schedulerState} ${t.host}`),
+        [0, 1, 2].map((i) => `100[${i}].pbs-test initial running R cn042`),
+        'the live status reply carries the same view',
+      );
       const onDisk = JSON.parse(readFileSync(join(runDir, 'launch', 'tasks.json'), 'utf8')) as {
         tasks: { schedulerState: string }[];
       };
