@@ -273,7 +273,20 @@ interface ControlResult {
   wallTimeS: number;
   steps: number;
   finalExactMatch: number;
-  curve: { step: number; exactMatch: number; loss: number; seconds: number }[];
+  /** digits: accuracy at each answer position (see positionAccuracy). */
+  curve: { step: number; exactMatch: number; loss: number; seconds: number; digits: number[] }[];
+}
+
+/**
+ * For each position k of the answer as written (reversed: k = 0 is the units digit), the share of held-out problems
+ * whose answer has a k-th character that the prediction gets right: which digits an encoding has learned so far.
+ */
+function positionAccuracy(examples: readonly { target: string }[], predictions: readonly string[]): number[] {
+  const longest = Math.max(0, ...examples.map((e) => e.target.length));
+  return Array.from({ length: longest }, (_, k) => {
+    const having = examples.flatMap((e, i) => (k < e.target.length ? [predictions[i]?.[k] === e.target[k]] : []));
+    return round(having.filter(Boolean).length / having.length, 3);
+  });
 }
 
 /** One encoding's control run, in this process; progress lines go to stderr and its partial file. */
@@ -295,11 +308,14 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
   while (workload.step < a.maxSteps && stepsTo95 === null) {
     const points = await workload.trainSteps(Math.min(a.checkEvery, a.maxSteps - workload.step));
     loss = points.at(-1)?.loss ?? loss;
-    const exact = scoreProblems(heldOut, predict(workload.model, heldOut, spec.model.maxLen), 'test').exactMatch;
+    const predictions = predict(workload.model, heldOut, spec.model.maxLen);
+    const exact = scoreProblems(heldOut, predictions, 'test').exactMatch;
+    const digits = positionAccuracy(heldOut, predictions);
     const seconds = (performance.now() - started) / 1000;
-    curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds) });
+    curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds), digits });
     process.stderr.write(
-      `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% (${round(seconds)} s)\n`,
+      `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% ` +
+        `per answer position ${digits.map((d) => `${round(100 * d, 0)}%`).join(' ')} (${round(seconds)} s)\n`,
     );
     if (exact >= 0.95) stepsTo95 = workload.step;
     // A control run is long: keep what it has so far on disk, in case it is stopped before the end.
