@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
 import type { AgentId, JobStatus, RunId, SchedulerTaskStatus, StatusReply } from '../protocol/messages.ts';
-import { connectClient } from '../protocol/zmq-transport.ts';
+import { connectClient, type ClientCurve } from '../protocol/zmq-transport.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
 import { displayJobId } from './experiment.ts';
 import type { Experiment } from './experiment.ts';
@@ -65,8 +65,12 @@ export function schedulerTasksFromRunDir(runDir: string, warn: (line: string) =>
   }
 }
 
-export async function statusFromCoordinator(address: string, timeoutMs = 5000): Promise<StatusReply> {
-  const client = await connectClient({ address });
+export async function statusFromCoordinator(
+  address: string,
+  options: { timeoutMs?: number; curve?: ClientCurve } = {},
+): Promise<StatusReply> {
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const client = await connectClient({ address, ...(options.curve === undefined ? {} : { curve: options.curve }) });
   let timer: NodeJS.Timeout | undefined;
   try {
     await client.send({ type: 'status_request', version: PROTOCOL_VERSION });
@@ -80,7 +84,14 @@ export async function statusFromCoordinator(address: string, timeoutMs = 5000): 
     })();
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new CoordinatorError(`no answer from ${address} within ${timeoutMs} ms`, { retryable: true })),
+        () =>
+          reject(
+            new CoordinatorError(
+              `no answer from ${address} within ${timeoutMs} ms` +
+                (options.curve === undefined ? ' (a coordinator with CURVE on answers only with --keys-dir)' : ''),
+              { retryable: true },
+            ),
+          ),
         timeoutMs,
       );
     });

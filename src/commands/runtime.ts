@@ -2,6 +2,7 @@
 // and `status`. Parsing only; the work lives in coordinator/ and node-agent/.
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
+import type { ClientCurve } from '../../protocol/zmq-transport.ts';
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -219,12 +220,20 @@ export function registerRuntimeCommands(program: Command): void {
     .argument('<target>', 'a run directory, or a running coordinator tcp://host:port')
     .description('show the jobs and agents of a run')
     .option('--json', 'print the raw status as JSON')
-    .action(async (target: string, flags: { json?: boolean }) => {
+    .option('--keys-dir <dir>', 'CURVE keys for a coordinator that runs with them (its keysDir, or runs/<runId>/keys)')
+    .action(async (target: string, flags: { json?: boolean; keysDir?: string }) => {
       const { statusFromCoordinator, statusFromRunDir, schedulerTasksFromRunDir, formatStatus } =
         await import('../../coordinator/status.ts');
       try {
         const live = /^[a-z]+:\/\//.test(target);
-        const status = live ? await statusFromCoordinator(target) : statusFromRunDir(target);
+        let curve: ClientCurve | undefined;
+        if (flags.keysDir !== undefined) {
+          const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
+          curve = clientCurve(await loadClusterKeys(flags.keysDir));
+        }
+        const status = live
+          ? await statusFromCoordinator(target, { ...(curve === undefined ? {} : { curve }) })
+          : statusFromRunDir(target);
         // A run started through pbs/slurm also shows each agent's scheduler task and its state: the coordinator
         // sends them live; a run directory has the launcher's last snapshot.
         const tasks = live

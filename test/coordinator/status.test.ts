@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RunId, StatusReply } from '../../protocol/messages.ts';
-import { formatStatus, schedulerTasksFromRunDir } from '../../coordinator/status.ts';
+import { formatStatus, schedulerTasksFromRunDir, statusFromCoordinator } from '../../coordinator/status.ts';
+import { clientCurve, initKeys, loadClusterKeys, serverCurve } from '../../protocol/keys.ts';
+import { bindServer } from '../../protocol/zmq-transport.ts';
 import { tempDir } from './helpers.ts';
 
 const empty: StatusReply = { type: 'status', runId: 'r1' as RunId, experiment: 'x', jobs: [], agents: [] };
@@ -49,4 +51,26 @@ void test('a run without a batch launcher, or with a damaged tasks.json, shows n
   assert.equal(warnings.length, 1);
   assert.match(warnings[0] ?? '', /tasks\.json: unreadable/);
   assert.doesNotMatch(formatStatus(empty), /scheduler task/);
+});
+
+void test('status tcp:// reaches a coordinator that runs with CURVE only with its keys, and says so without', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.after(cleanup);
+  const pair = await loadClusterKeys((await initKeys(join(dir, 'keys'))).dir);
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: serverCurve(pair) });
+  t.after(() => server.close());
+  const reply: StatusReply = {
+    ...empty,
+    schedulerTasks: [{ launcherId: '9_0', kind: 'initial', state: 'queued', schedulerState: 'PENDING' }],
+  };
+  void (async () => {
+    for await (const item of server.inbound())
+      if (item.kind === 'message' && item.message.type === 'status_request') await server.send(item.from, reply);
+  })();
+  const status = await statusFromCoordinator(server.address, { curve: clientCurve(pair), timeoutMs: 10_000 });
+  assert.deepEqual(status.schedulerTasks, reply.schedulerTasks);
+  await assert.rejects(
+    statusFromCoordinator(server.address, { timeoutMs: 500 }),
+    /no answer from tcp:\/\/127\.0\.0\.1:\d+ within 500 ms \(a coordinator with CURVE on answers only with --keys-dir\)/,
+  );
 });

@@ -39,7 +39,7 @@ void test('two local agents, four jobs, real training: all finish with every res
     }
 
     // Live status over the wire while it runs (no hello needed).
-    const status = await statusFromCoordinator(address, 10_000);
+    const status = await statusFromCoordinator(address, { timeoutMs: 10_000 });
     assert.equal(status.jobs.length, 4);
 
     const exit = await exitWithin(run, 130_000, () => logTail(runDir));
