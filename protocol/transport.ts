@@ -8,7 +8,8 @@ import type { MalformedMessageError } from './errors.ts';
 export type PeerId = Brand<string, 'PeerId'>;
 
 export type Inbound<M> =
-  { kind: 'message'; from: PeerId; message: M } | { kind: 'malformed'; from: PeerId; error: MalformedMessageError };
+  | { kind: 'message'; from: PeerId; message: M }
+  | { kind: 'malformed'; from: PeerId; error: MalformedMessageError };
 
 export interface ServerTransport {
   /** The address agents connect to, with the real port if bound on port 0/*. */
