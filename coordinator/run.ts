@@ -82,6 +82,8 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   let experiment: Experiment;
   let runDir: string;
   let resume: ReplayedRun | undefined;
+  // Scheduler submissions an earlier coordinator of a resumed run made: their live tasks are taken over.
+  const adopt: string[] = [];
   let bind = options.bind ?? 'tcp://127.0.0.1:0';
 
   // pbs/slurm: the site profile is read (and checked, errors naming the field) before any run directory exists.
@@ -121,7 +123,10 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
       const expFile = join(runDir, 'experiment.json');
       if (!existsSync(expFile)) throw new RunDirectoryError(`${runDir} is not a run directory: experiment.json is missing`);
       experiment = JSON.parse(readFileSync(expFile, 'utf8')) as Experiment;
-      resume = replay(readJournal(join(runDir, 'journal.jsonl')));
+      const entries = readJournal(join(runDir, 'journal.jsonl'));
+      resume = replay(entries);
+      for (const e of entries)
+        if (e.type === 'launcher_event' && e.kind === 'submitted' && e.submissionId !== undefined) adopt.push(e.submissionId);
       // Agents reconnect to the address they know, so a restarted coordinator binds it again.
       if (options.bind === undefined) bind = resume.address;
     } else {
@@ -290,8 +295,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     const count = options.agents ?? 1;
     const address = advertisedAddress(transport.address, hpc.profile);
     try {
-      await hpc.launcher.start({ coordinator: address, count, runDir, agentArgs });
-      say(`pe-arena: submitted ${count} agent(s) through ${hpc.launcher.name === 'slurm' ? 'sbatch' : 'qsub'} (${hpc.launcher.submissionIds().join(', ')}); they dial ${address}`);
+      await hpc.launcher.start({ coordinator: address, count, runDir, agentArgs, adopt });
+      const kept = hpc.launcher.adopted;
+      say(`pe-arena: ${kept > 0 ? `kept ${kept} queued or running agent(s) of the earlier coordinator, ` : ''}submitted ${count - Math.min(count, kept)} agent(s) through ${hpc.launcher.name === 'slurm' ? 'sbatch' : 'qsub'} (${hpc.launcher.submissionIds().join(', ')}); they dial ${address}`);
       logger.info({ launcher: hpc.launcher.name, count, address, profile: hpc.profile.file }, `launcher ${hpc.launcher.name} submitted ${count} agents`);
     } catch (error) {
       launchFailed = true;

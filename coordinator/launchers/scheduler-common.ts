@@ -4,7 +4,7 @@
 // extras the run no longer needs, and cancelling everything on stop. A dialect (slurm.ts, pbs.ts) supplies the
 // commands and the parsers; everything else lives here.
 import { execFile, spawnSync } from 'node:child_process';
-import { appendFileSync, chmodSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, mkdirSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { systemClock } from '../../protocol/clock.ts';
@@ -106,6 +106,7 @@ export const LAUNCHER_EVENT = {
   cancelled: 'cancelled',
   pollFailed: 'poll_failed',
   dryRun: 'dry_run',
+  adopted: 'adopted',
 } as const;
 export type LauncherEventKind = (typeof LAUNCHER_EVENT)[keyof typeof LAUNCHER_EVENT];
 
@@ -193,6 +194,9 @@ export class SchedulerLauncher implements Launcher {
   private runId = '';
   private launchDir = '';
   private submissionCount = 0;
+  private adoptedCount = 0;
+  /** True during the adoption poll at start (see update()). */
+  private adopting = false;
   private replacementsUsed = 0;
   private initialCount = 0;
   private pollTimer: TimerHandle | undefined;
@@ -287,7 +291,15 @@ export class SchedulerLauncher implements Launcher {
     this.launchDir = join(resolve(request.runDir), 'launch');
     mkdirSync(this.launchDir, { recursive: true });
     mkdirSync(join(resolve(request.runDir), 'logs', 'agents'), { recursive: true });
-    await this.submit('initial', request.count);
+    const adopt = this.options.dryRun === true ? [] : (request.adopt ?? []).filter((id) => id !== '');
+    if (adopt.length > 0) {
+      // A resumed run: numbering goes on after the earlier coordinator's scripts, and its live tasks count.
+      this.submissionCount = this.lastScriptNumber();
+      this.adoptedCount = await this.adopt(adopt);
+      if (request.count > this.adoptedCount) await this.submit('initial', request.count - this.adoptedCount);
+    } else {
+      await this.submit('initial', request.count);
+    }
     if (this.options.dryRun === true) return;
     if (!this.exitHookInstalled) {
       // On a crash or process.exit, cancel synchronously: nothing of the run may stay in the queue.
@@ -295,6 +307,59 @@ export class SchedulerLauncher implements Launcher {
       this.exitHookInstalled = true;
     }
     this.pollTimer = this.clock.setInterval(() => void this.pollNow(), this.pollIntervalMs);
+  }
+
+  /** Queued or running tasks taken over from an earlier coordinator of the run at start (0 for a fresh run). */
+  get adopted(): number {
+    return this.adoptedCount;
+  }
+
+  /**
+   * Takes over the submissions an earlier coordinator of this run made: one poll says which of their tasks are
+   * still queued or running; those are tracked from now on like our own (exit reports, replacement, cancel at the
+   * end). Returns how many there are.
+   */
+  private async adopt(ids: string[]): Promise<number> {
+    for (const id of ids) {
+      if (!this.submissions.has(id))
+        this.submissions.set(id, { id, number: 0, kind: 'initial', count: 0, scriptPath: '', cancelled: false });
+    }
+    this.adopting = true;
+    try {
+      await this.pollNow();
+    } finally {
+      this.adopting = false;
+    }
+    let live = 0;
+    for (const id of ids) {
+      const tasks = [...this.tasks.values()].filter((t) => t.submissionId === id);
+      const open = tasks.filter((t) => t.state !== 'ended').length;
+      if (open === 0) {
+        // Nothing of it left to poll, replace or cancel (and PBS's qstat fails on an id that has aged out).
+        this.submissions.delete(id);
+        for (const t of tasks) this.tasks.delete(t.id);
+        continue;
+      }
+      // What the scheduler still lists is all there is of it now (ended tasks may have been purged).
+      this.submissions.get(id)!.count = tasks.length;
+      live += open;
+    }
+    this.emit({
+      kind: 'adopted',
+      text: `took over ${live} queued or running agent(s) from an earlier coordinator (submissions ${ids.join(', ')})`,
+    });
+    return live;
+  }
+
+  /** The highest submission number among the job scripts in launch/ (an earlier coordinator's included). */
+  private lastScriptNumber(): number {
+    const pattern = new RegExp(`^${this.jobName}-s(\\d+)\\.sh$`);
+    let last = this.submissionCount;
+    for (const file of readdirSync(this.launchDir)) {
+      const n = Number(pattern.exec(file)?.[1] ?? 0);
+      if (n > last) last = n;
+    }
+    return last;
   }
 
   /** Submit `count` agents as one array; returns the submission id ('' on a dry run). Throws with qsub/sbatch's stderr. */
@@ -471,6 +536,13 @@ export class SchedulerLauncher implements Launcher {
     }
     const before = task.state;
     if (before === 'ended') return;
+    if (this.adopting && before === 'queued' && status.state === 'ended') {
+      // Ended under the earlier coordinator: neither reported nor replaced (adopt() counts what is still alive).
+      task.state = 'ended';
+      task.rawState = status.rawState;
+      task.reported = true;
+      return;
+    }
     task.state = status.state;
     task.rawState = status.rawState;
     if (status.host !== undefined) task.host = status.host;

@@ -18,6 +18,12 @@ export interface LaunchRequest {
   runDir: string;
   /** Extra arguments for `pe-arena agent` (e.g. --backend wasm). */
   agentArgs: string[];
+  /**
+   * Batch launchers: scheduler submissions an earlier coordinator of this run made (from its journal). Their tasks
+   * that are still queued or running are taken over (polled, replaced, cancelled at the end) and count towards
+   * `count`; only the rest is submitted anew.
+   */
+  adopt?: string[];
 }
 
 export interface Launcher {

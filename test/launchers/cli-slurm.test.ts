@@ -13,11 +13,13 @@ import {
   exitWithin,
   fakeWorkload,
   killAll,
+  killPid,
   logTail,
   runDirOf,
   spawnCli,
   tail,
   tempRunsDir,
+  waitFor,
   writeExperiment,
 } from '../e2e/helpers.ts';
 import type { Spawned } from '../e2e/helpers.ts';
@@ -46,14 +48,14 @@ async function cleanUp(run: Spawned | undefined, runDir: string | undefined): Pr
     execFileSync('scancel', [`--name=${name}`], { stdio: 'ignore', timeout: 10_000 });
 }
 
-function experiment(dir: string, name: string): string {
+function experiment(dir: string, name: string, steps = 30): string {
   return writeExperiment(dir, {
     name,
     encodings: ['rope', 'nope'],
     tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, perStepMs: 20 } }],
     seeds: [1],
     preset: 'tiny',
-    training: { steps: 30 },
+    training: { steps },
     evaluation: { samples: 4 },
     cluster: {
       heartbeatIntervalMs: 250,
@@ -195,6 +197,69 @@ void test(
       assert.deepEqual(squeueRun(name), [], 'squeue holds nothing of the run');
     } finally {
       await cleanUp(run, runDir);
+      cleanup();
+    }
+  },
+);
+
+void test(
+  'kill -9 of a slurm run, then --resume: the new coordinator takes over the queued and running agents and submits none',
+  { skip: skip ?? false, timeout: 150_000 },
+  async () => {
+    const { dir, cleanup } = tempRunsDir();
+    let first: Spawned | undefined;
+    let second: Spawned | undefined;
+    let runDir: string | undefined;
+    try {
+      // Long enough (2 x 400 steps of 20 ms) that the run is still going when its coordinator is killed.
+      const file = experiment(dir, 'cli-slurm-resume', 400);
+      const runsDir = join(dir, 'runs');
+      const common = ['--launcher', 'slurm', '--cluster', profile, '--agents', '2', '--view', 'plain', '--no-report'];
+      const agentOptions = ['--workload-module', fakeWorkload, '--agent-death-timeout-ms', '30000'];
+      first = spawnCli(['run', file, ...common, '--runs-dir', runsDir, ...agentOptions]);
+      const found = await waitFor(
+        'the run directory',
+        30_000,
+        () => runDirOf(runsDir),
+        () => tail(first!.output()),
+      );
+      runDir = found;
+      await waitFor(
+        'both agents joined',
+        60_000,
+        () => entries(found, 'agent_joined').length >= 2,
+        () => logTail(found),
+      );
+      // SIGKILL: no exit hook runs, so the sbatch array stays in Slurm with both agents on it.
+      killPid(first.child.pid!, 'SIGKILL');
+      await exitWithin(first, 10_000);
+      const name = jobNameOf(found);
+      assert.ok(name !== undefined);
+      assert.equal(squeueRun(name).length, 2, 'the killed coordinator left both tasks running');
+
+      second = spawnCli(['run', '--resume', found, ...common, ...agentOptions]);
+      const exit = await exitWithin(second, 100_000, () => logTail(found));
+      const out = second.output();
+      assert.equal(exit.code, 0, `the resumed run exits 0\n${tail(out)}\n${logTail(found)}`);
+      assert.match(out, /kept 2 queued or running agent\(s\) of the earlier coordinator, submitted 0 agent\(s\)/);
+      assert.equal(
+        entries(found, 'launcher_event').filter((e) => e.kind === 'submitted').length,
+        1,
+        'nothing was submitted after the first array',
+      );
+      assert.ok(
+        entries(found, 'launcher_event').some((e) => e.kind === 'adopted'),
+        'the take-over is journaled',
+      );
+      const expanded = JSON.parse(readFileSync(join(found, 'experiment.json'), 'utf8')) as {
+        jobs: { jobId: string }[];
+      };
+      for (const job of expanded.jobs)
+        assert.ok(existsSync(join(found, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
+      assert.deepEqual(squeueRun(name), [], 'nothing of the run is left in squeue');
+    } finally {
+      runDir ??= runDirOf(join(dir, 'runs'));
+      await cleanUp(second ?? first, runDir);
       cleanup();
     }
   },

@@ -197,8 +197,10 @@ void test(
       assert.equal(launcher.alive(), 0);
       assert.ok(existsSync(join(runDir, 'launch', 'events.jsonl')));
     } finally {
-      process.env['PATH'] = savedPath;
+      // Stop while the fakes are still first on PATH (this machine may have Slurm's torque wrappers, which wait
+      // 9 s for a slurmctld that is not there).
       await launcher.stop(0);
+      process.env['PATH'] = savedPath;
       rmSync(fakes, { recursive: true, force: true });
       rmSync(join(runDir, '..'), { recursive: true, force: true });
     }
@@ -230,3 +232,75 @@ void test('pbs launcher: dry run writes the script and submits nothing', async (
     rmSync(join(runDir, '..'), { recursive: true, force: true });
   }
 });
+
+void test(
+  'pbs launcher of a resumed run takes over the earlier coordinator’s live tasks and submits only the rest',
+  { timeout: 30_000 },
+  async () => {
+    const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
+    const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-pbs-run-')), '20261123-101500-pbsadopt');
+    writeFakes(fakes);
+    const savedPath = process.env['PATH'];
+    process.env['PATH'] = `${fakes}${delimiter}${savedPath ?? ''}`;
+    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
+    const first = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
+    const second = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
+    const third = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
+    const request = { coordinator: 'tcp://login01:5555', count: 3, runDir, agentArgs: [] };
+    try {
+      writeFileSync(join(fakes, 'qstat.json'), '{"timestamp":1,"pbs_version":"2022.1.5","pbs_server":"pbs-test"}');
+      await first.start(request);
+      assert.deepEqual(first.submissionIds(), ['100[].pbs-test']);
+      const name = first.scheduledJobName;
+      // The first coordinator is killed (its launcher never cancels anything). One task finished, one runs, one
+      // is still queued.
+      writeFileSync(
+        join(fakes, 'qstat.json'),
+        qstatJson(name, {
+          '100[0].pbs-test': { state: 'F', exit: 0 },
+          '100[1].pbs-test': { state: 'R' },
+          '100[2].pbs-test': { state: 'Q' },
+        }),
+      );
+      const events: string[] = [];
+      second.onEvent((e) => events.push(`${e.kind}: ${e.text}`));
+      await second.start({ ...request, adopt: ['100[].pbs-test'] });
+      assert.equal(second.adopted, 2);
+      assert.equal(calls(fakes, 'qsub').length, 2, 'one more qsub, for the one agent missing');
+      const qsub = calls(fakes, 'qsub').at(-1) ?? [];
+      assert.ok(!qsub.includes('-J'), `a single agent is a plain job, got ${JSON.stringify(qsub)}`);
+      assert.equal(qsub.at(-1), join(runDir, 'launch', `${name}-s2.sh`), 'numbering goes on after the earlier scripts');
+      assert.deepEqual(second.submissionIds(), ['100[].pbs-test', '101.pbs-test']);
+      assert.equal(second.alive(), 3, '2 taken over + 1 submitted');
+      assert.ok(events.some((e) => /^adopted: took over 2 queued or running agent\(s\)/.test(e)));
+      // At the end the taken-over submission is deleted with the new one.
+      // (qdel ends them all; 271 = killed by PBS, which would ask for replacements if the run went on.)
+      const allEnded = qstatJson(name, {
+        '100[0].pbs-test': { state: 'F', exit: 0 },
+        '100[1].pbs-test': { state: 'F', exit: 271 },
+        '100[2].pbs-test': { state: 'F', exit: 271 },
+        '101.pbs-test': { state: 'F', exit: 271 },
+        '102[0].pbs-test': { state: 'F', exit: 0 },
+        '102[1].pbs-test': { state: 'F', exit: 0 },
+        '102[2].pbs-test': { state: 'F', exit: 0 },
+      });
+      writeFileSync(join(fakes, 'qstat.after-qdel.json'), allEnded);
+      await second.stop(0);
+      const qdel = calls(fakes, 'qdel').at(-1) ?? [];
+      assert.ok(qdel.includes('100[].pbs-test') && qdel.includes('101.pbs-test'), JSON.stringify(qdel));
+
+      // A submission with nothing left alive is dropped, and everything is submitted anew; its tasks that ended
+      // under an earlier coordinator (two of them killed) are not replaced.
+      await third.start({ ...request, adopt: ['100[].pbs-test'] });
+      assert.equal(third.adopted, 0);
+      assert.deepEqual(third.submissionIds(), ['102[].pbs-test']);
+      assert.equal(calls(fakes, 'qsub').at(-1)?.at(-1), join(runDir, 'launch', `${name}-s3.sh`));
+    } finally {
+      // The first launcher stands for a killed coordinator: it only drops its exit hook here.
+      for (const l of [third, second, first]) await l.stop(0);
+      process.env['PATH'] = savedPath;
+      rmSync(fakes, { recursive: true, force: true });
+      rmSync(join(runDir, '..'), { recursive: true, force: true });
+    }
+  },
+);
