@@ -86,6 +86,7 @@ class SendQueue {
   private busy = false;
   private waiting: PendingSend[] = [];
   private head = 0;
+  private waitingBytes = 0;
 
   constructor(
     private readonly limit: number,
@@ -99,14 +100,20 @@ class SendQueue {
   /** `alone`: a frame of its own (raw bytes for tests and benchmarks). */
   send(to: string, bytes: Uint8Array, alone = false): Promise<void> {
     if (!this.busy) return this.start(to, bytes);
-    const pending = this.waiting.length - this.head + 1;
-    if (pending >= this.limit) {
+    // Bounded: refused only past both the high-water mark in messages and that many full frames in bytes, so that
+    // an agent flushing a long outage's metrics (thousands of small messages, which leave many to a frame) and a
+    // checkpoint's 1 MiB chunks both fit, as they did when every message was a frame.
+    const waitingCount = this.waiting.length - this.head;
+    if (waitingCount >= this.limit && this.waitingBytes + bytes.byteLength > this.limit * COALESCE_BYTES) {
       return Promise.reject(
-        new TransportError(`${this.what}: ${pending} sends already waiting; the peer is not keeping up`, {
-          retryable: true,
-        }),
+        new TransportError(
+          `${this.what}: ${waitingCount} sends (${this.waitingBytes} bytes) already waiting; ` +
+            'the peer is not keeping up',
+          { retryable: true },
+        ),
       );
     }
+    this.waitingBytes += bytes.byteLength;
     return new Promise((resolve, reject) => {
       this.waiting.push({ to, alone, bytes, resolve, reject });
     });
@@ -147,6 +154,7 @@ class SendQueue {
       this.waiting = this.waiting.slice(this.head);
       this.head = 0;
     }
+    this.waitingBytes -= bytes;
     const frame = batch.length === 1 ? first.bytes : concat(batch, bytes);
     this.start(first.to, frame).then(
       () => {

@@ -133,6 +133,31 @@ void test('sends that queue up behind a busy socket share frames, in order, and 
   }
 });
 
+void test('a burst of small sends far past the high-water mark in messages is taken, as it fits in frames', async () => {
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind('tcp://127.0.0.1:0');
+  // A high-water mark of 10 messages: 2,000 queued sends of ~60 bytes are 120 KB, two frames' worth.
+  const client = await connectClient({ address: router.lastEndpoint!, routingId: 'flusher', highWaterMark: 10 });
+  try {
+    const count = 2000;
+    const bye = (i: number): Bye => ({ type: 'bye', agentId: 'flusher' as AgentId, reason: `metrics batch ${i}` });
+    await Promise.all(Array.from({ length: count }, (_, i) => client.send(bye(i))));
+    const reasons: string[] = [];
+    while (reasons.length < count) {
+      const [, frame] = await router.receive();
+      for (const item of decodeAgentFrame(frame!))
+        if (item.ok && item.message.type === 'bye') reasons.push(item.message.reason);
+    }
+    assert.deepEqual(
+      reasons,
+      Array.from({ length: count }, (_, i) => bye(i).reason),
+    );
+  } finally {
+    await client.close();
+    router.close();
+  }
+});
+
 void test('a bad message inside a frame is refused alone; those before it arrive and the server keeps serving', async () => {
   const log: string[] = [];
   const server = await bindServer({ address: 'tcp://127.0.0.1:0', log: (line) => log.push(line) });
