@@ -6,6 +6,7 @@ import { decodeAgentFrame, decodeCoordinatorFrame, encode } from './codec.ts';
 import type { DecodeOptions } from './codec.ts';
 import { TransportError } from './errors.ts';
 import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
+import { inboundOf } from './transport.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
 export interface MemoryServerOptions {
@@ -68,10 +69,7 @@ export class MemoryServer implements ServerTransport {
       throw new TransportError(`memory transport: the server at ${this.address} is closed`, { retryable: true });
     setImmediate(() => {
       if (this.closed) return;
-      for (const item of decodeAgentFrame(bytes, this.decode))
-        this.queue.push(
-          item.ok ? { kind: 'message', from, message: item.message } : { kind: 'malformed', from, error: item.error },
-        );
+      for (const item of decodeAgentFrame(bytes, this.decode)) this.queue.push(inboundOf(item, from));
     });
   }
 
@@ -129,11 +127,8 @@ export class MemoryClient implements ClientTransport {
   deliver(bytes: Uint8Array): void {
     setImmediate(() => {
       if (this.closed) return;
-      const from = 'server' as PeerId;
       for (const item of decodeCoordinatorFrame(bytes, this.decode))
-        this.queue.push(
-          item.ok ? { kind: 'message', from, message: item.message } : { kind: 'malformed', from, error: item.error },
-        );
+        this.queue.push(inboundOf(item, 'server' as PeerId));
     });
   }
 

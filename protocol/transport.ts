@@ -3,6 +3,7 @@
 // Implementations: zmq-transport.ts (real sockets) and memory-transport.ts (logic tests).
 import type { AgentToCoordinator, CoordinatorToAgent, Brand } from './messages.ts';
 import type { MalformedMessageError } from './errors.ts';
+import type { FrameItem } from './codec.ts';
 
 /** The routing identity of a connected peer (the ROUTER's view of a DEALER). */
 export type PeerId = Brand<string, 'PeerId'>;
@@ -10,6 +11,11 @@ export type PeerId = Brand<string, 'PeerId'>;
 export type Inbound<M> =
   | { kind: 'message'; from: PeerId; message: M }
   | { kind: 'malformed'; from: PeerId; error: MalformedMessageError };
+
+/** One decoded item of a frame, as inbound() yields it. */
+export function inboundOf<M>(item: FrameItem<M>, from: PeerId): Inbound<M> {
+  return item.ok ? { kind: 'message', from, message: item.message } : { kind: 'malformed', from, error: item.error };
+}
 
 export interface ServerTransport {
   /** The address agents connect to, with the real port if bound on port 0/*. */

@@ -9,6 +9,7 @@ import { DEFAULT_MAX_FRAME_BYTES, decodeAgentFrame, decodeCoordinatorFrame, enco
 import { MalformedMessageError, TransportError } from './errors.ts';
 import { checkKey, z85Encode } from './keys.ts';
 import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
+import { inboundOf } from './transport.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
 export interface ZmqCommonOptions {
@@ -439,12 +440,8 @@ class ZmqClient implements ClientTransport {
               },
             ];
       for (const item of items) {
-        if (item.ok) {
-          this.queue.push({ kind: 'message', from: this.from, message: item.message });
-        } else {
-          this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
-          this.queue.push({ kind: 'malformed', from: this.from, error: item.error });
-        }
+        if (!item.ok) this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
+        this.queue.push(inboundOf(item, this.from));
       }
     }
     this.queue.close();
