@@ -70,15 +70,34 @@ function qstatJson(jobName: string, jobs: Record<string, Sub>): string {
   return JSON.stringify({ timestamp: 1731533521, pbs_version: '2022.1.5', pbs_server: 'pbs-test', Jobs: out }, null, 4);
 }
 
+/**
+ * The fakes first on PATH, an empty qstat, and a run directory named runId. `done()` puts PATH back and removes
+ * both; stop launchers before it (this machine may have Slurm's torque wrappers, which wait 9 s for a slurmctld
+ * that is not there).
+ */
+function fakePbs(runId: string): { fakes: string; runDir: string; done(): void } {
+  const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
+  const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-pbs-run-')), runId);
+  writeFakes(fakes);
+  writeFileSync(join(fakes, 'qstat.json'), '{"timestamp":1,"pbs_version":"2022.1.5","pbs_server":"pbs-test"}');
+  const savedPath = process.env['PATH'];
+  process.env['PATH'] = `${fakes}${delimiter}${savedPath ?? ''}`;
+  return {
+    fakes,
+    runDir,
+    done() {
+      process.env['PATH'] = savedPath;
+      rmSync(fakes, { recursive: true, force: true });
+      rmSync(join(runDir, '..'), { recursive: true, force: true });
+    },
+  };
+}
+
 void test(
   'pbs launcher: qsub array, batched qstat, exit reports, capped replacement, trimming, stop, stderr in errors',
   { timeout: 30_000 },
   async () => {
-    const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
-    const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-pbs-run-')), '20261123-101500-pbsfake1');
-    writeFakes(fakes);
-    const savedPath = process.env['PATH'];
-    process.env['PATH'] = `${fakes}${delimiter}${savedPath ?? ''}`;
+    const { fakes, runDir, done } = fakePbs('20261123-101500-pbsfake1');
     let demand = 3;
     const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
     // A long interval: the test drives polls itself with pollNow().
@@ -87,7 +106,6 @@ void test(
     launcher.onExit((e) => exits.push(e));
     const name = (): string => launcher.scheduledJobName;
     try {
-      writeFileSync(join(fakes, 'qstat.json'), '{"timestamp":1,"pbs_version":"2022.1.5","pbs_server":"pbs-test"}');
       await launcher.start({ coordinator: 'tcp://login01:5555', count: 3, runDir, agentArgs: ['--backend', 'cpu'] });
 
       // One qsub for three agents: an array, PBS Pro resources, -o/-j on the command line, the script last.
@@ -197,12 +215,8 @@ void test(
       assert.equal(launcher.alive(), 0);
       assert.ok(existsSync(join(runDir, 'launch', 'events.jsonl')));
     } finally {
-      // Stop while the fakes are still first on PATH (this machine may have Slurm's torque wrappers, which wait
-      // 9 s for a slurmctld that is not there).
       await launcher.stop(0);
-      process.env['PATH'] = savedPath;
-      rmSync(fakes, { recursive: true, force: true });
-      rmSync(join(runDir, '..'), { recursive: true, force: true });
+      done();
     }
   },
 );
@@ -237,18 +251,13 @@ void test(
   'pbs launcher of a resumed run takes over the earlier coordinator’s live tasks and submits only the rest',
   { timeout: 30_000 },
   async () => {
-    const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
-    const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-pbs-run-')), '20261123-101500-pbsadopt');
-    writeFakes(fakes);
-    const savedPath = process.env['PATH'];
-    process.env['PATH'] = `${fakes}${delimiter}${savedPath ?? ''}`;
+    const { fakes, runDir, done } = fakePbs('20261123-101500-pbsadopt');
     const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
     const first = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
     const second = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
     const third = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
     const request = { coordinator: 'tcp://login01:5555', count: 3, runDir, agentArgs: [] };
     try {
-      writeFileSync(join(fakes, 'qstat.json'), '{"timestamp":1,"pbs_version":"2022.1.5","pbs_server":"pbs-test"}');
       await first.start(request);
       assert.deepEqual(first.submissionIds(), ['100[].pbs-test']);
       const name = first.scheduledJobName;
@@ -298,9 +307,7 @@ void test(
     } finally {
       // The first launcher stands for a killed coordinator: it only drops its exit hook here.
       for (const l of [third, second, first]) await l.stop(0);
-      process.env['PATH'] = savedPath;
-      rmSync(fakes, { recursive: true, force: true });
-      rmSync(join(runDir, '..'), { recursive: true, force: true });
+      done();
     }
   },
 );
