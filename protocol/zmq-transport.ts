@@ -178,6 +178,36 @@ function concat(batch: PendingSend[], bytes: number): Uint8Array {
   return frame;
 }
 
+/** Sends in a row that immediateSender lets settle without a turn of the event loop. */
+const SENDS_PER_YIELD = 256;
+
+/**
+ * A socket's send, for a socket created with sendTimeout 0. zeromq.js then hands a frame to ZeroMQ at once, without
+ * first asking whether the queue has room (a ZMQ_EVENTS query, two syscalls; a round trip paid two of them on top
+ * of the query that follows every send while the receive loop waits). Only a full queue (EAGAIN) makes a send wait
+ * for room, up to timeoutMs, as a socket with that send timeout would. Like zeromq.js's own fast path, it lets the
+ * event loop turn every SENDS_PER_YIELD sends, so a sender that never waits cannot starve the socket's reads.
+ */
+function immediateSender<P extends Uint8Array | Uint8Array[]>(
+  socket: zmq.Dealer | zmq.Router,
+  timeoutMs: number,
+): (parts: P) => Promise<void> {
+  let inARow = 0;
+  const waitForRoom = (parts: P) => (error: unknown) => {
+    if ((error as { code?: unknown }).code !== 'EAGAIN') throw error;
+    socket.sendTimeout = timeoutMs;
+    return socket.send(parts).finally(() => {
+      if (!socket.closed) socket.sendTimeout = 0;
+    });
+  };
+  const send = (parts: P): Promise<void> => socket.send(parts).catch(waitForRoom(parts));
+  return (parts) => {
+    if (++inARow < SENDS_PER_YIELD) return send(parts);
+    inARow = 0;
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => send(parts));
+  };
+}
+
 function peerIdOf(routingId: Buffer): PeerId {
   // Printable ids (agent ids) stay readable in logs; ZeroMQ's made-up binary ids are shown as hex.
   for (let i = 0; i < routingId.length; i++) {
@@ -298,6 +328,7 @@ class ZmqServer implements ServerTransport {
   private readonly routes = new Map<PeerId, Buffer>();
   private lastSender: { routingId: Buffer; from: PeerId } | undefined;
   private readonly sends: SendQueue;
+  private readonly write: (parts: Uint8Array[]) => Promise<void>;
   private closed = false;
   private readonly loop: Promise<void>;
 
@@ -308,13 +339,15 @@ class ZmqServer implements ServerTransport {
     private readonly auth: CurveAuth | undefined,
     private readonly log: ((line: string) => void) | undefined,
     highWaterMark: number,
+    sendTimeoutMs: number,
   ) {
     this.decodeOptions = { maxBytes: maxFrameBytes };
+    this.write = immediateSender(socket, sendTimeoutMs);
     this.sends = new SendQueue(
       highWaterMark,
       `send from ${address}`,
       maxFrameBytes,
-      (to, frame) => this.socket.send([this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'), frame]),
+      (to, frame) => this.write([this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'), frame]),
       (to, error) => transportError(`send to ${to} via ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -398,6 +431,7 @@ class ZmqClient implements ClientTransport {
   private readonly decodeOptions: { maxBytes: number };
   private readonly queue = new AsyncQueue<Inbound<CoordinatorToAgent>>();
   private readonly sends: SendQueue;
+  private readonly write: (frame: Uint8Array) => Promise<void>;
   private closed = false;
   private readonly loop: Promise<void>;
   private readonly from: PeerId;
@@ -408,14 +442,16 @@ class ZmqClient implements ClientTransport {
     private readonly maxFrameBytes: number,
     private readonly log: ((line: string) => void) | undefined,
     highWaterMark: number,
+    sendTimeoutMs: number,
   ) {
     this.from = address as PeerId;
+    this.write = immediateSender(socket, sendTimeoutMs);
     this.decodeOptions = { maxBytes: maxFrameBytes };
     this.sends = new SendQueue(
       highWaterMark,
       `send to ${address}`,
       maxFrameBytes,
-      (_to, frame) => this.socket.send(frame),
+      (_to, frame) => this.write(frame),
       (_to, error) => transportError(`send to ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -510,7 +546,7 @@ export async function bindServer(
     handover: true,
     sendHighWaterMark: highWaterMark,
     receiveHighWaterMark: highWaterMark,
-    sendTimeout: sendTimeoutMs,
+    sendTimeout: 0, // see immediateSender
     maxMessageSize: hardCap(maxFrameBytes),
   });
   auth?.apply(socket);
@@ -524,7 +560,7 @@ export async function bindServer(
   }
   auth?.start();
   const address = socket.lastEndpoint ?? options.address;
-  return new ZmqServer(socket, address, maxFrameBytes, auth, options.log, highWaterMark);
+  return new ZmqServer(socket, address, maxFrameBytes, auth, options.log, highWaterMark, sendTimeoutMs);
 }
 
 export async function connectClient(
@@ -535,7 +571,7 @@ export async function connectClient(
     linger: 0,
     sendHighWaterMark: highWaterMark,
     receiveHighWaterMark: highWaterMark,
-    sendTimeout: sendTimeoutMs,
+    sendTimeout: 0, // see immediateSender
     maxMessageSize: hardCap(maxFrameBytes),
     reconnectInterval: options.reconnectIntervalMs ?? DEFAULTS.reconnectIntervalMs,
     reconnectMaxInterval: options.reconnectMaxIntervalMs ?? DEFAULTS.reconnectMaxIntervalMs,
@@ -549,5 +585,7 @@ export async function connectClient(
     socket.close();
     throw transportError(`could not connect to ${options.address}`, error);
   }
-  return Promise.resolve(new ZmqClient(socket, options.address, maxFrameBytes, options.log, highWaterMark));
+  return Promise.resolve(
+    new ZmqClient(socket, options.address, maxFrameBytes, options.log, highWaterMark, sendTimeoutMs),
+  );
 }

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { setTimeout as delay } from 'node:timers/promises';
 import * as zmq from 'zeromq';
 import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
 import { decodeAgentFrame, encode } from '../../protocol/codec.ts';
@@ -199,6 +200,38 @@ void test('a send to a peer that is not there fails within the send timeout inst
     assert.ok(failure instanceof TransportError, `expected TransportError, got ${String(failure)}`);
   } finally {
     await client.close();
+  }
+});
+
+void test('a send that finds the queue full waits for room and goes out once the peer reads again', async () => {
+  // Sends skip ZeroMQ's readiness check and only wait when the queue is full (immediateSender): here the peer stops
+  // reading until the kernel buffers and both high-water marks are full, so a send has to wait for room.
+  const router = new zmq.Router({ linger: 0, receiveHighWaterMark: 1 });
+  await router.bind('tcp://127.0.0.1:0');
+  const client = await connectClient({ address: router.lastEndpoint!, highWaterMark: 1, sendTimeoutMs: 20_000 });
+  const frame = (i: number): Uint8Array => new Uint8Array(1 << 20).fill(i % 251);
+  try {
+    let sent = 0;
+    let blocked: Promise<void> | undefined;
+    while (blocked === undefined && sent < 500) {
+      const sending = client.sendRaw(frame(sent++));
+      const settled = await Promise.race([sending.then(() => true), delay(200).then(() => false)]);
+      if (!settled) blocked = sending;
+    }
+    assert.ok(blocked !== undefined, `every one of ${sent} sends of 1 MiB went straight out to a peer that never read`);
+    const received: number[] = [];
+    for (let i = 0; i < sent; i++) {
+      const [, body] = await router.receive();
+      received.push(body![0]!);
+    }
+    await blocked; // settled once the peer drained the queue, long before its 20 s timeout
+    assert.deepEqual(
+      received,
+      Array.from({ length: sent }, (_, i) => i % 251),
+    );
+  } finally {
+    await client.close();
+    router.close();
   }
 });
 
