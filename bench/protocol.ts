@@ -12,6 +12,8 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import * as zmq from 'zeromq';
 import { Communicator } from '../protocol/communicator.ts';
 import { encode } from '../protocol/codec.ts';
@@ -23,6 +25,12 @@ const SELF = fileURLToPath(import.meta.url);
 const KiB = 1024;
 const MiB = 1024 * 1024;
 const jobId = 'bench-job' as Metrics['jobId'];
+
+// A full garbage collection before each measured run, raw and ours alike, so that none pays for the garbage of the
+// one before: the round trips used to follow the throughput runs' ~150,000 decoded messages, and a process still
+// sweeping those answered 30-40 us slower (both stacks; raw too). gc() is exposed for this process only.
+v8.setFlagsFromString('--expose-gc');
+const collectGarbage = runInNewContext('gc') as () => void;
 
 /** A realistic batch: 10 steps' worth of numbers, written straight into columns as a producer would. */
 function benchMetrics(i: number): Metrics {
@@ -51,6 +59,7 @@ const median = (xs: number[]): number =>
 
 /** Full stack: a child process encodes and sends through ZmqClient; here ZmqServer receives, decodes, validates. */
 async function fullStackMessages(count: number, mode: 'stream' | 'one-by-one'): Promise<number> {
+  collectGarbage();
   const server = await bindServer({ address: 'tcp://127.0.0.1:0', highWaterMark: 10_000 });
   const sender = startChild(['send-full', server.address, String(count), mode]);
   try {
@@ -70,6 +79,7 @@ async function fullStackMessages(count: number, mode: 'stream' | 'one-by-one'): 
 
 /** Raw: a child process sends the same bytes, encoded up front, over PUSH; here PULL receives them. */
 async function rawMessages(count: number): Promise<number> {
+  collectGarbage();
   const pull = new zmq.Pull({ linger: 0, receiveHighWaterMark: 10_000 });
   await pull.bind('tcp://127.0.0.1:0');
   const sender = startChild(['send-raw', pull.lastEndpoint!, String(count)]);
@@ -85,6 +95,7 @@ async function rawMessages(count: number): Promise<number> {
 }
 
 async function roundTrips(count: number): Promise<{ p50: number; p99: number }> {
+  collectGarbage();
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const client = await connectClient({ address: server.address, routingId: 'rtt' });
   const serving = (async () => {
@@ -115,6 +126,7 @@ async function roundTrips(count: number): Promise<{ p50: number; p99: number }> 
 
 /** The same lockstep over raw zeromq.js DEALER -> ROUTER with the same bytes, encoded once: the floor for rtt. */
 async function rawRoundTrips(count: number): Promise<{ p50: number; p99: number }> {
+  collectGarbage();
   const router = new zmq.Router({ linger: 0 });
   await router.bind('tcp://127.0.0.1:0');
   const dealer = new zmq.Dealer({ linger: 0, routingId: 'rtt' });

@@ -121,53 +121,72 @@ export type FrameItem<M> = { ok: true; message: M } | { ok: false; error: Malfor
  */
 function decodeFrame<M>(bytes: Uint8Array, options: DecodeOptions, validate: (value: unknown) => M): FrameItem<M>[] {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
-  const refused = (
-    message: string,
-    field = '',
-    more: { cause?: unknown; messageType?: string } = {},
-  ): FrameItem<M> => ({
-    ok: false,
-    error: new MalformedMessageError(message, field, more),
-  });
   if (!(bytes instanceof Uint8Array)) return [refused(`frame: expected bytes, got ${typeof bytes}`)];
   if (bytes.byteLength > maxBytes)
     return [refused(`frame of ${bytes.byteLength} bytes is over the ${maxBytes}-byte cap; refused before decoding`)];
   if (bytes.byteLength === 0) return [refused('frame: empty, expected a msgpack map')];
-  const items: FrameItem<M>[] = [];
-  let end = 0;
-  let bad: FrameItem<M> | undefined;
-  // Where in the frame a refused message was, and what was dropped after it; nothing for a frame of one message.
-  const where = (stop: number): string => {
-    const rest = bytes.byteLength - stop;
-    if (items.length === 0 && rest === 0) return '';
-    return ` (message ${items.length + 1} of the frame${rest > 0 ? `; the ${rest} bytes after it were dropped` : ''})`;
-  };
+  // The frame's state lives in one object and the callback is a module function, so a frame costs no closures
+  // (a round trip decodes two frames; what it allocates is what a busy process's collector has to sweep).
+  const frame: FrameState = { items: [], validate, end: 0, size: bytes.byteLength, bad: undefined };
+  reading = frame;
   try {
     unpackr.unpackMultiple(
       // See decodeUnknown: a plain Uint8Array view decodes faster than a Buffer.
       bytes instanceof Buffer ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) : bytes,
-      (value: unknown, _start?: number, stop?: number) => {
-        end = stop ?? end;
-        try {
-          items.push({ ok: true, message: validate(value) });
-          return true;
-        } catch (error) {
-          const e = asMalformed(error);
-          bad = refused(`${e.message}${where(end)}`, e.field, {
-            cause: e,
-            ...(e.messageType === undefined ? {} : { messageType: e.messageType }),
-          });
-          return false;
-        }
-      },
+      takeValue,
     );
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error);
-    const at = items.length === 0 ? '' : ` after ${items.length} message(s), at byte ${end}`;
-    bad = refused(`frame: not valid msgpack${at} (${bytes.byteLength} bytes): ${reason}`, '', { cause: error });
+    const at = frame.items.length === 0 ? '' : ` after ${frame.items.length} message(s), at byte ${frame.end}`;
+    frame.bad = refused(`frame: not valid msgpack${at} (${bytes.byteLength} bytes): ${reason}`, '', { cause: error });
+  } finally {
+    reading = undefined;
   }
-  if (bad !== undefined) items.push(bad);
-  return items;
+  if (frame.bad !== undefined) frame.items.push(frame.bad);
+  return frame.items as FrameItem<M>[];
+}
+
+interface FrameState {
+  items: FrameItem<unknown>[];
+  validate: (value: unknown) => unknown;
+  /** Where the last value read ended. */
+  end: number;
+  size: number;
+  bad: FrameItem<unknown> | undefined;
+}
+
+/** The frame decodeFrame is reading (it is never re-entered: validation does not decode). */
+let reading: FrameState | undefined;
+
+function refused(
+  message: string,
+  field = '',
+  more: { cause?: unknown; messageType?: string } = {},
+): { ok: false; error: MalformedMessageError } {
+  return { ok: false, error: new MalformedMessageError(message, field, more) };
+}
+
+/** unpackMultiple's callback: validates one value of the frame being read; false stops at the first bad one. */
+function takeValue(value: unknown, _start?: number, stop?: number): boolean {
+  const frame = reading!;
+  frame.end = stop ?? frame.end;
+  try {
+    frame.items.push({ ok: true, message: frame.validate(value) });
+    return true;
+  } catch (error) {
+    const e = asMalformed(error);
+    // Where in the frame the refused message was, and what was dropped after it; nothing for a frame of one message.
+    const rest = frame.size - frame.end;
+    const where =
+      frame.items.length === 0 && rest === 0
+        ? ''
+        : ` (message ${frame.items.length + 1} of the frame${rest > 0 ? `; the ${rest} bytes after it were dropped` : ''})`;
+    frame.bad = refused(`${e.message}${where}`, e.field, {
+      cause: e,
+      ...(e.messageType === undefined ? {} : { messageType: e.messageType }),
+    });
+    return false;
+  }
 }
 
 export function decodeAgentFrame(bytes: Uint8Array, options: DecodeOptions = {}): FrameItem<AgentToCoordinator>[] {

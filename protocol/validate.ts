@@ -38,8 +38,14 @@ export function describe(value: unknown): string {
   return typeof value;
 }
 
+/**
+ * The path validation passes down when no path is wanted: messages are checked first without building a path string
+ * for every field (validateWith), and only a message that fails is checked again with paths, to name the field.
+ */
+const UNTRACKED = '\u0000';
+
 const join = (path: string, key: string | number): string =>
-  typeof key === 'number' ? `${path}[${key}]` : `${path}.${key}`;
+  path === UNTRACKED ? UNTRACKED : typeof key === 'number' ? `${path}[${key}]` : `${path}.${key}`;
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return (
@@ -412,13 +418,22 @@ function validateWith<M>(table: Record<string, Check[]>, direction: string, valu
     );
   }
   try {
-    for (const check of checks) check(value, type);
+    for (const check of checks) check(value, UNTRACKED);
   } catch (error) {
-    if (error instanceof Invalid) {
-      const field = error.path.slice(type.length + 1);
-      throw new MalformedMessageError(`${error.message} (message type "${type}")`, field, { messageType: type });
+    if (!(error instanceof Invalid)) throw error;
+    // Checked again, with paths, to say which field was wrong (checks are pure, so the same one fails).
+    try {
+      for (const check of checks) check(value, type);
+    } catch (tracked) {
+      if (tracked instanceof Invalid) {
+        const field = tracked.path.slice(type.length + 1);
+        throw new MalformedMessageError(`${tracked.message} (message type "${type}")`, field, { messageType: type });
+      }
+      throw tracked;
     }
-    throw error;
+    throw new MalformedMessageError(`${error.message.slice(UNTRACKED.length + 2)} (message type "${type}")`, '', {
+      messageType: type,
+    });
   }
   return value as M;
 }
