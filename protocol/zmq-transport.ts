@@ -89,12 +89,18 @@ class SendQueue {
   private head = 0;
   private waitingBytes = 0;
 
+  /** The frame being written: one at a time, so the callbacks below need no closure per frame. */
+  private currentTo = '';
+  private currentFrame: Uint8Array = new Uint8Array(0);
+  /** Frames written in a row without a turn of the event loop. */
+  private inARow = 0;
+
   constructor(
     private readonly limit: number,
     private readonly what: string,
     private readonly maxFrameBytes: number,
-    /** Hands one frame for `to` to the socket. */
-    private readonly write: (to: string, frame: Uint8Array) => Promise<void>,
+    /** The socket's frame writer (immediateWriter). */
+    private readonly writer: FrameWriter,
     private readonly failed: (to: string, error: unknown) => Error,
   ) {}
 
@@ -122,17 +128,42 @@ class SendQueue {
 
   private start(to: string, frame: Uint8Array): Promise<void> {
     this.busy = true;
+    this.currentTo = to;
+    this.currentFrame = frame;
     let sending: Promise<void>;
-    try {
-      sending = this.write(to, frame);
-    } catch (error) {
-      sending = Promise.reject(error);
+    if (++this.inARow >= SENDS_PER_YIELD) {
+      // Like zeromq.js's own fast path: a sender that never waits must not starve the socket's reads.
+      this.inARow = 0;
+      sending = new Promise<void>((resolve) => setImmediate(resolve)).then(this.writeCurrent);
+    } else {
+      try {
+        sending = this.writer.write(to, frame);
+      } catch (error) {
+        sending = Promise.reject(error);
+      }
     }
-    return sending.then(this.next, (error: unknown) => {
-      this.next();
-      throw this.failed(to, error);
-    });
+    return sending.then(this.next, this.whenFull);
   }
+
+  private readonly writeCurrent = (): Promise<void> => this.writer.write(this.currentTo, this.currentFrame);
+
+  /** A write refused because the queue is full waits for room; any other failure fails the frame's sends. */
+  private readonly whenFull = (error: unknown): Promise<void> => {
+    if ((error as { code?: unknown }).code !== 'EAGAIN') return this.fail(error);
+    let waiting: Promise<void>;
+    try {
+      waiting = this.writer.writeWhenRoom(this.currentTo, this.currentFrame);
+    } catch (e) {
+      waiting = Promise.reject(e);
+    }
+    return waiting.then(this.next, this.fail);
+  };
+
+  private readonly fail = (error: unknown): never => {
+    const to = this.currentTo;
+    this.next();
+    throw this.failed(to, error);
+  };
 
   private readonly next = (): void => {
     this.busy = false;
@@ -178,33 +209,36 @@ function concat(batch: PendingSend[], bytes: number): Uint8Array {
   return frame;
 }
 
-/** Sends in a row that immediateSender lets settle without a turn of the event loop. */
+/** Frames a SendQueue writes in a row before it lets the event loop turn. */
 const SENDS_PER_YIELD = 256;
 
+/** How a SendQueue hands frames to its socket. */
+interface FrameWriter {
+  /** At once; rejects with code EAGAIN when the socket's queue is full. */
+  write(to: string, frame: Uint8Array): Promise<void>;
+  /** Waiting for room, up to the send timeout. */
+  writeWhenRoom(to: string, frame: Uint8Array): Promise<void>;
+}
+
 /**
- * A socket's send, for a socket created with sendTimeout 0. zeromq.js then hands a frame to ZeroMQ at once, without
- * first asking whether the queue has room (a ZMQ_EVENTS query, two syscalls; a round trip paid two of them on top
- * of the query that follows every send while the receive loop waits). Only a full queue (EAGAIN) makes a send wait
- * for room, up to timeoutMs, as a socket with that send timeout would. Like zeromq.js's own fast path, it lets the
- * event loop turn every SENDS_PER_YIELD sends, so a sender that never waits cannot starve the socket's reads.
+ * The writer for a socket created with sendTimeout 0. zeromq.js then hands a frame to ZeroMQ at once, without first
+ * asking whether the queue has room (a ZMQ_EVENTS query, two syscalls; a round trip paid two of them on top of the
+ * query that follows every send while the receive loop waits). Only a full queue (EAGAIN) makes a frame wait for
+ * room, up to timeoutMs, as a socket with that send timeout would.
  */
-function immediateSender<P extends Uint8Array | Uint8Array[]>(
+function immediateWriter(
   socket: zmq.Dealer | zmq.Router,
   timeoutMs: number,
-): (parts: P) => Promise<void> {
-  let inARow = 0;
-  const waitForRoom = (parts: P) => (error: unknown) => {
-    if ((error as { code?: unknown }).code !== 'EAGAIN') throw error;
-    socket.sendTimeout = timeoutMs;
-    return socket.send(parts).finally(() => {
-      if (!socket.closed) socket.sendTimeout = 0;
-    });
-  };
-  const send = (parts: P): Promise<void> => socket.send(parts).catch(waitForRoom(parts));
-  return (parts) => {
-    if (++inARow < SENDS_PER_YIELD) return send(parts);
-    inARow = 0;
-    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => send(parts));
+  parts: (to: string, frame: Uint8Array) => Uint8Array | Uint8Array[],
+): FrameWriter {
+  return {
+    write: (to, frame) => socket.send(parts(to, frame)),
+    writeWhenRoom: (to, frame) => {
+      socket.sendTimeout = timeoutMs;
+      return socket.send(parts(to, frame)).finally(() => {
+        if (!socket.closed) socket.sendTimeout = 0;
+      });
+    },
   };
 }
 
@@ -328,7 +362,6 @@ class ZmqServer implements ServerTransport {
   private readonly routes = new Map<PeerId, Buffer>();
   private lastSender: { routingId: Buffer; from: PeerId } | undefined;
   private readonly sends: SendQueue;
-  private readonly write: (parts: Uint8Array[]) => Promise<void>;
   private closed = false;
   private readonly loop: Promise<void>;
 
@@ -342,12 +375,14 @@ class ZmqServer implements ServerTransport {
     sendTimeoutMs: number,
   ) {
     this.decodeOptions = { maxBytes: maxFrameBytes };
-    this.write = immediateSender(socket, sendTimeoutMs);
     this.sends = new SendQueue(
       highWaterMark,
       `send from ${address}`,
       maxFrameBytes,
-      (to, frame) => this.write([this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'), frame]),
+      immediateWriter(socket, sendTimeoutMs, (to, frame) => [
+        this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'),
+        frame,
+      ]),
       (to, error) => transportError(`send to ${to} via ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -431,7 +466,6 @@ class ZmqClient implements ClientTransport {
   private readonly decodeOptions: { maxBytes: number };
   private readonly queue = new AsyncQueue<Inbound<CoordinatorToAgent>>();
   private readonly sends: SendQueue;
-  private readonly write: (frame: Uint8Array) => Promise<void>;
   private closed = false;
   private readonly loop: Promise<void>;
   private readonly from: PeerId;
@@ -445,13 +479,12 @@ class ZmqClient implements ClientTransport {
     sendTimeoutMs: number,
   ) {
     this.from = address as PeerId;
-    this.write = immediateSender(socket, sendTimeoutMs);
     this.decodeOptions = { maxBytes: maxFrameBytes };
     this.sends = new SendQueue(
       highWaterMark,
       `send to ${address}`,
       maxFrameBytes,
-      (_to, frame) => this.write(frame),
+      immediateWriter(socket, sendTimeoutMs, (_to, frame) => frame),
       (_to, error) => transportError(`send to ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -546,7 +579,7 @@ export async function bindServer(
     handover: true,
     sendHighWaterMark: highWaterMark,
     receiveHighWaterMark: highWaterMark,
-    sendTimeout: 0, // see immediateSender
+    sendTimeout: 0, // see immediateWriter
     maxMessageSize: hardCap(maxFrameBytes),
   });
   auth?.apply(socket);
@@ -571,7 +604,7 @@ export async function connectClient(
     linger: 0,
     sendHighWaterMark: highWaterMark,
     receiveHighWaterMark: highWaterMark,
-    sendTimeout: 0, // see immediateSender
+    sendTimeout: 0, // see immediateWriter
     maxMessageSize: hardCap(maxFrameBytes),
     reconnectInterval: options.reconnectIntervalMs ?? DEFAULTS.reconnectIntervalMs,
     reconnectMaxInterval: options.reconnectMaxIntervalMs ?? DEFAULTS.reconnectMaxIntervalMs,
