@@ -1,6 +1,6 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
 //   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
-//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--seed 1] [--model '{"dModel": 64, "heads": 4}']`
+//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--seed 1] [--model '{"dModel": 64, "heads": 4}'] [--attention]`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
@@ -8,6 +8,7 @@
 // control: 3-digit addition (both operands 3 digits) with reversed answers, tiny preset, batch 64, lr 3e-3: steps
 //   until exact match on held-out in-distribution problems reaches 95% (checked every --check-every steps, at most
 //   --max-steps), and wall time. Slow on 2 cores: --jobs 2 runs two encodings at once, each in its own process.
+//   With --attention each check also says where every head looks from the position that predicts the units digit.
 //   Progress goes to bench/results/partial/model-control-<encoding>.json as it runs. Each sub-suite keeps the
 //   other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -17,9 +18,11 @@ import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { ENCODINGS, type EncodingName, type JobSpec, type ModelSpec } from '../protocol/messages.ts';
 import { createSource, drawExamples } from '../src/data/tasks.ts';
+import type { Example } from '../src/data/types.ts';
 import { BOS, EOS, tokenizer } from '../src/data/tokenizer.ts';
 import { scoreProblems } from '../src/eval/metrics.ts';
 import { greedyDecode } from '../src/model/decode.ts';
+import type { Transformer } from '../src/model/transformer.ts';
 import { selectBackend, isBackendName } from '../src/train/backend.ts';
 import { makeBatch, type Batch } from '../src/train/batches.ts';
 import { buildJobSpec, presetModel } from '../src/train/job.ts';
@@ -47,6 +50,8 @@ interface Args {
   seed: number;
   /** Overrides of the tiny preset, e.g. {"dModel": 64, "heads": 4, "ffnDim": 256}. */
   model?: Partial<ModelSpec>;
+  /** Control checks also record where each head attends from the units-digit position (attentionFromUnits). */
+  attention: boolean;
 }
 
 function parseArgs(args: string[]): Args {
@@ -64,6 +69,7 @@ function parseArgs(args: string[]): Args {
     maxDigits: 3,
     jobs: 1,
     seed: 1,
+    attention: false,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -96,6 +102,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--jobs') out.jobs = num();
     else if (a === '--seed') out.seed = num();
     else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
+    else if (a === '--attention') out.attention = true;
     else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
@@ -273,8 +280,15 @@ interface ControlResult {
   wallTimeS: number;
   steps: number;
   finalExactMatch: number;
-  /** digits: accuracy at each answer position (see positionAccuracy). */
-  curve: { step: number; exactMatch: number; loss: number; seconds: number; digits: number[] }[];
+  /** digits: accuracy at each answer position (see positionAccuracy); attends: see attentionFromUnits. */
+  curve: {
+    step: number;
+    exactMatch: number;
+    loss: number;
+    seconds: number;
+    digits: number[];
+    attends?: string[];
+  }[];
 }
 
 /**
@@ -286,6 +300,33 @@ function positionAccuracy(examples: readonly { target: string }[], predictions: 
   return Array.from({ length: longest }, (_, k) => {
     const having = examples.flatMap((e, i) => (k < e.target.length ? [predictions[i]?.[k] === e.target[k]] : []));
     return round(having.filter(Boolean).length / having.length, 3);
+  });
+}
+
+/**
+ * Where each head looks from the input position that predicts the units digit (the "=" of a reversed-answer
+ * problem), teacher-forced over the examples: per layer, each head's most attended key position and its share of
+ * the attention, averaged over the examples, e.g. "L0 3:62 7:38 ...". With 3-digit operands the sequence is
+ * BOS a a a + b b b = ..., so the units digits sit at positions 3 and 7, the hundreds digits at 1 and 5.
+ */
+function attentionFromUnits(model: Transformer, examples: readonly Example[]): string[] {
+  const sequences = examples.map((e) => [BOS, ...tokenizer.encode(e.prompt)]);
+  const length = sequences[0]?.length ?? 0;
+  const same = sequences.filter((s) => s.length === length);
+  if (same.length === 0) return [];
+  return tf.tidy(() => {
+    const ids = tf.tensor2d(same, [same.length, length], 'int32');
+    const { attention = [] } = model.forward(ids, { training: false, collectAttention: true });
+    return attention.map((layer, l) => {
+      // [batch, heads, query, key] -> the last query's row per head, averaged over the batch.
+      const rows = layer.mean(0).arraySync() as number[][][];
+      const heads = rows.map((head) => {
+        const row = head[length - 1] ?? [];
+        const top = row.reduce((best, p, k) => (p > (row[best] ?? -1) ? k : best), 0);
+        return `${top}:${Math.round(100 * (row[top] ?? 0))}`;
+      });
+      return `L${l} ${heads.join(' ')}`;
+    });
   });
 }
 
@@ -311,11 +352,20 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
     const predictions = predict(workload.model, heldOut, spec.model.maxLen);
     const exact = scoreProblems(heldOut, predictions, 'test').exactMatch;
     const digits = positionAccuracy(heldOut, predictions);
+    const attends = a.attention ? attentionFromUnits(workload.model, heldOut) : undefined;
     const seconds = (performance.now() - started) / 1000;
-    curve.push({ step: workload.step, exactMatch: exact, loss: round(loss, 4), seconds: round(seconds), digits });
+    curve.push({
+      step: workload.step,
+      exactMatch: exact,
+      loss: round(loss, 4),
+      seconds: round(seconds),
+      digits,
+      ...(attends === undefined ? {} : { attends }),
+    });
     process.stderr.write(
       `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% ` +
-        `per answer position ${digits.map((d) => `${round(100 * d, 0)}%`).join(' ')} (${round(seconds)} s)\n`,
+        `per answer position ${digits.map((d) => `${round(100 * d, 0)}%`).join(' ')} (${round(seconds)} s)` +
+        `${attends === undefined ? '' : `; from the units position: ${attends.join('; ')}`}\n`,
     );
     if (exact >= 0.95) stepsTo95 = workload.step;
     // A control run is long: keep what it has so far on disk, in case it is stopped before the end.
