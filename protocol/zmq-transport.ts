@@ -76,6 +76,8 @@ interface PendingSend {
   reject: (error: Error) => void;
 }
 
+const NO_FRAME = new Uint8Array(0);
+
 /**
  * Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise).
  * A send with none ahead of it goes straight to the socket. Sends that queue up meanwhile go out together: the
@@ -91,7 +93,7 @@ class SendQueue {
 
   /** The frame being written: one at a time, so the callbacks below need no closure per frame. */
   private currentTo = '';
-  private currentFrame: Uint8Array = new Uint8Array(0);
+  private currentFrame: Uint8Array = NO_FRAME;
   /** Frames written in a row without a turn of the event loop. */
   private inARow = 0;
 
@@ -167,6 +169,7 @@ class SendQueue {
 
   private readonly next = (): void => {
     this.busy = false;
+    this.currentFrame = NO_FRAME; // not kept alive (a checkpoint chunk is 1 MiB) until the next send
     if (this.head === this.waiting.length) return;
     const first = this.waiting[this.head++]!;
     const batch = [first];
