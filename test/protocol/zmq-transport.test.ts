@@ -235,6 +235,29 @@ void test('a send that finds the queue full waits for room and goes out once the
   }
 });
 
+void test('a sender that awaits every send still lets the event loop turn (timers and reads are not starved)', async () => {
+  // Sends go to ZeroMQ at once and usually settle without a turn of the event loop; the send queue yields every
+  // few hundred frames so that a tight `await send()` loop cannot starve everything else in the process.
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const client = await connectClient({ address: server.address, routingId: 'streamer' });
+  try {
+    await client.send(agentSamples[0]!);
+    await take(server.inbound(), 1); // connected
+    let timerFiredAt: number | undefined;
+    let sent = 0;
+    setTimeout(() => {
+      timerFiredAt = sent;
+    }, 0);
+    for (; sent < 5000; sent++) await client.send(agentSamples[0]!);
+    assert.ok(timerFiredAt !== undefined && timerFiredAt < 5000, `the timer fired only after ${timerFiredAt} sends`);
+    const got = await take(server.inbound(), 5000, 20_000);
+    assert.equal(got.length, 5000);
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
+
 void test('inbound ends when the transport closes', async () => {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const pending = take(server.inbound(), 1, 5000);
