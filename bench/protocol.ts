@@ -29,7 +29,7 @@ const jobId = 'bench-job' as Metrics['jobId'];
 
 // A full garbage collection before each measured run, raw and ours alike, so that none pays for the garbage of the
 // one before: the round trips used to follow the throughput runs' ~150,000 decoded messages, and a process still
-// sweeping those answered 30-40 us slower (both stacks; raw too). gc() is exposed for this process only.
+// sweeping those answered 20-40 us slower (raw too). gc() is exposed for this process only.
 v8.setFlagsFromString('--expose-gc');
 const collectGarbage = runInNewContext('gc') as () => void;
 
