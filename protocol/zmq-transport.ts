@@ -78,6 +78,15 @@ interface PendingSend {
 
 const NO_FRAME = new Uint8Array(0);
 
+/** A write that throws instead of rejecting (zeromq.js does, for a closed socket) becomes a rejection. */
+function attempt(write: () => Promise<void>): Promise<void> {
+  try {
+    return write();
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
 /**
  * Serializes sends: zeromq.js allows only one send waiting on a full queue at a time (EBUSY otherwise).
  * A send with none ahead of it goes straight to the socket. Sends that queue up meanwhile go out together: the
@@ -137,13 +146,7 @@ class SendQueue {
       // Like zeromq.js's own fast path: a sender that never waits must not starve the socket's reads.
       this.inARow = 0;
       sending = new Promise<void>((resolve) => setImmediate(resolve)).then(this.writeCurrent);
-    } else {
-      try {
-        sending = this.writer.write(to, frame);
-      } catch (error) {
-        sending = Promise.reject(error);
-      }
-    }
+    } else sending = attempt(this.writeCurrent);
     return sending.then(this.next, this.whenFull);
   }
 
@@ -152,13 +155,7 @@ class SendQueue {
   /** A write refused because the queue is full waits for room; any other failure fails the frame's sends. */
   private readonly whenFull = (error: unknown): Promise<void> => {
     if ((error as { code?: unknown }).code !== 'EAGAIN') return this.fail(error);
-    let waiting: Promise<void>;
-    try {
-      waiting = this.writer.writeWhenRoom(this.currentTo, this.currentFrame);
-    } catch (e) {
-      waiting = Promise.reject(e);
-    }
-    return waiting.then(this.next, this.fail);
+    return attempt(() => this.writer.writeWhenRoom(this.currentTo, this.currentFrame)).then(this.next, this.fail);
   };
 
   private readonly fail = (error: unknown): never => {

@@ -204,7 +204,7 @@ void test('a send to a peer that is not there fails within the send timeout inst
 });
 
 void test('a send that finds the queue full waits for room and goes out once the peer reads again', async () => {
-  // Sends skip ZeroMQ's readiness check and only wait when the queue is full (immediateSender): here the peer stops
+  // Sends skip ZeroMQ's readiness check and only wait when the queue is full (immediateWriter): here the peer stops
   // reading until the kernel buffers and both high-water marks are full, so a send has to wait for room.
   const router = new zmq.Router({ linger: 0, receiveHighWaterMark: 1 });
   await router.bind('tcp://127.0.0.1:0');
