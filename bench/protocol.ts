@@ -446,6 +446,8 @@ async function messageFigures(quick: boolean) {
         metrics_one_by_one_msgs_per_s: singles.map(Math.round),
         rtt_p50_us: rtts.map((r) => round(r.p50)),
         raw_rtt_p50_us: rawRtts.map((r) => round(r.p50)),
+        rtt_p99_us: rtts.map((r) => round(r.p99)),
+        raw_rtt_p99_us: rawRtts.map((r) => round(r.p99)),
       },
       metrics_message:
         '10 metric points per message as 7 float64 columns (612 bytes); sender in a child process, receiver in the bench process',

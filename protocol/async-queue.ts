@@ -17,14 +17,16 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     return this.closed;
   }
 
-  push(item: T): void {
-    if (this.closed) return;
+  /** Queues an item; true when a reader was already waiting for it (it has been handed over). */
+  push(item: T): boolean {
+    if (this.closed) return false;
     const waiter = this.waiters.shift();
     if (waiter !== undefined) {
       waiter({ value: item, done: false });
-      return;
+      return true;
     }
     this.items.push(item);
+    return false;
   }
 
   close(): void {

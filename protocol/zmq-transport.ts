@@ -12,6 +12,21 @@ import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
 import { inboundOf } from './transport.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
+/**
+ * Resolves once the microtasks already queued, and those they queue in turn, have run: a receive loop that has just
+ * handed a message to a waiting reader awaits this before it asks ZeroMQ for the next frame, so the reader's
+ * reaction (typically a reply, sent at once) goes out first and the system calls of that ask are off the round
+ * trip's critical path (p50 124 us instead of 134 against raw zeromq.js's 121; `npm run bench -- protocol`).
+ * A nextTick runs once the microtask queue is empty, without a turn of the event loop.
+ */
+function afterReaders(): Promise<void> {
+  return new Promise(resolveOnNextTick);
+}
+
+function resolveOnNextTick(resolve: () => void): void {
+  process.nextTick(resolve);
+}
+
 export interface ZmqCommonOptions {
   /** Frames over this are refused before decoding (and ZeroMQ drops a peer that sends more than twice this). */
   maxFrameBytes?: number;
@@ -407,10 +422,12 @@ class ZmqServer implements ServerTransport {
         );
         continue;
       }
+      let handedOver = false;
       for (const item of decodeAgentFrame(frames[1]!, this.decodeOptions)) {
-        if (item.ok) this.queue.push({ kind: 'message', from, message: item.message });
+        if (item.ok) handedOver = this.queue.push({ kind: 'message', from, message: item.message }) || handedOver;
         else this.malformed(from, item.error);
       }
+      if (handedOver) await afterReaders();
     }
     this.queue.close();
   }
@@ -508,10 +525,12 @@ class ZmqClient implements ClientTransport {
                 error: new MalformedMessageError(`expected a single-part message, got ${frames.length} parts`),
               },
             ];
+      let handedOver = false;
       for (const item of items) {
         if (!item.ok) this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
-        this.queue.push(inboundOf(item, this.from));
+        handedOver = this.queue.push(inboundOf(item, this.from)) || handedOver;
       }
+      if (handedOver) await afterReaders();
     }
     this.queue.close();
   }

@@ -6,9 +6,9 @@ void test('items come out in order, across waiting and queued, and close ends ev
   const q = new AsyncQueue<number>();
   const first = q.next();
   const second = q.next();
-  q.push(1);
-  q.push(2);
-  q.push(3);
+  assert.equal(q.push(1), true); // handed to a waiting reader
+  assert.equal(q.push(2), true);
+  assert.equal(q.push(3), false); // queued
   assert.deepEqual(await first, { value: 1, done: false });
   assert.deepEqual(await second, { value: 2, done: false });
   for (let i = 4; i < 3000; i++) q.push(i); // enough to trigger compaction
@@ -24,7 +24,7 @@ void test('items come out in order, across waiting and queued, and close ends ev
     { value: undefined, done: true },
     { value: undefined, done: true },
   ]);
-  q.push(99); // ignored after close
+  assert.equal(q.push(99), false); // ignored after close
   assert.equal((await q.next()).done, true);
 });
 

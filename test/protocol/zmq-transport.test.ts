@@ -258,6 +258,63 @@ void test('a sender that awaits every send still lets the event loop turn (timer
   }
 });
 
+void test('a reader waiting on inbound answers before the receive loop asks ZeroMQ for the next frame', async () => {
+  // Asking ZeroMQ for a frame costs system calls; a reader that was already waiting (a request/reply exchange) gets
+  // its message and sends its answer first, so those calls are not on the round trip's critical path.
+  const calls: string[] = [];
+  const record = (socket: unknown, name: string): void => {
+    calls.push(`${socket instanceof zmq.Router ? 'router' : 'dealer'} ${name}`);
+  };
+  const restore = [spyOn(zmq.Router.prototype, 'receive', record), spyOn(zmq.Router.prototype, 'send', record)];
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const client = await connectClient({ address: server.address, routingId: 'asker' });
+  try {
+    const serving = (async () => {
+      for await (const item of server.inbound()) {
+        calls.push('server got');
+        await server.send(item.from, coordinatorSamples[1]!);
+        return;
+      }
+    })();
+    const replies = client.inbound()[Symbol.asyncIterator]();
+    await delay(50); // both receive loops are waiting
+    calls.length = 0;
+    await client.send(agentSamples[0]!);
+    await replies.next();
+    calls.push('client got');
+    await serving;
+    await delay(50);
+    assert.deepEqual(calls, [
+      'dealer send',
+      'server got',
+      'router send',
+      'router receive',
+      'client got',
+      'dealer receive',
+    ]);
+  } finally {
+    for (const undo of restore) undo();
+    await client.close();
+    await server.close();
+  }
+});
+
+/** Calls `record(this, name)` before every call of `proto[name]` (on the prototype that owns it); returns the undo. */
+function spyOn(proto: object, name: string, record: (socket: unknown, name: string) => void): () => void {
+  let owner = proto;
+  while (!Object.hasOwn(owner, name)) owner = Object.getPrototypeOf(owner) as object;
+  const original = Object.getOwnPropertyDescriptor(owner, name)!;
+  const call = original.value as (...args: unknown[]) => unknown;
+  Object.defineProperty(owner, name, {
+    ...original,
+    value: function (this: unknown, ...args: unknown[]) {
+      record(this, name);
+      return call.apply(this, args);
+    },
+  });
+  return () => Object.defineProperty(owner, name, original);
+}
+
 void test('inbound ends when the transport closes', async () => {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const pending = take(server.inbound(), 1, 5000);
