@@ -381,14 +381,22 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const { notes, ...figures } = await messageFigures(quick);
     return { ...figures, notes: { ...notes, quick, ...load() } };
   }
+  const checkpointOnly = (rates: number[]) => ({
+    checkpoint_MBps: round(median(rates.slice(1))),
+    checkpoint_first_MBps: round(rates[0]!),
+  });
+  // `--only checkpoint`: the checkpoint transfers alone.
+  if (args.includes('--only') && args[args.indexOf('--only') + 1] === 'checkpoint') {
+    const rates = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4, 4);
+    return { ...checkpointOnly(rates), notes: { rounds: { checkpoint_MBps: rates.map((r) => round(r)) }, ...load() } };
+  }
   const { notes: messageNotes, ...messageResults } = await messageFigures(quick);
   const { notes: allreduceNotes, ...allreduce } = await allreduceFigures(quick);
   const checkpoints = await checkpointTransfer(quick ? 64 * MiB : 256 * MiB, MiB, 4, 4);
   return {
     ...messageResults,
     ...allreduce,
-    checkpoint_MBps: round(median(checkpoints.slice(1))),
-    checkpoint_first_MBps: round(checkpoints[0]!),
+    ...checkpointOnly(checkpoints),
     notes: {
       ...messageNotes,
       ...allreduceNotes,

@@ -1,5 +1,6 @@
 // `npm run bench -- <suite>`: runs bench/<suite>.ts, prints its table and writes bench/results/<suite>.json.
 // A suite module exports `run(args: string[]): Promise<Record<string, unknown>>`; flat numeric fields print as rows.
+// A part of a suite (`--only <part>`) writes bench/results/<suite>-<part>.json, leaving the full run's file alone.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import os from 'node:os';
@@ -19,7 +20,9 @@ const record = {
   results,
 };
 await mkdir(join(import.meta.dirname, 'results'), { recursive: true });
-const file = join(import.meta.dirname, 'results', `${suite}.json`);
+const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+const name = only !== undefined && /^[a-z][a-z0-9-]*$/.test(only) ? `${suite}-${only}` : suite;
+const file = join(import.meta.dirname, 'results', `${name}.json`);
 await writeFile(file, JSON.stringify(record, null, 2) + '\n');
 console.table(Object.fromEntries(Object.entries(results).filter(([, v]) => typeof v !== 'object')));
 console.log(`wrote ${file}`);

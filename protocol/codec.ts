@@ -84,6 +84,29 @@ export function encode(message: AgentToCoordinator | CoordinatorToAgent | PeerMe
   return packr.pack(message);
 }
 
+/** A `data` payload of at least this many bytes leaves in a ZeroMQ frame of its own (encodeParts). */
+export const BULK_MIN_BYTES = 64 * 1024;
+
+/** A message as the ZeroMQ transport sends it: its msgpack, and the bytes of its `data` field when they travel apart. */
+export interface EncodedParts {
+  head: Uint8Array;
+  bulk: Uint8Array | undefined;
+}
+
+/**
+ * encode(), except for a message whose `data` field holds BULK_MIN_BYTES or more (a checkpoint chunk): its msgpack
+ * then says `bulk: <byte length>` instead, and the bytes follow as a second frame that ZeroMQ sends from where they
+ * lie and the receiver reads where they land (decodeAgentBulk). Copying a 1 MiB chunk into fresh msgpack buffers on
+ * the way out and again on the way in was most of a checkpoint transfer's CPU.
+ */
+export function encodeParts(message: AgentToCoordinator | CoordinatorToAgent): EncodedParts {
+  const data = (message as { data?: unknown }).data;
+  if (!(data instanceof Uint8Array) || data.byteLength < BULK_MIN_BYTES)
+    return { head: packr.pack(message), bulk: undefined };
+  const { data: _bytes, ...fields } = message as unknown as { data: Uint8Array } & Record<string, unknown>;
+  return { head: packr.pack({ ...fields, bulk: data.byteLength }), bulk: data };
+}
+
 /** Unpacks one frame to an unvalidated value; the size cap is checked first. */
 export function decodeUnknown(bytes: Uint8Array, options: DecodeOptions = {}): unknown {
   const maxBytes = options.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -198,6 +221,72 @@ export function decodeCoordinatorFrame(
   options: DecodeOptions = {},
 ): FrameItem<CoordinatorToAgent>[] {
   return decodeFrame(bytes, options, validateCoordinatorMessage);
+}
+
+/**
+ * A message that came as two frames (encodeParts): the head must be exactly one message announcing `bulk` as the
+ * second frame's length; the bytes become its `data` (a view of the received frame, not a copy) before validation.
+ * Never throws: what is wrong comes back as a refused item naming it.
+ */
+function decodeBulk<M>(
+  head: Uint8Array,
+  bulk: Uint8Array,
+  options: DecodeOptions,
+  validate: (value: unknown) => M,
+): FrameItem<M>[] {
+  const maxBytes = options.maxBytes ?? DEFAULT_MAX_FRAME_BYTES;
+  if (bulk.byteLength > maxBytes)
+    return [
+      refused(`bulk frame of ${bulk.byteLength} bytes is over the ${maxBytes}-byte cap; refused before decoding`),
+    ];
+  let value: unknown;
+  try {
+    value = decodeUnknown(head, options);
+  } catch (error) {
+    return [{ ok: false, error: asMalformed(error) }];
+  }
+  const fields = value as Record<string, unknown>;
+  const type = typeof fields?.type === 'string' ? fields.type : undefined;
+  const more = type === undefined ? {} : { messageType: type };
+  const name = type ?? 'message';
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(fields, 'bulk'))
+    return [
+      refused(`${name}: a second frame of ${bulk.byteLength} bytes, but no bulk field announces it`, 'bulk', more),
+    ];
+  if (fields.bulk !== bulk.byteLength)
+    return [
+      refused(
+        `${name}.bulk: announces ${String(fields.bulk)} bytes, but the second frame has ${bulk.byteLength}`,
+        'bulk',
+        more,
+      ),
+    ];
+  if (Object.hasOwn(fields, 'data'))
+    return [refused(`${name}.data: set in the message and sent as a bulk frame too`, 'data', more)];
+  delete fields.bulk;
+  // A plain Uint8Array view of the frame, as msgpack bytes decode (see decodeUnknown).
+  fields.data = bulk instanceof Buffer ? new Uint8Array(bulk.buffer, bulk.byteOffset, bulk.byteLength) : bulk;
+  try {
+    return [{ ok: true, message: validate(fields) }];
+  } catch (error) {
+    return [{ ok: false, error: asMalformed(error) }];
+  }
+}
+
+export function decodeAgentBulk(
+  head: Uint8Array,
+  bulk: Uint8Array,
+  options: DecodeOptions = {},
+): FrameItem<AgentToCoordinator>[] {
+  return decodeBulk(head, bulk, options, validateAgentMessage);
+}
+
+export function decodeCoordinatorBulk(
+  head: Uint8Array,
+  bulk: Uint8Array,
+  options: DecodeOptions = {},
+): FrameItem<CoordinatorToAgent>[] {
+  return decodeBulk(head, bulk, options, validateCoordinatorMessage);
 }
 
 /** Runs a decode step so that only MalformedMessageError can come out of it, whatever the bytes were. */

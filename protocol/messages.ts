@@ -6,8 +6,9 @@
  * Bumped on any incompatible change; agreed once, in hello/welcome.
  * 2: metrics carry one Float64Array of columns instead of an array of point objects; peers say peer_bye.
  * 3: a coordinator <-> agent frame may carry several messages back to back.
+ * 4: a message whose `data` holds 64 KiB or more sends those bytes as a second frame (codec.ts encodeParts).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };

@@ -5,7 +5,16 @@
 // With curve set, the server runs a ZAP handler in its own context and accepts only allow-listed client keys.
 import * as zmq from 'zeromq';
 import { AsyncQueue } from './async-queue.ts';
-import { DEFAULT_MAX_FRAME_BYTES, decodeAgentFrame, decodeCoordinatorFrame, encode, type FrameItem } from './codec.ts';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  decodeAgentBulk,
+  decodeAgentFrame,
+  decodeCoordinatorBulk,
+  decodeCoordinatorFrame,
+  encodeParts,
+  type EncodedParts,
+  type FrameItem,
+} from './codec.ts';
 import { MalformedMessageError, TransportError } from './errors.ts';
 import { checkKey, z85Encode } from './keys.ts';
 import type { AgentToCoordinator, CoordinatorToAgent } from './messages.ts';
@@ -78,15 +87,35 @@ function tooBig(type: string, bytes: number, maxFrameBytes: number): TransportEr
   );
 }
 
+/** encodeParts, with each part held to the frame cap; what went wrong as a TransportError instead of a throw. */
+function encodeChecked(
+  message: AgentToCoordinator | CoordinatorToAgent,
+  forWhom: string,
+  maxFrameBytes: number,
+): EncodedParts | TransportError {
+  let parts: EncodedParts;
+  try {
+    parts = encodeParts(message);
+  } catch (error) {
+    return transportError(`could not encode ${message.type}${forWhom}`, error);
+  }
+  const bytes = Math.max(parts.head.byteLength, parts.bulk?.byteLength ?? 0);
+  return bytes > maxFrameBytes ? tooBig(message.type, bytes, maxFrameBytes) : parts;
+}
+
 /** Messages queued behind a busy socket go out together in frames of at most this many bytes. */
 export const COALESCE_BYTES = 64 * 1024;
 
 interface PendingSend {
   /** Messages to the same destination may share a frame. */
   to: string;
-  /** Raw bytes (sendRaw) always travel in a frame of their own. */
+  /** Raw bytes (sendRaw) and messages with a bulk frame always travel in a frame of their own. */
   alone: boolean;
   bytes: Uint8Array;
+  /** A second frame after `bytes` (encodeParts); only with `alone`. */
+  bulk: Uint8Array | undefined;
+  /** bytes and bulk together, as counted against the queue's limit. */
+  size: number;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -118,6 +147,7 @@ class SendQueue {
   /** The frame being written: one at a time, so the callbacks below need no closure per frame. */
   private currentTo = '';
   private currentFrame: Uint8Array = NO_FRAME;
+  private currentBulk: Uint8Array | undefined;
   /** Frames written in a row without a turn of the event loop. */
   private inARow = 0;
 
@@ -130,14 +160,15 @@ class SendQueue {
     private readonly failed: (to: string, error: unknown) => Error,
   ) {}
 
-  /** `alone`: a frame of its own (raw bytes for tests and benchmarks). */
-  send(to: string, bytes: Uint8Array, alone = false): Promise<void> {
-    if (!this.busy) return this.start(to, bytes);
+  /** `alone`: a frame of its own (raw bytes for tests and benchmarks); `bulk`: a second frame (implies alone). */
+  send(to: string, bytes: Uint8Array, alone = false, bulk?: Uint8Array): Promise<void> {
+    if (!this.busy) return this.start(to, bytes, bulk);
     // Bounded: refused only past both the high-water mark in messages and that many full frames in bytes, so that
     // an agent flushing a long outage's metrics (thousands of small messages, which leave many to a frame) and a
     // checkpoint's 1 MiB chunks both fit, as they did when every message was a frame.
     const waitingCount = this.waiting.length - this.head;
-    if (waitingCount >= this.limit && this.waitingBytes + bytes.byteLength > this.limit * COALESCE_BYTES) {
+    const size = bytes.byteLength + (bulk?.byteLength ?? 0);
+    if (waitingCount >= this.limit && this.waitingBytes + size > this.limit * COALESCE_BYTES) {
       return Promise.reject(
         new TransportError(
           `${this.what}: ${waitingCount} sends (${this.waitingBytes} bytes) already waiting; ` +
@@ -146,16 +177,17 @@ class SendQueue {
         ),
       );
     }
-    this.waitingBytes += bytes.byteLength;
+    this.waitingBytes += size;
     return new Promise((resolve, reject) => {
-      this.waiting.push({ to, alone, bytes, resolve, reject });
+      this.waiting.push({ to, alone: alone || bulk !== undefined, bytes, bulk, size, resolve, reject });
     });
   }
 
-  private start(to: string, frame: Uint8Array): Promise<void> {
+  private start(to: string, frame: Uint8Array, bulk: Uint8Array | undefined): Promise<void> {
     this.busy = true;
     this.currentTo = to;
     this.currentFrame = frame;
+    this.currentBulk = bulk;
     let sending: Promise<void>;
     if (++this.inARow >= SENDS_PER_YIELD) {
       // Like zeromq.js's own fast path: a sender that never waits must not starve the socket's reads.
@@ -165,12 +197,16 @@ class SendQueue {
     return sending.then(this.next, this.whenFull);
   }
 
-  private readonly writeCurrent = (): Promise<void> => this.writer.write(this.currentTo, this.currentFrame);
+  private readonly writeCurrent = (): Promise<void> =>
+    this.writer.write(this.currentTo, this.currentFrame, this.currentBulk);
 
   /** A write refused because the queue is full waits for room; any other failure fails the frame's sends. */
   private readonly whenFull = (error: unknown): Promise<void> => {
     if ((error as { code?: unknown }).code !== 'EAGAIN') return this.fail(error);
-    return attempt(() => this.writer.writeWhenRoom(this.currentTo, this.currentFrame)).then(this.next, this.fail);
+    return attempt(() => this.writer.writeWhenRoom(this.currentTo, this.currentFrame, this.currentBulk)).then(
+      this.next,
+      this.fail,
+    );
   };
 
   private readonly fail = (error: unknown): never => {
@@ -182,16 +218,19 @@ class SendQueue {
   private readonly next = (): void => {
     this.busy = false;
     this.currentFrame = NO_FRAME; // not kept alive (a checkpoint chunk is 1 MiB) until the next send
+    this.currentBulk = undefined;
     if (this.head === this.waiting.length) return;
     const first = this.waiting[this.head++]!;
     const batch = [first];
     let bytes = first.bytes.byteLength;
+    let size = first.size;
     const cap = Math.min(COALESCE_BYTES, this.maxFrameBytes);
     while (!first.alone && this.head < this.waiting.length) {
       const candidate = this.waiting[this.head]!;
       if (candidate.alone || candidate.to !== first.to || bytes + candidate.bytes.byteLength > cap) break;
       batch.push(candidate);
       bytes += candidate.bytes.byteLength;
+      size += candidate.size;
       this.head++;
     }
     if (this.head === this.waiting.length) {
@@ -201,9 +240,9 @@ class SendQueue {
       this.waiting = this.waiting.slice(this.head);
       this.head = 0;
     }
-    this.waitingBytes -= bytes;
+    this.waitingBytes -= size;
     const frame = batch.length === 1 ? first.bytes : concat(batch, bytes);
-    this.start(first.to, frame).then(
+    this.start(first.to, frame, first.bulk).then(
       () => {
         for (const p of batch) p.resolve();
       },
@@ -229,10 +268,10 @@ const SENDS_PER_YIELD = 256;
 
 /** How a SendQueue hands frames to its socket. */
 interface FrameWriter {
-  /** At once; rejects with code EAGAIN when the socket's queue is full. */
-  write(to: string, frame: Uint8Array): Promise<void>;
+  /** At once; rejects with code EAGAIN when the socket's queue is full. `bulk` follows `frame` in one message. */
+  write(to: string, frame: Uint8Array, bulk: Uint8Array | undefined): Promise<void>;
   /** Waiting for room, up to the send timeout. */
-  writeWhenRoom(to: string, frame: Uint8Array): Promise<void>;
+  writeWhenRoom(to: string, frame: Uint8Array, bulk: Uint8Array | undefined): Promise<void>;
 }
 
 /**
@@ -244,13 +283,13 @@ interface FrameWriter {
 function immediateWriter(
   socket: zmq.Dealer | zmq.Router,
   timeoutMs: number,
-  parts: (to: string, frame: Uint8Array) => Uint8Array | Uint8Array[],
+  parts: (to: string, frame: Uint8Array, bulk: Uint8Array | undefined) => Uint8Array | Uint8Array[],
 ): FrameWriter {
   return {
-    write: (to, frame) => socket.send(parts(to, frame)),
-    writeWhenRoom: (to, frame) => {
+    write: (to, frame, bulk) => socket.send(parts(to, frame, bulk)),
+    writeWhenRoom: (to, frame, bulk) => {
       socket.sendTimeout = timeoutMs;
-      return socket.send(parts(to, frame)).finally(() => {
+      return socket.send(parts(to, frame, bulk)).finally(() => {
         if (!socket.closed) socket.sendTimeout = 0;
       });
     },
@@ -394,10 +433,10 @@ class ZmqServer implements ServerTransport {
       highWaterMark,
       `send from ${address}`,
       maxFrameBytes,
-      immediateWriter(socket, sendTimeoutMs, (to, frame) => [
-        this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1'),
-        frame,
-      ]),
+      immediateWriter(socket, sendTimeoutMs, (to, frame, bulk) => {
+        const route = this.routes.get(to as PeerId) ?? Buffer.from(to, 'latin1');
+        return bulk === undefined ? [route, frame] : [route, frame, bulk];
+      }),
       (to, error) => transportError(`send to ${to} via ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -415,15 +454,19 @@ class ZmqServer implements ServerTransport {
       const routingId = frames[0];
       if (routingId === undefined) continue;
       const from = this.peerOf(routingId);
-      if (frames.length !== 2) {
+      if (frames.length !== 2 && frames.length !== 3) {
         this.malformed(
           from,
-          new MalformedMessageError(`expected a single-part message, got ${frames.length - 1} parts`),
+          new MalformedMessageError(`expected a message of 1 or 2 parts (frame, bulk), got ${frames.length - 1}`),
         );
         continue;
       }
+      const items =
+        frames.length === 2
+          ? decodeAgentFrame(frames[1]!, this.decodeOptions)
+          : decodeAgentBulk(frames[1]!, frames[2]!, this.decodeOptions);
       let handedOver = false;
-      for (const item of decodeAgentFrame(frames[1]!, this.decodeOptions)) {
+      for (const item of items) {
         if (item.ok) handedOver = this.queue.push({ kind: 'message', from, message: item.message }) || handedOver;
         else this.malformed(from, item.error);
       }
@@ -448,16 +491,10 @@ class ZmqServer implements ServerTransport {
   }
 
   send(to: PeerId, message: CoordinatorToAgent): Promise<void> {
-    let bytes: Uint8Array;
-    try {
-      bytes = encode(message);
-    } catch (error) {
-      return Promise.reject(transportError(`could not encode ${message.type} for ${to}`, error));
-    }
-    if (bytes.byteLength > this.maxFrameBytes)
-      return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
+    const parts = encodeChecked(message, ` for ${to}`, this.maxFrameBytes);
+    if (parts instanceof TransportError) return Promise.reject(parts);
     if (this.closed) return Promise.reject(new TransportError(`${this.address} is closed`));
-    return this.sends.send(to, bytes);
+    return this.sends.send(to, parts.head, false, parts.bulk);
   }
 
   /** Sends bytes as they are, in a frame of their own (bad-input tests, benchmarks). */
@@ -501,7 +538,7 @@ class ZmqClient implements ClientTransport {
       highWaterMark,
       `send to ${address}`,
       maxFrameBytes,
-      immediateWriter(socket, sendTimeoutMs, (_to, frame) => frame),
+      immediateWriter(socket, sendTimeoutMs, (_to, frame, bulk) => (bulk === undefined ? frame : [frame, bulk])),
       (_to, error) => transportError(`send to ${address}`, error),
     );
     this.loop = this.receiveLoop();
@@ -519,12 +556,16 @@ class ZmqClient implements ClientTransport {
       const items: FrameItem<CoordinatorToAgent>[] =
         frames.length === 1
           ? decodeCoordinatorFrame(frames[0]!, this.decodeOptions)
-          : [
-              {
-                ok: false,
-                error: new MalformedMessageError(`expected a single-part message, got ${frames.length} parts`),
-              },
-            ];
+          : frames.length === 2
+            ? decodeCoordinatorBulk(frames[0]!, frames[1]!, this.decodeOptions)
+            : [
+                {
+                  ok: false,
+                  error: new MalformedMessageError(
+                    `expected a message of 1 or 2 parts (frame, bulk), got ${frames.length}`,
+                  ),
+                },
+              ];
       let handedOver = false;
       for (const item of items) {
         if (!item.ok) this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
@@ -536,16 +577,10 @@ class ZmqClient implements ClientTransport {
   }
 
   send(message: AgentToCoordinator): Promise<void> {
-    let bytes: Uint8Array;
-    try {
-      bytes = encode(message);
-    } catch (error) {
-      return Promise.reject(transportError(`could not encode ${message.type}`, error));
-    }
-    if (bytes.byteLength > this.maxFrameBytes)
-      return Promise.reject(tooBig(message.type, bytes.byteLength, this.maxFrameBytes));
+    const parts = encodeChecked(message, '', this.maxFrameBytes);
+    if (parts instanceof TransportError) return Promise.reject(parts);
     if (this.closed) return Promise.reject(new TransportError(`the connection to ${this.address} is closed`));
-    return this.sends.send(this.address, bytes);
+    return this.sends.send(this.address, parts.head, false, parts.bulk);
   }
 
   /** Sends bytes as they are, in a frame of their own (bad-input tests, benchmarks). */

@@ -1,7 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  BULK_MIN_BYTES,
   encode,
+  encodeParts,
+  decodeAgentBulk,
+  decodeCoordinatorBulk,
   decodeAgentMessage,
   decodeCoordinatorMessage,
   decodePeerMessage,
@@ -251,4 +255,63 @@ void test('ids are distinct and run ids sort by time', () => {
   const b = newRunId(new Date('2026-01-02T00:00:00Z'));
   assert.match(a, /^20260101-000000-[0-9a-z]{8}$/);
   assert.ok(a < b);
+});
+
+void test('a checkpoint chunk of 64 KiB or more sends its bytes as a bulk frame, read where they land', () => {
+  const small = agentSamples[4]!;
+  assert.equal(encodeParts(small).bulk, undefined); // 4 bytes of data: one frame, as encode() makes it
+  assert.deepEqual(encodeParts(small).head, encode(small));
+  const bytes = new Uint8Array(BULK_MIN_BYTES).map((_, i) => i % 251);
+  const chunk = { ...small, data: bytes } as typeof small;
+  const { head, bulk } = encodeParts(chunk);
+  assert.equal(bulk, bytes); // the caller's bytes themselves: ZeroMQ sends them without a copy
+  assert.ok(head.byteLength < 300, `head of ${head.byteLength} bytes`);
+  assert.equal((decodeUnknown(head) as { bulk: number }).bulk, BULK_MIN_BYTES);
+  // The receiver's frame is a Buffer; data comes back as a plain Uint8Array over the same memory.
+  const frame = Buffer.from(bytes);
+  const [item] = decodeAgentBulk(head, frame);
+  assert.ok(item?.ok, item?.ok === false ? item.error.message : '');
+  assert.deepEqual(item.message, chunk);
+  const data = (item.message as { data: Uint8Array }).data;
+  assert.equal(Object.getPrototypeOf(data), Uint8Array.prototype);
+  assert.equal(data.buffer, frame.buffer);
+  // The other direction (coordinator -> agent, a checkpoint to resume from) reads the same way.
+  const [back] = decodeCoordinatorBulk(...(Object.values(encodeParts(chunk)) as [Uint8Array, Uint8Array]));
+  assert.ok(back?.ok && back.message.type === 'checkpoint_chunk');
+});
+
+void test('a bulk frame that does not match its message is refused, naming what is wrong', () => {
+  const chunk = { ...agentSamples[4]!, data: new Uint8Array(BULK_MIN_BYTES) } as never;
+  const { head, bulk } = encodeParts(chunk) as { head: Uint8Array; bulk: Uint8Array };
+  const refusal = (items: ReturnType<typeof decodeAgentBulk>): { message: string; field: string } => {
+    assert.equal(items.length, 1);
+    assert.ok(items[0] && !items[0].ok, 'expected a refusal');
+    return items[0].error;
+  };
+  assert.match(
+    refusal(decodeAgentBulk(head, bulk.subarray(1))).message,
+    /^checkpoint_chunk\.bulk: announces 65536 bytes, but the second frame has 65535$/,
+  );
+  assert.equal(refusal(decodeAgentBulk(head, bulk.subarray(1))).field, 'bulk');
+  assert.match(
+    refusal(decodeAgentBulk(encode(agentSamples[1]!), bulk)).message,
+    /^hello: a second frame of 65536 bytes, but no bulk field announces it/,
+  );
+  const both = encode({ ...(decodeUnknown(head) as object), data: new Uint8Array(1) } as never);
+  assert.match(
+    refusal(decodeAgentBulk(both, bulk)).message,
+    /^checkpoint_chunk\.data: set in the message and sent as a bulk frame too/,
+  );
+  assert.match(
+    refusal(decodeAgentBulk(head.subarray(0, head.byteLength - 3), bulk)).message,
+    /^frame: not valid msgpack/,
+  );
+  assert.match(refusal(decodeAgentBulk(encode(7 as never), bulk)).message, /^message: a second frame/);
+  assert.match(
+    refusal(decodeAgentBulk(head, bulk, { maxBytes: 1024 })).message,
+    /^bulk frame of 65536 bytes is over the 1024-byte cap/,
+  );
+  // With its bytes re-attached, the message is validated as any other.
+  const wrong = encode({ ...(decodeUnknown(head) as object), index: -1 } as never);
+  assert.match(refusal(decodeAgentBulk(wrong, bulk)).message, /^checkpoint_chunk\.index: /);
 });

@@ -7,7 +7,7 @@ import { decodeAgentFrame, encode } from '../../protocol/codec.ts';
 import { negotiate } from '../../protocol/handshake.ts';
 import { TransportError } from '../../protocol/errors.ts';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
-import type { AgentId, Bye, Hello } from '../../protocol/messages.ts';
+import type { AgentId, Bye, CheckpointChunk, Hello } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
 import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
 import { take } from './fixtures/helpers.ts';
@@ -53,6 +53,7 @@ void test('bad input from one client: each refused with a clear error, the other
     await bad.sendRaw(encode({ ...hello, pid: 'x' } as never));
     await bad.sendRaw(encode({ type: 'format_disk' } as never));
     await bad.sendRaw(new Uint8Array(6000));
+    await raw.send(['a', 'b', 'c']);
     await raw.send(['a', 'b']);
     await bad.send({ ...hello, version: PROTOCOL_VERSION + 7 });
     // The sender refuses an oversize message itself, with a clear error, before it reaches the wire.
@@ -63,7 +64,7 @@ void test('bad input from one client: each refused with a clear error, the other
         /checkpoint_chunk of \d+ bytes is over the 4096-byte frame cap/.test(error.message),
     );
     await good.send(hello);
-    const got = await take(server.inbound(), 8);
+    const got = await take(server.inbound(), 9);
     // Order holds per sender, not across senders (ZeroMQ fair-queues), so look at each sender's own list.
     const of = (id: string): string[] =>
       got.filter((x) => x.from === id).map((x) => (x.kind === 'malformed' ? x.error.message : x.message.type));
@@ -75,7 +76,10 @@ void test('bad input from one client: each refused with a clear error, the other
     assert.match(fromBad[2]!, /^hello\.pid: expected a non-negative integer, got "x"/);
     assert.match(fromBad[3]!, /^agent->coordinator message: unknown type "format_disk"/);
     assert.match(fromBad[4]!, /^frame of 6000 bytes is over the 4096-byte cap/);
-    assert.deepEqual(of('multi'), ['expected a single-part message, got 2 parts']);
+    assert.deepEqual(of('multi'), [
+      'expected a message of 1 or 2 parts (frame, bulk), got 3',
+      'message: a second frame of 1 bytes, but no bulk field announces it',
+    ]);
     assert.deepEqual(of('good'), ['hello']);
     // A wrong version decodes fine; the handshake refuses it.
     const wrong = got.filter((x) => x.from === 'bad')[5]!;
@@ -93,6 +97,41 @@ void test('bad input from one client: each refused with a clear error, the other
   } finally {
     raw.close();
     await Promise.all([bad.close(), good.close()]);
+    await server.close();
+  }
+});
+
+void test('a checkpoint chunk of 1 MiB travels as its message plus a bulk frame, both ways, intact', async () => {
+  // A raw ROUTER and DEALER stand in for the far ends, so the frames on the wire can be seen.
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind('tcp://127.0.0.1:0');
+  const client = await connectClient({ address: router.lastEndpoint!, routingId: 'uploader' });
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const dealer = new zmq.Dealer({ linger: 0, routingId: 'downloader' });
+  dealer.connect(server.address);
+  const bytes = new Uint8Array(1 << 20).map((_, i) => (i * 7) % 256);
+  const chunk = { ...(agentSamples[4] as CheckpointChunk), totalBytes: bytes.byteLength, data: bytes };
+  try {
+    await client.send(chunk);
+    const [id, head, bulk, ...more] = await router.receive();
+    assert.equal(id?.toString(), 'uploader');
+    assert.equal(more.length, 0);
+    assert.ok(head!.byteLength < 300, `message of ${head!.byteLength} bytes`);
+    assert.deepEqual(new Uint8Array(bulk!), bytes);
+    // The same two frames from an agent reach the server's inbound as the whole message.
+    await dealer.send([head!, bulk!]);
+    const [got] = await take(server.inbound(), 1);
+    assert.ok(got?.kind === 'message', got?.kind === 'malformed' ? got.error.message : '');
+    assert.deepEqual(got.message, chunk);
+    // And the server sends one back the same way.
+    await server.send('downloader' as PeerId, { ...chunk, data: bytes.subarray(1) } as never);
+    const back = await dealer.receive();
+    assert.equal(back.length, 2);
+    assert.equal(back[1]!.byteLength, bytes.byteLength - 1);
+  } finally {
+    dealer.close();
+    router.close();
+    await client.close();
     await server.close();
   }
 });
