@@ -22,18 +22,40 @@ import { inboundOf } from './transport.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
 /**
- * Resolves once the microtasks already queued, and those they queue in turn, have run: a receive loop that has just
- * handed a message to a waiting reader awaits this before it asks ZeroMQ for the next frame, so the reader's
- * reaction (typically a reply, sent at once) goes out first and the system calls of that ask are off the round
- * trip's critical path (p50 124 us instead of 134 against raw zeromq.js's 121; `npm run bench -- protocol`).
- * A nextTick runs once the microtask queue is empty, without a turn of the event loop.
+ * Reads `socket` until a receive fails (as it does once the socket is closed): each message's frames go to `take`,
+ * which returns true when it handed a message to a reader that was waiting for one. Then the next receive waits for
+ * a nextTick, which runs once the microtasks queued so far have run: the reader's reaction (typically a reply, sent
+ * at once) goes out first, and the system calls of asking ZeroMQ for the next frame are off the round trip's
+ * critical path (rtt p50 123 us instead of 132, raw zeromq.js 119; `npm run bench -- protocol --only messages`).
+ * The coordinator's and the agent's transports share this loop; each gives its own `take`.
  */
-function afterReaders(): Promise<void> {
-  return new Promise(resolveOnNextTick);
-}
-
-function resolveOnNextTick(resolve: () => void): void {
-  process.nextTick(resolve);
+function readAll(
+  socket: zmq.Dealer | zmq.Router,
+  take: (frames: Buffer[]) => boolean,
+  stopped: (error: unknown) => void,
+): void {
+  const next = (): void => {
+    let receiving: Promise<Buffer[]>;
+    try {
+      receiving = socket.receive();
+    } catch (error) {
+      stopped(error);
+      return;
+    }
+    receiving.then(received, stopped);
+  };
+  const received = (frames: Buffer[]): void => {
+    let handedOver: boolean;
+    try {
+      handedOver = take(frames);
+    } catch (error) {
+      stopped(error);
+      return;
+    }
+    if (handedOver) process.nextTick(next);
+    else next();
+  };
+  next();
 }
 
 export interface ZmqCommonOptions {
@@ -439,41 +461,38 @@ class ZmqServer implements ServerTransport {
       }),
       (to, error) => transportError(`send to ${to} via ${address}`, error),
     );
-    this.loop = this.receiveLoop();
+    this.loop = new Promise((resolve) => {
+      readAll(socket, this.take, (error) => {
+        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
+        this.queue.close();
+        resolve();
+      });
+    });
   }
 
-  private async receiveLoop(): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await this.socket.receive();
-      } catch (error) {
-        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
-        break;
-      }
-      const routingId = frames[0];
-      if (routingId === undefined) continue;
-      const from = this.peerOf(routingId);
-      if (frames.length !== 2 && frames.length !== 3) {
-        this.malformed(
-          from,
-          new MalformedMessageError(`expected a message of 1 or 2 parts (frame, bulk), got ${frames.length - 1}`),
-        );
-        continue;
-      }
-      const items =
-        frames.length === 2
-          ? decodeAgentFrame(frames[1]!, this.decodeOptions)
-          : decodeAgentBulk(frames[1]!, frames[2]!, this.decodeOptions);
-      let handedOver = false;
-      for (const item of items) {
-        if (item.ok) handedOver = this.queue.push({ kind: 'message', from, message: item.message }) || handedOver;
-        else this.malformed(from, item.error);
-      }
-      if (handedOver) await afterReaders();
+  /** One message from the socket ([routing id, frame] or [routing id, frame, bulk]); true if a reader took it. */
+  private readonly take = (frames: Buffer[]): boolean => {
+    const routingId = frames[0];
+    if (routingId === undefined) return false;
+    const from = this.peerOf(routingId);
+    if (frames.length !== 2 && frames.length !== 3) {
+      this.malformed(
+        from,
+        new MalformedMessageError(`expected a message of 1 or 2 parts (frame, bulk), got ${frames.length - 1}`),
+      );
+      return false;
     }
-    this.queue.close();
-  }
+    const items =
+      frames.length === 2
+        ? decodeAgentFrame(frames[1]!, this.decodeOptions)
+        : decodeAgentBulk(frames[1]!, frames[2]!, this.decodeOptions);
+    let handedOver = false;
+    for (const item of items) {
+      if (item.ok) handedOver = this.queue.push({ kind: 'message', from, message: item.message }) || handedOver;
+      else this.malformed(from, item.error);
+    }
+    return handedOver;
+  };
 
   /** Frames mostly come in runs from one agent: the last sender's id is reused instead of being rebuilt. */
   private peerOf(routingId: Buffer): PeerId {
@@ -541,40 +560,37 @@ class ZmqClient implements ClientTransport {
       immediateWriter(socket, sendTimeoutMs, (_to, frame, bulk) => (bulk === undefined ? frame : [frame, bulk])),
       (_to, error) => transportError(`send to ${address}`, error),
     );
-    this.loop = this.receiveLoop();
+    this.loop = new Promise((resolve) => {
+      readAll(socket, this.take, (error) => {
+        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
+        this.queue.close();
+        resolve();
+      });
+    });
   }
 
-  private async receiveLoop(): Promise<void> {
-    for (;;) {
-      let frames: Buffer[];
-      try {
-        frames = await this.socket.receive();
-      } catch (error) {
-        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
-        break;
-      }
-      const items: FrameItem<CoordinatorToAgent>[] =
-        frames.length === 1
-          ? decodeCoordinatorFrame(frames[0]!, this.decodeOptions)
-          : frames.length === 2
-            ? decodeCoordinatorBulk(frames[0]!, frames[1]!, this.decodeOptions)
-            : [
-                {
-                  ok: false,
-                  error: new MalformedMessageError(
-                    `expected a message of 1 or 2 parts (frame, bulk), got ${frames.length}`,
-                  ),
-                },
-              ];
-      let handedOver = false;
-      for (const item of items) {
-        if (!item.ok) this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
-        handedOver = this.queue.push(inboundOf(item, this.from)) || handedOver;
-      }
-      if (handedOver) await afterReaders();
+  /** One message from the socket ([frame] or [frame, bulk]); true if a reader took it. */
+  private readonly take = (frames: Buffer[]): boolean => {
+    const items: FrameItem<CoordinatorToAgent>[] =
+      frames.length === 1
+        ? decodeCoordinatorFrame(frames[0]!, this.decodeOptions)
+        : frames.length === 2
+          ? decodeCoordinatorBulk(frames[0]!, frames[1]!, this.decodeOptions)
+          : [
+              {
+                ok: false,
+                error: new MalformedMessageError(
+                  `expected a message of 1 or 2 parts (frame, bulk), got ${frames.length}`,
+                ),
+              },
+            ];
+    let handedOver = false;
+    for (const item of items) {
+      if (!item.ok) this.log?.(`${this.address}: refused a frame from the server: ${item.error.message}`);
+      handedOver = this.queue.push(inboundOf(item, this.from)) || handedOver;
     }
-    this.queue.close();
-  }
+    return handedOver;
+  };
 
   send(message: AgentToCoordinator): Promise<void> {
     const parts = encodeChecked(message, '', this.maxFrameBytes);
