@@ -1,5 +1,6 @@
 // The ZeroMQ transport: the coordinator binds a ROUTER, each agent connects a DEALER. A frame carries one message,
-// or several back to back when they queued up behind a busy socket (SendQueue).
+// or several back to back when they queued up behind a busy socket (SendQueue); a message whose `data` holds 64 KiB
+// or more is followed by those bytes as a second frame (encodeParts in codec.ts), which ZeroMQ sends without a copy.
 // Bounded everywhere: high-water marks cap the queues, sends give up after sendTimeoutMs with a TransportError,
 // frames over the cap are refused before decoding, and close() uses linger 0 so nothing keeps the process alive.
 // With curve set, the server runs a ZAP handler in its own context and accepts only allow-listed client keys.
