@@ -3,12 +3,16 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import {
+  BULK_MIN_BYTES,
+  decodeAgentBulk,
   decodeAgentFrame,
+  decodeCoordinatorBulk,
   decodeAgentMessage,
   decodeCoordinatorFrame,
   decodeCoordinatorMessage,
   decodePeerMessage,
   encode,
+  encodeParts,
 } from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
 import { agentSamples, coordinatorSamples, peerSamples } from './fixtures/samples.ts';
@@ -155,6 +159,30 @@ void test('frames of several messages: mutated concatenations never throw, keep 
         mutated.slice(0, -1).forEach((item) => assert.ok(item.ok));
         const last = mutated.at(-1)!;
         if (!last.ok) assert.ok(last.error instanceof MalformedMessageError && last.error.message.length > 0);
+      },
+    ),
+    { numRuns: 500 },
+  );
+});
+
+void test('a message with a bulk frame: mutated heads and bulk lengths are refused with one clear error, never a crash', () => {
+  const chunk = { ...agentSamples[4]!, data: new Uint8Array(BULK_MIN_BYTES).fill(7) } as never;
+  const { head, bulk } = encodeParts(chunk) as { head: Uint8Array; bulk: Uint8Array };
+  const decoders = [decodeAgentBulk, decodeCoordinatorBulk];
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 1 }),
+      fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 3 }),
+      fc.nat(),
+      fc.option(fc.uint8Array({ maxLength: 64 })),
+      (which, flips, cut, garbage) => {
+        const mutated = garbage ?? Uint8Array.from(head);
+        if (garbage === null) for (const f of flips) mutated[f[0] % mutated.length] = f[1];
+        const items = decoders[which]!(mutated, bulk.subarray(0, bulk.byteLength - (cut % 3)));
+        assert.equal(items.length, 1);
+        const item = items[0]!;
+        if (item.ok) assert.equal((item.message as { data: Uint8Array }).data.byteLength, BULK_MIN_BYTES);
+        else assert.ok(item.error instanceof MalformedMessageError && item.error.message.length > 0);
       },
     ),
     { numRuns: 500 },

@@ -63,6 +63,13 @@ void test('bad input from one client: each refused with a clear error, the other
         error instanceof TransportError &&
         /checkpoint_chunk of \d+ bytes is over the 4096-byte frame cap/.test(error.message),
     );
+    // So it does for one whose data would go as a bulk frame: each part is held to the cap.
+    await assert.rejects(
+      good.send({ ...(agentSamples[4] as never as object), data: new Uint8Array(70_000) } as never),
+      (error: unknown) =>
+        error instanceof TransportError &&
+        /checkpoint_chunk of 70000 bytes is over the 4096-byte frame cap/.test(error.message),
+    );
     await good.send(hello);
     const got = await take(server.inbound(), 9);
     // Order holds per sender, not across senders (ZeroMQ fair-queues), so look at each sender's own list.
