@@ -23,18 +23,28 @@ import { inboundOf } from './transport.ts';
 import type { ClientTransport, Inbound, PeerId, ServerTransport } from './transport.ts';
 
 /**
- * Reads `socket` until a receive fails (as it does once the socket is closed): each message's frames go to `take`,
- * which returns true when it handed a message to a reader that was waiting for one. Then the next receive waits for
- * a nextTick, which runs once the microtasks queued so far have run: the reader's reaction (typically a reply, sent
- * at once) goes out first, and the system calls of asking ZeroMQ for the next frame are off the round trip's
- * critical path (rtt p50 123 us instead of 132, raw zeromq.js 119; `npm run bench -- protocol --only messages`).
- * The coordinator's and the agent's transports share this loop; each gives its own `take`.
+ * Reads `socket` until a receive fails, as it does once the socket is closed: `failed` hears why, `queue` is closed
+ * and the returned promise resolves. Each message's frames go to `take`, which decodes them into `queue` and returns
+ * true when it handed a message to a reader that was waiting for one. Then the next receive waits for a nextTick,
+ * which runs once the microtasks queued so far have run: the reader's reaction (typically a reply, sent at once)
+ * goes out first, and the system calls of asking ZeroMQ for the next frame are off the round trip's critical path
+ * (rtt p50 123 us instead of 132, raw zeromq.js 119; `npm run bench -- protocol --only messages`). The coordinator's
+ * and the agent's transports share this loop; each gives its own `take`.
  */
-function readAll(
+function readAll<T>(
   socket: zmq.Dealer | zmq.Router,
+  queue: AsyncQueue<T>,
   take: (frames: Buffer[]) => boolean,
-  stopped: (error: unknown) => void,
-): void {
+  failed: (error: unknown) => void,
+): Promise<void> {
+  let stopped!: (error: unknown) => void;
+  const done = new Promise<void>((resolve) => {
+    stopped = (error) => {
+      failed(error);
+      queue.close();
+      resolve();
+    };
+  });
   const next = (): void => {
     let receiving: Promise<Buffer[]>;
     try {
@@ -57,6 +67,7 @@ function readAll(
     else next();
   };
   next();
+  return done;
 }
 
 export interface ZmqCommonOptions {
@@ -462,12 +473,8 @@ class ZmqServer implements ServerTransport {
       }),
       (to, error) => transportError(`send to ${to} via ${address}`, error),
     );
-    this.loop = new Promise((resolve) => {
-      readAll(socket, this.take, (error) => {
-        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
-        this.queue.close();
-        resolve();
-      });
+    this.loop = readAll(socket, this.queue, this.take, (error) => {
+      if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
     });
   }
 
@@ -561,12 +568,8 @@ class ZmqClient implements ClientTransport {
       immediateWriter(socket, sendTimeoutMs, (_to, frame, bulk) => (bulk === undefined ? frame : [frame, bulk])),
       (_to, error) => transportError(`send to ${address}`, error),
     );
-    this.loop = new Promise((resolve) => {
-      readAll(socket, this.take, (error) => {
-        if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
-        this.queue.close();
-        resolve();
-      });
+    this.loop = readAll(socket, this.queue, this.take, (error) => {
+      if (!this.closed) this.log?.(`${this.address}: receive failed, closing: ${(error as Error).message}`);
     });
   }
 
