@@ -298,6 +298,9 @@ function checkModel(m: Record<string, unknown>, source: string, field: string, f
     ffnDim: int(m['ffnDim'], `${field}.ffnDim`, 1, fail),
     dropout: num(m['dropout'], `${field}.dropout`, fail, false),
     maxLen: int(m['maxLen'], `${field}.maxLen`, 2, fail),
+    ...(m['attentionLogitCap'] === undefined
+      ? {}
+      : { attentionLogitCap: num(m['attentionLogitCap'], `${field}.attentionLogitCap`, fail, false) }),
   };
   if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
   if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');

@@ -7,8 +7,9 @@
  * 2: metrics carry one Float64Array of columns instead of an array of point objects; peers say peer_bye.
  * 3: a coordinator <-> agent frame may carry several messages back to back.
  * 4: a message whose `data` holds 64 KiB or more sends those bytes as a second frame (codec.ts encodeParts).
+ * 5: ModelSpec.attentionLogitCap (an agent that ignored it would train a different model).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -44,6 +45,11 @@ export interface ModelSpec {
   ffnDim: number;
   dropout: number;
   maxLen: number;
+  /**
+   * Soft cap on every head's query-key logits: cap * tanh(logit / cap), so no head's softmax can saturate beyond
+   * e^(2 * cap) between two keys; absent or 0 = no cap. Positional biases (alibi, diet, t5) are added after it.
+   */
+  attentionLogitCap?: number;
 }
 
 /** A task: a generator name and its parameters, e.g. {name: 'addition', params: {minDigits: 1, maxDigits: 3}}. */

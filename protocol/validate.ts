@@ -187,6 +187,7 @@ const modelSpec = object({
   ffnDim: posInt,
   dropout: probability,
   maxLen: posInt,
+  attentionLogitCap: optional(nonNegative),
 });
 const trainingSpec = object({
   steps: posInt,

@@ -77,6 +77,13 @@ export function validateTransformerConfig(config: TransformerConfig): Transforme
       'encoding',
     );
   }
+  const cap = config.attentionLogitCap;
+  if (cap !== undefined && !(typeof cap === 'number' && Number.isFinite(cap) && cap >= 0)) {
+    throw new ModelConfigError(
+      `model config: attentionLogitCap must be a number >= 0 (0 for none), got ${String(cap)}`,
+      'attentionLogitCap',
+    );
+  }
   if (config.dModel % config.heads !== 0) {
     throw new ModelConfigError(
       `model config: dModel ${config.dModel} is not divisible by heads ${config.heads}`,
@@ -326,6 +333,10 @@ export class Transformer {
     }
     const kLen = start + seq;
     let scores: tf.Tensor = tf.mul(matMulTransposeB(q, k), 1 / Math.sqrt(hd));
+    // Logit soft-capping (Gemma Team 2024, "Gemma 2", section 2: cap * tanh(logits / cap)), on the query-key term
+    // only: a positional bias added below keeps its full range. tanh(z) = 2 sigmoid(2z) - 1 (see gelu).
+    const cap = this.config.attentionLogitCap ?? 0;
+    if (cap > 0) scores = tf.mul(tf.sub(tf.sigmoid(tf.mul(scores, 2 / cap)), 0.5), 2 * cap);
     const bias = this.positional.bias(layer, start, seq, kLen);
     if (bias !== null) scores = tf.add(scores, bias);
     // One new query sees every cached key: no mask needed then.

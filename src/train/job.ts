@@ -65,6 +65,9 @@ function checkModelSpec(spec: unknown, where: string): string[] {
         `${where}.${field}: ${field === 'dropout' ? 'must be in [0, 1)' : 'must be a positive integer'} (got ${JSON.stringify(v)})`,
       );
   }
+  const cap = s['attentionLogitCap'];
+  if (cap !== undefined && !(typeof cap === 'number' && Number.isFinite(cap) && cap >= 0))
+    errors.push(`${where}.attentionLogitCap: must be a number >= 0, 0 for none (got ${JSON.stringify(cap)})`);
   if (errors.length === 0 && (s['dModel'] as number) % (s['heads'] as number) !== 0)
     errors.push(`${where}.dModel: must be divisible by heads`);
   return errors;

@@ -29,6 +29,8 @@ function sameModel(a: JobSpec, b: JobSpec): string | null {
   for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen'] as const) {
     if (a.model[k] !== b.model[k]) return `model.${k} is ${b.model[k]} in the checkpoint, ${a.model[k]} in the job`;
   }
+  const [capA, capB] = [a.model.attentionLogitCap ?? 0, b.model.attentionLogitCap ?? 0];
+  if (capA !== capB) return `model.attentionLogitCap is ${capB} in the checkpoint, ${capA} in the job`;
   return null;
 }
 

@@ -14,9 +14,19 @@ const VOCAB = 9;
 const EOS = 2;
 
 /** A tiny model with large random weights, so greedy outputs vary (a fresh init is near-uniform). */
-function randomModel(encoding: (typeof ENCODINGS)[number], seed: number): Transformer {
+function randomModel(encoding: (typeof ENCODINGS)[number], seed: number, attentionLogitCap = 0): Transformer {
   const model = Transformer.create(
-    { layers: 2, dModel: 16, heads: 2, ffnDim: 32, dropout: 0.1, maxLen: 24, vocabSize: VOCAB, encoding },
+    {
+      layers: 2,
+      dModel: 16,
+      heads: 2,
+      ffnDim: 32,
+      dropout: 0.1,
+      maxLen: 24,
+      vocabSize: VOCAB,
+      encoding,
+      attentionLogitCap,
+    },
     seed,
   );
   const rng = new Rng(seed);
@@ -62,8 +72,10 @@ void test('greedyDecode (KV cache, grouped by length) equals argmax of full forw
   let sawEos = false;
   let sawFull = false;
   const distinct = new Set<string>();
-  for (const encoding of ENCODINGS) {
-    const model = randomModel(encoding, 5);
+  // Every encoding, and two with capped attention logits (the cap acts inside the cached path too).
+  const cases = [...ENCODINGS.map((e) => [e, 0] as const), ['sinusoidal', 1.5] as const, ['rope', 1.5] as const];
+  for (const [encoding, cap] of cases) {
+    const model = randomModel(encoding, 5, cap);
     // The first call fills the model's bounded constant caches (masks, position tables); a repeat adds nothing.
     const got = greedyDecode(model, prompts, { maxNewTokens: 10, eosId: EOS, batchSize: 2 });
     const before = tf.memory().numTensors;

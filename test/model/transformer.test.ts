@@ -117,6 +117,43 @@ void test('forward returns per-layer attention that is causal and sums to one', 
   model.dispose();
 });
 
+void test('attentionLogitCap: no two keys of a row differ by more than e^(2 cap); 0 is the same as no cap', async () => {
+  await selectBackend('cpu');
+  const ids = tf.tensor2d([[1, 4, 5, 6, 7, 8, 9, 10, 3]], [1, 9], 'int32');
+  /** Each row's largest max/min probability ratio over the keys it may see, across layers and heads. */
+  const worstRatio = (cap: number | undefined): { ratio: number; logits: Float32Array } => {
+    const model = Transformer.create(
+      { ...base, dropout: 0, encoding: 'nope', ...(cap === undefined ? {} : { attentionLogitCap: cap }) },
+      5,
+    );
+    // Large query and key weights: uncapped, the heads saturate.
+    for (const v of model.variables) if (v.name.endsWith('w_qkv')) tf.tidy(() => v.assign(tf.mul(v, 400)));
+    const { logits, attention = [] } = model.forward(ids, { training: false, collectAttention: true });
+    let ratio = 1;
+    for (const layer of attention) {
+      for (const head of layer.arraySync()[0] ?? []) {
+        head.forEach((row, q) => {
+          const seen = row.slice(0, q + 1);
+          ratio = Math.max(ratio, Math.max(...seen) / Math.min(...seen));
+        });
+      }
+    }
+    const values = logits.dataSync() as Float32Array;
+    tf.dispose([logits, ...attention]);
+    model.dispose();
+    return { ratio, logits: values };
+  };
+  const uncapped = worstRatio(undefined);
+  assert.ok(uncapped.ratio > Math.exp(2 * 3), `uncapped heads saturate (ratio ${uncapped.ratio})`);
+  for (const cap of [0.5, 1, 3]) {
+    const { ratio } = worstRatio(cap);
+    assert.ok(ratio <= Math.exp(2 * cap) * 1.0001, `cap ${cap}: ratio ${ratio} > e^${2 * cap}`);
+    assert.ok(ratio > Math.exp(2 * cap) * 0.5, `cap ${cap}: the heads still use most of the range (ratio ${ratio})`);
+  }
+  assert.deepEqual(worstRatio(0).logits, uncapped.logits);
+  ids.dispose();
+});
+
 void test('bad configs fail with ModelConfigError naming the field; dispose frees every tensor', async () => {
   await selectBackend('cpu');
   const bad: [Partial<TransformerConfig>, string][] = [
@@ -126,6 +163,8 @@ void test('bad configs fail with ModelConfigError naming the field; dispose free
     [{ dropout: 1 }, 'dropout'],
     [{ encoding: 'xpos' as TransformerConfig['encoding'] }, 'encoding'],
     [{ encoding: 'rope', dModel: 12, heads: 4 }, 'heads'],
+    [{ attentionLogitCap: -1 }, 'attentionLogitCap'],
+    [{ attentionLogitCap: NaN }, 'attentionLogitCap'],
   ];
   for (const [patch, field] of bad) {
     assert.throws(

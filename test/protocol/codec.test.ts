@@ -151,6 +151,24 @@ void test('a field of the wrong kind is named with its path and the message type
     'job.training.steps',
     /^assign\.job\.training\.steps: expected a positive integer, got -1/,
   );
+  const badCap = {
+    type: 'assign',
+    job: { ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: -2 } },
+    attempt: 0,
+    epoch: 1,
+  };
+  malformed(
+    () => decodeCoordinatorMessage(encode(badCap as never)),
+    'job.model.attentionLogitCap',
+    /^assign\.job\.model\.attentionLogitCap: expected a finite number >= 0, got -2/,
+  );
+  const capped = {
+    type: 'assign',
+    job: { ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: 2 } },
+    attempt: 0,
+    epoch: 1,
+  };
+  assert.deepEqual(decodeCoordinatorMessage(encode(capped as never)), capped);
   const noEncoding = { type: 'assign', job: { ...jobSpec, encoding: 'bogus' }, attempt: 0, epoch: 1 };
   malformed(
     () => decodeCoordinatorMessage(encode(noEncoding as never)),

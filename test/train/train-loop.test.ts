@@ -131,6 +131,14 @@ void test(
         createWorkload(tinyJob('rope', 3), { backend: 'cpu', resumeFrom: blob }),
         /encoding alibi in the checkpoint/,
       );
+      const capped = tinyJob('alibi', 3);
+      await assert.rejects(
+        createWorkload(
+          { ...capped, model: { ...capped.model, attentionLogitCap: 2 } },
+          { backend: 'cpu', resumeFrom: blob },
+        ),
+        /model\.attentionLogitCap is 0 in the checkpoint, 2 in the job/,
+      );
       const resumed = await createWorkload(job, { backend: 'cpu', resumeFrom: blob });
       assert.equal(resumed.step, 3);
       resumed.dispose();
@@ -170,6 +178,11 @@ void test('a bad job spec is a TrainConfigError naming the field', async () => {
   assert.throws(
     () => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, preset: 'huge' }),
     /unknown preset "huge"/,
+  );
+  const model = { ...tinyJob().model, attentionLogitCap: -1 };
+  assert.throws(
+    () => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, model }),
+    /job\.model\.attentionLogitCap: must be a number >= 0, 0 for none \(got -1\)/,
   );
   const job = { ...tinyJob(), training: { ...tinyJob().training, batchSize: -1 } };
   await assert.rejects(
