@@ -45,6 +45,9 @@ void test('experiment errors name the file and the field', () => {
   for (const [raw, pattern] of cases) {
     assert.throws(() => compileExperiment(raw, 'x.json', runId), (e: unknown) => e instanceof ExperimentConfigError && pattern.test(e.message), `expected ${pattern}`);
   }
+  // A valid override reaches every job, on top of the preset.
+  const capped = compileExperiment({ ...base, model: { attentionLogitCap: 2 } }, 'x.json', runId);
+  assert.ok(capped.jobs.length > 0 && capped.jobs.every((j) => j.model.attentionLogitCap === 2 && j.model.dModel > 0));
 });
 
 void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
