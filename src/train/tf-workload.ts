@@ -26,11 +26,10 @@ export interface EvaluationOptions {
 
 function sameModel(a: JobSpec, b: JobSpec): string | null {
   if (a.encoding !== b.encoding) return `encoding ${b.encoding} in the checkpoint, ${a.encoding} in the job`;
-  for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen'] as const) {
-    if (a.model[k] !== b.model[k]) return `model.${k} is ${b.model[k]} in the checkpoint, ${a.model[k]} in the job`;
+  for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap'] as const) {
+    const [job, saved] = [a.model[k] ?? 0, b.model[k] ?? 0]; // an absent cap is no cap
+    if (job !== saved) return `model.${k} is ${saved} in the checkpoint, ${job} in the job`;
   }
-  const [capA, capB] = [a.model.attentionLogitCap ?? 0, b.model.attentionLogitCap ?? 0];
-  if (capA !== capB) return `model.attentionLogitCap is ${capB} in the checkpoint, ${capA} in the job`;
   return null;
 }
 

@@ -140,36 +140,29 @@ void test('metric points travel as columns and come back as the same points', ()
 });
 
 void test('a field of the wrong kind is named with its path and the message type', () => {
-  const bad = {
+  const assign = (job: Record<string, unknown>): Record<string, unknown> => ({
     type: 'assign',
-    job: { ...jobSpec, training: { ...jobSpec.training, steps: -1 } },
+    job,
     attempt: 0,
     epoch: 1,
-  };
+  });
   malformed(
-    () => decodeCoordinatorMessage(encode(bad as never)),
+    () =>
+      decodeCoordinatorMessage(encode(assign({ ...jobSpec, training: { ...jobSpec.training, steps: -1 } }) as never)),
     'job.training.steps',
     /^assign\.job\.training\.steps: expected a positive integer, got -1/,
   );
-  const badCap = {
-    type: 'assign',
-    job: { ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: -2 } },
-    attempt: 0,
-    epoch: 1,
-  };
   malformed(
-    () => decodeCoordinatorMessage(encode(badCap as never)),
+    () =>
+      decodeCoordinatorMessage(
+        encode(assign({ ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: -2 } }) as never),
+      ),
     'job.model.attentionLogitCap',
     /^assign\.job\.model\.attentionLogitCap: expected a finite number >= 0, got -2/,
   );
-  const capped = {
-    type: 'assign',
-    job: { ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: 2 } },
-    attempt: 0,
-    epoch: 1,
-  };
+  const capped = assign({ ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: 2 } });
   assert.deepEqual(decodeCoordinatorMessage(encode(capped as never)), capped);
-  const noEncoding = { type: 'assign', job: { ...jobSpec, encoding: 'bogus' }, attempt: 0, epoch: 1 };
+  const noEncoding = assign({ ...jobSpec, encoding: 'bogus' });
   malformed(
     () => decodeCoordinatorMessage(encode(noEncoding as never)),
     'job.encoding',
