@@ -8,7 +8,8 @@
 // control: 3-digit addition (both operands 3 digits) with reversed answers, tiny preset, batch 64, lr 3e-3: steps
 //   until exact match on held-out in-distribution problems reaches 95% (checked every --check-every steps, at most
 //   --max-steps), and wall time. Slow on 2 cores: --jobs 2 runs two encodings at once, each in its own process.
-//   With --attention each check also says where every head looks from the position that predicts the units digit.
+//   With --attention each check also says where every head looks from the positions that predict the units and
+//   the tens digit.
 //   Progress goes to bench/results/partial/model-control-<encoding>.json as it runs. Each sub-suite keeps the
 //   other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -50,7 +51,7 @@ interface Args {
   seed: number;
   /** Overrides of the tiny preset, e.g. {"dModel": 64, "heads": 4, "ffnDim": 256}. */
   model?: Partial<ModelSpec>;
-  /** Control checks also record where each head attends from the units-digit position (attentionFromUnits). */
+  /** Control checks also record where each head attends from the units-digit position (attentionFromAnswer). */
   attention: boolean;
 }
 
@@ -280,7 +281,7 @@ interface ControlResult {
   wallTimeS: number;
   steps: number;
   finalExactMatch: number;
-  /** digits: accuracy at each answer position (see positionAccuracy); attends: see attentionFromUnits. */
+  /** digits: accuracy at each answer position (see positionAccuracy); attends: see attentionFromAnswer. */
   curve: {
     step: number;
     exactMatch: number;
@@ -304,30 +305,41 @@ function positionAccuracy(examples: readonly { target: string }[], predictions: 
 }
 
 /**
- * Where each head looks from the input position that predicts the units digit (the "=" of a reversed-answer
- * problem), teacher-forced over the examples: per layer, each head's most attended key position and its share of
- * the attention, averaged over the examples, e.g. "L0 3:62 7:38 ...". With 3-digit operands the sequence is
- * BOS a a a + b b b = ..., so the units digits sit at positions 3 and 7, the hundreds digits at 1 and 5.
+ * Where each head looks from the input positions that predict the units and the tens digit (the "=" of a
+ * reversed-answer problem, and the units digit after it), teacher-forced over the examples: per layer, each head's
+ * two most attended key positions and their shares of the attention, averaged over the examples, e.g.
+ * "units L0 3:62/7:30 ...". With 3-digit operands the sequence is BOS a a a + b b b = c0 c1 ..., so the units
+ * digits sit at positions 3 and 7, the tens at 2 and 6, the hundreds at 1 and 5.
  */
-function attentionFromUnits(model: Transformer, examples: readonly Example[]): string[] {
-  const sequences = examples.map((e) => [BOS, ...tokenizer.encode(e.prompt)]);
-  const length = sequences[0]?.length ?? 0;
-  const same = sequences.filter((s) => s.length === length);
-  if (same.length === 0) return [];
-  return tf.tidy(() => {
-    const ids = tf.tensor2d(same, [same.length, length], 'int32');
-    const { attention = [] } = model.forward(ids, { training: false, collectAttention: true });
-    return attention.map((layer, l) => {
-      // [batch, heads, query, key] -> the last query's row per head, averaged over the batch.
-      const rows = layer.mean(0).arraySync() as number[][][];
-      const heads = rows.map((head) => {
-        const row = head[length - 1] ?? [];
-        const top = row.reduce((best, p, k) => (p > (row[best] ?? -1) ? k : best), 0);
-        return `${top}:${Math.round(100 * (row[top] ?? 0))}`;
+function attentionFromAnswer(model: Transformer, examples: readonly Example[]): string[] {
+  const lines: string[] = [];
+  for (const [label, answerChars] of [
+    ['units', 0],
+    ['tens', 1],
+  ] as const) {
+    const sequences = examples.map((e) => [BOS, ...tokenizer.encode(e.prompt + e.target.slice(0, answerChars))]);
+    const length = sequences[0]?.length ?? 0;
+    const same = sequences.filter((s) => s.length === length);
+    if (same.length === 0) continue;
+    tf.tidy(() => {
+      const ids = tf.tensor2d(same, [same.length, length], 'int32');
+      const { attention = [] } = model.forward(ids, { training: false, collectAttention: true });
+      attention.forEach((layer, l) => {
+        // [batch, heads, query, key] -> the last query's row per head, averaged over the batch.
+        const rows = layer.mean(0).arraySync() as number[][][];
+        const heads = rows.map((head) => {
+          const row = head[length - 1] ?? [];
+          const [first, second] = row
+            .map((p, k) => [k, p] as const)
+            .sort((x, y) => y[1] - x[1])
+            .map(([k, p]) => `${k}:${Math.round(100 * p)}`);
+          return `${first}/${second}`;
+        });
+        lines.push(`${label} L${l} ${heads.join(' ')}`);
       });
-      return `L${l} ${heads.join(' ')}`;
     });
-  });
+  }
+  return lines;
 }
 
 /** One encoding's control run, in this process; progress lines go to stderr and its partial file. */
@@ -352,7 +364,7 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
     const predictions = predict(workload.model, heldOut, spec.model.maxLen);
     const exact = scoreProblems(heldOut, predictions, 'test').exactMatch;
     const digits = positionAccuracy(heldOut, predictions);
-    const attends = a.attention ? attentionFromUnits(workload.model, heldOut) : undefined;
+    const attends = a.attention ? attentionFromAnswer(workload.model, heldOut) : undefined;
     const seconds = (performance.now() - started) / 1000;
     curve.push({
       step: workload.step,
@@ -365,7 +377,7 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
     process.stderr.write(
       `control ${encoding}: step ${workload.step} loss ${loss.toFixed(4)} exact ${(100 * exact).toFixed(1)}% ` +
         `per answer position ${digits.map((d) => `${round(100 * d, 0)}%`).join(' ')} (${round(seconds)} s)` +
-        `${attends === undefined ? '' : `; from the units position: ${attends.join('; ')}`}\n`,
+        `${attends === undefined ? '' : `; attention from the answer: ${attends.join('; ')}`}\n`,
     );
     if (exact >= 0.95) stepsTo95 = workload.step;
     // A control run is long: keep what it has so far on disk, in case it is stopped before the end.
