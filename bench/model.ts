@@ -51,7 +51,7 @@ interface Args {
   seed: number;
   /** Overrides of the tiny preset, e.g. {"dModel": 64, "heads": 4, "ffnDim": 256}. */
   model?: Partial<ModelSpec>;
-  /** Control checks also record where each head attends from the units-digit position (attentionFromAnswer). */
+  /** Control checks also record where each head attends from the units- and tens-digit positions (attentionFromAnswer). */
   attention: boolean;
 }
 
