@@ -1,10 +1,18 @@
-// `npm run bench -- positions [--positions 9] [--d-model 128]`: how many independent directions the sinusoidal
-// table gives a model to tell the positions of a short prompt apart. The rows PE[0..n-1] of Vaswani et al.'s table
-// (src/model/positional/reference.ts), centered over those positions (a constant offset says nothing about
-// position), have singular values s_1 >= s_2 >= ...; a linear read-out of position (a query, a key, a value) can
-// only realize a function of position whose weight on direction k is ~1/s_k, so a direction with a tiny s_k is
-// one the model can use only through huge weights. The control prompt (BOS a a a + b b b =) has 9 positions.
+// `npm run bench -- positions [--positions 9] [--d-model 128]`: how well the sinusoidal table lets a model tell the
+// positions of a short prompt apart. Two measures, on the rows PE[0..n-1] of Vaswani et al.'s table
+// (src/model/positional/reference.ts):
+// - the spectrum: the rows, centered over those positions (a constant offset says nothing about position), have
+//   singular values s_1 >= s_2 >= ...; a linear read-out of position (a query, a key, a value) can only realize a
+//   function of position whose weight on direction k is ~1/s_k, so a direction with a tiny s_k is one the model
+//   can use only through huge weights;
+// - the address margins of the control prompt (BOS a a a + b b b =): for a set of digit positions (one digit, or
+//   a digit of each operand, as a head needs to add them), the largest gap that a read-out direction of norm 1
+//   can open between the scores of every position in the set and every other digit position. A head has to push
+//   that gap to a few nats to look at those digits alone, so it needs query and key weights ~1/margin times as
+//   large. Compared with a random table of the same RMS (a learned table at initialisation: every position its
+//   own direction).
 import { presetModel } from '../src/train/job.ts';
+import { Rng } from '../src/data/rng.ts';
 import { sinusoidalTable } from '../src/model/positional/reference.ts';
 
 /** Eigenvalues of a symmetric matrix, largest first (cyclic Jacobi rotations; fine for the small n used here). */
@@ -53,6 +61,88 @@ export function positionSpectrum(positions: number, dModel: number): number[] {
     .map((e) => Math.sqrt(Math.max(0, e)));
 }
 
+/**
+ * The distance from the origin to the convex hull of `points`: by duality, the largest t such that some unit
+ * vector u has u . p >= t for every point p (0 when the hull holds the origin). Minimizes |sum_i w_i p_i|^2 over
+ * the simplex by accelerated projected gradient (FISTA) on the points' Gram matrix.
+ */
+export function hullDistance(points: number[][], iterations = 20_000): number {
+  const m = points.length;
+  const dot = (a: number[], b: number[]): number => a.reduce((s, x, j) => s + x * (b[j] as number), 0);
+  const gram = points.map((p) => points.map((q) => dot(p, q)));
+  // Step 1/L with L = 2 * (largest eigenvalue of the Gram matrix), bounded by its largest row sum of |entries|.
+  const lipschitz = 2 * Math.max(...gram.map((row) => row.reduce((s, x) => s + Math.abs(x), 0)));
+  const value = (w: number[]): number => w.reduce((s, wi, i) => s + wi * dot(gram[i] as number[], w), 0);
+  let w = new Array<number>(m).fill(1 / m);
+  let y = [...w];
+  let t = 1;
+  for (let k = 0; k < iterations; k++) {
+    const grad = gram.map((row) => 2 * dot(row, y));
+    const next = projectToSimplex(y.map((yi, i) => yi - (grad[i] as number) / lipschitz));
+    const tNext = (1 + Math.sqrt(1 + 4 * t * t)) / 2;
+    y = next.map((x, i) => x + ((t - 1) / tNext) * (x - (w[i] as number)));
+    w = next;
+    t = tNext;
+  }
+  return Math.sqrt(Math.max(0, value(w)));
+}
+
+/** Euclidean projection onto {w >= 0, sum w = 1} (sort-based; Duchi et al. 2008). */
+export function projectToSimplex(v: number[]): number[] {
+  const sorted = [...v].sort((a, b) => b - a);
+  let cumulative = 0;
+  let theta = 0;
+  sorted.forEach((x, k) => {
+    cumulative += x;
+    const candidate = (cumulative - 1) / (k + 1);
+    if (x - candidate > 0) theta = candidate;
+  });
+  return v.map((x) => Math.max(0, x - theta));
+}
+
+/**
+ * The address margin of `targets` among `candidates` (positions, rows of `table`): the largest gap a unit read-out
+ * direction opens between the score of every target and of every other candidate.
+ */
+export function addressMargin(table: number[][], targets: number[], candidates: number[]): number {
+  const others = candidates.filter((p) => !targets.includes(p));
+  const differences = targets.flatMap((t) =>
+    others.map((o) => (table[t] as number[]).map((x, j) => x - ((table[o] as number[])[j] as number))),
+  );
+  return hullDistance(differences);
+}
+
+/** A table of normal(0, rms) entries, seeded: what a learned position table looks like at initialisation. */
+export function randomTable(positions: number, dModel: number, rms: number, seed: number): number[][] {
+  const rng = new Rng(seed);
+  const normal = (): number => Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
+  return Array.from({ length: positions }, () => Array.from({ length: dModel }, () => rms * normal()));
+}
+
+/** The control prompt's digit positions (BOS a a a + b b b =) and the sets a head looks at to add them. */
+const DIGITS = [1, 2, 3, 5, 6, 7];
+const ADDRESSES: Record<string, number[]> = {
+  hundreds_a: [1],
+  tens_a: [2],
+  units_a: [3],
+  hundreds_pair: [1, 5],
+  tens_pair: [2, 6],
+  units_pair: [3, 7],
+};
+
+/** Address margins of the control prompt's digits for the sinusoidal table and a random one of the same RMS. */
+export function controlMargins(dModel: number, seed = 1): Record<string, { sinusoidal: number; random: number }> {
+  const sinusoidal = sinusoidalTable(9, dModel);
+  const rms = Math.sqrt(sinusoidal.flat().reduce((s, x) => s + x * x, 0) / (9 * dModel));
+  const random = randomTable(9, dModel, rms, seed);
+  return Object.fromEntries(
+    Object.entries(ADDRESSES).map(([name, targets]) => [
+      name,
+      { sinusoidal: addressMargin(sinusoidal, targets, DIGITS), random: addressMargin(random, targets, DIGITS) },
+    ]),
+  );
+}
+
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const option = (name: string, fallback: number): number => {
     const i = args.indexOf(name);
@@ -69,5 +159,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   spectrum.forEach((s, k) => (results[`s${k + 1}`] = Number(s.toPrecision(3))));
   results['directions_above_1pct_of_s1'] = spectrum.filter((s) => s > 0.01 * top).length;
   results['spectrum'] = spectrum;
+  const margins = controlMargins(dModel);
+  for (const [name, m] of Object.entries(margins)) {
+    results[`margin_${name}_sinusoidal`] = Number(m.sinusoidal.toPrecision(3));
+    results[`margin_${name}_random`] = Number(m.random.toPrecision(3));
+  }
   return results;
 }

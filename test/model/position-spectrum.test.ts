@@ -1,7 +1,14 @@
-// The spectrum `npm run bench -- positions` reports: its eigen-solver, and what it says of the sinusoidal table.
+// The measures `npm run bench -- positions` reports (spectrum, address margins): their solvers, and what they say of the sinusoidal table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { positionSpectrum, symmetricEigenvalues } from '../../bench/positions.ts';
+import {
+  addressMargin,
+  controlMargins,
+  hullDistance,
+  positionSpectrum,
+  projectToSimplex,
+  symmetricEigenvalues,
+} from '../../bench/positions.ts';
 import { sinusoidalTable } from '../../src/model/positional/reference.ts';
 
 void test('symmetricEigenvalues finds the eigenvalues of a matrix built from known ones', () => {
@@ -48,4 +55,66 @@ void test('the squared singular values add up to the centered table; past the fo
   // Position reaches the model through about four directions over a 9-token prompt: the rest hold < 0.1% of it.
   const tail = s.slice(4).reduce((sum, x) => sum + x * x, 0);
   assert.ok(tail < 1e-3 * total, `tail energy ${tail} of ${total}`);
+});
+
+void test('hullDistance: the distance from the origin to the convex hull of points', () => {
+  const close = (a: number, b: number, what: string): void =>
+    assert.ok(Math.abs(a - b) < 1e-6, `${what}: ${a} != ${b}`);
+  close(hullDistance([[3, 4]]), 5, 'one point: its norm');
+  close(
+    hullDistance([
+      [1, 0],
+      [0, 1],
+    ]),
+    Math.SQRT1_2,
+    'segment (1,0)-(0,1): its midpoint',
+  );
+  close(
+    hullDistance([
+      [2, 1],
+      [2, -1],
+      [3, 0],
+    ]),
+    2,
+    'triangle: its nearest edge',
+  );
+  close(
+    hullDistance([
+      [1, 0],
+      [-1, 0],
+      [0, 1],
+    ]),
+    0,
+    'origin inside the hull',
+  );
+  assert.deepEqual(projectToSimplex([0.2, 0.3, 0.5]), [0.2, 0.3, 0.5]);
+  assert.deepEqual(projectToSimplex([2, 0, -1]), [1, 0, 0]);
+});
+
+void test('address margins: a unit direction reaches the margin and none does better; sinusoidal tens digits are the hardest', () => {
+  const table = sinusoidalTable(9, 128);
+  const digits = [1, 2, 3, 5, 6, 7];
+  // Brute force in the plane of two rows' difference cannot beat the optimum: a random search gives a lower bound.
+  const margin = addressMargin(table, [2], digits);
+  const others = digits.filter((p) => p !== 2);
+  let best = -Infinity;
+  for (let trial = 0; trial < 2000; trial++) {
+    const u = table[2]!.map((x, j) => x - table[others[trial % others.length]!]![j]! + Math.sin(trial * 7.1 + j));
+    const norm = Math.hypot(...u);
+    const gap = Math.min(
+      ...others.map((o) => u.reduce((s, x, j) => s + (x * (table[2]![j]! - table[o]![j]!)) / norm, 0)),
+    );
+    best = Math.max(best, gap);
+  }
+  assert.ok(best <= margin + 1e-9, `a direction did better (${best}) than the margin (${margin})`);
+  // Scaling the table scales the margin.
+  const doubled = table.map((r) => r.map((x) => 2 * x));
+  assert.ok(Math.abs(addressMargin(doubled, [2], digits) - 2 * margin) < 1e-6);
+  // The same margins from scipy's SLSQP on the same problem (an independent solver): 0.710 and 0.247.
+  assert.ok(Math.abs(margin - 0.71) < 0.001, `tens digit margin ${margin}`);
+  const m = controlMargins(128);
+  assert.ok(Math.abs(m['tens_pair']!.sinusoidal - 0.2473) < 0.001, `tens pair margin ${m['tens_pair']!.sinusoidal}`);
+  const pairs = [m['hundreds_pair']!, m['tens_pair']!, m['units_pair']!];
+  assert.ok(m['tens_pair']!.sinusoidal < 0.5 * Math.min(m['hundreds_pair']!.sinusoidal, m['units_pair']!.sinusoidal));
+  for (const p of pairs) assert.ok(p.random > 5 * p.sinusoidal, `random ${p.random} vs sinusoidal ${p.sinusoidal}`);
 });
