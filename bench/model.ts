@@ -1,6 +1,7 @@
 // `npm run bench -- model [throughput|control|all] [--backend wasm] [--encodings rope,alibi] [--steps 20]
 //   [--rounds 5] [--batch 64] [--max-steps 4000] [--check-every 250] [--eval-samples 200] [--lr 3e-3]
-//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--seed 1] [--model '{"dModel": 64, "heads": 4}'] [--attention]`
+//   [--min-digits 3] [--max-digits 3] [--jobs 1] [--seed 1] [--model '{"dModel": 64, "heads": 4}'] [--attention]
+//   [--table random]`
 // throughput (default): per encoding, training tokens/s through pe-arena (Workload.trainSteps: batching,
 //   schedule, AdamW with clipping, one sync per step) against a bare tfjs loop (variableGrads + tf.train.adam,
 //   pre-built batches) over the same model config and batches, step for step alternately so machine load hits
@@ -9,7 +10,9 @@
 //   until exact match on held-out in-distribution problems reaches 95% (checked every --check-every steps, at most
 //   --max-steps), and wall time. Slow on 2 cores: --jobs 2 runs two encodings at once, each in its own process.
 //   With --attention each check also says where every head looks from the positions that predict the units and
-//   the tens digit.
+//   the tens digit. --table random (a diagnostic, sinusoidal only) puts fixed random rows of the sinusoidal table's
+//   RMS in the table's place: position stays absolute, in the token stream and unlearned; only how alike the rows
+//   are changes (see `npm run bench -- positions`).
 //   Progress goes to bench/results/partial/model-control-<encoding>.json as it runs. Each sub-suite keeps the
 //   other's latest numbers in bench/results/model.json.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -28,6 +31,7 @@ import { selectBackend, isBackendName } from '../src/train/backend.ts';
 import { makeBatch, type Batch } from '../src/train/batches.ts';
 import { buildJobSpec, presetModel } from '../src/train/job.ts';
 import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.ts';
+import { randomTable } from './positions.ts';
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
 
@@ -53,6 +57,8 @@ interface Args {
   model?: Partial<ModelSpec>;
   /** Control checks also record where each head attends from the units- and tens-digit positions (attentionFromAnswer). */
   attention: boolean;
+  /** 'random': the sinusoidal runs use fixed random rows instead of the table (useRandomTable). */
+  table: 'sinusoidal' | 'random';
 }
 
 function parseArgs(args: string[]): Args {
@@ -71,6 +77,7 @@ function parseArgs(args: string[]): Args {
     jobs: 1,
     seed: 1,
     attention: false,
+    table: 'sinusoidal',
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i] as string;
@@ -104,6 +111,11 @@ function parseArgs(args: string[]): Args {
     else if (a === '--seed') out.seed = num();
     else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
     else if (a === '--attention') out.attention = true;
+    else if (a === '--table') {
+      const t = value();
+      if (t !== 'sinusoidal' && t !== 'random') throw new Error(`--table: sinusoidal or random, not ${t}`);
+      out.table = t;
+    }
     else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
@@ -112,6 +124,8 @@ function parseArgs(args: string[]): Args {
       out.lr = lr;
     } else throw new Error(`unknown argument ${a}`);
   }
+  if (out.table === 'random' && out.encodings.some((e) => e !== 'sinusoidal'))
+    throw new Error('--table random replaces the sinusoidal table: use it with --encodings sinusoidal');
   return out;
 }
 
@@ -342,17 +356,30 @@ function attentionFromAnswer(model: Transformer, examples: readonly Example[]): 
   return lines;
 }
 
+/**
+ * The diagnostic of --table random: the model's sinusoidal table replaced by fixed rows of normal(0, 1/sqrt(2))
+ * entries (the table's RMS: each sin/cos pair has a square sum of 1), drawn from a fixed seed (randomTable), added
+ * in the same place. Returns the table, for the caller to dispose.
+ */
+export function useRandomTable(model: Transformer): tf.Tensor2D {
+  const { dModel, maxLen } = model.config;
+  const table = tf.tensor2d(randomTable(maxLen, dModel, Math.SQRT1_2, 7).flat(), [maxLen, dModel]);
+  model.positional.embed = (x, start) => tf.add(x, tf.slice(table, [start, 0], [x.shape[1], dModel]));
+  return table;
+}
+
 /** One encoding's control run, in this process; progress lines go to stderr and its partial file. */
 async function controlOne(a: Args, backend: BackendName, encoding: EncodingName): Promise<ControlResult> {
   const partialFile = join(
     import.meta.dirname,
     'results',
     'partial',
-    `model-control-${encoding}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
+    `model-control-${encoding}${a.table === 'random' ? '-random-table' : ''}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
   );
   await mkdir(dirname(partialFile), { recursive: true });
   const spec = controlJob(a, encoding, a.maxSteps, a.lr);
   const workload = await createTfWorkload(spec, { backend });
+  const randomRows = a.table === 'random' ? useRandomTable(workload.model) : undefined;
   const heldOut = drawExamples(createSource(spec.task, spec.seed, 'test'), a.evalSamples, { unique: true });
   const started = performance.now();
   const curve: ControlResult['curve'] = [];
@@ -385,6 +412,7 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
   }
   const steps = workload.step;
   workload.dispose();
+  randomRows?.dispose();
   return {
     stepsTo95,
     wallTimeS: round((performance.now() - started) / 1000),
@@ -419,6 +447,7 @@ function controlSettings(a: Args): Record<string, unknown> {
     task: controlTask(a),
     preset: 'tiny',
     ...(a.model === undefined ? {} : { model: a.model }),
+    ...(a.table === 'random' ? { table: 'random' } : {}),
     batch: a.batch,
     learningRate: a.lr,
     seed: a.seed,
