@@ -31,7 +31,7 @@ import { selectBackend, isBackendName } from '../src/train/backend.ts';
 import { makeBatch, type Batch } from '../src/train/batches.ts';
 import { buildJobSpec, presetModel } from '../src/train/job.ts';
 import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.ts';
-import { randomTable } from './positions.ts';
+import { RANDOM_TABLE_SEED, randomTable } from './positions.ts';
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
 
@@ -358,12 +358,12 @@ function attentionFromAnswer(model: Transformer, examples: readonly Example[]): 
 
 /**
  * The diagnostic of --table random: the model's sinusoidal table replaced by fixed rows of normal(0, 1/sqrt(2))
- * entries (the table's RMS: each sin/cos pair has a square sum of 1), drawn from a fixed seed (randomTable), added
+ * entries (the table's RMS: each sin/cos pair has a square sum of 1), drawn from RANDOM_TABLE_SEED (randomTable), added
  * in the same place. Returns the table, for the caller to dispose.
  */
 export function useRandomTable(model: Transformer): tf.Tensor2D {
   const { dModel, maxLen } = model.config;
-  const table = tf.tensor2d(randomTable(maxLen, dModel, Math.SQRT1_2, 7).flat(), [maxLen, dModel]);
+  const table = tf.tensor2d(randomTable(maxLen, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED).flat(), [maxLen, dModel]);
   model.positional.embed = (x, start) => tf.add(x, tf.slice(table, [start, 0], [x.shape[1], dModel]));
   return table;
 }

@@ -9,8 +9,8 @@
 //   a digit of each operand, as a head needs to add them), the largest gap that a read-out direction of norm 1
 //   can open between the scores of every position in the set and every other digit position. A head has to push
 //   that gap to a few nats to look at those digits alone, so it needs query and key weights ~1/margin times as
-//   large. Compared with a random table of the same RMS (a learned table at initialisation: every position its
-//   own direction).
+//   large. Compared with random rows of the same RMS (every position its own direction), the rows that the
+//   control bench's --table random trains with.
 import { presetModel } from '../src/train/job.ts';
 import { Rng } from '../src/data/rng.ts';
 import { sinusoidalTable } from '../src/model/positional/reference.ts';
@@ -130,11 +130,16 @@ const ADDRESSES: Record<string, number[]> = {
   units_pair: [3, 7],
 };
 
-/** Address margins of the control prompt's digits for the sinusoidal table and a random one of the same RMS. */
-export function controlMargins(dModel: number, seed = 1): Record<string, { sinusoidal: number; random: number }> {
+/** The seed of the random rows, here and in the control bench's --table random (bench/model.ts). */
+export const RANDOM_TABLE_SEED = 7;
+
+/**
+ * Address margins of the control prompt's digits for the sinusoidal table and for the random rows that
+ * `--table random` puts in its place (normal, the table's RMS of 1/sqrt(2): each sin/cos pair squares to 1).
+ */
+export function controlMargins(dModel: number): Record<string, { sinusoidal: number; random: number }> {
   const sinusoidal = sinusoidalTable(9, dModel);
-  const rms = Math.sqrt(sinusoidal.flat().reduce((s, x) => s + x * x, 0) / (9 * dModel));
-  const random = randomTable(9, dModel, rms, seed);
+  const random = randomTable(9, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED);
   return Object.fromEntries(
     Object.entries(ADDRESSES).map(([name, targets]) => [
       name,
