@@ -112,7 +112,7 @@ export function addressMargin(table: number[][], targets: number[], candidates: 
   return hullDistance(differences);
 }
 
-/** A table of normal(0, rms) entries, seeded: what a learned position table looks like at initialisation. */
+/** A table of normal(0, rms) entries drawn row by row from `seed`, so row p is the same however many rows are drawn. */
 export function randomTable(positions: number, dModel: number, rms: number, seed: number): number[][] {
   const rng = new Rng(seed);
   const normal = (): number => Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
