@@ -112,11 +112,13 @@ export function addressMargin(table: number[][], targets: number[], candidates: 
   return hullDistance(differences);
 }
 
-/** A table of normal(0, rms) entries drawn row by row from `seed`, so row p is the same however many rows are drawn. */
+/**
+ * A table of normal(0, rms) entries drawn row by row from `seed` (Rng.normals, as the model's weights are), so with
+ * an even dModel row p is the same however many rows are drawn.
+ */
 export function randomTable(positions: number, dModel: number, rms: number, seed: number): number[][] {
-  const rng = new Rng(seed);
-  const normal = (): number => Math.sqrt(-2 * Math.log(1 - rng.next())) * Math.cos(2 * Math.PI * rng.next());
-  return Array.from({ length: positions }, () => Array.from({ length: dModel }, () => rms * normal()));
+  const values = new Rng(seed).normals(positions * dModel, rms);
+  return Array.from({ length: positions }, (_, p) => Array.from(values.subarray(p * dModel, (p + 1) * dModel)));
 }
 
 /** The control prompt's digit positions (BOS a a a + b b b =) and the sets a head looks at to add them. */

@@ -45,6 +45,18 @@ export class Rng {
     return min + Math.floor(this.next() * (max - min + 1));
   }
 
+  /** n normal(0, std) draws, Box-Muller in (cos, sin) pairs from this stream; 1 - u keeps log() away from 0. */
+  normals(n: number, std = 1): Float32Array {
+    const values = new Float32Array(n);
+    for (let i = 0; i < n; i += 2) {
+      const r = Math.sqrt(-2 * Math.log(1 - this.next()));
+      const theta = 2 * Math.PI * this.next();
+      values[i] = std * r * Math.cos(theta);
+      if (i + 1 < n) values[i + 1] = std * r * Math.sin(theta);
+    }
+    return values;
+  }
+
   pick<T>(items: readonly T[]): T {
     const item = items[Math.floor(this.next() * items.length)];
     if (item === undefined) throw new RangeError('pick from an empty list');

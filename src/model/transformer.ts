@@ -123,15 +123,7 @@ class SeededInit implements WeightInit {
 
   normal(name: string, shape: number[], std: number): tf.Variable {
     const size = shape.reduce((a, b) => a * b, 1);
-    const values = new Float32Array(size);
-    // Box-Muller from the seeded uniform stream; 1 - u keeps log() away from 0.
-    for (let i = 0; i < size; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - this.rng.next()));
-      const theta = 2 * Math.PI * this.rng.next();
-      values[i] = std * r * Math.cos(theta);
-      if (i + 1 < size) values[i + 1] = std * r * Math.sin(theta);
-    }
-    return this.make(name, shape, values);
+    return this.make(name, shape, this.rng.normals(size, std));
   }
 
   zeros(name: string, shape: number[]): tf.Variable {
