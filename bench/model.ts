@@ -57,6 +57,8 @@ interface Args {
   model?: Partial<ModelSpec>;
   /** Control checks also record where each head attends from the units- and tens-digit positions (attentionFromAnswer). */
   attention: boolean;
+  /** The control task in the spaced format: "1 2 3 + 4 5 6 =" -> "9 7 5" (a space between every two characters). */
+  spaced: boolean;
   /** 'random': the sinusoidal runs use fixed random rows instead of the table (useRandomTable). */
   table: 'sinusoidal' | 'random';
 }
@@ -77,6 +79,7 @@ function parseArgs(args: string[]): Args {
     jobs: 1,
     seed: 1,
     attention: false,
+    spaced: false,
     table: 'sinusoidal',
   };
   for (let i = 0; i < args.length; i++) {
@@ -111,6 +114,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--seed') out.seed = num();
     else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
     else if (a === '--attention') out.attention = true;
+    else if (a === '--spaced') out.spaced = true;
     else if (a === '--table') {
       const t = value();
       if (t !== 'sinusoidal' && t !== 'random') throw new Error(`--table: sinusoidal or random, not ${t}`);
@@ -138,7 +142,10 @@ const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 
 /** The control task: addition with reversed answers; both operands have exactly 3 digits unless told otherwise. */
 function controlTask(a: Args): JobSpec['task'] {
-  return { name: 'addition', params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true } };
+  return {
+    name: 'addition',
+    params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true, ...(a.spaced ? { spaced: true } : {}) },
+  };
 }
 
 function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number): JobSpec {
@@ -374,7 +381,7 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
     import.meta.dirname,
     'results',
     'partial',
-    `model-control-${encoding}${a.table === 'random' ? '-random-table' : ''}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
+    `model-control-${encoding}${a.table === 'random' ? '-random-table' : ''}${a.spaced ? '-spaced' : ''}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
   );
   await mkdir(dirname(partialFile), { recursive: true });
   const spec = controlJob(a, encoding, a.maxSteps, a.lr);

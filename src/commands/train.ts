@@ -32,6 +32,7 @@ interface TrainFlags {
   resume?: string;
   digits?: [number, number];
   reverse?: boolean;
+  spaced?: boolean;
   ops?: [number, number];
   maxValue?: number;
   param: string[];
@@ -82,7 +83,10 @@ function parseParamValue(raw: string): number | string | boolean {
 
 /** The task spec the flags describe (generator params, or the user's JSONL file). */
 export function taskFromFlags(
-  flags: Pick<TrainFlags, 'task' | 'data' | 'format' | 'holdout' | 'digits' | 'reverse' | 'ops' | 'maxValue' | 'param'>,
+  flags: Pick<
+    TrainFlags,
+    'task' | 'data' | 'format' | 'holdout' | 'digits' | 'reverse' | 'spaced' | 'ops' | 'maxValue' | 'param'
+  >,
 ): TaskSpec {
   if (flags.data !== undefined) {
     const params: TaskSpec['params'] = { path: resolve(flags.data) };
@@ -93,6 +97,7 @@ export function taskFromFlags(
   const params: TaskSpec['params'] = {};
   if (flags.digits !== undefined) [params['minDigits'], params['maxDigits']] = flags.digits;
   if (flags.reverse === true) params['reverse'] = true;
+  if (flags.spaced === true) params['spaced'] = true;
   if (flags.ops !== undefined) [params['minOps'], params['maxOps']] = flags.ops;
   if (flags.maxValue !== undefined) params['maxValue'] = flags.maxValue;
   for (const kv of flags.param) {
@@ -272,6 +277,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--resume <file>', 'resume exactly from a checkpoint (the job comes from the file)')
     .option('--digits <a-b>', 'operand digits for addition/multiplication, e.g. 1-3', range('--digits'))
     .option('--reverse', 'write answers reversed (least significant digit first)')
+    .option('--spaced', 'a space between every two characters of prompt and answer ("1 2 + 3 4 =" -> "4 6")')
     .option('--ops <a-b>', 'operators per arithmetic expression, e.g. 1-3', range('--ops'))
     .option('--max-value <n>', 'largest number in arithmetic and word problems', int('--max-value'))
     .option('--param <key=value>', 'any other task parameter (repeatable)', collect, [])

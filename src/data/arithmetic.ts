@@ -10,6 +10,7 @@ const digitsSchema: ParamSchema = {
   minDigits: { kind: 'int', min: 1, max: MAX_DIGITS, default: 1 },
   maxDigits: { kind: 'int', min: 1, max: MAX_DIGITS, default: 3 },
   reverse: { kind: 'bool', default: false },
+  spaced: { kind: 'bool', default: false },
 };
 
 function checkDigits(params: ParamValues): string[] {
@@ -39,14 +40,22 @@ function binary(op: '+' | '*', rng: Rng, params: ParamValues): Problem {
   const [a, b, length] = operands(rng, params);
   const answer = (op === '+' ? BigInt(a) + BigInt(b) : BigInt(a) * BigInt(b)).toString();
   const reverse = boolParam(params, 'reverse');
+  const spaced = boolParam(params, 'spaced');
+  const text = spaced ? spaceOut : (s: string) => s;
   return {
-    prompt: `${a}${op}${b}=`,
-    target: reverse ? reverseString(answer) : answer,
+    prompt: text(`${a}${op}${b}=`),
+    target: text(reverse ? reverseString(answer) : answer),
     answer,
     length,
     ...(reverse ? { reversed: true } : {}),
+    ...(spaced ? { spaced: true } : {}),
     holdoutKey: a < b ? `${a}${op}${b}` : `${b}${op}${a}`,
   };
+}
+
+/** "123+45=" -> "1 2 3 + 4 5 =": one space between every two characters (the `spaced` format). */
+export function spaceOut(s: string): string {
+  return Array.from(s).join(' ');
 }
 
 export function reverseString(s: string): string {

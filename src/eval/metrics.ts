@@ -9,7 +9,7 @@
 //   errorTaxonomy     classifyError over problems whose final answer is not equivalent (symbolic false).
 // The final answer of a prediction: the rest of the first line after the first "####" when the target has
 // "####" (none there is a format error); otherwise the prediction's first line (as many lines as the target
-// has). Reversed back when the example is reversed.
+// has). Spaces taken out when the example is spaced, then reversed back when it is reversed.
 import type { Example } from '../data/types.ts';
 import { EvalError } from './errors.ts';
 import { isEquivalent, normalizeAnswer } from './equivalence.ts';
@@ -37,7 +37,10 @@ export interface Scores {
 }
 
 /** The final answer in a prediction, in normal reading order; undefined when there is none. */
-export function predictedAnswer(prediction: string, example: Pick<Example, 'target' | 'reversed'>): string | undefined {
+export function predictedAnswer(
+  prediction: string,
+  example: Pick<Example, 'target' | 'reversed' | 'spaced'>,
+): string | undefined {
   let answer: string | undefined;
   if (example.target.includes('####')) {
     const i = prediction.indexOf('####');
@@ -48,6 +51,7 @@ export function predictedAnswer(prediction: string, example: Pick<Example, 'targ
     answer = prediction.trim().split('\n').slice(0, lines).join('\n').trim();
   }
   if (answer === undefined || answer === '') return undefined;
+  if (example.spaced === true) answer = answer.replace(/ /g, '');
   return example.reversed === true ? Array.from(answer).reverse().join('') : answer;
 }
 
@@ -73,7 +77,8 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
     if (correct) exact++;
     if (symbolic) symbolicCount++;
     else {
-      const cls = classifyError(answer, example.answer, example.prompt);
+      const prompt = example.spaced === true ? example.prompt.replace(/ /g, '') : example.prompt;
+      const cls = classifyError(answer, example.answer, prompt);
       taxonomy[cls] = (taxonomy[cls] ?? 0) + 1;
     }
     if (countSteps(example.target).total > 0) {

@@ -3,6 +3,7 @@
 // TensorFlow.js is imported here, so callers that must stay free of it (the coordinator) import this lazily.
 import type { JobSpec, TaskSpec } from '../../protocol/messages.ts';
 import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
+import { spaceOut } from '../data/arithmetic.ts';
 import { extractSteps, type CheckedStep } from '../eval/steps.ts';
 import { attentionMaps, greedyDecode } from '../model/decode.ts';
 import type { Transformer } from '../model/transformer.ts';
@@ -45,9 +46,9 @@ const ARITHMETIC_TASKS = new Set(['addition', 'multiplication', 'arithmetic']);
 export function formatPrompt(problem: string, task: TaskSpec): string {
   const text = problem.replace(/\r\n?/g, '\n');
   if (ARITHMETIC_TASKS.has(task.name)) {
-    // Generators write "12+34=": no spaces, the '=' last.
-    const compact = text.replace(/\s+/g, '').replace(/=+$/, '');
-    return `${compact}=`;
+    // Generators write "12+34=": no spaces, the '=' last; or "1 2 + 3 4 =" when the task is spaced.
+    const compact = `${text.replace(/\s+/g, '').replace(/=+$/, '')}=`;
+    return task.params['spaced'] === true ? spaceOut(compact) : compact;
   }
   // Word problems and GSM8K-style files end the question with a newline so the steps start on their own line.
   const trimmed = text.trim();
@@ -55,10 +56,10 @@ export function formatPrompt(problem: string, task: TaskSpec): string {
 }
 
 /** The final answer of a free-form prediction, in reading order. */
-export function extractAnswer(prediction: string, reversed: boolean): string {
+export function extractAnswer(prediction: string, reversed: boolean, spaced = false): string {
   const i = prediction.indexOf('####');
   const raw = i >= 0 ? (prediction.slice(i + 4).split('\n')[0] ?? '') : (prediction.trim().split('\n')[0] ?? '');
-  const answer = raw.trim();
+  const answer = spaced ? raw.replace(/ /g, '') : raw.trim();
   return reversed ? Array.from(answer).reverse().join('') : answer;
 }
 
@@ -112,7 +113,7 @@ export function solveWith(m: LoadedModel, problem: string, maxNewTokens?: number
     jobId: m.jobId,
     task: m.job.task.name,
     prediction,
-    answer: extractAnswer(prediction, reversed),
+    answer: extractAnswer(prediction, reversed, m.job.task.params['spaced'] === true),
     steps: steps.map((s) => ({ text: s.text, correct: s.correct })),
     latencyMs,
     promptTokens: ids.length,

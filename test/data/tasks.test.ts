@@ -106,6 +106,23 @@ void test('reverse writes the answer digits backwards; answer stays in reading o
   assert.ok(plain.every((e) => e.reversed === undefined && e.target === e.answer));
 });
 
+void test('spaced puts a space between every two characters; the problems and the split are the unspaced ones', () => {
+  const params = { minDigits: 3, maxDigits: 3, reverse: true };
+  for (const split of ['train', 'test'] as const) {
+    const spaced = take({ name: 'addition', params: { ...params, spaced: true } }, 5, split, 50);
+    const plain = take({ name: 'addition', params }, 5, split, 50);
+    spaced.forEach((e, i) => {
+      const p = plain[i] as Example;
+      assert.equal(e.spaced, true);
+      assert.equal(e.prompt, [...p.prompt].join(' '));
+      assert.equal(e.target, [...p.target].join(' '));
+      assert.equal(e.answer, p.answer);
+      assert.match(e.prompt, /^\d \d \d \+ \d \d \d =$/);
+    });
+    assert.ok(plain.every((e) => e.spaced === undefined));
+  }
+});
+
 void test('a length split is a second TaskSpec: train 1-8 digits, test 9-16 digits', () => {
   const train = take({ name: 'addition', params: { minDigits: 1, maxDigits: 8 } }, 4, 'train', 400);
   const test = take({ name: 'addition', params: { minDigits: 9, maxDigits: 16 } }, 4, 'test', 400);

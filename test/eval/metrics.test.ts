@@ -61,6 +61,24 @@ void test('reversed tasks: the prediction is reversed back before the answer com
   assert.equal(s.errorTaxonomy.carry, 1); // 158 vs 168: a dropped carry into the tens
 });
 
+void test('spaced tasks: spaces are taken out before the answer is reversed back and compared', () => {
+  const e = ex({ prompt: '1 1 7 + 5 1 =', target: '8 6 1', answer: '168', reversed: true, spaced: true });
+  assert.equal(predictedAnswer('8 6 1', e), '168');
+  const s = scoreProblems([e, e, e], ['8 6 1', '8 5 1', '861'], 'test');
+  assert.deepEqual(
+    s.problems.map((p) => [p.correct, p.symbolic]),
+    [
+      [true, true],
+      [false, false],
+      [false, true], // the right digits, not in the task's format: the answer is right, the whole target is not
+    ],
+  );
+  // 158 vs 168: one wrong digit, not a dropped carry, since 7+1 does not carry; only the operands, read from the
+  // spaced prompt, tell the two apart (without them any difference of 10 counts as a carry).
+  assert.equal(s.errorTaxonomy.single_digit, 1);
+  assert.equal(s.errorTaxonomy.carry, 0);
+});
+
 void test('a "####" target needs "####" in the prediction; other targets take the first line', () => {
   assert.equal(predictedAnswer('2+3=5\n5', ex({ target: '2+3=5\n#### 5' })), undefined);
   assert.equal(predictedAnswer('2+3=5\n#### 5\nmore', ex({ target: '2+3=5\n#### 5' })), '5');

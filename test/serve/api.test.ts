@@ -37,6 +37,10 @@ void test('prompt formatting follows the generators, answers read back in order'
   assert.equal(formatPrompt('Tom has 3 apples.\r\n', { name: 'word_problems', params: {} }), 'Tom has 3 apples.\n');
   assert.equal(extractAnswer('3+4=7\n#### 7\n', false), '7');
   assert.equal(extractAnswer('64', true), '46');
+  const spaced = { name: 'addition', params: { reverse: true, spaced: true } };
+  assert.equal(formatPrompt('12+34', spaced), '1 2 + 3 4 =');
+  assert.equal(formatPrompt(' 1 2 + 3 4 = ', spaced), '1 2 + 3 4 =');
+  assert.equal(extractAnswer('6 4', true, true), '46');
 });
 
 void test('GET /health and /models', async () => {
