@@ -1,4 +1,4 @@
-// `npm run bench -- positions [--positions 9] [--d-model 128]`: how well the sinusoidal table lets a model tell the
+// `npm run bench -- positions [--positions 9] [--d-model 128] [--spacing 1]`: how well the sinusoidal table lets a model tell the
 // positions of a short prompt apart. Two measures, on the rows PE[0..n-1] of Vaswani et al.'s table
 // (src/model/positional/reference.ts):
 // - the spectrum: the rows, centered over those positions (a constant offset says nothing about position), have
@@ -10,7 +10,8 @@
 //   can open between the scores of every position in the set and every other digit position. A head has to push
 //   that gap to a few nats to look at those digits alone, so it needs query and key weights ~1/margin times as
 //   large. Compared with random rows of the same RMS (every position its own direction), the rows that the
-//   control bench's --table random trains with.
+//   control bench's --table random trains with. --spacing 2 measures the spaced format ("1 2 3 + 4 5 6 ="), whose
+//   token k sits at position 2k.
 import { presetModel } from '../src/train/job.ts';
 import { Rng } from '../src/data/rng.ts';
 import { sinusoidalTable } from '../src/model/positional/reference.ts';
@@ -138,24 +139,30 @@ export const RANDOM_TABLE_SEED = 7;
 /**
  * Address margins of the control prompt's digits for the sinusoidal table and for the random rows that
  * `--table random` puts in its place (normal, the table's RMS of 1/sqrt(2): each sin/cos pair squares to 1).
+ * `spacing` 2: the spaced format, a space after every character, so the prompt's token k sits at position 2k.
  */
-export function controlMargins(dModel: number): Record<string, { sinusoidal: number; random: number }> {
-  const sinusoidal = sinusoidalTable(9, dModel);
-  const random = randomTable(9, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED);
+export function controlMargins(dModel: number, spacing = 1): Record<string, { sinusoidal: number; random: number }> {
+  const rows = 8 * spacing + 1;
+  const sinusoidal = sinusoidalTable(rows, dModel);
+  const random = randomTable(rows, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED);
+  const at = (tokens: number[]): number[] => tokens.map((k) => k * spacing);
   return Object.fromEntries(
     Object.entries(ADDRESSES).map(([name, targets]) => [
       name,
-      { sinusoidal: addressMargin(sinusoidal, targets, DIGITS), random: addressMargin(random, targets, DIGITS) },
+      {
+        sinusoidal: addressMargin(sinusoidal, at(targets), at(DIGITS)),
+        random: addressMargin(random, at(targets), at(DIGITS)),
+      },
     ]),
   );
 }
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const option = (name: string, fallback: number): number => {
+  const option = (name: string, fallback: number, min = 2): number => {
     const i = args.indexOf(name);
     if (i < 0) return fallback;
     const n = Number(args[i + 1]);
-    if (!Number.isInteger(n) || n < 2) throw new Error(`${name} must be an integer >= 2`);
+    if (!Number.isInteger(n) || n < min) throw new Error(`${name} must be an integer >= ${min}`);
     return n;
   };
   const positions = option('--positions', 9);
@@ -166,7 +173,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   spectrum.forEach((s, k) => (results[`s${k + 1}`] = Number(s.toPrecision(3))));
   results['directions_above_1pct_of_s1'] = spectrum.filter((s) => s > 0.01 * top).length;
   results['spectrum'] = spectrum;
-  const margins = controlMargins(dModel);
+  const spacing = option('--spacing', 1, 1);
+  results['spacing'] = spacing;
+  const margins = controlMargins(dModel, spacing);
   for (const [name, m] of Object.entries(margins)) {
     results[`margin_${name}_sinusoidal`] = Number(m.sinusoidal.toPrecision(3));
     results[`margin_${name}_random`] = Number(m.random.toPrecision(3));
