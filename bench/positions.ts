@@ -139,13 +139,14 @@ export const RANDOM_TABLE_SEED = 7;
 /**
  * Address margins of the control prompt's digits for the sinusoidal table and for the random rows that
  * `--table random` puts in its place (normal, the table's RMS of 1/sqrt(2): each sin/cos pair squares to 1).
- * `spacing` 2: the spaced format, a space after every character, so the prompt's token k sits at position 2k.
+ * `spacing` 2: the spaced format, a space after every character, so that the unspaced prompt's token k >= 1 sits at
+ * position 2k - 1 (BOS stays at 0).
  */
 export function controlMargins(dModel: number, spacing = 1): Record<string, { sinusoidal: number; random: number }> {
-  const rows = 8 * spacing + 1;
+  const rows = 7 * spacing + 2;
   const sinusoidal = sinusoidalTable(rows, dModel);
   const random = randomTable(rows, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED);
-  const at = (tokens: number[]): number[] => tokens.map((k) => k * spacing);
+  const at = (tokens: number[]): number[] => tokens.map((k) => (k === 0 ? 0 : 1 + (k - 1) * spacing));
   return Object.fromEntries(
     Object.entries(ADDRESSES).map(([name, targets]) => [
       name,

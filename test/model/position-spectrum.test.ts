@@ -118,12 +118,17 @@ void test('address margins: a unit direction reaches the margin and none does be
   assert.ok(m['tens_pair']!.sinusoidal < 0.5 * Math.min(m['hundreds_pair']!.sinusoidal, m['units_pair']!.sinusoidal));
   for (const p of pairs) assert.ok(p.random > 5 * p.sinusoidal, `random ${p.random} vs sinusoidal ${p.sinusoidal}`);
   // The spaced format puts the digits two positions apart: the table's rows differ twice the angle, and the tens
-  // pair's margin grows 7-fold; the same as picking rows 0, 2, ..., 16 by hand.
+  // pair's margin grows 7-fold; the same as picking the rows of "BOS 1 _ 2 _ 3 _ + _ 4 _ 5 _ 6" by hand.
   const spaced = controlMargins(128, 2);
   assert.ok(
     Math.abs(spaced['tens_pair']!.sinusoidal - 1.86) < 0.01,
     `spaced tens pair ${spaced['tens_pair']!.sinusoidal}`,
   );
   const rows = sinusoidalTable(17, 128);
-  assert.ok(Math.abs(addressMargin(rows, [4, 12], [2, 4, 6, 10, 12, 14]) - spaced['tens_pair']!.sinusoidal) < 1e-9);
+  const spacedDigits = [1, 3, 5, 9, 11, 13];
+  assert.ok(Math.abs(addressMargin(rows, [3, 11], spacedDigits) - spaced['tens_pair']!.sinusoidal) < 1e-9);
+  // A shift of every position rotates each sin/cos pair alike, so the sinusoidal margins depend only on the
+  // differences between positions: rows 2, 4, ..., 14 give the same.
+  const shifted = spacedDigits.map((p) => p + 1);
+  assert.ok(Math.abs(addressMargin(rows, [4, 12], shifted) - spaced['tens_pair']!.sinusoidal) < 1e-6);
 });
