@@ -59,6 +59,8 @@ interface Args {
   attention: boolean;
   /** The control task in the spaced format: "1 2 3 + 4 5 6 =" -> "9 7 5" (a space between every two characters). */
   spaced: boolean;
+  /** The control task with the operands' digits spaced: "1 2 3+4 5 6=" -> "975". */
+  spaceDigits: boolean;
   /** 'random': the sinusoidal runs use fixed random rows instead of the table (useRandomTable). */
   table: 'sinusoidal' | 'random';
 }
@@ -80,6 +82,7 @@ function parseArgs(args: string[]): Args {
     seed: 1,
     attention: false,
     spaced: false,
+    spaceDigits: false,
     table: 'sinusoidal',
   };
   for (let i = 0; i < args.length; i++) {
@@ -115,6 +118,7 @@ function parseArgs(args: string[]): Args {
     else if (a === '--model') out.model = JSON.parse(value()) as Partial<ModelSpec>;
     else if (a === '--attention') out.attention = true;
     else if (a === '--spaced') out.spaced = true;
+    else if (a === '--space-digits') out.spaceDigits = true;
     else if (a === '--table') {
       const t = value();
       if (t !== 'sinusoidal' && t !== 'random') throw new Error(`--table: sinusoidal or random, not ${t}`);
@@ -144,7 +148,10 @@ const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 function controlTask(a: Args): JobSpec['task'] {
   return {
     name: 'addition',
-    params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true, ...(a.spaced ? { spaced: true } : {}) },
+    params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true,
+      ...(a.spaced ? { spaced: true } : {}),
+      ...(a.spaceDigits ? { spaceDigits: true } : {}),
+    },
   };
 }
 
@@ -381,7 +388,7 @@ async function controlOne(a: Args, backend: BackendName, encoding: EncodingName)
     import.meta.dirname,
     'results',
     'partial',
-    `model-control-${encoding}${a.table === 'random' ? '-random-table' : ''}${a.spaced ? '-spaced' : ''}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
+    `model-control-${encoding}${a.table === 'random' ? '-random-table' : ''}${a.spaced ? '-spaced' : ''}${a.spaceDigits ? '-space-digits' : ''}${a.seed === 1 ? '' : `-seed${a.seed}`}.json`,
   );
   await mkdir(dirname(partialFile), { recursive: true });
   const spec = controlJob(a, encoding, a.maxSteps, a.lr);

@@ -33,6 +33,7 @@ interface TrainFlags {
   digits?: [number, number];
   reverse?: boolean;
   spaced?: boolean;
+  spaceDigits?: boolean;
   ops?: [number, number];
   maxValue?: number;
   param: string[];
@@ -85,7 +86,17 @@ function parseParamValue(raw: string): number | string | boolean {
 export function taskFromFlags(
   flags: Pick<
     TrainFlags,
-    'task' | 'data' | 'format' | 'holdout' | 'digits' | 'reverse' | 'spaced' | 'ops' | 'maxValue' | 'param'
+    | 'task'
+    | 'data'
+    | 'format'
+    | 'holdout'
+    | 'digits'
+    | 'reverse'
+    | 'spaced'
+    | 'spaceDigits'
+    | 'ops'
+    | 'maxValue'
+    | 'param'
   >,
 ): TaskSpec {
   if (flags.data !== undefined) {
@@ -98,6 +109,7 @@ export function taskFromFlags(
   if (flags.digits !== undefined) [params['minDigits'], params['maxDigits']] = flags.digits;
   if (flags.reverse === true) params['reverse'] = true;
   if (flags.spaced === true) params['spaced'] = true;
+  if (flags.spaceDigits === true) params['spaceDigits'] = true;
   if (flags.ops !== undefined) [params['minOps'], params['maxOps']] = flags.ops;
   if (flags.maxValue !== undefined) params['maxValue'] = flags.maxValue;
   for (const kv of flags.param) {
@@ -278,6 +290,7 @@ export function registerTrainCommand(program: Command): void {
     .option('--digits <a-b>', 'operand digits for addition/multiplication, e.g. 1-3', range('--digits'))
     .option('--reverse', 'write answers reversed (least significant digit first)')
     .option('--spaced', 'a space between every two characters of prompt and answer ("1 2 + 3 4 =" -> "4 6")')
+    .option('--space-digits', 'a space between the digits of each operand ("1 2+3 4=" -> "46")')
     .option('--ops <a-b>', 'operators per arithmetic expression, e.g. 1-3', range('--ops'))
     .option('--max-value <n>', 'largest number in arithmetic and word problems', int('--max-value'))
     .option('--param <key=value>', 'any other task parameter (repeatable)', collect, [])

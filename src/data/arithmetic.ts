@@ -11,12 +11,20 @@ const digitsSchema: ParamSchema = {
   maxDigits: { kind: 'int', min: 1, max: MAX_DIGITS, default: 3 },
   reverse: { kind: 'bool', default: false },
   spaced: { kind: 'bool', default: false },
+  spaceDigits: { kind: 'bool', default: false },
 };
 
 function checkDigits(params: ParamValues): string[] {
-  return intParam(params, 'minDigits') > intParam(params, 'maxDigits')
-    ? [`task.params.maxDigits: must be >= minDigits (got minDigits ${params.minDigits}, maxDigits ${params.maxDigits})`]
-    : [];
+  const errors: string[] = [];
+  if (intParam(params, 'minDigits') > intParam(params, 'maxDigits'))
+    errors.push(
+      `task.params.maxDigits: must be >= minDigits (got minDigits ${params.minDigits}, maxDigits ${params.maxDigits})`,
+    );
+  if (boolParam(params, 'spaced') && boolParam(params, 'spaceDigits'))
+    errors.push(
+      'task.params.spaceDigits: spaced already puts a space between every two characters; set one of the two',
+    );
+  return errors;
 }
 
 /** A uniformly random number with exactly `digits` digits (0-9 allowed when digits is 1). */
@@ -41,19 +49,24 @@ function binary(op: '+' | '*', rng: Rng, params: ParamValues): Problem {
   const answer = (op === '+' ? BigInt(a) + BigInt(b) : BigInt(a) * BigInt(b)).toString();
   const reverse = boolParam(params, 'reverse');
   const spaced = boolParam(params, 'spaced');
+  const spaceDigits = boolParam(params, 'spaceDigits');
   const text = spaced ? spaceOut : (s: string) => s;
+  const operand = spaceDigits ? spaceOut : (s: string) => s;
   return {
-    prompt: text(`${a}${op}${b}=`),
+    prompt: text(`${operand(a)}${op}${operand(b)}=`),
     target: text(reverse ? reverseString(answer) : answer),
     answer,
     length,
     ...(reverse ? { reversed: true } : {}),
-    ...(spaced ? { spaced: true } : {}),
+    ...(spaced || spaceDigits ? { spaced: true } : {}),
     holdoutKey: a < b ? `${a}${op}${b}` : `${b}${op}${a}`,
   };
 }
 
-/** "123+45=" -> "1 2 3 + 4 5 =": one space between every two characters (the `spaced` format). */
+/**
+ * "123+45=" -> "1 2 3 + 4 5 =": one space between every two characters (the `spaced` format; `spaceDigits` applies it
+ * to each operand alone: "1 2 3+4 5=", answer unspaced).
+ */
 export function spaceOut(s: string): string {
   return Array.from(s).join(' ');
 }

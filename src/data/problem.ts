@@ -8,7 +8,7 @@ export interface Problem {
   answer: string;
   length: number;
   reversed?: boolean;
-  /** Set when prompt and target have a space between every two characters ("1 2 + 3 4 =" -> "4 6"). */
+  /** Set when the text has spaces that the numbers do not: "1 2 + 3 4 =" -> "4 6" (spaced), "1 2+3 4=" (spaceDigits). */
   spaced?: boolean;
   /** What decides the train/test split when not the prompt: "a+b" and "b+a" share one, so both land in the same split. */
   holdoutKey?: string;

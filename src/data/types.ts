@@ -14,7 +14,7 @@ export interface Example {
   length: number;
   /** Set when the target writes the answer's digits in reverse; `answer` is always in normal reading order. */
   reversed?: boolean;
-  /** Set when prompt and target have a space between every two characters; `answer` has none. */
+  /** Set when prompt and target have spaces between digits (`spaced` or `spaceDigits`); `answer` has none. */
   spaced?: boolean;
 }
 

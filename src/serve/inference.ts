@@ -46,9 +46,11 @@ const ARITHMETIC_TASKS = new Set(['addition', 'multiplication', 'arithmetic']);
 export function formatPrompt(problem: string, task: TaskSpec): string {
   const text = problem.replace(/\r\n?/g, '\n');
   if (ARITHMETIC_TASKS.has(task.name)) {
-    // Generators write "12+34=": no spaces, the '=' last; or "1 2 + 3 4 =" when the task is spaced.
+    // Generators write "12+34=": no spaces, the '=' last; "1 2 + 3 4 =" when the task is spaced, "1 2+3 4=" when
+    // it spaces the digits.
     const compact = `${text.replace(/\s+/g, '').replace(/=+$/, '')}=`;
-    return task.params['spaced'] === true ? spaceOut(compact) : compact;
+    if (task.params['spaced'] === true) return spaceOut(compact);
+    return task.params['spaceDigits'] === true ? compact.replace(/\d+/g, spaceOut) : compact;
   }
   // Word problems and GSM8K-style files end the question with a newline so the steps start on their own line.
   const trimmed = text.trim();

@@ -123,6 +123,25 @@ void test('spaced puts a space between every two characters; the problems and th
   }
 });
 
+void test('spaceDigits spaces each operand alone; operators and answer unspaced; problems and split unchanged', () => {
+  const params = { minDigits: 3, maxDigits: 3, reverse: true };
+  for (const split of ['train', 'test'] as const) {
+    const spaced = take({ name: 'addition', params: { ...params, spaceDigits: true } }, 5, split, 50);
+    const plain = take({ name: 'addition', params }, 5, split, 50);
+    spaced.forEach((e, i) => {
+      const p = plain[i] as Example;
+      assert.equal(e.spaced, true);
+      assert.equal(
+        e.prompt,
+        p.prompt.replace(/\d+/g, (n) => [...n].join(' ')),
+      );
+      assert.match(e.prompt, /^\d \d \d\+\d \d \d=$/);
+      assert.equal(e.target, p.target);
+      assert.equal(e.answer, p.answer);
+    });
+  }
+});
+
 void test('a length split is a second TaskSpec: train 1-8 digits, test 9-16 digits', () => {
   const train = take({ name: 'addition', params: { minDigits: 1, maxDigits: 8 } }, 4, 'train', 400);
   const test = take({ name: 'addition', params: { minDigits: 9, maxDigits: 16 } }, 4, 'test', 400);
@@ -229,6 +248,10 @@ void test('validateTask names the bad field; createSource throws DataError', () 
     /task\.params\.maxDigits: must be >= minDigits/,
   );
   assert.match(validateTask({ name: 'addition', params: { reverse: 'yes' } })[0] ?? '', /task\.params\.reverse/);
+  assert.match(
+    validateTask({ name: 'addition', params: { spaced: true, spaceDigits: true } })[0] ?? '',
+    /task\.params\.spaceDigits: spaced already puts a space/,
+  );
   assert.match(
     validateTask({ name: 'addition', params: { digits: 3 } })[0] ?? '',
     /task\.params\.digits: unknown parameter/,

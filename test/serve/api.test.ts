@@ -41,6 +41,9 @@ void test('prompt formatting follows the generators, answers read back in order'
   assert.equal(formatPrompt('12+34', spaced), '1 2 + 3 4 =');
   assert.equal(formatPrompt(' 1 2 + 3 4 = ', spaced), '1 2 + 3 4 =');
   assert.equal(extractAnswer('6 4', true, true), '46');
+  const spaceDigits = { name: 'addition', params: { reverse: true, spaceDigits: true } };
+  assert.equal(formatPrompt('12 + 345', spaceDigits), '1 2+3 4 5=');
+  assert.equal(formatPrompt('1 2+3 4 5=', spaceDigits), '1 2+3 4 5=');
 });
 
 void test('GET /health and /models', async () => {
