@@ -1,4 +1,4 @@
-// `npm run bench -- positions [--positions 9] [--d-model 128] [--spacing 1]`: how well the sinusoidal table lets a model tell the
+// `npm run bench -- positions [--positions 9] [--d-model 128] [--spacing 1] [--space-digits]`: how well the sinusoidal table lets a model tell the
 // positions of a short prompt apart. Two measures, on the rows PE[0..n-1] of Vaswani et al.'s table
 // (src/model/positional/reference.ts):
 // - the spectrum: the rows, centered over those positions (a constant offset says nothing about position), have
@@ -11,7 +11,7 @@
 //   that gap to a few nats to look at those digits alone, so it needs query and key weights ~1/margin times as
 //   large. Compared with random rows of the same RMS (every position its own direction), the rows that the
 //   control bench's --table random trains with. --spacing 2 measures the spaced format ("1 2 3 + 4 5 6 ="), whose
-//   token k sits at position 2k.
+//   token k >= 1 sits at position 2k - 1; --space-digits the format with each operand's digits spaced ("1 2 3+4 5 6=").
 import { presetModel } from '../src/train/job.ts';
 import { Rng } from '../src/data/rng.ts';
 import { sinusoidalTable } from '../src/model/positional/reference.ts';
@@ -140,13 +140,21 @@ export const RANDOM_TABLE_SEED = 7;
  * Address margins of the control prompt's digits for the sinusoidal table and for the random rows that
  * `--table random` puts in its place (normal, the table's RMS of 1/sqrt(2): each sin/cos pair squares to 1).
  * `spacing` 2: the spaced format, a space after every character, so that the unspaced prompt's token k >= 1 sits at
- * position 2k - 1 (BOS stays at 0).
+ * position 2k - 1 (BOS stays at 0). `spaceDigits`: only each operand's digits spaced ("1 2 3+4 5 6=").
  */
-export function controlMargins(dModel: number, spacing = 1): Record<string, { sinusoidal: number; random: number }> {
-  const rows = 7 * spacing + 2;
+export function controlMargins(
+  dModel: number,
+  spacing = 1,
+  spaceDigits = false,
+): Record<string, { sinusoidal: number; random: number }> {
+  // spaceDigits: BOS a _ a _ a + b _ b _ b =, the unspaced prompt's tokens 0-8 at these positions.
+  const spacedDigits = [0, 1, 3, 5, 6, 7, 9, 11, 12];
+  const position = (k: number): number =>
+    spaceDigits ? (spacedDigits[k] as number) : k === 0 ? 0 : 1 + (k - 1) * spacing;
+  const rows = position(8) + 1;
   const sinusoidal = sinusoidalTable(rows, dModel);
   const random = randomTable(rows, dModel, Math.SQRT1_2, RANDOM_TABLE_SEED);
-  const at = (tokens: number[]): number[] => tokens.map((k) => (k === 0 ? 0 : 1 + (k - 1) * spacing));
+  const at = (tokens: number[]): number[] => tokens.map(position);
   return Object.fromEntries(
     Object.entries(ADDRESSES).map(([name, targets]) => [
       name,
@@ -176,7 +184,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   results['spectrum'] = spectrum;
   const spacing = option('--spacing', 1, 1);
   results['spacing'] = spacing;
-  const margins = controlMargins(dModel, spacing);
+  const spaceDigits = args.includes('--space-digits');
+  if (spaceDigits) results['space_digits'] = true;
+  const margins = controlMargins(dModel, spacing, spaceDigits);
   for (const [name, m] of Object.entries(margins)) {
     results[`margin_${name}_sinusoidal`] = Number(m.sinusoidal.toPrecision(3));
     results[`margin_${name}_random`] = Number(m.random.toPrecision(3));

@@ -131,4 +131,13 @@ void test('address margins: a unit direction reaches the margin and none does be
   // differences between positions: rows 2, 4, ..., 14 give the same.
   const shifted = spacedDigits.map((p) => p + 1);
   assert.ok(Math.abs(addressMargin(rows, [4, 12], shifted) - spaced['tens_pair']!.sinusoidal) < 1e-6);
+  // Only the operands' digits spaced ("1 2 3+4 5 6="): digits at 1, 3, 5 and 7, 9, 11; the tens pair (3, 9)
+  // nearly as far apart as spaced throughout (1.78), the hundreds and units pairs less so.
+  const operands = controlMargins(128, 1, true);
+  assert.ok(Math.abs(addressMargin(rows, [3, 9], [1, 3, 5, 7, 9, 11]) - operands['tens_pair']!.sinusoidal) < 1e-9);
+  assert.ok(
+    Math.abs(operands['tens_pair']!.sinusoidal - 1.78) < 0.01,
+    `tens pair ${operands['tens_pair']!.sinusoidal}`,
+  );
+  assert.ok(operands['units_pair']!.sinusoidal < spaced['units_pair']!.sinusoidal);
 });
