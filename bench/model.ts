@@ -132,6 +132,7 @@ function parseArgs(args: string[]): Args {
       out.lr = lr;
     } else throw new Error(`unknown argument ${a}`);
   }
+  if (out.spaced && out.spaceDigits) throw new Error('--spaced and --space-digits: one format at a time');
   if (out.table === 'random' && out.encodings.some((e) => e !== 'sinusoidal'))
     throw new Error('--table random replaces the sinusoidal table: use it with --encodings sinusoidal');
   return out;
@@ -148,7 +149,10 @@ const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 function controlTask(a: Args): JobSpec['task'] {
   return {
     name: 'addition',
-    params: { minDigits: a.minDigits, maxDigits: a.maxDigits, reverse: true,
+    params: {
+      minDigits: a.minDigits,
+      maxDigits: a.maxDigits,
+      reverse: true,
       ...(a.spaced ? { spaced: true } : {}),
       ...(a.spaceDigits ? { spaceDigits: true } : {}),
     },

@@ -1,5 +1,5 @@
-// `npm run bench -- positions [--positions 9] [--d-model 128] [--spacing 1] [--space-digits]`: how well the sinusoidal table lets a model tell the
-// positions of a short prompt apart. Two measures, on the rows PE[0..n-1] of Vaswani et al.'s table
+// `npm run bench -- positions [--positions 9] [--d-model 128] [--spacing 1] [--space-digits]`: how well the
+// sinusoidal table lets a model tell the positions of a short prompt apart. Two measures, on the rows PE[0..n-1] of Vaswani et al.'s table
 // (src/model/positional/reference.ts):
 // - the spectrum: the rows, centered over those positions (a constant offset says nothing about position), have
 //   singular values s_1 >= s_2 >= ...; a linear read-out of position (a query, a key, a value) can only realize a
@@ -185,6 +185,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const spacing = option('--spacing', 1, 1);
   results['spacing'] = spacing;
   const spaceDigits = args.includes('--space-digits');
+  if (spaceDigits && spacing !== 1) throw new Error('--spacing and --space-digits: one format at a time');
   if (spaceDigits) results['space_digits'] = true;
   const margins = controlMargins(dModel, spacing, spaceDigits);
   for (const [name, m] of Object.entries(margins)) {
