@@ -464,7 +464,7 @@ function controlSettings(a: Args): Record<string, unknown> {
   return {
     task: controlTask(a),
     preset: 'tiny',
-    ...(a.model === undefined ? {} : { model: a.model }),
+    model: { ...presetModel('tiny'), ...a.model }, // in full: a preset edited since is other settings
     ...(a.table === 'random' ? { table: 'random' } : {}),
     batch: a.batch,
     learningRate: a.lr,

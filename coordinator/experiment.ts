@@ -301,6 +301,9 @@ function checkModel(m: Record<string, unknown>, source: string, field: string, f
     ...(m['attentionLogitCap'] === undefined
       ? {}
       : { attentionLogitCap: num(m['attentionLogitCap'], `${field}.attentionLogitCap`, fail, false) }),
+    ...(m['sinusoidalStride'] === undefined
+      ? {}
+      : { sinusoidalStride: num(m['sinusoidalStride'], `${field}.sinusoidalStride`, fail, true) }),
   };
   if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
   if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');

@@ -8,8 +8,9 @@
  * 3: a coordinator <-> agent frame may carry several messages back to back.
  * 4: a message whose `data` holds 64 KiB or more sends those bytes as a second frame (codec.ts encodeParts).
  * 5: ModelSpec.attentionLogitCap (an agent that ignored it would train a different model).
+ * 6: ModelSpec.sinusoidalStride (likewise).
  */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -50,6 +51,11 @@ export interface ModelSpec {
    * e^(2 * cap) between two keys; absent or 0 = no cap. Positional biases (alibi, diet, t5) are added after it.
    */
   attentionLogitCap?: number;
+  /**
+   * Sinusoidal only (the other encodings ignore it): position p is encoded as the table's row p * stride; absent
+   * or 1 = Vaswani et al.'s table. 2 spreads neighbouring positions twice as far apart on every frequency.
+   */
+  sinusoidalStride?: number;
 }
 
 /** A task: a generator name and its parameters, e.g. {name: 'addition', params: {minDigits: 1, maxDigits: 3}}. */

@@ -88,6 +88,10 @@ const nonNegative: Check = (v, p) => {
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Invalid(p, 'a finite number >= 0', v);
 };
 
+const positive: Check = (v, p) => {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Invalid(p, 'a finite number > 0', v);
+};
+
 const int: Check = (v, p) => {
   if (!Number.isSafeInteger(v)) throw new Invalid(p, 'an integer', v);
 };
@@ -188,6 +192,7 @@ const modelSpec = object({
   dropout: probability,
   maxLen: posInt,
   attentionLogitCap: optional(nonNegative),
+  sinusoidalStride: optional(positive),
 });
 const trainingSpec = object({
   steps: posInt,

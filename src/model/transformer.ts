@@ -84,6 +84,13 @@ export function validateTransformerConfig(config: TransformerConfig): Transforme
       'attentionLogitCap',
     );
   }
+  const stride = config.sinusoidalStride;
+  if (stride !== undefined && !(typeof stride === 'number' && Number.isFinite(stride) && stride > 0)) {
+    throw new ModelConfigError(
+      `model config: sinusoidalStride must be a number > 0 (1 for the paper's table), got ${String(stride)}`,
+      'sinusoidalStride',
+    );
+  }
   if (config.dModel % config.heads !== 0) {
     throw new ModelConfigError(
       `model config: dModel ${config.dModel} is not divisible by heads ${config.heads}`,
@@ -201,7 +208,14 @@ export class Transformer {
     this.unembedding = init.normal('unembedding', [dModel, vocabSize], INIT_STD);
     this.positional = createPositionalEncoding(
       config.encoding,
-      { dModel, heads, headDim: this.headDim, layers, maxLen },
+      {
+        dModel,
+        heads,
+        headDim: this.headDim,
+        layers,
+        maxLen,
+        ...(config.sinusoidalStride === undefined ? {} : { sinusoidalStride: config.sinusoidalStride }),
+      },
       init,
     );
     this.variables = init.variables;

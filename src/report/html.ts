@@ -80,7 +80,7 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
     ['encodings', e.encodings.join(', ') || '–'],
     ['tasks', e.tasks.length > 0 ? e.tasks.map((t) => `${t.name} ${JSON.stringify(t.params)}`).join('; ') : [...new Set(run.jobs.map((j) => j.task))].join(', ')],
     ['seeds', e.seeds.join(', ') || '–'],
-    ['model', m ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}` : `preset ${e.preset}`],
+    ['model', m ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}` : `preset ${e.preset}`],
     ['training', tr ? `${tr.steps} steps, batch ${tr.batchSize}, learning rate ${tr.learningRate} (warm-up ${tr.warmupSteps}), weight decay ${tr.weightDecay}, clip ${tr.clipNorm}` : '–'],
     ['evaluation data', ev ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}; greedy decoding` : 'greedy decoding'],
     ['jobs', `${report.jobs.evaluated} of ${report.jobs.total} evaluated`],

@@ -68,6 +68,11 @@ function checkModelSpec(spec: unknown, where: string): string[] {
   const cap = s['attentionLogitCap'];
   if (cap !== undefined && !(typeof cap === 'number' && Number.isFinite(cap) && cap >= 0))
     errors.push(`${where}.attentionLogitCap: must be a number >= 0, 0 for none (got ${JSON.stringify(cap)})`);
+  const stride = s['sinusoidalStride'];
+  if (stride !== undefined && !(typeof stride === 'number' && Number.isFinite(stride) && stride > 0))
+    errors.push(
+      `${where}.sinusoidalStride: must be a number > 0, 1 for the paper's table (got ${JSON.stringify(stride)})`,
+    );
   if (errors.length === 0 && (s['dModel'] as number) % (s['heads'] as number) !== 0)
     errors.push(`${where}.dModel: must be divisible by heads`);
   return errors;

@@ -26,8 +26,9 @@ export interface EvaluationOptions {
 
 function sameModel(a: JobSpec, b: JobSpec): string | null {
   if (a.encoding !== b.encoding) return `encoding ${b.encoding} in the checkpoint, ${a.encoding} in the job`;
-  for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap'] as const) {
-    const [job, saved] = [a.model[k] ?? 0, b.model[k] ?? 0]; // an absent cap is no cap
+  for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap', 'sinusoidalStride'] as const) {
+    const absent = k === 'sinusoidalStride' ? 1 : 0; // an absent cap is no cap, an absent stride is 1
+    const [job, saved] = [a.model[k] ?? absent, b.model[k] ?? absent];
     if (job !== saved) return `model.${k} is ${saved} in the checkpoint, ${job} in the job`;
   }
   return null;

@@ -39,6 +39,7 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, cluster: { heartbeatIntervalMs: 1000, failureTimeoutMs: 500 } }, /cluster\.failureTimeoutMs must be larger/],
     [{ ...base, model: { heads: 5 } }, /model\.dModel must be divisible by model\.heads/],
     [{ ...base, model: { attentionLogitCap: -1 } }, /model\.attentionLogitCap must be a non-negative number/],
+    [{ ...base, model: { sinusoidalStride: 0 } }, /model\.sinusoidalStride must be a positive number/],
     [{ ...base, seeds: [1, 1] }, /seeds must not repeat/],
     [{ ...base, lr: 3 }, /x\.json: lr is not a known field/],
   ];

@@ -128,7 +128,8 @@ void test('address margins: a unit direction reaches the margin and none does be
   const spacedDigits = [1, 3, 5, 9, 11, 13];
   assert.ok(Math.abs(addressMargin(rows, [3, 11], spacedDigits) - spaced['tens_pair']!.sinusoidal) < 1e-9);
   // A shift of every position rotates each sin/cos pair alike, so the sinusoidal margins depend only on the
-  // differences between positions: rows 2, 4, ..., 14 give the same.
+  // differences between positions: rows 2, 4, ..., 14 give the same. Those are the rows sinusoidalStride 2 (the
+  // tiny preset's) reads for the unspaced prompt's digits, so the stride buys the spaced margins without the spaces.
   const shifted = spacedDigits.map((p) => p + 1);
   assert.ok(Math.abs(addressMargin(rows, [4, 12], shifted) - spaced['tens_pair']!.sinusoidal) < 1e-6);
   // Only the operands' digits spaced ("1 2 3+4 5 6="): digits at 1, 3, 5 and 7, 9, 11; the tens pair (3, 9)

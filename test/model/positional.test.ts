@@ -47,6 +47,23 @@ void test('sinusoidal embed adds exactly sinusoidalTable, also at an offset and 
   pe.dispose();
 });
 
+void test('sinusoidalStride k encodes position p as the table row p * k, at any offset', () => {
+  const table = sinusoidalTable(40, 8);
+  for (const stride of [1, 2, 3]) {
+    const pe = createPositionalEncoding('sinusoidal', { ...config, sinusoidalStride: stride }, init);
+    for (const [start, len] of [
+      [0, 9],
+      [6, 4],
+    ] as const) {
+      const out = tf.tidy(() => pe.embed(tf.zeros([1, len, 8]) as tf.Tensor3D, start).arraySync() as number[][][]);
+      out[0]!.forEach((v, p) =>
+        v.forEach((x, j) => assert.ok(near(x, table[(start + p) * stride]?.[j] ?? NaN), `k=${stride} p=${start + p}`)),
+      );
+    }
+    pe.dispose();
+  }
+});
+
 void test('rope rotate matches ropeRotate per head and position', () => {
   const pe = createPositionalEncoding('rope', config, init);
   const values = Array.from({ length: 2 * 2 * 5 * 4 }, (_, i) => Math.cos(i * 0.37) * 2);

@@ -165,6 +165,8 @@ void test('bad configs fail with ModelConfigError naming the field; dispose free
     [{ encoding: 'rope', dModel: 12, heads: 4 }, 'heads'],
     [{ attentionLogitCap: -1 }, 'attentionLogitCap'],
     [{ attentionLogitCap: NaN }, 'attentionLogitCap'],
+    [{ sinusoidalStride: 0 }, 'sinusoidalStride'],
+    [{ sinusoidalStride: Infinity }, 'sinusoidalStride'],
   ];
   for (const [patch, field] of bad) {
     assert.throws(

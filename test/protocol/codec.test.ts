@@ -162,6 +162,16 @@ void test('a field of the wrong kind is named with its path and the message type
   );
   const capped = assign({ ...jobSpec, model: { ...jobSpec.model, attentionLogitCap: 2 } });
   assert.deepEqual(decodeCoordinatorMessage(encode(capped as never)), capped);
+  malformed(
+    () =>
+      decodeCoordinatorMessage(
+        encode(assign({ ...jobSpec, model: { ...jobSpec.model, sinusoidalStride: 0 } }) as never),
+      ),
+    'job.model.sinusoidalStride',
+    /^assign\.job\.model\.sinusoidalStride: expected a finite number > 0, got 0/,
+  );
+  const strided = assign({ ...jobSpec, model: { ...jobSpec.model, sinusoidalStride: 2 } });
+  assert.deepEqual(decodeCoordinatorMessage(encode(strided as never)), strided);
   const noEncoding = assign({ ...jobSpec, encoding: 'bogus' });
   malformed(
     () => decodeCoordinatorMessage(encode(noEncoding as never)),

@@ -139,6 +139,13 @@ void test(
         ),
         /model\.attentionLogitCap is 0 in the checkpoint, 2 in the job/,
       );
+      await assert.rejects(
+        createWorkload(
+          { ...capped, model: { ...capped.model, sinusoidalStride: 2 } },
+          { backend: 'cpu', resumeFrom: blob },
+        ),
+        /model\.sinusoidalStride is 1 in the checkpoint, 2 in the job/,
+      );
       const resumed = await createWorkload(job, { backend: 'cpu', resumeFrom: blob });
       assert.equal(resumed.step, 3);
       resumed.dispose();
@@ -183,6 +190,15 @@ void test('a bad job spec is a TrainConfigError naming the field', async () => {
   assert.throws(
     () => buildJobSpec({ encoding: 'rope', task: { name: 'addition', params: {} }, model }),
     /job\.model\.attentionLogitCap: must be a number >= 0, 0 for none \(got -1\)/,
+  );
+  assert.throws(
+    () =>
+      buildJobSpec({
+        encoding: 'sinusoidal',
+        task: { name: 'addition', params: {} },
+        model: { ...tinyJob().model, sinusoidalStride: -2 },
+      }),
+    /job\.model\.sinusoidalStride: must be a number > 0, 1 for the paper's table \(got -2\)/,
   );
   const job = { ...tinyJob(), training: { ...tinyJob().training, batchSize: -1 } };
   await assert.rejects(

@@ -2,14 +2,18 @@
 // Vaswani et al. 2017, "Attention Is All You Need", section 3.5:
 //   PE[p][2i] = sin(p / 10000^(2i/d)),  PE[p][2i+1] = cos(p / 10000^(2i/d)).
 // Computed from the formula for any position, so inputs longer than maxLen still get a (never seen) encoding.
+// `stride` (the model option sinusoidalStride, default 1 = the paper's table) encodes position p as PE[p * stride]:
+// with 2, the rows of every other position, so that neighbouring tokens' rows differ by twice the angle. The table
+// changes slowly from one position to the next (its fastest pair turns 1 radian a position), and over the nine
+// tokens of a 3-digit addition prompt that leaves the interior digits hard to address (README, control experiment).
 import * as tf from '@tensorflow/tfjs';
 import { ConstCache } from '../const-cache.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory } from './types.ts';
 
-export function sinusoidalRows(start: number, length: number, dModel: number): Float32Array {
+export function sinusoidalRows(start: number, length: number, dModel: number, stride = 1): Float32Array {
   const out = new Float32Array(length * dModel);
   for (let r = 0; r < length; r++) {
-    const p = start + r;
+    const p = (start + r) * stride;
     for (let j = 0; j < dModel; j++) {
       const angle = p / Math.pow(10000, (j - (j % 2)) / dModel);
       out[r * dModel + j] = j % 2 === 0 ? Math.sin(angle) : Math.cos(angle);
@@ -27,7 +31,7 @@ export const createSinusoidal: PositionalFactory = (config: PositionalConfig): P
     embed: (x, start) => {
       const seq = x.shape[1];
       const table = cache.get(`${start}:${seq}`, () =>
-        tf.tensor2d(sinusoidalRows(start, seq, config.dModel), [seq, config.dModel]),
+        tf.tensor2d(sinusoidalRows(start, seq, config.dModel, config.sinusoidalStride ?? 1), [seq, config.dModel]),
       );
       return tf.add(x, table);
     },

@@ -17,6 +17,8 @@ export interface PositionalConfig {
   layers: number;
   /** Learned tables (diet) cover 0..maxLen-1; longer inputs clamp to the last learned row. */
   maxLen: number;
+  /** Sinusoidal only: position p is encoded as the table's row p * sinusoidalStride (absent: 1). */
+  sinusoidalStride?: number;
 }
 
 export interface PositionalEncoding {
