@@ -14,7 +14,12 @@ const VOCAB = 9;
 const EOS = 2;
 
 /** A tiny model with large random weights, so greedy outputs vary (a fresh init is near-uniform). */
-function randomModel(encoding: (typeof ENCODINGS)[number], seed: number, attentionLogitCap = 0): Transformer {
+function randomModel(
+  encoding: (typeof ENCODINGS)[number],
+  seed: number,
+  attentionLogitCap = 0,
+  sinusoidalStride = 1,
+): Transformer {
   const model = Transformer.create(
     {
       layers: 2,
@@ -26,6 +31,7 @@ function randomModel(encoding: (typeof ENCODINGS)[number], seed: number, attenti
       vocabSize: VOCAB,
       encoding,
       attentionLogitCap,
+      sinusoidalStride,
     },
     seed,
   );
@@ -72,10 +78,16 @@ void test('greedyDecode (KV cache, grouped by length) equals argmax of full forw
   let sawEos = false;
   let sawFull = false;
   const distinct = new Set<string>();
-  // Every encoding, and two with capped attention logits (the cap acts inside the cached path too).
-  const cases = [...ENCODINGS.map((e) => [e, 0] as const), ['sinusoidal', 1.5] as const, ['rope', 1.5] as const];
-  for (const [encoding, cap] of cases) {
-    const model = randomModel(encoding, 5, cap);
+  // Every encoding, two with capped attention logits (the cap acts inside the cached path too), and sinusoidal
+  // reading every other row of its table (the cached path's offsets must be strided alike).
+  const cases = [
+    ...ENCODINGS.map((e) => [e, 0, 1] as const),
+    ['sinusoidal', 1.5, 1] as const,
+    ['rope', 1.5, 1] as const,
+    ['sinusoidal', 0, 2] as const,
+  ];
+  for (const [encoding, cap, stride] of cases) {
+    const model = randomModel(encoding, 5, cap, stride);
     // The first call fills the model's bounded constant caches (masks, position tables); a repeat adds nothing.
     const got = greedyDecode(model, prompts, { maxNewTokens: 10, eosId: EOS, batchSize: 2 });
     const before = tf.memory().numTensors;
