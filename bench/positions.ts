@@ -12,6 +12,8 @@
 //   large. Compared with random rows of the same RMS (every position its own direction), the rows that the
 //   control bench's --table random trains with. --spacing 2 measures the spaced format ("1 2 3 + 4 5 6 ="), whose
 //   token k >= 1 sits at position 2k - 1; --space-digits the format with each operand's digits spaced ("1 2 3+4 5 6=").
+//   A shift of every position only rotates the table's sin/cos pairs, so --spacing k also measures the unspaced
+//   prompt under the model option sinusoidalStride k (token k at row k * stride; the tiny preset's stride is 4).
 import { presetModel } from '../src/train/job.ts';
 import { Rng } from '../src/data/rng.ts';
 import { sinusoidalTable } from '../src/model/positional/reference.ts';

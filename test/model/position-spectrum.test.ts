@@ -128,10 +128,14 @@ void test('address margins: a unit direction reaches the margin and none does be
   const spacedDigits = [1, 3, 5, 9, 11, 13];
   assert.ok(Math.abs(addressMargin(rows, [3, 11], spacedDigits) - spaced['tens_pair']!.sinusoidal) < 1e-9);
   // A shift of every position rotates each sin/cos pair alike, so the sinusoidal margins depend only on the
-  // differences between positions: rows 2, 4, ..., 14 give the same. Those are the rows sinusoidalStride 2 (the
-  // tiny preset's) reads for the unspaced prompt's digits, so the stride buys the spaced margins without the spaces.
+  // differences between positions: rows 2, 4, ..., 14 give the same. Those are the rows sinusoidalStride 2 reads
+  // for the unspaced prompt's digits, so the stride buys the spaced margins without the spaces; the tiny preset's
+  // stride 4 reads rows 4, 8, 12 and 20, 24, 28, whose tens pair margin is spacing 4's (3.22, 13 times stride 1's).
   const shifted = spacedDigits.map((p) => p + 1);
   assert.ok(Math.abs(addressMargin(rows, [4, 12], shifted) - spaced['tens_pair']!.sinusoidal) < 1e-6);
+  const stride4 = controlMargins(128, 4)['tens_pair']!.sinusoidal;
+  assert.ok(Math.abs(stride4 - 3.22) < 0.01, `stride 4 tens pair ${stride4}`);
+  assert.ok(Math.abs(addressMargin(sinusoidalTable(29, 128), [8, 24], [4, 8, 12, 20, 24, 28]) - stride4) < 1e-6);
   // Only the operands' digits spaced ("1 2 3+4 5 6="): digits at 1, 3, 5 and 7, 9, 11; the tens pair (3, 9)
   // nearly as far apart as spaced throughout (1.78), the hundreds and units pairs less so.
   const operands = controlMargins(128, 1, true);
