@@ -27,6 +27,7 @@ export interface EvaluationOptions {
 function sameModel(a: JobSpec, b: JobSpec): string | null {
   if (a.encoding !== b.encoding) return `encoding ${b.encoding} in the checkpoint, ${a.encoding} in the job`;
   for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap', 'sinusoidalStride'] as const) {
+    if (k === 'sinusoidalStride' && a.encoding !== 'sinusoidal') continue; // the other encodings ignore it
     const absent = k === 'sinusoidalStride' ? 1 : 0; // an absent cap is no cap, an absent stride is 1
     const [job, saved] = [a.model[k] ?? absent, b.model[k] ?? absent];
     if (job !== saved) return `model.${k} is ${saved} in the checkpoint, ${job} in the job`;

@@ -139,10 +139,22 @@ void test(
         ),
         /model\.attentionLogitCap is 0 in the checkpoint, 2 in the job/,
       );
+      // The stride matters to sinusoidal alone: an alibi checkpoint resumes under any stride, a sinusoidal one only
+      // under its own.
+      const strided = await createWorkload(
+        { ...capped, model: { ...capped.model, sinusoidalStride: 2 } },
+        { backend: 'cpu', resumeFrom: blob },
+      );
+      assert.equal(strided.step, 3);
+      strided.dispose();
+      const sinusoidal = tinyJob('sinusoidal', 3);
+      const unstrided = await createWorkload(sinusoidal, { backend: 'cpu' });
+      const sinusoidalBlob = await unstrided.checkpoint();
+      unstrided.dispose();
       await assert.rejects(
         createWorkload(
-          { ...capped, model: { ...capped.model, sinusoidalStride: 2 } },
-          { backend: 'cpu', resumeFrom: blob },
+          { ...sinusoidal, model: { ...sinusoidal.model, sinusoidalStride: 2 } },
+          { backend: 'cpu', resumeFrom: sinusoidalBlob },
         ),
         /model\.sinusoidalStride is 1 in the checkpoint, 2 in the job/,
       );
