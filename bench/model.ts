@@ -159,12 +159,17 @@ function controlTask(a: Args): JobSpec['task'] {
   };
 }
 
+/** The tiny preset with the --model overrides on top: what the control trains, and what its results record. */
+function controlModel(a: Args): ModelSpec {
+  return { ...presetModel('tiny'), ...a.model };
+}
+
 function controlJob(a: Args, encoding: EncodingName, steps: number, lr?: number): JobSpec {
   return buildJobSpec({
     encoding,
     task: controlTask(a),
     preset: 'tiny',
-    ...(a.model === undefined ? {} : { model: { ...presetModel('tiny'), ...a.model } }),
+    model: controlModel(a),
     steps,
     batchSize: a.batch,
     evalSamples: 0,
@@ -464,7 +469,7 @@ function controlSettings(a: Args): Record<string, unknown> {
   return {
     task: controlTask(a),
     preset: 'tiny',
-    model: { ...presetModel('tiny'), ...a.model }, // in full: a preset edited since is other settings
+    model: controlModel(a), // in full: a preset edited since is other settings
     ...(a.table === 'random' ? { table: 'random' } : {}),
     batch: a.batch,
     learningRate: a.lr,
