@@ -123,8 +123,7 @@ function parseArgs(args: string[]): Args {
       const t = value();
       if (t !== 'sinusoidal' && t !== 'random') throw new Error(`--table: sinusoidal or random, not ${t}`);
       out.table = t;
-    }
-    else if (a === '--min-digits') out.minDigits = num();
+    } else if (a === '--min-digits') out.minDigits = num();
     else if (a === '--max-digits') out.maxDigits = num();
     else if (a === '--lr') {
       const lr = Number(value());

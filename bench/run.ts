@@ -16,7 +16,12 @@ const results = await mod.run(args);
 const record = {
   suite,
   started,
-  machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? 'unknown', memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+  machine: {
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    memGiB: Math.round(os.totalmem() / 2 ** 30),
+    node: process.version,
+  },
   results,
 };
 await mkdir(join(import.meta.dirname, 'results'), { recursive: true });

@@ -25,7 +25,10 @@ const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-work
 const children = new Set<ChildProcess>();
 
 function start(args: string[], stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess & { text: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: repoRoot, stdio: ['ignore', stdout, 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
+    cwd: repoRoot,
+    stdio: ['ignore', stdout, 'pipe'],
+  });
   children.add(child);
   let text = '';
   child.stdout?.on('data', (d: Buffer) => (text += d.toString()));
@@ -41,7 +44,10 @@ function stopAll(): void {
 async function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   let timer: NodeJS.Timeout | undefined;
-  await Promise.race([new Promise<void>((r) => child.once('exit', () => r())), new Promise<void>((r) => (timer = setTimeout(r, timeoutMs)))]);
+  await Promise.race([
+    new Promise<void>((r) => child.once('exit', () => r())),
+    new Promise<void>((r) => (timer = setTimeout(r, timeoutMs))),
+  ]);
   clearTimeout(timer);
   child.kill('SIGKILL');
 }
@@ -111,12 +117,28 @@ async function benchDetect(dir: string): Promise<Record<string, number | string>
     }),
   );
   const runsDir = join(dir, 'runs-detect');
-  const coord = start([cli, 'coordinator', exp, '--launcher', 'none', '--bind', 'tcp://127.0.0.1:0', '--runs-dir', runsDir, '--view', 'off']);
+  const coord = start([
+    cli,
+    'coordinator',
+    exp,
+    '--launcher',
+    'none',
+    '--bind',
+    'tcp://127.0.0.1:0',
+    '--runs-dir',
+    runsDir,
+    '--view',
+    'off',
+  ]);
   try {
     const runDir = await until('the run directory', 30_000, () => theRunDir(runsDir));
     const address = await until('the address', 30_000, () => only(runDir, 'coordinator_started')[0]?.address);
     const agents = new Map<string, ChildProcess>();
-    for (const id of ['bench-a', 'bench-b']) agents.set(id, start([cli, 'agent', '--coordinator', address, '--agent-id', id, '--log-file', join(dir, `${id}.log`)]));
+    for (const id of ['bench-a', 'bench-b'])
+      agents.set(
+        id,
+        start([cli, 'agent', '--coordinator', address, '--agent-id', id, '--log-file', join(dir, `${id}.log`)]),
+      );
     const assigned = await until('the job to be assigned', 60_000, () => only(runDir, 'job_assigned')[0]);
     await until('a checkpoint', 120_000, () => only(runDir, 'checkpoint_acked').find((e) => e.checkpoint.step > 0));
     const victim = agents.get(assigned.agentId);
@@ -154,10 +176,29 @@ async function benchDetectLauncher(dir: string): Promise<Record<string, number>>
   const exp = join(dir, 'detect-local.json');
   writeFileSync(
     exp,
-    JSON.stringify({ name: 'bench-detect-local', encodings: ['rope'], tasks: [{ name: 'addition', params: { stepDelayMs: 100 } }], seeds: [1], training: { steps: 100000 }, cluster: { checkpointEvery: 20 } }),
+    JSON.stringify({
+      name: 'bench-detect-local',
+      encodings: ['rope'],
+      tasks: [{ name: 'addition', params: { stepDelayMs: 100 } }],
+      seeds: [1],
+      training: { steps: 100000 },
+      cluster: { checkpointEvery: 20 },
+    }),
   );
   const runsDir = join(dir, 'runs-local');
-  const run = start([cli, 'run', exp, '--agents', '2', '--runs-dir', runsDir, '--view', 'off', '--workload-module', fakeWorkload]);
+  const run = start([
+    cli,
+    'run',
+    exp,
+    '--agents',
+    '2',
+    '--runs-dir',
+    runsDir,
+    '--view',
+    'off',
+    '--workload-module',
+    fakeWorkload,
+  ]);
   try {
     const runDir = await until('the run directory', 30_000, () => theRunDir(runsDir));
     const assigned = await until('the job to be assigned', 30_000, () => only(runDir, 'job_assigned')[0]);
@@ -193,7 +234,19 @@ async function benchScale(dir: string, agents: number, windowS: number): Promise
     }),
   );
   const runsDir = join(dir, 'runs-scale');
-  const coord = start([cli, 'coordinator', exp, '--launcher', 'none', '--bind', 'tcp://127.0.0.1:0', '--runs-dir', runsDir, '--view', 'off']);
+  const coord = start([
+    cli,
+    'coordinator',
+    exp,
+    '--launcher',
+    'none',
+    '--bind',
+    'tcp://127.0.0.1:0',
+    '--runs-dir',
+    runsDir,
+    '--view',
+    'off',
+  ]);
   const procs = Math.max(1, Math.min(4, Math.ceil(agents / 250)));
   const sims: (ChildProcess & { text: () => string })[] = [];
   try {
@@ -205,7 +258,24 @@ async function benchScale(dir: string, agents: number, windowS: number): Promise
     const windowEnd = windowStart + windowS * 1000;
     for (let p = 0; p < procs; p++) {
       const n = Math.floor(agents / procs) + (p < agents % procs ? 1 : 0);
-      sims.push(start([fileURLToPath(import.meta.url), '--sim-agents', String(n), '--prefix', `sim${p}`, '--coordinator', address, '--from', String(windowStart), '--to', String(windowEnd)], 'pipe'));
+      sims.push(
+        start(
+          [
+            fileURLToPath(import.meta.url),
+            '--sim-agents',
+            String(n),
+            '--prefix',
+            `sim${p}`,
+            '--coordinator',
+            address,
+            '--from',
+            String(windowStart),
+            '--to',
+            String(windowEnd),
+          ],
+          'pipe',
+        ),
+      );
     }
     await until(`${agents} agents to join`, warmupS * 1000, () => only(runDir, 'agent_joined').length >= agents, 500);
     await new Promise((r) => setTimeout(r, Math.max(0, windowStart - Date.now())));
@@ -222,7 +292,10 @@ async function benchScale(dir: string, agents: number, windowS: number): Promise
     let heartbeats = 0;
     let metrics = 0;
     for (const s of sims) {
-      const line = s.text().split('\n').find((l) => l.startsWith('SIM '));
+      const line = s
+        .text()
+        .split('\n')
+        .find((l) => l.startsWith('SIM '));
       if (!line) throw new Error(`bench: a simulator reported nothing:\n${s.text().slice(-2000)}`);
       const r = JSON.parse(line.slice(4)) as { rtts: number[]; heartbeats: number; metrics: number };
       rtts.push(...r.rtts);
@@ -284,7 +357,11 @@ async function simulate(argv: string[]): Promise<void> {
       if (s.job) {
         s.job.step++;
         void s.client
-          .send(metricsMessage(s.job.jobId, s.job.epoch, [{ step: s.job.step, loss: 1, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 1000, time: Date.now() }]))
+          .send(
+            metricsMessage(s.job.jobId, s.job.epoch, [
+              { step: s.job.step, loss: 1, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 1000, time: Date.now() },
+            ]),
+          )
           .catch(() => undefined);
         if (inWindow) metrics++;
       }
@@ -294,7 +371,16 @@ async function simulate(argv: string[]): Promise<void> {
         s.sent.set(seq, performance.now());
         if (s.sent.size > 20) s.sent.delete(s.sent.keys().next().value as number);
         const hb = s.job
-          ? { type: 'heartbeat' as const, agentId: s.id, seq, time: Date.now(), state: 'busy' as const, jobId: s.job.jobId, epoch: s.job.epoch, step: s.job.step }
+          ? {
+              type: 'heartbeat' as const,
+              agentId: s.id,
+              seq,
+              time: Date.now(),
+              state: 'busy' as const,
+              jobId: s.job.jobId,
+              epoch: s.job.epoch,
+              step: s.job.step,
+            }
           : { type: 'heartbeat' as const, agentId: s.id, seq, time: Date.now(), state: 'idle' as const };
         void s.client.send(hb).catch(() => undefined);
         if (inWindow) heartbeats++;
@@ -311,7 +397,8 @@ async function simulate(argv: string[]): Promise<void> {
         if (m.kind !== 'message') continue;
         const msg: CoordinatorToAgent = m.message;
         if (msg.type === 'welcome') sim.welcomed = true;
-        else if (msg.type === 'assign') sim.job = { jobId: msg.job.jobId, epoch: msg.epoch, step: msg.resumeFrom?.step ?? 0 };
+        else if (msg.type === 'assign')
+          sim.job = { jobId: msg.job.jobId, epoch: msg.epoch, step: msg.resumeFrom?.step ?? 0 };
         else if (msg.type === 'heartbeat_ack') {
           const at = sim.sent.get(msg.seq);
           sim.sent.delete(msg.seq);
@@ -320,7 +407,15 @@ async function simulate(argv: string[]): Promise<void> {
         }
       }
     })();
-    await client.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: id, host: 'sim', pid: process.pid, backend: 'sim', devices: [] });
+    await client.send({
+      type: 'hello',
+      version: PROTOCOL_VERSION,
+      agentId: id,
+      host: 'sim',
+      pid: process.pid,
+      backend: 'sim',
+      devices: [],
+    });
   }
   await new Promise((r) => setTimeout(r, Math.max(0, measureTo - Date.now()) + 500));
   clearInterval(timer);
@@ -365,7 +460,41 @@ async function benchOverhead(dir: string, rounds: number): Promise<Record<string
   // Alternating rounds, best of each: on a shared machine contention only ever slows a run down.
   for (let r = 0; r < rounds; r++) {
     const out = join(dir, `train-out-${r}`);
-    const train = start([cli, 'train', '--pe', 'rope', '--task', 'addition', '--digits', '1-3', '--reverse', '--preset', 'tiny', '--steps', String(steps), '--batch', '32', '--lr', '0.003', '--warmup', '6', '--weight-decay', '0.01', '--clip', '1', '--seed', '1', '--checkpoint-every', '20', '--eval-samples', '20', '--progress', 'plain', '--out', out]);
+    const train = start([
+      cli,
+      'train',
+      '--pe',
+      'rope',
+      '--task',
+      'addition',
+      '--digits',
+      '1-3',
+      '--reverse',
+      '--preset',
+      'tiny',
+      '--steps',
+      String(steps),
+      '--batch',
+      '32',
+      '--lr',
+      '0.003',
+      '--warmup',
+      '6',
+      '--weight-decay',
+      '0.01',
+      '--clip',
+      '1',
+      '--seed',
+      '1',
+      '--checkpoint-every',
+      '20',
+      '--eval-samples',
+      '20',
+      '--progress',
+      'plain',
+      '--out',
+      out,
+    ]);
     await exited(train, 240_000);
     trainRates.push(median(join(out, 'metrics.jsonl')));
     const trained = JSON.parse(readFileSync(join(out, 'evaluation.json'), 'utf8')) as { backend: string };
@@ -414,12 +543,16 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     if (want('overhead')) Object.assign(results, await benchOverhead(dir, flag('--rounds', 2)));
   } finally {
     stopAll();
-    if (process.env["BENCH_KEEP"] === undefined) rmSync(dir, { recursive: true, force: true });
+    if (process.env['BENCH_KEEP'] === undefined) rmSync(dir, { recursive: true, force: true });
     else process.stderr.write(`bench: kept ${dir}\n`);
   }
   return results;
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(resolve(process.argv[1])).href && process.argv.includes('--sim-agents')) {
+if (
+  process.argv[1] !== undefined &&
+  import.meta.url === pathToFileURL(resolve(process.argv[1])).href &&
+  process.argv.includes('--sim-agents')
+) {
   await simulate(process.argv.slice(2));
 }

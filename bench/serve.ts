@@ -20,8 +20,20 @@ async function untrainedRun(dir: string): Promise<void> {
   const { buildJobSpec } = await import('../src/train/job.ts');
   const { createTfWorkload } = await import('../src/train/tf-workload.ts');
   const task = { name: 'addition', params: { minDigits: 1, maxDigits: 3 } };
-  const specs = ENCODINGS.map((encoding) => buildJobSpec({ encoding, task, seed: 1, preset: 'tiny', steps: 10, runId: 'bench' }));
-  await writeFile(join(dir, 'experiment.json'), JSON.stringify({ name: 'bench-serve', encodings: ENCODINGS, tasks: [task], seeds: [1], preset: 'tiny', jobs: specs }));
+  const specs = ENCODINGS.map((encoding) =>
+    buildJobSpec({ encoding, task, seed: 1, preset: 'tiny', steps: 10, runId: 'bench' }),
+  );
+  await writeFile(
+    join(dir, 'experiment.json'),
+    JSON.stringify({
+      name: 'bench-serve',
+      encodings: ENCODINGS,
+      tasks: [task],
+      seeds: [1],
+      preset: 'tiny',
+      jobs: specs,
+    }),
+  );
   for (const spec of specs) {
     const w = await createTfWorkload(spec);
     try {
@@ -36,8 +48,20 @@ async function untrainedRun(dir: string): Promise<void> {
 /** A six-encoding, three-seed run's evaluations and metrics (no models), sized like the quick experiment. */
 async function syntheticRun(dir: string, problemsPerJob: number, steps: number): Promise<void> {
   const seeds = [1, 2, 3];
-  const jobs: { jobId: string; encoding: EncodingName; seed: number }[] = ENCODINGS.flatMap((encoding) => seeds.map((seed) => ({ jobId: `${encoding}-addition-s${seed}`, encoding, seed })));
-  await writeFile(join(dir, 'experiment.json'), JSON.stringify({ name: 'bench-report', encodings: ENCODINGS, tasks: [{ name: 'addition', params: {} }], seeds, preset: 'tiny', jobs: jobs.map((j) => ({ ...j, task: { name: 'addition', params: {} }, training: { steps } })) }));
+  const jobs: { jobId: string; encoding: EncodingName; seed: number }[] = ENCODINGS.flatMap((encoding) =>
+    seeds.map((seed) => ({ jobId: `${encoding}-addition-s${seed}`, encoding, seed })),
+  );
+  await writeFile(
+    join(dir, 'experiment.json'),
+    JSON.stringify({
+      name: 'bench-report',
+      encodings: ENCODINGS,
+      tasks: [{ name: 'addition', params: {} }],
+      seeds,
+      preset: 'tiny',
+      jobs: jobs.map((j) => ({ ...j, task: { name: 'addition', params: {} }, training: { steps } })),
+    }),
+  );
   let state = 12345;
   const rand = (): number => {
     state = (Math.imul(state, 1103515245) + 12345) >>> 0;
@@ -48,22 +72,61 @@ async function syntheticRun(dir: string, problemsPerJob: number, steps: number):
     const problems = Array.from({ length: problemsPerJob }, (_, i) => {
       const length = 1 + (i % 5);
       const correct = rand() < skill - 0.08 * length;
-      return { id: `addition:${i >= problemsPerJob * 0.8 ? 'length' : 'test'}:${j.seed}:${i}`, split: i >= problemsPerJob * 0.8 ? 'length' : 'test', length, correct, symbolic: correct, prediction: correct ? '5' : '6', target: '5' };
+      return {
+        id: `addition:${i >= problemsPerJob * 0.8 ? 'length' : 'test'}:${j.seed}:${i}`,
+        split: i >= problemsPerJob * 0.8 ? 'length' : 'test',
+        length,
+        correct,
+        symbolic: correct,
+        prediction: correct ? '5' : '6',
+        target: '5',
+      };
     });
     const test = problems.filter((p) => p.split === 'test');
     const e: Evaluation = {
-      jobId: j.jobId as JobId, encoding: j.encoding, task: 'addition', seed: j.seed, backend: 'wasm', steps, wallTimeS: 100, parameters: 112512, tokensPerSecond: 900,
-      exactMatch: test.filter((p) => p.correct).length / test.length, symbolicAccuracy: test.filter((p) => p.symbolic).length / test.length, stepAccuracy: null,
-      perLength: {}, attentionEntropy: [[1, 1, 1, 1], [1, 1, 1, 1]], errorTaxonomy: { format: 1, carry: 2, wrong_length: 3, single_digit: 4, other: 5 }, problems,
+      jobId: j.jobId as JobId,
+      encoding: j.encoding,
+      task: 'addition',
+      seed: j.seed,
+      backend: 'wasm',
+      steps,
+      wallTimeS: 100,
+      parameters: 112512,
+      tokensPerSecond: 900,
+      exactMatch: test.filter((p) => p.correct).length / test.length,
+      symbolicAccuracy: test.filter((p) => p.symbolic).length / test.length,
+      stepAccuracy: null,
+      perLength: {},
+      attentionEntropy: [
+        [1, 1, 1, 1],
+        [1, 1, 1, 1],
+      ],
+      errorTaxonomy: { format: 1, carry: 2, wrong_length: 3, single_digit: 4, other: 5 },
+      problems,
     };
-    const metrics: MetricPoint[] = Array.from({ length: steps }, (_, i) => ({ step: i + 1, loss: 3 / Math.sqrt(i + 1), learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 900, time: i }));
+    const metrics: MetricPoint[] = Array.from({ length: steps }, (_, i) => ({
+      step: i + 1,
+      loss: 3 / Math.sqrt(i + 1),
+      learningRate: 1e-3,
+      gradNorm: 1,
+      tokensPerSecond: 900,
+      time: i,
+    }));
     await mkdir(join(dir, 'jobs', j.jobId), { recursive: true });
     await writeFile(join(dir, 'jobs', j.jobId, 'evaluation.json'), JSON.stringify(e));
-    await writeFile(join(dir, 'jobs', j.jobId, 'metrics.jsonl'), metrics.map((m) => JSON.stringify(m)).join('\n') + '\n');
+    await writeFile(
+      join(dir, 'jobs', j.jobId, 'metrics.jsonl'),
+      metrics.map((m) => JSON.stringify(m)).join('\n') + '\n',
+    );
   }
 }
 
-async function load(url: string, body: unknown, requests: number, concurrency: number): Promise<{ rps: number; p50: number; p99: number; errors: number }> {
+async function load(
+  url: string,
+  body: unknown,
+  requests: number,
+  concurrency: number,
+): Promise<{ rps: number; p50: number; p99: number; errors: number }> {
   const latencies: number[] = [];
   let errors = 0;
   let next = 0;
@@ -73,7 +136,12 @@ async function load(url: string, body: unknown, requests: number, concurrency: n
       next++;
       const s = performance.now();
       try {
-        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), signal: AbortSignal.timeout(60_000) });
+        const res = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(60_000),
+        });
         await res.arrayBuffer();
         if (res.status !== 200) errors++;
       } catch {
@@ -109,7 +177,12 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
       // Warm-up: load every model and compile the kernels once.
       await load(`${server.url}/solve`, { problem: '12+34', model_type: 'all' }, 1, 1);
       one = await load(`${server.url}/solve`, { problem: '123+456', model_type: model }, requests, concurrency);
-      all = await load(`${server.url}/solve`, { problem: '123+456', model_type: 'all' }, Math.max(4, Math.round(requests / 4)), concurrency);
+      all = await load(
+        `${server.url}/solve`,
+        { problem: '123+456', model_type: 'all' },
+        Math.max(4, Math.round(requests / 4)),
+        concurrency,
+      );
     } finally {
       await server.close();
       registry.dispose();

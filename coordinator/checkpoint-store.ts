@@ -1,7 +1,17 @@
 // Checkpoints and final models arrive as chunks; the store reassembles them, checks size and sha256, and
 // writes them atomically (temp file, fsync, rename, fsync of the directory). Only then is an upload acknowledged.
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { CheckpointChunk, CheckpointId, JobId } from '../protocol/messages.ts';
 import { CheckpointRejectedError } from './errors.ts';
@@ -82,11 +92,14 @@ export class CheckpointStore {
     // The last chunk: chunks travel in order on one connection, so anything still missing was lost.
     this.uploads.delete(key);
     const missing = up.chunks.flatMap((c, i) => (c === undefined ? [i] : []));
-    if (missing.length > 0) return { status: 'rejected', reason: `missing chunks ${missing.slice(0, 10).join(', ')} of ${up.count}` };
+    if (missing.length > 0)
+      return { status: 'rejected', reason: `missing chunks ${missing.slice(0, 10).join(', ')} of ${up.count}` };
     const blob = concat(up.chunks as Uint8Array[]);
-    if (blob.byteLength !== up.totalBytes) return { status: 'rejected', reason: `got ${blob.byteLength} bytes, expected ${up.totalBytes}` };
+    if (blob.byteLength !== up.totalBytes)
+      return { status: 'rejected', reason: `got ${blob.byteLength} bytes, expected ${up.totalBytes}` };
     const digest = sha256(blob);
-    if (digest !== up.sha256) return { status: 'rejected', reason: `sha256 mismatch: got ${digest}, expected ${up.sha256}` };
+    if (digest !== up.sha256)
+      return { status: 'rejected', reason: `sha256 mismatch: got ${digest}, expected ${up.sha256}` };
 
     const rel =
       up.kind === 'final'
@@ -96,7 +109,9 @@ export class CheckpointStore {
     if (up.kind === 'final') {
       atomicWrite(
         join(this.runDir, 'jobs', up.jobId, 'final_model', 'meta.json'),
-        Buffer.from(JSON.stringify({ jobId: up.jobId, step: up.step, sha256: up.sha256, bytes: up.totalBytes }, null, 2) + '\n'),
+        Buffer.from(
+          JSON.stringify({ jobId: up.jobId, step: up.step, sha256: up.sha256, bytes: up.totalBytes }, null, 2) + '\n',
+        ),
       );
     }
     return {
@@ -141,7 +156,14 @@ export class CheckpointStore {
 
 export function chunksOf(
   blob: Uint8Array,
-  meta: { jobId: JobId; epoch: number; checkpointId: CheckpointId; kind: 'checkpoint' | 'final'; step: number; sha256: string },
+  meta: {
+    jobId: JobId;
+    epoch: number;
+    checkpointId: CheckpointId;
+    kind: 'checkpoint' | 'final';
+    step: number;
+    sha256: string;
+  },
   chunkBytes = CHUNK_BYTES,
 ): CheckpointChunk[] {
   const count = Math.max(1, Math.ceil(blob.byteLength / chunkBytes));

@@ -50,7 +50,22 @@ export interface Log {
 
 export const silentLog: Log = { debug() {}, info() {}, warn() {}, error() {} };
 
-export type CoordinatorEventKind = 'joined' | 'suspect' | 'recovered' | 'lost' | 'left' | 'assigned' | 'reassigned' | 'finished' | 'failed' | 'rejected' | 'stale' | 'checkpoint_refused' | 'unplaceable' | 'run_finished' | 'launcher';
+export type CoordinatorEventKind =
+  | 'joined'
+  | 'suspect'
+  | 'recovered'
+  | 'lost'
+  | 'left'
+  | 'assigned'
+  | 'reassigned'
+  | 'finished'
+  | 'failed'
+  | 'rejected'
+  | 'stale'
+  | 'checkpoint_refused'
+  | 'unplaceable'
+  | 'run_finished'
+  | 'launcher';
 
 export interface CoordinatorEvent {
   time: number;
@@ -93,7 +108,6 @@ export interface CoordinatorOptions {
   /** Fault injection for end-to-end tests: flip a byte in the first N checkpoint uploads, as if damaged in transit. */
   corruptUploads?: number;
 }
-
 
 export interface RunOutcome {
   done: number;
@@ -218,7 +232,10 @@ export class Coordinator {
     } catch (error) {
       this.log.warn({ err: error }, `could not journal launcher event: ${event.text}`);
     }
-    const agent = event.launcherId === undefined ? undefined : [...this.agents.values()].find((a) => a.launcherId === event.launcherId);
+    const agent =
+      event.launcherId === undefined
+        ? undefined
+        : [...this.agents.values()].find((a) => a.launcherId === event.launcherId);
     this.emit('launcher', `${event.text}`, agent === undefined ? {} : { agentId: agent.agentId });
   }
 
@@ -283,14 +300,20 @@ export class Coordinator {
   /** One inbound item; never throws (bad input is logged with the peer and the coordinator carries on). */
   handle(inbound: Inbound<AgentToCoordinator>): void {
     if (inbound.kind === 'malformed') {
-      this.log.warn({ peer: inbound.from, field: inbound.error.field, err: inbound.error.message }, `malformed message from peer ${inbound.from}: ${inbound.error.message}`);
+      this.log.warn(
+        { peer: inbound.from, field: inbound.error.field, err: inbound.error.message },
+        `malformed message from peer ${inbound.from}: ${inbound.error.message}`,
+      );
       return;
     }
     const { from, message } = inbound;
     try {
       this.dispatch(from, message);
     } catch (error) {
-      this.log.error({ peer: from, type: message.type, err: error }, `could not handle ${message.type} from peer ${from}: ${(error as Error).message}`);
+      this.log.error(
+        { peer: from, type: message.type, err: error },
+        `could not handle ${message.type} from peer ${from}: ${(error as Error).message}`,
+      );
       this.send(from, { type: 'error', error: wire(error), context: message.type });
     }
   }
@@ -304,7 +327,10 @@ export class Coordinator {
         this.onHello(from, message);
         return;
       case 'error':
-        this.log.warn({ peer: from, context: message.context, err: message.error }, `agent error: ${message.error.message}`);
+        this.log.warn(
+          { peer: from, context: message.context, err: message.error },
+          `agent error: ${message.error.message}`,
+        );
         return;
       default:
         break;
@@ -314,8 +340,15 @@ export class Coordinator {
     const agent = agentId === undefined ? this.reclaim(from, message, claimed) : this.agents.get(agentId);
     if (agent === undefined || (claimed !== undefined && claimed !== agent.agentId)) {
       const who = claimed ?? agentId ?? 'unknown';
-      this.log.warn({ peer: from, agentId: who, type: message.type }, `rejected ${message.type} from unknown agent ${who} (peer ${from})`);
-      this.send(from, { type: 'reject', reason: `unknown agent ${who}: say hello again with a fresh agentId`, version: PROTOCOL_VERSION });
+      this.log.warn(
+        { peer: from, agentId: who, type: message.type },
+        `rejected ${message.type} from unknown agent ${who} (peer ${from})`,
+      );
+      this.send(from, {
+        type: 'reject',
+        reason: `unknown agent ${who}: say hello again with a fresh agentId`,
+        version: PROTOCOL_VERSION,
+      });
       return;
     }
     this.heardFrom(agent);
@@ -356,7 +389,10 @@ export class Coordinator {
       if (job && job.epoch === message.epoch && job.agentId !== undefined) agent = this.agents.get(job.agentId);
     }
     if (agent === undefined) return undefined;
-    this.log.info({ agentId: agent.agentId, oldPeer: agent.peer, peer: from }, `agent ${agent.agentId} reconnected as peer ${from}`);
+    this.log.info(
+      { agentId: agent.agentId, oldPeer: agent.peer, peer: from },
+      `agent ${agent.agentId} reconnected as peer ${from}`,
+    );
     if (this.byPeer.get(agent.peer) === agent.agentId) this.byPeer.delete(agent.peer);
     agent.peer = from;
     this.byPeer.set(from, agent.agentId);
@@ -366,9 +402,16 @@ export class Coordinator {
   private onHello(from: PeerId, hello: Hello): void {
     const verdict = negotiate(hello);
     if (!verdict.ok) {
-      this.log.warn({ peer: from, agentId: hello.agentId, ours: PROTOCOL_VERSION, theirs: hello.version }, verdict.logLine);
+      this.log.warn(
+        { peer: from, agentId: hello.agentId, ours: PROTOCOL_VERSION, theirs: hello.version },
+        verdict.logLine,
+      );
       this.send(from, verdict.reject);
-      this.emit('rejected', `rejected ${hello.agentId}@${hello.host}: protocol version ${hello.version}, ours is ${PROTOCOL_VERSION}`, { agentId: hello.agentId });
+      this.emit(
+        'rejected',
+        `rejected ${hello.agentId}@${hello.host}: protocol version ${hello.version}, ours is ${PROTOCOL_VERSION}`,
+        { agentId: hello.agentId },
+      );
       return;
     }
     if (this.lifecycle !== 'running') {
@@ -397,13 +440,28 @@ export class Coordinator {
       joinedAt: now,
     };
     if (hello.launcherId !== undefined) agent.launcherId = hello.launcherId;
-    const entry: JournalEntry = { type: 'agent_joined', agentId: agent.agentId, host: agent.host, pid: agent.pid, backend: agent.backend };
+    const entry: JournalEntry = {
+      type: 'agent_joined',
+      agentId: agent.agentId,
+      host: agent.host,
+      pid: agent.pid,
+      backend: agent.backend,
+    };
     if (hello.launcherId !== undefined) entry.launcherId = hello.launcherId;
     this.record(entry);
     this.agents.set(agent.agentId, agent);
     this.byPeer.set(from, agent.agentId);
-    this.log.info({ peer: from, agentId: agent.agentId, host: agent.host, pid: agent.pid, backend: agent.backend }, `agent ${agent.agentId} joined from ${agent.host} (pid ${agent.pid}, ${agent.backend})`);
-    this.send(from, { type: 'welcome', version: PROTOCOL_VERSION, agentId: agent.agentId, runId: this.runId, heartbeatIntervalMs: this.experiment.cluster.heartbeatIntervalMs });
+    this.log.info(
+      { peer: from, agentId: agent.agentId, host: agent.host, pid: agent.pid, backend: agent.backend },
+      `agent ${agent.agentId} joined from ${agent.host} (pid ${agent.pid}, ${agent.backend})`,
+    );
+    this.send(from, {
+      type: 'welcome',
+      version: PROTOCOL_VERSION,
+      agentId: agent.agentId,
+      runId: this.runId,
+      heartbeatIntervalMs: this.experiment.cluster.heartbeatIntervalMs,
+    });
     this.emit('joined', `${agent.agentId}@${agent.host} joined (${agent.backend})`, { agentId: agent.agentId });
     this.schedule();
   }
@@ -422,7 +480,10 @@ export class Coordinator {
         if (job && job.agentId === agent.agentId && job.state !== 'done' && job.state !== 'failed') {
           this.store.dropUploads(jobId);
           this.requeue(jobId, `${agent.agentId} reports idle`, false);
-          this.log.warn({ agentId: agent.agentId, jobId }, `${agent.agentId} reports idle while holding ${jobId}: re-queued`);
+          this.log.warn(
+            { agentId: agent.agentId, jobId },
+            `${agent.agentId} reports idle while holding ${jobId}: re-queued`,
+          );
         }
         this.schedule();
       }
@@ -451,10 +512,19 @@ export class Coordinator {
 
   private stale(agent: AgentRecord, jobId: JobId, epoch: number, what: string): void {
     const job = this.scheduler.get(jobId);
-    const current = job === undefined ? 'unknown job' : `current epoch ${job.epoch}${job.agentId ? ` on ${job.agentId}` : ''}, ${job.state}`;
-    this.log.warn({ peer: agent.peer, agentId: agent.agentId, jobId, epoch, type: what }, `dropped stale ${what} for ${jobId} epoch ${epoch} from ${agent.agentId} (${current})`);
+    const current =
+      job === undefined
+        ? 'unknown job'
+        : `current epoch ${job.epoch}${job.agentId ? ` on ${job.agentId}` : ''}, ${job.state}`;
+    this.log.warn(
+      { peer: agent.peer, agentId: agent.agentId, jobId, epoch, type: what },
+      `dropped stale ${what} for ${jobId} epoch ${epoch} from ${agent.agentId} (${current})`,
+    );
     this.send(agent.peer, { type: 'cancel', jobId, epoch, reason: `stale epoch ${epoch} for ${jobId} (${current})` });
-    this.emit('stale', `dropped stale ${what} from ${agent.agentId} for ${displayJobId(jobId)} (epoch ${epoch})`, { jobId, agentId: agent.agentId });
+    this.emit('stale', `dropped stale ${what} from ${agent.agentId} for ${displayJobId(jobId)} (epoch ${epoch})`, {
+      jobId,
+      agentId: agent.agentId,
+    });
     // The agent thinks it holds a job we gave elsewhere: it is free once it has cancelled.
     if (agent.jobId === jobId) {
       delete agent.jobId;
@@ -479,18 +549,39 @@ export class Coordinator {
     if (this.corruptUploads > 0 && chunk.index === 0 && chunk.data.byteLength > 0) {
       this.corruptUploads--;
       chunk = { ...chunk, data: chunk.data.map((b, i) => (i === 0 ? b ^ 0xff : b)) };
-      this.log.warn({ jobId: chunk.jobId, checkpointId: chunk.checkpointId }, 'fault injection: corrupted the first chunk of this upload');
+      this.log.warn(
+        { jobId: chunk.jobId, checkpointId: chunk.checkpointId },
+        'fault injection: corrupted the first chunk of this upload',
+      );
     }
     const outcome = this.store.accept(chunk);
     if (outcome.status === 'partial') return;
-    const ack = { type: 'checkpoint_ack', jobId: chunk.jobId, epoch: chunk.epoch, checkpointId: chunk.checkpointId } as const;
+    const ack = {
+      type: 'checkpoint_ack',
+      jobId: chunk.jobId,
+      epoch: chunk.epoch,
+      checkpointId: chunk.checkpointId,
+    } as const;
     if (outcome.status === 'rejected') {
-      this.log.warn({ agentId: agent.agentId, jobId: chunk.jobId, checkpointId: chunk.checkpointId, reason: outcome.reason }, `refused ${chunk.kind} upload for ${chunk.jobId} from ${agent.agentId}: ${outcome.reason}`);
-      this.emit('checkpoint_refused', `refused ${chunk.kind} of ${displayJobId(chunk.jobId)} at step ${chunk.step}: ${outcome.reason}`, { jobId: chunk.jobId, agentId: agent.agentId });
+      this.log.warn(
+        { agentId: agent.agentId, jobId: chunk.jobId, checkpointId: chunk.checkpointId, reason: outcome.reason },
+        `refused ${chunk.kind} upload for ${chunk.jobId} from ${agent.agentId}: ${outcome.reason}`,
+      );
+      this.emit(
+        'checkpoint_refused',
+        `refused ${chunk.kind} of ${displayJobId(chunk.jobId)} at step ${chunk.step}: ${outcome.reason}`,
+        { jobId: chunk.jobId, agentId: agent.agentId },
+      );
       this.send(agent.peer, { ...ack, ok: false, reason: outcome.reason });
       return;
     }
-    this.record({ type: 'checkpoint_acked', jobId: chunk.jobId, epoch: chunk.epoch, kind: outcome.kind, checkpoint: outcome.ref });
+    this.record({
+      type: 'checkpoint_acked',
+      jobId: chunk.jobId,
+      epoch: chunk.epoch,
+      kind: outcome.kind,
+      checkpoint: outcome.ref,
+    });
     const job = this.scheduler.get(chunk.jobId);
     if (job) {
       if (outcome.kind === 'checkpoint') {
@@ -502,7 +593,10 @@ export class Coordinator {
         this.record({ type: 'job_evaluating', jobId: chunk.jobId, epoch: chunk.epoch });
       }
     }
-    this.log.info({ agentId: agent.agentId, jobId: chunk.jobId, step: chunk.step, bytes: chunk.totalBytes, kind: outcome.kind }, `stored ${outcome.kind} of ${chunk.jobId} at step ${chunk.step}`);
+    this.log.info(
+      { agentId: agent.agentId, jobId: chunk.jobId, step: chunk.step, bytes: chunk.totalBytes, kind: outcome.kind },
+      `stored ${outcome.kind} of ${chunk.jobId} at step ${chunk.step}`,
+    );
     this.send(agent.peer, { ...ack, ok: true });
   }
 
@@ -510,7 +604,15 @@ export class Coordinator {
     const job = this.scheduler.get(req.jobId);
     const ref = job?.checkpoints.find((c) => c.checkpointId === req.checkpointId);
     if (!job || !ref) {
-      this.send(agent.peer, { type: 'error', error: { name: 'CheckpointNotFound', message: `no checkpoint ${req.checkpointId} for ${req.jobId}`, retryable: false }, context: 'checkpoint_request' });
+      this.send(agent.peer, {
+        type: 'error',
+        error: {
+          name: 'CheckpointNotFound',
+          message: `no checkpoint ${req.checkpointId} for ${req.jobId}`,
+          retryable: false,
+        },
+        context: 'checkpoint_request',
+      });
       return;
     }
     let blob: Uint8Array;
@@ -521,13 +623,25 @@ export class Coordinator {
       this.send(agent.peer, { type: 'error', error: wire(error), context: 'checkpoint_request' });
       return;
     }
-    const chunks = chunksOf(blob, { jobId: req.jobId, epoch: req.epoch, checkpointId: ref.checkpointId, kind: 'checkpoint', step: ref.step, sha256: ref.sha256 });
+    const chunks = chunksOf(blob, {
+      jobId: req.jobId,
+      epoch: req.epoch,
+      checkpointId: ref.checkpointId,
+      kind: 'checkpoint',
+      step: ref.step,
+      sha256: ref.sha256,
+    });
     // Sent one after the other so a big checkpoint does not flood the socket's queue.
     for (const c of chunks) {
       if (this.lifecycle === 'stopped') return;
-      await this.transport.send(agent.peer, c).catch((error: unknown) => this.log.warn({ err: error }, 'checkpoint send failed'));
+      await this.transport
+        .send(agent.peer, c)
+        .catch((error: unknown) => this.log.warn({ err: error }, 'checkpoint send failed'));
     }
-    this.log.info({ agentId: agent.agentId, jobId: req.jobId, step: ref.step, bytes: ref.totalBytes }, `streamed checkpoint of ${req.jobId} at step ${ref.step} to ${agent.agentId}`);
+    this.log.info(
+      { agentId: agent.agentId, jobId: req.jobId, step: ref.step, bytes: ref.totalBytes },
+      `streamed checkpoint of ${req.jobId} at step ${ref.step} to ${agent.agentId}`,
+    );
   }
 
   private onResult(agent: AgentRecord, result: JobResult): void {
@@ -539,7 +653,11 @@ export class Coordinator {
     this.freeAgent(agent);
     const em = result.evaluation.exactMatch;
     this.log.info({ agentId: agent.agentId, jobId, exactMatch: em }, `${jobId} finished on ${agent.agentId}`);
-    this.emit('finished', `${displayJobId(jobId)} finished on ${agent.agentId}: exact match ${Number.isFinite(em) ? (em * 100).toFixed(1) + '%' : '-'} (attempt ${job.attempt})`, { jobId, agentId: agent.agentId });
+    this.emit(
+      'finished',
+      `${displayJobId(jobId)} finished on ${agent.agentId}: exact match ${Number.isFinite(em) ? (em * 100).toFixed(1) + '%' : '-'} (attempt ${job.attempt})`,
+      { jobId, agentId: agent.agentId },
+    );
     this.schedule();
     this.checkFinished();
   }
@@ -549,11 +667,18 @@ export class Coordinator {
     this.freeAgent(agent);
     this.store.dropUploads(jobId);
     if (!failed.error.retryable) {
-      this.failJob(jobId, failed.error, `${displayJobId(jobId)} failed on ${agent.agentId}: ${failed.error.message} (not retryable)`);
+      this.failJob(
+        jobId,
+        failed.error,
+        `${displayJobId(jobId)} failed on ${agent.agentId}: ${failed.error.message} (not retryable)`,
+      );
     } else {
       const job = this.scheduler.get(jobId);
       this.requeue(jobId, `failed on ${agent.agentId}: ${failed.error.message}`, true, failed.error);
-      this.log.warn({ agentId: agent.agentId, jobId, err: failed.error }, `${jobId} failed on ${agent.agentId} (retryable) at step ${job?.step ?? 0}`);
+      this.log.warn(
+        { agentId: agent.agentId, jobId, err: failed.error },
+        `${jobId} failed on ${agent.agentId} (retryable) at step ${job?.step ?? 0}`,
+      );
     }
     this.schedule();
     this.checkFinished();
@@ -577,15 +702,22 @@ export class Coordinator {
       const now = this.clock.now();
       const verdicts = this.detector.check(now, this.agents.values(), (jobId) => {
         const j = this.scheduler.get(jobId);
-        return j && { state: j.state, step: j.step, totalSteps: j.spec.training.steps, lastProgressAt: j.lastProgressAt };
+        return (
+          j && { state: j.state, step: j.step, totalSteps: j.spec.training.steps, lastProgressAt: j.lastProgressAt }
+        );
       });
       for (const v of verdicts) {
         const agent = this.agents.get(v.agentId);
         if (!agent) continue;
         if (v.verdict === 'suspect') {
           agent.suspect = true;
-          this.log.warn({ agentId: agent.agentId, silentMs: v.silentMs }, `agent ${agent.agentId} is suspect: silent for ${v.silentMs} ms`);
-          this.emit('suspect', `${agent.agentId} suspect: silent ${(v.silentMs / 1000).toFixed(1)} s`, { agentId: agent.agentId });
+          this.log.warn(
+            { agentId: agent.agentId, silentMs: v.silentMs },
+            `agent ${agent.agentId} is suspect: silent for ${v.silentMs} ms`,
+          );
+          this.emit('suspect', `${agent.agentId} suspect: silent ${(v.silentMs / 1000).toFixed(1)} s`, {
+            agentId: agent.agentId,
+          });
         } else if (v.verdict === 'alive') {
           agent.suspect = false;
         } else {
@@ -605,11 +737,18 @@ export class Coordinator {
       const agent = [...this.agents.values()].find((a) =>
         batch
           ? exit.launcherId !== undefined && a.launcherId === exit.launcherId
-          : a.pid === exit.pid && (exit.launcherId === undefined || a.launcherId === undefined || a.launcherId === exit.launcherId || a.agentId === exit.launcherId),
+          : a.pid === exit.pid &&
+            (exit.launcherId === undefined ||
+              a.launcherId === undefined ||
+              a.launcherId === exit.launcherId ||
+              a.agentId === exit.launcherId),
       );
       const how = exit.signal !== null ? `signal ${exit.signal}` : `code ${exit.code}`;
       const what = batch ? `task ${exit.launcherId ?? '?'}` : `process ${exit.pid}`;
-      this.log.info({ pid: exit.pid, launcherId: exit.launcherId, code: exit.code, signal: exit.signal }, `launcher: ${what} exited (${how})`);
+      this.log.info(
+        { pid: exit.pid, launcherId: exit.launcherId, code: exit.code, signal: exit.signal },
+        `launcher: ${what} exited (${how})`,
+      );
       if (agent && this.lifecycle !== 'stopped') this.agentLost(agent, `${what} exited (${how})`);
       for (const w of this.byeWaiters.splice(0)) w();
     } catch (error) {
@@ -624,12 +763,21 @@ export class Coordinator {
 
   private removeAgent(agent: AgentRecord, how: 'lost' | 'left', reason: string, countAttempt: boolean): void {
     if (!this.agents.has(agent.agentId)) return;
-    this.record(how === 'lost' ? { type: 'agent_lost', agentId: agent.agentId, reason } : { type: 'agent_left', agentId: agent.agentId, reason });
+    this.record(
+      how === 'lost'
+        ? { type: 'agent_lost', agentId: agent.agentId, reason }
+        : { type: 'agent_left', agentId: agent.agentId, reason },
+    );
     this.agents.delete(agent.agentId);
     if (this.byPeer.get(agent.peer) === agent.agentId) this.byPeer.delete(agent.peer);
     const jobId = agent.jobId;
     const job = jobId === undefined ? undefined : this.scheduler.get(jobId);
-    if (jobId !== undefined && job && job.agentId === agent.agentId && (job.state === 'assigned' || job.state === 'running' || job.state === 'evaluating')) {
+    if (
+      jobId !== undefined &&
+      job &&
+      job.agentId === agent.agentId &&
+      (job.state === 'assigned' || job.state === 'running' || job.state === 'evaluating')
+    ) {
       const at = job.step;
       this.store.dropUploads(jobId);
       this.requeue(jobId, `${how} ${agent.agentId}: ${reason}`, countAttempt);
@@ -649,8 +797,16 @@ export class Coordinator {
     this.record({ type: 'job_requeued', jobId, reason, epoch: job.epoch, step: job.step });
     const r = this.scheduler.requeue(jobId, countAttempt);
     if (r.outcome === 'failed') {
-      const err: WireError = error ?? { name: 'AttemptsExhaustedError', message: `gave up after ${r.job.attempt} attempts; last: ${reason}`, retryable: false };
-      this.failJob(jobId, { ...err, retryable: false }, `${displayJobId(jobId)} failed: ${r.job.attempt} attempts used (${reason})`);
+      const err: WireError = error ?? {
+        name: 'AttemptsExhaustedError',
+        message: `gave up after ${r.job.attempt} attempts; last: ${reason}`,
+        retryable: false,
+      };
+      this.failJob(
+        jobId,
+        { ...err, retryable: false },
+        `${displayJobId(jobId)} failed: ${r.job.attempt} attempts used (${reason})`,
+      );
     }
   }
 
@@ -671,17 +827,19 @@ export class Coordinator {
 
   private schedule(): void {
     if (this.lifecycle !== 'running') return;
-    const candidates = [...this.agents.values()].filter((a) => !a.suspect).map((a) => {
-      const p: PlaceableAgent = {
-        agentId: a.agentId,
-        backend: a.backend,
-        devices: a.devices,
-        state: a.state,
-        joinedAt: a.joinedAt,
-      };
-      if (a.jobId !== undefined) p.jobId = a.jobId;
-      return p;
-    });
+    const candidates = [...this.agents.values()]
+      .filter((a) => !a.suspect)
+      .map((a) => {
+        const p: PlaceableAgent = {
+          agentId: a.agentId,
+          backend: a.backend,
+          devices: a.devices,
+          state: a.state,
+          joinedAt: a.joinedAt,
+        };
+        if (a.jobId !== undefined) p.jobId = a.jobId;
+        return p;
+      });
     const placements = this.scheduler.placements(candidates);
     for (const { jobId, agentId } of placements) {
       const agent = this.agents.get(agentId);
@@ -690,8 +848,15 @@ export class Coordinator {
     }
     // Idle agents and pending jobs but nothing placed: the jobs' needs match no agent here. Say so once,
     // rather than wait in silence (e.g. a GPU experiment started on a laptop).
-    if (placements.length === 0 && !this.warnedNeeds && candidates.some((a) => a.state === 'idle' && a.jobId === undefined)) {
-      const pending = this.scheduler.pending().map((id) => this.scheduler.get(id)).filter((j) => j !== undefined);
+    if (
+      placements.length === 0 &&
+      !this.warnedNeeds &&
+      candidates.some((a) => a.state === 'idle' && a.jobId === undefined)
+    ) {
+      const pending = this.scheduler
+        .pending()
+        .map((id) => this.scheduler.get(id))
+        .filter((j) => j !== undefined);
       const first = pending[0];
       if (first?.spec.needs !== undefined) {
         this.warnedNeeds = true;
@@ -709,7 +874,13 @@ export class Coordinator {
     if (!before) return;
     const last = before.checkpoints.at(-1);
     const lost = before.lost;
-    const entry: JournalEntry = { type: 'job_assigned', jobId, agentId: agent.agentId, attempt: before.attempt + 1, epoch: before.epoch + 1 };
+    const entry: JournalEntry = {
+      type: 'job_assigned',
+      jobId,
+      agentId: agent.agentId,
+      attempt: before.attempt + 1,
+      epoch: before.epoch + 1,
+    };
     if (last) entry.resumeStep = last.step;
     this.record(entry);
     const job = this.scheduler.assign(jobId, agent.agentId, this.clock.now());
@@ -717,17 +888,40 @@ export class Coordinator {
     agent.jobId = jobId;
     agent.assignedAt = this.clock.now();
     const assign: CoordinatorToAgent = { type: 'assign', job: job.spec, attempt: job.attempt, epoch: job.epoch };
-    if (last) assign.resumeFrom = { checkpointId: last.checkpointId, step: last.step, totalBytes: last.totalBytes, sha256: last.sha256 };
+    if (last)
+      assign.resumeFrom = {
+        checkpointId: last.checkpointId,
+        step: last.step,
+        totalBytes: last.totalBytes,
+        sha256: last.sha256,
+      };
     this.send(agent.peer, assign);
     const name = displayJobId(jobId);
     if (lost) {
       const text = `${name} lost on ${lost.agentId} at step ${lost.step}; resumed on ${agent.agentId} from step ${last?.step ?? 0}`;
-      this.log.warn({ jobId, from: lost.agentId, to: agent.agentId, lostStep: lost.step, resumeStep: last?.step ?? 0, attempt: job.attempt, epoch: job.epoch }, text);
+      this.log.warn(
+        {
+          jobId,
+          from: lost.agentId,
+          to: agent.agentId,
+          lostStep: lost.step,
+          resumeStep: last?.step ?? 0,
+          attempt: job.attempt,
+          epoch: job.epoch,
+        },
+        text,
+      );
       this.emit('reassigned', text, { jobId, agentId: agent.agentId });
       delete job.lost;
     } else {
-      this.log.info({ jobId, agentId: agent.agentId, attempt: job.attempt, epoch: job.epoch, resumeStep: last?.step }, `assigned ${jobId} to ${agent.agentId}`);
-      this.emit('assigned', `${name} -> ${agent.agentId}${last ? ` (from step ${last.step})` : ''}`, { jobId, agentId: agent.agentId });
+      this.log.info(
+        { jobId, agentId: agent.agentId, attempt: job.attempt, epoch: job.epoch, resumeStep: last?.step },
+        `assigned ${jobId} to ${agent.agentId}`,
+      );
+      this.emit('assigned', `${name} -> ${agent.agentId}${last ? ` (from step ${last.step})` : ''}`, {
+        jobId,
+        agentId: agent.agentId,
+      });
     }
   }
 
@@ -812,8 +1006,16 @@ export class Coordinator {
       const job = this.scheduler.get(jobId);
       if (!job) continue;
       // Only checkpoints whose files survived count.
-      const checkpoints = r.checkpoints.filter((c) => existsSync(join(this.runDir, c.file))).slice(-this.experiment.cluster.keepCheckpoints);
-      const patch: Partial<JobState> = { attempt: r.attempt, epoch: r.epoch, checkpoints, step: checkpoints.at(-1)?.step ?? 0, lastProgressAt: now };
+      const checkpoints = r.checkpoints
+        .filter((c) => existsSync(join(this.runDir, c.file)))
+        .slice(-this.experiment.cluster.keepCheckpoints);
+      const patch: Partial<JobState> = {
+        attempt: r.attempt,
+        epoch: r.epoch,
+        checkpoints,
+        step: checkpoints.at(-1)?.step ?? 0,
+        lastProgressAt: now,
+      };
       if (r.state === 'done') {
         patch.state = 'done';
         patch.step = job.spec.training.steps;
@@ -827,7 +1029,13 @@ export class Coordinator {
       }
       this.scheduler.restore(jobId, patch);
       if (r.state === 'running' || r.state === 'assigned' || r.state === 'evaluating') {
-        this.record({ type: 'job_requeued', jobId, reason: 'coordinator restarted', epoch: r.epoch, step: patch.step ?? 0 });
+        this.record({
+          type: 'job_requeued',
+          jobId,
+          reason: 'coordinator restarted',
+          epoch: r.epoch,
+          step: patch.step ?? 0,
+        });
       }
     }
     this.log.info({ runId: run.runId, ...this.scheduler.counts() }, `resumed run ${run.runId} from its journal`);
@@ -878,8 +1086,12 @@ export class Coordinator {
   private sendNow(to: PeerId, message: CoordinatorToAgent): void {
     this.transport.send(to, message).catch((error: unknown) => {
       // A vanished peer is routine (debug); anything else dropped is worth a warning.
-      const level = message.type === 'heartbeat_ack' || /unreachable|EHOSTUNREACH/i.test(String(error)) ? 'debug' : 'warn';
-      this.log[level]({ peer: to, type: message.type, err: error }, `send of ${message.type} to ${to} failed: ${(error as Error).message}`);
+      const level =
+        message.type === 'heartbeat_ack' || /unreachable|EHOSTUNREACH/i.test(String(error)) ? 'debug' : 'warn';
+      this.log[level](
+        { peer: to, type: message.type, err: error },
+        `send of ${message.type} to ${to} failed: ${(error as Error).message}`,
+      );
     });
   }
 

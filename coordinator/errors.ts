@@ -1,12 +1,8 @@
 // Errors of the coordinator. Each sets `name`, takes `cause`, and says whether retrying can help.
+import { PeArenaError } from '../protocol/errors.ts';
 
-export class CoordinatorError extends Error {
+export class CoordinatorError extends PeArenaError {
   override readonly name: string = 'CoordinatorError';
-  readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? false;
-  }
 }
 
 /** An experiment file that cannot be used; the message names the file and the field. */

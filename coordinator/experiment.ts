@@ -129,7 +129,8 @@ export function compileExperiment(
   const seedsRaw = raw['seeds'] ?? 1;
   let seeds: number[];
   if (typeof seedsRaw === 'number') {
-    if (!Number.isInteger(seedsRaw) || seedsRaw < 1) fail('seeds', 'must be a positive integer (a count) or an array of integers');
+    if (!Number.isInteger(seedsRaw) || seedsRaw < 1)
+      fail('seeds', 'must be a positive integer (a count) or an array of integers');
     seeds = Array.from({ length: seedsRaw }, (_, i) => i + 1);
   } else if (Array.isArray(seedsRaw) && seedsRaw.length > 0) {
     seeds = seedsRaw.map((s, i) => {
@@ -154,7 +155,12 @@ export function compileExperiment(
   const training: TrainingSpec = {
     steps: int(trainingRaw['steps'], 'training.steps', 1, fail),
     batchSize: int(trainingRaw['batchSize'] ?? DEFAULT_TRAINING.batchSize, 'training.batchSize', 1, fail),
-    learningRate: num(trainingRaw['learningRate'] ?? DEFAULT_TRAINING.learningRate, 'training.learningRate', fail, true),
+    learningRate: num(
+      trainingRaw['learningRate'] ?? DEFAULT_TRAINING.learningRate,
+      'training.learningRate',
+      fail,
+      true,
+    ),
     warmupSteps: int(trainingRaw['warmupSteps'] ?? DEFAULT_TRAINING.warmupSteps, 'training.warmupSteps', 0, fail),
     weightDecay: num(trainingRaw['weightDecay'] ?? DEFAULT_TRAINING.weightDecay, 'training.weightDecay', fail, false),
     clipNorm: num(trainingRaw['clipNorm'] ?? DEFAULT_TRAINING.clipNorm, 'training.clipNorm', fail, false),
@@ -173,20 +179,28 @@ export function compileExperiment(
 
   const clusterRaw = raw['cluster'] ?? {};
   if (!isRecord(clusterRaw)) return fail('cluster', 'must be an object');
-  const c = (key: keyof ClusterSpec, min: number): number => int(clusterRaw[key] ?? DEFAULT_CLUSTER[key], `cluster.${key}`, min, fail);
+  const c = (key: keyof ClusterSpec, min: number): number =>
+    int(clusterRaw[key] ?? DEFAULT_CLUSTER[key], `cluster.${key}`, min, fail);
   const heartbeatIntervalMs = c('heartbeatIntervalMs', 10);
   const failureTimeoutMs = c('failureTimeoutMs', 1);
   const cluster: ClusterSpec = {
     heartbeatIntervalMs,
     failureTimeoutMs,
-    suspectAfterMs: int(clusterRaw['suspectAfterMs'] ?? Math.max(heartbeatIntervalMs * 2, Math.round(failureTimeoutMs / 2)), 'cluster.suspectAfterMs', 1, fail),
+    suspectAfterMs: int(
+      clusterRaw['suspectAfterMs'] ?? Math.max(heartbeatIntervalMs * 2, Math.round(failureTimeoutMs / 2)),
+      'cluster.suspectAfterMs',
+      1,
+      fail,
+    ),
     watchdogMs: c('watchdogMs', 0),
     checkpointEvery: c('checkpointEvery', 1),
     maxAttempts: c('maxAttempts', 1),
     keepCheckpoints: c('keepCheckpoints', 1),
   };
-  if (failureTimeoutMs <= heartbeatIntervalMs) fail('cluster.failureTimeoutMs', `must be larger than cluster.heartbeatIntervalMs (${heartbeatIntervalMs})`);
-  if (cluster.suspectAfterMs >= failureTimeoutMs) fail('cluster.suspectAfterMs', `must be smaller than cluster.failureTimeoutMs (${failureTimeoutMs})`);
+  if (failureTimeoutMs <= heartbeatIntervalMs)
+    fail('cluster.failureTimeoutMs', `must be larger than cluster.heartbeatIntervalMs (${heartbeatIntervalMs})`);
+  if (cluster.suspectAfterMs >= failureTimeoutMs)
+    fail('cluster.suspectAfterMs', `must be smaller than cluster.failureTimeoutMs (${failureTimeoutMs})`);
 
   let needs: { backend?: string; gpu?: boolean } | undefined;
   const needsRaw = raw['needs'];
@@ -203,8 +217,21 @@ export function compileExperiment(
     }
   }
 
-  const known = new Set(['name', 'description', 'encodings', 'tasks', 'seeds', 'preset', 'model', 'training', 'evaluation', 'cluster', 'needs']);
-  for (const key of Object.keys(raw)) if (!known.has(key)) fail(key, `is not a known field (known: ${[...known].join(', ')})`);
+  const known = new Set([
+    'name',
+    'description',
+    'encodings',
+    'tasks',
+    'seeds',
+    'preset',
+    'model',
+    'training',
+    'evaluation',
+    'cluster',
+    'needs',
+  ]);
+  for (const key of Object.keys(raw))
+    if (!known.has(key)) fail(key, `is not a known field (known: ${[...known].join(', ')})`);
 
   const checkTaskDeep = (task: TaskSpec, field: string): void => {
     const problems = checks.validate?.(task) ?? [];
@@ -216,7 +243,11 @@ export function compileExperiment(
     if (checks.maxLength) {
       // +2 for the begin and end tokens around prompt and target.
       const need = checks.maxLength(task) + 2;
-      if (need > model.maxLen) fail('model.maxLen', `is ${model.maxLen}, too short for ${field} (${task.name}: examples need up to ${need} tokens)`);
+      if (need > model.maxLen)
+        fail(
+          'model.maxLen',
+          `is ${model.maxLen}, too short for ${field} (${task.name}: examples need up to ${need} tokens)`,
+        );
     }
   };
   tasks.forEach((t, i) => checkTaskDeep(t, `tasks[${i}]`));
@@ -277,12 +308,14 @@ type Fail = (field: string, problem: string) => never;
 function checkTask(t: unknown, field: string, fail: Fail): TaskSpec {
   if (!isRecord(t)) return fail(field, 'must be an object {name, params}');
   const name = t['name'];
-  if (typeof name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(name)) fail(`${field}.name`, 'must be a lower-case task name like "addition"');
+  if (typeof name !== 'string' || !/^[a-z][a-z0-9_]*$/.test(name))
+    fail(`${field}.name`, 'must be a lower-case task name like "addition"');
   const params = t['params'] ?? {};
   if (!isRecord(params)) return fail(`${field}.params`, 'must be an object');
   const out: Record<string, number | string | boolean> = {};
   for (const [k, v] of Object.entries(params)) {
-    if (typeof v !== 'number' && typeof v !== 'string' && typeof v !== 'boolean') fail(`${field}.params.${k}`, 'must be a number, string or boolean');
+    if (typeof v !== 'number' && typeof v !== 'string' && typeof v !== 'boolean')
+      fail(`${field}.params.${k}`, 'must be a number, string or boolean');
     if (typeof v === 'number' && !Number.isFinite(v)) fail(`${field}.params.${k}`, 'must be a finite number');
     out[k] = v as number | string | boolean;
   }
@@ -290,7 +323,11 @@ function checkTask(t: unknown, field: string, fail: Fail): TaskSpec {
 }
 
 function checkModel(m: Record<string, unknown>, source: string, field: string, failOr: Fail | undefined): ModelSpec {
-  const fail: Fail = failOr ?? ((f, p) => { throw new ExperimentConfigError(source, f, p); });
+  const fail: Fail =
+    failOr ??
+    ((f, p) => {
+      throw new ExperimentConfigError(source, f, p);
+    });
   const model: ModelSpec = {
     layers: int(m['layers'], `${field}.layers`, 1, fail),
     dModel: int(m['dModel'], `${field}.dModel`, 1, fail),

@@ -48,7 +48,11 @@ export class FailureDetector {
         if (job && (job.state === 'assigned' || job.state === 'running') && job.step < job.totalSteps) {
           const stalled = now - job.lastProgressAt;
           if (stalled > this.settings.watchdogMs) {
-            out.push({ agentId: a.agentId, verdict: 'dead', reason: `no progress past step ${job.step} for ${(stalled / 1000).toFixed(1)} s` });
+            out.push({
+              agentId: a.agentId,
+              verdict: 'dead',
+              reason: `no progress past step ${job.step} for ${(stalled / 1000).toFixed(1)} s`,
+            });
             continue;
           }
         }

@@ -122,7 +122,8 @@ export interface ReplayedRun {
 /** Fold the journal into the state a coordinator needs to carry on. */
 export function replay(entries: StampedEntry[]): ReplayedRun {
   const first = entries.find((e) => e.type === 'run_started');
-  if (first === undefined || first.type !== 'run_started') throw new RunDirectoryError('journal has no run_started entry');
+  if (first === undefined || first.type !== 'run_started')
+    throw new RunDirectoryError('journal has no run_started entry');
   const run: ReplayedRun = {
     runId: first.runId,
     experiment: first.experiment,

@@ -49,7 +49,10 @@ export class MetricsSink {
   }
 
   writeEvaluation(jobId: JobId, evaluation: Evaluation): void {
-    atomicWrite(join(this.runDir, 'jobs', jobId, 'evaluation.json'), Buffer.from(JSON.stringify(evaluation, null, 2) + '\n'));
+    atomicWrite(
+      join(this.runDir, 'jobs', jobId, 'evaluation.json'),
+      Buffer.from(JSON.stringify(evaluation, null, 2) + '\n'),
+    );
   }
 
   readEvaluation(jobId: JobId): Evaluation | undefined {
@@ -78,7 +81,10 @@ export class MetricsSink {
       if (e) evaluations.push(e);
     }
     const report = buildComparison(experiment, evaluations);
-    atomicWrite(join(this.runDir, 'final_comparison', 'comparison_report.json'), Buffer.from(JSON.stringify(report, null, 2) + '\n'));
+    atomicWrite(
+      join(this.runDir, 'final_comparison', 'comparison_report.json'),
+      Buffer.from(JSON.stringify(report, null, 2) + '\n'),
+    );
     return report;
   }
 }
@@ -122,7 +128,9 @@ export function buildComparison(experiment: Experiment, evaluations: Evaluation[
       const perLength: Record<string, number> = {};
       const lengths = new Set(g.flatMap((e) => Object.keys(e.perLength ?? {})));
       for (const len of [...lengths].sort((a, b) => Number(a) - Number(b))) {
-        perLength[len] = mean(g.map((e) => e.perLength?.[len]?.exactMatch).filter((x): x is number => typeof x === 'number'));
+        perLength[len] = mean(
+          g.map((e) => e.perLength?.[len]?.exactMatch).filter((x): x is number => typeof x === 'number'),
+        );
       }
       rows.push({
         encoding,
@@ -142,7 +150,11 @@ export function buildComparison(experiment: Experiment, evaluations: Evaluation[
     experiment: experiment.name,
     runId: experiment.jobs[0]?.runId ?? '',
     generatedAt: new Date().toISOString(),
-    jobs: { total: experiment.jobs.length, evaluated: have.size, missing: experiment.jobs.map((j) => j.jobId).filter((id) => !have.has(id)) },
+    jobs: {
+      total: experiment.jobs.length,
+      evaluated: have.size,
+      missing: experiment.jobs.map((j) => j.jobId).filter((id) => !have.has(id)),
+    },
     rows,
   };
 }
@@ -166,7 +178,11 @@ export function formatComparison(report: ComparisonReport): string {
       r.wallTimeS.toFixed(1),
     ]);
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => (row[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   const out = [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)];
   if (report.jobs.missing.length > 0) out.push(`missing evaluations: ${report.jobs.missing.join(', ')}`);
   return out.join('\n');

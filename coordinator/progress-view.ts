@@ -32,10 +32,15 @@ export function buildRows(jobs: JobStatus[], agents: AgentStatus[], rates: Map<s
   const byId = new Map(agents.map((a) => [a.agentId as string, a]));
   return jobs.map((j) => {
     const a = j.agentId === undefined ? undefined : byId.get(j.agentId);
-    const row: ViewRow = { ...j, where: a ? `${a.agentId}@${a.host}` : (j.agentId ?? ''), suspect: a?.state === 'suspect' };
+    const row: ViewRow = {
+      ...j,
+      where: a ? `${a.agentId}@${a.host}` : (j.agentId ?? ''),
+      suspect: a?.state === 'suspect',
+    };
     if (a) row.heartbeatAgeMs = a.lastHeartbeatAgoMs;
     const rate = rates.get(j.jobId);
-    if (rate !== undefined && rate > 0 && (j.state === 'running' || j.state === 'assigned')) row.etaS = (j.totalSteps - j.step) / rate;
+    if (rate !== undefined && rate > 0 && (j.state === 'running' || j.state === 'assigned'))
+      row.etaS = (j.totalSteps - j.step) / rate;
     return row;
   });
 }
@@ -67,7 +72,11 @@ export function renderFrame(s: ViewSnapshot, width = 120, maxEvents = 8): string
     r.heartbeatAgeMs === undefined ? '-' : `${(r.heartbeatAgeMs / 1000).toFixed(1)}s${r.suspect ? '!' : ''}`,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] ?? '').length)));
-  const fmt = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join(' ').trimEnd();
+  const fmt = (cells: string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join(' ')
+      .trimEnd();
   lines.push(fmt(header), ...table.map(fmt));
   const recent = s.events.slice(-maxEvents);
   if (recent.length > 0) {
@@ -164,7 +173,8 @@ export class ProgressView {
       this.history.set(j.jobId, h);
       const first = h[0];
       const last = h[h.length - 1];
-      if (first && last && last.t > first.t && last.step > first.step) rates.set(j.jobId, ((last.step - first.step) * 1000) / (last.t - first.t));
+      if (first && last && last.t > first.t && last.step > first.step)
+        rates.set(j.jobId, ((last.step - first.step) * 1000) / (last.t - first.t));
     }
     return {
       experiment: s.experiment,

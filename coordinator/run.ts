@@ -89,7 +89,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   // pbs/slurm: the site profile is read (and checked, errors naming the field) before any run directory exists.
   const hpcName = options.launcher === 'pbs' || options.launcher === 'slurm' ? options.launcher : undefined;
   if (hpcName === undefined && (options.cluster !== undefined || options.dryRun === true)) {
-    process.stderr.write(`pe-arena: --cluster and --dry-run go with --launcher pbs or slurm (not ${options.launcher})\n`);
+    process.stderr.write(
+      `pe-arena: --cluster and --dry-run go with --launcher pbs or slurm (not ${options.launcher})\n`,
+    );
     return 2;
   }
   let hpc: { launcher: SchedulerLauncher; profile: ClusterProfile } | undefined;
@@ -121,12 +123,14 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     if (options.resume !== undefined) {
       runDir = resolve(options.resume);
       const expFile = join(runDir, 'experiment.json');
-      if (!existsSync(expFile)) throw new RunDirectoryError(`${runDir} is not a run directory: experiment.json is missing`);
+      if (!existsSync(expFile))
+        throw new RunDirectoryError(`${runDir} is not a run directory: experiment.json is missing`);
       experiment = JSON.parse(readFileSync(expFile, 'utf8')) as Experiment;
       const entries = readJournal(join(runDir, 'journal.jsonl'));
       resume = replay(entries);
       for (const e of entries)
-        if (e.type === 'launcher_event' && e.kind === 'submitted' && e.submissionId !== undefined) adopt.push(e.submissionId);
+        if (e.type === 'launcher_event' && e.kind === 'submitted' && e.submissionId !== undefined)
+          adopt.push(e.submissionId);
       // Agents reconnect to the address they know, so a restarted coordinator binds it again.
       if (options.bind === undefined) bind = resume.address;
     } else {
@@ -152,7 +156,11 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   // pbs/slurm: the address is open to other hosts unless it is an explicit loopback --bind, so CURVE is on by
   // default. A profile without keysDir gets a key pair made for this run (0600 files in runs/<runId>/keys, on
   // the shared filesystem the job script runs from); a resumed run reuses it.
-  if (hpc !== undefined && hpc.profile.keysDir === undefined && !(options.bind !== undefined && isLoopback(options.bind))) {
+  if (
+    hpc !== undefined &&
+    hpc.profile.keysDir === undefined &&
+    !(options.bind !== undefined && isLoopback(options.bind))
+  ) {
     const runKeys = join(runDir, 'keys');
     try {
       if (!existsSync(join(runKeys, 'cluster.key'))) await initKeys(runKeys);
@@ -169,12 +177,17 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     try {
       curve = serverCurve(await loadClusterKeys(expandUserPath(hpc.profile.keysDir)));
     } catch (error) {
-      process.stderr.write(`pe-arena: ${(error as Error).message} (keysDir of ${hpc.profile.file}; create the keys with pe-arena keys init --dir ${hpc.profile.keysDir})\n`);
+      process.stderr.write(
+        `pe-arena: ${(error as Error).message} (keysDir of ${hpc.profile.file}; create the keys with pe-arena keys init --dir ${hpc.profile.keysDir})\n`,
+      );
       return 2;
     }
   }
   // pbs/slurm without --bind: all interfaces (compute nodes dial in), on the first free port of the profile's range.
-  const binds = hpc !== undefined && options.bind === undefined && options.resume === undefined ? bindCandidates(hpc.profile) : [bind];
+  const binds =
+    hpc !== undefined && options.bind === undefined && options.resume === undefined
+      ? bindCandidates(hpc.profile)
+      : [bind];
 
   let transport;
   let bindError: unknown;
@@ -183,7 +196,12 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     try {
       // The send queue is shared by all peers: a thousand agents joining at once need room for a burst of
       // welcomes, assignments and acks (the default, 1,000, dropped some).
-      transport = await bindServer({ address, highWaterMark: 100_000, log: (line) => logger.debug(line), ...(curve === undefined ? {} : { curve }) });
+      transport = await bindServer({
+        address,
+        highWaterMark: 100_000,
+        log: (line) => logger.debug(line),
+        ...(curve === undefined ? {} : { curve }),
+      });
       break;
     } catch (error) {
       bindError = error;
@@ -203,18 +221,26 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   const agentArgs: string[] = [];
   if (options.backend !== undefined) agentArgs.push('--backend', options.backend);
   if (options.workloadModule !== undefined) agentArgs.push('--workload-module', resolve(options.workloadModule));
-  if (options.agentDeathTimeoutMs !== undefined) agentArgs.push('--death-timeout-ms', String(options.agentDeathTimeoutMs));
+  if (options.agentDeathTimeoutMs !== undefined)
+    agentArgs.push('--death-timeout-ms', String(options.agentDeathTimeoutMs));
 
   if (hpc !== undefined && options.dryRun === true) {
     // Write the job script as a real run would and print it; nothing is submitted and no coordinator serves.
     const events: LauncherEvent[] = [];
     hpc.launcher.onEvent((e) => events.push(e));
     try {
-      await hpc.launcher.start({ coordinator: advertisedAddress(transport.address, hpc.profile), count: options.agents ?? 1, runDir, agentArgs });
+      await hpc.launcher.start({
+        coordinator: advertisedAddress(transport.address, hpc.profile),
+        count: options.agents ?? 1,
+        runDir,
+        agentArgs,
+      });
       say(hpc.launcher.dryRunScript ?? '');
       for (const e of events) say(`pe-arena: ${e.text}`);
       const randomPort = options.bind === undefined && hpc.profile.portRange === undefined;
-      say(`pe-arena: dry run: nothing was submitted${randomPort ? ' (the port above was free now; a real run binds its own)' : ''}`);
+      say(
+        `pe-arena: dry run: nothing was submitted${randomPort ? ' (the port above was free now; a real run binds its own)' : ''}`,
+      );
       return 0;
     } catch (error) {
       process.stderr.write(`pe-arena: ${(error as Error).message}\n`);
@@ -235,7 +261,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     launcher,
     ...(resume === undefined ? {} : { resume }),
     // End-to-end tests damage uploads on purpose to see the real agent send them again.
-    ...(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS'] ? { corruptUploads: Number(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']) || 0 } : {}),
+    ...(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']
+      ? { corruptUploads: Number(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']) || 0 }
+      : {}),
   });
   ref.coordinator = coordinator;
   // Launcher events (submitted, queued, running, ended with the exit code, replacements) go to the journal and
@@ -251,7 +279,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   });
   const runId = experiment.jobs[0]?.runId ?? '';
   say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
-  say(`pe-arena: coordinator at ${transport.address}${options.launcher === 'none' ? ' (waiting for agents: pe-arena agent --coordinator ' + transport.address.replace('0.0.0.0', os.hostname()) + ')' : ''}`);
+  say(
+    `pe-arena: coordinator at ${transport.address}${options.launcher === 'none' ? ' (waiting for agents: pe-arena agent --coordinator ' + transport.address.replace('0.0.0.0', os.hostname()) + ')' : ''}`,
+  );
 
   const viewMode = options.view ?? 'auto';
   const view =
@@ -286,7 +316,10 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
       coordinator.attachLauncher(launcher);
       const agentArgs: string[] = options.backend === undefined ? [] : ['--backend', options.backend];
       await launcher.start({ coordinator: custom.agentAddress, count: custom.count, runDir, agentArgs });
-      logger.info({ launcher: launcher.name, count: custom.count, address: custom.agentAddress }, `launcher ${launcher.name} started ${custom.count} agents`);
+      logger.info(
+        { launcher: launcher.name, count: custom.count, address: custom.agentAddress },
+        `launcher ${launcher.name} started ${custom.count} agents`,
+      );
     } catch (error) {
       process.stderr.write(`pe-arena: the launcher failed: ${(error as Error).message}\n`);
       await coordinator.stop('the launcher failed');
@@ -297,8 +330,13 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     try {
       await hpc.launcher.start({ coordinator: address, count, runDir, agentArgs, adopt });
       const kept = hpc.launcher.adopted;
-      say(`pe-arena: ${kept > 0 ? `kept ${kept} queued or running agent(s) of the earlier coordinator, ` : ''}submitted ${count - Math.min(count, kept)} agent(s) through ${hpc.launcher.name === 'slurm' ? 'sbatch' : 'qsub'} (${hpc.launcher.submissionIds().join(', ')}); they dial ${address}`);
-      logger.info({ launcher: hpc.launcher.name, count, address, profile: hpc.profile.file }, `launcher ${hpc.launcher.name} submitted ${count} agents`);
+      say(
+        `pe-arena: ${kept > 0 ? `kept ${kept} queued or running agent(s) of the earlier coordinator, ` : ''}submitted ${count - Math.min(count, kept)} agent(s) through ${hpc.launcher.name === 'slurm' ? 'sbatch' : 'qsub'} (${hpc.launcher.submissionIds().join(', ')}); they dial ${address}`,
+      );
+      logger.info(
+        { launcher: hpc.launcher.name, count, address, profile: hpc.profile.file },
+        `launcher ${hpc.launcher.name} submitted ${count} agents`,
+      );
     } catch (error) {
       launchFailed = true;
       process.stderr.write(`pe-arena: submitting agents failed: ${(error as Error).message}\n`);
@@ -322,7 +360,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     } else if (hpc !== undefined && hpc.launcher.submissionIds().length > 0) {
       batchGone = empty ? batchGone + 1 : 0;
       if (batchGone >= 2) {
-        process.stderr.write(`pe-arena: every ${hpc.launcher.name} task of the run ended and none is left to replace it; see ${join(runDir, 'launch')} and ${join(runDir, 'logs', 'agents')}\n`);
+        process.stderr.write(
+          `pe-arena: every ${hpc.launcher.name} task of the run ended and none is left to replace it; see ${join(runDir, 'launch')} and ${join(runDir, 'logs', 'agents')}\n`,
+        );
         void coordinator.stop(`every ${hpc.launcher.name} task ended`);
       }
     }
@@ -353,7 +393,9 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   }
   if (launchFailed) return 2;
   if (outcome.stopped) {
-    say(`pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${runDir}`);
+    say(
+      `pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${runDir}`,
+    );
     return 0;
   }
   say(`pe-arena: ${outcome.done} done, ${outcome.failed} failed`);

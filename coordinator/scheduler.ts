@@ -53,7 +53,15 @@ export class Scheduler {
     now: number,
   ) {
     for (const spec of specs) {
-      this.jobs.set(spec.jobId, { spec, state: 'pending', attempt: 0, epoch: 0, step: 0, lastProgressAt: now, checkpoints: [] });
+      this.jobs.set(spec.jobId, {
+        spec,
+        state: 'pending',
+        attempt: 0,
+        epoch: 0,
+        step: 0,
+        lastProgressAt: now,
+        checkpoints: [],
+      });
       this.queue.push(spec.jobId);
     }
   }
@@ -85,7 +93,9 @@ export class Scheduler {
 
   /** Pair pending jobs with idle agents (longest-idle agents first); does not change state. */
   placements(agents: Iterable<PlaceableAgent>): { jobId: JobId; agentId: AgentId }[] {
-    const free = [...agents].filter((a) => a.state === 'idle' && a.jobId === undefined).sort((a, b) => a.joinedAt - b.joinedAt);
+    const free = [...agents]
+      .filter((a) => a.state === 'idle' && a.jobId === undefined)
+      .sort((a, b) => a.joinedAt - b.joinedAt);
     const out: { jobId: JobId; agentId: AgentId }[] = [];
     for (const jobId of this.queue) {
       const job = this.jobs.get(jobId);
@@ -148,7 +158,11 @@ export class Scheduler {
     if (!countAttempt) job.attempt = Math.max(0, job.attempt - 1);
     if (job.attempt >= this.maxAttempts) {
       job.state = 'failed';
-      job.error ??= { name: 'AttemptsExhaustedError', message: `gave up after ${job.attempt} attempts`, retryable: false };
+      job.error ??= {
+        name: 'AttemptsExhaustedError',
+        message: `gave up after ${job.attempt} attempts`,
+        retryable: false,
+      };
       return { outcome: 'failed', job };
     }
     job.state = 'pending';

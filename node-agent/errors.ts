@@ -1,13 +1,9 @@
-// Errors of the node agent. Each sets `name`, takes `cause`, and says whether retrying can help;
+// Errors of the node agent, under protocol/errors.ts PeArenaError. Each says whether retrying can help;
 // they cross the wire through protocol/errors.ts toWireError as {name, message, stack, retryable}.
+import { PeArenaError } from '../protocol/errors.ts';
 
-export class AgentError extends Error {
+export class AgentError extends PeArenaError {
   override readonly name: string = 'AgentError';
-  readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? true;
-  }
 }
 
 /** A checkpoint blob that failed reassembly or verification (missing chunks, inconsistent headers, sha256). */

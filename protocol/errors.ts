@@ -1,14 +1,26 @@
-// Errors of the protocol layer. Each sets `name`, takes `cause`, and says whether retrying can help;
-// toWireError/fromWireError carry them across the wire as {name, message, stack, retryable}.
+// The root of every pe-arena error, and the errors of the protocol layer. Each error sets `name`, takes `cause`,
+// and says whether retrying can help; toWireError/fromWireError carry them across the wire as
+// {name, message, stack, retryable}. The root lives here because protocol is the leaf every folder may import.
 import type { WireError } from './messages.ts';
 
-export class ProtocolError extends Error {
-  override readonly name: string = 'ProtocolError';
+export interface PeArenaErrorOptions {
+  readonly cause?: unknown;
+  /** Whether another attempt (another node, another copy) can succeed. Default false: say so where it can. */
+  readonly retryable?: boolean;
+}
+
+/** The one base class: each folder's errors.ts derives its own base from it. */
+export class PeArenaError extends Error {
+  override readonly name: string = 'PeArenaError';
   readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
+  constructor(message: string, options: PeArenaErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.retryable = options.retryable ?? false;
   }
+}
+
+export class ProtocolError extends PeArenaError {
+  override readonly name: string = 'ProtocolError';
 }
 
 /** Bytes that are not a valid message: names the offending field (or says the frame is not msgpack / too big). */
@@ -56,6 +68,10 @@ export class CommunicatorError extends ProtocolError {
   override readonly name = 'CommunicatorError';
 }
 
+/**
+ * An error as it crosses the wire. A pe-arena error says itself whether it is retryable; anything else (a bug, an
+ * out-of-memory, a library's error) is taken as retryable, since another node or another attempt may not hit it.
+ */
 export function toWireError(error: unknown): WireError {
   if (error instanceof Error) {
     const retryable = (error as { retryable?: unknown }).retryable;

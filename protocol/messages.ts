@@ -128,7 +128,15 @@ export interface Evaluation {
   attentionEntropy: number[][];
   errorTaxonomy: Record<string, number>;
   /** Per problem, for paired tests between encodings (same seeds give the same problems). */
-  problems: { id: string; split: string; length: number; correct: boolean; symbolic: boolean; prediction: string; target: string }[];
+  problems: {
+    id: string;
+    split: string;
+    length: number;
+    correct: boolean;
+    symbolic: boolean;
+    prediction: string;
+    target: string;
+  }[];
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -158,7 +166,15 @@ export interface Heartbeat {
 }
 
 /** The columns of Metrics.columns, in order: one per MetricPoint field. */
-export const METRIC_COLUMNS = ['step', 'loss', 'learningRate', 'gradNorm', 'tokensPerSecond', 'time', 'accuracy'] as const;
+export const METRIC_COLUMNS = [
+  'step',
+  'loss',
+  'learningRate',
+  'gradNorm',
+  'tokensPerSecond',
+  'time',
+  'accuracy',
+] as const;
 export type MetricColumn = (typeof METRIC_COLUMNS)[number];
 
 /**

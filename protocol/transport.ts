@@ -9,8 +9,7 @@ import type { FrameItem } from './codec.ts';
 export type PeerId = Brand<string, 'PeerId'>;
 
 export type Inbound<M> =
-  | { kind: 'message'; from: PeerId; message: M }
-  | { kind: 'malformed'; from: PeerId; error: MalformedMessageError };
+  { kind: 'message'; from: PeerId; message: M } | { kind: 'malformed'; from: PeerId; error: MalformedMessageError };
 
 /** One decoded item of a frame, as inbound() yields it. */
 export function inboundOf<M>(item: FrameItem<M>, from: PeerId): Inbound<M> {

@@ -99,7 +99,12 @@ export class LocalLauncher implements Launcher {
   async stop(graceMs: number): Promise<void> {
     const running = [...this.children];
     if (running.length > 0) {
-      const gone = Promise.all(running.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))));
+      const gone = Promise.all(
+        running.map(
+          (c) =>
+            new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))),
+        ),
+      );
       // Children already told to drain get time to finish it; the others are asked now.
       if (!this.signalled) for (const c of running) c.kill('SIGTERM');
       let timer: NodeJS.Timeout | undefined;

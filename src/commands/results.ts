@@ -6,14 +6,18 @@ import type { BackendName } from '../train/workload.ts';
 
 const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
 
-const int = (name: string, min: number, max: number) => (value: string): number => {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got '${value}'`);
-  return n;
-};
+const int =
+  (name: string, min: number, max: number) =>
+  (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max)
+      throw new InvalidArgumentError(`${name} must be an integer in [${min}, ${max}], got '${value}'`);
+    return n;
+  };
 
 const backendArg = (value: string): BackendName => {
-  if (!(BACKENDS as readonly string[]).includes(value)) throw new InvalidArgumentError(`backend must be one of ${BACKENDS.join(', ')}, got '${value}'`);
+  if (!(BACKENDS as readonly string[]).includes(value))
+    throw new InvalidArgumentError(`backend must be one of ${BACKENDS.join(', ')}, got '${value}'`);
   return value as BackendName;
 };
 
@@ -33,25 +37,32 @@ export function registerResultsCommands(program: Command): void {
     .option('--no-attention', 'skip the attention heatmaps (they load each final model)')
     .option('--resamples <n>', 'bootstrap resamples', int('--resamples', 10, 100_000), 1000)
     .option('--seed <n>', 'bootstrap seed', int('--seed', 0, 2 ** 31 - 1), 0)
-    .action(async (runDir: string, flags: { out?: string; pdf: boolean; attention: boolean; resamples: number; seed: number }) => {
-      try {
-        const { writeReport } = await import('../report/index.ts');
-        const summary = await writeReport(resolve(runDir), {
-          ...(flags.out === undefined ? {} : { outDir: resolve(flags.out) }),
-          pdf: flags.pdf,
-          attention: flags.attention,
-          resamples: flags.resamples,
-          seed: flags.seed,
-          log: (line) => console.error(line),
-        });
-        console.log(`report: ${summary.outDir}/report.html`);
-        console.log(`jobs: ${summary.jobs.evaluated} of ${summary.jobs.total} evaluated${summary.jobs.missing.length > 0 ? ` (missing: ${summary.jobs.missing.join(', ')})` : ''}`);
-        for (const f of summary.findings) console.log(`- ${f}`);
-        for (const s of summary.skipped) console.log(`not written: ${s}`);
-      } catch (error) {
-        fail('report', error);
-      }
-    });
+    .action(
+      async (
+        runDir: string,
+        flags: { out?: string; pdf: boolean; attention: boolean; resamples: number; seed: number },
+      ) => {
+        try {
+          const { writeReport } = await import('../report/index.ts');
+          const summary = await writeReport(resolve(runDir), {
+            ...(flags.out === undefined ? {} : { outDir: resolve(flags.out) }),
+            pdf: flags.pdf,
+            attention: flags.attention,
+            resamples: flags.resamples,
+            seed: flags.seed,
+            log: (line) => console.error(line),
+          });
+          console.log(`report: ${summary.outDir}/report.html`);
+          console.log(
+            `jobs: ${summary.jobs.evaluated} of ${summary.jobs.total} evaluated${summary.jobs.missing.length > 0 ? ` (missing: ${summary.jobs.missing.join(', ')})` : ''}`,
+          );
+          for (const f of summary.findings) console.log(`- ${f}`);
+          for (const s of summary.skipped) console.log(`not written: ${s}`);
+        } catch (error) {
+          fail('report', error);
+        }
+      },
+    );
 
   program
     .command('solve')
@@ -69,14 +80,17 @@ export function registerResultsCommands(program: Command): void {
         registry = tfRegistry(resolve(flags.run), flags.backend);
         registry.refresh();
         const names = flags.pe === 'all' ? registry.names() : [flags.pe];
-        if (names.length === 0) throw new Error(`${flags.run} has no trained models (no final_model/ or checkpoints/ in its jobs)`);
+        if (names.length === 0)
+          throw new Error(`${flags.run} has no trained models (no final_model/ or checkpoints/ in its jobs)`);
         const out: unknown[] = [];
         for (const name of names) {
           try {
             const r = solveWith(await registry.get(name), problem);
             out.push(r);
             if (!flags.json) {
-              console.log(`${r.model.padEnd(12)} ${r.answer === '' ? '(no answer)' : r.answer}   ${r.latencyMs.toFixed(1)} ms, ${r.generatedTokens} tokens`);
+              console.log(
+                `${r.model.padEnd(12)} ${r.answer === '' ? '(no answer)' : r.answer}   ${r.latencyMs.toFixed(1)} ms, ${r.generatedTokens} tokens`,
+              );
               for (const s of r.steps) console.log(`${''.padEnd(12)}   ${s.correct ? '✓' : '✗'} ${s.text}`);
               if (r.prediction.includes('\n')) console.log(r.prediction.replace(/^/gm, `${''.padEnd(12)} | `));
             }
@@ -104,32 +118,48 @@ export function registerResultsCommands(program: Command): void {
     .option('--backend <name>', `TF.js backend (${BACKENDS.join(', ')}); default: the best that loads`, backendArg)
     .option('--max-problem-chars <n>', 'longest problem accepted', int('--max-problem-chars', 1, 1_000_000), 2000)
     .option('--quiet', 'do not log each request', false)
-    .action(async (flags: { run: string; port: number; host: string; backend?: BackendName; maxProblemChars: number; quiet: boolean }) => {
-      try {
-        const { tfRegistry } = await import('../serve/registry.ts');
-        const { startServer } = await import('../serve/server.ts');
-        const { ensureBackend } = await import('../serve/inference.ts');
-        const runDir = resolve(flags.run);
-        const registry = tfRegistry(runDir, flags.backend);
-        registry.refresh();
-        await ensureBackend(flags.backend, (line) => console.error(line));
-        const running = await startServer(
-          { registry, runDir, maxProblemChars: flags.maxProblemChars, ...(flags.quiet ? {} : { log: (line: string) => console.error(line) }) },
-          flags.port,
-          flags.host,
-        );
-        console.log(`serving ${registry.names().length} model(s) (${registry.names().join(', ') || 'none yet'}) at ${running.url}/`);
-        const stop = (signal: string): void => {
-          console.error(`${signal}: closing`);
-          void running.close().then(() => {
-            registry.dispose();
-            process.exit(0);
-          });
-        };
-        process.once('SIGINT', () => stop('SIGINT'));
-        process.once('SIGTERM', () => stop('SIGTERM'));
-      } catch (error) {
-        fail('serve', error);
-      }
-    });
+    .action(
+      async (flags: {
+        run: string;
+        port: number;
+        host: string;
+        backend?: BackendName;
+        maxProblemChars: number;
+        quiet: boolean;
+      }) => {
+        try {
+          const { tfRegistry } = await import('../serve/registry.ts');
+          const { startServer } = await import('../serve/server.ts');
+          const { ensureBackend } = await import('../serve/inference.ts');
+          const runDir = resolve(flags.run);
+          const registry = tfRegistry(runDir, flags.backend);
+          registry.refresh();
+          await ensureBackend(flags.backend, (line) => console.error(line));
+          const running = await startServer(
+            {
+              registry,
+              runDir,
+              maxProblemChars: flags.maxProblemChars,
+              ...(flags.quiet ? {} : { log: (line: string) => console.error(line) }),
+            },
+            flags.port,
+            flags.host,
+          );
+          console.log(
+            `serving ${registry.names().length} model(s) (${registry.names().join(', ') || 'none yet'}) at ${running.url}/`,
+          );
+          const stop = (signal: string): void => {
+            console.error(`${signal}: closing`);
+            void running.close().then(() => {
+              registry.dispose();
+              process.exit(0);
+            });
+          };
+          process.once('SIGINT', () => stop('SIGINT'));
+          process.once('SIGTERM', () => stop('SIGTERM'));
+        } catch (error) {
+          fail('serve', error);
+        }
+      },
+    );
 }

@@ -1,13 +1,9 @@
 // Errors of the model folder. Each sets `name`, takes `cause`, and says whether retrying can help:
 // a bad config or an over-long input is the caller's mistake, so none of these is retryable.
+import { PeArenaError } from '../../protocol/errors.ts';
 
-export class ModelError extends Error {
+export class ModelError extends PeArenaError {
   override readonly name: string = 'ModelError';
-  readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? false;
-  }
 }
 
 /** A TransformerConfig that cannot build a model; `field` names the offending setting. */

@@ -34,15 +34,26 @@ export interface LaunchedBrowser {
 
 export async function launchChromium(): Promise<LaunchedBrowser> {
   const executablePath = findChromium();
-  if (executablePath === null) throw new RenderError(`chromium is not installed (looked at ${CANDIDATES.join(', ')}; set CHROMIUM_PATH, or run .ci/install-chromium.sh)`);
+  if (executablePath === null)
+    throw new RenderError(
+      `chromium is not installed (looked at ${CANDIDATES.join(', ')}; set CHROMIUM_PATH, or run .ci/install-chromium.sh)`,
+    );
   const profile = await mkdtemp(join(tmpdir(), 'pe-arena-chromium-'));
   let context: BrowserContext;
   try {
     // Playwright owns --user-data-dir: a persistent context on a fresh, temporary profile is the same thing.
-    context = await chromium.launchPersistentContext(profile, { executablePath, headless: true, args: [...CHROMIUM_FLAGS], timeout: 30_000 });
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath,
+      headless: true,
+      args: [...CHROMIUM_FLAGS],
+      timeout: 30_000,
+    });
   } catch (cause) {
     await rm(profile, { recursive: true, force: true });
-    throw new RenderError(`could not start ${executablePath}: ${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)}`, { cause });
+    throw new RenderError(
+      `could not start ${executablePath}: ${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)}`,
+      { cause },
+    );
   }
   return {
     context,
@@ -59,7 +70,12 @@ export async function htmlToPdf(htmlFile: string, pdfFile: string): Promise<void
   try {
     const page = await launched.context.newPage();
     await page.goto(`file://${htmlFile}`, { waitUntil: 'load', timeout: 30_000 });
-    await page.pdf({ path: pdfFile, format: 'A4', printBackground: true, margin: { top: '12mm', bottom: '12mm', left: '10mm', right: '10mm' } });
+    await page.pdf({
+      path: pdfFile,
+      format: 'A4',
+      printBackground: true,
+      margin: { top: '12mm', bottom: '12mm', left: '10mm', right: '10mm' },
+    });
   } finally {
     await launched.close();
   }

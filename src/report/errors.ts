@@ -1,12 +1,8 @@
 // Errors of the report layer. Each sets `name`, takes `cause`, and says whether retrying can help.
+import { PeArenaError } from '../../protocol/errors.ts';
 
-export class ReportError extends Error {
+export class ReportError extends PeArenaError {
   override readonly name: string = 'ReportError';
-  readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? false;
-  }
 }
 
 /** The directory given is not a run directory (nor a `pe-arena train --out` directory). */

@@ -6,12 +6,18 @@ import type { PlotFile } from './plots.ts';
 import type { Interval } from './stats.ts';
 
 export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
+  return text.replace(
+    /[&<>"']/g,
+    (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string,
+  );
 }
 
-const pct = (x: number | undefined): string => (x !== undefined && Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '–');
-const ci = (i: Interval | null): string => (i === null || !Number.isFinite(i.mean) ? '–' : `${pct(i.mean)} [${pct(i.lo)}, ${pct(i.hi)}]`);
-const num = (x: number | null | undefined, digits = 0): string => (x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits));
+const pct = (x: number | undefined): string =>
+  x !== undefined && Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '–';
+const ci = (i: Interval | null): string =>
+  i === null || !Number.isFinite(i.mean) ? '–' : `${pct(i.mean)} [${pct(i.lo)}, ${pct(i.hi)}]`;
+const num = (x: number | null | undefined, digits = 0): string =>
+  x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
 const pval = (p: number): string => (p < 0.001 ? p.toExponential(1) : p.toFixed(3));
 
 interface Table {
@@ -21,41 +27,122 @@ interface Table {
 
 function accuracyTable(rows: readonly ComparisonRow[]): Table {
   return {
-    head: ['task', 'encoding', 'seeds', 'exact match [95% CI]', 'symbolic [95% CI]', 'reasoning steps [95% CI]', 'attention entropy (nats)'],
-    rows: rows.map((r) => [r.task, r.encoding, String(r.seeds), ci(r.ci.exactMatch), ci(r.ci.symbolicAccuracy), ci(r.ci.stepAccuracy), r.ci.attentionEntropy.n === 0 ? '–' : `${num(r.ci.attentionEntropy.mean, 3)} [${num(r.ci.attentionEntropy.lo, 3)}, ${num(r.ci.attentionEntropy.hi, 3)}]`]),
+    head: [
+      'task',
+      'encoding',
+      'seeds',
+      'exact match [95% CI]',
+      'symbolic [95% CI]',
+      'reasoning steps [95% CI]',
+      'attention entropy (nats)',
+    ],
+    rows: rows.map((r) => [
+      r.task,
+      r.encoding,
+      String(r.seeds),
+      ci(r.ci.exactMatch),
+      ci(r.ci.symbolicAccuracy),
+      ci(r.ci.stepAccuracy),
+      r.ci.attentionEntropy.n === 0
+        ? '–'
+        : `${num(r.ci.attentionEntropy.mean, 3)} [${num(r.ci.attentionEntropy.lo, 3)}, ${num(r.ci.attentionEntropy.hi, 3)}]`,
+    ]),
   };
 }
 
 function lengthTable(rows: readonly ComparisonRow[]): Table {
   const lengths = [...new Set(rows.flatMap((r) => Object.keys(r.perLength)))].sort((a, b) => Number(a) - Number(b));
-  return { head: ['task', 'encoding', ...lengths.map((l) => `len ${l}`)], rows: rows.map((r) => [r.task, r.encoding, ...lengths.map((l) => pct(r.perLength[l]))]) };
+  return {
+    head: ['task', 'encoding', ...lengths.map((l) => `len ${l}`)],
+    rows: rows.map((r) => [r.task, r.encoding, ...lengths.map((l) => pct(r.perLength[l]))]),
+  };
 }
 
 function efficiencyTable(report: ComparisonReport): Table {
   return {
-    head: ['task', 'encoding', 'parameters', 'tokens/s', 'wall time (s)', 'steps', `steps to accuracy ${report.options.targetAccuracy}`, `steps to loss ${report.options.targetLoss}`, 'backend'],
+    head: [
+      'task',
+      'encoding',
+      'parameters',
+      'tokens/s',
+      'wall time (s)',
+      'steps',
+      `steps to accuracy ${report.options.targetAccuracy}`,
+      `steps to loss ${report.options.targetLoss}`,
+      'backend',
+    ],
     rows: report.rows.map((r) => {
       const e = r.efficiency;
-      return [r.task, r.encoding, num(e.parameters), num(e.tokensPerSecond), num(e.wallTimeS, 1), num(e.steps), e.stepsToTargetAccuracy === null ? 'not reached / not logged' : num(e.stepsToTargetAccuracy), e.stepsToTargetLoss === null ? 'not reached' : num(e.stepsToTargetLoss), r.backends.join(', ')];
+      return [
+        r.task,
+        r.encoding,
+        num(e.parameters),
+        num(e.tokensPerSecond),
+        num(e.wallTimeS, 1),
+        num(e.steps),
+        e.stepsToTargetAccuracy === null ? 'not reached / not logged' : num(e.stepsToTargetAccuracy),
+        e.stepsToTargetLoss === null ? 'not reached' : num(e.stepsToTargetLoss),
+        r.backends.join(', '),
+      ];
     }),
   };
 }
 
 function pairwiseTable(analysis: StatisticalAnalysis): Table {
   return {
-    head: ['task', 'A', 'B', 'paired problems', 'A only right', 'B only right', 'acc A', 'acc B', 'p', 'p (Holm)', 'significant'],
-    rows: analysis.pairwise.map((t) => [t.task, t.a, t.b, String(t.n), String(t.aOnly), String(t.bOnly), pct(t.accuracyA), pct(t.accuracyB), pval(t.p), pval(t.pHolm), t.significant ? 'yes' : 'no']),
+    head: [
+      'task',
+      'A',
+      'B',
+      'paired problems',
+      'A only right',
+      'B only right',
+      'acc A',
+      'acc B',
+      'p',
+      'p (Holm)',
+      'significant',
+    ],
+    rows: analysis.pairwise.map((t) => [
+      t.task,
+      t.a,
+      t.b,
+      String(t.n),
+      String(t.aOnly),
+      String(t.bOnly),
+      pct(t.accuracyA),
+      pct(t.accuracyB),
+      pval(t.p),
+      pval(t.pHolm),
+      t.significant ? 'yes' : 'no',
+    ]),
   };
 }
 
 function mrrTable(analysis: StatisticalAnalysis): Table {
-  return { head: ['encoding', 'MRR', 'ranks'], rows: analysis.meanReciprocalRank.map((m) => [m.encoding, m.mrr.toFixed(3), Object.entries(m.ranks).map(([t, r]) => `${t}: ${r}`).join(', ')]) };
+  return {
+    head: ['encoding', 'MRR', 'ranks'],
+    rows: analysis.meanReciprocalRank.map((m) => [
+      m.encoding,
+      m.mrr.toFixed(3),
+      Object.entries(m.ranks)
+        .map(([t, r]) => `${t}: ${r}`)
+        .join(', '),
+    ]),
+  };
 }
 
 function seedTable(analysis: StatisticalAnalysis): Table {
   return {
     head: ['task', 'encoding', 'per seed (exact match)', 'mean', 'std', 'range'],
-    rows: analysis.seedDifferences.map((s) => [s.task, s.encoding, s.perSeed.map((p) => `${p.seed}: ${pct(p.exactMatch)}`).join(', '), pct(s.mean), pct(s.std), pct(s.range)]),
+    rows: analysis.seedDifferences.map((s) => [
+      s.task,
+      s.encoding,
+      s.perSeed.map((p) => `${p.seed}: ${pct(p.exactMatch)}`).join(', '),
+      pct(s.mean),
+      pct(s.std),
+      pct(s.range),
+    ]),
   };
 }
 
@@ -67,7 +154,11 @@ function htmlTable(t: Table): string {
 function mdTable(t: Table): string {
   if (t.rows.length === 0) return '_No data._';
   const cell = (c: string): string => c.replace(/\|/g, '\\|').replace(/\n/g, ' ');
-  return [`| ${t.head.map(cell).join(' | ')} |`, `|${t.head.map(() => '---').join('|')}|`, ...t.rows.map((r) => `| ${r.map(cell).join(' | ')} |`)].join('\n');
+  return [
+    `| ${t.head.map(cell).join(' | ')} |`,
+    `|${t.head.map(() => '---').join('|')}|`,
+    ...t.rows.map((r) => `| ${r.map(cell).join(' | ')} |`),
+  ].join('\n');
 }
 
 function methodLines(run: RunData, report: ComparisonReport): [string, string][] {
@@ -78,13 +169,36 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
   return [
     ['experiment', `${e.name}${e.description ? ` — ${e.description}` : ''} (run ${run.runId})`],
     ['encodings', e.encodings.join(', ') || '–'],
-    ['tasks', e.tasks.length > 0 ? e.tasks.map((t) => `${t.name} ${JSON.stringify(t.params)}`).join('; ') : [...new Set(run.jobs.map((j) => j.task))].join(', ')],
+    [
+      'tasks',
+      e.tasks.length > 0
+        ? e.tasks.map((t) => `${t.name} ${JSON.stringify(t.params)}`).join('; ')
+        : [...new Set(run.jobs.map((j) => j.task))].join(', '),
+    ],
     ['seeds', e.seeds.join(', ') || '–'],
-    ['model', m ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}` : `preset ${e.preset}`],
-    ['training', tr ? `${tr.steps} steps, batch ${tr.batchSize}, learning rate ${tr.learningRate} (warm-up ${tr.warmupSteps}), weight decay ${tr.weightDecay}, clip ${tr.clipNorm}` : '–'],
-    ['evaluation data', ev ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}; greedy decoding` : 'greedy decoding'],
+    [
+      'model',
+      m
+        ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}`
+        : `preset ${e.preset}`,
+    ],
+    [
+      'training',
+      tr
+        ? `${tr.steps} steps, batch ${tr.batchSize}, learning rate ${tr.learningRate} (warm-up ${tr.warmupSteps}), weight decay ${tr.weightDecay}, clip ${tr.clipNorm}`
+        : '–',
+    ],
+    [
+      'evaluation data',
+      ev
+        ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}; greedy decoding`
+        : 'greedy decoding',
+    ],
     ['jobs', `${report.jobs.evaluated} of ${report.jobs.total} evaluated`],
-    ['environment', `backends: ${report.environment.backends.join(', ') || '–'}; report built on ${report.environment.reportHost.platform}/${report.environment.reportHost.arch}, Node ${report.environment.reportHost.node}`],
+    [
+      'environment',
+      `backends: ${report.environment.backends.join(', ') || '–'}; report built on ${report.environment.reportHost.platform}/${report.environment.reportHost.arch}, Node ${report.environment.reportHost.node}`,
+    ],
   ];
 }
 
@@ -93,10 +207,17 @@ function missingLines(report: ComparisonReport): string[] {
   return report.jobs.missing.map((id) => `${id}: ${failed.get(id) ?? 'no evaluation.json (not finished or lost)'}`);
 }
 
-export function renderHtml(run: RunData, report: ComparisonReport, analysis: StatisticalAnalysis, plots: readonly PlotFile[], skipped: readonly string[]): string {
+export function renderHtml(
+  run: RunData,
+  report: ComparisonReport,
+  analysis: StatisticalAnalysis,
+  plots: readonly PlotFile[],
+  skipped: readonly string[],
+): string {
   const section = (title: string, body: string): string => `<section><h2>${escapeHtml(title)}</h2>${body}</section>`;
   const missing = missingLines(report);
-  const img = (p: PlotFile): string => `<figure><img alt="${escapeHtml(p.title)}" src="data:image/png;base64,${Buffer.from(p.png).toString('base64')}"><figcaption>${escapeHtml(p.title)}</figcaption></figure>`;
+  const img = (p: PlotFile): string =>
+    `<figure><img alt="${escapeHtml(p.title)}" src="data:image/png;base64,${Buffer.from(p.png).toString('base64')}"><figcaption>${escapeHtml(p.title)}</figcaption></figure>`;
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>pe-arena report: ${escapeHtml(run.experiment.name)}</title>
@@ -114,7 +235,12 @@ figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption
 <p>Generated ${escapeHtml(report.generatedAt)} from <code>${escapeHtml(run.runDir)}</code>.</p>
 ${missing.length > 0 ? `<div class="warn" id="missing"><strong>Incomplete run:</strong> ${missing.length} of ${report.jobs.total} job(s) have no evaluation.<ul>${missing.map((m) => `<li>${escapeHtml(m)}</li>`).join('')}</ul></div>` : ''}
 ${section('Findings', analysis.findings.length > 0 ? `<ul id="findings">${analysis.findings.map((f) => `<li>${escapeHtml(f)}</li>`).join('')}</ul>` : '<p class="none">No findings.</p>')}
-${section('Method', `<dl>${methodLines(run, report).map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join('')}</dl><p>${escapeHtml(analysis.method)}</p>`)}
+${section(
+  'Method',
+  `<dl>${methodLines(run, report)
+    .map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`)
+    .join('')}</dl><p>${escapeHtml(analysis.method)}</p>`,
+)}
 ${section('Accuracy', htmlTable(accuracyTable(report.rows)))}
 ${section('Accuracy per problem length (exact match)', htmlTable(lengthTable(report.rows)))}
 ${section('Efficiency', htmlTable(efficiencyTable(report)))}
@@ -127,16 +253,27 @@ ${run.warnings.length > 0 ? section('Warnings', `<ul>${run.warnings.map((w) => `
 `;
 }
 
-export function renderMarkdown(run: RunData, report: ComparisonReport, analysis: StatisticalAnalysis, plots: readonly PlotFile[]): string {
+export function renderMarkdown(
+  run: RunData,
+  report: ComparisonReport,
+  analysis: StatisticalAnalysis,
+  plots: readonly PlotFile[],
+): string {
   const missing = missingLines(report);
   const parts = [
     `# pe-arena report: ${run.experiment.name}`,
     `Run \`${run.runId}\`, generated ${report.generatedAt}. Full report with plots: report.html.`,
-    ...(missing.length > 0 ? [`**Incomplete run:** ${missing.length} of ${report.jobs.total} job(s) have no evaluation:\n${missing.map((m) => `- ${m}`).join('\n')}`] : []),
+    ...(missing.length > 0
+      ? [
+          `**Incomplete run:** ${missing.length} of ${report.jobs.total} job(s) have no evaluation:\n${missing.map((m) => `- ${m}`).join('\n')}`,
+        ]
+      : []),
     '## Findings',
     analysis.findings.map((f) => `- ${f}`).join('\n') || '_None._',
     '## Method',
-    methodLines(run, report).map(([k, v]) => `- **${k}**: ${v}`).join('\n'),
+    methodLines(run, report)
+      .map(([k, v]) => `- **${k}**: ${v}`)
+      .join('\n'),
     '## Accuracy',
     mdTable(accuracyTable(report.rows)),
     '## Accuracy per problem length',

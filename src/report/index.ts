@@ -4,7 +4,13 @@
 // a report that says what is missing.
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { buildAnalysis, buildComparison, type AggregateOptions, type ComparisonReport, type StatisticalAnalysis } from './aggregate.ts';
+import {
+  buildAnalysis,
+  buildComparison,
+  type AggregateOptions,
+  type ComparisonReport,
+  type StatisticalAnalysis,
+} from './aggregate.ts';
 import { renderHtml, renderMarkdown } from './html.ts';
 import { loadRun, type JobRecord, type RunData } from './load-run.ts';
 import { renderPlots, type AttentionSample } from './plots.ts';
@@ -46,12 +52,17 @@ async function writeAtomic(file: string, data: string | Uint8Array): Promise<voi
 }
 
 /** One heatmap per encoding: its first job with a model, on that job's first held-out problem with its target. */
-export async function attentionSamples(run: RunData, log: (line: string) => void = () => {}): Promise<{ samples: AttentionSample[]; skipped: string[] }> {
+export async function attentionSamples(
+  run: RunData,
+  log: (line: string) => void = () => {},
+): Promise<{ samples: AttentionSample[]; skipped: string[] }> {
   const samples: AttentionSample[] = [];
   const skipped: string[] = [];
   const byEncoding = new Map<string, JobRecord>();
   for (const j of run.jobs) if (j.modelFile !== undefined && !byEncoding.has(j.encoding)) byEncoding.set(j.encoding, j);
-  for (const j of run.jobs) if (!byEncoding.has(j.encoding) && !skipped.some((s) => s.startsWith(`attention-${j.encoding}`))) skipped.push(`attention-${j.encoding}.png: no model file for ${j.encoding}`);
+  for (const j of run.jobs)
+    if (!byEncoding.has(j.encoding) && !skipped.some((s) => s.startsWith(`attention-${j.encoding}`)))
+      skipped.push(`attention-${j.encoding}.png: no model file for ${j.encoding}`);
   if (byEncoding.size === 0) return { samples, skipped };
   const { loadModelFile, attentionWith } = await import('../serve/inference.ts');
   const { createSource, drawExamples } = await import('../data/tasks.ts');
@@ -62,8 +73,16 @@ export async function attentionSamples(run: RunData, log: (line: string) => void
         const [example] = drawExamples(createSource(loaded.job.task, loaded.job.seed, 'test'), 1);
         if (example === undefined) throw new Error('the task gave no test example');
         // Teacher-forced on prompt + target, so every encoding is shown on the same, correct sequence.
-        const chosen = attentionWithTarget(loaded, example.prompt + example.target, attentionWith) ?? attentionWith(loaded, example.prompt, false);
-        samples.push({ encoding, jobId: job.jobId, text: example.prompt + example.target, tokens: chosen.tokens, weights: chosen.weights });
+        const chosen =
+          attentionWithTarget(loaded, example.prompt + example.target, attentionWith) ??
+          attentionWith(loaded, example.prompt, false);
+        samples.push({
+          encoding,
+          jobId: job.jobId,
+          text: example.prompt + example.target,
+          tokens: chosen.tokens,
+          weights: chosen.weights,
+        });
       } finally {
         loaded.model.dispose();
       }
@@ -78,11 +97,18 @@ export async function attentionSamples(run: RunData, log: (line: string) => void
 
 type AttentionFn = typeof import('../serve/inference.ts').attentionWith;
 
-function attentionWithTarget(loaded: Parameters<AttentionFn>[0], text: string, fn: AttentionFn): ReturnType<AttentionFn> | null {
+function attentionWithTarget(
+  loaded: Parameters<AttentionFn>[0],
+  text: string,
+  fn: AttentionFn,
+): ReturnType<AttentionFn> | null {
   // formatPrompt would re-add '=' or a newline after the target; the raw text is already the model's format.
   try {
     const task = loaded.job.task;
-    const raw = { ...loaded, job: { ...loaded.job, task: { name: 'jsonl', params: { ...task.params, format: 'plain' } } } };
+    const raw = {
+      ...loaded,
+      job: { ...loaded.job, task: { name: 'jsonl', params: { ...task.params, format: 'plain' } } },
+    };
     return fn(raw, text, false);
   } catch {
     return null;

@@ -60,8 +60,17 @@ export function parseEvaluation(raw: unknown, where: string): Evaluation {
     throw new RunDirectoryError(`${where}: ${field} ${what}`);
   };
   if (!isRecord(raw)) return fail('(root)', 'is not an object');
-  for (const k of ['jobId', 'encoding', 'task', 'backend'] as const) if (typeof raw[k] !== 'string') fail(k, 'is not a string');
-  for (const k of ['seed', 'steps', 'wallTimeS', 'parameters', 'tokensPerSecond', 'exactMatch', 'symbolicAccuracy'] as const) {
+  for (const k of ['jobId', 'encoding', 'task', 'backend'] as const)
+    if (typeof raw[k] !== 'string') fail(k, 'is not a string');
+  for (const k of [
+    'seed',
+    'steps',
+    'wallTimeS',
+    'parameters',
+    'tokensPerSecond',
+    'exactMatch',
+    'symbolicAccuracy',
+  ] as const) {
     if (!isNum(raw[k])) fail(k, 'is not a finite number');
   }
   if (raw['stepAccuracy'] !== null && !isNum(raw['stepAccuracy'])) fail('stepAccuracy', 'is neither a number nor null');
@@ -70,15 +79,23 @@ export function parseEvaluation(raw: unknown, where: string): Evaluation {
     if (!isRecord(b) || !isNum(b['n']) || !isNum(b['exactMatch'])) fail(`perLength.${k}`, 'is not {n, exactMatch}');
   }
   const ent = raw['attentionEntropy'];
-  if (!Array.isArray(ent) || !ent.every((row) => Array.isArray(row) && row.every(isNum))) fail('attentionEntropy', 'is not a [layer][head] table of numbers');
-  if (!isRecord(raw['errorTaxonomy']) || !Object.values(raw['errorTaxonomy']).every(isNum)) fail('errorTaxonomy', 'is not a table of counts');
+  if (!Array.isArray(ent) || !ent.every((row) => Array.isArray(row) && row.every(isNum)))
+    fail('attentionEntropy', 'is not a [layer][head] table of numbers');
+  if (!isRecord(raw['errorTaxonomy']) || !Object.values(raw['errorTaxonomy']).every(isNum))
+    fail('errorTaxonomy', 'is not a table of counts');
   if (!Array.isArray(raw['problems'])) fail('problems', 'is not a list');
   (raw['problems'] as unknown[]).forEach((p, i) => {
     if (!isRecord(p)) return fail(`problems[${i}]`, 'is not an object');
-    if (typeof p['id'] !== 'string' || typeof p['split'] !== 'string' || typeof p['prediction'] !== 'string' || typeof p['target'] !== 'string') {
+    if (
+      typeof p['id'] !== 'string' ||
+      typeof p['split'] !== 'string' ||
+      typeof p['prediction'] !== 'string' ||
+      typeof p['target'] !== 'string'
+    ) {
       fail(`problems[${i}]`, 'lacks id, split, prediction or target strings');
     }
-    if (!isNum(p['length']) || typeof p['correct'] !== 'boolean' || typeof p['symbolic'] !== 'boolean') fail(`problems[${i}]`, 'lacks length, correct or symbolic');
+    if (!isNum(p['length']) || typeof p['correct'] !== 'boolean' || typeof p['symbolic'] !== 'boolean')
+      fail(`problems[${i}]`, 'lacks length, correct or symbolic');
   });
   return raw as unknown as Evaluation;
 }
@@ -115,22 +132,34 @@ export function findModelFile(jobDir: string): string | undefined {
   const ckptDir = join(jobDir, 'checkpoints');
   if (existsSync(ckptDir)) {
     // Checkpoint names carry a zero-padded step, so the last in sort order is the newest.
-    const files = readdirSync(ckptDir).filter((f) => f.endsWith('.ckpt')).sort();
+    const files = readdirSync(ckptDir)
+      .filter((f) => f.endsWith('.ckpt'))
+      .sort();
     const last = files[files.length - 1];
     if (last !== undefined) return join(ckptDir, last);
   }
   return undefined;
 }
 
-function experimentInfo(raw: unknown, where: string, warnings: string[]): { info: ExperimentInfo; specs: JobSpec[] } | null {
+function experimentInfo(
+  raw: unknown,
+  where: string,
+  warnings: string[],
+): { info: ExperimentInfo; specs: JobSpec[] } | null {
   if (!isRecord(raw)) {
     warnings.push(`${where}: not an object`);
     return null;
   }
-  const specs = Array.isArray(raw['jobs']) ? (raw['jobs'] as unknown[]).filter((j): j is JobSpec => isRecord(j) && typeof j['jobId'] === 'string' && typeof j['encoding'] === 'string') : [];
+  const specs = Array.isArray(raw['jobs'])
+    ? (raw['jobs'] as unknown[]).filter(
+        (j): j is JobSpec => isRecord(j) && typeof j['jobId'] === 'string' && typeof j['encoding'] === 'string',
+      )
+    : [];
   const info: ExperimentInfo = {
     name: typeof raw['name'] === 'string' ? raw['name'] : basename(where),
-    encodings: Array.isArray(raw['encodings']) ? raw['encodings'].filter((e): e is string => typeof e === 'string') : [...new Set(specs.map((s) => s.encoding))],
+    encodings: Array.isArray(raw['encodings'])
+      ? raw['encodings'].filter((e): e is string => typeof e === 'string')
+      : [...new Set(specs.map((s) => s.encoding))],
     tasks: Array.isArray(raw['tasks']) ? (raw['tasks'] as JobSpec['task'][]) : [],
     seeds: Array.isArray(raw['seeds']) ? raw['seeds'].filter(isNum) : [...new Set(specs.map((s) => s.seed))],
     preset: typeof raw['preset'] === 'string' ? raw['preset'] : 'unknown',
@@ -170,12 +199,21 @@ function loadEvaluation(file: string, warnings: string[]): Evaluation | undefine
   try {
     return parseEvaluation(readJson(file), file);
   } catch (error) {
-    warnings.push(error instanceof RunDirectoryError ? error.message : `${file}: ${error instanceof Error ? error.message : String(error)}`);
+    warnings.push(
+      error instanceof RunDirectoryError
+        ? error.message
+        : `${file}: ${error instanceof Error ? error.message : String(error)}`,
+    );
     return undefined;
   }
 }
 
-function jobRecord(jobDir: string, base: { jobId: string; encoding: string; task: string; seed: number; spec?: JobSpec }, failure: string | undefined, warnings: string[]): JobRecord {
+function jobRecord(
+  jobDir: string,
+  base: { jobId: string; encoding: string; task: string; seed: number; spec?: JobSpec },
+  failure: string | undefined,
+  warnings: string[],
+): JobRecord {
   const evaluation = loadEvaluation(join(jobDir, 'evaluation.json'), warnings);
   const { points, bad } = readMetrics(join(jobDir, 'metrics.jsonl'));
   if (bad > 0) warnings.push(`${join(jobDir, 'metrics.jsonl')}: ${bad} unreadable line(s) skipped`);
@@ -191,13 +229,16 @@ function jobRecord(jobDir: string, base: { jobId: string; encoding: string; task
   if (evaluation !== undefined) record.evaluation = evaluation;
   const modelFile = existsSync(jobDir) ? findModelFile(jobDir) : undefined;
   if (modelFile !== undefined) record.modelFile = modelFile;
-  if (evaluation === undefined) record.reason = failure ?? (existsSync(join(jobDir, 'evaluation.json')) ? 'evaluation.json is invalid' : 'no evaluation.json');
+  if (evaluation === undefined)
+    record.reason =
+      failure ?? (existsSync(join(jobDir, 'evaluation.json')) ? 'evaluation.json is invalid' : 'no evaluation.json');
   return record;
 }
 
 /** Reads a run directory; throws RunDirectoryError only when the directory is not a run at all. */
 export function loadRun(runDir: string): RunData {
-  if (!existsSync(runDir) || !statSync(runDir).isDirectory()) throw new RunDirectoryError(`${runDir} is not a directory`);
+  if (!existsSync(runDir) || !statSync(runDir).isDirectory())
+    throw new RunDirectoryError(`${runDir} is not a directory`);
   const warnings: string[] = [];
   const expFile = join(runDir, 'experiment.json');
   const jobFile = join(runDir, 'job.json');
@@ -212,12 +253,17 @@ export function loadRun(runDir: string): RunData {
     } else warnings.push(`${expFile} is missing: jobs are taken from jobs/`);
     const { runId, failed } = journalFailures(join(runDir, 'journal.jsonl'));
     const jobsDir = join(runDir, 'jobs');
-    const onDisk = existsSync(jobsDir) ? readdirSync(jobsDir).filter((d) => statSync(join(jobsDir, d)).isDirectory()) : [];
+    const onDisk = existsSync(jobsDir)
+      ? readdirSync(jobsDir).filter((d) => statSync(join(jobsDir, d)).isDirectory())
+      : [];
     const specs = parsed?.specs ?? [];
     const ids = [...specs.map((s) => s.jobId as string), ...onDisk.filter((d) => !specs.some((s) => s.jobId === d))];
     const jobs = ids.map((jobId) => {
       const spec = specs.find((s) => s.jobId === jobId);
-      const base = spec !== undefined ? { jobId, encoding: spec.encoding, task: spec.task.name, seed: spec.seed, spec } : { jobId, encoding: 'unknown', task: 'unknown', seed: 0 };
+      const base =
+        spec !== undefined
+          ? { jobId, encoding: spec.encoding, task: spec.task.name, seed: spec.seed, spec }
+          : { jobId, encoding: 'unknown', task: 'unknown', seed: 0 };
       return jobRecord(join(jobsDir, jobId), base, failed.get(jobId), warnings);
     });
     const info: ExperimentInfo = parsed?.info ?? {
@@ -227,7 +273,14 @@ export function loadRun(runDir: string): RunData {
       seeds: [...new Set(jobs.map((j) => j.seed))],
       preset: 'unknown',
     };
-    return { runDir, runId: runId ?? specs[0]?.runId ?? basename(runDir), layout: 'run', experiment: info, jobs, warnings };
+    return {
+      runDir,
+      runId: runId ?? specs[0]?.runId ?? basename(runDir),
+      layout: 'run',
+      experiment: info,
+      jobs,
+      warnings,
+    };
   }
   if (existsSync(jobFile) || existsSync(join(runDir, 'evaluation.json'))) {
     let spec: JobSpec | undefined;
@@ -237,9 +290,18 @@ export function loadRun(runDir: string): RunData {
     } catch (error) {
       warnings.push(`${jobFile}: ${error instanceof Error ? error.message : String(error)}`);
     }
-    const base = spec !== undefined ? { jobId: spec.jobId as string, encoding: spec.encoding, task: spec.task.name, seed: spec.seed, spec } : { jobId: basename(runDir), encoding: 'unknown', task: 'unknown', seed: 0 };
+    const base =
+      spec !== undefined
+        ? { jobId: spec.jobId as string, encoding: spec.encoding, task: spec.task.name, seed: spec.seed, spec }
+        : { jobId: basename(runDir), encoding: 'unknown', task: 'unknown', seed: 0 };
     const job = jobRecord(runDir, base, undefined, warnings);
-    const info: ExperimentInfo = { name: `train ${job.encoding} on ${job.task}`, encodings: [job.encoding], tasks: spec ? [spec.task] : [], seeds: [job.seed], preset: spec?.preset ?? 'unknown' };
+    const info: ExperimentInfo = {
+      name: `train ${job.encoding} on ${job.task}`,
+      encodings: [job.encoding],
+      tasks: spec ? [spec.task] : [],
+      seeds: [job.seed],
+      preset: spec?.preset ?? 'unknown',
+    };
     if (spec !== undefined) {
       info.model = spec.model;
       info.training = spec.training;
@@ -247,5 +309,7 @@ export function loadRun(runDir: string): RunData {
     }
     return { runDir, runId: basename(runDir), layout: 'train-out', experiment: info, jobs: [job], warnings };
   }
-  throw new RunDirectoryError(`${runDir} is not a run directory: no experiment.json, jobs/, job.json or evaluation.json in it`);
+  throw new RunDirectoryError(
+    `${runDir} is not a run directory: no experiment.json, jobs/, job.json or evaluation.json in it`,
+  );
 }

@@ -9,7 +9,13 @@ import { RenderError } from './errors.ts';
 import type { JobRecord } from './load-run.ts';
 
 const FONT = 'DejaVu Sans';
-const CONFIG = { font: FONT, background: 'white', view: { stroke: '#ddd' }, axis: { labelFontSize: 11, titleFontSize: 12 }, legend: { labelFontSize: 11 } };
+const CONFIG = {
+  font: FONT,
+  background: 'white',
+  view: { stroke: '#ddd' },
+  axis: { labelFontSize: 11, titleFontSize: 12 },
+  legend: { labelFontSize: 11 },
+};
 /** Curves longer than this are thinned for the training-curve plot (the file stays small, the shape stays). */
 const MAX_CURVE_POINTS = 400;
 
@@ -42,13 +48,23 @@ export async function renderPng(spec: TopLevelSpec, scale = 2): Promise<Uint8Arr
       view.finalize();
     }
   } catch (cause) {
-    throw new RenderError(`could not render plot "${String(spec.title ?? spec.description ?? 'untitled')}": ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new RenderError(
+      `could not render plot "${String(spec.title ?? spec.description ?? 'untitled')}": ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
   }
-  const resvg = new Resvg(svg, { font: { loadSystemFonts: true, defaultFontFamily: FONT }, fitTo: { mode: 'zoom', value: scale } });
+  const resvg = new Resvg(svg, {
+    font: { loadSystemFonts: true, defaultFontFamily: FONT },
+    fitTo: { mode: 'zoom', value: scale },
+  });
   return resvg.render().asPng();
 }
 
-const METRIC_LABELS = { exactMatch: 'exact match', symbolicAccuracy: 'symbolic', stepAccuracy: 'reasoning steps' } as const;
+const METRIC_LABELS = {
+  exactMatch: 'exact match',
+  symbolicAccuracy: 'symbolic',
+  stepAccuracy: 'reasoning steps',
+} as const;
 
 export function accuracySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
   const values = rows.flatMap((r) =>
@@ -61,20 +77,47 @@ export function accuracySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
   return {
     title: 'Accuracy by encoding (95% bootstrap CI)',
     data: { values },
-    facet: { column: { field: 'metric', type: 'nominal', title: null }, row: { field: 'task', type: 'nominal', title: 'task' } },
+    facet: {
+      column: { field: 'metric', type: 'nominal', title: null },
+      row: { field: 'task', type: 'nominal', title: 'task' },
+    },
     spec: {
       width: 220,
       height: 180,
       layer: [
-        { mark: 'bar', encoding: { x: { field: 'encoding', type: 'nominal', sort: null }, y: { field: 'mean', type: 'quantitative', title: 'accuracy', scale: { domain: [0, 1] } }, color: { field: 'encoding', type: 'nominal', legend: null } } },
-        { mark: { type: 'errorbar', ticks: true }, encoding: { x: { field: 'encoding', type: 'nominal', sort: null }, y: { field: 'lo', type: 'quantitative', title: 'accuracy' }, y2: { field: 'hi' } } },
+        {
+          mark: 'bar',
+          encoding: {
+            x: { field: 'encoding', type: 'nominal', sort: null },
+            y: { field: 'mean', type: 'quantitative', title: 'accuracy', scale: { domain: [0, 1] } },
+            color: { field: 'encoding', type: 'nominal', legend: null },
+          },
+        },
+        {
+          mark: { type: 'errorbar', ticks: true },
+          encoding: {
+            x: { field: 'encoding', type: 'nominal', sort: null },
+            y: { field: 'lo', type: 'quantitative', title: 'accuracy' },
+            y2: { field: 'hi' },
+          },
+        },
       ],
     },
   } as TopLevelSpec;
 }
 
 export function lengthSpec(rows: readonly ComparisonRow[]): TopLevelSpec {
-  const values = rows.flatMap((r) => Object.entries(r.ci.perLength).map(([len, ci]) => ({ encoding: r.encoding, task: r.task, length: Number(len), mean: ci.mean, lo: ci.lo, hi: ci.hi, n: ci.n })));
+  const values = rows.flatMap((r) =>
+    Object.entries(r.ci.perLength).map(([len, ci]) => ({
+      encoding: r.encoding,
+      task: r.task,
+      length: Number(len),
+      mean: ci.mean,
+      lo: ci.lo,
+      hi: ci.hi,
+      n: ci.n,
+    })),
+  );
   return {
     title: 'Length generalization: exact match against problem length',
     data: { values },
@@ -83,7 +126,15 @@ export function lengthSpec(rows: readonly ComparisonRow[]): TopLevelSpec {
       width: 360,
       height: 240,
       layer: [
-        { mark: { type: 'errorband', opacity: 0.15 }, encoding: { x: { field: 'length', type: 'quantitative' }, y: { field: 'lo', type: 'quantitative', title: 'exact match' }, y2: { field: 'hi' }, color: { field: 'encoding', type: 'nominal' } } },
+        {
+          mark: { type: 'errorband', opacity: 0.15 },
+          encoding: {
+            x: { field: 'length', type: 'quantitative' },
+            y: { field: 'lo', type: 'quantitative', title: 'exact match' },
+            y2: { field: 'hi' },
+            color: { field: 'encoding', type: 'nominal' },
+          },
+        },
         {
           mark: { type: 'line', point: true },
           encoding: {
@@ -107,7 +158,11 @@ function thin<T>(xs: readonly T[], max: number): T[] {
 }
 
 export function trainingSpec(jobs: readonly JobRecord[]): TopLevelSpec {
-  const values = jobs.flatMap((j) => thin(j.metrics, MAX_CURVE_POINTS).filter((p) => Number.isFinite(p.loss)).map((p) => ({ encoding: j.encoding, task: j.task, job: j.jobId, step: p.step, loss: p.loss })));
+  const values = jobs.flatMap((j) =>
+    thin(j.metrics, MAX_CURVE_POINTS)
+      .filter((p) => Number.isFinite(p.loss))
+      .map((p) => ({ encoding: j.encoding, task: j.task, job: j.jobId, step: p.step, loss: p.loss })),
+  );
   return {
     title: 'Training curves: loss against step',
     data: { values },
@@ -135,7 +190,9 @@ export function efficiencySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
       ['parameters', e.parameters],
       ['steps to target loss', e.stepsToTargetLoss],
     ];
-    return items.filter((x): x is [string, number] => x[1] !== null && Number.isFinite(x[1])).map(([measure, value]) => ({ encoding: r.encoding, task: r.task, measure, value }));
+    return items
+      .filter((x): x is [string, number] => x[1] !== null && Number.isFinite(x[1]))
+      .map(([measure, value]) => ({ encoding: r.encoding, task: r.task, measure, value }));
   });
   return {
     title: 'Efficiency',
@@ -157,11 +214,29 @@ export function efficiencySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
 
 export function errorSpec(rows: readonly ComparisonRow[]): TopLevelSpec {
   const values = rows.flatMap((r) => [
-    ...Object.entries(r.errorTaxonomy).map(([cls, count]) => ({ encoding: r.encoding, task: r.task, view: 'wrong answers by class', cls, count })),
+    ...Object.entries(r.errorTaxonomy).map(([cls, count]) => ({
+      encoding: r.encoding,
+      task: r.task,
+      view: 'wrong answers by class',
+      cls,
+      count,
+    })),
     ...(r.stepErrors.problemsWithSteps > 0
       ? [
-          { encoding: r.encoding, task: r.task, view: 'problems with steps', cls: 'calculation (a wrong step)', count: r.stepErrors.calculation },
-          { encoding: r.encoding, task: r.task, view: 'problems with steps', cls: 'reasoning (steps right, answer wrong)', count: r.stepErrors.reasoning },
+          {
+            encoding: r.encoding,
+            task: r.task,
+            view: 'problems with steps',
+            cls: 'calculation (a wrong step)',
+            count: r.stepErrors.calculation,
+          },
+          {
+            encoding: r.encoding,
+            task: r.task,
+            view: 'problems with steps',
+            cls: 'reasoning (steps right, answer wrong)',
+            count: r.stepErrors.reasoning,
+          },
         ]
       : []),
   ]);
@@ -188,9 +263,14 @@ const shown = (t: string): string => (t === ' ' ? '␣' : t === '\n' ? '⏎' : t
 export function attentionSpec(sample: AttentionSample): TopLevelSpec {
   // Positions keep labels unique when a token repeats; the label shows the token itself.
   const labels = sample.tokens.map((t, i) => `${String(i).padStart(2, '0')} ${shown(t)}`);
-  const values = sample.weights.flatMap((row, q) => row.map((w, k) => ({ query: labels[q] ?? String(q), key: labels[k] ?? String(k), weight: k > q ? null : w })));
+  const values = sample.weights.flatMap((row, q) =>
+    row.map((w, k) => ({ query: labels[q] ?? String(q), key: labels[k] ?? String(k), weight: k > q ? null : w })),
+  );
   return {
-    title: { text: `Attention, ${sample.encoding}: last layer, mean over heads`, subtitle: sample.text.replace(/\n/g, ' ⏎ ').slice(0, 90) },
+    title: {
+      text: `Attention, ${sample.encoding}: last layer, mean over heads`,
+      subtitle: sample.text.replace(/\n/g, ' ⏎ ').slice(0, 90),
+    },
     data: { values: values.filter((v) => v.weight !== null) },
     width: Math.max(200, 16 * labels.length),
     height: Math.max(200, 16 * labels.length),
@@ -204,16 +284,50 @@ export function attentionSpec(sample: AttentionSample): TopLevelSpec {
 }
 
 /** Every plot the report has data for. Plots without data are skipped (the report says so). */
-export async function renderPlots(report: ComparisonReport, jobs: readonly JobRecord[], attention: readonly AttentionSample[]): Promise<{ plots: PlotFile[]; skipped: string[] }> {
+export async function renderPlots(
+  report: ComparisonReport,
+  jobs: readonly JobRecord[],
+  attention: readonly AttentionSample[],
+): Promise<{ plots: PlotFile[]; skipped: string[] }> {
   const plots: PlotFile[] = [];
   const skipped: string[] = [];
   const rows = report.rows;
   const tasks: { name: string; title: string; when: boolean; spec: () => TopLevelSpec; why: string }[] = [
-    { name: 'accuracy.png', title: 'Accuracy comparison with 95% confidence intervals', when: rows.length > 0, spec: () => accuracySpec(rows), why: 'no evaluations' },
-    { name: 'length-generalization.png', title: 'Length generalization', when: rows.some((r) => Object.keys(r.ci.perLength).length > 0), spec: () => lengthSpec(rows), why: 'no per-length results' },
-    { name: 'training-curves.png', title: 'Training curves', when: jobs.some((j) => j.metrics.length > 0), spec: () => trainingSpec(jobs.filter((j) => j.metrics.length > 0)), why: 'no metrics.jsonl with points' },
-    { name: 'efficiency.png', title: 'Efficiency', when: rows.length > 0, spec: () => efficiencySpec(rows), why: 'no evaluations' },
-    { name: 'error-analysis.png', title: 'Error analysis', when: rows.some((r) => Object.values(r.errorTaxonomy).some((n) => n > 0) || r.stepErrors.problemsWithSteps > 0), spec: () => errorSpec(rows), why: 'no errors recorded' },
+    {
+      name: 'accuracy.png',
+      title: 'Accuracy comparison with 95% confidence intervals',
+      when: rows.length > 0,
+      spec: () => accuracySpec(rows),
+      why: 'no evaluations',
+    },
+    {
+      name: 'length-generalization.png',
+      title: 'Length generalization',
+      when: rows.some((r) => Object.keys(r.ci.perLength).length > 0),
+      spec: () => lengthSpec(rows),
+      why: 'no per-length results',
+    },
+    {
+      name: 'training-curves.png',
+      title: 'Training curves',
+      when: jobs.some((j) => j.metrics.length > 0),
+      spec: () => trainingSpec(jobs.filter((j) => j.metrics.length > 0)),
+      why: 'no metrics.jsonl with points',
+    },
+    {
+      name: 'efficiency.png',
+      title: 'Efficiency',
+      when: rows.length > 0,
+      spec: () => efficiencySpec(rows),
+      why: 'no evaluations',
+    },
+    {
+      name: 'error-analysis.png',
+      title: 'Error analysis',
+      when: rows.some((r) => Object.values(r.errorTaxonomy).some((n) => n > 0) || r.stepErrors.problemsWithSteps > 0),
+      spec: () => errorSpec(rows),
+      why: 'no errors recorded',
+    },
   ];
   for (const t of tasks) {
     if (!t.when) {
@@ -223,7 +337,11 @@ export async function renderPlots(report: ComparisonReport, jobs: readonly JobRe
     plots.push({ name: t.name, title: t.title, png: await renderPng(t.spec()) });
   }
   for (const a of attention) {
-    plots.push({ name: `attention-${a.encoding}.png`, title: `Attention heatmap: ${a.encoding}`, png: await renderPng(attentionSpec(a)) });
+    plots.push({
+      name: `attention-${a.encoding}.png`,
+      title: `Attention heatmap: ${a.encoding}`,
+      png: await renderPng(attentionSpec(a)),
+    });
   }
   return { plots, skipped };
 }

@@ -103,7 +103,8 @@ export interface McNemarResult {
 
 /** Exact McNemar test on the discordant pairs (b, c). No discordant pair: p = 1. */
 export function mcnemarExact(b: number, c: number): McNemarResult {
-  if (!Number.isInteger(b) || !Number.isInteger(c) || b < 0 || c < 0) throw new RangeError(`mcnemarExact needs counts, got b=${b} c=${c}`);
+  if (!Number.isInteger(b) || !Number.isInteger(c) || b < 0 || c < 0)
+    throw new RangeError(`mcnemarExact needs counts, got b=${b} c=${c}`);
   const n = b + c;
   if (n === 0) return { b, c, p: 1 };
   const k = Math.min(b, c);
@@ -114,7 +115,10 @@ export function mcnemarExact(b: number, c: number): McNemarResult {
 }
 
 /** Paired outcomes keyed by problem: counts b and c over the keys both sides have. */
-export function discordant(a: ReadonlyMap<string, boolean>, bMap: ReadonlyMap<string, boolean>): { b: number; c: number; n: number } {
+export function discordant(
+  a: ReadonlyMap<string, boolean>,
+  bMap: ReadonlyMap<string, boolean>,
+): { b: number; c: number; n: number } {
   let b = 0;
   let c = 0;
   let n = 0;
@@ -145,7 +149,10 @@ export function holm(pValues: readonly number[]): number[] {
  * Mean reciprocal rank of each name across contests (e.g. tasks): in each contest, higher score ranks first;
  * ties share the best rank among them (competition ranking). A name missing from a contest scores 0 there.
  */
-export function meanReciprocalRank(contests: readonly ReadonlyMap<string, number>[], names: readonly string[]): Map<string, number> {
+export function meanReciprocalRank(
+  contests: readonly ReadonlyMap<string, number>[],
+  names: readonly string[],
+): Map<string, number> {
   const out = new Map<string, number>(names.map((n) => [n, 0]));
   if (contests.length === 0) return out;
   for (const scores of contests) {

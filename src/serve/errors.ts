@@ -1,13 +1,12 @@
 // Errors of the inference server. Each sets `name`, takes `cause`, says whether retrying can help, and carries
 // the HTTP status the server answers with.
+import { PeArenaError, type PeArenaErrorOptions } from '../../protocol/errors.ts';
 
-export class ServeError extends Error {
+export class ServeError extends PeArenaError {
   override readonly name: string = 'ServeError';
-  readonly retryable: boolean;
   readonly status: number;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean; status?: number } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? false;
+  constructor(message: string, options: PeArenaErrorOptions & { status?: number } = {}) {
+    super(message, options);
     this.status = options.status ?? 500;
   }
 }
@@ -27,7 +26,9 @@ export class UnknownModelError extends ServeError {
     readonly model: string,
     readonly known: readonly string[],
   ) {
-    super(`unknown model '${model}': known models are ${known.length === 0 ? '(none)' : known.join(', ')}, or "all"`, { status: 404 });
+    super(`unknown model '${model}': known models are ${known.length === 0 ? '(none)' : known.join(', ')}, or "all"`, {
+      status: 404,
+    });
   }
 }
 

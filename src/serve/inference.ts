@@ -79,13 +79,26 @@ export async function loadModelFile(file: string, name?: string, backend?: Backe
   try {
     bytes = new Uint8Array(await readFile(file));
   } catch (cause) {
-    throw new ModelLoadError(`cannot read model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new ModelLoadError(`cannot read model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
   }
   try {
     const { model, job, step } = loadModel(bytes);
-    return { name: name ?? job.encoding, encoding: job.encoding, jobId: String(job.jobId), job, step, file, model, parameters: model.parameterCount() };
+    return {
+      name: name ?? job.encoding,
+      encoding: job.encoding,
+      jobId: String(job.jobId),
+      job,
+      step,
+      file,
+      model,
+      parameters: model.parameterCount(),
+    };
   } catch (cause) {
-    throw new ModelLoadError(`cannot load model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new ModelLoadError(`cannot load model ${file}: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
   }
 }
 
@@ -95,7 +108,9 @@ export function promptIds(m: LoadedModel, problem: string): number[] {
   const ids = [BOS, ...tokenizer.encode(prompt)];
   const maxLen = m.job.model.maxLen;
   if (ids.length >= maxLen) {
-    throw new TooLongError(`problem is ${ids.length} tokens with BOS; model ${m.name} takes at most ${maxLen - 1} so it has room to answer`);
+    throw new TooLongError(
+      `problem is ${ids.length} tokens with BOS; model ${m.name} takes at most ${maxLen - 1} so it has room to answer`,
+    );
   }
   return ids;
 }
@@ -104,7 +119,11 @@ export function solveWith(m: LoadedModel, problem: string, maxNewTokens?: number
   const ids = promptIds(m, problem);
   const room = m.job.model.maxLen - ids.length;
   const started = performance.now();
-  const [generated = []] = greedyDecode(m.model, [ids], { maxNewTokens: Math.min(room, maxNewTokens ?? room), eosId: EOS, batchSize: 1 });
+  const [generated = []] = greedyDecode(m.model, [ids], {
+    maxNewTokens: Math.min(room, maxNewTokens ?? room),
+    eosId: EOS,
+    batchSize: 1,
+  });
   const latencyMs = performance.now() - started;
   const prediction = tokenizer.decode(generated);
   const reversed = m.job.task.params['reverse'] === true;
@@ -143,7 +162,9 @@ export function attentionWith(m: LoadedModel, text: string, withAnswer = true): 
   const maps = attentionMaps(m.model, ids);
   const last = maps[maps.length - 1] ?? [];
   const heads = last.length;
-  const weights = ids.map((_, q) => ids.map((__, k) => (heads === 0 ? 0 : last.reduce((a, h) => a + (h[q]?.[k] ?? 0), 0) / heads)));
+  const weights = ids.map((_, q) =>
+    ids.map((__, k) => (heads === 0 ? 0 : last.reduce((a, h) => a + (h[q]?.[k] ?? 0), 0) / heads)),
+  );
   const tokens = ids.map((id) => (id === BOS ? '<s>' : tokenizer.decode([id])));
   return { model: m.name, tokens, weights, layers: maps.length, heads };
 }

@@ -47,7 +47,9 @@ function lastMetric(file: string): { step: number; loss: number; tokensPerSecond
     try {
       const p: unknown = JSON.parse(line);
       if (isRecord(p) && typeof p['step'] === 'number' && typeof p['loss'] === 'number') {
-        return typeof p['tokensPerSecond'] === 'number' ? { step: p['step'], loss: p['loss'], tokensPerSecond: p['tokensPerSecond'] } : { step: p['step'], loss: p['loss'] };
+        return typeof p['tokensPerSecond'] === 'number'
+          ? { step: p['step'], loss: p['loss'], tokensPerSecond: p['tokensPerSecond'] }
+          : { step: p['step'], loss: p['loss'] };
       }
     } catch {
       // The first line of the tail is usually cut; a torn last line is being written.
@@ -91,7 +93,9 @@ export function readProgress(runDir: string): RunProgress {
     if (done) job.state = 'done';
     return { runId: basename(runDir), time: Date.now(), finished: done, jobs: [job] };
   }
-  const specs = Array.isArray(exp['jobs']) ? exp['jobs'].filter((j): j is Record<string, unknown> => isRecord(j) && typeof j['jobId'] === 'string') : [];
+  const specs = Array.isArray(exp['jobs'])
+    ? exp['jobs'].filter((j): j is Record<string, unknown> => isRecord(j) && typeof j['jobId'] === 'string')
+    : [];
   const jobs = new Map(specs.map((s) => [String(s['jobId']), jobBase(s)]));
   let runId = typeof specs[0]?.['runId'] === 'string' ? String(specs[0]['runId']) : basename(runDir);
   let finished = false;

@@ -44,7 +44,15 @@ export class ModelRegistry {
       taken.add(name);
       const known = this.entries.get(name);
       if (known !== undefined && known.file === j.modelFile) continue;
-      this.entries.set(name, { name, encoding: j.encoding, jobId: j.jobId, task: j.task, seed: j.seed, file: j.modelFile as string, loaded: false });
+      this.entries.set(name, {
+        name,
+        encoding: j.encoding,
+        jobId: j.jobId,
+        task: j.task,
+        seed: j.seed,
+        file: j.modelFile as string,
+        loaded: false,
+      });
     }
   }
 

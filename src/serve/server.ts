@@ -37,8 +37,17 @@ export interface RunningServer {
 }
 
 const STATIC_DIR = join(import.meta.dirname, 'static');
-const STATIC: Record<string, string> = { '/': 'index.html', '/index.html': 'index.html', '/app.js': 'app.js', '/style.css': 'style.css' };
-const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+const STATIC: Record<string, string> = {
+  '/': 'index.html',
+  '/index.html': 'index.html',
+  '/app.js': 'app.js',
+  '/style.css': 'style.css',
+};
+const TYPES: Record<string, string> = {
+  html: 'text/html; charset=utf-8',
+  js: 'text/javascript; charset=utf-8',
+  css: 'text/css; charset=utf-8',
+};
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) {
@@ -46,7 +55,11 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
     return;
   }
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }
 
@@ -62,7 +75,8 @@ function sendError(res: ServerResponse, error: unknown): void {
 
 async function readBody(req: IncomingMessage, limit: number): Promise<string> {
   const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit) throw new TooLongError(`request body is ${declared} bytes; the limit is ${limit}`);
+  if (Number.isFinite(declared) && declared > limit)
+    throw new TooLongError(`request body is ${declared} bytes; the limit is ${limit}`);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
@@ -84,16 +98,22 @@ function parseSolveRequest(text: string, maxChars: number): SolveRequest {
   try {
     raw = JSON.parse(text);
   } catch (cause) {
-    throw new BadRequestError(`body is not valid JSON: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new BadRequestError(`body is not valid JSON: ${cause instanceof Error ? cause.message : String(cause)}`, {
+      cause,
+    });
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new BadRequestError('body must be a JSON object like {"problem": "12+34", "model_type": "rope"}');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new BadRequestError('body must be a JSON object like {"problem": "12+34", "model_type": "rope"}');
   const body = raw as Record<string, unknown>;
   const problem = body['problem'];
-  if (typeof problem !== 'string') throw new BadRequestError(`"problem" must be a string, got ${problem === undefined ? 'nothing' : typeof problem}`);
+  if (typeof problem !== 'string')
+    throw new BadRequestError(`"problem" must be a string, got ${problem === undefined ? 'nothing' : typeof problem}`);
   if (problem.trim() === '') throw new BadRequestError('"problem" is empty');
-  if (problem.length > maxChars) throw new TooLongError(`"problem" is ${problem.length} characters; the limit is ${maxChars}`);
+  if (problem.length > maxChars)
+    throw new TooLongError(`"problem" is ${problem.length} characters; the limit is ${maxChars}`);
   const model = body['model_type'] ?? body['model'] ?? 'all';
-  if (typeof model !== 'string' || model === '') throw new BadRequestError('"model_type" must be a model name or "all"');
+  if (typeof model !== 'string' || model === '')
+    throw new BadRequestError('"model_type" must be a model name or "all"');
   return { problem, model };
 }
 
@@ -103,9 +123,12 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
   const maxChars = options.maxProblemChars ?? 2000;
   const maxBody = options.maxBodyBytes ?? 64 * 1024;
   const interval = options.progressIntervalMs ?? 1000;
-  const inference = options.solve !== undefined && options.attention !== undefined ? null : await import('./inference.ts');
+  const inference =
+    options.solve !== undefined && options.attention !== undefined ? null : await import('./inference.ts');
   const solve = options.solve ?? (inference as typeof import('./inference.ts')).solveWith;
-  const attention = options.attention ?? ((m: LoadedModel, p: string) => (inference as typeof import('./inference.ts')).attentionWith(m, p));
+  const attention =
+    options.attention ??
+    ((m: LoadedModel, p: string) => (inference as typeof import('./inference.ts')).attentionWith(m, p));
   const started = Date.now();
   let lastRefresh = Date.now();
   // A run in progress gains models as jobs finish: look again now and then, never more than every 2 s.
@@ -125,7 +148,10 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
     const { problem, model } = parseSolveRequest(await readBody(req, maxBody), maxChars);
     if (model === 'all' || !registry.has(model)) refresh();
     const names = model === 'all' ? registry.names() : [model];
-    if (names.length === 0) throw new ServeError(`no trained models in ${runDir} yet (no job has a final_model/ or checkpoint)`, { status: 404 });
+    if (names.length === 0)
+      throw new ServeError(`no trained models in ${runDir} yet (no job has a final_model/ or checkpoint)`, {
+        status: 404,
+      });
     // Unknown names answer 404 before any model work (get() throws UnknownModelError).
     if (model !== 'all') await registry.get(model);
     const results: SolveResult[] = [];
@@ -138,7 +164,8 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
         results.push(solve(await registry.get(name), problem));
       } catch (error) {
         if (model !== 'all') throw error;
-        const e = error instanceof ServeError ? error : new ServeError(error instanceof Error ? error.message : String(error));
+        const e =
+          error instanceof ServeError ? error : new ServeError(error instanceof Error ? error.message : String(error));
         errors.push({ model: name, error: { name: e.name, message: e.message, status: e.status } });
       }
     }
@@ -168,7 +195,9 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
           res.write(`event: progress\ndata: ${snapshot}\n\n`);
         } else res.write(': idle\n\n');
       } catch (error) {
-        res.write(`event: problem\ndata: ${JSON.stringify({ message: error instanceof Error ? error.message : String(error) })}\n\n`);
+        res.write(
+          `event: problem\ndata: ${JSON.stringify({ message: error instanceof Error ? error.message : String(error) })}\n\n`,
+        );
       }
     };
     push();
@@ -194,7 +223,13 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
       return false;
     };
     if (path === '/health') {
-      if (allow('GET')) sendJson(res, 200, { status: 'ok', models: registry.names().length, loaded: registry.list().filter((m) => m.loaded).length, uptimeS: (Date.now() - started) / 1000 });
+      if (allow('GET'))
+        sendJson(res, 200, {
+          status: 'ok',
+          models: registry.names().length,
+          loaded: registry.list().filter((m) => m.loaded).length,
+          uptimeS: (Date.now() - started) / 1000,
+        });
       return;
     }
     if (path === '/models') {
@@ -223,7 +258,9 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
       if (!allow('GET')) return;
       const file = join(runDir, 'final_comparison', 'report.html');
       if (!existsSync(file)) {
-        sendJson(res, 404, { error: { name: 'NotFound', message: `no report yet: run \`pe-arena report ${runDir}\`` } });
+        sendJson(res, 404, {
+          error: { name: 'NotFound', message: `no report yet: run \`pe-arena report ${runDir}\`` },
+        });
         return;
       }
       const html = await readFile(file);
@@ -235,18 +272,29 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
     if (asset !== undefined) {
       if (!allow('GET')) return;
       const body = await readFile(join(STATIC_DIR, asset));
-      res.writeHead(200, { 'content-type': TYPES[asset.split('.').pop() as string] ?? 'application/octet-stream', 'content-length': body.length, 'cache-control': 'no-store' });
+      res.writeHead(200, {
+        'content-type': TYPES[asset.split('.').pop() as string] ?? 'application/octet-stream',
+        'content-length': body.length,
+        'cache-control': 'no-store',
+      });
       res.end(body);
       return;
     }
-    sendJson(res, 404, { error: { name: 'NotFound', message: `no route ${method} ${path}: try GET /health, GET /models, POST /solve, GET /` } });
+    sendJson(res, 404, {
+      error: {
+        name: 'NotFound',
+        message: `no route ${method} ${path}: try GET /health, GET /models, POST /solve, GET /`,
+      },
+    });
   }
 
   const server = createServer((req, res) => {
     const t0 = performance.now();
     route(req, res)
       .catch((error: unknown) => sendError(res, error))
-      .finally(() => log(`${req.method ?? '?'} ${req.url ?? '?'} ${res.statusCode} ${(performance.now() - t0).toFixed(1)}ms`))
+      .finally(() =>
+        log(`${req.method ?? '?'} ${req.url ?? '?'} ${res.statusCode} ${(performance.now() - t0).toFixed(1)}ms`),
+      )
       .catch(() => undefined);
   });
   // Decoding blocks the event loop for a while under load; a short keep-alive would then close sockets that

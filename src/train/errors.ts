@@ -1,13 +1,9 @@
 // Errors of the training layer. Each sets `name`, takes `cause`, and says whether retrying can help:
 // the coordinator fails a job at once on a non-retryable error instead of burning retries.
+import { PeArenaError } from '../../protocol/errors.ts';
 
-export class TrainError extends Error {
+export class TrainError extends PeArenaError {
   override readonly name: string = 'TrainError';
-  readonly retryable: boolean;
-  constructor(message: string, options: { cause?: unknown; retryable?: boolean } = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.retryable = options.retryable ?? false;
-  }
 }
 
 /** A checkpoint that cannot be trusted: bad magic, unknown version, wrong sizes, sha256 mismatch, wrong model. */

@@ -50,10 +50,20 @@ void test('two agents, four jobs: every job is placed, one per agent, and every 
     assert.equal(outcome.done, 4);
     // Once the run is over (the sink closed), every job's metrics are on disk.
     for (const job of h.experiment.jobs) {
-      assert.equal(readFileSync(join(dir, 'jobs', job.jobId, 'metrics.jsonl'), 'utf8').trim().split('\n').length, job.training.steps);
+      assert.equal(
+        readFileSync(join(dir, 'jobs', job.jobId, 'metrics.jsonl'), 'utf8')
+          .trim()
+          .split('\n').length,
+        job.training.steps,
+      );
     }
-    const report = JSON.parse(readFileSync(join(dir, 'final_comparison', 'comparison_report.json'), 'utf8')) as { rows: { encoding: string; seeds: number }[] };
-    assert.deepEqual(report.rows.map((r) => [r.encoding, r.seeds]).sort(), [['nope', 2], ['rope', 2]]);
+    const report = JSON.parse(readFileSync(join(dir, 'final_comparison', 'comparison_report.json'), 'utf8')) as {
+      rows: { encoding: string; seeds: number }[];
+    };
+    assert.deepEqual(report.rows.map((r) => [r.encoding, r.seeds]).sort(), [
+      ['nope', 2],
+      ['rope', 2],
+    ]);
     assert.ok(a.of('shutdown').length === 1, 'agents are told to shut down at the end');
   } finally {
     await h.close();
@@ -84,7 +94,11 @@ void test('a silent agent goes suspect, then dead; its job resumes elsewhere fro
       await h.advance(100);
     }
     const snap = h.coordinator.snapshot();
-    assert.equal(snap.agents.find((x) => x.agentId === 'agent-a')?.state, 'suspect', 'silent past suspectAfterMs: suspect');
+    assert.equal(
+      snap.agents.find((x) => x.agentId === 'agent-a')?.state,
+      'suspect',
+      'silent past suspectAfterMs: suspect',
+    );
     assert.equal(b.of('assign').length, 0, 'suspect is not dead');
     for (let t = 0; t < 8; t++) {
       await b.heartbeat();
@@ -95,7 +109,11 @@ void test('a silent agent goes suspect, then dead; its job resumes elsewhere fro
     assert.equal(moved.epoch, 2);
     assert.equal(moved.attempt, 2);
     assert.equal(moved.resumeFrom?.step, 20);
-    assert.ok(h.coordinator.events.some((e) => e.kind === 'reassigned' && /lost on agent-a at step 25; resumed on agent-b from step 20/.test(e.text)));
+    assert.ok(
+      h.coordinator.events.some(
+        (e) => e.kind === 'reassigned' && /lost on agent-a at step 25; resumed on agent-b from step 20/.test(e.text),
+      ),
+    );
     // b pulls the checkpoint and gets exactly what a uploaded.
     await b.send({ type: 'checkpoint_request', jobId, epoch: 2, checkpointId: moved.resumeFrom!.checkpointId });
     await settle(20);
@@ -112,7 +130,10 @@ void test('a silent agent goes suspect, then dead; its job resumes elsewhere fro
     assert.equal(h.coordinator.scheduler.get(jobId)?.state, 'done');
     // Metrics are written in the background; closing the coordinator flushes them.
     await h.close();
-    const metrics = readFileSync(join(dir, 'jobs', jobId, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { step: number; epoch: number });
+    const metrics = readFileSync(join(dir, 'jobs', jobId, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { step: number; epoch: number });
     assert.ok(!metrics.some((m) => m.epoch === 1 && m.step > 25), 'stale metrics never reach the sink');
   } finally {
     await h.close();
@@ -127,7 +148,12 @@ void test('fencing: a known agent sending an old epoch gets cancel and nothing i
     const a = h.agent('agent-a');
     await a.hello();
     const assign = a.lastAssign()!;
-    await a.send({ type: 'job_result', jobId: assign.job.jobId, epoch: assign.epoch + 5, evaluation: evaluationFor(assign.job) });
+    await a.send({
+      type: 'job_result',
+      jobId: assign.job.jobId,
+      epoch: assign.epoch + 5,
+      evaluation: evaluationFor(assign.job),
+    });
     await settle();
     const cancel = a.of('cancel').at(-1);
     assert.ok(cancel);
@@ -197,17 +223,32 @@ void test('job_failed: not retryable fails at once; retryable re-queues until th
     const a = h.agent('agent-a');
     await a.hello();
     const first = a.lastAssign()!;
-    await a.send({ type: 'job_failed', jobId: first.job.jobId, epoch: first.epoch, error: { name: 'NonFiniteLossError', message: 'loss is NaN', retryable: false } });
+    await a.send({
+      type: 'job_failed',
+      jobId: first.job.jobId,
+      epoch: first.epoch,
+      error: { name: 'NonFiniteLossError', message: 'loss is NaN', retryable: false },
+    });
     await settle();
     assert.equal(h.coordinator.scheduler.get(first.job.jobId)?.state, 'failed');
     const second = a.lastAssign()!;
     assert.notEqual(second.job.jobId, first.job.jobId);
-    await a.send({ type: 'job_failed', jobId: second.job.jobId, epoch: second.epoch, error: { name: 'OOM', message: 'out of memory', retryable: true } });
+    await a.send({
+      type: 'job_failed',
+      jobId: second.job.jobId,
+      epoch: second.epoch,
+      error: { name: 'OOM', message: 'out of memory', retryable: true },
+    });
     await settle();
     const again = a.lastAssign()!;
     assert.equal(again.job.jobId, second.job.jobId);
     assert.equal(again.attempt, 2);
-    await a.send({ type: 'job_failed', jobId: again.job.jobId, epoch: again.epoch, error: { name: 'OOM', message: 'out of memory', retryable: true } });
+    await a.send({
+      type: 'job_failed',
+      jobId: again.job.jobId,
+      epoch: again.epoch,
+      error: { name: 'OOM', message: 'out of memory', retryable: true },
+    });
     await settle();
     assert.equal(h.coordinator.scheduler.get(second.job.jobId)?.state, 'failed', 'two attempts used: failed');
     const outcome = await Promise.race([h.coordinator.done, h.advance(2000).then(() => h.coordinator.done)]);
@@ -221,19 +262,30 @@ void test('job_failed: not retryable fails at once; retryable re-queues until th
 void test('bad input: a wrong version is rejected naming both versions, garbage is logged, and the coordinator keeps serving', async () => {
   const { dir, cleanup } = tempDir();
   const warnings: string[] = [];
-  const log = { debug() {}, info() {}, warn: (_o: object, m: string) => void warnings.push(m), error: (_o: object, m: string) => void warnings.push(m) };
+  const log = {
+    debug() {},
+    info() {},
+    warn: (_o: object, m: string) => void warnings.push(m),
+    error: (_o: object, m: string) => void warnings.push(m),
+  };
   const h = startCoordinator(smallExperiment({ encodings: ['rope'], seeds: [1] }), dir, { extra: { log } });
   try {
     const old = h.agent('agent-old');
     await old.hello(PROTOCOL_VERSION + 1);
     const reject = old.of('reject').at(-1);
     assert.ok(reject);
-    assert.match(reject.reason, new RegExp(`${PROTOCOL_VERSION}.*${PROTOCOL_VERSION + 1}|${PROTOCOL_VERSION + 1}.*${PROTOCOL_VERSION}`));
+    assert.match(
+      reject.reason,
+      new RegExp(`${PROTOCOL_VERSION}.*${PROTOCOL_VERSION + 1}|${PROTOCOL_VERSION + 1}.*${PROTOCOL_VERSION}`),
+    );
     assert.ok(warnings.some((w) => w.includes(String(PROTOCOL_VERSION + 1))));
     await old.client.sendRaw(Uint8Array.from([0xc1, 0xff, 0x00, 0x13]));
     await old.client.sendRaw(new TextEncoder().encode('hello?'));
     await settle();
-    assert.ok(warnings.some((w) => /malformed/.test(w) && w.includes(old.client.id)), 'malformed input is logged with the peer');
+    assert.ok(
+      warnings.some((w) => /malformed/.test(w) && w.includes(old.client.id)),
+      'malformed input is logged with the peer',
+    );
     // A heartbeat from someone who never said hello gets reject 'unknown agent'.
     const stranger = h.agent('stranger');
     await stranger.heartbeat();
@@ -333,9 +385,20 @@ void test('placement honours job.needs: a gpu job waits for a gpu agent', async 
     const cpu = h.agent('agent-cpu');
     await cpu.hello();
     assert.equal(cpu.of('assign').length, 0);
-    assert.ok(h.coordinator.events.some((e) => /pending jobs need \{"gpu":true\}; no idle agent matches/.test(e.text)), 'the mismatch is said, not silent');
+    assert.ok(
+      h.coordinator.events.some((e) => /pending jobs need \{"gpu":true\}; no idle agent matches/.test(e.text)),
+      'the mismatch is said, not silent',
+    );
     const gpu = h.agent('agent-gpu');
-    await gpu.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: gpu.agentId, host: 'g', pid: 1, backend: 'tensorflow-gpu', devices: [{ kind: 'gpu', name: 'H100' }] });
+    await gpu.send({
+      type: 'hello',
+      version: PROTOCOL_VERSION,
+      agentId: gpu.agentId,
+      host: 'g',
+      pid: 1,
+      backend: 'tensorflow-gpu',
+      devices: [{ kind: 'gpu', name: 'H100' }],
+    });
     await settle();
     assert.equal(gpu.of('assign').length, 1);
   } finally {
@@ -353,7 +416,11 @@ void test('an agent that keeps saying idle while holding a job gets the job take
     const first = a.lastAssign()!;
     await a.heartbeat();
     await h.advance(100);
-    assert.equal(h.coordinator.scheduler.get(first.job.jobId)?.state, 'assigned', 'an idle heartbeat right after assign is forgiven');
+    assert.equal(
+      h.coordinator.scheduler.get(first.job.jobId)?.state,
+      'assigned',
+      'an idle heartbeat right after assign is forgiven',
+    );
     for (let t = 0; t < 25; t++) {
       await a.heartbeat();
       await h.advance(100);
@@ -420,7 +487,9 @@ void test("the launcher's word that a process is gone declares its agent lost at
     report({ pid: 4242, code: null, signal: 'SIGKILL' });
     await settle();
     assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'pending');
-    assert.ok(h.coordinator.events.some((e) => e.kind === 'lost' && /process 4242 exited \(signal SIGKILL\)/.test(e.text)));
+    assert.ok(
+      h.coordinator.events.some((e) => e.kind === 'lost' && /process 4242 exited \(signal SIGKILL\)/.test(e.text)),
+    );
   } finally {
     await h.close();
     cleanup();
@@ -449,11 +518,23 @@ void test("a batch launcher's exit (pid 0) finds its agent by hello.launcherId; 
     await watcher.send({ type: 'status_request', version: PROTOCOL_VERSION });
     await settle();
     assert.deepEqual(
-      watcher.of('status').at(-1)?.schedulerTasks?.map((t) => `${t.launcherId} ${t.state} ${t.schedulerState}`),
+      watcher
+        .of('status')
+        .at(-1)
+        ?.schedulerTasks?.map((t) => `${t.launcherId} ${t.state} ${t.schedulerState}`),
       ['17_0 running RUNNING', '17_1 queued PENDING'],
     );
     const a = h.agent('agent-a');
-    await a.send({ type: 'hello', version: PROTOCOL_VERSION, agentId: a.agentId, host: 'testhost', pid: 4242, backend: 'cpu', devices: [{ kind: 'cpu', name: 'test' }], launcherId: '17_0' });
+    await a.send({
+      type: 'hello',
+      version: PROTOCOL_VERSION,
+      agentId: a.agentId,
+      host: 'testhost',
+      pid: 4242,
+      backend: 'cpu',
+      devices: [{ kind: 'cpu', name: 'test' }],
+      launcherId: '17_0',
+    });
     await settle();
     const { job } = a.lastAssign()!;
     assert.ok(report);
@@ -462,15 +543,33 @@ void test("a batch launcher's exit (pid 0) finds its agent by hello.launcherId; 
     assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'assigned', 'another task changes nothing');
     report({ pid: 0, code: null, signal: 'SIGTERM' });
     await settle();
-    assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'assigned', 'pid 0 without a launcherId matches no agent');
-    h.coordinator.noteLauncherEvent({ kind: 'ended', text: '17_0 ended: CANCELLED', launcherId: '17_0', exitCode: null });
+    assert.equal(
+      h.coordinator.scheduler.get(job.jobId)?.state,
+      'assigned',
+      'pid 0 without a launcherId matches no agent',
+    );
+    h.coordinator.noteLauncherEvent({
+      kind: 'ended',
+      text: '17_0 ended: CANCELLED',
+      launcherId: '17_0',
+      exitCode: null,
+    });
     report({ pid: 0, launcherId: '17_0', code: null, signal: 'SIGTERM' });
     await settle();
     assert.equal(h.coordinator.scheduler.get(job.jobId)?.state, 'pending');
-    assert.ok(h.coordinator.events.some((e) => e.kind === 'lost' && /task 17_0 exited \(signal SIGTERM\)/.test(e.text)));
-    assert.ok(h.coordinator.events.some((e) => e.kind === 'launcher' && e.text === '17_0 ended: CANCELLED' && e.agentId === a.agentId));
+    assert.ok(
+      h.coordinator.events.some((e) => e.kind === 'lost' && /task 17_0 exited \(signal SIGTERM\)/.test(e.text)),
+    );
+    assert.ok(
+      h.coordinator.events.some(
+        (e) => e.kind === 'launcher' && e.text === '17_0 ended: CANCELLED' && e.agentId === a.agentId,
+      ),
+    );
     const journal = readFileSync(join(dir, 'journal.jsonl'), 'utf8');
-    assert.match(journal, /"type":"launcher_event","kind":"ended","text":"17_0 ended: CANCELLED","launcherId":"17_0","exitCode":null/);
+    assert.match(
+      journal,
+      /"type":"launcher_event","kind":"ended","text":"17_0 ended: CANCELLED","launcherId":"17_0","exitCode":null/,
+    );
   } finally {
     await h.close();
     cleanup();

@@ -3,7 +3,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
-import type { AgentId, AgentToCoordinator, Assign, CheckpointId, CoordinatorToAgent, Evaluation, JobId, JobSpec, RunId } from '../../protocol/messages.ts';
+import type {
+  AgentId,
+  AgentToCoordinator,
+  Assign,
+  CheckpointId,
+  CoordinatorToAgent,
+  Evaluation,
+  JobId,
+  JobSpec,
+  RunId,
+} from '../../protocol/messages.ts';
 import { MemoryNetwork } from '../../protocol/memory-transport.ts';
 import { metricsMessage } from '../../protocol/metric-columns.ts';
 import type { MemoryClient } from '../../protocol/memory-transport.ts';
@@ -25,7 +35,10 @@ export function tempDir(prefix = 'pe-arena-coord-'): { dir: string; cleanup: () 
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export function smallExperiment(overrides: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}): Experiment {
+export function smallExperiment(
+  overrides: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Experiment {
   return compileExperiment(
     {
       name: 'logic',
@@ -35,7 +48,15 @@ export function smallExperiment(overrides: Record<string, unknown> = {}, cluster
       preset: 'tiny',
       training: { steps: 100 },
       evaluation: { samples: 10 },
-      cluster: { heartbeatIntervalMs: 100, failureTimeoutMs: 1000, suspectAfterMs: 400, watchdogMs: 0, checkpointEvery: 10, maxAttempts: 3, ...cluster },
+      cluster: {
+        heartbeatIntervalMs: 100,
+        failureTimeoutMs: 1000,
+        suspectAfterMs: 400,
+        watchdogMs: 0,
+        checkpointEvery: 10,
+        maxAttempts: 3,
+        ...cluster,
+      },
       ...overrides,
     },
     'test.json',
@@ -60,7 +81,12 @@ let addressCounter = 0;
 export function startCoordinator(
   experiment: Experiment,
   runDir: string,
-  options: { resume?: ReplayedRun; clock?: SimulatedClock; network?: MemoryNetwork; extra?: Partial<CoordinatorOptions> } = {},
+  options: {
+    resume?: ReplayedRun;
+    clock?: SimulatedClock;
+    network?: MemoryNetwork;
+    extra?: Partial<CoordinatorOptions>;
+  } = {},
 ): Harness {
   const network = options.network ?? new MemoryNetwork();
   const clock = options.clock ?? new SimulatedClock(1_000_000);
@@ -135,12 +161,27 @@ export class FakeAgent {
   }
 
   async hello(version = PROTOCOL_VERSION): Promise<void> {
-    await this.send({ type: 'hello', version, agentId: this.agentId, host: 'testhost', pid: 4242, backend: 'cpu', devices: [{ kind: 'cpu', name: 'test' }] });
+    await this.send({
+      type: 'hello',
+      version,
+      agentId: this.agentId,
+      host: 'testhost',
+      pid: 4242,
+      backend: 'cpu',
+      devices: [{ kind: 'cpu', name: 'test' }],
+    });
     await settle();
   }
 
   async heartbeat(job?: { jobId: JobId; epoch: number; step: number }): Promise<void> {
-    await this.send({ type: 'heartbeat', agentId: this.agentId, seq: ++this.seq, time: 0, state: job ? 'busy' : 'idle', ...(job ?? {}) });
+    await this.send({
+      type: 'heartbeat',
+      agentId: this.agentId,
+      seq: ++this.seq,
+      time: 0,
+      state: job ? 'busy' : 'idle',
+      ...(job ?? {}),
+    });
   }
 
   of<T extends CoordinatorToAgent['type']>(type: T): Extract<CoordinatorToAgent, { type: T }>[] {
@@ -153,18 +194,30 @@ export class FakeAgent {
 
   async metrics(jobId: JobId, epoch: number, fromStep: number, toStep: number): Promise<void> {
     const points = [];
-    for (let s = fromStep; s <= toStep; s++) points.push({ step: s, loss: 1 / s, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 100, time: s });
+    for (let s = fromStep; s <= toStep; s++)
+      points.push({ step: s, loss: 1 / s, learningRate: 1e-3, gradNorm: 1, tokensPerSecond: 100, time: s });
     await this.send(metricsMessage(jobId, epoch, points));
   }
 
   /** Upload a blob in chunks; `corrupt` flips a byte in the first chunk's data after the sha was computed. */
-  async upload(jobId: JobId, epoch: number, step: number, kind: 'checkpoint' | 'final', options: { id?: string; corrupt?: boolean; dropChunk?: number; chunkBytes?: number } = {}): Promise<CheckpointId> {
+  async upload(
+    jobId: JobId,
+    epoch: number,
+    step: number,
+    kind: 'checkpoint' | 'final',
+    options: { id?: string; corrupt?: boolean; dropChunk?: number; chunkBytes?: number } = {},
+  ): Promise<CheckpointId> {
     const blob = blobFor(jobId, step);
     const checkpointId = (options.id ?? `ck-${jobId}-${step}-${kind}`) as CheckpointId;
-    const chunks = chunksOf(blob, { jobId, epoch, checkpointId, kind, step, sha256: sha256(blob) }, options.chunkBytes ?? 64);
+    const chunks = chunksOf(
+      blob,
+      { jobId, epoch, checkpointId, kind, step, sha256: sha256(blob) },
+      options.chunkBytes ?? 64,
+    );
     for (const c of chunks) {
       if (c.index === options.dropChunk) continue;
-      const data = options.corrupt && c.index === 0 ? Uint8Array.from(c.data, (b, i) => (i === 0 ? b ^ 0xff : b)) : c.data;
+      const data =
+        options.corrupt && c.index === 0 ? Uint8Array.from(c.data, (b, i) => (i === 0 ? b ^ 0xff : b)) : c.data;
       await this.send({ ...c, data });
     }
     await settle();

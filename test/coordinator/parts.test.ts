@@ -36,7 +36,10 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, encodings: ['rope', 'fourier'] }, /encodings\[1\] must be one of/],
     [{ ...base, preset: 'huge' }, /preset must be one of/],
     [{ ...base, tasks: [] }, /tasks must be a non-empty array/],
-    [{ ...base, cluster: { heartbeatIntervalMs: 1000, failureTimeoutMs: 500 } }, /cluster\.failureTimeoutMs must be larger/],
+    [
+      { ...base, cluster: { heartbeatIntervalMs: 1000, failureTimeoutMs: 500 } },
+      /cluster\.failureTimeoutMs must be larger/,
+    ],
     [{ ...base, model: { heads: 5 } }, /model\.dModel must be divisible by model\.heads/],
     [{ ...base, model: { attentionLogitCap: -1 } }, /model\.attentionLogitCap must be a non-negative number/],
     [{ ...base, model: { sinusoidalStride: 0 } }, /model\.sinusoidalStride must be a positive number/],
@@ -44,7 +47,11 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, lr: 3 }, /x\.json: lr is not a known field/],
   ];
   for (const [raw, pattern] of cases) {
-    assert.throws(() => compileExperiment(raw, 'x.json', runId), (e: unknown) => e instanceof ExperimentConfigError && pattern.test(e.message), `expected ${pattern}`);
+    assert.throws(
+      () => compileExperiment(raw, 'x.json', runId),
+      (e: unknown) => e instanceof ExperimentConfigError && pattern.test(e.message),
+      `expected ${pattern}`,
+    );
   }
   // A valid override reaches every job, on top of the preset.
   const capped = compileExperiment({ ...base, model: { attentionLogitCap: 2 } }, 'x.json', runId);
@@ -53,21 +60,40 @@ void test('experiment errors name the file and the field', () => {
 
 void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
   const e = compileExperiment(
-    { name: 'x', encodings: ['rope'], tasks: [{ name: 'addition', params: { maxDigits: 2 } }, { name: 'addition', params: { maxDigits: 4 } }], seeds: 2, training: { steps: 5 } },
+    {
+      name: 'x',
+      encodings: ['rope'],
+      tasks: [
+        { name: 'addition', params: { maxDigits: 2 } },
+        { name: 'addition', params: { maxDigits: 4 } },
+      ],
+      seeds: 2,
+      training: { steps: 5 },
+    },
     'x.json',
     runId,
   );
-  assert.deepEqual(e.jobs.map((j) => j.jobId), ['rope-addition1-s1', 'rope-addition1-s2', 'rope-addition2-s1', 'rope-addition2-s2']);
+  assert.deepEqual(
+    e.jobs.map((j) => j.jobId),
+    ['rope-addition1-s1', 'rope-addition1-s2', 'rope-addition2-s1', 'rope-addition2-s2'],
+  );
   assert.equal(displayJobId('rope-addition-s1'), 'rope/addition/s1');
 });
 
 void test('failure detector: suspect after suspectAfterMs, dead after failureTimeoutMs, alive again when heard from', () => {
   const fd = new FailureDetector({ suspectAfterMs: 2500, failureTimeoutMs: 5000, watchdogMs: 0 });
   const a = { agentId: 'a' as AgentId, lastHeardAt: 0, suspect: false };
-  assert.deepEqual(fd.check(2000, [a], () => undefined), []);
+  assert.deepEqual(
+    fd.check(2000, [a], () => undefined),
+    [],
+  );
   assert.equal(fd.check(3000, [a], () => undefined)[0]?.verdict, 'suspect');
   a.suspect = true;
-  assert.deepEqual(fd.check(4000, [a], () => undefined), [], 'reported once');
+  assert.deepEqual(
+    fd.check(4000, [a], () => undefined),
+    [],
+    'reported once',
+  );
   assert.equal(fd.check(5001, [a], () => undefined)[0]?.verdict, 'dead');
   a.lastHeardAt = 5000;
   assert.equal(fd.check(5100, [a], () => undefined)[0]?.verdict, 'alive');
@@ -78,14 +104,26 @@ void test('failure detector: the watchdog ignores jobs that are evaluating or at
   const a = { agentId: 'a' as AgentId, lastHeardAt: 10_000, suspect: false, jobId: 'j' as JobId };
   const job = { state: 'running', step: 5, totalSteps: 10, lastProgressAt: 0 };
   assert.equal(fd.check(10_000, [a], () => job)[0]?.verdict, 'dead');
-  assert.deepEqual(fd.check(10_000, [a], () => ({ ...job, state: 'evaluating' })), []);
-  assert.deepEqual(fd.check(10_000, [a], () => ({ ...job, step: 10 })), []);
+  assert.deepEqual(
+    fd.check(10_000, [a], () => ({ ...job, state: 'evaluating' })),
+    [],
+  );
+  assert.deepEqual(
+    fd.check(10_000, [a], () => ({ ...job, step: 10 })),
+    [],
+  );
 });
 
 void test('scheduler: epochs bump on every assignment, re-queued jobs go first, the cap fails a job', () => {
   const e = smallExperiment({ encodings: ['rope'], seeds: [1, 2, 3] }, { maxAttempts: 2 });
   const s = new Scheduler(e.jobs, 2, 0);
-  const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({ agentId: id as AgentId, backend: 'cpu', devices: [], state, joinedAt: 0 });
+  const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({
+    agentId: id as AgentId,
+    backend: 'cpu',
+    devices: [],
+    state,
+    joinedAt: 0,
+  });
   const placed = s.placements([agent('a'), agent('b', 'busy')]);
   assert.equal(placed.length, 1);
   const j1 = placed[0]!.jobId;
@@ -112,7 +150,13 @@ void test('journal: entries survive a reopen; a torn last line is skipped; a tor
     appendFileSync(file, '{"type":"job_do');
     const run = replay(readJournal(file));
     assert.equal(run.jobs.get('a-b-s1' as JobId)?.state, 'running');
-    writeFileSync(file, readFileSync(file, 'utf8').replace('{"type":"job_do', '{"type":"job_do\n{"t":1,"type":"job_done","jobId":"a-b-s1","epoch":1}\n'));
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8').replace(
+        '{"type":"job_do',
+        '{"type":"job_do\n{"t":1,"type":"job_done","jobId":"a-b-s1","epoch":1}\n',
+      ),
+    );
     assert.throws(() => readJournal(file), /journal\.jsonl:3: unreadable/);
   } finally {
     cleanup();
@@ -126,22 +170,84 @@ function snapshot(): ViewSnapshot {
     now: 60_000,
     startedAt: 0,
     rows: [
-      { jobId: 'rope-addition-s1' as JobId, encoding: 'rope', task: 'addition', seed: 1, state: 'running', attempt: 2, epoch: 2, step: 150, totalSteps: 300, agentId: 'agent-1' as AgentId, loss: 0.5, accuracy: 0.42, tokensPerSecond: 1234, where: 'agent-1@node7', suspect: true, heartbeatAgeMs: 3100, etaS: 75 },
-      { jobId: 'nope-addition-s1' as JobId, encoding: 'nope', task: 'addition', seed: 1, state: 'pending', attempt: 0, epoch: 0, step: 0, totalSteps: 300, where: '', suspect: false },
+      {
+        jobId: 'rope-addition-s1' as JobId,
+        encoding: 'rope',
+        task: 'addition',
+        seed: 1,
+        state: 'running',
+        attempt: 2,
+        epoch: 2,
+        step: 150,
+        totalSteps: 300,
+        agentId: 'agent-1' as AgentId,
+        loss: 0.5,
+        accuracy: 0.42,
+        tokensPerSecond: 1234,
+        where: 'agent-1@node7',
+        suspect: true,
+        heartbeatAgeMs: 3100,
+        etaS: 75,
+      },
+      {
+        jobId: 'nope-addition-s1' as JobId,
+        encoding: 'nope',
+        task: 'addition',
+        seed: 1,
+        state: 'pending',
+        attempt: 0,
+        epoch: 0,
+        step: 0,
+        totalSteps: 300,
+        where: '',
+        suspect: false,
+      },
     ],
-    agents: [{ agentId: 'agent-1' as AgentId, host: 'node7', pid: 1, backend: 'cpu', state: 'suspect', lastHeartbeatAgoMs: 3100 }],
-    events: [{ time: 59_000, kind: 'reassigned', text: 'rope/addition/s1 lost on agent-3 at step 120; resumed on agent-1 from step 100' }],
+    agents: [
+      {
+        agentId: 'agent-1' as AgentId,
+        host: 'node7',
+        pid: 1,
+        backend: 'cpu',
+        state: 'suspect',
+        lastHeartbeatAgoMs: 3100,
+      },
+    ],
+    events: [
+      {
+        time: 59_000,
+        kind: 'reassigned',
+        text: 'rope/addition/s1 lost on agent-3 at step 120; resumed on agent-1 from step 100',
+      },
+    ],
   };
 }
 
 void test('progress view: a frame shows every job field, suspect agents and the event log', () => {
   const lines = renderFrame(snapshot(), 200);
   const text = lines.join('\n');
-  for (const want of ['rope/addition/s1', 'agent-1@node7', 'running?', '150/300', '0.500', '42%', '1234', '1m15s', '3.1s!', 'SUSPECT: agent-1', 'nope/addition/s1', 'pending', 'resumed on agent-1 from step 100']) {
+  for (const want of [
+    'rope/addition/s1',
+    'agent-1@node7',
+    'running?',
+    '150/300',
+    '0.500',
+    '42%',
+    '1234',
+    '1m15s',
+    '3.1s!',
+    'SUSPECT: agent-1',
+    'nope/addition/s1',
+    'pending',
+    'resumed on agent-1 from step 100',
+  ]) {
     assert.ok(text.includes(want), `frame lacks ${want}:\n${text}`);
   }
   assert.ok(text.includes('[##########..........]'), 'half a bar at 150/300');
-  assert.ok(renderFrame(snapshot(), 40).every((l) => l.length <= 40), 'lines fit the width');
+  assert.ok(
+    renderFrame(snapshot(), 40).every((l) => l.length <= 40),
+    'lines fit the width',
+  );
   const bytes = frameBytes(lines, 7);
   assert.ok(bytes.startsWith('\x1b[7A'), 'cursor up over the last frame');
   assert.equal(bytes.split('\x1b[2K').length - 1, lines.length, 'every line cleared before it is written');
@@ -183,10 +289,28 @@ void test('simulated clock: timers fire in order, intervals repeat, cleared time
 
 void test('with the data code wired in, task params and model.maxLen are checked at start, naming the field', async () => {
   const { validateTask, measureMaxLength } = await import('../../src/data/tasks.ts');
-  const checks = { validate: validateTask, maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300) };
-  for (const f of ['quick', 'length-generalization']) await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);
-  const base = { name: 'x', tasks: [{ name: 'addition', params: { minDigits: 3, maxDigits: 2 } }], training: { steps: 10 } };
-  assert.throws(() => compileExperiment(base, 'x.json', runId, undefined, checks), /x\.json: tasks\[0\]\.params\.maxDigits/);
-  const long = { ...base, tasks: [{ name: 'addition', params: { minDigits: 20, maxDigits: 20 } }], model: { maxLen: 16 } };
-  assert.throws(() => compileExperiment(long, 'x.json', runId, undefined, checks), /model\.maxLen is 16, too short for tasks\[0\]/);
+  const checks = {
+    validate: validateTask,
+    maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300),
+  };
+  for (const f of ['quick', 'length-generalization'])
+    await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);
+  const base = {
+    name: 'x',
+    tasks: [{ name: 'addition', params: { minDigits: 3, maxDigits: 2 } }],
+    training: { steps: 10 },
+  };
+  assert.throws(
+    () => compileExperiment(base, 'x.json', runId, undefined, checks),
+    /x\.json: tasks\[0\]\.params\.maxDigits/,
+  );
+  const long = {
+    ...base,
+    tasks: [{ name: 'addition', params: { minDigits: 20, maxDigits: 20 } }],
+    model: { maxLen: 16 },
+  };
+  assert.throws(
+    () => compileExperiment(long, 'x.json', runId, undefined, checks),
+    /model\.maxLen is 16, too short for tasks\[0\]/,
+  );
 });

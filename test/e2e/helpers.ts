@@ -43,7 +43,11 @@ export function spawnCli(args: string[], options: { cwd?: string; env?: Record<s
 export async function killAll(): Promise<void> {
   const all = [...spawned];
   for (const c of all) c.kill('SIGKILL');
-  await Promise.all(all.map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r())))));
+  await Promise.all(
+    all.map(
+      (c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))),
+    ),
+  );
 }
 
 export function killPid(pid: number, signal: NodeJS.Signals): void {
@@ -55,7 +59,12 @@ export function killPid(pid: number, signal: NodeJS.Signals): void {
 }
 
 /** Poll until check() returns a value (not undefined/false), at most timeoutMs; fails naming what it waited for. */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => T | undefined | false, context: () => string = () => ''): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  check: () => T | undefined | false,
+  context: () => string = () => '',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let v: T | undefined | false;
@@ -73,7 +82,11 @@ export async function waitFor<T>(what: string, timeoutMs: number, check: () => T
 export function tempRunsDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'pe-arena-e2e-'));
   // E2E_KEEP=1 keeps the run directories for a post-mortem.
-  return { dir, cleanup: () => (process.env['E2E_KEEP'] ? console.error(`kept ${dir}`) : rmSync(dir, { recursive: true, force: true })) };
+  return {
+    dir,
+    cleanup: () =>
+      process.env['E2E_KEEP'] ? console.error(`kept ${dir}`) : rmSync(dir, { recursive: true, force: true }),
+  };
 }
 
 export function writeExperiment(dir: string, experiment: Record<string, unknown>): string {
@@ -125,7 +138,11 @@ export function logTail(runDir: string | undefined, n = 30): string {
 }
 
 /** A tiny real-training experiment: small enough to finish in seconds per job on a laptop CPU. */
-export function tinyRealExperiment(name: string, overrides: Record<string, unknown> = {}, cluster: Record<string, unknown> = {}): Record<string, unknown> {
+export function tinyRealExperiment(
+  name: string,
+  overrides: Record<string, unknown> = {},
+  cluster: Record<string, unknown> = {},
+): Record<string, unknown> {
   return {
     name,
     encodings: ['rope', 'nope'],
@@ -135,19 +152,34 @@ export function tinyRealExperiment(name: string, overrides: Record<string, unkno
     model: { layers: 1, dModel: 32, heads: 2, ffnDim: 64, maxLen: 32 },
     training: { steps: 12, batchSize: 8, learningRate: 0.003 },
     evaluation: { samples: 8 },
-    cluster: { heartbeatIntervalMs: 250, failureTimeoutMs: 4000, suspectAfterMs: 1500, watchdogMs: 60000, checkpointEvery: 4, maxAttempts: 4, ...cluster },
+    cluster: {
+      heartbeatIntervalMs: 250,
+      failureTimeoutMs: 4000,
+      suspectAfterMs: 1500,
+      watchdogMs: 60000,
+      checkpointEvery: 4,
+      maxAttempts: 4,
+      ...cluster,
+    },
     ...overrides,
   };
 }
 
 /** Wait for a process to exit, at most timeoutMs (the timer is cleared, so it never holds the test process). */
-export async function exitWithin(p: Spawned, timeoutMs: number, context: () => string = () => ''): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+export async function exitWithin(
+  p: Spawned,
+  timeoutMs: number,
+  context: () => string = () => '',
+): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       p.exited,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`process did not exit within ${timeoutMs} ms\n${tail(p.output())}\n${context()}`)), timeoutMs);
+        timer = setTimeout(
+          () => reject(new Error(`process did not exit within ${timeoutMs} ms\n${tail(p.output())}\n${context()}`)),
+          timeoutMs,
+        );
       }),
     ]);
   } finally {

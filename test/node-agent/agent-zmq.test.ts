@@ -110,7 +110,9 @@ void test(
         steps,
         Array.from({ length: 30 }, (_, i) => i + 1),
       );
-      assert.ok(received.flatMap((m) => (m.type === 'metrics' ? metricPoints(m) : [])).every((p) => Number.isFinite(p.loss)));
+      assert.ok(
+        received.flatMap((m) => (m.type === 'metrics' ? metricPoints(m) : [])).every((p) => Number.isFinite(p.loss)),
+      );
       assert.deepEqual(
         acked.filter((a) => a.kind === 'checkpoint').map((a) => a.step),
         [10, 20],

@@ -13,10 +13,15 @@ const ROOT = join(import.meta.dirname, '..', '..');
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), ...args], { cwd: ROOT, timeout: 90_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
-      resolve({ code, stdout, stderr });
-    });
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), ...args],
+      { cwd: ROOT, timeout: 90_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : 1;
+        resolve({ code, stdout, stderr });
+      },
+    );
   });
 }
 
@@ -24,8 +29,38 @@ void test('pe-arena report writes final_comparison/ and prints the findings; a b
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
   try {
     await writeHandRun(dir, [
-      { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, evaluation: evaluation('rope-addition-s1', 'rope', 1, problems(8, 'test', () => 1, (i) => i < 6)) },
-      { jobId: 'nope-addition-s1', encoding: 'nope', seed: 1, evaluation: evaluation('nope-addition-s1', 'nope', 1, problems(8, 'test', () => 1, (i) => i < 2)) },
+      {
+        jobId: 'rope-addition-s1',
+        encoding: 'rope',
+        seed: 1,
+        evaluation: evaluation(
+          'rope-addition-s1',
+          'rope',
+          1,
+          problems(
+            8,
+            'test',
+            () => 1,
+            (i) => i < 6,
+          ),
+        ),
+      },
+      {
+        jobId: 'nope-addition-s1',
+        encoding: 'nope',
+        seed: 1,
+        evaluation: evaluation(
+          'nope-addition-s1',
+          'nope',
+          1,
+          problems(
+            8,
+            'test',
+            () => 1,
+            (i) => i < 2,
+          ),
+        ),
+      },
     ]);
     const ok = await cli(['report', dir, '--no-attention', '--resamples', '50']);
     assert.equal(ok.code, 0, ok.stderr);
@@ -40,7 +75,7 @@ void test('pe-arena report writes final_comparison/ and prints the findings; a b
   }
 });
 
-void test('pe-arena solve prints each model\'s answer; an unknown model exits 1 naming the known ones', async () => {
+void test("pe-arena solve prints each model's answer; an unknown model exits 1 naming the known ones", async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-cli-'));
   try {
     await writeModelRun(dir, ['rope']);

@@ -2,11 +2,25 @@
 // one (real training for a few steps, real final models and evaluation.json, in the runs/<runId>/ layout).
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { EncodingName, Evaluation, JobId, JobSpec, MetricPoint, RunId, TaskSpec } from '../../protocol/messages.ts';
+import type {
+  EncodingName,
+  Evaluation,
+  JobId,
+  JobSpec,
+  MetricPoint,
+  RunId,
+  TaskSpec,
+} from '../../protocol/messages.ts';
 
 export type Problem = Evaluation['problems'][number];
 
-export function evaluation(jobId: string, encoding: EncodingName, seed: number, problems: Problem[], extra: Partial<Evaluation> = {}): Evaluation {
+export function evaluation(
+  jobId: string,
+  encoding: EncodingName,
+  seed: number,
+  problems: Problem[],
+  extra: Partial<Evaluation> = {},
+): Evaluation {
   const test = problems.filter((p) => p.split === 'test');
   const perLength: Evaluation['perLength'] = {};
   for (const p of problems) {
@@ -33,15 +47,34 @@ export function evaluation(jobId: string, encoding: EncodingName, seed: number, 
       [1, 2],
       [3, 4],
     ],
-    errorTaxonomy: { format: 0, carry: 1, wrong_length: 0, single_digit: 0, other: test.filter((p) => !p.correct).length - 1 },
+    errorTaxonomy: {
+      format: 0,
+      carry: 1,
+      wrong_length: 0,
+      single_digit: 0,
+      other: test.filter((p) => !p.correct).length - 1,
+    },
     problems,
     ...extra,
   };
 }
 
 /** n problems of one split; `correct(i)` says which are right. */
-export function problems(n: number, split: string, length: (i: number) => number, correct: (i: number) => boolean): Problem[] {
-  return Array.from({ length: n }, (_, i) => ({ id: `addition:${split}:1:${i}`, split, length: length(i), correct: correct(i), symbolic: correct(i), prediction: correct(i) ? '5' : '6', target: '5' }));
+export function problems(
+  n: number,
+  split: string,
+  length: (i: number) => number,
+  correct: (i: number) => boolean,
+): Problem[] {
+  return Array.from({ length: n }, (_, i) => ({
+    id: `addition:${split}:1:${i}`,
+    split,
+    length: length(i),
+    correct: correct(i),
+    symbolic: correct(i),
+    prediction: correct(i) ? '5' : '6',
+    target: '5',
+  }));
 }
 
 export interface HandRunJob {
@@ -55,7 +88,11 @@ export interface HandRunJob {
 
 const TASK: TaskSpec = { name: 'addition', params: { minDigits: 1, maxDigits: 3 } };
 
-function spec(job: { jobId: string; encoding: EncodingName; seed: number }, runId: string, task: TaskSpec = TASK): JobSpec {
+function spec(
+  job: { jobId: string; encoding: EncodingName; seed: number },
+  runId: string,
+  task: TaskSpec = TASK,
+): JobSpec {
   return {
     jobId: job.jobId as JobId,
     runId: runId as RunId,
@@ -76,8 +113,35 @@ export async function writeHandRun(dir: string, jobs: HandRunJob[], runId = 'han
   const specs = jobs.map((j) => spec(j, runId));
   const encodings = [...new Set(jobs.map((j) => j.encoding))];
   const seeds = [...new Set(jobs.map((j) => j.seed))];
-  await writeFile(join(dir, 'experiment.json'), JSON.stringify({ name: 'hand', source: 'test', encodings, tasks: [TASK], seeds, preset: 'tiny', model: specs[0]?.model, training: specs[0]?.training, evaluation: specs[0]?.evaluation, jobs: specs }, null, 2));
-  const journal: string[] = [JSON.stringify({ t: 1, type: 'run_started', runId, experiment: 'hand', jobs: jobs.map((j) => j.jobId), address: 'tcp://127.0.0.1:1' })];
+  await writeFile(
+    join(dir, 'experiment.json'),
+    JSON.stringify(
+      {
+        name: 'hand',
+        source: 'test',
+        encodings,
+        tasks: [TASK],
+        seeds,
+        preset: 'tiny',
+        model: specs[0]?.model,
+        training: specs[0]?.training,
+        evaluation: specs[0]?.evaluation,
+        jobs: specs,
+      },
+      null,
+      2,
+    ),
+  );
+  const journal: string[] = [
+    JSON.stringify({
+      t: 1,
+      type: 'run_started',
+      runId,
+      experiment: 'hand',
+      jobs: jobs.map((j) => j.jobId),
+      address: 'tcp://127.0.0.1:1',
+    }),
+  ];
   for (const j of jobs) {
     const jobDir = join(dir, 'jobs', j.jobId);
     await mkdir(jobDir, { recursive: true });
@@ -85,8 +149,21 @@ export async function writeHandRun(dir: string, jobs: HandRunJob[], runId = 'han
       await writeFile(join(jobDir, 'evaluation.json'), JSON.stringify(j.evaluation, null, 2));
       journal.push(JSON.stringify({ t: 2, type: 'job_done', jobId: j.jobId, epoch: 1 }));
     }
-    if (j.failed !== undefined) journal.push(JSON.stringify({ t: 2, type: 'job_failed', jobId: j.jobId, epoch: 1, error: { name: 'TrainError', message: j.failed, retryable: false } }));
-    if (j.metrics !== undefined) await writeFile(join(jobDir, 'metrics.jsonl'), j.metrics.map((m) => JSON.stringify({ epoch: 1, ...m })).join('\n') + '\n');
+    if (j.failed !== undefined)
+      journal.push(
+        JSON.stringify({
+          t: 2,
+          type: 'job_failed',
+          jobId: j.jobId,
+          epoch: 1,
+          error: { name: 'TrainError', message: j.failed, retryable: false },
+        }),
+      );
+    if (j.metrics !== undefined)
+      await writeFile(
+        join(jobDir, 'metrics.jsonl'),
+        j.metrics.map((m) => JSON.stringify({ epoch: 1, ...m })).join('\n') + '\n',
+      );
   }
   await writeFile(join(dir, 'journal.jsonl'), journal.join('\n') + '\n');
   return dir;
@@ -131,8 +208,35 @@ export async function writeRealRun(dir: string, options: RealRunOptions): Promis
   );
   await mkdir(join(dir, 'jobs'), { recursive: true });
   const first = specs[0] as JobSpec;
-  await writeFile(join(dir, 'experiment.json'), JSON.stringify({ name: 'real-tiny', source: 'test', encodings: options.encodings, tasks: [task], seeds, preset: 'tiny', model: first.model, training: first.training, evaluation: first.evaluation, jobs: specs }, null, 2));
-  const journal: string[] = [JSON.stringify({ t: Date.now(), type: 'run_started', runId, experiment: 'real-tiny', jobs: specs.map((s) => s.jobId), address: 'tcp://127.0.0.1:1' })];
+  await writeFile(
+    join(dir, 'experiment.json'),
+    JSON.stringify(
+      {
+        name: 'real-tiny',
+        source: 'test',
+        encodings: options.encodings,
+        tasks: [task],
+        seeds,
+        preset: 'tiny',
+        model: first.model,
+        training: first.training,
+        evaluation: first.evaluation,
+        jobs: specs,
+      },
+      null,
+      2,
+    ),
+  );
+  const journal: string[] = [
+    JSON.stringify({
+      t: Date.now(),
+      type: 'run_started',
+      runId,
+      experiment: 'real-tiny',
+      jobs: specs.map((s) => s.jobId),
+      address: 'tcp://127.0.0.1:1',
+    }),
+  ];
   for (const s of specs) {
     await runLocalTraining(s, { out: join(dir, 'jobs', s.jobId), checkpointEvery: 0, log: () => {} });
     journal.push(JSON.stringify({ t: Date.now(), type: 'job_done', jobId: s.jobId, epoch: 1 }));
@@ -176,7 +280,8 @@ export async function decodePng(bytes: Uint8Array): Promise<{ width: number; hei
   }
   if (!ended) throw new Error('PNG has no IEND chunk (truncated)');
   const channels = ({ 0: 1, 2: 3, 3: 1, 4: 2, 6: 4 } as Record<number, number>)[colorType];
-  if (channels === undefined || width === 0 || height === 0) throw new Error(`PNG header is invalid (color type ${colorType}, ${width}x${height})`);
+  if (channels === undefined || width === 0 || height === 0)
+    throw new Error(`PNG header is invalid (color type ${colorType}, ${width}x${height})`);
   const raw = inflateSync(Buffer.concat(idat));
   const expected = height * (1 + Math.ceil((width * channels * bitDepth) / 8));
   if (raw.length !== expected) throw new Error(`PNG image data is ${raw.length} bytes, expected ${expected}`);

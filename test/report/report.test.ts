@@ -15,12 +15,67 @@ import { decodePng, evaluation, problems, writeHandRun, writeRealRun } from './f
 const len = (i: number): number => 1 + (i % 3);
 
 async function handRun(dir: string): Promise<void> {
-  const metrics = Array.from({ length: 30 }, (_, i) => ({ step: i + 1, loss: 3 / (i + 1), learningRate: 0.001, gradNorm: 1, tokensPerSecond: 400, time: i }));
+  const metrics = Array.from({ length: 30 }, (_, i) => ({
+    step: i + 1,
+    loss: 3 / (i + 1),
+    learningRate: 0.001,
+    gradNorm: 1,
+    tokensPerSecond: 400,
+    time: i,
+  }));
   await writeHandRun(dir, [
-    { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, evaluation: evaluation('rope-addition-s1', 'rope', 1, [...problems(10, 'test', len, (i) => i < 8), ...problems(4, 'length', () => 4, (i) => i < 3)]), metrics },
-    { jobId: 'alibi-addition-s1', encoding: 'alibi', seed: 1, evaluation: evaluation('alibi-addition-s1', 'alibi', 1, [...problems(10, 'test', len, (i) => i < 3), ...problems(4, 'length', () => 4, (i) => i < 1)]), metrics },
-    { jobId: 'rope-addition-s2', encoding: 'rope', seed: 2, evaluation: evaluation('rope-addition-s2', 'rope', 2, problems(10, 'test', len, (i) => i < 6)) },
-    { jobId: 'alibi-addition-s2', encoding: 'alibi', seed: 2, evaluation: evaluation('alibi-addition-s2', 'alibi', 2, problems(10, 'test', len, (i) => i < 2)) },
+    {
+      jobId: 'rope-addition-s1',
+      encoding: 'rope',
+      seed: 1,
+      evaluation: evaluation('rope-addition-s1', 'rope', 1, [
+        ...problems(10, 'test', len, (i) => i < 8),
+        ...problems(
+          4,
+          'length',
+          () => 4,
+          (i) => i < 3,
+        ),
+      ]),
+      metrics,
+    },
+    {
+      jobId: 'alibi-addition-s1',
+      encoding: 'alibi',
+      seed: 1,
+      evaluation: evaluation('alibi-addition-s1', 'alibi', 1, [
+        ...problems(10, 'test', len, (i) => i < 3),
+        ...problems(
+          4,
+          'length',
+          () => 4,
+          (i) => i < 1,
+        ),
+      ]),
+      metrics,
+    },
+    {
+      jobId: 'rope-addition-s2',
+      encoding: 'rope',
+      seed: 2,
+      evaluation: evaluation(
+        'rope-addition-s2',
+        'rope',
+        2,
+        problems(10, 'test', len, (i) => i < 6),
+      ),
+    },
+    {
+      jobId: 'alibi-addition-s2',
+      encoding: 'alibi',
+      seed: 2,
+      evaluation: evaluation(
+        'alibi-addition-s2',
+        'alibi',
+        2,
+        problems(10, 'test', len, (i) => i < 2),
+      ),
+    },
     { jobId: 'nope-addition-s1', encoding: 'nope', seed: 1, failed: 'loss is NaN at step 12' },
     { jobId: 't5-addition-s1', encoding: 't5', seed: 1 },
   ]);
@@ -35,7 +90,8 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
     await handRun(dir);
     const summary = await writeReport(dir, { attention: false, resamples: 300 });
     const out = join(dir, 'final_comparison');
-    for (const f of ['comparison_report.json', 'statistical_analysis.json', 'report.html', 'summary.md']) assert.ok(existsSync(join(out, f)), f);
+    for (const f of ['comparison_report.json', 'statistical_analysis.json', 'report.html', 'summary.md'])
+      assert.ok(existsSync(join(out, f)), f);
     const comparison = JSON.parse(await readFile(join(out, 'comparison_report.json'), 'utf8')) as ComparisonReport;
     const rope = comparison.rows.find((r) => r.encoding === 'rope');
     const alibi = comparison.rows.find((r) => r.encoding === 'alibi');
@@ -43,13 +99,20 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
     assert.equal(rope.seeds, 2);
     assert.ok(Math.abs(rope.exactMatch - 0.7) < 1e-12, String(rope.exactMatch)); // (8 + 6) / 20 test problems
     assert.ok(Math.abs(alibi.exactMatch - 0.25) < 1e-12, String(alibi.exactMatch));
-    assert.ok(rope.ci.exactMatch.lo <= 0.7 && 0.7 <= rope.ci.exactMatch.hi && rope.ci.exactMatch.hi - rope.ci.exactMatch.lo > 0);
+    assert.ok(
+      rope.ci.exactMatch.lo <= 0.7 && 0.7 <= rope.ci.exactMatch.hi && rope.ci.exactMatch.hi - rope.ci.exactMatch.lo > 0,
+    );
     assert.equal(rope.perLength['4'], 0.75); // the length split: 3 of 4
     // Loss 3/step: the mean of the 10 losses up to step 11 is 0.606, up to step 12 it is 0.481 <= 0.5.
     assert.equal(rope.efficiency.stepsToTargetLoss, 12);
     assert.deepEqual(comparison.jobs.missing.sort(), ['nope-addition-s1', 't5-addition-s1']);
-    assert.deepEqual(comparison.jobs.failed, [{ jobId: 'nope-addition-s1', reason: 'TrainError: loss is NaN at step 12' }]);
-    assert.ok(comparison.warnings.some((w) => w.includes('t5-addition-s1') && w.includes('exactMatch')), comparison.warnings.join('\n'));
+    assert.deepEqual(comparison.jobs.failed, [
+      { jobId: 'nope-addition-s1', reason: 'TrainError: loss is NaN at step 12' },
+    ]);
+    assert.ok(
+      comparison.warnings.some((w) => w.includes('t5-addition-s1') && w.includes('exactMatch')),
+      comparison.warnings.join('\n'),
+    );
 
     const analysis = JSON.parse(await readFile(join(out, 'statistical_analysis.json'), 'utf8')) as StatisticalAnalysis;
     assert.equal(analysis.pairwise.length, 1);
@@ -60,11 +123,26 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
     assert.ok(Math.abs(t.p - 2 / 2 ** 11) < 1e-15, String(t.p));
     assert.equal(t.pHolm, t.p);
     assert.equal(t.significant, true);
-    assert.deepEqual(analysis.meanReciprocalRank.slice(0, 2).map((m) => [m.encoding, m.mrr]), [['rope', 1], ['alibi', 0.5]]);
+    assert.deepEqual(
+      analysis.meanReciprocalRank.slice(0, 2).map((m) => [m.encoding, m.mrr]),
+      [
+        ['rope', 1],
+        ['alibi', 0.5],
+      ],
+    );
     const seedRope = analysis.seedDifferences.find((s) => s.encoding === 'rope');
-    assert.deepEqual(seedRope?.perSeed, [{ seed: 1, exactMatch: 0.8 }, { seed: 2, exactMatch: 0.6 }]);
-    assert.ok(analysis.findings.some((f) => f.startsWith('On addition, rope has the highest exact match, 70.0%')), analysis.findings.join('\n'));
-    assert.ok(analysis.findings.some((f) => f.includes('rope generalizes furthest')), analysis.findings.join('\n'));
+    assert.deepEqual(seedRope?.perSeed, [
+      { seed: 1, exactMatch: 0.8 },
+      { seed: 2, exactMatch: 0.6 },
+    ]);
+    assert.ok(
+      analysis.findings.some((f) => f.startsWith('On addition, rope has the highest exact match, 70.0%')),
+      analysis.findings.join('\n'),
+    );
+    assert.ok(
+      analysis.findings.some((f) => f.includes('rope generalizes furthest')),
+      analysis.findings.join('\n'),
+    );
 
     const html = await readFile(join(out, 'report.html'), 'utf8');
     assert.match(html, /Incomplete run/);
@@ -75,7 +153,13 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
     assert.match(md, /\| addition \| rope \| 2 \| 70\.0%/);
 
     const pngs = (await readdir(join(out, 'plots'))).sort();
-    assert.deepEqual(pngs, ['accuracy.png', 'efficiency.png', 'error-analysis.png', 'length-generalization.png', 'training-curves.png']);
+    assert.deepEqual(pngs, [
+      'accuracy.png',
+      'efficiency.png',
+      'error-analysis.png',
+      'length-generalization.png',
+      'training-curves.png',
+    ]);
     for (const p of pngs) {
       const { width, height } = await decodePng(await readFile(join(out, 'plots', p)));
       assert.ok(width > 200 && height > 100, `${p}: ${width}x${height}`);
@@ -110,11 +194,14 @@ void test('report from a small real run: numbers match evaluation.json, heatmaps
     const comparison = JSON.parse(await readFile(join(out, 'comparison_report.json'), 'utf8')) as ComparisonReport;
     assert.equal(comparison.rows.length, 2);
     for (const row of comparison.rows) {
-      const e = JSON.parse(await readFile(join(dir, 'jobs', `${row.encoding}-addition-s1`, 'evaluation.json'), 'utf8')) as Evaluation;
+      const e = JSON.parse(
+        await readFile(join(dir, 'jobs', `${row.encoding}-addition-s1`, 'evaluation.json'), 'utf8'),
+      ) as Evaluation;
       assert.equal(row.exactMatch, e.exactMatch, `${row.encoding} exact match`);
       assert.equal(row.symbolicAccuracy, e.symbolicAccuracy, `${row.encoding} symbolic`);
       assert.equal(row.efficiency.parameters, e.parameters);
-      for (const [k, b] of Object.entries(e.perLength)) assert.ok(Math.abs((row.perLength[k] ?? -1) - b.exactMatch) < 1e-12, `${row.encoding} length ${k}`);
+      for (const [k, b] of Object.entries(e.perLength))
+        assert.ok(Math.abs((row.perLength[k] ?? -1) - b.exactMatch) < 1e-12, `${row.encoding} length ${k}`);
       assert.deepEqual(row.attentionEntropyTable, e.attentionEntropy);
     }
     const pngs = (await readdir(join(out, 'plots'))).sort();
@@ -136,13 +223,36 @@ void test('findings say so when encodings tie instead of naming a winner', async
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-report-'));
   try {
     await writeHandRun(dir, [
-      { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, evaluation: evaluation('rope-addition-s1', 'rope', 1, problems(6, 'test', len, (i) => i < 3)) },
-      { jobId: 'alibi-addition-s1', encoding: 'alibi', seed: 1, evaluation: evaluation('alibi-addition-s1', 'alibi', 1, problems(6, 'test', len, (i) => i >= 3)) },
+      {
+        jobId: 'rope-addition-s1',
+        encoding: 'rope',
+        seed: 1,
+        evaluation: evaluation(
+          'rope-addition-s1',
+          'rope',
+          1,
+          problems(6, 'test', len, (i) => i < 3),
+        ),
+      },
+      {
+        jobId: 'alibi-addition-s1',
+        encoding: 'alibi',
+        seed: 1,
+        evaluation: evaluation(
+          'alibi-addition-s1',
+          'alibi',
+          1,
+          problems(6, 'test', len, (i) => i >= 3),
+        ),
+      },
     ]);
     const run = loadRun(dir);
     const comparison = buildComparison(run, { resamples: 50 });
     const analysis = buildAnalysis(run, comparison, { resamples: 50 });
-    assert.ok(analysis.findings.some((f) => f.includes('rope, alibi tie for the highest exact match at 50.0%')), analysis.findings.join('\n'));
+    assert.ok(
+      analysis.findings.some((f) => f.includes('rope, alibi tie for the highest exact match at 50.0%')),
+      analysis.findings.join('\n'),
+    );
     assert.ok(!analysis.findings.some((f) => f.includes('has the highest')));
     assert.ok(analysis.findings.some((f) => f.includes('rope, alibi share the best mean reciprocal rank (1.00)')));
     // 3 problems only rope got right, 3 only alibi: p = 1.

@@ -1,7 +1,16 @@
 // The statistics against values computed by hand.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { bootstrapCI, bootstrapMean, discordant, holm, mcnemarExact, meanReciprocalRank, quantile, std } from '../../src/report/stats.ts';
+import {
+  bootstrapCI,
+  bootstrapMean,
+  discordant,
+  holm,
+  mcnemarExact,
+  meanReciprocalRank,
+  quantile,
+  std,
+} from '../../src/report/stats.ts';
 
 const close = (a: number, b: number, eps = 1e-12): void => assert.ok(Math.abs(a - b) <= eps, `${a} != ${b}`);
 
@@ -20,8 +29,18 @@ void test('exact McNemar: two-sided binomial tail on the discordant pairs', () =
 });
 
 void test('discordant pairs count only problems both sides have', () => {
-  const a = new Map([['x', true], ['y', false], ['z', true], ['only-a', true]]);
-  const b = new Map([['x', false], ['y', true], ['z', true], ['only-b', false]]);
+  const a = new Map([
+    ['x', true],
+    ['y', false],
+    ['z', true],
+    ['only-a', true],
+  ]);
+  const b = new Map([
+    ['x', false],
+    ['y', true],
+    ['z', true],
+    ['only-b', false],
+  ]);
   assert.deepEqual(discordant(a, b), { b: 1, c: 1, n: 3 });
 });
 
@@ -36,8 +55,16 @@ void test('Holm step-down adjustment, in input order', () => {
 });
 
 void test('mean reciprocal rank with shared ranks on ties', () => {
-  const t1 = new Map([['a', 0.9], ['b', 0.5], ['c', 0.5]]); // a 1, b 2, c 2
-  const t2 = new Map([['b', 0.8], ['a', 0.7], ['c', 0.1]]); // b 1, a 2, c 3
+  const t1 = new Map([
+    ['a', 0.9],
+    ['b', 0.5],
+    ['c', 0.5],
+  ]); // a 1, b 2, c 2
+  const t2 = new Map([
+    ['b', 0.8],
+    ['a', 0.7],
+    ['c', 0.1],
+  ]); // b 1, a 2, c 3
   const mrr = meanReciprocalRank([t1, t2], ['a', 'b', 'c', 'd']);
   close(mrr.get('a') as number, 0.75);
   close(mrr.get('b') as number, 0.75);
@@ -53,7 +80,10 @@ void test('quantile interpolates like numpy', () => {
 });
 
 void test('bootstrap: seeded, reproducible, brackets the mean, degenerate data gives a point', () => {
-  const groups = [Array.from({ length: 50 }, (_, i) => ({ num: i % 4 === 0 ? 1 : 0, den: 1 })), Array.from({ length: 50 }, (_, i) => ({ num: i % 2 === 0 ? 1 : 0, den: 1 }))];
+  const groups = [
+    Array.from({ length: 50 }, (_, i) => ({ num: i % 4 === 0 ? 1 : 0, den: 1 })),
+    Array.from({ length: 50 }, (_, i) => ({ num: i % 2 === 0 ? 1 : 0, den: 1 })),
+  ];
   const a = bootstrapCI(groups, { seed: 7, resamples: 500 });
   const b = bootstrapCI(groups, { seed: 7, resamples: 500 });
   assert.deepEqual(a, b);
@@ -69,5 +99,13 @@ void test('bootstrap: seeded, reproducible, brackets the mean, degenerate data g
   const empty = bootstrapCI([[]]);
   assert.ok(Number.isNaN(empty.mean) && empty.n === 0);
   // A ratio statistic: 3 right steps of 4, 1 of 4 -> 4/8.
-  close(bootstrapCI([[{ num: 3, den: 4 }, { num: 1, den: 4 }]]).mean, 0.5);
+  close(
+    bootstrapCI([
+      [
+        { num: 3, den: 4 },
+        { num: 1, den: 4 },
+      ],
+    ]).mean,
+    0.5,
+  );
 });

@@ -21,7 +21,13 @@ before(async () => {
   specs = await writeModelRun(dir, ['rope', 'alibi'], { broken: ['t5'] });
   registry = tfRegistry(dir, 'cpu');
   registry.refresh();
-  server = await startServer({ registry, runDir: dir, maxProblemChars: 200, maxBodyBytes: 4096, progressIntervalMs: 50 });
+  server = await startServer({
+    registry,
+    runDir: dir,
+    maxProblemChars: 200,
+    maxBodyBytes: 4096,
+    progressIntervalMs: 50,
+  });
 });
 
 after(async () => {
@@ -50,7 +56,9 @@ void test('GET /health and /models', async () => {
   const health = (await (await fetch(`${server.url}/health`)).json()) as Record<string, unknown>;
   assert.equal(health['status'], 'ok');
   assert.equal(health['models'], 3);
-  const { models } = (await (await fetch(`${server.url}/models`)).json()) as { models: { name: string; task: string }[] };
+  const { models } = (await (await fetch(`${server.url}/models`)).json()) as {
+    models: { name: string; task: string }[];
+  };
   assert.deepEqual(models.map((m) => m.name).sort(), ['alibi', 'rope', 't5']);
   assert.ok(models.every((m) => m.task === 'addition'));
 });
@@ -58,7 +66,13 @@ void test('GET /health and /models', async () => {
 void test('POST /solve with one model: the answer the model decodes, with latency', async () => {
   const { status, json } = await postJson(`${server.url}/solve`, { problem: '12 + 34', model_type: 'rope' });
   assert.equal(status, 200, JSON.stringify(json));
-  const results = json['results'] as { model: string; answer: string; prediction: string; latencyMs: number; promptTokens: number }[];
+  const results = json['results'] as {
+    model: string;
+    answer: string;
+    prediction: string;
+    latencyMs: number;
+    promptTokens: number;
+  }[];
   assert.equal(results.length, 1);
   const r = results[0];
   assert.ok(r);
@@ -68,7 +82,11 @@ void test('POST /solve with one model: the answer the model decodes, with latenc
   // The server's answer is exactly what the evaluation's decoder predicts for the same prompt.
   const { predict } = await import('../../src/train/tf-workload.ts');
   const loaded = await registry.get('rope');
-  const [expected] = predict(loaded.model, [{ id: 'x', task: 'addition', prompt: '12+34=', target: '46', answer: '46', length: 2 }], loaded.job.model.maxLen);
+  const [expected] = predict(
+    loaded.model,
+    [{ id: 'x', task: 'addition', prompt: '12+34=', target: '46', answer: '46', length: 2 }],
+    loaded.job.model.maxLen,
+  );
   // The evaluation stops a few tokens past the target's length; the server lets the model write until EOS.
   assert.ok((expected ?? '').length > 0);
   assert.equal(r.prediction.slice(0, (expected ?? '').length), expected);
@@ -113,7 +131,7 @@ void test('bad input: 400 malformed, 404 unknown model listing the known ones, 4
   assert.equal(bigBody.status, 413);
   assert.equal((await fetch(`${server.url}/solve`)).status, 405);
   assert.equal((await fetch(`${server.url}/nope`)).status, 404);
-  assert.equal((await (await fetch(`${server.url}/health`)).json() as { status: string }).status, 'ok');
+  assert.equal(((await (await fetch(`${server.url}/health`)).json()) as { status: string }).status, 'ok');
 });
 
 void test('concurrent good and bad requests all get their answer; the server keeps serving', async () => {
@@ -187,15 +205,33 @@ void test('a run with no models yet: /solve answers 404 with the reason, progres
   const { ModelRegistry } = await import('../../src/serve/registry.ts');
   const reg = new ModelRegistry(empty, () => Promise.reject(new Error('no loads expected')));
   // Injected model calls: this server must never need TensorFlow.js.
-  const srv = await startServer({ registry: reg, runDir: empty, solve: () => assert.fail('solve called'), attention: () => assert.fail('attention called') });
+  const srv = await startServer({
+    registry: reg,
+    runDir: empty,
+    solve: () => assert.fail('solve called'),
+    attention: () => assert.fail('attention called'),
+  });
   try {
-    await writeFile(join(empty, 'experiment.json'), JSON.stringify({ name: 'empty', jobs: [{ jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, task: { name: 'addition' }, training: { steps: 50 } }] }));
+    await writeFile(
+      join(empty, 'experiment.json'),
+      JSON.stringify({
+        name: 'empty',
+        jobs: [
+          { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, task: { name: 'addition' }, training: { steps: 50 } },
+        ],
+      }),
+    );
     reg.refresh();
     const r = await postJson(`${srv.url}/solve`, { problem: '1+1' });
     assert.equal(r.status, 404);
     assert.match((r.json['error'] as { message: string }).message, /no trained models/);
-    const progress = (await (await fetch(`${srv.url}/progress`)).json()) as { jobs: { jobId: string; state: string; totalSteps: number }[] };
-    assert.deepEqual(progress.jobs.map((j) => [j.jobId, j.state, j.totalSteps]), [['rope-addition-s1', 'pending', 50]]);
+    const progress = (await (await fetch(`${srv.url}/progress`)).json()) as {
+      jobs: { jobId: string; state: string; totalSteps: number }[];
+    };
+    assert.deepEqual(
+      progress.jobs.map((j) => [j.jobId, j.state, j.totalSteps]),
+      [['rope-addition-s1', 'pending', 50]],
+    );
   } finally {
     await srv.close();
     await rm(empty, { recursive: true, force: true });

@@ -4,14 +4,23 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EncodingName, JobSpec, TaskSpec } from '../../protocol/messages.ts';
 
-export async function writeModelRun(dir: string, encodings: EncodingName[], options: { broken?: EncodingName[]; task?: TaskSpec } = {}): Promise<JobSpec[]> {
+export async function writeModelRun(
+  dir: string,
+  encodings: EncodingName[],
+  options: { broken?: EncodingName[]; task?: TaskSpec } = {},
+): Promise<JobSpec[]> {
   const { buildJobSpec } = await import('../../src/train/job.ts');
   const { createTfWorkload } = await import('../../src/train/tf-workload.ts');
   const task = options.task ?? { name: 'addition', params: { minDigits: 1, maxDigits: 2 } };
   const all = [...encodings, ...(options.broken ?? [])];
-  const specs = all.map((encoding) => buildJobSpec({ encoding, task, seed: 1, preset: 'tiny', steps: 10, runId: 'serve-run', evalSamples: 4 }));
+  const specs = all.map((encoding) =>
+    buildJobSpec({ encoding, task, seed: 1, preset: 'tiny', steps: 10, runId: 'serve-run', evalSamples: 4 }),
+  );
   await mkdir(join(dir, 'jobs'), { recursive: true });
-  await writeFile(join(dir, 'experiment.json'), JSON.stringify({ name: 'serve-test', encodings: all, tasks: [task], seeds: [1], preset: 'tiny', jobs: specs }));
+  await writeFile(
+    join(dir, 'experiment.json'),
+    JSON.stringify({ name: 'serve-test', encodings: all, tasks: [task], seeds: [1], preset: 'tiny', jobs: specs }),
+  );
   for (const spec of specs) {
     const modelDir = join(dir, 'jobs', spec.jobId, 'final_model');
     await mkdir(modelDir, { recursive: true });
@@ -26,11 +35,26 @@ export async function writeModelRun(dir: string, encodings: EncodingName[], opti
       w.dispose();
     }
   }
-  await writeFile(join(dir, 'journal.jsonl'), JSON.stringify({ t: 1, type: 'run_started', runId: 'serve-run', experiment: 'serve-test', jobs: specs.map((s) => s.jobId), address: 'x' }) + '\n');
+  await writeFile(
+    join(dir, 'journal.jsonl'),
+    JSON.stringify({
+      t: 1,
+      type: 'run_started',
+      runId: 'serve-run',
+      experiment: 'serve-test',
+      jobs: specs.map((s) => s.jobId),
+      address: 'x',
+    }) + '\n',
+  );
   return specs;
 }
 
 export async function postJson(url: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), signal: AbortSignal.timeout(30_000) });
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    signal: AbortSignal.timeout(30_000),
+  });
   return { status: res.status, json: (await res.json()) as Record<string, unknown> };
 }

@@ -38,7 +38,8 @@ function renderResults(body) {
     card.append(el('div', { class: 'answer' }, r.answer === '' ? '(no answer)' : r.answer));
     if (r.steps.length > 0) {
       const list = el('ul', { class: 'steps' });
-      for (const s of r.steps) list.append(el('li', { class: s.correct ? 'step-ok' : 'step-bad' }, `${s.text} ${s.correct ? '✓' : '✗'}`));
+      for (const s of r.steps)
+        list.append(el('li', { class: s.correct ? 'step-ok' : 'step-bad' }, `${s.text} ${s.correct ? '✓' : '✗'}`));
       card.append(list);
     }
     card.append(el('pre', {}, r.prediction));
@@ -84,7 +85,11 @@ function drawHeatmap(view) {
 async function showAttention(problem) {
   const model = $('attention-model').value;
   if (!model || !problem) return;
-  const res = await fetch('/attention', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ problem, model_type: model }) });
+  const res = await fetch('/attention', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ problem, model_type: model }),
+  });
   if (res.ok) drawHeatmap(await res.json());
 }
 
@@ -95,7 +100,11 @@ form.addEventListener('submit', async (event) => {
   setStatus('solving…');
   $('solve').disabled = true;
   try {
-    const res = await fetch('/solve', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ problem, model_type: model }) });
+    const res = await fetch('/solve', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ problem, model_type: model }),
+    });
     const body = await res.json();
     if (!res.ok) {
       setStatus(body.error ? body.error.message : `error ${res.status}`, true);
@@ -118,7 +127,16 @@ function renderProgress(p) {
   body.replaceChildren();
   for (const j of p.jobs) {
     const tr = el('tr');
-    for (const v of [j.jobId, j.encoding, j.task, String(j.seed), j.state, `${j.step}/${j.totalSteps}`, j.loss === undefined ? '' : j.loss.toFixed(4)]) tr.append(el('td', {}, v));
+    for (const v of [
+      j.jobId,
+      j.encoding,
+      j.task,
+      String(j.seed),
+      j.state,
+      `${j.step}/${j.totalSteps}`,
+      j.loss === undefined ? '' : j.loss.toFixed(4),
+    ])
+      tr.append(el('td', {}, v));
     body.append(tr);
   }
   $('progress-state').textContent = p.finished ? '(finished)' : '(live)';
