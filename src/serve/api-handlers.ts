@@ -1,5 +1,6 @@
 // The JSON endpoints: GET /health, GET /models, POST /solve and POST /attention, over the run's models.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { BadRequestError, ServeError, TooLongError } from './errors.ts';
 import { readBody, sendJson } from './http-io.ts';
 import type { AttentionView, LoadedModel, SolveResult } from './inference.ts';
@@ -108,7 +109,7 @@ async function solveEach(
   const errors: ModelFailure[] = [];
   for (const name of names) {
     // Decoding is synchronous: yield between models so other requests (and /health) get a turn.
-    await new Promise<void>((resolve) => setImmediate(resolve));
+    await yieldToEventLoop();
     try {
       results.push(ctx.solve(await ctx.registry.get(name), problem));
     } catch (error) {
