@@ -130,7 +130,11 @@ void test('bad input: 400 malformed, 404 unknown model listing the known ones, 4
   assert.match((longTokens.json['error'] as { message: string }).message, /tokens/);
   const bigBody = await postJson(`${server.url}/solve`, { problem: '1+1', pad: 'x'.repeat(5000) });
   assert.equal(bigBody.status, 413);
-  assert.equal((await fetch(`${server.url}/solve`)).status, 405);
+  const wrongMethod = await fetch(`${server.url}/solve`);
+  assert.equal(wrongMethod.status, 405);
+  assert.equal(wrongMethod.headers.get('allow'), 'POST');
+  await wrongMethod.arrayBuffer();
+  assert.equal((await fetch(`${server.url}/health`, { method: 'HEAD' })).status, 200); // HEAD goes where GET does
   assert.equal((await fetch(`${server.url}/nope`)).status, 404);
   assert.equal(((await (await fetch(`${server.url}/health`)).json()) as { status: string }).status, 'ok');
 });
