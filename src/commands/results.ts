@@ -2,6 +2,7 @@
 // TensorFlow.js) load only when one of these commands runs.
 import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
+import type { SolveResult } from '../serve/inference.ts';
 import type { BackendName } from '../train/workload.ts';
 
 const BACKENDS = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const;
@@ -27,6 +28,30 @@ function fail(command: string, error: unknown): void {
   process.exitCode = 1;
 }
 
+interface ReportFlags {
+  out?: string;
+  pdf: boolean;
+  attention: boolean;
+  resamples: number;
+  seed: number;
+}
+
+interface SolveFlags {
+  run: string;
+  pe: string;
+  backend?: BackendName;
+  json: boolean;
+}
+
+interface ServeFlags {
+  run: string;
+  port: number;
+  host: string;
+  backend?: BackendName;
+  maxProblemChars: number;
+  quiet: boolean;
+}
+
 export function registerResultsCommands(program: Command): void {
   program
     .command('report')
@@ -37,31 +62,8 @@ export function registerResultsCommands(program: Command): void {
     .option('--no-attention', 'skip the attention heatmaps (they load each final model)')
     .option('--resamples <n>', 'bootstrap resamples', int('--resamples', 10, 100_000), 1000)
     .option('--seed <n>', 'bootstrap seed', int('--seed', 0, 2 ** 31 - 1), 0)
-    .action(
-      async (
-        runDir: string,
-        flags: { out?: string; pdf: boolean; attention: boolean; resamples: number; seed: number },
-      ) => {
-        try {
-          const { writeReport } = await import('../report/index.ts');
-          const summary = await writeReport(resolve(runDir), {
-            ...(flags.out === undefined ? {} : { outDir: resolve(flags.out) }),
-            pdf: flags.pdf,
-            attention: flags.attention,
-            resamples: flags.resamples,
-            seed: flags.seed,
-            log: (line) => console.error(line),
-          });
-          console.log(`report: ${summary.outDir}/report.html`);
-          console.log(
-            `jobs: ${summary.jobs.evaluated} of ${summary.jobs.total} evaluated${summary.jobs.missing.length > 0 ? ` (missing: ${summary.jobs.missing.join(', ')})` : ''}`,
-          );
-          for (const f of summary.findings) console.log(`- ${f}`);
-          for (const s of summary.skipped) console.log(`not written: ${s}`);
-        } catch (error) {
-          fail('report', error);
-        }
-      },
+    .action((runDir: string, flags: ReportFlags) =>
+      report(runDir, flags).catch((error: unknown) => fail('report', error)),
     );
 
   program
@@ -72,42 +74,9 @@ export function registerResultsCommands(program: Command): void {
     .option('--pe <name>', 'one model (an encoding name) or "all"', 'all')
     .option('--backend <name>', `TF.js backend (${BACKENDS.join(', ')}); default: the best that loads`, backendArg)
     .option('--json', 'print JSON instead of text', false)
-    .action(async (problem: string, flags: { run: string; pe: string; backend?: BackendName; json: boolean }) => {
-      let registry: import('../serve/registry.ts').ModelRegistry | undefined;
-      try {
-        const { tfRegistry } = await import('../serve/registry.ts');
-        const { solveWith } = await import('../serve/inference.ts');
-        registry = tfRegistry(resolve(flags.run), flags.backend);
-        registry.refresh();
-        const names = flags.pe === 'all' ? registry.names() : [flags.pe];
-        if (names.length === 0)
-          throw new Error(`${flags.run} has no trained models (no final_model/ or checkpoints/ in its jobs)`);
-        const out: unknown[] = [];
-        for (const name of names) {
-          try {
-            const r = solveWith(await registry.get(name), problem);
-            out.push(r);
-            if (!flags.json) {
-              console.log(
-                `${r.model.padEnd(12)} ${r.answer === '' ? '(no answer)' : r.answer}   ${r.latencyMs.toFixed(1)} ms, ${r.generatedTokens} tokens`,
-              );
-              for (const s of r.steps) console.log(`${''.padEnd(12)}   ${s.correct ? '✓' : '✗'} ${s.text}`);
-              if (r.prediction.includes('\n')) console.log(r.prediction.replace(/^/gm, `${''.padEnd(12)} | `));
-            }
-          } catch (error) {
-            if (flags.pe !== 'all') throw error;
-            const message = error instanceof Error ? error.message : String(error);
-            out.push({ model: name, error: message });
-            if (!flags.json) console.log(`${name.padEnd(12)} error: ${message}`);
-          }
-        }
-        if (flags.json) console.log(JSON.stringify(out, null, 2));
-      } catch (error) {
-        fail('solve', error);
-      } finally {
-        registry?.dispose();
-      }
-    });
+    .action((problem: string, flags: SolveFlags) =>
+      solve(problem, flags).catch((error: unknown) => fail('solve', error)),
+    );
 
   program
     .command('serve')
@@ -118,48 +87,91 @@ export function registerResultsCommands(program: Command): void {
     .option('--backend <name>', `TF.js backend (${BACKENDS.join(', ')}); default: the best that loads`, backendArg)
     .option('--max-problem-chars <n>', 'longest problem accepted', int('--max-problem-chars', 1, 1_000_000), 2000)
     .option('--quiet', 'do not log each request', false)
-    .action(
-      async (flags: {
-        run: string;
-        port: number;
-        host: string;
-        backend?: BackendName;
-        maxProblemChars: number;
-        quiet: boolean;
-      }) => {
-        try {
-          const { tfRegistry } = await import('../serve/registry.ts');
-          const { startServer } = await import('../serve/server.ts');
-          const { ensureBackend } = await import('../serve/inference.ts');
-          const runDir = resolve(flags.run);
-          const registry = tfRegistry(runDir, flags.backend);
-          registry.refresh();
-          await ensureBackend(flags.backend, (line) => console.error(line));
-          const running = await startServer(
-            {
-              registry,
-              runDir,
-              maxProblemChars: flags.maxProblemChars,
-              ...(flags.quiet ? {} : { log: (line: string) => console.error(line) }),
-            },
-            flags.port,
-            flags.host,
-          );
-          console.log(
-            `serving ${registry.names().length} model(s) (${registry.names().join(', ') || 'none yet'}) at ${running.url}/`,
-          );
-          const stop = (signal: string): void => {
-            console.error(`${signal}: closing`);
-            void running.close().then(() => {
-              registry.dispose();
-              process.exit(0);
-            });
-          };
-          process.once('SIGINT', () => stop('SIGINT'));
-          process.once('SIGTERM', () => stop('SIGTERM'));
-        } catch (error) {
-          fail('serve', error);
-        }
-      },
-    );
+    .action((flags: ServeFlags) => serve(flags).catch((error: unknown) => fail('serve', error)));
+}
+
+async function report(runDir: string, flags: ReportFlags): Promise<void> {
+  const { writeReport } = await import('../report/index.ts');
+  const summary = await writeReport(resolve(runDir), {
+    ...(flags.out === undefined ? {} : { outDir: resolve(flags.out) }),
+    pdf: flags.pdf,
+    attention: flags.attention,
+    resamples: flags.resamples,
+    seed: flags.seed,
+    log: (line) => console.error(line),
+  });
+  console.log(`report: ${summary.outDir}/report.html`);
+  console.log(
+    `jobs: ${summary.jobs.evaluated} of ${summary.jobs.total} evaluated${summary.jobs.missing.length > 0 ? ` (missing: ${summary.jobs.missing.join(', ')})` : ''}`,
+  );
+  for (const f of summary.findings) console.log(`- ${f}`);
+  for (const s of summary.skipped) console.log(`not written: ${s}`);
+}
+
+async function solve(problem: string, flags: SolveFlags): Promise<void> {
+  const { tfRegistry } = await import('../serve/registry.ts');
+  const { solveWith } = await import('../serve/inference.ts');
+  const registry = tfRegistry(resolve(flags.run), flags.backend);
+  try {
+    registry.refresh();
+    const names = flags.pe === 'all' ? registry.names() : [flags.pe];
+    if (names.length === 0)
+      throw new Error(`${flags.run} has no trained models (no final_model/ or checkpoints/ in its jobs)`);
+    const out: unknown[] = [];
+    for (const name of names) {
+      try {
+        const r = solveWith(await registry.get(name), problem);
+        out.push(r);
+        if (!flags.json) printSolveResult(r);
+      } catch (error) {
+        if (flags.pe !== 'all') throw error;
+        const message = error instanceof Error ? error.message : String(error);
+        out.push({ model: name, error: message });
+        if (!flags.json) console.log(`${name.padEnd(12)} error: ${message}`);
+      }
+    }
+    if (flags.json) console.log(JSON.stringify(out, null, 2));
+  } finally {
+    registry.dispose();
+  }
+}
+
+function printSolveResult(r: SolveResult): void {
+  console.log(
+    `${r.model.padEnd(12)} ${r.answer === '' ? '(no answer)' : r.answer}   ${r.latencyMs.toFixed(1)} ms, ${r.generatedTokens} tokens`,
+  );
+  for (const s of r.steps) console.log(`${''.padEnd(12)}   ${s.correct ? '✓' : '✗'} ${s.text}`);
+  if (r.prediction.includes('\n')) console.log(r.prediction.replace(/^/gm, `${''.padEnd(12)} | `));
+}
+
+async function serve(flags: ServeFlags): Promise<void> {
+  const { tfRegistry } = await import('../serve/registry.ts');
+  const { startServer } = await import('../serve/server.ts');
+  const { ensureBackend } = await import('../serve/inference.ts');
+  const runDir = resolve(flags.run);
+  const registry = tfRegistry(runDir, flags.backend);
+  registry.refresh();
+  await ensureBackend(flags.backend, (line) => console.error(line));
+  const running = await startServer(
+    {
+      registry,
+      runDir,
+      maxProblemChars: flags.maxProblemChars,
+      ...(flags.quiet ? {} : { log: (line: string) => console.error(line) }),
+    },
+    flags.port,
+    flags.host,
+  );
+  console.log(
+    `serving ${registry.names().length} model(s) (${registry.names().join(', ') || 'none yet'}) at ${running.url}/`,
+  );
+  const stop = (signal: string): void => {
+    console.error(`${signal}: closing`);
+    void running.close().then(() => {
+      registry.dispose();
+      process.exit(0);
+    });
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
 }

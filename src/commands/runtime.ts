@@ -101,44 +101,6 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, 
 }
 
 export function registerRuntimeCommands(program: Command): void {
-  const withRunOptions = (cmd: Command, launcherDefault: LauncherName, bindDefault: string | undefined): Command =>
-    cmd
-      .option(
-        '--agents <n>',
-        'agents to start (local: default one per core; pbs/slurm: the job array size, default 1)',
-        positiveInt('--agents'),
-      )
-      .option(
-        '--nodes <n>',
-        'the same as --agents (reads better with pbs/slurm: one agent per node)',
-        positiveInt('--nodes'),
-      )
-      .option(
-        '--launcher <name>',
-        'local (child processes), none (agents started by hand), pbs (qsub) or slurm (sbatch)',
-        launcherName,
-        launcherDefault,
-      )
-      .option('--cluster <file>', 'site profile for pbs/slurm, e.g. configs/clusters/iitd.json')
-      .option('--dry-run', 'pbs/slurm: write and print the job script, submit nothing')
-      .option(
-        '--bind <address>',
-        `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`,
-        bindDefault,
-      )
-      .option('--runs-dir <dir>', 'where run directories go', 'runs')
-      .option('--resume <runDir>', 'continue an interrupted run from its journal')
-      .option('--backend <name>', 'TensorFlow.js backend for local agents (tensorflow-gpu, tensorflow, wasm, cpu)')
-      .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
-      .option(
-        '--agent-death-timeout-ms <ms>',
-        'local agents exit after hearing nothing for this long',
-        positiveInt('--agent-death-timeout-ms'),
-      )
-      .option('--view <mode>', 'auto (live on a TTY, plain lines otherwise), plain, or off', 'auto')
-      .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'))
-      .option('--no-report', 'skip the full report (statistics, plots, report.html) at the end');
-
   withRunOptions(
     program
       .command('run')
@@ -179,41 +141,7 @@ export function registerRuntimeCommands(program: Command): void {
       '--keys-dir <dir>',
       'turn CURVE on with the cluster key pair in this directory (cluster.key, from pe-arena keys init)',
     )
-    .action(
-      async (flags: {
-        coordinator: string;
-        backend?: string;
-        agentId?: string;
-        logFile?: string;
-        deathTimeoutMs?: number;
-        workloadModule?: string;
-        launcherId?: string;
-        keysDir?: string;
-      }) => {
-        const { runAgent } = await import('../../node-agent/agent.ts');
-        type AgentOptions = Parameters<typeof runAgent>[0];
-        const options: AgentOptions = { coordinator: flags.coordinator };
-        if (flags.backend !== undefined) options.backend = flags.backend as NonNullable<AgentOptions['backend']>;
-        if (flags.agentId !== undefined) options.agentId = flags.agentId;
-        if (flags.logFile !== undefined) options.logFile = flags.logFile;
-        if (flags.deathTimeoutMs !== undefined) options.deathTimeoutMs = flags.deathTimeoutMs;
-        if (flags.workloadModule !== undefined) options.workloadModule = flags.workloadModule;
-        if (flags.launcherId !== undefined) options.launcherId = flags.launcherId;
-        if (flags.keysDir !== undefined) {
-          // Keys come from files named on the command line, never the command line itself (ps, qstat -f show it).
-          const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
-          try {
-            options.curve = clientCurve(await loadClusterKeys(flags.keysDir));
-          } catch (error) {
-            process.stderr.write(`pe-arena agent: ${(error as Error).message}\n`);
-            process.exit(1);
-          }
-        }
-        // runAgent validates the options (e.g. the backend name) and says what is wrong.
-        const code = await runAgent(options);
-        process.exit(code);
-      },
-    );
+    .action((flags: AgentFlags) => startAgent(flags));
 
   program
     .command('status')
@@ -221,32 +149,115 @@ export function registerRuntimeCommands(program: Command): void {
     .description('show the jobs and agents of a run')
     .option('--json', 'print the raw status as JSON')
     .option('--keys-dir <dir>', 'CURVE keys for a coordinator that runs with them (its keysDir, or runs/<runId>/keys)')
-    .action(async (target: string, flags: { json?: boolean; keysDir?: string }) => {
-      const { statusFromCoordinator, statusFromRunDir, schedulerTasksFromRunDir, formatStatus } =
-        await import('../../coordinator/status.ts');
-      try {
-        const live = /^[a-z]+:\/\//.test(target);
-        let curve: ClientCurve | undefined;
-        if (flags.keysDir !== undefined) {
-          const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
-          curve = clientCurve(await loadClusterKeys(flags.keysDir));
-        }
-        const status = live
-          ? await statusFromCoordinator(target, { ...(curve === undefined ? {} : { curve }) })
-          : statusFromRunDir(target);
-        // A run started through pbs/slurm also shows each agent's scheduler task and its state: the coordinator
-        // sends them live; a run directory has the launcher's last snapshot.
-        const tasks = live
-          ? (status.schedulerTasks ?? [])
-          : schedulerTasksFromRunDir(target, (line) => process.stderr.write(`${line}\n`));
-        const out = flags.json
-          ? JSON.stringify(tasks.length > 0 ? { ...status, schedulerTasks: tasks } : status, null, 2)
-          : formatStatus(status, tasks);
-        process.stdout.write(out + '\n');
-        process.exit(0);
-      } catch (error) {
-        process.stderr.write(`pe-arena status: ${(error as Error).message}\n`);
-        process.exit(1);
-      }
-    });
+    .action((target: string, flags: StatusFlags) => showStatus(target, flags));
+}
+
+/** The options `run` and `coordinator` share; they differ in the launcher and bind address they default to. */
+function withRunOptions(cmd: Command, launcherDefault: LauncherName, bindDefault: string | undefined): Command {
+  return cmd
+    .option(
+      '--agents <n>',
+      'agents to start (local: default one per core; pbs/slurm: the job array size, default 1)',
+      positiveInt('--agents'),
+    )
+    .option(
+      '--nodes <n>',
+      'the same as --agents (reads better with pbs/slurm: one agent per node)',
+      positiveInt('--nodes'),
+    )
+    .option(
+      '--launcher <name>',
+      'local (child processes), none (agents started by hand), pbs (qsub) or slurm (sbatch)',
+      launcherName,
+      launcherDefault,
+    )
+    .option('--cluster <file>', 'site profile for pbs/slurm, e.g. configs/clusters/iitd.json')
+    .option('--dry-run', 'pbs/slurm: write and print the job script, submit nothing')
+    .option(
+      '--bind <address>',
+      `ROUTER address${bindDefault ? '' : ' (default tcp://127.0.0.1:<free port>)'}`,
+      bindDefault,
+    )
+    .option('--runs-dir <dir>', 'where run directories go', 'runs')
+    .option('--resume <runDir>', 'continue an interrupted run from its journal')
+    .option('--backend <name>', 'TensorFlow.js backend for local agents (tensorflow-gpu, tensorflow, wasm, cpu)')
+    .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
+    .option(
+      '--agent-death-timeout-ms <ms>',
+      'local agents exit after hearing nothing for this long',
+      positiveInt('--agent-death-timeout-ms'),
+    )
+    .option('--view <mode>', 'auto (live on a TTY, plain lines otherwise), plain, or off', 'auto')
+    .option('--plain-every <s>', 'seconds between plain progress lines', positiveInt('--plain-every'))
+    .option('--no-report', 'skip the full report (statistics, plots, report.html) at the end');
+}
+
+interface AgentFlags {
+  coordinator: string;
+  backend?: string;
+  agentId?: string;
+  logFile?: string;
+  deathTimeoutMs?: number;
+  workloadModule?: string;
+  launcherId?: string;
+  keysDir?: string;
+}
+
+async function startAgent(flags: AgentFlags): Promise<void> {
+  const { runAgent } = await import('../../node-agent/agent.ts');
+  type AgentOptions = Parameters<typeof runAgent>[0];
+  const options: AgentOptions = { coordinator: flags.coordinator };
+  if (flags.backend !== undefined) options.backend = flags.backend as NonNullable<AgentOptions['backend']>;
+  if (flags.agentId !== undefined) options.agentId = flags.agentId;
+  if (flags.logFile !== undefined) options.logFile = flags.logFile;
+  if (flags.deathTimeoutMs !== undefined) options.deathTimeoutMs = flags.deathTimeoutMs;
+  if (flags.workloadModule !== undefined) options.workloadModule = flags.workloadModule;
+  if (flags.launcherId !== undefined) options.launcherId = flags.launcherId;
+  if (flags.keysDir !== undefined) {
+    // Keys come from files named on the command line, never the command line itself (ps, qstat -f show it).
+    const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
+    try {
+      options.curve = clientCurve(await loadClusterKeys(flags.keysDir));
+    } catch (error) {
+      process.stderr.write(`pe-arena agent: ${(error as Error).message}\n`);
+      process.exit(1);
+    }
+  }
+  // runAgent validates the options (e.g. the backend name) and says what is wrong.
+  const code = await runAgent(options);
+  process.exit(code);
+}
+
+interface StatusFlags {
+  json?: boolean;
+  keysDir?: string;
+}
+
+async function showStatus(target: string, flags: StatusFlags): Promise<void> {
+  const { statusFromCoordinator, statusFromRunDir, schedulerTasksFromRunDir, formatStatus } =
+    await import('../../coordinator/status.ts');
+  try {
+    const live = /^[a-z]+:\/\//.test(target);
+    let curve: ClientCurve | undefined;
+    if (flags.keysDir !== undefined) {
+      const { clientCurve, loadClusterKeys } = await import('../../protocol/keys.ts');
+      curve = clientCurve(await loadClusterKeys(flags.keysDir));
+    }
+    const status = live
+      ? await statusFromCoordinator(target, { ...(curve === undefined ? {} : { curve }) })
+      : statusFromRunDir(target);
+    // A run started through pbs/slurm also shows each agent's scheduler task and its state: the coordinator
+    // sends them live; a run directory has the launcher's last snapshot.
+    const tasks = live
+      ? (status.schedulerTasks ?? [])
+      : schedulerTasksFromRunDir(target, (line) => process.stderr.write(`${line}\n`));
+    const out = flags.json
+      ? JSON.stringify(tasks.length > 0 ? { ...status, schedulerTasks: tasks } : status, null, 2)
+      : formatStatus(status, tasks);
+    process.stdout.write(out + '\n');
+    process.exit(0);
+  } catch (error) {
+    process.stderr.write(`pe-arena status: ${(error as Error).message}\n`);
+    process.exit(1);
+  }
 }

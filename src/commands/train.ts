@@ -6,6 +6,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import {
   ENCODINGS,
   type EncodingName,
+  type Evaluation,
   type JobSpec,
   type MetricPoint,
   type TaskSpec,
@@ -169,8 +170,6 @@ function progressReporter(mode: string): { step: (p: MetricPoint, total: number)
 }
 
 async function train(flags: TrainFlags, command: Command): Promise<void> {
-  const { buildJobSpec } = await import('../train/job.ts');
-  const { readTrainingCheckpoint } = await import('../train/trainer.ts');
   const { runLocalTraining } = await import('../train/local-run.ts');
   const { isBackendName } = await import('../train/backend.ts');
   const log = (line: string): void => void process.stderr.write(`${line}\n`);
@@ -180,56 +179,10 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
     );
   }
   const backend = flags.backend as BackendName | undefined;
-  let spec: JobSpec;
-  let resumeFrom: Uint8Array | undefined;
-  if (flags.resume !== undefined) {
-    resumeFrom = new Uint8Array(await readFile(flags.resume));
-    const { meta } = readTrainingCheckpoint(resumeFrom);
-    spec = meta.job;
-    // The job comes from the checkpoint; only a longer (or shorter) run may be asked for.
-    if (command.getOptionValueSource('steps') === 'cli')
-      spec = { ...spec, training: { ...spec.training, steps: flags.steps } };
-    log(
-      `resuming ${String(spec.jobId)} (${spec.encoding}, ${spec.task.name}) from step ${meta.step} of ${spec.training.steps}`,
-    );
-  } else {
-    if (flags.pe === undefined) throw new InvalidArgumentError(`--pe is required (one of ${ENCODINGS.join(', ')})`);
-    if (!(ENCODINGS as readonly string[]).includes(flags.pe))
-      throw new InvalidArgumentError(`--pe must be one of ${ENCODINGS.join(', ')}, got '${flags.pe}'`);
-    const task = taskFromFlags(flags);
-    const lengthTask: TaskSpec | undefined =
-      flags.lengthDigits === undefined
-        ? undefined
-        : {
-            name: task.name,
-            params: { ...task.params, minDigits: flags.lengthDigits[0], maxDigits: flags.lengthDigits[1] },
-          };
-    spec = buildJobSpec({
-      encoding: flags.pe as EncodingName,
-      task,
-      preset: flags.preset,
-      seed: flags.seed,
-      steps: flags.steps,
-      batchSize: flags.batch,
-      learningRate: flags.lr,
-      ...(flags.warmup === undefined ? {} : { warmupSteps: flags.warmup }),
-      weightDecay: flags.weightDecay,
-      clipNorm: flags.clip,
-      evalSamples: flags.evalSamples,
-      ...(lengthTask === undefined ? {} : { lengthTask }),
-      ...(flags.lengthSamples === undefined ? {} : { lengthSamples: flags.lengthSamples }),
-      checkpointEvery: flags.checkpointEvery,
-    });
-  }
+  const { spec, resumeFrom } =
+    flags.resume === undefined ? { spec: await newJob(flags) } : await resumedJob(flags.resume, flags, command, log);
   const out = resolve(flags.out);
-  let stopping = false;
-  const onSignal = (): void => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    log('\nstopping after this step: writing a checkpoint (Ctrl-C again to quit at once)');
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const stop = stopOnSignal(log);
   const progress = progressReporter(flags.progress);
   try {
     const result = await runLocalTraining(spec, {
@@ -242,7 +195,7 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
       onEvaluate: (done, total) => {
         if (done === total) log(`evaluated ${total} problems`);
       },
-      shouldStop: () => stopping,
+      shouldStop: () => stop.requested,
     });
     progress.end();
     if (result.evaluation === null) {
@@ -250,18 +203,92 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
       process.exitCode = 130;
       return;
     }
-    const e = result.evaluation;
-    const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
-    log(
-      `done: ${e.steps} steps in ${formatDuration(e.wallTimeS)} on ${e.backend}, ${Math.round(e.tokensPerSecond)} tok/s; ` +
-        `exact match ${pct(e.exactMatch)}, symbolic ${pct(e.symbolicAccuracy)}` +
-        (e.stepAccuracy === null ? '' : `, steps ${pct(e.stepAccuracy)}`),
-    );
-    log(`wrote ${out}/evaluation.json, ${out}/final_model/model.ckpt, ${out}/metrics.jsonl`);
+    logEvaluation(result.evaluation, out, log);
   } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    stop.release();
   }
+}
+
+/** The job a checkpoint holds; only a longer (or shorter) run may be asked for on the command line. */
+async function resumedJob(
+  file: string,
+  flags: TrainFlags,
+  command: Command,
+  log: (line: string) => void,
+): Promise<{ spec: JobSpec; resumeFrom: Uint8Array }> {
+  const { readTrainingCheckpoint } = await import('../train/trainer.ts');
+  const resumeFrom = new Uint8Array(await readFile(file));
+  const { meta } = readTrainingCheckpoint(resumeFrom);
+  let spec = meta.job;
+  if (command.getOptionValueSource('steps') === 'cli')
+    spec = { ...spec, training: { ...spec.training, steps: flags.steps } };
+  log(
+    `resuming ${String(spec.jobId)} (${spec.encoding}, ${spec.task.name}) from step ${meta.step} of ${spec.training.steps}`,
+  );
+  return { spec, resumeFrom };
+}
+
+/** The job the flags describe. */
+async function newJob(flags: TrainFlags): Promise<JobSpec> {
+  const { buildJobSpec } = await import('../train/job.ts');
+  if (flags.pe === undefined) throw new InvalidArgumentError(`--pe is required (one of ${ENCODINGS.join(', ')})`);
+  if (!(ENCODINGS as readonly string[]).includes(flags.pe))
+    throw new InvalidArgumentError(`--pe must be one of ${ENCODINGS.join(', ')}, got '${flags.pe}'`);
+  const task = taskFromFlags(flags);
+  const lengthTask: TaskSpec | undefined =
+    flags.lengthDigits === undefined
+      ? undefined
+      : {
+          name: task.name,
+          params: { ...task.params, minDigits: flags.lengthDigits[0], maxDigits: flags.lengthDigits[1] },
+        };
+  return buildJobSpec({
+    encoding: flags.pe as EncodingName,
+    task,
+    preset: flags.preset,
+    seed: flags.seed,
+    steps: flags.steps,
+    batchSize: flags.batch,
+    learningRate: flags.lr,
+    ...(flags.warmup === undefined ? {} : { warmupSteps: flags.warmup }),
+    weightDecay: flags.weightDecay,
+    clipNorm: flags.clip,
+    evalSamples: flags.evalSamples,
+    ...(lengthTask === undefined ? {} : { lengthTask }),
+    ...(flags.lengthSamples === undefined ? {} : { lengthSamples: flags.lengthSamples }),
+    checkpointEvery: flags.checkpointEvery,
+  });
+}
+
+/** The first SIGINT/SIGTERM asks the run to stop after this step (with a checkpoint); a second quits at once. */
+function stopOnSignal(log: (line: string) => void): { readonly requested: boolean; release(): void } {
+  let requested = false;
+  const onSignal = (): void => {
+    if (requested) process.exit(130);
+    requested = true;
+    log('\nstopping after this step: writing a checkpoint (Ctrl-C again to quit at once)');
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return {
+    get requested() {
+      return requested;
+    },
+    release() {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+  };
+}
+
+function logEvaluation(e: Evaluation, out: string, log: (line: string) => void): void {
+  const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+  log(
+    `done: ${e.steps} steps in ${formatDuration(e.wallTimeS)} on ${e.backend}, ${Math.round(e.tokensPerSecond)} tok/s; ` +
+      `exact match ${pct(e.exactMatch)}, symbolic ${pct(e.symbolicAccuracy)}` +
+      (e.stepAccuracy === null ? '' : `, steps ${pct(e.stepAccuracy)}`),
+  );
+  log(`wrote ${out}/evaluation.json, ${out}/final_model/model.ckpt, ${out}/metrics.jsonl`);
 }
 
 export function registerTrainCommand(program: Command): void {

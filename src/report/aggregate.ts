@@ -3,7 +3,7 @@
 // error analysis (taxonomy plus calculation vs reasoning errors on problems with steps), and findings in words.
 import type { Evaluation, MetricPoint } from '../../protocol/messages.ts';
 import { extractSteps } from '../eval/steps.ts';
-import type { JobRecord, RunData } from './load-run.ts';
+import type { JobRecord, RunData } from '../run-dir/load-run.ts';
 import {
   bootstrapCI,
   discordant,

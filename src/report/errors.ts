@@ -5,11 +5,6 @@ export class ReportError extends PeArenaError {
   override readonly name: string = 'ReportError';
 }
 
-/** The directory given is not a run directory (nor a `pe-arena train --out` directory). */
-export class RunDirectoryError extends ReportError {
-  override readonly name = 'RunDirectoryError';
-}
-
 /** Rendering a plot or the PDF failed (missing browser, font, or a bad spec). */
 export class RenderError extends ReportError {
   override readonly name = 'RenderError';

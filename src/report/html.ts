@@ -1,7 +1,7 @@
 // report.html (one self-contained file, plots embedded as data URIs) and summary.md, from the aggregated
 // numbers. Every value is escaped: job ids, task names and predictions come from files on disk.
 import type { ComparisonReport, ComparisonRow, StatisticalAnalysis } from './aggregate.ts';
-import type { RunData } from './load-run.ts';
+import type { RunData } from '../run-dir/load-run.ts';
 import type { PlotFile } from './plots.ts';
 import type { Interval } from './stats.ts';
 

@@ -12,12 +12,12 @@ import {
   type StatisticalAnalysis,
 } from './aggregate.ts';
 import { renderHtml, renderMarkdown } from './html.ts';
-import { loadRun, type JobRecord, type RunData } from './load-run.ts';
+import { loadRun, type JobRecord, type RunData } from '../run-dir/load-run.ts';
 import { renderPlots, type AttentionSample } from './plots.ts';
 
 export type { ComparisonReport, ComparisonRow, StatisticalAnalysis, PairwiseTest } from './aggregate.ts';
 export { buildAnalysis, buildComparison } from './aggregate.ts';
-export { loadRun, type RunData, type JobRecord } from './load-run.ts';
+export { loadRun, type RunData, type JobRecord } from '../run-dir/load-run.ts';
 
 export interface ReportOptions extends AggregateOptions {
   /** Where to write (default <runDir>/final_comparison). */

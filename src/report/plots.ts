@@ -6,7 +6,7 @@ import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 import type { ComparisonReport, ComparisonRow } from './aggregate.ts';
 import { RenderError } from './errors.ts';
-import type { JobRecord } from './load-run.ts';
+import type { JobRecord } from '../run-dir/load-run.ts';
 
 const FONT = 'DejaVu Sans';
 const CONFIG = {

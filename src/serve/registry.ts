@@ -1,7 +1,7 @@
 // The models a run offers: one per job with a final model (or checkpoint) on disk. Each encoding's first job is
 // served under the encoding's name ("rope"); other jobs of that encoding under their job id. Models load
 // lazily, once, on first use, so `serve` starts at once and a broken model file fails only its own requests.
-import { loadRun } from '../report/load-run.ts';
+import { loadRun } from '../run-dir/load-run.ts';
 import type { BackendName } from '../train/workload.ts';
 import { UnknownModelError } from './errors.ts';
 import type { LoadedModel } from './inference.ts';

@@ -3,15 +3,27 @@
 //   GET / (demo), GET /app.js, GET /report (the run's report.html), GET /events (server-sent run progress).
 // Bad input gets a clear status and reason (400 malformed, 404 unknown model, 413 too long) and the server
 // keeps serving; an unexpected error answers 500 for that request only.
-import { readFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// Each endpoint's handler lives with its kind: api-handlers.ts (JSON), progress-stream.ts (server-sent events),
+// static-files.ts (the demo and the report); router.ts picks one by path and method.
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { BadRequestError, ServeError, TooLongError } from './errors.ts';
-import type { AttentionView, LoadedModel, SolveResult } from './inference.ts';
+import {
+  handleAttention,
+  handleHealth,
+  handleModels,
+  handleSolve,
+  throttledRefresh,
+  type ApiContext,
+  type AttentionFn,
+  type SolveFn,
+} from './api-handlers.ts';
+import { sendError, sendJson } from './http-io.ts';
 import { readProgress } from './progress.ts';
+import { ProgressStreams } from './progress-stream.ts';
 import type { ModelRegistry } from './registry.ts';
+import { route, type Route, type Routes } from './router.ts';
+import { sendReport, sendStaticFile, STATIC_FILES } from './static-files.ts';
 
 export interface ServeOptions {
   registry: ModelRegistry;
@@ -25,8 +37,8 @@ export interface ServeOptions {
   progressIntervalMs?: number;
   log?: (line: string) => void;
   /** The model calls, injectable so API tests need no TensorFlow.js. */
-  solve?: (m: LoadedModel, problem: string) => SolveResult;
-  attention?: (m: LoadedModel, problem: string) => AttentionView;
+  solve?: SolveFn;
+  attention?: AttentionFn;
 }
 
 export interface RunningServer {
@@ -36,261 +48,65 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const STATIC_DIR = join(import.meta.dirname, 'static');
-const STATIC: Record<string, string> = {
-  '/': 'index.html',
-  '/index.html': 'index.html',
-  '/app.js': 'app.js',
-  '/style.css': 'style.css',
-};
-const TYPES: Record<string, string> = {
-  html: 'text/html; charset=utf-8',
-  js: 'text/javascript; charset=utf-8',
-  css: 'text/css; charset=utf-8',
-};
-
-function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  if (res.headersSent) {
-    res.end();
-    return;
-  }
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
-  });
-  res.end(text);
-}
-
-function sendError(res: ServerResponse, error: unknown): void {
-  if (error instanceof ServeError) {
-    const extra = 'known' in error ? { known: (error as { known: readonly string[] }).known } : {};
-    sendJson(res, error.status, { error: { name: error.name, message: error.message, ...extra } });
-    return;
-  }
-  const message = error instanceof Error ? error.message : String(error);
-  sendJson(res, 500, { error: { name: error instanceof Error ? error.name : 'Error', message } });
-}
-
-async function readBody(req: IncomingMessage, limit: number): Promise<string> {
-  const declared = Number(req.headers['content-length']);
-  if (Number.isFinite(declared) && declared > limit)
-    throw new TooLongError(`request body is ${declared} bytes; the limit is ${limit}`);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buf = chunk as Buffer;
-    size += buf.length;
-    if (size > limit) throw new TooLongError(`request body is over the ${limit}-byte limit`);
-    chunks.push(buf);
-  }
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-interface SolveRequest {
-  problem: string;
-  model: string;
-}
-
-function parseSolveRequest(text: string, maxChars: number): SolveRequest {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (cause) {
-    throw new BadRequestError(`body is not valid JSON: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
-    throw new BadRequestError('body must be a JSON object like {"problem": "12+34", "model_type": "rope"}');
-  const body = raw as Record<string, unknown>;
-  const problem = body['problem'];
-  if (typeof problem !== 'string')
-    throw new BadRequestError(`"problem" must be a string, got ${problem === undefined ? 'nothing' : typeof problem}`);
-  if (problem.trim() === '') throw new BadRequestError('"problem" is empty');
-  if (problem.length > maxChars)
-    throw new TooLongError(`"problem" is ${problem.length} characters; the limit is ${maxChars}`);
-  const model = body['model_type'] ?? body['model'] ?? 'all';
-  if (typeof model !== 'string' || model === '')
-    throw new BadRequestError('"model_type" must be a model name or "all"');
-  return { problem, model };
-}
-
 export async function startServer(options: ServeOptions, port = 0, host = '127.0.0.1'): Promise<RunningServer> {
-  const { registry, runDir } = options;
   const log = options.log ?? (() => {});
-  const maxChars = options.maxProblemChars ?? 2000;
-  const maxBody = options.maxBodyBytes ?? 64 * 1024;
-  const interval = options.progressIntervalMs ?? 1000;
-  const inference =
-    options.solve !== undefined && options.attention !== undefined ? null : await import('./inference.ts');
-  const solve = options.solve ?? (inference as typeof import('./inference.ts')).solveWith;
-  const attention =
-    options.attention ??
-    ((m: LoadedModel, p: string) => (inference as typeof import('./inference.ts')).attentionWith(m, p));
-  const started = Date.now();
-  let lastRefresh = Date.now();
-  // A run in progress gains models as jobs finish: look again now and then, never more than every 2 s.
-  const refresh = (): void => {
-    if (Date.now() - lastRefresh < 2000) return;
-    lastRefresh = Date.now();
-    try {
-      registry.refresh();
-    } catch (error) {
-      log(`model scan failed: ${error instanceof Error ? error.message : String(error)}`);
-    }
+  const { solve, attention } = await modelCalls(options);
+  const api: ApiContext = {
+    registry: options.registry,
+    runDir: options.runDir,
+    maxProblemChars: options.maxProblemChars ?? 2000,
+    maxBodyBytes: options.maxBodyBytes ?? 64 * 1024,
+    startedAt: Date.now(),
+    solve,
+    attention,
+    refreshModels: throttledRefresh(options.registry, log),
   };
-  const streams = new Set<ServerResponse>();
-  const timers = new Set<NodeJS.Timeout>();
+  const streams = new ProgressStreams(options.runDir, options.progressIntervalMs ?? 1000);
+  const server = createHttpServer(buildRoutes(api, streams), log);
+  await listen(server, port, host);
+  const address = server.address() as AddressInfo;
+  return {
+    server,
+    port: address.port,
+    url: `http://${host}:${address.port}`,
+    async close() {
+      streams.close();
+      await closeServer(server);
+    },
+  };
+}
 
-  async function handleSolve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { problem, model } = parseSolveRequest(await readBody(req, maxBody), maxChars);
-    if (model === 'all' || !registry.has(model)) refresh();
-    const names = model === 'all' ? registry.names() : [model];
-    if (names.length === 0)
-      throw new ServeError(`no trained models in ${runDir} yet (no job has a final_model/ or checkpoint)`, {
-        status: 404,
-      });
-    // Unknown names answer 404 before any model work (get() throws UnknownModelError).
-    if (model !== 'all') await registry.get(model);
-    const results: SolveResult[] = [];
-    const errors: { model: string; error: { name: string; message: string; status: number } }[] = [];
-    const t0 = performance.now();
-    for (const name of names) {
-      // Decoding is synchronous: yield between models so other requests (and /health) get a turn.
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      try {
-        results.push(solve(await registry.get(name), problem));
-      } catch (error) {
-        if (model !== 'all') throw error;
-        const e =
-          error instanceof ServeError ? error : new ServeError(error instanceof Error ? error.message : String(error));
-        errors.push({ model: name, error: { name: e.name, message: e.message, status: e.status } });
-      }
-    }
-    // For "all", no answer because the problem is too long is the client's error, not a partial success.
-    const tooLong = errors.find((e) => e.error.status === 413);
-    if (results.length === 0 && tooLong !== undefined) throw new TooLongError(tooLong.error.message);
-    sendJson(res, 200, { problem, model_type: model, results, errors, totalLatencyMs: performance.now() - t0 });
-  }
+/** The model calls: the injected ones, or TensorFlow.js inference (imported only when one is missing). */
+async function modelCalls(options: ServeOptions): Promise<{ solve: SolveFn; attention: AttentionFn }> {
+  if (options.solve !== undefined && options.attention !== undefined)
+    return { solve: options.solve, attention: options.attention };
+  const { solveWith, attentionWith } = await import('./inference.ts');
+  return {
+    solve: options.solve ?? solveWith,
+    attention: options.attention ?? ((m, p) => attentionWith(m, p)),
+  };
+}
 
-  async function handleAttention(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { problem, model } = parseSolveRequest(await readBody(req, maxBody), maxChars);
-    const name = model === 'all' ? registry.names()[0] : model;
-    if (name === undefined) throw new ServeError('this run has no models', { status: 404 });
-    sendJson(res, 200, attention(await registry.get(name), problem));
-  }
+/** Every endpoint the server answers, by path. */
+function buildRoutes(api: ApiContext, streams: ProgressStreams): Routes {
+  const routes = new Map<string, Route>([
+    ['/health', { method: 'GET', handle: (_req, res) => handleHealth(api, res) }],
+    ['/models', { method: 'GET', handle: (_req, res) => handleModels(api, res) }],
+    ['/solve', { method: 'POST', handle: (req, res) => handleSolve(api, req, res) }],
+    ['/attention', { method: 'POST', handle: (req, res) => handleAttention(api, req, res) }],
+    ['/events', { method: 'GET', handle: (req, res) => streams.stream(req, res) }],
+    ['/progress', { method: 'GET', handle: (_req, res) => sendJson(res, 200, readProgress(api.runDir)) }],
+    ['/report', { method: 'GET', handle: (_req, res) => sendReport(res, api.runDir) }],
+  ]);
+  for (const [path, asset] of Object.entries(STATIC_FILES))
+    routes.set(path, { method: 'GET', handle: (_req, res) => sendStaticFile(res, asset) });
+  return routes;
+}
 
-  function handleEvents(req: IncomingMessage, res: ServerResponse): void {
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
-    streams.add(res);
-    let last = '';
-    const push = (): void => {
-      try {
-        const snapshot = JSON.stringify(readProgress(runDir));
-        // Only changes travel; a comment line keeps proxies from closing an idle stream.
-        if (snapshot.replace(/"time":\d+,/, '') !== last) {
-          last = snapshot.replace(/"time":\d+,/, '');
-          res.write(`event: progress\ndata: ${snapshot}\n\n`);
-        } else res.write(': idle\n\n');
-      } catch (error) {
-        res.write(
-          `event: problem\ndata: ${JSON.stringify({ message: error instanceof Error ? error.message : String(error) })}\n\n`,
-        );
-      }
-    };
-    push();
-    const timer = setInterval(push, interval);
-    timers.add(timer);
-    const stop = (): void => {
-      clearInterval(timer);
-      timers.delete(timer);
-      streams.delete(res);
-    };
-    req.on('close', stop);
-    res.on('error', stop);
-  }
-
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost');
-    const path = url.pathname;
-    const method = req.method ?? 'GET';
-    const allow = (m: string): boolean => {
-      if (method === m || (m === 'GET' && method === 'HEAD')) return true;
-      res.setHeader('allow', m);
-      sendJson(res, 405, { error: { name: 'MethodNotAllowed', message: `${method} ${path}: use ${m}` } });
-      return false;
-    };
-    if (path === '/health') {
-      if (allow('GET'))
-        sendJson(res, 200, {
-          status: 'ok',
-          models: registry.names().length,
-          loaded: registry.list().filter((m) => m.loaded).length,
-          uptimeS: (Date.now() - started) / 1000,
-        });
-      return;
-    }
-    if (path === '/models') {
-      if (!allow('GET')) return;
-      refresh();
-      sendJson(res, 200, { models: registry.list() });
-      return;
-    }
-    if (path === '/solve') {
-      if (allow('POST')) await handleSolve(req, res);
-      return;
-    }
-    if (path === '/attention') {
-      if (allow('POST')) await handleAttention(req, res);
-      return;
-    }
-    if (path === '/events') {
-      if (allow('GET')) handleEvents(req, res);
-      return;
-    }
-    if (path === '/progress') {
-      if (allow('GET')) sendJson(res, 200, readProgress(runDir));
-      return;
-    }
-    if (path === '/report') {
-      if (!allow('GET')) return;
-      const file = join(runDir, 'final_comparison', 'report.html');
-      if (!existsSync(file)) {
-        sendJson(res, 404, {
-          error: { name: 'NotFound', message: `no report yet: run \`pe-arena report ${runDir}\`` },
-        });
-        return;
-      }
-      const html = await readFile(file);
-      res.writeHead(200, { 'content-type': TYPES['html'] as string, 'content-length': html.length });
-      res.end(html);
-      return;
-    }
-    const asset = STATIC[path];
-    if (asset !== undefined) {
-      if (!allow('GET')) return;
-      const body = await readFile(join(STATIC_DIR, asset));
-      res.writeHead(200, {
-        'content-type': TYPES[asset.split('.').pop() as string] ?? 'application/octet-stream',
-        'content-length': body.length,
-        'cache-control': 'no-store',
-      });
-      res.end(body);
-      return;
-    }
-    sendJson(res, 404, {
-      error: {
-        name: 'NotFound',
-        message: `no route ${method} ${path}: try GET /health, GET /models, POST /solve, GET /`,
-      },
-    });
-  }
-
+function createHttpServer(routes: Routes, log: (line: string) => void): Server {
   const server = createServer((req, res) => {
     const t0 = performance.now();
-    route(req, res)
+    route(routes, req, res)
       .catch((error: unknown) => sendError(res, error))
       .finally(() =>
         log(`${req.method ?? '?'} ${req.url ?? '?'} ${res.statusCode} ${(performance.now() - t0).toFixed(1)}ms`),
@@ -307,27 +123,20 @@ export async function startServer(options: ServeOptions, port = 0, host = '127.0
     if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
     else socket.destroy();
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const address = server.address() as AddressInfo;
-  return {
-    server,
-    port: address.port,
-    url: `http://${host}:${address.port}`,
-    async close() {
-      for (const t of timers) clearInterval(t);
-      timers.clear();
-      for (const s of streams) s.end();
-      streams.clear();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
-    },
-  };
+  return server;
+}
+
+/** Resolves once the server listens; rejects with the listen error (a port in use, say). */
+async function listen(server: Server, port: number, host: string): Promise<void> {
+  const listening = once(server, 'listening');
+  server.listen(port, host);
+  await listening;
+}
+
+/** Stops accepting, drops the open (keep-alive) connections, and resolves when the server has closed. */
+async function closeServer(server: Server): Promise<void> {
+  const closed = once(server, 'close');
+  server.close();
+  server.closeAllConnections();
+  await closed;
 }

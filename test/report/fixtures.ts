@@ -1,7 +1,9 @@
 // Run directories for the report and serve tests: a hand-written one (exact, known numbers) and a small real
 // one (real training for a few steps, real final models and evaluation.json, in the runs/<runId>/ layout).
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 import type {
   EncodingName,
   Evaluation,
@@ -13,6 +15,13 @@ import type {
 } from '../../protocol/messages.ts';
 
 export type Problem = Evaluation['problems'][number];
+
+/** A fresh directory under the system temp dir, removed when the test ends (pass or fail). */
+export async function tempRunDir(t: TestContext, prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 export function evaluation(
   jobId: string,
@@ -86,7 +95,48 @@ export interface HandRunJob {
   failed?: string;
 }
 
+/** A job of the hand-written run that finished: `<encoding>-addition-s<seed>`, evaluated on these problems. */
+export function doneJob(
+  encoding: EncodingName,
+  seed: number,
+  problems: Problem[],
+  extra: Omit<HandRunJob, 'jobId' | 'encoding' | 'seed' | 'evaluation'> = {},
+): HandRunJob {
+  const jobId = `${encoding}-addition-s${seed}`;
+  return { jobId, encoding, seed, evaluation: evaluation(jobId, encoding, seed, problems), ...extra };
+}
+
 const TASK: TaskSpec = { name: 'addition', params: { minDigits: 1, maxDigits: 3 } };
+
+/** experiment.json as the coordinator writes it, for these jobs. */
+export async function writeExperiment(
+  dir: string,
+  name: string,
+  tasks: TaskSpec[],
+  specs: readonly JobSpec[],
+): Promise<void> {
+  const first = specs[0];
+  const experiment = {
+    name,
+    source: 'test',
+    encodings: [...new Set(specs.map((s) => s.encoding))],
+    tasks,
+    seeds: [...new Set(specs.map((s) => s.seed))],
+    preset: 'tiny',
+    model: first?.model,
+    training: first?.training,
+    evaluation: first?.evaluation,
+    jobs: specs,
+  };
+  await writeFile(join(dir, 'experiment.json'), JSON.stringify(experiment, null, 2));
+}
+
+const jobIds = (specs: readonly JobSpec[]): string[] => specs.map((s) => s.jobId);
+
+/** The journal's first line. */
+export function runStarted(runId: string, experiment: string, jobs: readonly string[], t = 1): string {
+  return JSON.stringify({ t, type: 'run_started', runId, experiment, jobs, address: 'tcp://127.0.0.1:1' });
+}
 
 function spec(
   job: { jobId: string; encoding: EncodingName; seed: number },
@@ -111,37 +161,8 @@ function spec(
 export async function writeHandRun(dir: string, jobs: HandRunJob[], runId = 'hand-run'): Promise<string> {
   await mkdir(join(dir, 'jobs'), { recursive: true });
   const specs = jobs.map((j) => spec(j, runId));
-  const encodings = [...new Set(jobs.map((j) => j.encoding))];
-  const seeds = [...new Set(jobs.map((j) => j.seed))];
-  await writeFile(
-    join(dir, 'experiment.json'),
-    JSON.stringify(
-      {
-        name: 'hand',
-        source: 'test',
-        encodings,
-        tasks: [TASK],
-        seeds,
-        preset: 'tiny',
-        model: specs[0]?.model,
-        training: specs[0]?.training,
-        evaluation: specs[0]?.evaluation,
-        jobs: specs,
-      },
-      null,
-      2,
-    ),
-  );
-  const journal: string[] = [
-    JSON.stringify({
-      t: 1,
-      type: 'run_started',
-      runId,
-      experiment: 'hand',
-      jobs: jobs.map((j) => j.jobId),
-      address: 'tcp://127.0.0.1:1',
-    }),
-  ];
+  await writeExperiment(dir, 'hand', [TASK], specs);
+  const journal: string[] = [runStarted(runId, 'hand', jobIds(specs))];
   for (const j of jobs) {
     const jobDir = join(dir, 'jobs', j.jobId);
     await mkdir(jobDir, { recursive: true });
@@ -207,36 +228,8 @@ export async function writeRealRun(dir: string, options: RealRunOptions): Promis
     ),
   );
   await mkdir(join(dir, 'jobs'), { recursive: true });
-  const first = specs[0] as JobSpec;
-  await writeFile(
-    join(dir, 'experiment.json'),
-    JSON.stringify(
-      {
-        name: 'real-tiny',
-        source: 'test',
-        encodings: options.encodings,
-        tasks: [task],
-        seeds,
-        preset: 'tiny',
-        model: first.model,
-        training: first.training,
-        evaluation: first.evaluation,
-        jobs: specs,
-      },
-      null,
-      2,
-    ),
-  );
-  const journal: string[] = [
-    JSON.stringify({
-      t: Date.now(),
-      type: 'run_started',
-      runId,
-      experiment: 'real-tiny',
-      jobs: specs.map((s) => s.jobId),
-      address: 'tcp://127.0.0.1:1',
-    }),
-  ];
+  await writeExperiment(dir, 'real-tiny', [task], specs);
+  const journal: string[] = [runStarted(runId, 'real-tiny', jobIds(specs), Date.now())];
   for (const s of specs) {
     await runLocalTraining(s, { out: join(dir, 'jobs', s.jobId), checkpointEvery: 0, log: () => {} });
     journal.push(JSON.stringify({ t: Date.now(), type: 'job_done', jobId: s.jobId, epoch: 1 }));

@@ -10,9 +10,27 @@ import type { Evaluation } from '../../protocol/messages.ts';
 import { writeReport } from '../../src/report/index.ts';
 import { findChromium } from '../../src/report/browser.ts';
 import type { ComparisonReport, StatisticalAnalysis } from '../../src/report/aggregate.ts';
-import { decodePng, evaluation, problems, writeHandRun, writeRealRun } from './fixtures.ts';
+import {
+  decodePng,
+  doneJob,
+  evaluation,
+  problems,
+  tempRunDir,
+  writeHandRun,
+  writeRealRun,
+  type Problem,
+} from './fixtures.ts';
 
 const len = (i: number): number => 1 + (i % 3);
+
+const testSplit = (n: number, right: number): Problem[] => problems(n, 'test', len, (i) => i < right);
+const lengthSplit = (right: number): Problem[] =>
+  problems(
+    4,
+    'length',
+    () => 4,
+    (i) => i < right,
+  );
 
 async function handRun(dir: string): Promise<void> {
   const metrics = Array.from({ length: 30 }, (_, i) => ({
@@ -24,58 +42,10 @@ async function handRun(dir: string): Promise<void> {
     time: i,
   }));
   await writeHandRun(dir, [
-    {
-      jobId: 'rope-addition-s1',
-      encoding: 'rope',
-      seed: 1,
-      evaluation: evaluation('rope-addition-s1', 'rope', 1, [
-        ...problems(10, 'test', len, (i) => i < 8),
-        ...problems(
-          4,
-          'length',
-          () => 4,
-          (i) => i < 3,
-        ),
-      ]),
-      metrics,
-    },
-    {
-      jobId: 'alibi-addition-s1',
-      encoding: 'alibi',
-      seed: 1,
-      evaluation: evaluation('alibi-addition-s1', 'alibi', 1, [
-        ...problems(10, 'test', len, (i) => i < 3),
-        ...problems(
-          4,
-          'length',
-          () => 4,
-          (i) => i < 1,
-        ),
-      ]),
-      metrics,
-    },
-    {
-      jobId: 'rope-addition-s2',
-      encoding: 'rope',
-      seed: 2,
-      evaluation: evaluation(
-        'rope-addition-s2',
-        'rope',
-        2,
-        problems(10, 'test', len, (i) => i < 6),
-      ),
-    },
-    {
-      jobId: 'alibi-addition-s2',
-      encoding: 'alibi',
-      seed: 2,
-      evaluation: evaluation(
-        'alibi-addition-s2',
-        'alibi',
-        2,
-        problems(10, 'test', len, (i) => i < 2),
-      ),
-    },
+    doneJob('rope', 1, [...testSplit(10, 8), ...lengthSplit(3)], { metrics }),
+    doneJob('alibi', 1, [...testSplit(10, 3), ...lengthSplit(1)], { metrics }),
+    doneJob('rope', 2, testSplit(10, 6)),
+    doneJob('alibi', 2, testSplit(10, 2)),
     { jobId: 'nope-addition-s1', encoding: 'nope', seed: 1, failed: 'loss is NaN at step 12' },
     { jobId: 't5-addition-s1', encoding: 't5', seed: 1 },
   ]);
@@ -170,51 +140,54 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
   }
 });
 
-void test('report of an empty run says there is nothing to compare', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-report-'));
-  try {
-    await writeHandRun(dir, [{ jobId: 'rope-addition-s1', encoding: 'rope', seed: 1 }]);
-    const summary = await writeReport(dir, { attention: false });
-    assert.deepEqual(summary.jobs, { total: 1, evaluated: 0, missing: ['rope-addition-s1'] });
-    assert.ok(summary.findings.some((f) => f.includes('nothing to compare')));
-    assert.ok(summary.skipped.some((s) => s.startsWith('accuracy.png')));
-    await assert.rejects(writeReport(join(dir, 'no-such-dir')), /is not a directory/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+void test('report of an empty run says there is nothing to compare', async (t) => {
+  const dir = await tempRunDir(t, 'pe-arena-report-');
+  await writeHandRun(dir, [{ jobId: 'rope-addition-s1', encoding: 'rope', seed: 1 }]);
+  const summary = await writeReport(dir, { attention: false });
+  assert.deepEqual(summary.jobs, { total: 1, evaluated: 0, missing: ['rope-addition-s1'] });
+  assert.ok(summary.findings.some((f) => f.includes('nothing to compare')));
+  assert.ok(summary.skipped.some((s) => s.startsWith('accuracy.png')));
+  await assert.rejects(writeReport(join(dir, 'no-such-dir')), /is not a directory/);
 });
 
-void test('report from a small real run: numbers match evaluation.json, heatmaps drawn from the models', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'pe-arena-real-'));
-  try {
-    await writeRealRun(dir, { encodings: ['rope', 'alibi'], steps: 3, samples: 10, lengthSamples: 4 });
-    const pdf = findChromium() !== null;
-    const summary = await writeReport(dir, { resamples: 200, pdf });
-    const out = join(dir, 'final_comparison');
-    const comparison = JSON.parse(await readFile(join(out, 'comparison_report.json'), 'utf8')) as ComparisonReport;
-    assert.equal(comparison.rows.length, 2);
-    for (const row of comparison.rows) {
-      const e = JSON.parse(
-        await readFile(join(dir, 'jobs', `${row.encoding}-addition-s1`, 'evaluation.json'), 'utf8'),
-      ) as Evaluation;
-      assert.equal(row.exactMatch, e.exactMatch, `${row.encoding} exact match`);
-      assert.equal(row.symbolicAccuracy, e.symbolicAccuracy, `${row.encoding} symbolic`);
-      assert.equal(row.efficiency.parameters, e.parameters);
-      for (const [k, b] of Object.entries(e.perLength))
-        assert.ok(Math.abs((row.perLength[k] ?? -1) - b.exactMatch) < 1e-12, `${row.encoding} length ${k}`);
-      assert.deepEqual(row.attentionEntropyTable, e.attentionEntropy);
-    }
-    const pngs = (await readdir(join(out, 'plots'))).sort();
-    assert.ok(pngs.includes('attention-rope.png') && pngs.includes('attention-alibi.png'), pngs.join(','));
-    for (const p of pngs) await decodePng(await readFile(join(out, 'plots', p)));
-    if (pdf) {
-      const bytes = await readFile(join(out, 'report.pdf'));
-      assert.equal(bytes.subarray(0, 5).toString('latin1'), '%PDF-');
-    } else {
-      assert.ok(summary.skipped.length >= 0);
-    }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
+void test('report from a small real run: numbers match evaluation.json, heatmaps drawn from the models', async (t) => {
+  const dir = await tempRunDir(t, 'pe-arena-real-');
+  await writeRealRun(dir, { encodings: ['rope', 'alibi'], steps: 3, samples: 10, lengthSamples: 4 });
+  const pdf = findChromium() !== null;
+  const summary = await writeReport(dir, { resamples: 200, pdf });
+  const out = join(dir, 'final_comparison');
+  const comparison = JSON.parse(await readFile(join(out, 'comparison_report.json'), 'utf8')) as ComparisonReport;
+  assert.equal(comparison.rows.length, 2);
+  for (const row of comparison.rows) {
+    const e = JSON.parse(
+      await readFile(join(dir, 'jobs', `${row.encoding}-addition-s1`, 'evaluation.json'), 'utf8'),
+    ) as Evaluation;
+    assert.equal(row.exactMatch, e.exactMatch, `${row.encoding} exact match`);
+    assert.equal(row.symbolicAccuracy, e.symbolicAccuracy, `${row.encoding} symbolic`);
+    assert.equal(row.efficiency.parameters, e.parameters);
+    for (const [k, b] of Object.entries(e.perLength))
+      assert.ok(Math.abs((row.perLength[k] ?? -1) - b.exactMatch) < 1e-12, `${row.encoding} length ${k}`);
+    assert.deepEqual(row.attentionEntropyTable, e.attentionEntropy);
+  }
+  // Both jobs have metrics, per-length results, wrong answers (3 steps of training) and a model to load: every
+  // plot is drawn, one heatmap per encoding, and nothing is skipped (report.pdf included, when it is asked for).
+  const pngs = (await readdir(join(out, 'plots'))).sort();
+  assert.deepEqual(pngs, [
+    'accuracy.png',
+    'attention-alibi.png',
+    'attention-rope.png',
+    'efficiency.png',
+    'error-analysis.png',
+    'length-generalization.png',
+    'training-curves.png',
+  ]);
+  for (const p of pngs) await decodePng(await readFile(join(out, 'plots', p)));
+  assert.deepEqual(summary.skipped, []);
+  if (pdf) {
+    const bytes = await readFile(join(out, 'report.pdf'));
+    assert.equal(bytes.subarray(0, 5).toString('latin1'), '%PDF-');
+  } else {
+    assert.equal(existsSync(join(out, 'report.pdf')), false);
   }
 });
 

@@ -9,6 +9,7 @@ import type { JobSpec } from '../../protocol/messages.ts';
 import { tfRegistry, type ModelRegistry } from '../../src/serve/registry.ts';
 import { startServer, type RunningServer } from '../../src/serve/server.ts';
 import { extractAnswer, formatPrompt } from '../../src/serve/inference.ts';
+import { tempRunDir } from '../report/fixtures.ts';
 import { postJson, writeModelRun } from './helpers.ts';
 
 let dir = '';
@@ -129,7 +130,11 @@ void test('bad input: 400 malformed, 404 unknown model listing the known ones, 4
   assert.match((longTokens.json['error'] as { message: string }).message, /tokens/);
   const bigBody = await postJson(`${server.url}/solve`, { problem: '1+1', pad: 'x'.repeat(5000) });
   assert.equal(bigBody.status, 413);
-  assert.equal((await fetch(`${server.url}/solve`)).status, 405);
+  const wrongMethod = await fetch(`${server.url}/solve`);
+  assert.equal(wrongMethod.status, 405);
+  assert.equal(wrongMethod.headers.get('allow'), 'POST');
+  await wrongMethod.arrayBuffer();
+  assert.equal((await fetch(`${server.url}/health`, { method: 'HEAD' })).status, 200); // HEAD goes where GET does
   assert.equal((await fetch(`${server.url}/nope`)).status, 404);
   assert.equal(((await (await fetch(`${server.url}/health`)).json()) as { status: string }).status, 'ok');
 });
@@ -200,8 +205,8 @@ void test('POST /attention: a causal map over the prompt and the answer', async 
   });
 });
 
-void test('a run with no models yet: /solve answers 404 with the reason, progress still streams', async () => {
-  const empty = await mkdtemp(join(tmpdir(), 'pe-arena-serve-empty-'));
+void test('a run with no models yet: /solve answers 404 with the reason, progress still streams', async (t) => {
+  const empty = await tempRunDir(t, 'pe-arena-serve-empty-');
   const { ModelRegistry } = await import('../../src/serve/registry.ts');
   const reg = new ModelRegistry(empty, () => Promise.reject(new Error('no loads expected')));
   // Injected model calls: this server must never need TensorFlow.js.
@@ -211,29 +216,25 @@ void test('a run with no models yet: /solve answers 404 with the reason, progres
     solve: () => assert.fail('solve called'),
     attention: () => assert.fail('attention called'),
   });
-  try {
-    await writeFile(
-      join(empty, 'experiment.json'),
-      JSON.stringify({
-        name: 'empty',
-        jobs: [
-          { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, task: { name: 'addition' }, training: { steps: 50 } },
-        ],
-      }),
-    );
-    reg.refresh();
-    const r = await postJson(`${srv.url}/solve`, { problem: '1+1' });
-    assert.equal(r.status, 404);
-    assert.match((r.json['error'] as { message: string }).message, /no trained models/);
-    const progress = (await (await fetch(`${srv.url}/progress`)).json()) as {
-      jobs: { jobId: string; state: string; totalSteps: number }[];
-    };
-    assert.deepEqual(
-      progress.jobs.map((j) => [j.jobId, j.state, j.totalSteps]),
-      [['rope-addition-s1', 'pending', 50]],
-    );
-  } finally {
-    await srv.close();
-    await rm(empty, { recursive: true, force: true });
-  }
+  t.after(() => srv.close());
+  await writeFile(
+    join(empty, 'experiment.json'),
+    JSON.stringify({
+      name: 'empty',
+      jobs: [
+        { jobId: 'rope-addition-s1', encoding: 'rope', seed: 1, task: { name: 'addition' }, training: { steps: 50 } },
+      ],
+    }),
+  );
+  reg.refresh();
+  const r = await postJson(`${srv.url}/solve`, { problem: '1+1' });
+  assert.equal(r.status, 404);
+  assert.match((r.json['error'] as { message: string }).message, /no trained models/);
+  const progress = (await (await fetch(`${srv.url}/progress`)).json()) as {
+    jobs: { jobId: string; state: string; totalSteps: number }[];
+  };
+  assert.deepEqual(
+    progress.jobs.map((j) => [j.jobId, j.state, j.totalSteps]),
+    [['rope-addition-s1', 'pending', 50]],
+  );
 });

@@ -3,6 +3,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EncodingName, JobSpec, TaskSpec } from '../../protocol/messages.ts';
+import { runStarted, writeExperiment } from '../report/fixtures.ts';
 
 export async function writeModelRun(
   dir: string,
@@ -17,10 +18,7 @@ export async function writeModelRun(
     buildJobSpec({ encoding, task, seed: 1, preset: 'tiny', steps: 10, runId: 'serve-run', evalSamples: 4 }),
   );
   await mkdir(join(dir, 'jobs'), { recursive: true });
-  await writeFile(
-    join(dir, 'experiment.json'),
-    JSON.stringify({ name: 'serve-test', encodings: all, tasks: [task], seeds: [1], preset: 'tiny', jobs: specs }),
-  );
+  await writeExperiment(dir, 'serve-test', [task], specs);
   for (const spec of specs) {
     const modelDir = join(dir, 'jobs', spec.jobId, 'final_model');
     await mkdir(modelDir, { recursive: true });
@@ -35,17 +33,8 @@ export async function writeModelRun(
       w.dispose();
     }
   }
-  await writeFile(
-    join(dir, 'journal.jsonl'),
-    JSON.stringify({
-      t: 1,
-      type: 'run_started',
-      runId: 'serve-run',
-      experiment: 'serve-test',
-      jobs: specs.map((s) => s.jobId),
-      address: 'x',
-    }) + '\n',
-  );
+  const jobIds = specs.map((s) => s.jobId);
+  await writeFile(join(dir, 'journal.jsonl'), runStarted('serve-run', 'serve-test', jobIds) + '\n');
   return specs;
 }
 

@@ -36,92 +36,86 @@ const metrics = async (dir: string): Promise<MetricPoint[]> =>
 void test(
   'pe-arena train writes checkpoints, final model, metrics and evaluation.json; --resume continues exactly',
   { timeout: 120_000 },
-  async () => {
+  async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'pe-arena-train-'));
-    try {
-      const out = join(dir, 'a');
-      const common = [
-        '--task',
-        'addition',
-        '--digits',
-        '1-2',
-        '--reverse',
-        '--preset',
-        'tiny',
-        '--batch',
-        '8',
-        '--backend',
-        'wasm',
-        '--eval-samples',
-        '10',
-        '--seed',
-        '3',
-      ];
-      const first = await train([
-        '--pe',
-        'sinusoidal',
-        '--steps',
-        '4',
-        '--checkpoint-every',
-        '2',
-        '--out',
-        out,
-        ...common,
-      ]);
-      assert.equal(first.code, 0, first.stderr);
-      assert.match(first.stderr, /step 4\/4 +loss/, 'plain progress lines when not on a TTY');
-      assert.deepEqual(await readdir(join(out, 'checkpoints')), ['step-0000002.ckpt']);
-      const evaluation = JSON.parse(await readFile(join(out, 'evaluation.json'), 'utf8')) as Evaluation;
-      assert.equal(evaluation.steps, 4);
-      assert.equal(evaluation.encoding, 'sinusoidal');
-      assert.equal(evaluation.backend, 'wasm');
-      assert.equal(evaluation.problems.length, 10);
-      const final = readTrainingCheckpoint(new Uint8Array(await readFile(join(out, 'final_model', 'model.ckpt'))));
-      assert.equal(final.meta.step, 4);
-      assert.equal(final.meta.job.task.params['reverse'], true);
-      const straight = await metrics(out);
-      assert.deepEqual(
-        straight.map((p) => p.step),
-        [1, 2, 3, 4],
-      );
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const out = join(dir, 'a');
+    const common = [
+      '--task',
+      'addition',
+      '--digits',
+      '1-2',
+      '--reverse',
+      '--preset',
+      'tiny',
+      '--batch',
+      '8',
+      '--backend',
+      'wasm',
+      '--eval-samples',
+      '10',
+      '--seed',
+      '3',
+    ];
+    const first = await train([
+      '--pe',
+      'sinusoidal',
+      '--steps',
+      '4',
+      '--checkpoint-every',
+      '2',
+      '--out',
+      out,
+      ...common,
+    ]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.match(first.stderr, /step 4\/4 +loss/, 'plain progress lines when not on a TTY');
+    assert.deepEqual(await readdir(join(out, 'checkpoints')), ['step-0000002.ckpt']);
+    const evaluation = JSON.parse(await readFile(join(out, 'evaluation.json'), 'utf8')) as Evaluation;
+    assert.equal(evaluation.steps, 4);
+    assert.equal(evaluation.encoding, 'sinusoidal');
+    assert.equal(evaluation.backend, 'wasm');
+    assert.equal(evaluation.problems.length, 10);
+    const final = readTrainingCheckpoint(new Uint8Array(await readFile(join(out, 'final_model', 'model.ckpt'))));
+    assert.equal(final.meta.step, 4);
+    assert.equal(final.meta.job.task.params['reverse'], true);
+    const straight = await metrics(out);
+    assert.deepEqual(
+      straight.map((p) => p.step),
+      [1, 2, 3, 4],
+    );
 
-      const out2 = join(dir, 'b');
-      const resumed = await train([
-        '--resume',
-        join(out, 'checkpoints', 'step-0000002.ckpt'),
-        '--out',
-        out2,
-        '--backend',
-        'wasm',
-      ]);
-      assert.equal(resumed.code, 0, resumed.stderr);
-      const tail = await metrics(out2);
-      assert.deepEqual(
-        tail.map((p) => p.step),
-        [3, 4],
-      );
-      assert.deepEqual(
-        tail.map((p) => p.loss),
-        straight.slice(2).map((p) => p.loss),
-        'same losses after the resume',
-      );
+    const out2 = join(dir, 'b');
+    const resumed = await train([
+      '--resume',
+      join(out, 'checkpoints', 'step-0000002.ckpt'),
+      '--out',
+      out2,
+      '--backend',
+      'wasm',
+    ]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const tail = await metrics(out2);
+    assert.deepEqual(
+      tail.map((p) => p.step),
+      [3, 4],
+    );
+    assert.deepEqual(
+      tail.map((p) => p.loss),
+      straight.slice(2).map((p) => p.loss),
+      'same losses after the resume',
+    );
 
-      const broken = join(dir, 'broken.ckpt');
-      const bytes = await readFile(join(out, 'checkpoints', 'step-0000002.ckpt'));
-      await writeFile(broken, bytes.subarray(0, bytes.length - 500));
-      const refused = await train(['--resume', broken, '--out', join(dir, 'c')]);
-      assert.notEqual(refused.code, 0);
-      assert.match(
-        refused.stderr,
-        /CheckpointError: checkpoint is \d+ bytes but its header describes \d+ \(truncated\)/,
-      );
-      assert.doesNotMatch(refused.stderr, /^\s+at /m, 'a message, not a stack trace');
+    const broken = join(dir, 'broken.ckpt');
+    const bytes = await readFile(join(out, 'checkpoints', 'step-0000002.ckpt'));
+    await writeFile(broken, bytes.subarray(0, bytes.length - 500));
+    const refused = await train(['--resume', broken, '--out', join(dir, 'c')]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /CheckpointError: checkpoint is \d+ bytes but its header describes \d+ \(truncated\)/);
+    assert.doesNotMatch(refused.stderr, /^\s+at /m, 'a message, not a stack trace');
 
-      const badFlag = await train(['--pe', 'bogus', '--out', join(dir, 'd')]);
-      assert.equal(badFlag.code, 2);
-      assert.match(badFlag.stderr, /--pe must be one of/);
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    const badFlag = await train(['--pe', 'bogus', '--out', join(dir, 'd')]);
+    assert.equal(badFlag.code, 2);
+    assert.match(badFlag.stderr, /--pe must be one of/);
   },
 );

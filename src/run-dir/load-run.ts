@@ -2,6 +2,7 @@
 // final_model/}. Also reads a `pe-arena train --out` directory (job.json and evaluation.json at its root) as a
 // run of one job. Nothing here throws on a bad file: each problem is recorded with its path and the report says
 // what is missing, so a run with failed or broken jobs still gets a report.
+// Its own folder because both src/report (results) and src/serve (models) read runs: so serve need not import report.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import type { Evaluation, JobSpec, MetricPoint } from '../../protocol/messages.ts';
