@@ -222,6 +222,18 @@ function jsonlSource(params: ParamValues, rngSeed: number, split: Split): Exampl
 }
 
 /**
+ * How a task writes its numbers, for encodings that read digit significance (mape): the addition and
+ * multiplication answer least-significant first with `reverse`, every number with `reverseAll`; other tasks
+ * most-significant first.
+ */
+export function taskNumberOrder(task: TaskSpec): { operands: 'msb' | 'lsb'; answer: 'msb' | 'lsb' } {
+  const p = task.params;
+  if (task.name !== 'addition' && task.name !== 'multiplication') return { operands: 'msb', answer: 'msb' };
+  if (p['reverseAll'] === true) return { operands: 'lsb', answer: 'lsb' };
+  return { operands: 'msb', answer: p['reverse'] === true ? 'lsb' : 'msb' };
+}
+
+/**
  * n examples from a source; with unique, repeated prompts are skipped (bounded: at most 20n draws),
  * so a small space may give fewer than n. Use it for evaluation sets.
  */
