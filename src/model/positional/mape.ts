@@ -2,7 +2,7 @@
 // digit within its own number (mapeIndices in reference.ts: the k-th digit of every operand and the token that
 // predicts the answer's k-th digit share one index) plus a learned row for its role (operand i, answer, operator,
 // text, special). In training one random offset per sequence is added to every index above the fixed one, so the
-// rows past the trained lengths are trained too (Abacus, McLeish et al. 2024). Definition: docs/research/mape.md.
+// rows past the trained lengths are trained too (Abacus, McLeish et al. 2024). Definition: mapeIndices in reference.ts.
 // Rows are picked by a one-hot matmul, not a gather: gather's gradient needs UnsortedSegmentSum, missing on wasm.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../../data/rng.ts';

@@ -89,8 +89,10 @@ export function ropeRotate(vec: number[], position: number, base = 10000): numbe
 
 // ---------------------------------------------------------------------------------------------
 // MAPE (math-aware positional encoding): per token, the significance of its digit within its own number and a
-// role. The full definition, with what it shares with Abacus (McLeish et al. 2024) and position coupling
-// (Cho et al. 2024), is in docs/research/mape.md; this is the one implementation the tensor code follows.
+// role. It builds on Abacus (McLeish et al. 2024: the index of a digit within its number, a random offset in
+// training) and position coupling (Cho et al. 2024: digits of equal significance share a position id); what it adds
+// is reading significance and roles from the token sequence alone (any digit order, multi-operand, text), the shift
+// of the answer side, and a role embedding. This is the one definition the tensor code (mape.ts) follows.
 
 /** Role ids, one learned embedding row each; operand i of an equation is `operand + min(i, MAPE_OPERAND_ROLES-1)`. */
 export const MAPE_ROLE = { special: 0, operator: 1, text: 2, answer: 3, operand: 4 } as const;
