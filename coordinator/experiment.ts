@@ -341,6 +341,12 @@ function checkModel(m: Record<string, unknown>, source: string, field: string, f
     ...(m['sinusoidalStride'] === undefined
       ? {}
       : { sinusoidalStride: num(m['sinusoidalStride'], `${field}.sinusoidalStride`, fail, true) }),
+    // MAPE's ablations (the other encodings ignore them).
+    ...(m['mapeMaxOffset'] === undefined
+      ? {}
+      : { mapeMaxOffset: int(m['mapeMaxOffset'], `${field}.mapeMaxOffset`, 0, fail) }),
+    ...(m['mapeOffset'] === undefined ? {} : { mapeOffset: flag(m['mapeOffset'], `${field}.mapeOffset`, fail) }),
+    ...(m['mapeRoles'] === undefined ? {} : { mapeRoles: flag(m['mapeRoles'], `${field}.mapeRoles`, fail) }),
   };
   if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
   if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');
@@ -354,6 +360,11 @@ function int(v: unknown, field: string, min: number, fail: Fail): number {
     fail(field, min === 1 ? 'must be a positive integer' : `must be an integer >= ${min}`);
   }
   return v as number;
+}
+
+function flag(v: unknown, field: string, fail: Fail): boolean {
+  if (typeof v !== 'boolean') fail(field, 'must be true or false');
+  return v as boolean;
 }
 
 function num(v: unknown, field: string, fail: Fail, positive: boolean): number {

@@ -9,8 +9,9 @@
  * 4: a message whose `data` holds 64 KiB or more sends those bytes as a second frame (codec.ts encodeParts).
  * 5: ModelSpec.attentionLogitCap (an agent that ignored it would train a different model).
  * 6: ModelSpec.sinusoidalStride (likewise).
+ * 7: the mape encoding and its ModelSpec options (mapeMaxOffset, mapeOffset, mapeRoles).
  */
-export const PROTOCOL_VERSION = 6;
+export const PROTOCOL_VERSION = 7;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -36,7 +37,7 @@ export interface DeviceInfo {
 // ---------------------------------------------------------------------------------------------
 // The job: what one agent trains. Plain data, so it can be journaled and sent as it is.
 
-export const ENCODINGS = ['sinusoidal', 'rope', 'alibi', 'diet', 't5', 'nope'] as const;
+export const ENCODINGS = ['sinusoidal', 'rope', 'alibi', 'diet', 't5', 'nope', 'mape'] as const;
 export type EncodingName = (typeof ENCODINGS)[number];
 
 export interface ModelSpec {
@@ -56,6 +57,12 @@ export interface ModelSpec {
    * or 1 = Vaswani et al.'s table. 2 spreads neighbouring positions twice as far apart on every frequency.
    */
   sinusoidalStride?: number;
+  /** MAPE only: the largest random offset added to every significance index in training (absent: 20; 0: none). */
+  mapeMaxOffset?: number;
+  /** MAPE only: false trains without the random offset (the ablation; same as mapeMaxOffset 0). Absent: true. */
+  mapeOffset?: boolean;
+  /** MAPE only: false drops the role embedding (the ablation). Absent: true. */
+  mapeRoles?: boolean;
 }
 
 /** A task: a generator name and its parameters, e.g. {name: 'addition', params: {minDigits: 1, maxDigits: 3}}. */

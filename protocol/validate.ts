@@ -193,6 +193,9 @@ const modelSpec = object({
   maxLen: posInt,
   attentionLogitCap: optional(nonNegative),
   sinusoidalStride: optional(positive),
+  mapeMaxOffset: optional(nonNegInt),
+  mapeOffset: optional(bool),
+  mapeRoles: optional(bool),
 });
 const trainingSpec = object({
   steps: posInt,

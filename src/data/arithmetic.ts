@@ -10,6 +10,9 @@ const digitsSchema: ParamSchema = {
   minDigits: { kind: 'int', min: 1, max: MAX_DIGITS, default: 1 },
   maxDigits: { kind: 'int', min: 1, max: MAX_DIGITS, default: 3 },
   reverse: { kind: 'bool', default: false },
+  reverseAll: { kind: 'bool', default: false },
+  padOperands: { kind: 'bool', default: false },
+  padAnswer: { kind: 'bool', default: false },
   spaced: { kind: 'bool', default: false },
   spaceDigits: { kind: 'bool', default: false },
 };
@@ -44,21 +47,53 @@ function operands(rng: Rng, params: ParamValues): [string, string, number] {
   return rng.next() < 0.5 ? [long, short, length] : [short, long, length];
 }
 
-function binary(op: '+' | '*', rng: Rng, params: ParamValues): Problem {
-  const [a, b, length] = operands(rng, params);
+/**
+ * The formats of the literature, as options (the plain "123+45=168" stays the default):
+ *   padOperands  both operands zero-padded to the longer one's digits     "123+045=168"
+ *   padAnswer    the answer zero-padded to the digits it can have: n+1 for a sum of n-digit operands, the sum of
+ *                the operands' digits for a product                        "123+45=0168"
+ *   reverse      the answer least-significant digit first                 "123+45=861"
+ *   reverseAll   every number least-significant digit first               "321+54=861"
+ * The answer field stays in ordinary order without padding ("168"); the split key is the problem, not its format.
+ */
+export function formatBinary(
+  op: '+' | '*',
+  a: string,
+  b: string,
+  params: ParamValues,
+): Pick<Problem, 'prompt' | 'target' | 'answer' | 'reversed' | 'reversedOperands' | 'padded' | 'spaced'> {
   const answer = (op === '+' ? BigInt(a) + BigInt(b) : BigInt(a) * BigInt(b)).toString();
-  const reverse = boolParam(params, 'reverse');
+  const reverseAll = boolParam(params, 'reverseAll');
+  const reverse = boolParam(params, 'reverse') || reverseAll;
+  const padOperands = boolParam(params, 'padOperands');
+  const padAnswer = boolParam(params, 'padAnswer');
   const spaced = boolParam(params, 'spaced');
   const spaceDigits = boolParam(params, 'spaceDigits');
+  const width = Math.max(a.length, b.length);
+  const [x, y] = padOperands ? [a.padStart(width, '0'), b.padStart(width, '0')] : [a, b];
+  const answerWidth = op === '+' ? width + 1 : x.length + y.length;
+  const written = padAnswer ? answer.padStart(answerWidth, '0') : answer;
   const text = spaced ? spaceOut : (s: string) => s;
-  const operand = spaceDigits ? spaceOut : (s: string) => s;
+  const number = (s: string): string => {
+    const ordered = reverseAll ? reverseString(s) : s;
+    return spaceDigits ? spaceOut(ordered) : ordered;
+  };
   return {
-    prompt: text(`${operand(a)}${op}${operand(b)}=`),
-    target: text(reverse ? reverseString(answer) : answer),
+    prompt: text(`${number(x)}${op}${number(y)}=`),
+    target: text(reverse ? reverseString(written) : written),
     answer,
-    length,
     ...(reverse ? { reversed: true } : {}),
+    ...(reverseAll ? { reversedOperands: true } : {}),
+    ...(padOperands || padAnswer ? { padded: true } : {}),
     ...(spaced || spaceDigits ? { spaced: true } : {}),
+  };
+}
+
+function binary(op: '+' | '*', rng: Rng, params: ParamValues): Problem {
+  const [a, b, length] = operands(rng, params);
+  return {
+    ...formatBinary(op, a, b, params),
+    length,
     holdoutKey: a < b ? `${a}${op}${b}` : `${b}${op}${a}`,
   };
 }

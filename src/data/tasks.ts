@@ -3,6 +3,7 @@
 // Tasks (max chars of prompt + target at default params; add 2 tokens if the model wraps in BOS/EOS):
 //   addition        {minDigits=1, maxDigits=3, reverse=false}   "123+45=" -> "168" (reverse: "861"); 12 chars
 //   multiplication  {minDigits=1, maxDigits=3, reverse=false}   "12*34=" -> "408"; 14 chars
+//                   both also take the formats padOperands, padAnswer, reverseAll (arithmetic.ts formatBinary)
 //   arithmetic      {minOps=1, maxOps=3, maxValue=20}           "3*4+5=\n" -> "3*4=12\n12+5=17\n#### 17"; 61 chars
 //   word_problems   {maxValue=20, minSteps=1, maxSteps=10, templates?: "rate,totals,..."}  GSM8K form; 146 chars
 //   jsonl           {path, format?: 'gsm8k'|'plain', holdout=0.1, stripAnnotations=false}  the user's file,
@@ -219,6 +220,57 @@ function jsonlSource(params: ParamValues, rngSeed: number, split: Split): Exampl
       order = position % pool.length === 0 ? null : shuffle();
     },
   };
+}
+
+/**
+ * Held-out test sets per operand length (addition, multiplication): for each length L, up to `perLength`
+ * distinct problems of the test split whose longer operand has L digits (the other uniform in [minDigits, L], as in
+ * training; both L digits with `sameLength`), format params kept. Seeded by the job seed like the test split, so
+ * none was seen in training and the same seed gives the same sets.
+ */
+export function lengthTestSets(
+  task: TaskSpec,
+  lengths: readonly number[],
+  perLength: number,
+  seed: number,
+  options: { sameLength?: boolean } = {},
+): Map<number, Example[]> {
+  if (task.name !== 'addition' && task.name !== 'multiplication')
+    throw new DataError(`lengthTestSets: ${task.name} has no operand length (addition, multiplication)`, {
+      field: 'task.name',
+    });
+  const sets = new Map<number, Example[]>();
+  for (const length of lengths) {
+    const params = {
+      ...task.params,
+      minDigits: options.sameLength === true ? length : Math.min(Number(task.params['minDigits'] ?? 1), length),
+      maxDigits: length,
+    };
+    const source = createSource({ name: task.name, params }, seed, 'test');
+    const out: Example[] = [];
+    const seen = new Set<string>();
+    // Bounded: small lengths hold fewer distinct test problems than asked for.
+    for (let draws = 0; out.length < perLength && draws < perLength * 40; draws++) {
+      const e = source.next();
+      if (e.length !== length || seen.has(e.prompt)) continue;
+      seen.add(e.prompt);
+      out.push({ ...e, id: `${e.id}:len${length}` });
+    }
+    sets.set(length, out);
+  }
+  return sets;
+}
+
+/**
+ * How a task writes its numbers, for encodings that read digit significance (mape): the addition and
+ * multiplication answer least-significant first with `reverse`, every number with `reverseAll`; other tasks
+ * most-significant first.
+ */
+export function taskNumberOrder(task: TaskSpec): { operands: 'msb' | 'lsb'; answer: 'msb' | 'lsb' } {
+  const p = task.params;
+  if (task.name !== 'addition' && task.name !== 'multiplication') return { operands: 'msb', answer: 'msb' };
+  if (p['reverseAll'] === true) return { operands: 'lsb', answer: 'lsb' };
+  return { operands: 'msb', answer: p['reverse'] === true ? 'lsb' : 'msb' };
 }
 
 /**

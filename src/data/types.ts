@@ -14,6 +14,10 @@ export interface Example {
   length: number;
   /** Set when the target writes the answer's digits in reverse; `answer` is always in normal reading order. */
   reversed?: boolean;
+  /** Set when the prompt's operands are written least-significant digit first too (reverseAll). */
+  reversedOperands?: boolean;
+  /** Set when numbers are zero-padded (padOperands, padAnswer): leading zeros of the answer are not errors. */
+  padded?: boolean;
   /** Set when prompt and target have spaces between digits (`spaced` or `spaceDigits`); `answer` has none. */
   spaced?: boolean;
 }

@@ -5,11 +5,16 @@
 //   stepAccuracy      over every "a op b = c" step found in the predictions of examples whose target has steps:
 //                     the fraction whose arithmetic is right (0 when such examples exist but no step was
 //                     written; null when no example's target has steps).
-//   perLength         exact match (whole target) per Example.length.
+//   perLength         exact match (whole target) and digit accuracy per Example.length.
+//   digitAccuracy     per problem, the answer's digits right in place, aligned from the units digit, over the longer
+//                     of the predicted and the true answer (a missing or extra digit counts wrong); the mean.
+//   longestLength90   the longest length L such that every length from the shortest up to L has >= 90% exact
+//                     match (null when the shortest does not): how far a model carries, without one lucky bucket.
 //   errorTaxonomy     classifyError over problems whose final answer is not equivalent (symbolic false).
 // The final answer of a prediction: the rest of the first line after the first "####" when the target has
 // "####" (none there is a format error); otherwise the prediction's first line (as many lines as the target
-// has). Spaces taken out when the example is spaced, then reversed back when it is reversed.
+// has). Spaces taken out when the example is spaced, then reversed back when it is reversed, then leading zeros
+// dropped when the example is padded.
 import type { Example } from '../data/types.ts';
 import { EvalError } from './errors.ts';
 import { isEquivalent, normalizeAnswer } from './equivalence.ts';
@@ -22,6 +27,7 @@ export interface ProblemScore {
   length: number;
   correct: boolean;
   symbolic: boolean;
+  digitAccuracy: number;
   prediction: string;
   target: string;
 }
@@ -31,7 +37,9 @@ export interface Scores {
   answerMatch: number;
   symbolicAccuracy: number;
   stepAccuracy: number | null;
-  perLength: Record<string, { n: number; exactMatch: number }>;
+  perLength: Record<string, { n: number; exactMatch: number; digitAccuracy: number }>;
+  digitAccuracy: number;
+  longestLength90: number | null;
   errorTaxonomy: Record<string, number>;
   problems: ProblemScore[];
 }
@@ -39,7 +47,7 @@ export interface Scores {
 /** The final answer in a prediction, in normal reading order; undefined when there is none. */
 export function predictedAnswer(
   prediction: string,
-  example: Pick<Example, 'target' | 'reversed' | 'spaced'>,
+  example: Pick<Example, 'target' | 'reversed' | 'spaced' | 'padded'>,
 ): string | undefined {
   let answer: string | undefined;
   if (example.target.includes('####')) {
@@ -52,7 +60,45 @@ export function predictedAnswer(
   }
   if (answer === undefined || answer === '') return undefined;
   if (example.spaced === true) answer = answer.replace(/ /g, '');
-  return example.reversed === true ? Array.from(answer).reverse().join('') : answer;
+  if (example.reversed === true) answer = Array.from(answer).reverse().join('');
+  return example.padded === true && /^\d+$/.test(answer) ? answer.replace(/^0+(?=\d)/, '') : answer;
+}
+
+/** Digits of `answer` right in place, aligned from the units digit, over the longer of the two; 0 for none. */
+export function digitAccuracy(predicted: string | undefined, answer: string): number {
+  if (predicted === undefined || predicted === '') return 0;
+  const width = Math.max(predicted.length, answer.length);
+  let right = 0;
+  for (let k = 1; k <= width; k++) {
+    const p = predicted[predicted.length - k];
+    if (p !== undefined && p === answer[answer.length - k]) right++;
+  }
+  return right / width;
+}
+
+/** The longest length up to which every length (from the shortest) reaches `threshold` exact match; null if none. */
+export function longestPassingLength(
+  perLength: Readonly<Record<string, { exactMatch: number }>>,
+  threshold = 0.9,
+): number | null {
+  let longest: number | null = null;
+  for (const length of Object.keys(perLength)
+    .map(Number)
+    .sort((a, b) => a - b)) {
+    if ((perLength[String(length)]?.exactMatch ?? 0) < threshold) break;
+    longest = length;
+  }
+  return longest;
+}
+
+/** The prompt with its numbers in ordinary order (no spaces, no padding zeros), for the error taxonomy. */
+function plainPrompt(example: Example): string {
+  const prompt = example.spaced === true ? example.prompt.replace(/ /g, '') : example.prompt;
+  if (example.reversedOperands !== true && example.padded !== true) return prompt;
+  return prompt.replace(/\d+/g, (run) => {
+    const ordered = example.reversedOperands === true ? Array.from(run).reverse().join('') : run;
+    return ordered.replace(/^0+(?=\d)/, '');
+  });
 }
 
 export function scoreProblems(examples: readonly Example[], predictions: readonly string[], split: string): Scores {
@@ -60,7 +106,8 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
     throw new EvalError(`scoreProblems: ${examples.length} examples but ${predictions.length} predictions`);
   }
   const problems: ProblemScore[] = [];
-  const buckets = new Map<number, { n: number; correct: number }>();
+  const buckets = new Map<number, { n: number; correct: number; digits: number }>();
+  let digitsTotal = 0;
   const taxonomy: Record<string, number> = emptyTaxonomy();
   let exact = 0;
   let answerExact = 0;
@@ -77,8 +124,7 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
     if (correct) exact++;
     if (symbolic) symbolicCount++;
     else {
-      const prompt = example.spaced === true ? example.prompt.replace(/ /g, '') : example.prompt;
-      const cls = classifyError(answer, example.answer, prompt);
+      const cls = classifyError(answer, example.answer, plainPrompt(example));
       taxonomy[cls] = (taxonomy[cls] ?? 0) + 1;
     }
     if (countSteps(example.target).total > 0) {
@@ -87,8 +133,11 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
       stepsTotal += s.total;
       stepsCorrect += s.correct;
     }
-    const bucket = buckets.get(example.length) ?? { n: 0, correct: 0 };
+    const digits = digitAccuracy(answer, example.answer);
+    digitsTotal += digits;
+    const bucket = buckets.get(example.length) ?? { n: 0, correct: 0, digits: 0 };
     bucket.n++;
+    bucket.digits += digits;
     if (correct) bucket.correct++;
     buckets.set(example.length, bucket);
     problems.push({
@@ -97,20 +146,23 @@ export function scoreProblems(examples: readonly Example[], predictions: readonl
       length: example.length,
       correct,
       symbolic,
+      digitAccuracy: digits,
       prediction,
       target: example.target,
     });
   });
   const n = examples.length;
-  const perLength: Record<string, { n: number; exactMatch: number }> = {};
+  const perLength: Scores['perLength'] = {};
   for (const [length, b] of [...buckets].sort((a, b) => a[0] - b[0]))
-    perLength[String(length)] = { n: b.n, exactMatch: b.correct / b.n };
+    perLength[String(length)] = { n: b.n, exactMatch: b.correct / b.n, digitAccuracy: b.digits / b.n };
   return {
     exactMatch: n === 0 ? 0 : exact / n,
     answerMatch: n === 0 ? 0 : answerExact / n,
     symbolicAccuracy: n === 0 ? 0 : symbolicCount / n,
     stepAccuracy: anyTargetSteps ? (stepsTotal === 0 ? 0 : stepsCorrect / stepsTotal) : null,
     perLength,
+    digitAccuracy: n === 0 ? 0 : digitsTotal / n,
+    longestLength90: longestPassingLength(perLength, 0.9),
     errorTaxonomy: taxonomy,
     problems,
   };

@@ -11,11 +11,15 @@ import { matMul, matMulTransposeB } from './ops.ts';
 import { ConstCache } from './const-cache.ts';
 import { ModelConfigError } from './errors.ts';
 import { createPositionalEncoding } from './positional/index.ts';
-import type { PositionalEncoding, WeightInit } from './positional/types.ts';
+import { MAPE_DEFAULT_MAX_OFFSET } from './positional/mape.ts';
+import { MAPE_PLAIN_ORDER, type MapeNumberOrder } from './positional/reference.ts';
+import type { PositionalConfig, PositionalEncoding, TokenContext, WeightInit } from './positional/types.ts';
 
 export interface TransformerConfig extends ModelSpec {
   vocabSize: number;
   encoding: EncodingName;
+  /** MAPE only: how the task writes its numbers (from the task's format; absent: most-significant first). */
+  mapeNumberOrder?: MapeNumberOrder;
 }
 
 export interface ForwardOptions {
@@ -37,6 +41,8 @@ export interface ForwardResult {
 export interface KvCache {
   length: number;
   layers: { k: tf.Tensor4D; v: tf.Tensor4D }[];
+  /** Per row, the token ids so far: kept only for an encoding that reads tokens (mape). */
+  tokens?: number[][];
 }
 
 interface LayerWeights {
@@ -90,6 +96,18 @@ export function validateTransformerConfig(config: TransformerConfig): Transforme
       `model config: sinusoidalStride must be a number > 0 (1 for the paper's table), got ${String(stride)}`,
       'sinusoidalStride',
     );
+  }
+  const maxOffset = config.mapeMaxOffset;
+  if (maxOffset !== undefined && !(typeof maxOffset === 'number' && Number.isInteger(maxOffset) && maxOffset >= 0)) {
+    throw new ModelConfigError(
+      `model config: mapeMaxOffset must be an integer >= 0 (0 for no offset), got ${String(maxOffset)}`,
+      'mapeMaxOffset',
+    );
+  }
+  for (const field of ['mapeOffset', 'mapeRoles'] as const) {
+    const value = config[field];
+    if (value !== undefined && typeof value !== 'boolean')
+      throw new ModelConfigError(`model config: ${field} must be true or false, got ${String(value)}`, field);
   }
   if (config.dModel % config.heads !== 0) {
     throw new ModelConfigError(
@@ -180,7 +198,7 @@ export class Transformer {
 
   private constructor(config: TransformerConfig, seed: number) {
     this.config = { ...config };
-    const { layers, dModel, heads, ffnDim, vocabSize, maxLen } = config;
+    const { layers, dModel, heads, ffnDim, vocabSize } = config;
     this.headDim = dModel / heads;
     const init = new SeededInit(seed, `transformer${instances++}`);
     // GPT-2 style: small normal init, residual-output projections scaled down by depth.
@@ -206,18 +224,7 @@ export class Transformer {
     this.finalGain = init.ones('final_ln/gain', [dModel]);
     this.finalBias = init.zeros('final_ln/bias', [dModel]);
     this.unembedding = init.normal('unembedding', [dModel, vocabSize], INIT_STD);
-    this.positional = createPositionalEncoding(
-      config.encoding,
-      {
-        dModel,
-        heads,
-        headDim: this.headDim,
-        layers,
-        maxLen,
-        ...(config.sinusoidalStride === undefined ? {} : { sinusoidalStride: config.sinusoidalStride }),
-      },
-      init,
-    );
+    this.positional = createPositionalEncoding(config.encoding, positionalConfig(config, this.headDim), init);
     this.variables = init.variables;
     this.variableNames = init.names;
   }
@@ -241,9 +248,12 @@ export class Transformer {
     this.forwardCalls++;
     return tidyObject((): ForwardResult => {
       const attention: tf.Tensor4D[] = [];
+      const tokens =
+        this.positional.readsTokens === true ? { rows: ids.arraySync(), training: options.training } : null;
       const { logits } = this.run(ids, null, {
         dropout: training ? { rate: this.config.dropout, seed, count: 0 } : null,
         attention: options.collectAttention === true ? attention : null,
+        context: tokens === null ? null : { tokens: tokens.rows, training: tokens.training, seed },
       });
       return options.collectAttention === true ? { logits, attention } : { logits };
     });
@@ -256,8 +266,24 @@ export class Transformer {
   forwardCached(ids: tf.Tensor2D, cache: KvCache | null): { logits: tf.Tensor3D; cache: KvCache } {
     this.assertAlive();
     return tidyObject(() => {
-      const out = this.run(ids, cache, { dropout: null, attention: null });
-      return { logits: out.logits, cache: out.cache };
+      if (this.positional.readsTokens !== true) {
+        const out = this.run(ids, cache, { dropout: null, attention: null, context: null });
+        return { logits: out.logits, cache: out.cache };
+      }
+      const fresh = ids.arraySync();
+      const tokens = fresh.map((row, b) => [...(cache?.tokens?.[b] ?? []), ...row]);
+      const context: TokenContext = { tokens, training: false, seed: 0 };
+      const positional = this.positional;
+      if (cache === null || positional.cachedPositionsHold?.(tokens, cache.length) !== false) {
+        const out = this.run(ids, cache, { dropout: null, attention: null, context });
+        return { logits: out.logits, cache: { ...out.cache, tokens } };
+      }
+      // A new token changed the positions of cached ones (a number that grew): recompute every position.
+      const all = tf.tensor2d(tokens, [tokens.length, tokens[0]?.length ?? 0], 'int32');
+      const out = this.run(all, null, { dropout: null, attention: null, context });
+      const seq = ids.shape[1];
+      const logits = tf.slice(out.logits, [0, out.cache.length - seq, 0], [-1, seq, -1]) as tf.Tensor3D;
+      return { logits, cache: { ...out.cache, tokens } };
     });
   }
 
@@ -282,7 +308,11 @@ export class Transformer {
   private run(
     ids: tf.Tensor2D,
     cache: KvCache | null,
-    opts: { dropout: { rate: number; seed: number; count: number } | null; attention: tf.Tensor4D[] | null },
+    opts: {
+      dropout: { rate: number; seed: number; count: number } | null;
+      attention: tf.Tensor4D[] | null;
+      context: TokenContext | null;
+    },
   ): { logits: tf.Tensor3D; cache: KvCache } {
     const { dModel, vocabSize } = this.config;
     const [batch, seq] = ids.shape;
@@ -295,7 +325,11 @@ export class Transformer {
     const intIds = ids.dtype === 'int32' ? ids : tf.cast(ids, 'int32');
     const oneHot = tf.reshape(tf.oneHot(intIds, vocabSize), [batch * seq, vocabSize]);
     let x: tf.Tensor = tf.reshape(matMul(oneHot, this.embedding), [batch, seq, dModel]);
-    x = dropout(this.positional.embed(x as tf.Tensor3D, start));
+    x = dropout(
+      opts.context === null
+        ? this.positional.embed(x as tf.Tensor3D, start)
+        : this.positional.embed(x as tf.Tensor3D, start, opts.context),
+    );
     const nextCache: KvCache = { length: start + seq, layers: [] };
     this.layers.forEach((w, l) => {
       const h = layerNorm(x, w.ln1Gain, w.ln1Bias);
@@ -362,6 +396,21 @@ export class Transformer {
       return tf.tensor2d(out, [qLen, kLen]);
     });
   }
+}
+
+/** What the positional encoding gets from the model config (each encoding reads its own fields). */
+function positionalConfig(config: TransformerConfig, headDim: number): PositionalConfig {
+  const { dModel, heads, layers, maxLen } = config;
+  const maxOffset = config.mapeOffset === false ? 0 : (config.mapeMaxOffset ?? MAPE_DEFAULT_MAX_OFFSET);
+  return {
+    dModel,
+    heads,
+    headDim,
+    layers,
+    maxLen,
+    ...(config.sinusoidalStride === undefined ? {} : { sinusoidalStride: config.sinusoidalStride }),
+    mape: { maxOffset, roles: config.mapeRoles !== false, order: config.mapeNumberOrder ?? MAPE_PLAIN_ORDER },
+  };
 }
 
 export function disposeKvCache(cache: KvCache | null): void {

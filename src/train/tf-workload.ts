@@ -5,9 +5,10 @@ import * as tf from '@tensorflow/tfjs';
 import type { Evaluation, JobSpec, MetricPoint, TaskSpec } from '../../protocol/messages.ts';
 import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
 import type { Example } from '../data/types.ts';
-import { createSource, drawExamples } from '../data/tasks.ts';
+import { createSource, drawExamples, taskNumberOrder } from '../data/tasks.ts';
 import { attentionEntropy, mergeEntropy, scoreProblems, type Scores } from '../eval/metrics.ts';
 import { attentionMaps, greedyDecode } from '../model/decode.ts';
+import { MAPE_DEFAULT_MAX_OFFSET } from '../model/positional/mape.ts';
 import { Transformer } from '../model/transformer.ts';
 import { selectBackend } from './backend.ts';
 import { CheckpointError, TrainConfigError } from './errors.ts';
@@ -26,6 +27,15 @@ export interface EvaluationOptions {
 
 function sameModel(a: JobSpec, b: JobSpec): string | null {
   if (a.encoding !== b.encoding) return `encoding ${b.encoding} in the checkpoint, ${a.encoding} in the job`;
+  if (a.encoding === 'mape') {
+    // The other encodings ignore these; compared as the model uses them (absent: offset on, roles on).
+    const offset = (m: JobSpec['model']): number =>
+      m.mapeOffset === false ? 0 : (m.mapeMaxOffset ?? MAPE_DEFAULT_MAX_OFFSET);
+    if (offset(a.model) !== offset(b.model))
+      return `model.mapeMaxOffset is ${offset(b.model)} in the checkpoint, ${offset(a.model)} in the job`;
+    if ((a.model.mapeRoles !== false) !== (b.model.mapeRoles !== false))
+      return `model.mapeRoles is ${b.model.mapeRoles !== false} in the checkpoint, ${a.model.mapeRoles !== false} in the job`;
+  }
   for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap', 'sinusoidalStride'] as const) {
     if (k === 'sinusoidalStride' && a.encoding !== 'sinusoidal') continue; // the other encodings ignore it
     const absent = k === 'sinusoidalStride' ? 1 : 0; // an absent cap is no cap, an absent stride is 1
@@ -37,7 +47,16 @@ function sameModel(a: JobSpec, b: JobSpec): string | null {
 
 /** Builds the transformer a job describes (weights from the job seed). */
 export function buildModel(spec: JobSpec): Transformer {
-  return Transformer.create({ ...spec.model, vocabSize: tokenizer.vocabSize, encoding: spec.encoding }, spec.seed);
+  return Transformer.create(
+    {
+      ...spec.model,
+      vocabSize: tokenizer.vocabSize,
+      encoding: spec.encoding,
+      // MAPE reads the digits as the task writes them (least-significant first when reversed).
+      mapeNumberOrder: taskNumberOrder(spec.task),
+    },
+    spec.seed,
+  );
 }
 
 /** Loads a checkpoint or final model blob into a fresh transformer, for serving and reports. */

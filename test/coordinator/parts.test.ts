@@ -43,6 +43,9 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, model: { heads: 5 } }, /model\.dModel must be divisible by model\.heads/],
     [{ ...base, model: { attentionLogitCap: -1 } }, /model\.attentionLogitCap must be a non-negative number/],
     [{ ...base, model: { sinusoidalStride: 0 } }, /model\.sinusoidalStride must be a positive number/],
+    [{ ...base, model: { mapeMaxOffset: -1 } }, /model\.mapeMaxOffset must be an integer >= 0/],
+    [{ ...base, model: { mapeOffset: 'no' } }, /model\.mapeOffset must be true or false/],
+    [{ ...base, model: { mapeRoles: 0 } }, /model\.mapeRoles must be true or false/],
     [{ ...base, seeds: [1, 1] }, /seeds must not repeat/],
     [{ ...base, lr: 3 }, /x\.json: lr is not a known field/],
   ];
@@ -56,6 +59,16 @@ void test('experiment errors name the file and the field', () => {
   // A valid override reaches every job, on top of the preset.
   const capped = compileExperiment({ ...base, model: { attentionLogitCap: 2 } }, 'x.json', runId);
   assert.ok(capped.jobs.length > 0 && capped.jobs.every((j) => j.model.attentionLogitCap === 2 && j.model.dModel > 0));
+  // MAPE's ablations travel as model options.
+  const ablated = compileExperiment(
+    { ...base, encodings: ['mape'], model: { mapeOffset: false, mapeRoles: false, mapeMaxOffset: 8 } },
+    'x.json',
+    runId,
+  );
+  assert.deepEqual(
+    ablated.jobs.map((j) => [j.encoding, j.model.mapeOffset, j.model.mapeRoles, j.model.mapeMaxOffset]),
+    [['mape', false, false, 8]],
+  );
 });
 
 void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {

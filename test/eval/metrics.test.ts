@@ -1,6 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { attentionEntropy, mergeEntropy, predictedAnswer, scoreProblems } from '../../src/eval/metrics.ts';
+import {
+  attentionEntropy,
+  digitAccuracy,
+  longestPassingLength,
+  mergeEntropy,
+  predictedAnswer,
+  scoreProblems,
+} from '../../src/eval/metrics.ts';
 import { EvalError } from '../../src/eval/errors.ts';
 import { createSource } from '../../src/data/tasks.ts';
 import type { Example } from '../../src/data/types.ts';
@@ -27,7 +34,13 @@ void test('exact match (whole target), answer match and symbolic accuracy, per p
   assert.equal(s.exactMatch, 1 / 4);
   assert.equal(s.answerMatch, 2 / 4);
   assert.equal(s.symbolicAccuracy, 3 / 4);
-  assert.deepEqual(s.perLength, { '1': { n: 2, exactMatch: 0 }, '2': { n: 2, exactMatch: 0.5 } });
+  // Digit accuracy compares the final answers: a and b both end in 17, c and d share no digit in place with theirs.
+  assert.deepEqual(s.perLength, {
+    '1': { n: 2, exactMatch: 0, digitAccuracy: 0 },
+    '2': { n: 2, exactMatch: 0.5, digitAccuracy: 1 },
+  });
+  assert.equal(s.digitAccuracy, 0.5);
+  assert.equal(s.longestLength90, null);
   assert.deepEqual(
     s.problems.map((p) => [p.id, p.split, p.correct, p.symbolic]),
     [
@@ -201,4 +214,56 @@ void test('scoring arbitrary predictions never throws (fast-check, bounded)', as
 
 void test('a multi-line plain target takes as many prediction lines as it has', () => {
   assert.equal(predictedAnswer('1\n2\n3', ex({ target: '1\n2', answer: '1\n2' })), '1\n2');
+});
+
+void test('digitAccuracy aligns from the units digit; a missing or extra digit counts wrong', () => {
+  assert.equal(digitAccuracy('168', '168'), 1);
+  assert.equal(digitAccuracy('178', '168'), 2 / 3);
+  assert.equal(digitAccuracy('68', '168'), 2 / 3);
+  assert.equal(digitAccuracy('1168', '168'), 3 / 4);
+  assert.equal(digitAccuracy('861', '168'), 1 / 3);
+  assert.equal(digitAccuracy(undefined, '168'), 0);
+  assert.equal(digitAccuracy('', '7'), 0);
+});
+
+void test('longestPassingLength: every length from the shortest up to it reaches the threshold', () => {
+  const em = (...values: number[]): Record<string, { exactMatch: number }> =>
+    Object.fromEntries(values.map((v, i) => [String(i + 1), { exactMatch: v }]));
+  assert.equal(longestPassingLength(em(1, 0.95, 0.9, 0.5, 0.95)), 3);
+  assert.equal(longestPassingLength(em(0.8, 1)), null);
+  assert.equal(longestPassingLength(em(1, 1, 1)), 3);
+  assert.equal(longestPassingLength({}), null);
+  // Keys sort as numbers, not strings ("10" after "9").
+  const long = em(1, 1, 1, 1, 1, 1, 1, 1, 1, 0.91, 0.2, 0.1);
+  assert.equal(longestPassingLength(long), 10);
+  assert.equal(longestPassingLength(long, 0.95), 9);
+});
+
+void test('padded and reversed formats read back to the ordinary answer; per length figures and the longest length', () => {
+  const sources = [
+    { padAnswer: true },
+    { padOperands: true, padAnswer: true, reverse: true },
+    { reverseAll: true, padAnswer: true },
+    { reverseAll: true, padOperands: true, spaced: true },
+  ];
+  for (const params of sources) {
+    const source = createSource({ name: 'addition', params: { minDigits: 1, maxDigits: 4, ...params } }, 5, 'test');
+    const examples = Array.from({ length: 60 }, () => source.next());
+    for (const e of examples)
+      assert.equal(predictedAnswer(e.target, e), e.answer, `${JSON.stringify(params)} ${e.prompt}`);
+    // Right on lengths 1-2, wrong from 3 on (one digit changed): exact match per length and the longest length.
+    const predictions = examples.map((e) => {
+      if (e.length < 3) return e.target;
+      const i = Array.from(e.target).findIndex((c) => /\d/.test(c));
+      return e.target.slice(0, i) + String((Number(e.target[i]) + 1) % 10) + e.target.slice(i + 1);
+    });
+    const s = scoreProblems(examples, predictions, 'test');
+    assert.deepEqual(Object.keys(s.perLength), ['1', '2', '3', '4']);
+    assert.equal(s.perLength['1']?.exactMatch, 1);
+    assert.equal(s.perLength['3']?.exactMatch, 0);
+    assert.ok((s.perLength['3']?.digitAccuracy ?? 0) > 0.5 && (s.perLength['3']?.digitAccuracy ?? 1) < 1);
+    assert.equal(s.longestLength90, 2);
+    // The taxonomy reads the prompt's numbers in ordinary order: no wrong answer is a format error.
+    assert.equal(s.errorTaxonomy.format, 0, JSON.stringify(params));
+  }
 });

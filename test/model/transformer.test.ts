@@ -167,6 +167,10 @@ void test('bad configs fail with ModelConfigError naming the field; dispose free
     [{ attentionLogitCap: NaN }, 'attentionLogitCap'],
     [{ sinusoidalStride: 0 }, 'sinusoidalStride'],
     [{ sinusoidalStride: Infinity }, 'sinusoidalStride'],
+    [{ encoding: 'mape', mapeMaxOffset: -1 }, 'mapeMaxOffset'],
+    [{ encoding: 'mape', mapeMaxOffset: 2.5 }, 'mapeMaxOffset'],
+    [{ encoding: 'mape', mapeOffset: 'no' as unknown as boolean }, 'mapeOffset'],
+    [{ encoding: 'mape', mapeRoles: 0 as unknown as boolean }, 'mapeRoles'],
   ];
   for (const [patch, field] of bad) {
     assert.throws(

@@ -260,3 +260,34 @@ void test('answerTokenAccuracy counts only weighted (answer) positions, and each
     workload.dispose();
   }
 });
+
+void test(
+  'workload: a mape checkpoint resumes under the same options only (absent means on)',
+  { timeout: 60_000 },
+  async () => {
+    const job = tinyJob('mape', 2);
+    const w = await createWorkload(job, { backend: 'cpu' });
+    try {
+      await w.trainSteps(2);
+      const blob = await w.checkpoint();
+      const explicit = await createWorkload(
+        { ...job, model: { ...job.model, mapeOffset: true, mapeRoles: true, mapeMaxOffset: 20 } },
+        { backend: 'cpu', resumeFrom: blob },
+      );
+      assert.equal(explicit.step, 2);
+      explicit.dispose();
+      for (const [patch, pattern] of [
+        [{ mapeOffset: false }, /model\.mapeMaxOffset is 20 in the checkpoint, 0 in the job/],
+        [{ mapeMaxOffset: 5 }, /model\.mapeMaxOffset is 20 in the checkpoint, 5 in the job/],
+        [{ mapeRoles: false }, /model\.mapeRoles is true in the checkpoint, false in the job/],
+      ] as const) {
+        await assert.rejects(
+          createWorkload({ ...job, model: { ...job.model, ...patch } }, { backend: 'cpu', resumeFrom: blob }),
+          pattern,
+        );
+      }
+    } finally {
+      w.dispose();
+    }
+  },
+);

@@ -2,13 +2,14 @@
 import type { EncodingName } from '../../../protocol/messages.ts';
 import { createAlibi } from './alibi.ts';
 import { createDiet } from './diet.ts';
+import { createMape } from './mape.ts';
 import { createNope } from './nope.ts';
 import { createRope } from './rope.ts';
 import { createSinusoidal } from './sinusoidal.ts';
 import { createT5 } from './t5.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory, WeightInit } from './types.ts';
 
-export type { PositionalConfig, PositionalEncoding, PositionalFactory, WeightInit } from './types.ts';
+export type { PositionalConfig, PositionalEncoding, PositionalFactory, TokenContext, WeightInit } from './types.ts';
 
 export const POSITIONAL_ENCODINGS: Readonly<Record<EncodingName, PositionalFactory>> = {
   sinusoidal: createSinusoidal,
@@ -17,6 +18,7 @@ export const POSITIONAL_ENCODINGS: Readonly<Record<EncodingName, PositionalFacto
   diet: createDiet,
   t5: createT5,
   nope: createNope,
+  mape: createMape,
 };
 
 export function createPositionalEncoding(
