@@ -1,18 +1,19 @@
 // `pe-arena doctor`: everything that breaks a cluster run before training starts, checked on the head node before
 // the queue wait. Each check says pass, warn or fail, and the fix. TensorFlow.js is only loaded in a child process
 // (the coordinator side never imports it), and every external command runs with execFile and a timeout.
-import { execFile } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
 import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { raceDeadline, TIMED_OUT } from '../../protocol/deadline.ts';
 import { newRunId } from '../../protocol/ids.ts';
 import type { Hello } from '../../protocol/messages.ts';
 import { expandUserPath, loadClusterProfile } from '../cluster-profile.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { advertisedAddress, bindAddressFor, hpcLauncherFor } from './hpc.ts';
+import { runProcess } from './scheduler-command.ts';
 
 export const CHECK_STATUS = { pass: 'pass', warn: 'warn', fail: 'fail' } as const;
 export type CheckStatus = (typeof CHECK_STATUS)[keyof typeof CHECK_STATUS];
@@ -39,28 +40,14 @@ export interface DoctorOptions {
 
 const projectDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-function run(
+/** A command's exit status and output; `missing` when it is not on PATH. */
+async function run(
   command: string,
   args: string[],
   timeoutMs = 15_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string; missing: boolean }> {
-  return new Promise((res) => {
-    execFile(
-      command,
-      args,
-      { timeout: timeoutMs, encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) => {
-        const err = error as (NodeJS.ErrnoException & { code?: unknown }) | null;
-        const missing = err !== null && err.code === 'ENOENT';
-        res({
-          code: err === null ? 0 : typeof err.code === 'number' ? err.code : null,
-          stdout: String(stdout),
-          stderr: String(stderr),
-          missing,
-        });
-      },
-    );
-  });
+  const { startError, ...result } = await runProcess(command, args, { timeoutMs, maxBuffer: 16 * 1024 * 1024 });
+  return { ...result, missing: startError?.code === 'ENOENT' };
 }
 
 export function checkNode(version: string = process.versions.node): CheckResult {
@@ -112,20 +99,10 @@ export function backendFix(name: string, reason: string): string {
 
 export async function checkBackends(timeoutMs = 120_000): Promise<CheckResult[]> {
   const tsx = import.meta.resolve('tsx');
-  const result = await new Promise<{ stdout: string; stderr: string; code: number | null }>((res) => {
-    execFile(
-      process.execPath,
-      ['--import', tsx, '--input-type=module', '-e', BACKEND_SCRIPT],
-      { timeout: timeoutMs, encoding: 'utf8', cwd: projectDir },
-      (error, stdout, stderr) => {
-        const err = error as (NodeJS.ErrnoException & { code?: unknown }) | null;
-        res({
-          stdout: String(stdout),
-          stderr: String(stderr),
-          code: err === null ? 0 : typeof err.code === 'number' ? err.code : null,
-        });
-      },
-    );
+  const result = await runProcess(process.execPath, ['--import', tsx, '--input-type=module', '-e', BACKEND_SCRIPT], {
+    timeoutMs,
+    cwd: projectDir,
+    maxBuffer: 1024 * 1024,
   });
   const lines = result.stdout
     .split('\n')
@@ -363,7 +340,6 @@ export async function probeComputeNode(
   const server = await bindServer({ address: bindAddressFor(profile) });
   const launcher = hpcLauncherFor(profile.scheduler, profile, {});
   const runDir = join(resolve(runsDir), `doctor-${newRunId()}`);
-  let timer: NodeJS.Timeout | undefined;
   try {
     const hello = new Promise<Hello>((res) => {
       void (async () => {
@@ -380,17 +356,14 @@ export async function probeComputeNode(
     );
     const address = advertisedAddress(server.address, profile);
     await launcher.start({ coordinator: address, count: 1, runDir, agentArgs: ['--death-timeout-ms', '30000'] });
-    const outcome = await Promise.race([
-      hello.then((h) => ({ hello: h })),
-      failed.then((why) => ({ why })),
-      new Promise<{ why: string }>(
-        (res) =>
-          (timer = setTimeout(
-            () => res({ why: `no hello within ${Math.round(timeoutMs / 1000)} s (still queued? see squeue/qstat)` }),
-            timeoutMs,
-          )),
-      ),
-    ]);
+    const answer = await raceDeadline(
+      Promise.race([hello.then((h) => ({ hello: h })), failed.then((why) => ({ why }))]),
+      timeoutMs,
+    );
+    const outcome =
+      answer === TIMED_OUT
+        ? { why: `no hello within ${Math.round(timeoutMs / 1000)} s (still queued? see squeue/qstat)` }
+        : answer;
     if ('hello' in outcome) {
       const h = outcome.hello;
       return {
@@ -413,7 +386,6 @@ export async function probeComputeNode(
       fix: 'see the error; pe-arena doctor without --probe checks the parts one by one',
     };
   } finally {
-    clearTimeout(timer);
     await launcher.stop(5_000);
     await server.close().catch(() => undefined);
   }

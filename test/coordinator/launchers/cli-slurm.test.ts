@@ -21,9 +21,9 @@ import {
   tempRunsDir,
   waitFor,
   writeExperiment,
-} from '../e2e/helpers.ts';
-import type { Spawned } from '../e2e/helpers.ts';
-import { slurmSkipReason, squeueRun } from './slurm-helpers.ts';
+} from '../../e2e/helpers.ts';
+import type { Spawned } from '../../e2e/helpers.ts';
+import { slurmSkipReason, squeueRun } from './harness.ts';
 
 const profile = join('configs', 'clusters', 'test-slurm.json');
 

@@ -6,12 +6,12 @@ import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
-import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
-import { createPbsLauncher } from '../../coordinator/launchers/pbs.ts';
-import type { AgentExit } from '../../coordinator/launchers/types.ts';
-import { SchedulerCommandError } from '../../coordinator/launchers/errors.ts';
+import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import { createPbsLauncher } from '../../../coordinator/launchers/pbs.ts';
+import type { AgentExit } from '../../../coordinator/launchers/types.ts';
+import { SchedulerCommandError } from '../../../coordinator/launchers/errors.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..');
+const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 
 function writeFakes(dir: string): void {
   const record = (name: string): string => `printf '%s\\n' "$@" > "$D/${name}.$(date +%s%N).args"`;

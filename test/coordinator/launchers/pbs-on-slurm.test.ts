@@ -8,15 +8,15 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { bindServer } from '../../protocol/zmq-transport.ts';
-import type { Hello } from '../../protocol/messages.ts';
-import { newRunId } from '../../protocol/ids.ts';
-import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
-import { createPbsLauncher } from '../../coordinator/launchers/pbs.ts';
-import type { AgentExit } from '../../coordinator/launchers/types.ts';
-import { waitFor } from './slurm-helpers.ts';
+import { bindServer } from '../../../protocol/zmq-transport.ts';
+import type { Hello } from '../../../protocol/messages.ts';
+import { newRunId } from '../../../protocol/ids.ts';
+import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import { createPbsLauncher } from '../../../coordinator/launchers/pbs.ts';
+import type { AgentExit } from '../../../coordinator/launchers/types.ts';
+import { waitFor } from './harness.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..');
+const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
 
 function why(): string | undefined {

@@ -7,16 +7,16 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { bindServer } from '../../protocol/zmq-transport.ts';
-import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
-import type { Bye, Hello, RunId } from '../../protocol/messages.ts';
-import { newRunId } from '../../protocol/ids.ts';
-import { compileClusterProfile, loadClusterProfile } from '../../coordinator/cluster-profile.ts';
-import { createSlurmLauncher } from '../../coordinator/launchers/slurm.ts';
-import type { AgentExit } from '../../coordinator/launchers/types.ts';
-import { slurmSkipReason, squeueRun, waitFor } from './slurm-helpers.ts';
+import { bindServer } from '../../../protocol/zmq-transport.ts';
+import { PROTOCOL_VERSION } from '../../../protocol/messages.ts';
+import type { Bye, Hello, RunId } from '../../../protocol/messages.ts';
+import { newRunId } from '../../../protocol/ids.ts';
+import { compileClusterProfile, loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import { createSlurmLauncher } from '../../../coordinator/launchers/slurm.ts';
+import type { AgentExit } from '../../../coordinator/launchers/types.ts';
+import { slurmSkipReason, squeueRun, waitFor } from './harness.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..');
+const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
 
 const skip = slurmSkipReason();

@@ -8,17 +8,17 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { bindServer } from '../../protocol/zmq-transport.ts';
-import { newRunId } from '../../protocol/ids.ts';
-import type { RunId } from '../../protocol/messages.ts';
-import { Coordinator } from '../../coordinator/coordinator.ts';
-import type { RunOutcome } from '../../coordinator/coordinator.ts';
-import { compileExperiment } from '../../coordinator/experiment.ts';
-import { loadClusterProfile } from '../../coordinator/cluster-profile.ts';
-import { createSlurmLauncher } from '../../coordinator/launchers/slurm.ts';
-import { waitFor } from './slurm-helpers.ts';
+import { bindServer } from '../../../protocol/zmq-transport.ts';
+import { newRunId } from '../../../protocol/ids.ts';
+import type { RunId } from '../../../protocol/messages.ts';
+import { Coordinator } from '../../../coordinator/coordinator.ts';
+import type { RunOutcome } from '../../../coordinator/coordinator.ts';
+import { compileExperiment } from '../../../coordinator/experiment.ts';
+import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import { createSlurmLauncher } from '../../../coordinator/launchers/slurm.ts';
+import { waitFor } from './harness.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..');
+const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
 
 let skip: string | false = false;
