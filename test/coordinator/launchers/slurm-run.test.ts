@@ -5,9 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { bindServer } from '../../../protocol/zmq-transport.ts';
 import { newRunId } from '../../../protocol/ids.ts';
 import type { RunId } from '../../../protocol/messages.ts';
@@ -16,24 +15,16 @@ import type { RunOutcome } from '../../../coordinator/coordinator.ts';
 import { compileExperiment } from '../../../coordinator/experiment.ts';
 import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
 import { createSlurmLauncher } from '../../../coordinator/launchers/slurm.ts';
-import { waitFor } from './harness.ts';
+import { fakeWorkload, repoRoot, slurmSkipReason, squeueRun, tempRunDir, waitFor } from './harness.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
-const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
-
-let skip: string | false = false;
-try {
-  execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
-} catch {
-  skip = 'no Slurm answers (sbatch/sinfo): run .ci/setup-slurm.sh as root';
-}
+const skip = slurmSkipReason();
 
 void test(
   "a run through sbatch completes after one agent's task is scancel'd mid-job",
-  { skip, timeout: 120_000 },
-  async () => {
+  { skip: skip ?? false, timeout: 120_000 },
+  async (t) => {
     const runId = newRunId() as RunId;
-    const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-slurm-run-')), runId);
+    const { runDir, remove } = tempRunDir('pe-arena-slurm-run-', runId);
     const experiment = compileExperiment(
       {
         name: 'slurm-run',
@@ -68,56 +59,51 @@ void test(
     });
     const coordinator = new Coordinator({ experiment, runDir, transport: server, launcher, drainMs: 3_000 });
     ref.coordinator = coordinator;
-    let outcome: RunOutcome | undefined;
-    let left: string[] = [];
-    try {
-      coordinator.start();
-      await launcher.start({
-        coordinator: server.address,
-        count: 3,
-        runDir,
-        agentArgs: ['--workload-module', fakeWorkload, '--death-timeout-ms', '20000'],
-      });
-      const arrayId = launcher.submissionIds()[0]!;
-      const c = coordinator;
-      await waitFor('3 agents to join', 60_000, () => (c.agents.size >= 3 ? true : undefined));
-      assert.deepEqual(
-        [...c.agents.values()].map((a) => a.launcherId).sort(),
-        [0, 1, 2].map((i) => `${arrayId}_${i}`),
-        'every agent joined with its Slurm task id',
-      );
-      // A job well under way: end its agent's task from outside.
-      const busy = await waitFor('a job past step 20', 60_000, () => {
-        const job = [...c.scheduler.jobs.values()].find(
-          (j) => j.state === 'running' && j.step >= 20 && j.agentId !== undefined,
-        );
-        return job === undefined ? undefined : c.agents.get(job.agentId!);
-      });
-      assert.ok(busy.launcherId !== undefined);
-      execFileSync('scancel', [busy.launcherId], { timeout: 10_000 });
-      outcome = await Promise.race([
-        c.done,
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), 90_000).unref()),
-      ]);
-      assert.ok(outcome !== undefined, 'the run finished within 90 s');
-      assert.equal(outcome.done, 2);
-      assert.equal(outcome.failed, 0);
-      for (const job of experiment.jobs)
-        assert.ok(existsSync(join(runDir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
-      const journal = readFileSync(join(runDir, 'journal.jsonl'), 'utf8');
-      const assigned = journal.split('\n').filter((l) => l.includes('"job_assigned"')).length;
-      assert.ok(assigned >= 3, `the lost job was assigned again (${assigned} assignments for 2 jobs)`);
-    } finally {
-      if (outcome === undefined) await coordinator.stop('test over');
-      await launcher.stop(3_000);
-      left = execFileSync('squeue', ['--noheader', '--array', `--name=${launcher.scheduledJobName}`, '-o', '%i %T'], {
-        encoding: 'utf8',
-      })
-        .split('\n')
-        .filter((l) => l.trim() !== '');
+    let finished = false;
+    let launcherStopped = false;
+    t.after(async () => {
+      if (!finished) await coordinator.stop('test over');
+      if (!launcherStopped) await launcher.stop(3_000);
       await server.close().catch(() => undefined);
-      rmSync(join(runDir, '..'), { recursive: true, force: true });
-    }
-    assert.deepEqual(left, [], 'no job of the run left in squeue');
+      remove();
+    });
+    coordinator.start();
+    await launcher.start({
+      coordinator: server.address,
+      count: 3,
+      runDir,
+      agentArgs: ['--workload-module', fakeWorkload, '--death-timeout-ms', '20000'],
+    });
+    const arrayId = launcher.submissionIds()[0]!;
+    const c = coordinator;
+    await waitFor('3 agents to join', 60_000, () => (c.agents.size >= 3 ? true : undefined));
+    assert.deepEqual(
+      [...c.agents.values()].map((a) => a.launcherId).sort(),
+      [0, 1, 2].map((i) => `${arrayId}_${i}`),
+      'every agent joined with its Slurm task id',
+    );
+    // A job well under way: end its agent's task from outside.
+    const busy = await waitFor('a job past step 20', 60_000, () => {
+      const job = [...c.scheduler.jobs.values()].find(
+        (j) => j.state === 'running' && j.step >= 20 && j.agentId !== undefined,
+      );
+      return job === undefined ? undefined : c.agents.get(job.agentId!);
+    });
+    assert.ok(busy.launcherId !== undefined);
+    execFileSync('scancel', [busy.launcherId], { timeout: 10_000 });
+    // The run's end is an event: the test's own timeout bounds it.
+    const outcome: RunOutcome = await c.done;
+    finished = true;
+    assert.equal(outcome.done, 2);
+    assert.equal(outcome.failed, 0);
+    for (const job of experiment.jobs)
+      assert.ok(existsSync(join(runDir, 'jobs', job.jobId, 'evaluation.json')), `${job.jobId} has its evaluation`);
+    const journal = readFileSync(join(runDir, 'journal.jsonl'), 'utf8');
+    const assigned = journal.split('\n').filter((l) => l.includes('"job_assigned"')).length;
+    assert.ok(assigned >= 3, `the lost job was assigned again (${assigned} assignments for 2 jobs)`);
+
+    await launcher.stop(3_000);
+    launcherStopped = true;
+    assert.deepEqual(squeueRun(launcher.scheduledJobName), [], 'no job of the run left in squeue');
   },
 );
