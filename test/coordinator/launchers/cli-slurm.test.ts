@@ -24,7 +24,7 @@ import {
   writeExperiment,
 } from '../../e2e/helpers.ts';
 import type { Spawned } from '../../e2e/helpers.ts';
-import { slurmSkipReason, squeueRun } from './harness.ts';
+import { quickExperiment, slurmSkipReason, squeueRun } from './harness.ts';
 
 const profile = join('configs', 'clusters', 'test-slurm.json');
 
@@ -83,23 +83,7 @@ function cliFixture(t: TestContext): { dir: string; runsDir: string; spawn(args:
 }
 
 function experiment(dir: string, name: string, steps = 30): string {
-  return writeExperiment(dir, {
-    name,
-    encodings: ['rope', 'nope'],
-    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, perStepMs: 20 } }],
-    seeds: [1],
-    preset: 'tiny',
-    training: { steps },
-    evaluation: { samples: 4 },
-    cluster: {
-      heartbeatIntervalMs: 250,
-      failureTimeoutMs: 4000,
-      suspectAfterMs: 1500,
-      watchdogMs: 0,
-      checkpointEvery: 10,
-      maxAttempts: 3,
-    },
-  });
+  return writeExperiment(dir, quickExperiment(name, { steps, params: { perStepMs: 20 }, maxAttempts: 3 }));
 }
 
 void test(

@@ -17,6 +17,33 @@ import type { AgentExit, LaunchRequest } from '../../../coordinator/launchers/ty
 export const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 export const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
 
+/**
+ * A two-job experiment (rope and nope on short additions, one seed, the tiny preset) whose cluster settings notice a
+ * lost agent within seconds; `params` go to the task (the workload's pace), `maxAttempts` to the cluster.
+ */
+export function quickExperiment(
+  name: string,
+  options: { steps: number; params: Record<string, number>; maxAttempts: number },
+): Record<string, unknown> {
+  return {
+    name,
+    encodings: ['rope', 'nope'],
+    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, ...options.params } }],
+    seeds: [1],
+    preset: 'tiny',
+    training: { steps: options.steps },
+    evaluation: { samples: 4 },
+    cluster: {
+      heartbeatIntervalMs: 250,
+      failureTimeoutMs: 4000,
+      suspectAfterMs: 1500,
+      watchdogMs: 0,
+      checkpointEvery: 10,
+      maxAttempts: options.maxAttempts,
+    },
+  };
+}
+
 /** Why the real-Slurm tests must skip (said in the test output), or undefined when sbatch and slurmctld answer. */
 export function slurmSkipReason(): string | undefined {
   try {

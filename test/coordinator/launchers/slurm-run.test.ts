@@ -15,7 +15,7 @@ import type { RunOutcome } from '../../../coordinator/coordinator.ts';
 import { compileExperiment } from '../../../coordinator/experiment.ts';
 import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
 import { createSlurmLauncher } from '../../../coordinator/launchers/slurm.ts';
-import { fakeWorkload, repoRoot, slurmSkipReason, squeueRun, tempRunDir, waitFor } from './harness.ts';
+import { fakeWorkload, quickExperiment, repoRoot, slurmSkipReason, squeueRun, tempRunDir, waitFor } from './harness.ts';
 
 const skip = slurmSkipReason();
 
@@ -26,23 +26,7 @@ void test(
     const runId = newRunId() as RunId;
     const { runDir, remove } = tempRunDir('pe-arena-slurm-run-', runId);
     const experiment = compileExperiment(
-      {
-        name: 'slurm-run',
-        encodings: ['rope', 'nope'],
-        tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, stepDelayMs: 60 } }],
-        seeds: [1],
-        preset: 'tiny',
-        training: { steps: 80 },
-        evaluation: { samples: 4 },
-        cluster: {
-          heartbeatIntervalMs: 250,
-          failureTimeoutMs: 4000,
-          suspectAfterMs: 1500,
-          watchdogMs: 0,
-          checkpointEvery: 10,
-          maxAttempts: 4,
-        },
-      },
+      quickExperiment('slurm-run', { steps: 80, params: { stepDelayMs: 60 }, maxAttempts: 4 }),
       'slurm-run.json',
       runId,
     );
