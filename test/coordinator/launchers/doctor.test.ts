@@ -6,7 +6,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkKeys, checkNode, backendFix } from '../../../coordinator/launchers/doctor.ts';
+import { checkKeys, checkNode, backendFix } from '../../../coordinator/launchers/doctor-checks.ts';
 import { initKeys } from '../../../protocol/keys.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
