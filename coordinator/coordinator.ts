@@ -34,7 +34,7 @@ import { FailureDetector } from './failure-detector.ts';
 import { Journal } from './journal.ts';
 import type { JournalEntry, ReplayedRun } from './journal.ts';
 import type { AgentExit, Launcher } from './launchers/types.ts';
-import type { LauncherNote } from './launchers/scheduler-common.ts';
+import type { LauncherNote } from './launchers/launcher-events.ts';
 import { MetricsSink } from './metrics-sink.ts';
 import type { ComparisonReport } from './metrics-sink.ts';
 import { Scheduler } from './scheduler.ts';

@@ -3,7 +3,7 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import type { AgentId, CheckpointId, JobId, RunId, WireError } from '../protocol/messages.ts';
 import { RunDirectoryError } from './errors.ts';
-import type { LauncherNote } from './launchers/scheduler-common.ts';
+import type { LauncherNote } from './launchers/launcher-events.ts';
 
 export interface CheckpointRef {
   checkpointId: CheckpointId;

@@ -6,7 +6,7 @@ import type { ClusterProfile } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
 import { createPbsLauncher } from './pbs.ts';
 import { createSlurmLauncher } from './slurm.ts';
-import type { SchedulerLauncher, SchedulerLauncherOptions } from './scheduler-common.ts';
+import type { SchedulerLauncher, SchedulerLauncherOptions } from './scheduler-launcher.ts';
 
 export type HpcLauncherName = 'pbs' | 'slurm';
 

@@ -7,6 +7,7 @@ import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { customAlphabet } from 'nanoid';
+import { settledWithin } from '../../protocol/deadline.ts';
 import { LauncherError } from '../errors.ts';
 import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
 
@@ -107,9 +108,7 @@ export class LocalLauncher implements Launcher {
       );
       // Children already told to drain get time to finish it; the others are asked now.
       if (!this.signalled) for (const c of running) c.kill('SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([gone, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
-      clearTimeout(timer);
+      await settledWithin(gone, graceMs);
       this.killAll();
     }
     process.off('exit', this.killAll);

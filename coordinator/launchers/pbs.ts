@@ -4,14 +4,10 @@
 import os from 'node:os';
 import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
-import { SchedulerLauncher } from './scheduler-common.ts';
-import type {
-  CommandResult,
-  SchedulerDialect,
-  SchedulerLauncherOptions,
-  TaskState,
-  TaskStatus,
-} from './scheduler-common.ts';
+import type { CommandResult } from './scheduler-command.ts';
+import type { SchedulerDialect, TaskState, TaskStatus } from './scheduler-dialect.ts';
+import { SchedulerLauncher } from './scheduler-launcher.ts';
+import type { SchedulerLauncherOptions } from './scheduler-launcher.ts';
 
 /** One job of `qstat -f`, attributes flattened to dotted keys (Resource_List.walltime). */
 export interface QstatJob {

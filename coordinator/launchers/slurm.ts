@@ -3,14 +3,10 @@
 import os from 'node:os';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
-import { SchedulerLauncher } from './scheduler-common.ts';
-import type {
-  CommandResult,
-  SchedulerDialect,
-  SchedulerLauncherOptions,
-  TaskState,
-  TaskStatus,
-} from './scheduler-common.ts';
+import type { CommandResult } from './scheduler-command.ts';
+import type { SchedulerDialect, TaskState, TaskStatus } from './scheduler-dialect.ts';
+import { SchedulerLauncher } from './scheduler-launcher.ts';
+import type { SchedulerLauncherOptions } from './scheduler-launcher.ts';
 
 /** squeue --Format fields, '|'-separated (the `:|` suffix is the separator). */
 const FIELDS = ['JobArrayID', 'ArrayJobID', 'State', 'exit_code', 'StartTime', 'EndTime', 'NodeList', 'Reason'];

@@ -1,5 +1,5 @@
 // `pe-arena doctor [--cluster file] [--probe]`: what is missing for a cluster run, and the fix for each.
-// Parsing only; the checks live in coordinator/launchers/doctor.ts.
+// Parsing only; the checks live in coordinator/launchers/doctor.ts (doctor-checks.ts, doctor-probe.ts).
 import { InvalidArgumentError } from 'commander';
 import type { Command } from 'commander';
 

@@ -7,18 +7,18 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
-import { compileClusterProfile, loadClusterProfile } from '../../coordinator/cluster-profile.ts';
-import type { ClusterProfile } from '../../coordinator/cluster-profile.ts';
+import { compileClusterProfile, loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import type { ClusterProfile } from '../../../coordinator/cluster-profile.ts';
 import {
   renderJobScript,
   shQuote,
   shQuoteExpandingUser,
   submitCommand,
-} from '../../coordinator/launchers/job-script.ts';
-import type { JobScriptInput } from '../../coordinator/launchers/job-script.ts';
-import { initKeys } from '../../protocol/keys.ts';
+} from '../../../coordinator/launchers/job-script.ts';
+import type { JobScriptInput } from '../../../coordinator/launchers/job-script.ts';
+import { initKeys } from '../../../protocol/keys.ts';
 
-const dir = resolve(import.meta.dirname, '..', '..', 'configs', 'clusters');
+const dir = resolve(import.meta.dirname, '..', '..', '..', 'configs', 'clusters');
 
 function input(profile: ClusterProfile, extra: Partial<JobScriptInput> = {}): JobScriptInput {
   return {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { armWalltimeDrain, walltimeDeadline } from '../../node-agent/walltime.ts';
+import { withDeadline } from '../../protocol/deadline.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
 const now = 1_763_900_000_000;
@@ -36,18 +37,27 @@ void test('deadline: Slurm end time, script start + walltime, Torque PBS_WALLTIM
 
 void test('armWalltimeDrain calls onDrain once at the margin; cancel stops it', async () => {
   const env = { PE_ARENA_WALLTIME_END: String(Date.now() / 1000 + 0.3), PE_ARENA_WALLTIME_MARGIN_S: '0.1' };
-  const reason = await new Promise<string>((res, rej) => {
-    const t = setTimeout(() => rej(new Error('onDrain not called within 5 s')), 5_000);
-    armWalltimeDrain({ env, onDrain: (r) => (clearTimeout(t), res(r)) });
-  });
+  const reason = await withDeadline(
+    new Promise<string>((res) => armWalltimeDrain({ env, onDrain: res })),
+    5_000,
+    () => new Error('onDrain not called within 5 s'),
+  );
   assert.match(reason, /^walltime: allocation ends at .* \(PE_ARENA_WALLTIME_END\)/);
   let called = false;
+  const start = Date.now() / 1000;
   const timer = armWalltimeDrain({
-    env: { PE_ARENA_WALLTIME_END: String(Date.now() / 1000 + 0.2), PE_ARENA_WALLTIME_MARGIN_S: '0.1' },
+    env: { PE_ARENA_WALLTIME_END: String(start + 0.2), PE_ARENA_WALLTIME_MARGIN_S: '0.1' },
     onDrain: () => (called = true),
   });
   timer.cancel();
-  await new Promise((r) => setTimeout(r, 300));
+  // The marker: an uncancelled timer due after the cancelled one; once it has fired, the cancelled one's time is past.
+  // (The drain timers are unref'd: the deadline's timer keeps this process up meanwhile.)
+  const marker = { PE_ARENA_WALLTIME_END: String(start + 0.3), PE_ARENA_WALLTIME_MARGIN_S: '0.1' };
+  await withDeadline(
+    new Promise((res) => armWalltimeDrain({ env: marker, onDrain: res })),
+    5_000,
+    () => new Error('the marker timer did not fire within 5 s'),
+  );
   assert.equal(called, false);
   assert.equal(armWalltimeDrain({ env: {}, onDrain: () => (called = true) }).deadline, undefined);
 });

@@ -10,10 +10,10 @@ import {
   formatWalltime,
   loadClusterProfile,
   parseWalltime,
-} from '../../coordinator/cluster-profile.ts';
-import { ClusterProfileError } from '../../coordinator/launchers/errors.ts';
+} from '../../../coordinator/cluster-profile.ts';
+import { ClusterProfileError } from '../../../coordinator/launchers/errors.ts';
 
-const dir = resolve(import.meta.dirname, '..', '..', 'configs', 'clusters');
+const dir = resolve(import.meta.dirname, '..', '..', '..', 'configs', 'clusters');
 
 void test('every shipped profile loads; iitd.json asks for its placeholders', async () => {
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));

@@ -4,8 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseSlurmTime, parseSqueue, slurmDialect } from '../../coordinator/launchers/slurm.ts';
-import { parsePbsTime, parseQstatJson, parseQstatText, pbsDialect, pbsTasks } from '../../coordinator/launchers/pbs.ts';
+import { parseSlurmTime, parseSqueue, slurmDialect } from '../../../coordinator/launchers/slurm.ts';
+import {
+  parsePbsTime,
+  parseQstatJson,
+  parseQstatText,
+  pbsDialect,
+  pbsTasks,
+} from '../../../coordinator/launchers/pbs.ts';
 
 const fixture = (name: string): string => readFileSync(join(import.meta.dirname, 'fixtures', name), 'utf8');
 

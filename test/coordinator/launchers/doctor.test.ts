@@ -6,10 +6,10 @@ import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkKeys, checkNode, backendFix } from '../../coordinator/launchers/doctor.ts';
-import { initKeys } from '../../protocol/keys.ts';
+import { checkKeys, checkNode, backendFix } from '../../../coordinator/launchers/doctor-checks.ts';
+import { initKeys } from '../../../protocol/keys.ts';
 
-const repoRoot = resolve(import.meta.dirname, '..', '..');
+const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 
 function doctor(args: string[]): Promise<{ code: number | null; out: string }> {
   return new Promise((res) => {

@@ -1,0 +1,222 @@
+// Shared by the launcher tests that talk to the loopback Slurm started by .ci/setup-slurm.sh (sbatch, or qsub through
+// slurm-wlm-torque): why they skip, what the queue still holds, and a harness that binds a coordinator socket,
+// collects what agents and the launcher say, and cleans up after the test (t.after) whatever happened.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import type { TestContext } from 'node:test';
+import { newRunId } from '../../../protocol/ids.ts';
+import { PROTOCOL_VERSION } from '../../../protocol/messages.ts';
+import type { Bye, Hello, RunId } from '../../../protocol/messages.ts';
+import { bindServer } from '../../../protocol/zmq-transport.ts';
+import type { LauncherEvent } from '../../../coordinator/launchers/launcher-events.ts';
+import type { SchedulerLauncher } from '../../../coordinator/launchers/scheduler-launcher.ts';
+import type { AgentExit, LaunchRequest } from '../../../coordinator/launchers/types.ts';
+
+export const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
+export const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
+
+/**
+ * A two-job experiment (rope and nope on short additions, one seed, the tiny preset) whose cluster settings notice a
+ * lost agent within seconds; `params` go to the task (the workload's pace), `maxAttempts` to the cluster.
+ */
+export function quickExperiment(
+  name: string,
+  options: { steps: number; params: Record<string, number>; maxAttempts: number },
+): Record<string, unknown> {
+  return {
+    name,
+    encodings: ['rope', 'nope'],
+    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 2, ...options.params } }],
+    seeds: [1],
+    preset: 'tiny',
+    training: { steps: options.steps },
+    evaluation: { samples: 4 },
+    cluster: {
+      heartbeatIntervalMs: 250,
+      failureTimeoutMs: 4000,
+      suspectAfterMs: 1500,
+      watchdogMs: 0,
+      checkpointEvery: 10,
+      maxAttempts: options.maxAttempts,
+    },
+  };
+}
+
+/** Why the real-Slurm tests must skip (said in the test output), or undefined when sbatch and slurmctld answer. */
+export function slurmSkipReason(): string | undefined {
+  try {
+    execFileSync('sbatch', ['--version'], { stdio: 'ignore', timeout: 5_000 });
+  } catch {
+    return 'sbatch is not on PATH: run .ci/setup-slurm.sh (as root) to start the loopback Slurm these tests need';
+  }
+  try {
+    const out = execFileSync('sinfo', ['-h', '-o', '%T'], { encoding: 'utf8', timeout: 5_000 });
+    if (!/idle|mixed|allocated/.test(out))
+      return `the Slurm cluster has no usable node (sinfo: ${out.trim()}); run .ci/setup-slurm.sh`;
+  } catch (error) {
+    return `slurmctld does not answer (${(error as Error).message.split('\n')[0]}); run .ci/setup-slurm.sh`;
+  }
+  return undefined;
+}
+
+/** Why the PBS-on-Slurm tests must skip: Slurm's torque wrapper (qsub) or Slurm itself missing. */
+export function torqueWrapperSkipReason(): string | undefined {
+  try {
+    execFileSync('qsub', ['--help'], { stdio: 'ignore', timeout: 5_000 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT')
+      return 'qsub is not on PATH: run .ci/setup-slurm.sh (slurm-wlm-torque)';
+  }
+  try {
+    execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
+  } catch {
+    return 'Slurm does not answer: run .ci/setup-slurm.sh';
+  }
+  return undefined;
+}
+
+/** The run's array tasks still in the queue, as "<id> <state>" lines. */
+export function squeueRun(jobName: string): string[] {
+  return execFileSync('squeue', ['--noheader', '--array', `--name=${jobName}`, '-o', '%i %T'], {
+    encoding: 'utf8',
+    timeout: 10_000,
+  })
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+}
+
+/**
+ * Polls state that announces nothing (the scheduler's queue, processes, the coordinator's tables) until fn returns
+ * a value, at most ms of wall time. What a listener hears is awaited with Watch.until instead.
+ */
+export async function waitFor<T>(
+  what: string,
+  ms: number,
+  fn: () => T | undefined | Promise<T | undefined>,
+): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** Everything a listener has heard so far, and a wait for the first item that matches. */
+export class Watch<T> {
+  readonly items: T[] = [];
+  private readonly waiters: { match: (item: T) => boolean; resolve: (item: T) => void }[] = [];
+
+  constructor(private readonly t: TestContext) {}
+
+  push(item: T): void {
+    this.items.push(item);
+    for (const w of [...this.waiters])
+      if (w.match(item)) {
+        this.waiters.splice(this.waiters.indexOf(w), 1);
+        w.resolve(item);
+      }
+  }
+
+  /** The first item (heard already or later) that matches; bounded by the test's own timeout. */
+  until(what: string, match: (item: T) => boolean): Promise<T> {
+    const found = this.items.find(match);
+    if (found !== undefined) return Promise.resolve(found);
+    this.t.diagnostic(`waiting for ${what}`);
+    return new Promise((resolve) => this.waiters.push({ match, resolve }));
+  }
+}
+
+/** A run directory named by runId inside a new temp directory; remove() deletes both. */
+export function tempRunDir(prefix: string, runId: string = newRunId()): { runDir: string; remove(): void } {
+  const top = mkdtempSync(join(tmpdir(), prefix));
+  return { runDir: join(top, runId), remove: () => rmSync(top, { recursive: true, force: true }) };
+}
+
+export interface LauncherHarnessOptions {
+  /** Temp directory prefix; the run directory inside it is named by a fresh run id. */
+  prefix: string;
+  /** Answer each hello with a welcome (agents that are welcomed heartbeat and drain with a bye). */
+  welcome?: boolean;
+}
+
+/** A coordinator socket, a run directory and the launcher under test, with what they heard. */
+export interface LauncherHarness {
+  readonly runDir: string;
+  readonly hellos: Watch<Hello>;
+  readonly byes: Watch<Bye>;
+  readonly exits: Watch<AgentExit>;
+  readonly events: Watch<LauncherEvent>;
+  /** The launcher's start() for `count` agents of the fake workload, dialling this harness's socket. */
+  start(count: number): Promise<void>;
+  /** stop() the launcher (3 s grace) and say what squeue still holds of the run. */
+  stopAndList(): Promise<string[]>;
+}
+
+/**
+ * Binds a coordinator socket on 127.0.0.1, wires the launcher's listeners, and registers the cleanup with t.after,
+ * in this order: stop the launcher (it cancels the run's jobs), close the socket, remove the run directory.
+ */
+export async function launcherHarness(
+  t: TestContext,
+  launcher: SchedulerLauncher,
+  options: LauncherHarnessOptions,
+): Promise<LauncherHarness> {
+  const { runDir, remove } = tempRunDir(options.prefix);
+  const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
+  const hellos = new Watch<Hello>(t);
+  const byes = new Watch<Bye>(t);
+  const exits = new Watch<AgentExit>(t);
+  const events = new Watch<LauncherEvent>(t);
+  launcher.onExit((e) => exits.push(e));
+  launcher.onEvent((e) => events.push(e));
+  const reader = (async () => {
+    for await (const item of server.inbound()) {
+      if (item.kind !== 'message') continue;
+      const m = item.message;
+      if (m.type === 'hello') {
+        hellos.push(m);
+        if (options.welcome === true)
+          await server.send(item.from, {
+            type: 'welcome',
+            version: PROTOCOL_VERSION,
+            agentId: m.agentId,
+            runId: 'launcher-test' as RunId,
+            heartbeatIntervalMs: 1_000,
+          });
+      }
+      if (m.type === 'bye') byes.push(m);
+    }
+  })();
+  let stopped: Promise<void> | undefined;
+  const stop = (): Promise<void> => (stopped ??= launcher.stop(3_000));
+  t.after(async () => {
+    await stop();
+    await server.close().catch(() => undefined);
+    await reader.catch(() => undefined);
+    remove();
+  });
+  return {
+    runDir,
+    hellos,
+    byes,
+    exits,
+    events,
+    start: (count) => {
+      const request: LaunchRequest = {
+        coordinator: server.address,
+        count,
+        runDir,
+        agentArgs: ['--workload-module', fakeWorkload, '--death-timeout-ms', '30000'],
+      };
+      return launcher.start(request);
+    },
+    stopAndList: async () => {
+      await stop();
+      return squeueRun(launcher.scheduledJobName);
+    },
+  };
+}
