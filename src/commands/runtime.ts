@@ -190,7 +190,7 @@ export function registerRuntimeCommands(program: Command): void {
         launcherId?: string;
         keysDir?: string;
       }) => {
-        const { runAgent } = await import('../../node-agent/agent.ts');
+        const { runAgent } = await import('../../node-agent/run.ts');
         type AgentOptions = Parameters<typeof runAgent>[0];
         const options: AgentOptions = { coordinator: flags.coordinator };
         if (flags.backend !== undefined) options.backend = flags.backend as NonNullable<AgentOptions['backend']>;

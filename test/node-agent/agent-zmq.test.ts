@@ -12,7 +12,8 @@ import {
   type JobResult,
 } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
-import { AGENT_EXIT, runAgent } from '../../node-agent/agent.ts';
+import { AGENT_EXIT } from '../../node-agent/agent-config.ts';
+import { runAgent } from '../../node-agent/run.ts';
 import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
 import { makeSpec, silentLogger } from './helpers.ts';
 

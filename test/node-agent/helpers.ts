@@ -6,7 +6,8 @@ import { SimulatedClock } from '../../protocol/clock.ts';
 import { asJobId, asRunId, asAgentId } from '../../protocol/ids.ts';
 import type { AgentToCoordinator, CoordinatorToAgent, JobSpec } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
-import { AGENT_DEFAULTS, NodeAgent, type AgentConfig } from '../../node-agent/agent.ts';
+import { AGENT_DEFAULTS, type AgentConfig } from '../../node-agent/agent-config.ts';
+import { NodeAgent } from '../../node-agent/agent.ts';
 import { createInProcessRunner, type JobRunner } from '../../node-agent/job-runner.ts';
 
 export const FAKE_WORKLOAD = new URL('./fixtures/fake-workload.ts', import.meta.url).href;
