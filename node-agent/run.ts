@@ -149,19 +149,9 @@ async function runCompiled(
   compiled: AgentConfig,
   stderr: { write(line: string): unknown },
 ): Promise<AgentExitCode> {
-  let config = compiled;
   const baseLogger = makeLogger(options);
-  const logger = baseLogger.child({ agentId: config.agentId });
-  if (options.probeBackend ?? (options.backend === undefined && options.workloadModule === undefined)) {
-    const probe = await probeBackend();
-    if (probe.ok) {
-      config = { ...config, backend: probe.name, devices: defaultDevices(probe.name) };
-      logger.info({ backend: probe.name, tried: probe.tried }, `backend probe: workers will run on ${probe.name}`);
-    } else {
-      logger.warn({ reason: probe.reason }, `backend probe failed; hello says '${config.backend}'`);
-    }
-  }
-  if (config.backend === 'tensorflow-gpu') config = { ...config, devices: await detectDevices(config.backend) };
+  const logger = baseLogger.child({ agentId: compiled.agentId });
+  const config = await settleBackend(options, compiled, logger);
   const clock = options.clock ?? systemClock;
   const runner =
     options.runner ??
@@ -175,14 +165,7 @@ async function runCompiled(
   let transport = options.transport;
   if (transport === undefined) {
     try {
-      const { connectClient } = await import('../protocol/zmq-transport.ts');
-      transport = await connectClient({
-        address: options.coordinator,
-        ...(options.curve === undefined ? {} : { curve: options.curve }),
-        reconnectIntervalMs: 100,
-        reconnectMaxIntervalMs: 5_000,
-        log: (line) => logger.info({ transport: true }, line),
-      });
+      transport = await connect(options, logger);
     } catch (error) {
       logger.fatal({ err: error }, 'cannot connect');
       stderr.write(`pe-arena agent: cannot connect to ${options.coordinator}: ${(error as Error).message}\n`);
@@ -194,30 +177,7 @@ async function runCompiled(
     { coordinator: options.coordinator, backend: config.backend, workloadModule: config.workloadModule },
     'agent starting',
   );
-
-  let signals = 0;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    logger.info({ signal }, signals === 1 ? 'signal: checkpointing and draining' : 'second signal: stopping now');
-    if (signals === 1) void agent.drain(signal, true);
-    else void agent.stop(`second ${signal}`);
-  };
-  if (options.handleSignals ?? true) {
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  }
-  // A walltime from the batch scheduler drains the agent a margin before the allocation ends. Job scripts that
-  // preload walltime.ts drain through the SIGTERM handler above instead, so arm it here only without that.
-  const walltime =
-    (options.handleSignals ?? true) && process.env[WALLTIME_ENV.preload] !== '1'
-      ? armWalltimeDrain({ onDrain: (reason) => void agent.drain(reason, true) })
-      : undefined;
-  if (walltime?.deadline !== undefined) {
-    logger.info(
-      { drainAt: new Date(walltime.deadline.drainAt).toISOString(), source: walltime.deadline.source },
-      'walltime known: will checkpoint and drain before the allocation ends',
-    );
-  }
+  const disarm = (options.handleSignals ?? true) ? armDrainTriggers(agent, logger) : undefined;
   let exit: AgentExit;
   try {
     // Load TensorFlow.js in the first job's worker now, while the agent says hello and waits for work.
@@ -226,13 +186,69 @@ async function runCompiled(
     exit = await agent.exited;
   } finally {
     await runner.close?.();
-    walltime?.cancel();
-    if (options.handleSignals ?? true) {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-    }
+    disarm?.();
   }
   if (exit.code === AGENT_EXIT.rejected) stderr.write(`pe-arena agent: rejected by the coordinator: ${exit.reason}\n`);
   else if (exit.code === AGENT_EXIT.coordinatorGone) stderr.write(`pe-arena agent: coordinator gone: ${exit.reason}\n`);
   return exit.code;
+}
+
+/** The backend and devices hello reports: probed in a throw-away worker unless forced, GPUs listed for CUDA. */
+async function settleBackend(options: AgentOptions, compiled: AgentConfig, logger: Logger): Promise<AgentConfig> {
+  let config = compiled;
+  if (options.probeBackend ?? (options.backend === undefined && options.workloadModule === undefined)) {
+    const probe = await probeBackend();
+    if (probe.ok) {
+      config = { ...config, backend: probe.name, devices: defaultDevices(probe.name) };
+      logger.info({ backend: probe.name, tried: probe.tried }, `backend probe: workers will run on ${probe.name}`);
+    } else {
+      logger.warn({ reason: probe.reason }, `backend probe failed; hello says '${config.backend}'`);
+    }
+  }
+  if (config.backend === 'tensorflow-gpu') config = { ...config, devices: await detectDevices(config.backend) };
+  return config;
+}
+
+/** A ZeroMQ DEALER to the coordinator (loaded only here: tests inject a memory transport). */
+async function connect(options: AgentOptions, logger: Logger): Promise<ClientTransport> {
+  const { connectClient } = await import('../protocol/zmq-transport.ts');
+  return connectClient({
+    address: options.coordinator,
+    ...(options.curve === undefined ? {} : { curve: options.curve }),
+    reconnectIntervalMs: 100,
+    reconnectMaxIntervalMs: 5_000,
+    log: (line) => logger.info({ transport: true }, line),
+  });
+}
+
+/**
+ * SIGTERM/SIGINT drain the agent (checkpoint first); a second signal stops it at once. A walltime from the batch
+ * scheduler drains it a margin before the allocation ends. Returns the function that takes all of it back.
+ */
+function armDrainTriggers(agent: NodeAgent, logger: Logger): () => void {
+  let signals = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    signals++;
+    logger.info({ signal }, signals === 1 ? 'signal: checkpointing and draining' : 'second signal: stopping now');
+    if (signals === 1) void agent.drain(signal, true);
+    else void agent.stop(`second ${signal}`);
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  // Job scripts that preload walltime.ts drain through the SIGTERM handler above instead, so arm it only without that.
+  const walltime =
+    process.env[WALLTIME_ENV.preload] !== '1'
+      ? armWalltimeDrain({ onDrain: (reason) => void agent.drain(reason, true) })
+      : undefined;
+  if (walltime?.deadline !== undefined) {
+    logger.info(
+      { drainAt: new Date(walltime.deadline.drainAt).toISOString(), source: walltime.deadline.source },
+      'walltime known: will checkpoint and drain before the allocation ends',
+    );
+  }
+  return () => {
+    walltime?.cancel();
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+  };
 }
