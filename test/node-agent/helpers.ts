@@ -7,7 +7,7 @@ import { SimulatedClock } from '../../protocol/clock.ts';
 import { asJobId, asRunId, asAgentId } from '../../protocol/ids.ts';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { AgentId, AgentToCoordinator, CoordinatorToAgent, JobSpec } from '../../protocol/messages.ts';
-import type { PeerId } from '../../protocol/transport.ts';
+import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
 import { AGENT_DEFAULTS, type AgentConfig } from '../../node-agent/agent-config.ts';
 import { NodeAgent } from '../../node-agent/agent.ts';
 import { createInProcessRunner, type JobRunner } from '../../node-agent/job-runner.ts';
@@ -223,4 +223,22 @@ export function autoAck(
 /** autoAck for the length of the test. */
 export function acking(t: TestContext, h: Harness, decide?: Parameters<typeof autoAck>[1]): void {
   t.after(autoAck(h, decide));
+}
+
+/** How the real-socket tests' stub coordinators answer a hello: welcome (heartbeats every 200 ms), then assign. */
+export async function welcomeAndAssign(
+  server: ServerTransport,
+  peer: PeerId,
+  hello: { agentId: AgentId },
+  spec: JobSpec,
+  runId: string,
+): Promise<void> {
+  await server.send(peer, {
+    type: 'welcome',
+    version: PROTOCOL_VERSION,
+    agentId: hello.agentId,
+    runId: asRunId(runId),
+    heartbeatIntervalMs: 200,
+  });
+  await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
 }
