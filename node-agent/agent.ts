@@ -1,7 +1,8 @@
-// The compute-node actor. It says hello, heartbeats, runs one job at a time (job-session.ts: the worker, the
-// checkpoint transfers), streams the job's metrics in batches, and leaves cleanly: on `shutdown`, on SIGTERM/SIGINT (after checkpointing), or when the coordinator has been silent
-// past the death timeout. Transport, clock and runner are injected so logic tests run on the memory transport and
-// a SimulatedClock; the process around it (options, logger, signals) is run.ts.
+// The compute-node actor. It says hello, heartbeats, runs one job at a time (job-session.ts: the worker and the
+// checkpoint transfers), streams the job's metrics in batches, and leaves cleanly: on `shutdown`, on SIGTERM/SIGINT
+// (after checkpointing), or when the coordinator has been silent past the death timeout. Transport, clock and
+// runner are injected so logic tests run on the memory transport and a SimulatedClock; the process around it
+// (options, logger, signals) is run.ts.
 import type { Logger } from 'pino';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
 import { metricsMessage } from '../protocol/metric-columns.ts';
@@ -43,7 +44,7 @@ interface Welcomed {
 type Link = Connecting | Welcomed;
 
 /** The agent's one lifecycle: a drain keeps the link it had (a welcome can still come), stopped keeps nothing. */
-export type Connection = Link | { kind: 'draining'; link: Link } | { kind: 'stopped'; exit: AgentExit };
+type Connection = Link | { kind: 'draining'; link: Link } | { kind: 'stopped'; exit: AgentExit };
 
 export class NodeAgent {
   private conn: Connection = { kind: 'connecting', rejoining: false, helloTimer: undefined };
