@@ -2,6 +2,7 @@
 // that need one. It runs src/train/backend.ts selectBackend in a throw-away worker thread: the same choice a job's
 // worker makes, without loading TensorFlow.js into the agent thread.
 import { Worker } from 'node:worker_threads';
+import { raceDeadline, TIMED_OUT } from '../protocol/deadline.ts';
 
 const TSX_API = import.meta.resolve('tsx/esm/api');
 const BACKEND_MODULE = new URL('../src/train/backend.ts', import.meta.url).href;
@@ -31,23 +32,22 @@ export async function probeBackend(timeoutMs = 60_000): Promise<ProbeResult> {
   });
   worker.stdout.resume();
   worker.stderr.resume();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await new Promise<ProbeResult>((resolve) => {
-      timer = setTimeout(() => resolve({ ok: false, reason: `no answer within ${timeoutMs} ms` }), timeoutMs);
-      worker.once('message', (m: unknown) => {
-        const r = m as { ok?: unknown; name?: unknown; reason?: unknown; tried?: unknown };
-        resolve(
-          r.ok === true && typeof r.name === 'string'
-            ? { ok: true, name: r.name, tried: r.tried }
-            : { ok: false, reason: String(r.reason) },
-        );
-      });
-      worker.once('error', (error) => resolve({ ok: false, reason: error.message }));
-      worker.once('exit', (code) => resolve({ ok: false, reason: `probe worker exited with code ${code}` }));
+  const answer = new Promise<ProbeResult>((resolve) => {
+    worker.once('message', (m: unknown) => {
+      const r = m as { ok?: unknown; name?: unknown; reason?: unknown; tried?: unknown };
+      resolve(
+        r.ok === true && typeof r.name === 'string'
+          ? { ok: true, name: r.name, tried: r.tried }
+          : { ok: false, reason: String(r.reason) },
+      );
     });
+    worker.once('error', (error) => resolve({ ok: false, reason: error.message }));
+    worker.once('exit', (code) => resolve({ ok: false, reason: `probe worker exited with code ${code}` }));
+  });
+  try {
+    const result = await raceDeadline(answer, timeoutMs);
+    return result === TIMED_OUT ? { ok: false, reason: `no answer within ${timeoutMs} ms` } : result;
   } finally {
-    clearTimeout(timer);
     await worker.terminate();
   }
 }

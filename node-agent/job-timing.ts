@@ -3,6 +3,7 @@
 // last trained step; model building and evaluation are left out of both.
 import type { JobSpec } from '../protocol/messages.ts';
 import type { BackendName } from '../src/train/workload.ts';
+import { withDeadline } from '../protocol/deadline.ts';
 import { createWorkerRunner } from './job-runner.ts';
 import { loadCreateWorkload } from './training-loop.ts';
 
@@ -36,38 +37,34 @@ export async function timeJobInWorker(
   let t0 = 0;
   let t1 = 0;
   const noCheckpoints = { ...spec, checkpointEvery: spec.training.steps + 1 };
-  let timer: NodeJS.Timeout | undefined;
+  const timeoutMs = options.timeoutMs ?? 600_000;
   let handle: ReturnType<ReturnType<typeof createWorkerRunner>['start']> | undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    handle = createWorkerRunner().start(
+      {
+        workloadModule: options.workloadModule,
+        spec: noCheckpoints,
+        sliceSteps: options.sliceSteps ?? 10,
+        ...(options.backend === undefined ? {} : { backend: options.backend }),
+      },
+      {
+        onEvent: (e) => {
+          if (e.type === 'metrics') {
+            for (const p of e.points) {
+              if (p.step === warmup) t0 = performance.now();
+              if (p.step > warmup) points.push(p);
+            }
+            t1 = performance.now();
+          } else if (e.type === 'final') resolve();
+          else if (e.type === 'failed') reject(new Error(e.error.message));
+        },
+        onExit: (error) => (error === undefined ? resolve() : reject(error)),
+      },
+    );
+  });
   try {
-    await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`job did not finish within ${options.timeoutMs ?? 600_000} ms`)),
-        options.timeoutMs ?? 600_000,
-      );
-      handle = createWorkerRunner().start(
-        {
-          workloadModule: options.workloadModule,
-          spec: noCheckpoints,
-          sliceSteps: options.sliceSteps ?? 10,
-          ...(options.backend === undefined ? {} : { backend: options.backend }),
-        },
-        {
-          onEvent: (e) => {
-            if (e.type === 'metrics') {
-              for (const p of e.points) {
-                if (p.step === warmup) t0 = performance.now();
-                if (p.step > warmup) points.push(p);
-              }
-              t1 = performance.now();
-            } else if (e.type === 'final') resolve();
-            else if (e.type === 'failed') reject(new Error(e.error.message));
-          },
-          onExit: (error) => (error === undefined ? resolve() : reject(error)),
-        },
-      );
-    });
+    await withDeadline(finished, timeoutMs, () => new Error(`job did not finish within ${timeoutMs} ms`));
   } finally {
-    clearTimeout(timer);
     await handle?.terminate();
   }
   return summarize(points, t1 - t0);

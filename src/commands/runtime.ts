@@ -204,7 +204,7 @@ interface AgentFlags {
 }
 
 async function startAgent(flags: AgentFlags): Promise<void> {
-  const { runAgent } = await import('../../node-agent/agent.ts');
+  const { runAgent } = await import('../../node-agent/run.ts');
   type AgentOptions = Parameters<typeof runAgent>[0];
   const options: AgentOptions = { coordinator: flags.coordinator };
   if (flags.backend !== undefined) options.backend = flags.backend as NonNullable<AgentOptions['backend']>;

@@ -2,9 +2,9 @@
 // TensorFlow.js workload (tiny model, a few dozen steps) in a worker thread, through to job_result and shutdown.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { settledWithin } from '../../protocol/deadline.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import { metricPoints } from '../../protocol/metric-columns.ts';
-import { asRunId } from '../../protocol/ids.ts';
 import {
   PROTOCOL_VERSION,
   type AgentToCoordinator,
@@ -12,9 +12,10 @@ import {
   type JobResult,
 } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
-import { AGENT_EXIT, runAgent } from '../../node-agent/agent.ts';
+import { AGENT_EXIT } from '../../node-agent/agent-config.ts';
+import { runAgent } from '../../node-agent/run.ts';
 import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
-import { makeSpec, silentLogger } from './helpers.ts';
+import { makeSpec, silentLogger, welcomeAndAssign } from './helpers.ts';
 
 void test(
   'a real agent over ZeroMQ trains the real tf workload through to job_result, then drains on shutdown',
@@ -42,14 +43,7 @@ void test(
         peer = inbound.from;
         switch (m.type) {
           case 'hello':
-            await server.send(peer, {
-              type: 'welcome',
-              version: PROTOCOL_VERSION,
-              agentId: m.agentId,
-              runId: asRunId('run-zmq'),
-              heartbeatIntervalMs: 200,
-            });
-            await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
+            await welcomeAndAssign(server, peer, m, spec, 'run-zmq');
             break;
           case 'heartbeat':
             await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
@@ -120,7 +114,8 @@ void test(
       assert.equal(acked.filter((a) => a.kind === 'final').length, 1);
       const hello = received.find((m) => m.type === 'hello');
       assert.ok(hello?.type === 'hello' && hello.version === PROTOCOL_VERSION && hello.backend === 'cpu');
-      await Promise.race([serve, new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+      // The stub stops reading at the bye: wait for that (bounded).
+      await settledWithin(serve, 5_000);
       assert.ok(
         received.some((m) => m.type === 'bye'),
         'bye arrived',

@@ -1,12 +1,15 @@
 // Shared pieces for the agent tests: a job spec, a compiled agent config, and a scripted coordinator end on the
 // memory transport that records what the agent sends and lets a test wait for it (always bounded).
+import type { TestContext } from 'node:test';
 import { pino } from 'pino';
 import { MemoryNetwork, type MemoryServer } from '../../protocol/memory-transport.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import { asJobId, asRunId, asAgentId } from '../../protocol/ids.ts';
-import type { AgentToCoordinator, CoordinatorToAgent, JobSpec } from '../../protocol/messages.ts';
-import type { PeerId } from '../../protocol/transport.ts';
-import { AGENT_DEFAULTS, NodeAgent, type AgentConfig } from '../../node-agent/agent.ts';
+import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
+import type { AgentId, AgentToCoordinator, CoordinatorToAgent, JobSpec } from '../../protocol/messages.ts';
+import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
+import { AGENT_DEFAULTS, type AgentConfig } from '../../node-agent/agent-config.ts';
+import { NodeAgent } from '../../node-agent/agent.ts';
 import { createInProcessRunner, type JobRunner } from '../../node-agent/job-runner.ts';
 
 export const FAKE_WORKLOAD = new URL('./fixtures/fake-workload.ts', import.meta.url).href;
@@ -149,17 +152,29 @@ export function startHarness(config: Partial<AgentConfig> = {}, runner: JobRunne
   };
 }
 
-/** hello -> welcome, as a coordinator would answer. */
-export async function welcome(h: Harness, heartbeatIntervalMs = 1_000): Promise<void> {
-  const hello = await h.coordinator.next('hello');
+/** A harness that is closed after the test, pass or fail. */
+export function agentHarness(t: TestContext, config: Partial<AgentConfig> = {}, runner?: JobRunner): Harness {
+  const h = startHarness(config, runner);
+  t.after(() => h.close());
+  return h;
+}
+
+/** The welcome a coordinator sends to this agent id. */
+export async function sendWelcome(h: Harness, agentId: AgentId, heartbeatIntervalMs = 1_000): Promise<void> {
   await h.coordinator.send({
     type: 'welcome',
-    version: hello.version,
-    agentId: hello.agentId,
+    version: PROTOCOL_VERSION,
+    agentId,
     runId: asRunId('run-test'),
     heartbeatIntervalMs,
   });
   await turns();
+}
+
+/** hello -> welcome, as a coordinator would answer. */
+export async function welcome(h: Harness, heartbeatIntervalMs = 1_000): Promise<void> {
+  const hello = await h.coordinator.next('hello');
+  await sendWelcome(h, hello.agentId, heartbeatIntervalMs);
 }
 
 /** Acknowledge every upload the agent completes (all chunks of a checkpoint id seen), until stopped. */
@@ -203,4 +218,27 @@ export function autoAck(
   return () => {
     stopped = true;
   };
+}
+
+/** autoAck for the length of the test. */
+export function acking(t: TestContext, h: Harness, decide?: Parameters<typeof autoAck>[1]): void {
+  t.after(autoAck(h, decide));
+}
+
+/** How the real-socket tests' stub coordinators answer a hello: welcome (heartbeats every 200 ms), then assign. */
+export async function welcomeAndAssign(
+  server: ServerTransport,
+  peer: PeerId,
+  hello: { agentId: AgentId },
+  spec: JobSpec,
+  runId: string,
+): Promise<void> {
+  await server.send(peer, {
+    type: 'welcome',
+    version: PROTOCOL_VERSION,
+    agentId: hello.agentId,
+    runId: asRunId(runId),
+    heartbeatIntervalMs: 200,
+  });
+  await server.send(peer, { type: 'assign', job: spec, attempt: 1, epoch: 1 });
 }

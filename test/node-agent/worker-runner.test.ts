@@ -16,7 +16,7 @@ function collect(limitMs: number): {
   exit: Promise<Error | undefined>;
   onEvent(e: FromWorker): void;
   onExit(e?: Error): void;
-  waitFor(p: (e: FromWorker) => boolean): Promise<FromWorker>;
+  waitFor(p: (e: FromWorker, index: number) => boolean): Promise<FromWorker>;
 } {
   const events: FromWorker[] = [];
   let resolveExit!: (e: Error | undefined) => void;
@@ -29,7 +29,7 @@ function collect(limitMs: number): {
     async waitFor(p) {
       const deadline = Date.now() + limitMs;
       for (;;) {
-        const hit = events.find(p);
+        const hit = events.find((e, i) => p(e, i));
         if (hit !== undefined) return hit;
         if (Date.now() > deadline)
           throw new Error(`no matching worker event within ${limitMs} ms; got ${events.map((e) => e.type).join(',')}`);
@@ -82,7 +82,8 @@ void test(
       { training: { ...makeSpec().training, steps: 1_000_000 }, checkpointEvery: 1_000_000 },
       { stepDelayMs: 2 },
     );
-    const handle = createWorkerRunner().start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
+    const runner = createWorkerRunner();
+    const handle = runner.start({ workloadModule: FAKE_WORKLOAD, spec, sliceSteps: 10 }, c);
     try {
       await c.waitFor((e) => e.type === 'metrics');
       handle.requestCheckpoint(7);
@@ -95,9 +96,20 @@ void test(
     } finally {
       await handle.terminate();
     }
+    // The marker: a second job on the same runner and collector. Before its 'started' come only its start-up logs.
     const count = c.events.length;
-    await new Promise((r) => setTimeout(r, 50));
-    assert.equal(c.events.length, count, 'no events after terminate');
+    const next = runner.start({ workloadModule: FAKE_WORKLOAD, spec: makeSpec(), sliceSteps: 10 }, c);
+    try {
+      const started = await c.waitFor((e, i) => i >= count && e.type === 'started');
+      const between = c.events.slice(count, c.events.indexOf(started));
+      assert.deepEqual(
+        between.filter((e) => e.type !== 'log'),
+        [],
+        'no events of the first job after terminate',
+      );
+    } finally {
+      await next.terminate();
+    }
   },
 );
 
