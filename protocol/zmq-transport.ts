@@ -140,7 +140,6 @@ function encodeChecked(
   return bytes > maxFrameBytes ? tooBig(message.type, bytes, maxFrameBytes) : parts;
 }
 
-
 function peerIdOf(routingId: Buffer): PeerId {
   // Printable ids (agent ids) stay readable in logs; ZeroMQ's made-up binary ids are shown as hex.
   for (let i = 0; i < routingId.length; i++) {
@@ -162,7 +161,6 @@ function watchEvents(socket: zmq.Socket, name: string, log: ((line: string) => v
   );
   events.on('handshake:error:other', (e) => log(`${name}: handshake failed with ${e.address}: ${e.error.message}`));
 }
-
 
 class ZmqServer implements ServerTransport {
   private readonly decodeOptions: { maxBytes: number };

@@ -5,7 +5,7 @@ import * as zmq from 'zeromq';
 import { Communicator } from '../../protocol/communicator.ts';
 import type { CommunicatorOptions } from '../../protocol/communicator.ts';
 import { generateKeyPair } from '../../protocol/keys.ts';
-import { applyClientCurve } from '../../protocol/zmq-transport.ts';
+import { applyClientCurve } from '../../protocol/curve-auth.ts';
 import { encode } from '../../protocol/codec.ts';
 import { CommunicatorError } from '../../protocol/errors.ts';
 import { sleep, withTimeout } from './fixtures/helpers.ts';
