@@ -9,6 +9,7 @@ import {
   decodeAgentMessage,
   decodeCoordinatorMessage,
   decodePeerMessage,
+  decodePeerParts,
   decodeUnknown,
 } from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
@@ -340,4 +341,23 @@ void test('a bulk frame that does not match its message is refused, naming what 
   // With its bytes re-attached, the message is validated as any other.
   const wrong = encode({ ...(decodeUnknown(head) as object), index: -1 } as never);
   assert.match(refusal(decodeAgentBulk(wrong, bulk)).message, /^checkpoint_chunk\.index: /);
+});
+
+void test('a peer_data bulk frame becomes its float32s, read in place when aligned and copied when not', () => {
+  const head = encode({ type: 'peer_data', source: 1, channel: 'coll', tag: 3, data: null, bulk: 'f32' });
+  const floats = Float32Array.from([1.5, -2, 3.25]);
+  const aligned = new Uint8Array(floats.buffer);
+  const inPlace = decodePeerParts(head, aligned) as { data: Float32Array };
+  assert.deepEqual(Array.from(inPlace.data), [1.5, -2, 3.25]);
+  assert.equal(inPlace.data.buffer, floats.buffer);
+  const shifted = new Uint8Array(13);
+  shifted.set(aligned, 1);
+  const copied = decodePeerParts(head, shifted.subarray(1)) as { data: Float32Array };
+  assert.deepEqual(Array.from(copied.data), [1.5, -2, 3.25]);
+  assert.notEqual(copied.data.buffer, shifted.buffer);
+  malformed(
+    () => decodePeerParts(encode(peerSamples[4]!), aligned),
+    '',
+    /^frame: could not be decoded: a second frame on a peer_abort$/,
+  );
 });
