@@ -15,71 +15,18 @@ import { CommunicatorError } from './errors.ts';
 import { Mailbox, type Envelope } from './mailbox.ts';
 import { PROTOCOL_VERSION } from './messages.ts';
 import type { PeerData, PeerMessage } from './messages.ts';
-import { REDUCE_OPS, isReduceOp, type ReduceOp } from './reduce-ops.ts';
+import { COMMUNICATOR_DEFAULTS, checkInt, checkOp, type CommunicatorOptions } from './communicator-options.ts';
+import type { ReduceOp } from './reduce-ops.ts';
 import type { PeerTransport } from './transport.ts';
 import { bindZmqPeer } from './zmq-peer-transport.ts';
 
 export { REDUCE_OPS, type ReduceOp } from './reduce-ops.ts';
-
-export interface CommunicatorOptions {
-  rank: number;
-  size: number;
-  /** Where rank 0 listens, e.g. 'tcp://head-node:5600' (rank 0 may use port 0 and publish `address`). */
-  rootAddress: string;
-  /** Where ranks other than 0 listen; the OS picks the port. Default 'tcp://127.0.0.1:0'. */
-  bindAddress?: string;
-  /** Host name the others should use to reach this rank, when bound on a wildcard (0.0.0.0 or *). */
-  advertiseHost?: string;
-  /** Longest wait for any one expected message; then CommunicatorError. Default 30 s. */
-  timeoutMs?: number;
-  /** Longest wait for all ranks to join in create() (processes start at different times). Default max(timeoutMs, 30 s). */
-  joinTimeoutMs?: number;
-  /** Collective payloads are split into chunks of at most this many bytes, so transfer and reduction overlap. */
-  chunkBytes?: number;
-  /** Per-peer queue limit in messages. */
-  highWaterMark?: number;
-  maxFrameBytes?: number;
-  /** How long close() waits for the peers to confirm that what this rank sent arrived. Default 1000 ms. */
-  lingerMs?: number;
-  log?: (line: string) => void;
-  /**
-   * CURVE with the cluster key pair (protocol/keys.ts): traffic is encrypted, and each rank admits only peers
-   * holding the same pair, so an outsider cannot inject data or aborts.
-   */
-  curve?: { publicKey: string; secretKey: string };
-  /** Called once this rank is bound, before it waits for the others (rank 0 publishes its address here). */
-  onListening?: (address: string) => void;
-  /** Binds this rank's endpoint at an address; default ZeroMQ with the options above (logic tests: memory). */
-  bindTransport?: (address: string) => Promise<PeerTransport>;
-  /** Time for every deadline; default the system clock. */
-  clock?: Clock;
-}
+export type { CommunicatorOptions } from './communicator-options.ts';
 
 export interface Received {
   source: number;
   tag: number;
   data: unknown;
-}
-
-const DEFAULTS = {
-  timeoutMs: 30_000,
-  chunkBytes: 1 << 20,
-  highWaterMark: 10_000,
-  lingerMs: 1000,
-  bindAddress: 'tcp://127.0.0.1:0',
-};
-
-function checkInt(value: unknown, what: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (!Number.isSafeInteger(value) || (value as number) < min || (value as number) > max) {
-    throw new CommunicatorError(`${what}: expected an integer in [${min}, ${max}], got ${String(value)}`);
-  }
-  return value as number;
-}
-
-function checkOp(op: unknown, what: string): ReduceOp {
-  if (!isReduceOp(op))
-    throw new CommunicatorError(`${what}: unknown op ${String(op)}; known: ${REDUCE_OPS.join(', ')}`);
-  return op;
 }
 
 /** Float32Arrays at least this big skip msgpack and travel as a raw second frame. */
@@ -129,16 +76,16 @@ export class Communicator {
     readonly address: string,
     options: CommunicatorOptions,
   ) {
-    this.timeoutMs = options.timeoutMs ?? DEFAULTS.timeoutMs;
-    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMs, DEFAULTS.timeoutMs);
-    this.lingerMs = options.lingerMs ?? DEFAULTS.lingerMs;
+    this.timeoutMs = options.timeoutMs ?? COMMUNICATOR_DEFAULTS.timeoutMs;
+    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMs, COMMUNICATOR_DEFAULTS.timeoutMs);
+    this.lingerMs = options.lingerMs ?? COMMUNICATOR_DEFAULTS.lingerMs;
     this.log = options.log;
     this.clock = options.clock ?? systemClock;
     this.mailbox = new Mailbox(this.timeoutMs, this.clock);
     this.link = {
       rank,
       size,
-      chunkFloats: Math.max(1, Math.floor((options.chunkBytes ?? DEFAULTS.chunkBytes) / 4)),
+      chunkFloats: Math.max(1, Math.floor((options.chunkBytes ?? COMMUNICATOR_DEFAULTS.chunkBytes) / 4)),
       send: (to, seq, data, owned) => this.sendData(to, 'coll', seq, data, owned),
       receive: (from, seq, what) => this.recvColl(from, seq, what),
       receiveFloats: (from, seq, length, what) => this.recvFloats(from, seq, length, what),
@@ -153,19 +100,19 @@ export class Communicator {
   static async create(options: CommunicatorOptions): Promise<Communicator> {
     const size = checkInt(options.size, 'size', 1);
     const rank = checkInt(options.rank, 'rank', 0, size - 1);
-    const timeoutMs = checkInt(options.timeoutMs ?? DEFAULTS.timeoutMs, 'timeoutMs', 1);
+    const timeoutMs = checkInt(options.timeoutMs ?? COMMUNICATOR_DEFAULTS.timeoutMs, 'timeoutMs', 1);
     if (options.joinTimeoutMs !== undefined) checkInt(options.joinTimeoutMs, 'joinTimeoutMs', 1);
-    const bindAt = rank === 0 ? options.rootAddress : (options.bindAddress ?? DEFAULTS.bindAddress);
+    const bindAt = rank === 0 ? options.rootAddress : (options.bindAddress ?? COMMUNICATOR_DEFAULTS.bindAddress);
     const bind =
       options.bindTransport ??
       ((address: string) =>
         bindZmqPeer({
           address,
           name: `rank ${rank}`,
-          highWaterMark: options.highWaterMark ?? DEFAULTS.highWaterMark,
+          highWaterMark: options.highWaterMark ?? COMMUNICATOR_DEFAULTS.highWaterMark,
           maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
           sendTimeoutMs: timeoutMs,
-          lingerMs: options.lingerMs ?? DEFAULTS.lingerMs,
+          lingerMs: options.lingerMs ?? COMMUNICATOR_DEFAULTS.lingerMs,
           ...(options.curve === undefined ? {} : { curve: options.curve }),
           ...(options.log === undefined ? {} : { log: options.log }),
         }));
