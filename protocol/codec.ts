@@ -309,3 +309,31 @@ export function decodeCoordinatorMessage(bytes: Uint8Array, options?: DecodeOpti
 export function decodePeerMessage(bytes: Uint8Array, options?: DecodeOptions): PeerMessage {
   return guarded(bytes, options, validatePeerMessage);
 }
+
+/** A float32 view of a received frame of whole float32s (a copy only when the bytes are not 4-byte aligned). */
+function floatsOf(frame: Uint8Array): Float32Array {
+  if (frame.byteOffset % 4 === 0) return new Float32Array(frame.buffer, frame.byteOffset, frame.byteLength / 4);
+  return new Float32Array(frame.buffer.slice(frame.byteOffset, frame.byteOffset + frame.byteLength));
+}
+
+/**
+ * A peer message and the second frame that may follow it: a peer_data with `bulk: 'f32'` comes back with the frame's
+ * float32s in `data`, read where they landed. Throws MalformedMessageError for anything else.
+ */
+export function decodePeerParts(body: Uint8Array, bulk: Uint8Array | undefined, options?: DecodeOptions): PeerMessage {
+  const message = decodePeerMessage(body, options);
+  try {
+    if (message.type === 'peer_data' && (message.bulk !== undefined || bulk !== undefined)) {
+      const from = `${message.channel === 'coll' ? `collective #${message.tag}` : `tag ${message.tag}`} from rank ${message.source}`;
+      if (bulk === undefined) throw new Error(`${from}: bulk ${String(message.bulk)} without its second frame`);
+      if (message.bulk === undefined) throw new Error(`${from}: a second frame without bulk set`);
+      if (bulk.byteLength % 4 !== 0)
+        throw new Error(`${from}: bulk frame of ${bulk.byteLength} bytes is not a whole number of float32s`);
+      return { ...message, data: floatsOf(bulk) };
+    }
+    if (bulk !== undefined) throw new Error(`a second frame on a ${message.type}`);
+  } catch (error) {
+    throw asMalformed(error);
+  }
+  return message;
+}

@@ -9,6 +9,7 @@ import {
   decodeAgentMessage,
   decodeCoordinatorMessage,
   decodePeerMessage,
+  decodePeerParts,
   decodeUnknown,
 } from '../../protocol/codec.ts';
 import { MalformedMessageError } from '../../protocol/errors.ts';
@@ -239,7 +240,12 @@ void test('unknown type, missing type, non-object, wrong direction', () => {
 });
 
 void test('garbage, truncated, empty and trailing bytes are refused as frames', () => {
-  malformed(() => decodeAgentMessage(new Uint8Array([0xc1, 0xff, 0x00])), '', /./);
+  // 0xc1 is the one byte msgpack never uses.
+  malformed(
+    () => decodeAgentMessage(new Uint8Array([0xc1, 0xff, 0x00])),
+    '',
+    /^frame: not valid msgpack \(3 bytes\): Data read, but end of buffer not reached \{"name":"MessagePack 0xC1"\}$/,
+  );
   const good = encode(agentSamples[1]!);
   malformed(() => decodeAgentMessage(good.subarray(0, good.length - 3)), '', /not valid msgpack/);
   malformed(() => decodeAgentMessage(new Uint8Array(0)), '', /empty/);
@@ -335,4 +341,23 @@ void test('a bulk frame that does not match its message is refused, naming what 
   // With its bytes re-attached, the message is validated as any other.
   const wrong = encode({ ...(decodeUnknown(head) as object), index: -1 } as never);
   assert.match(refusal(decodeAgentBulk(wrong, bulk)).message, /^checkpoint_chunk\.index: /);
+});
+
+void test('a peer_data bulk frame becomes its float32s, read in place when aligned and copied when not', () => {
+  const head = encode({ type: 'peer_data', source: 1, channel: 'coll', tag: 3, data: null, bulk: 'f32' });
+  const floats = Float32Array.from([1.5, -2, 3.25]);
+  const aligned = new Uint8Array(floats.buffer);
+  const inPlace = decodePeerParts(head, aligned) as { data: Float32Array };
+  assert.deepEqual(Array.from(inPlace.data), [1.5, -2, 3.25]);
+  assert.equal(inPlace.data.buffer, floats.buffer);
+  const shifted = new Uint8Array(13);
+  shifted.set(aligned, 1);
+  const copied = decodePeerParts(head, shifted.subarray(1)) as { data: Float32Array };
+  assert.deepEqual(Array.from(copied.data), [1.5, -2, 3.25]);
+  assert.notEqual(copied.data.buffer, shifted.buffer);
+  malformed(
+    () => decodePeerParts(encode(peerSamples[4]!), aligned),
+    '',
+    /^frame: could not be decoded: a second frame on a peer_abort$/,
+  );
 });

@@ -5,10 +5,10 @@ import * as zmq from 'zeromq';
 import { Communicator } from '../../protocol/communicator.ts';
 import type { CommunicatorOptions } from '../../protocol/communicator.ts';
 import { generateKeyPair } from '../../protocol/keys.ts';
-import { applyClientCurve } from '../../protocol/zmq-transport.ts';
+import { applyClientCurve } from '../../protocol/curve-auth.ts';
 import { encode } from '../../protocol/codec.ts';
 import { CommunicatorError } from '../../protocol/errors.ts';
-import { sleep, withTimeout } from './fixtures/helpers.ts';
+import { withTimeout } from './fixtures/helpers.ts';
 import { finish, runRanks } from './fixtures/ranks.ts';
 
 function rankData(r: number, length: number): Float32Array {
@@ -133,6 +133,14 @@ void test('in-process: a recv with no sender times out with a clear error', asyn
   await root.close();
 });
 
+/** Resolves once a handshake of the socket has failed (it must not have connected yet). */
+function handshakeFailed(socket: zmq.Dealer): Promise<void> {
+  return new Promise((resolve) => {
+    for (const type of ['handshake:error:auth', 'handshake:error:protocol', 'handshake:error:other'] as const)
+      socket.events.on(type, () => resolve());
+  });
+}
+
 /** Two ranks in this process (rank 0 first, so its address is known), closed by the caller. */
 async function twoRanks(
   options: Partial<CommunicatorOptions>,
@@ -173,6 +181,13 @@ void test('in-process: two ranks shrug off garbage frames and still allreduce (b
       new Uint8Array(7),
     ]);
     await raw.send(encode({ type: 'peer_data', source: 9, channel: 'p2p', tag: 0, data: 1 }));
+    // A marker after the garbage on the same connection: once it is received, every frame before it has been seen.
+    await raw.send(encode({ type: 'peer_data', source: 1, channel: 'p2p', tag: 99, data: 'marker' }));
+    assert.deepEqual(await withTimeout(rank0.recv(), 5000, 'the marker'), { source: 1, tag: 99, data: 'marker' });
+    assert.ok(
+      log.some((line) => /refused a message of 4 frames \(expected 1 or 2\)/.test(line)),
+      JSON.stringify(log),
+    );
     const a = Float32Array.from({ length: 10_001 }, (_, i) => i);
     const b = Float32Array.from({ length: 10_001 }, (_, i) => 2 * i);
     const [x, y] = await withTimeout(
@@ -213,7 +228,9 @@ void test('in-process: a payload of the wrong length fails the collective, namin
       encode({ type: 'peer_data', source: 1, channel: 'coll', tag: 0, data: null, bulk: 'f32' }),
       new Uint8Array(4096),
     ]);
-    await sleep(100);
+    // Then a marker on the same connection: once it is received, the bogus chunk has arrived before rank 1's own.
+    await raw.send(encode({ type: 'peer_data', source: 1, channel: 'p2p', tag: 99, data: 'marker' }));
+    await withTimeout(rank0.recv({ tag: 99 }), 5000, 'the marker');
     const outcomes = await withTimeout(
       Promise.allSettled([rank0.allreduce(new Float32Array(10_000)), rank1.allreduce(new Float32Array(10_000))]),
       10_000,
@@ -237,11 +254,16 @@ void test('in-process: with CURVE, an outsider cannot abort the ranks; members s
   const outsiders = [new zmq.Dealer({ linger: 0, sendTimeout: 200 }), new zmq.Dealer({ linger: 0, sendTimeout: 200 })];
   applyClientCurve(outsiders[0]!, { serverPublicKey: cluster.publicKey, ...generateKeyPair() });
   try {
+    const refused = outsiders.map((outsider) => handshakeFailed(outsider));
     for (const outsider of outsiders) {
       outsider.connect(rootAddress);
       await outsider.send(encode({ type: 'peer_abort', source: 1, reason: 'injected' })).catch(() => undefined);
     }
-    await sleep(300);
+    // Their handshakes fail (a stranger's key, no CURVE at all), so nothing they queued can be delivered; then a
+    // member's marker is the next thing rank 0 receives, and no abort broke it.
+    await withTimeout(Promise.all(refused), 5000, 'the outsiders to be refused');
+    await rank1.send(0, 'marker', 99);
+    assert.deepEqual(await withTimeout(rank0.recv(), 5000, 'the marker'), { source: 1, tag: 99, data: 'marker' });
     const [x] = await withTimeout(
       Promise.all([rank0.allreduce(new Float32Array([1, 2]), 'max'), rank1.allreduce(new Float32Array([3, 0]), 'max')]),
       10_000,

@@ -18,10 +18,8 @@ import {
   serverCurve,
 } from '../../protocol/keys.ts';
 import { registerKeysCommand } from '../../src/commands/keys.ts';
-import type { AgentToCoordinator } from '../../protocol/messages.ts';
-import type { Inbound } from '../../protocol/transport.ts';
 import { agentSamples } from './fixtures/samples.ts';
-import { sleep, take } from './fixtures/helpers.ts';
+import { take, withTimeout } from './fixtures/helpers.ts';
 
 void test('keys init writes a 0600 key pair that loads back; a second init refuses to overwrite', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'pe-arena-keys-'));
@@ -50,7 +48,16 @@ void test('with CURVE on, only clients holding the cluster key get messages acce
   const cluster = generateKeyPair();
   const stranger = generateKeyPair();
   const refused: string[] = [];
-  const server = await bindServer({ address: 'tcp://127.0.0.1:0', curve: cluster, log: (line) => refused.push(line) });
+  let impostorRefused!: () => void;
+  const impostorWasRefused = new Promise<void>((resolve) => (impostorRefused = resolve));
+  const server = await bindServer({
+    address: 'tcp://127.0.0.1:0',
+    curve: cluster,
+    log: (line) => {
+      refused.push(line);
+      if (/not allowed/.test(line)) impostorRefused();
+    },
+  });
   // Knows the server key but holds another key pair.
   const impostor = await connectClient({
     address: server.address,
@@ -60,26 +67,27 @@ void test('with CURVE on, only clients holding the cluster key get messages acce
   });
   // Speaks plain ZeroMQ (no CURVE at all).
   const plain = new zmq.Dealer({ linger: 0, routingId: 'plain', sendTimeout: 200 });
+  const plainWasRefused = new Promise<void>((resolve) => {
+    for (const type of ['handshake:error:protocol', 'handshake:error:other'] as const)
+      plain.events.on(type, () => resolve());
+  });
   plain.connect(server.address);
   const member = await connectClient({
     address: server.address,
     routingId: 'member',
     curve: { serverPublicKey: cluster.publicKey, ...cluster },
   });
-  const received: Inbound<AgentToCoordinator>[] = [];
-  const collecting = (async () => {
-    for await (const item of server.inbound()) received.push(item);
-  })();
   try {
     // Sends from the outsiders may queue and then time out; none may reach the server.
     for (let i = 0; i < 5; i++) {
       await impostor.send(agentSamples[1]!).catch(() => undefined);
       await plain.send(encode(agentSamples[1]!)).catch(() => undefined);
     }
+    // Both outsiders' handshakes fail, so nothing they queued can be delivered; then the member's message is the
+    // first thing the server receives.
+    await withTimeout(Promise.all([impostorWasRefused, plainWasRefused]), 5000, 'both outsiders to be refused');
     await member.send(agentSamples[1]!);
-    // Wait (bounded) for the member's message, then give the others time to (not) arrive.
-    for (let i = 0; i < 100 && received.length === 0; i++) await sleep(20);
-    await sleep(300);
+    const received = await take(server.inbound(), 1);
     assert.deepEqual(
       received.map((x) => `${x.from}:${x.kind}`),
       ['member:message'],
@@ -92,7 +100,6 @@ void test('with CURVE on, only clients holding the cluster key get messages acce
     plain.close();
     await Promise.all([impostor.close(), member.close()]);
     await server.close();
-    await collecting;
   }
 });
 

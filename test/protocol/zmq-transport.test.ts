@@ -1,16 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as delay } from 'node:timers/promises';
 import * as zmq from 'zeromq';
 import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
 import { decodeAgentFrame, encode } from '../../protocol/codec.ts';
 import { negotiate } from '../../protocol/handshake.ts';
 import { TransportError } from '../../protocol/errors.ts';
+import { raceDeadline, TIMED_OUT } from '../../protocol/deadline.ts';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { AgentId, Bye, CheckpointChunk, Hello } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
 import { agentSamples, coordinatorSamples } from './fixtures/samples.ts';
-import { take } from './fixtures/helpers.ts';
+import { take, withTimeout } from './fixtures/helpers.ts';
 
 void test('round trip over real sockets, replies routed by peer id', async () => {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
@@ -261,8 +261,7 @@ void test('a send that finds the queue full waits for room and goes out once the
     let blocked: Promise<void> | undefined;
     while (blocked === undefined && sent < 500) {
       const sending = client.sendRaw(frame(sent++));
-      const settled = await Promise.race([sending.then(() => true), delay(200).then(() => false)]);
-      if (!settled) blocked = sending;
+      if ((await raceDeadline(sending, 200)) === TIMED_OUT) blocked = sending;
     }
     assert.ok(blocked !== undefined, `every one of ${sent} sends of 1 MiB went straight out to a peer that never read`);
     const received: number[] = [];
@@ -308,9 +307,23 @@ void test('a reader waiting on inbound answers before the receive loop asks Zero
   // Asking ZeroMQ for a frame costs system calls; a reader that was already waiting (a request/reply exchange) gets
   // its message and sends its answer first, so those calls are not on the round trip's critical path.
   const calls: string[] = [];
+  let recorded: (() => void) | undefined;
   const record = (socket: unknown, name: string): void => {
     calls.push(`${socket instanceof zmq.Router ? 'router' : 'dealer'} ${name}`);
+    recorded?.();
   };
+  /** Resolves once `calls` holds all of `names` (each call is recorded before it runs). */
+  const called = (...names: string[]): Promise<void> =>
+    withTimeout(
+      new Promise<void>((resolve) => {
+        recorded = () => {
+          if (names.every((n) => calls.includes(n))) resolve();
+        };
+        recorded();
+      }),
+      5000,
+      names.join(', '),
+    );
   const restore = [spyOn(zmq.Router.prototype, 'receive', record), spyOn(zmq.Router.prototype, 'send', record)];
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const client = await connectClient({ address: server.address, routingId: 'asker' });
@@ -323,13 +336,13 @@ void test('a reader waiting on inbound answers before the receive loop asks Zero
       }
     })();
     const replies = client.inbound()[Symbol.asyncIterator]();
-    await delay(50); // both receive loops are waiting
+    await called('router receive', 'dealer receive'); // both receive loops are waiting
     calls.length = 0;
     await client.send(agentSamples[0]!);
     await replies.next();
     calls.push('client got');
     await serving;
-    await delay(50);
+    await called('router receive', 'dealer receive'); // each loop's next receive
     assert.deepEqual(calls, [
       'dealer send',
       'server got',
