@@ -12,7 +12,7 @@ import { initKeys, loadClusterKeys, serverCurve } from '../protocol/keys.ts';
 import { expandUserPath } from './cluster-profile.ts';
 import type { ClusterProfile } from './cluster-profile.ts';
 import { Coordinator } from './coordinator.ts';
-import type { Log } from './coordinator.ts';
+import type { Log } from './context.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
 import { loadExperiment } from './experiment.ts';
 import type { Experiment, TaskChecks } from './experiment.ts';
@@ -23,7 +23,7 @@ import { LocalLauncher } from './launchers/local.ts';
 import { NoLauncher } from './launchers/none.ts';
 import type { LauncherEvent, SchedulerLauncher } from './launchers/scheduler-common.ts';
 import type { Launcher } from './launchers/types.ts';
-import { formatComparison } from './metrics-sink.ts';
+import { formatComparisonSummary } from '../src/report/comparison.ts';
 import { ProgressView } from './progress-view.ts';
 
 /**
@@ -377,7 +377,7 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   logger.flush();
   if (outcome.report) {
     say('');
-    say(formatComparison(outcome.report));
+    say(formatComparisonSummary(outcome.report));
     say('');
     say(`results: ${join(runDir, 'final_comparison', 'comparison_report.json')}`);
     if (options.afterRun) {

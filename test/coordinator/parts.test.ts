@@ -12,7 +12,7 @@ import { Scheduler } from '../../coordinator/scheduler.ts';
 import { Journal, readJournal, replay } from '../../coordinator/journal.ts';
 import { frameBytes, renderFrame, renderPlainLines } from '../../coordinator/progress-view.ts';
 import type { ViewSnapshot } from '../../coordinator/progress-view.ts';
-import { buildComparison, formatComparison } from '../../coordinator/metrics-sink.ts';
+import { buildComparisonSummary, formatComparisonSummary } from '../../src/report/comparison.ts';
 import { evaluationFor, smallExperiment, tempDir } from './helpers.ts';
 
 const runId = 'r1' as RunId;
@@ -259,13 +259,13 @@ void test('progress view: a frame shows every job field, suspect agents and the 
 void test('comparison: mean over seeds per encoding and task; the table lists every encoding', () => {
   const e = smallExperiment();
   const evals = e.jobs.map((j) => evaluationFor(j, j.encoding === 'rope' ? (j.seed === 1 ? 0.8 : 0.6) : 0.1));
-  const report = buildComparison(e, evals);
+  const report = buildComparisonSummary(e, evals);
   const rope = report.rows.find((r) => r.encoding === 'rope');
   assert.ok(rope);
   assert.ok(Math.abs(rope.exactMatch - 0.7) < 1e-9);
   assert.equal(rope.seeds, 2);
   assert.deepEqual(Object.keys(rope.perLength), ['1', '2']);
-  const table = formatComparison(report);
+  const table = formatComparisonSummary(report);
   assert.match(table.split('\n')[2] ?? '', /^rope/, 'best first');
   assert.ok(table.includes('70.0%'));
 });
