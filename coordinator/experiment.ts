@@ -1,6 +1,5 @@
 // Experiment files: load, validate (errors name the file and the field), fill defaults, and compile once
 // into an Experiment whose jobs (encodings x tasks x seeds) are plain JobSpecs, ready to journal and send.
-import { readFile } from 'node:fs/promises';
 import { ENCODINGS } from '../protocol/messages.ts';
 import type {
   EncodingName,
@@ -12,7 +11,8 @@ import type {
   TaskSpec,
   TrainingSpec,
 } from '../protocol/messages.ts';
-import { loadPresets } from '../src/train/job.ts';
+import { readJsonFile } from '../protocol/config-file.ts';
+import { loadPresets } from '../protocol/presets.ts';
 import { ExperimentConfigError } from './errors.ts';
 
 export interface ClusterSpec {
@@ -69,18 +69,7 @@ export async function loadExperiment(
   presets: Record<string, ModelSpec> = loadPresets(),
   checks: TaskChecks = {},
 ): Promise<Experiment> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new ExperimentConfigError(path, '', `cannot be read: ${(error as Error).message}`, { cause: error });
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (error) {
-    throw new ExperimentConfigError(path, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
-  }
+  const raw = readJsonFile(path, ExperimentConfigError);
   return compileExperiment(raw, path, runId, presets, checks);
 }
 

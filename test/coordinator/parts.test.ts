@@ -7,6 +7,7 @@ import type { AgentId, JobId, RunId } from '../../protocol/messages.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import { compileExperiment, displayJobId, loadExperiment } from '../../coordinator/experiment.ts';
 import { ExperimentConfigError } from '../../coordinator/errors.ts';
+import { ConfigFileError } from '../../protocol/config-file.ts';
 import { FailureDetector } from '../../coordinator/failure-detector.ts';
 import { Scheduler } from '../../coordinator/scheduler.ts';
 import { Journal, readJournal, replay } from '../../coordinator/journal.ts';
@@ -56,6 +57,29 @@ void test('experiment errors name the file and the field', () => {
   // A valid override reaches every job, on top of the preset.
   const capped = compileExperiment({ ...base, model: { attentionLogitCap: 2 } }, 'x.json', runId);
   assert.ok(capped.jobs.length > 0 && capped.jobs.every((j) => j.model.attentionLogitCap === 2 && j.model.dModel > 0));
+});
+
+void test('an experiment file that is not JSON names the line and column; one that is missing says so', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = join(dir, 'broken.json');
+    writeFileSync(file, '{\n  "name": "x",\n  "seeds" 2\n}\n');
+    await assert.rejects(
+      loadExperiment(file, runId),
+      (e: unknown) =>
+        e instanceof ExperimentConfigError &&
+        e instanceof ConfigFileError &&
+        !e.retryable &&
+        e.file === file &&
+        /is not valid JSON at line 3, column 11/.test(e.message),
+    );
+    await assert.rejects(
+      loadExperiment(join(dir, 'absent.json'), runId),
+      (e: unknown) => e instanceof ExperimentConfigError && /absent\.json: cannot be read/.test(e.message),
+    );
+  } finally {
+    cleanup();
+  }
 });
 
 void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
