@@ -5,14 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { PeArenaError, toWireError } from '../protocol/errors.ts';
-import type {
-  AgentId,
-  AgentToCoordinator,
-  CoordinatorToAgent,
-  JobId,
-  StatusReply,
-  WireError,
-} from '../protocol/messages.ts';
+import type { AgentId, AgentToCoordinator, JobId, StatusReply, WireError } from '../protocol/messages.ts';
 import type { Inbound, PeerId, ServerTransport } from '../protocol/transport.ts';
 import { raceDeadline } from '../protocol/deadline.ts';
 import { systemClock } from '../protocol/clock.ts';
@@ -37,10 +30,10 @@ import { JournaledOutbox } from './journaled-outbox.ts';
 import type { AgentExit, Launcher } from './launchers/types.ts';
 import type { LauncherNote } from './launchers/scheduler-common.ts';
 import { Membership } from './membership.ts';
+import { JobPlacement } from './placement.ts';
 import { MetricsSink } from './metrics-sink.ts';
 import type { ComparisonSummary } from '../src/report/comparison.ts';
 import { Scheduler } from './scheduler.ts';
-import type { PlaceableAgent } from './scheduler.ts';
 import { statusSnapshot } from './status-snapshot.ts';
 
 export interface CoordinatorOptions {
@@ -82,13 +75,13 @@ export class Coordinator {
   private readonly sink: MetricsSink;
   private readonly membership: Membership;
   private readonly jobMessages: JobMessages;
+  private readonly placement: JobPlacement;
   private readonly onEvent: ((event: CoordinatorEvent) => void) | undefined;
   private readonly drainMs: number;
   private lifecycle: Lifecycle = 'created';
   private ticker: TimerHandle | undefined;
   private loop: Promise<void> | undefined;
   private closing: Promise<RunOutcome> | undefined;
-  private warnedNeeds = false;
   private resolveDone!: (outcome: RunOutcome) => void;
 
   constructor(options: CoordinatorOptions) {
@@ -125,6 +118,7 @@ export class Coordinator {
       checkFinished: () => this.checkFinished(),
     };
     this.membership = new Membership(context);
+    this.placement = new JobPlacement(context, this.membership.agents);
     this.jobMessages = new JobMessages(context, this.sink, this.transport, options.corruptUploads ?? 0);
     if (options.resume) this.restore(options.resume);
     else {
@@ -338,113 +332,15 @@ export class Coordinator {
     }
   }
 
+  private schedule(): void {
+    if (this.lifecycle === 'running') this.placement.schedule();
+  }
+
   private failJob(jobId: JobId, error: WireError, text: string): void {
     this.outbox.record({ type: 'job_failed', jobId, epoch: this.scheduler.get(jobId)?.epoch ?? 0, error });
     this.scheduler.fail(jobId, error, this.clock.now());
     this.log.error({ jobId, err: error }, text);
     this.emit('failed', text, { jobId });
-  }
-
-  // ------------------------------------------------------------------------------------------
-  // Scheduling
-
-  private schedule(): void {
-    if (this.lifecycle !== 'running') return;
-    const candidates = [...this.membership.agents.values()]
-      .filter((a) => !a.suspect)
-      .map((a) => {
-        const p: PlaceableAgent = {
-          agentId: a.agentId,
-          backend: a.backend,
-          devices: a.devices,
-          state: a.state,
-          joinedAt: a.joinedAt,
-        };
-        if (a.jobId !== undefined) p.jobId = a.jobId;
-        return p;
-      });
-    const placements = this.scheduler.placements(candidates);
-    for (const { jobId, agentId } of placements) {
-      const agent = this.membership.agents.get(agentId);
-      if (!agent) continue;
-      this.assign(jobId, agent);
-    }
-    if (placements.length === 0 && candidates.some((a) => a.state === 'idle' && a.jobId === undefined))
-      this.warnUnplaceable(candidates);
-  }
-
-  /**
-   * Idle agents and pending jobs but nothing placed: the jobs' needs match no agent here. Say so once, rather
-   * than wait in silence (e.g. a GPU experiment started on a laptop).
-   */
-  private warnUnplaceable(candidates: PlaceableAgent[]): void {
-    if (this.warnedNeeds) return;
-    const pending = this.scheduler
-      .pending()
-      .map((id) => this.scheduler.get(id))
-      .filter((j) => j !== undefined);
-    const first = pending[0];
-    if (first?.spec.needs === undefined) return;
-    this.warnedNeeds = true;
-    const text = `${pending.length} pending jobs need ${JSON.stringify(first.spec.needs)}; no idle agent matches (agents: ${[...new Set(candidates.map((a) => a.backend))].join(', ')})`;
-    this.log.warn({ needs: first.spec.needs }, text);
-    this.emit('unplaceable', text);
-  }
-
-  private assign(jobId: JobId, agent: AgentRecord): void {
-    const before = this.scheduler.get(jobId);
-    if (!before) return;
-    const last = before.checkpoints.at(-1);
-    const lost = before.lost;
-    const entry: JournalEntry = {
-      type: 'job_assigned',
-      jobId,
-      agentId: agent.agentId,
-      attempt: before.attempt + 1,
-      epoch: before.epoch + 1,
-    };
-    if (last) entry.resumeStep = last.step;
-    this.outbox.record(entry);
-    const job = this.scheduler.assign(jobId, agent.agentId, this.clock.now());
-    agent.state = 'busy';
-    agent.jobId = jobId;
-    agent.assignedAt = this.clock.now();
-    const assign: CoordinatorToAgent = { type: 'assign', job: job.spec, attempt: job.attempt, epoch: job.epoch };
-    if (last)
-      assign.resumeFrom = {
-        checkpointId: last.checkpointId,
-        step: last.step,
-        totalBytes: last.totalBytes,
-        sha256: last.sha256,
-      };
-    this.outbox.send(agent.peer, assign);
-    const name = displayJobId(jobId);
-    if (lost) {
-      const text = `${name} lost on ${lost.agentId} at step ${lost.step}; resumed on ${agent.agentId} from step ${last?.step ?? 0}`;
-      this.log.warn(
-        {
-          jobId,
-          from: lost.agentId,
-          to: agent.agentId,
-          lostStep: lost.step,
-          resumeStep: last?.step ?? 0,
-          attempt: job.attempt,
-          epoch: job.epoch,
-        },
-        text,
-      );
-      this.emit('reassigned', text, { jobId, agentId: agent.agentId });
-      delete job.lost;
-    } else {
-      this.log.info(
-        { jobId, agentId: agent.agentId, attempt: job.attempt, epoch: job.epoch, resumeStep: last?.step },
-        `assigned ${jobId} to ${agent.agentId}`,
-      );
-      this.emit('assigned', `${name} -> ${agent.agentId}${last ? ` (from step ${last.step})` : ''}`, {
-        jobId,
-        agentId: agent.agentId,
-      });
-    }
   }
 
   // ------------------------------------------------------------------------------------------
