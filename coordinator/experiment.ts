@@ -105,7 +105,6 @@ export function compileExperiment(
   const needs = checkNeeds(raw, fail);
   rejectUnknownFields(raw, fail);
   checkTasksWithWorkload(tasks, evaluation, model, checks, fail);
-  const jobs = expandJobs({ runId, encodings, tasks, seeds, preset, model, training, evaluation, cluster, needs });
   const experiment: Experiment = {
     name,
     source,
@@ -117,9 +116,10 @@ export function compileExperiment(
     training,
     evaluation,
     cluster,
-    jobs,
+    jobs: [],
   };
   if (needs !== undefined) experiment.needs = needs;
+  experiment.jobs = expandJobs(runId, experiment);
   return experiment;
 }
 
@@ -315,18 +315,7 @@ function checkTasksWithWorkload(
 }
 
 /** encodings x tasks x seeds, one JobSpec each. */
-function expandJobs(e: {
-  runId: RunId;
-  encodings: EncodingName[];
-  tasks: TaskSpec[];
-  seeds: number[];
-  preset: string;
-  model: ModelSpec;
-  training: TrainingSpec;
-  evaluation: EvaluationSpec;
-  cluster: ClusterSpec;
-  needs: Needs | undefined;
-}): JobSpec[] {
+function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
   // Two tasks with the same name (different params) get an index so jobIds stay unique.
   const taskNames = e.tasks.map((t) => t.name);
   const taskKey = (t: TaskSpec, i: number): string =>
@@ -337,7 +326,7 @@ function expandJobs(e: {
       for (const seed of e.seeds) {
         const job: JobSpec = {
           jobId: `${encoding}-${taskKey(task, ti)}-s${seed}` as JobId,
-          runId: e.runId,
+          runId,
           encoding,
           task,
           seed,
