@@ -139,6 +139,18 @@ export function logTail(runDir: string | undefined, n = 30): string {
   return existsSync(f) ? tail(readFileSync(f, 'utf8'), n) : '(no coordinator.log)';
 }
 
+/** `pe-arena run` arguments for two local agents training for real on the cpu backend, with a plain view. */
+export const TWO_REAL_AGENTS: readonly string[] = [
+  '--agents',
+  '2',
+  '--view',
+  'plain',
+  '--plain-every',
+  '5',
+  '--backend',
+  'cpu',
+];
+
 /** A tiny real-training experiment: small enough to finish in seconds per job on a laptop CPU. */
 export function tinyRealExperiment(
   name: string,
@@ -201,7 +213,7 @@ export interface StartedRun {
 export async function startRun(
   dir: string,
   file: string,
-  args: string[],
+  args: readonly string[],
   options: { env?: Record<string, string> } = {},
 ): Promise<StartedRun> {
   const runsDir = join(dir, 'runs');

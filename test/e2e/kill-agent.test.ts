@@ -14,6 +14,7 @@ import {
   runsFixture,
   startRun,
   tinyRealExperiment,
+  TWO_REAL_AGENTS,
   waitFor,
   writeExperiment,
 } from './helpers.ts';
@@ -33,16 +34,7 @@ void test(
         { checkpointEvery: 5 },
       ),
     );
-    const { run, runDir, ctx } = await startRun(dir, file, [
-      '--agents',
-      '2',
-      '--view',
-      'plain',
-      '--plain-every',
-      '5',
-      '--backend',
-      'cpu',
-    ]);
+    const { run, runDir, ctx } = await startRun(dir, file, TWO_REAL_AGENTS);
     const assigned = await waitFor('the job to be assigned', 60_000, () => entries(runDir, 'job_assigned')[0], ctx);
     // Wait for an acknowledged checkpoint past step 0, then kill the agent that holds the job.
     const ckpt = await waitFor(

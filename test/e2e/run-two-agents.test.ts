@@ -17,6 +17,7 @@ import {
   startRun,
   tail,
   tinyRealExperiment,
+  TWO_REAL_AGENTS,
   waitFor,
   writeExperiment,
 } from './helpers.ts';
@@ -29,16 +30,7 @@ void test(
   async (t) => {
     const dir = runsFixture(t);
     const file = writeExperiment(dir, tinyRealExperiment('two-agents'));
-    const { run, runDir } = await startRun(dir, file, [
-      '--agents',
-      '2',
-      '--view',
-      'plain',
-      '--plain-every',
-      '5',
-      '--backend',
-      'cpu',
-    ]);
+    const { run, runDir } = await startRun(dir, file, TWO_REAL_AGENTS);
     const address = await waitFor('the coordinator address', 30_000, () => entries(runDir, 'run_started')[0]?.address);
 
     // A peer speaking garbage, then a peer with another protocol version, while agents join and train.
