@@ -498,3 +498,24 @@ void test("a batch launcher's exit (pid 0) finds its agent by hello.launcherId; 
     /"type":"launcher_event","kind":"ended","text":"17_0 ended: CANCELLED","launcherId":"17_0","exitCode":null/,
   );
 });
+
+void test('a message the coordinator fails to handle is answered with the error, its stack, and not retryable', async (t) => {
+  const log = {
+    debug() {},
+    info: (_o: object, m: string) => {
+      if (m.includes('joined')) throw new Error('the log is full');
+    },
+    warn() {},
+    error() {},
+  };
+  const h = withCoordinator(t, smallExperiment({ encodings: ['rope'], seeds: [1] }), { extra: { log } });
+  const a = h.agent('agent-a');
+  await a.hello();
+  await a.sync();
+  const error = a.of('error').at(-1);
+  assert.ok(error, 'the agent hears what went wrong');
+  assert.equal(error.context, 'hello');
+  assert.equal(error.error.message, 'the log is full');
+  assert.equal(error.error.retryable, false, 'the same message would fail the same way');
+  assert.match(error.error.stack ?? '', /the log is full/);
+});
