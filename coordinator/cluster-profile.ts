@@ -1,8 +1,8 @@
 // Site profiles (configs/clusters/*.json): which scheduler and dialect, queue, project, resources, walltime,
 // environment set-up, working directory and how agents reach the head node. Validated once, with errors that
 // name the file and the field; only the compiled ClusterProfile travels to the launchers.
-import { readFile } from 'node:fs/promises';
 import os from 'node:os';
+import { readJsonFile } from '../protocol/config-file.ts';
 import { ClusterProfileError } from './launchers/errors.ts';
 
 export const SCHEDULER = { pbs: 'pbs', slurm: 'slurm' } as const;
@@ -259,17 +259,5 @@ export function expandUserPath(path: string): string {
 
 /** Read and validate a profile file; ClusterProfileError names the file and what is wrong. */
 export async function loadClusterProfile(file: string): Promise<ClusterProfile> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw new ClusterProfileError(file, '', `cannot be read: ${(error as Error).message}`, { cause: error });
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (error) {
-    throw new ClusterProfileError(file, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
-  }
-  return compileClusterProfile(raw, file);
+  return compileClusterProfile(readJsonFile(file, ClusterProfileError), file);
 }

@@ -1,21 +1,14 @@
 // Errors of the coordinator. Each sets `name`, takes `cause`, and says whether retrying can help.
+import { ConfigFileError } from '../protocol/config-file.ts';
 import { PeArenaError } from '../protocol/errors.ts';
 
 export class CoordinatorError extends PeArenaError {
   override readonly name: string = 'CoordinatorError';
 }
 
-/** An experiment file that cannot be used; the message names the file and the field. */
-export class ExperimentConfigError extends CoordinatorError {
+/** An experiment file that cannot be used; the message names the file and the field (or line and column). */
+export class ExperimentConfigError extends ConfigFileError {
   override readonly name = 'ExperimentConfigError';
-  constructor(
-    readonly file: string,
-    readonly field: string,
-    problem: string,
-    options: { cause?: unknown } = {},
-  ) {
-    super(`${file}: ${field === '' ? '' : `${field} `}${problem}`, options);
-  }
 }
 
 /** A checkpoint upload that cannot be accepted (missing chunks, wrong size or sha256); the agent sends it again. */

@@ -1,6 +1,5 @@
 // Experiment files: load, validate (errors name the file and the field), fill defaults, and compile once
 // into an Experiment whose jobs (encodings x tasks x seeds) are plain JobSpecs, ready to journal and send.
-import { readFile } from 'node:fs/promises';
 import { ENCODINGS } from '../protocol/messages.ts';
 import type {
   EncodingName,
@@ -12,7 +11,8 @@ import type {
   TaskSpec,
   TrainingSpec,
 } from '../protocol/messages.ts';
-import { loadPresets } from '../src/train/job.ts';
+import { readJsonFile } from '../protocol/config-file.ts';
+import { loadPresets } from '../protocol/presets.ts';
 import { ExperimentConfigError } from './errors.ts';
 
 export interface ClusterSpec {
@@ -69,18 +69,7 @@ export async function loadExperiment(
   presets: Record<string, ModelSpec> = loadPresets(),
   checks: TaskChecks = {},
 ): Promise<Experiment> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (error) {
-    throw new ExperimentConfigError(path, '', `cannot be read: ${(error as Error).message}`, { cause: error });
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (error) {
-    throw new ExperimentConfigError(path, '', `is not valid JSON: ${(error as Error).message}`, { cause: error });
-  }
+  const raw = readJsonFile(path, ExperimentConfigError);
   return compileExperiment(raw, path, runId, presets, checks);
 }
 
@@ -101,16 +90,65 @@ export function compileExperiment(
   presets: Record<string, ModelSpec> = loadPresets(),
   checks: TaskChecks = {},
 ): Experiment {
-  const fail = (field: string, problem: string): never => {
+  const fail: Fail = (field, problem) => {
     throw new ExperimentConfigError(source, field, problem);
   };
   if (!isRecord(raw)) return fail('', 'must be a JSON object');
+  const name = checkName(raw, fail);
+  const encodings = checkEncodings(raw, fail);
+  const tasks = checkTasks(raw, fail);
+  const seeds = checkSeeds(raw, fail);
+  const { preset, model } = checkModelChoice(raw, presets, source, fail);
+  const training = checkTraining(raw, fail);
+  const evaluation = checkEvaluation(raw, fail);
+  const cluster = checkCluster(raw, fail);
+  const needs = checkNeeds(raw, fail);
+  rejectUnknownFields(raw, fail);
+  checkTasksWithWorkload(tasks, evaluation, model, checks, fail);
+  const experiment: Experiment = {
+    name,
+    source,
+    encodings,
+    tasks,
+    seeds,
+    preset,
+    model,
+    training,
+    evaluation,
+    cluster,
+    jobs: [],
+  };
+  if (needs !== undefined) experiment.needs = needs;
+  experiment.jobs = expandJobs(runId, experiment);
+  return experiment;
+}
 
+type Fail = (field: string, problem: string) => never;
+type Needs = { backend?: string; gpu?: boolean };
+
+const KNOWN_FIELDS = new Set([
+  'name',
+  'description',
+  'encodings',
+  'tasks',
+  'seeds',
+  'preset',
+  'model',
+  'training',
+  'evaluation',
+  'cluster',
+  'needs',
+]);
+
+function checkName(raw: Record<string, unknown>, fail: Fail): string {
   const name = raw['name'];
   if (typeof name !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
-    fail('name', 'must be a non-empty string of letters, digits, ".", "_" or "-"');
+    return fail('name', 'must be a non-empty string of letters, digits, ".", "_" or "-"');
   }
+  return name;
+}
 
+function checkEncodings(raw: Record<string, unknown>, fail: Fail): EncodingName[] {
   const encodingsRaw = raw['encodings'] ?? [...ENCODINGS];
   if (!Array.isArray(encodingsRaw) || encodingsRaw.length === 0) fail('encodings', 'must be a non-empty array');
   const encodings: EncodingName[] = [];
@@ -121,35 +159,51 @@ export function compileExperiment(
     if (encodings.includes(e as EncodingName)) fail(`encodings[${i}]`, `repeats ${String(e)}`);
     encodings.push(e as EncodingName);
   });
+  return encodings;
+}
 
+function checkTasks(raw: Record<string, unknown>, fail: Fail): TaskSpec[] {
   const tasksRaw = raw['tasks'];
   if (!Array.isArray(tasksRaw) || tasksRaw.length === 0) fail('tasks', 'must be a non-empty array of {name, params}');
-  const tasks = (tasksRaw as unknown[]).map((t, i) => checkTask(t, `tasks[${i}]`, fail));
+  return (tasksRaw as unknown[]).map((t, i) => checkTask(t, `tasks[${i}]`, fail));
+}
 
+/** A count (seeds 1..n) or the seeds themselves. */
+function checkSeeds(raw: Record<string, unknown>, fail: Fail): number[] {
   const seedsRaw = raw['seeds'] ?? 1;
-  let seeds: number[];
   if (typeof seedsRaw === 'number') {
     if (!Number.isInteger(seedsRaw) || seedsRaw < 1)
       fail('seeds', 'must be a positive integer (a count) or an array of integers');
-    seeds = Array.from({ length: seedsRaw }, (_, i) => i + 1);
-  } else if (Array.isArray(seedsRaw) && seedsRaw.length > 0) {
-    seeds = seedsRaw.map((s, i) => {
+    return Array.from({ length: seedsRaw }, (_, i) => i + 1);
+  }
+  if (Array.isArray(seedsRaw) && seedsRaw.length > 0) {
+    const seeds = seedsRaw.map((s, i) => {
       if (typeof s !== 'number' || !Number.isInteger(s) || s < 0) fail(`seeds[${i}]`, 'must be a non-negative integer');
       return s as number;
     });
     if (new Set(seeds).size !== seeds.length) fail('seeds', 'must not repeat a seed');
-  } else {
-    return fail('seeds', 'must be a positive integer (a count) or a non-empty array of integers');
+    return seeds;
   }
+  return fail('seeds', 'must be a positive integer (a count) or a non-empty array of integers');
+}
 
+/** The preset, with the experiment's model overrides on top. */
+function checkModelChoice(
+  raw: Record<string, unknown>,
+  presets: Record<string, ModelSpec>,
+  source: string,
+  fail: Fail,
+): { preset: string; model: ModelSpec } {
   const preset = raw['preset'] ?? 'tiny';
   if (typeof preset !== 'string') return fail('preset', 'must be a string');
   const base = presets[preset];
   if (base === undefined) return fail('preset', `must be one of ${Object.keys(presets).join(', ')} (got "${preset}")`);
   const overrides = raw['model'] ?? {};
   if (!isRecord(overrides)) return fail('model', 'must be an object of ModelSpec overrides');
-  const model = checkModel({ ...base, ...overrides }, source, 'model', fail);
+  return { preset, model: checkModel({ ...base, ...overrides }, source, 'model', fail) };
+}
 
+function checkTraining(raw: Record<string, unknown>, fail: Fail): TrainingSpec {
   const trainingRaw = raw['training'];
   if (!isRecord(trainingRaw)) return fail('training', 'must be an object with at least "steps"');
   const training: TrainingSpec = {
@@ -166,7 +220,10 @@ export function compileExperiment(
     clipNorm: num(trainingRaw['clipNorm'] ?? DEFAULT_TRAINING.clipNorm, 'training.clipNorm', fail, false),
   };
   if (training.warmupSteps > training.steps) fail('training.warmupSteps', 'must not exceed training.steps');
+  return training;
+}
 
+function checkEvaluation(raw: Record<string, unknown>, fail: Fail): EvaluationSpec {
   const evalRaw = raw['evaluation'] ?? {};
   if (!isRecord(evalRaw)) return fail('evaluation', 'must be an object');
   const evaluation: EvaluationSpec = { samples: int(evalRaw['samples'] ?? 200, 'evaluation.samples', 1, fail) };
@@ -176,7 +233,10 @@ export function compileExperiment(
   } else if (evalRaw['lengthSamples'] !== undefined) {
     fail('evaluation.lengthSamples', 'needs evaluation.lengthTask');
   }
+  return evaluation;
+}
 
+function checkCluster(raw: Record<string, unknown>, fail: Fail): ClusterSpec {
   const clusterRaw = raw['cluster'] ?? {};
   if (!isRecord(clusterRaw)) return fail('cluster', 'must be an object');
   const c = (key: keyof ClusterSpec, min: number): number =>
@@ -201,38 +261,38 @@ export function compileExperiment(
     fail('cluster.failureTimeoutMs', `must be larger than cluster.heartbeatIntervalMs (${heartbeatIntervalMs})`);
   if (cluster.suspectAfterMs >= failureTimeoutMs)
     fail('cluster.suspectAfterMs', `must be smaller than cluster.failureTimeoutMs (${failureTimeoutMs})`);
+  return cluster;
+}
 
-  let needs: { backend?: string; gpu?: boolean } | undefined;
+function checkNeeds(raw: Record<string, unknown>, fail: Fail): Needs | undefined {
   const needsRaw = raw['needs'];
-  if (needsRaw !== undefined) {
-    if (!isRecord(needsRaw)) return fail('needs', 'must be an object like {"backend": "tensorflow-gpu", "gpu": true}');
-    needs = {};
-    if (needsRaw['backend'] !== undefined) {
-      if (typeof needsRaw['backend'] !== 'string') fail('needs.backend', 'must be a string');
-      needs.backend = needsRaw['backend'] as string;
-    }
-    if (needsRaw['gpu'] !== undefined) {
-      if (typeof needsRaw['gpu'] !== 'boolean') fail('needs.gpu', 'must be true or false');
-      needs.gpu = needsRaw['gpu'] as boolean;
-    }
+  if (needsRaw === undefined) return undefined;
+  if (!isRecord(needsRaw)) return fail('needs', 'must be an object like {"backend": "tensorflow-gpu", "gpu": true}');
+  const needs: Needs = {};
+  if (needsRaw['backend'] !== undefined) {
+    if (typeof needsRaw['backend'] !== 'string') fail('needs.backend', 'must be a string');
+    needs.backend = needsRaw['backend'] as string;
   }
+  if (needsRaw['gpu'] !== undefined) {
+    if (typeof needsRaw['gpu'] !== 'boolean') fail('needs.gpu', 'must be true or false');
+    needs.gpu = needsRaw['gpu'] as boolean;
+  }
+  return needs;
+}
 
-  const known = new Set([
-    'name',
-    'description',
-    'encodings',
-    'tasks',
-    'seeds',
-    'preset',
-    'model',
-    'training',
-    'evaluation',
-    'cluster',
-    'needs',
-  ]);
+function rejectUnknownFields(raw: Record<string, unknown>, fail: Fail): void {
   for (const key of Object.keys(raw))
-    if (!known.has(key)) fail(key, `is not a known field (known: ${[...known].join(', ')})`);
+    if (!KNOWN_FIELDS.has(key)) fail(key, `is not a known field (known: ${[...KNOWN_FIELDS].join(', ')})`);
+}
 
+/** The workload's own checks (injected): each task's params, and whether its longest example fits model.maxLen. */
+function checkTasksWithWorkload(
+  tasks: TaskSpec[],
+  evaluation: EvaluationSpec,
+  model: ModelSpec,
+  checks: TaskChecks,
+  fail: Fail,
+): void {
   const checkTaskDeep = (task: TaskSpec, field: string): void => {
     const problems = checks.validate?.(task) ?? [];
     const first = problems[0];
@@ -252,49 +312,36 @@ export function compileExperiment(
   };
   tasks.forEach((t, i) => checkTaskDeep(t, `tasks[${i}]`));
   if (evaluation.lengthTask) checkTaskDeep(evaluation.lengthTask, 'evaluation.lengthTask');
+}
 
+/** encodings x tasks x seeds, one JobSpec each. */
+function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
   // Two tasks with the same name (different params) get an index so jobIds stay unique.
-  const taskNames = tasks.map((t) => t.name);
+  const taskNames = e.tasks.map((t) => t.name);
   const taskKey = (t: TaskSpec, i: number): string =>
     taskNames.filter((n) => n === t.name).length > 1 ? `${safe(t.name)}${i + 1}` : safe(t.name);
-
   const jobs: JobSpec[] = [];
-  for (const encoding of encodings) {
-    tasks.forEach((task, ti) => {
-      for (const seed of seeds) {
+  for (const encoding of e.encodings) {
+    e.tasks.forEach((task, ti) => {
+      for (const seed of e.seeds) {
         const job: JobSpec = {
           jobId: `${encoding}-${taskKey(task, ti)}-s${seed}` as JobId,
           runId,
           encoding,
           task,
           seed,
-          preset,
-          model,
-          training,
-          evaluation,
-          checkpointEvery: cluster.checkpointEvery,
+          preset: e.preset,
+          model: e.model,
+          training: e.training,
+          evaluation: e.evaluation,
+          checkpointEvery: e.cluster.checkpointEvery,
         };
-        if (needs !== undefined) job.needs = needs;
+        if (e.needs !== undefined) job.needs = e.needs;
         jobs.push(job);
       }
     });
   }
-
-  const experiment: Experiment = {
-    name: name as string,
-    source,
-    encodings,
-    tasks,
-    seeds,
-    preset,
-    model,
-    training,
-    evaluation,
-    cluster,
-    jobs,
-  };
-  if (needs !== undefined) experiment.needs = needs;
-  return experiment;
+  return jobs;
 }
 
 /** "rope-addition-s1" -> "rope/addition/s1", for people. */
@@ -302,8 +349,6 @@ export function displayJobId(jobId: string): string {
   const m = /^([a-z0-9]+)-(.+)-s(\d+)$/.exec(jobId);
   return m ? `${m[1]}/${m[2]}/s${m[3]}` : jobId;
 }
-
-type Fail = (field: string, problem: string) => never;
 
 function checkTask(t: unknown, field: string, fail: Fail): TaskSpec {
   if (!isRecord(t)) return fail(field, 'must be an object {name, params}');

@@ -4,7 +4,7 @@
 import type { AgentStatus, JobStatus } from '../protocol/messages.ts';
 import type { Clock, TimerHandle } from '../protocol/clock.ts';
 import { systemClock } from '../protocol/clock.ts';
-import type { CoordinatorEvent } from './coordinator.ts';
+import type { CoordinatorEvent } from './context.ts';
 import { displayJobId } from './experiment.ts';
 
 export interface ViewRow extends JobStatus {

@@ -4,6 +4,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../protocol/messages.ts';
 import type { AgentId, JobStatus, RunId, SchedulerTaskStatus, StatusReply } from '../protocol/messages.ts';
+import { systemClock, type Clock } from '../protocol/clock.ts';
+import { withDeadline } from '../protocol/deadline.ts';
 import { connectClient, type ClientCurve } from '../protocol/zmq-transport.ts';
 import { CoordinatorError, RunDirectoryError } from './errors.ts';
 import { displayJobId } from './experiment.ts';
@@ -67,11 +69,10 @@ export function schedulerTasksFromRunDir(runDir: string, warn: (line: string) =>
 
 export async function statusFromCoordinator(
   address: string,
-  options: { timeoutMs?: number; curve?: ClientCurve } = {},
+  options: { timeoutMs?: number; curve?: ClientCurve; clock?: Clock } = {},
 ): Promise<StatusReply> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const client = await connectClient({ address, ...(options.curve === undefined ? {} : { curve: options.curve }) });
-  let timer: NodeJS.Timeout | undefined;
   try {
     await client.send({ type: 'status_request', version: PROTOCOL_VERSION });
     const reply = (async (): Promise<StatusReply> => {
@@ -82,22 +83,14 @@ export async function statusFromCoordinator(
       }
       throw new CoordinatorError(`no status from ${address}`);
     })();
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () =>
-          reject(
-            new CoordinatorError(
-              `no answer from ${address} within ${timeoutMs} ms` +
-                (options.curve === undefined ? ' (a coordinator with CURVE on answers only with --keys-dir)' : ''),
-              { retryable: true },
-            ),
-          ),
-        timeoutMs,
+    const noAnswer = (): CoordinatorError =>
+      new CoordinatorError(
+        `no answer from ${address} within ${timeoutMs} ms` +
+          (options.curve === undefined ? ' (a coordinator with CURVE on answers only with --keys-dir)' : ''),
+        { retryable: true },
       );
-    });
-    return await Promise.race([reply, timeout]);
+    return await withDeadline(reply, timeoutMs, noAnswer, options.clock ?? systemClock);
   } finally {
-    clearTimeout(timer);
     await client.close();
   }
 }

@@ -1,18 +1,11 @@
-// Errors of the batch-scheduler launchers and site profiles (CoordinatorErrors, next to LauncherError). Each sets
-// `name`, takes `cause`, carries `retryable`.
+// Errors of the batch-scheduler launchers (CoordinatorErrors, next to LauncherError) and of site profiles (a
+// ConfigFileError, like an experiment's). Each sets `name`, takes `cause`, carries `retryable`.
+import { ConfigFileError } from '../../protocol/config-file.ts';
 import { CoordinatorError } from '../errors.ts';
 
 /** A site profile (configs/clusters/*.json) that cannot be used; the message names the file and the field. */
-export class ClusterProfileError extends CoordinatorError {
+export class ClusterProfileError extends ConfigFileError {
   override readonly name = 'ClusterProfileError';
-  constructor(
-    readonly file: string,
-    readonly field: string,
-    problem: string,
-    options: { cause?: unknown } = {},
-  ) {
-    super(`${file}: ${field === '' ? '' : `${field} `}${problem}`, options);
-  }
 }
 
 /** qsub/sbatch/qstat/squeue/qdel/scancel failed or is missing; the message carries the command and its stderr. */

@@ -11,11 +11,11 @@ import {
   mcnemarExact,
   mean,
   meanReciprocalRank,
-  std,
   type Interval,
   type Unit,
 } from './stats.ts';
-import type { ComparisonRow as CoordinatorComparisonRow } from '../../coordinator/metrics-sink.ts';
+import { seedSpread, summarizeSeeds } from './comparison.ts';
+import type { ComparisonSummaryRow } from './comparison.ts';
 
 export interface AggregateOptions {
   /** Bootstrap resamples (default 1000). */
@@ -30,8 +30,8 @@ export interface AggregateOptions {
   alpha?: number;
 }
 
-/** The coordinator's row plus intervals and more: its table code can still read this file. */
-export interface ComparisonRow extends CoordinatorComparisonRow {
+/** The coordinator's summary row plus intervals and more: its table code can still read this file. */
+export interface ComparisonRow extends ComparisonSummaryRow {
   ci: {
     exactMatch: Interval;
     symbolicAccuracy: Interval;
@@ -239,15 +239,11 @@ function row(encoding: string, task: string, jobs: JobRecord[], opts: Required<A
     }
   }
   return {
-    encoding,
-    task,
-    seeds: evals.length,
+    // The summary's means over seeds, with the bootstrap's means (over problems where there are some) instead.
+    ...summarizeSeeds(encoding, task, evals),
     exactMatch: em.mean,
-    exactMatchStd: std(evals.map((e) => e.exactMatch)),
     symbolicAccuracy: sym.mean,
     perLength,
-    tokensPerSecond: mean(evals.map((e) => e.tokensPerSecond)),
-    wallTimeS: mean(evals.map((e) => e.wallTimeS)),
     ci: { exactMatch: em, symbolicAccuracy: sym, stepAccuracy: stepCi, attentionEntropy: ent, perLength: perLengthCi },
     attentionEntropyTable: meanTable(evals.map((e) => e.attentionEntropy)),
     efficiency: {
@@ -381,15 +377,7 @@ export function buildAnalysis(
       .filter((j) => j.encoding === r.encoding && j.task === r.task && j.evaluation)
       .map((j) => ({ seed: j.seed, exactMatch: (j.evaluation as Evaluation).exactMatch }))
       .sort((a, b) => a.seed - b.seed);
-    const values = perSeed.map((s) => s.exactMatch);
-    return {
-      encoding: r.encoding,
-      task: r.task,
-      perSeed,
-      mean: mean(values),
-      std: std(values),
-      range: values.length === 0 ? 0 : Math.max(...values) - Math.min(...values),
-    };
+    return { encoding: r.encoding, task: r.task, perSeed, ...seedSpread(perSeed.map((s) => s.exactMatch)) };
   });
   const tasks = taskOrder(run).filter((t) => report.rows.some((r) => r.task === t));
   const encodings = encodingOrder(run);

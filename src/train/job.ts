@@ -1,7 +1,5 @@
-// Presets and job specs for single-process training (pe-arena train, benches, tests): builds a JobSpec from a
-// few choices and checks one, naming the offending field, before any tensor is made.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+// Job specs for single-process training (pe-arena train, benches, tests): builds a JobSpec from a few choices (the
+// model from a preset of protocol/presets.ts) and checks one, naming the offending field, before any tensor is made.
 import {
   ENCODINGS,
   type EncodingName,
@@ -11,71 +9,23 @@ import {
   type RunId,
   type TaskSpec,
 } from '../../protocol/messages.ts';
+import { ConfigFileError } from '../../protocol/config-file.ts';
+import { checkModelSpec, loadPresets, PRESETS_FILE } from '../../protocol/presets.ts';
 import { TrainConfigError } from './errors.ts';
 
-export const PRESETS_FILE = join(import.meta.dirname, '..', '..', 'configs', 'presets.json');
-
-const MODEL_FIELDS = [
-  'layers',
-  'dModel',
-  'heads',
-  'ffnDim',
-  'dropout',
-  'maxLen',
-] as const satisfies readonly (keyof ModelSpec)[];
-
-/** The model presets (tiny / small / base) from configs/presets.json. */
-export function loadPresets(file = PRESETS_FILE): Record<string, ModelSpec> {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8'));
-  } catch (cause) {
-    throw new TrainConfigError(`cannot read model presets from ${file}`, { cause });
-  }
-  if (typeof raw !== 'object' || raw === null) throw new TrainConfigError(`${file}: expected an object of presets`);
-  const out: Record<string, ModelSpec> = {};
-  for (const [name, spec] of Object.entries(raw)) {
-    const errors = checkModelSpec(spec, `${file}: ${name}`);
-    if (errors.length > 0) throw new TrainConfigError(errors.join('; '));
-    out[name] = spec as ModelSpec;
-  }
-  return out;
-}
-
 export function presetModel(name: string, file = PRESETS_FILE): ModelSpec {
-  const presets = loadPresets(file);
+  let presets: Record<string, ModelSpec>;
+  try {
+    presets = loadPresets(file);
+  } catch (error) {
+    // Training reports its configuration problems as its own errors.
+    if (error instanceof ConfigFileError) throw new TrainConfigError(error.message, { cause: error });
+    throw error;
+  }
   const spec = presets[name];
   if (spec === undefined)
     throw new TrainConfigError(`unknown preset ${JSON.stringify(name)} (known: ${Object.keys(presets).join(', ')})`);
   return { ...spec };
-}
-
-function checkModelSpec(spec: unknown, where: string): string[] {
-  if (typeof spec !== 'object' || spec === null) return [`${where}: model must be an object`];
-  const s = spec as Record<string, unknown>;
-  const errors: string[] = [];
-  for (const field of MODEL_FIELDS) {
-    const v = s[field];
-    const ok =
-      field === 'dropout'
-        ? typeof v === 'number' && v >= 0 && v < 1
-        : typeof v === 'number' && Number.isInteger(v) && v > 0;
-    if (!ok)
-      errors.push(
-        `${where}.${field}: ${field === 'dropout' ? 'must be in [0, 1)' : 'must be a positive integer'} (got ${JSON.stringify(v)})`,
-      );
-  }
-  const cap = s['attentionLogitCap'];
-  if (cap !== undefined && !(typeof cap === 'number' && Number.isFinite(cap) && cap >= 0))
-    errors.push(`${where}.attentionLogitCap: must be a number >= 0, 0 for none (got ${JSON.stringify(cap)})`);
-  const stride = s['sinusoidalStride'];
-  if (stride !== undefined && !(typeof stride === 'number' && Number.isFinite(stride) && stride > 0))
-    errors.push(
-      `${where}.sinusoidalStride: must be a number > 0, 1 for the paper's table (got ${JSON.stringify(stride)})`,
-    );
-  if (errors.length === 0 && (s['dModel'] as number) % (s['heads'] as number) !== 0)
-    errors.push(`${where}.dModel: must be divisible by heads`);
-  return errors;
 }
 
 /** Every problem with a job spec's training-relevant fields, each naming its field; empty when usable. */

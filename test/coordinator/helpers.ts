@@ -1,5 +1,6 @@
 // Test helpers: a coordinator on the memory transport with a simulated clock, and scripted fake agents.
 import { mkdtempSync, rmSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
@@ -24,6 +25,7 @@ import { chunksOf, sha256 } from '../../coordinator/checkpoint-store.ts';
 import { compileExperiment } from '../../coordinator/experiment.ts';
 import type { Experiment } from '../../coordinator/experiment.ts';
 import type { ReplayedRun } from '../../coordinator/journal.ts';
+import type { AgentExit, Launcher } from '../../coordinator/launchers/types.ts';
 
 /** Let setImmediate-based deliveries (the memory transport) run. */
 export async function settle(turns = 8): Promise<void> {
@@ -134,9 +136,47 @@ export function startCoordinator(
   return h;
 }
 
+/**
+ * A coordinator in a fresh run directory, closed (and the directory removed) after the test, whatever its outcome.
+ */
+export function withCoordinator(
+  t: TestContext,
+  experiment: Experiment,
+  options: Parameters<typeof startCoordinator>[2] = {},
+): Harness {
+  const { dir, cleanup } = tempDir();
+  const h = startCoordinator(experiment, dir, options);
+  t.after(async () => {
+    await h.close();
+    cleanup();
+  });
+  return h;
+}
+
+/** A launcher that starts nothing; `exit` reports a process or batch task gone, as a real launcher would. */
+export function fakeLauncher(extra: Partial<Launcher> = {}): { launcher: Launcher; exit(exit: AgentExit): void } {
+  let report: ((exit: AgentExit) => void) | undefined;
+  const launcher: Launcher = {
+    name: 'fake',
+    start: async () => {},
+    onExit: (l) => void (report = l),
+    alive: () => undefined,
+    stop: async () => {},
+    ...extra,
+  };
+  return {
+    launcher,
+    exit(exit) {
+      if (report === undefined) throw new Error('the coordinator did not listen for exits');
+      report(exit);
+    },
+  };
+}
+
 export class FakeAgent {
   readonly received: CoordinatorToAgent[] = [];
   private seq = 0;
+  private statusWaiters: (() => void)[] = [];
   autoBye = true;
   private readonly pump: Promise<void>;
 
@@ -148,6 +188,7 @@ export class FakeAgent {
       for await (const inbound of client.inbound()) {
         if (inbound.kind !== 'message') continue;
         this.received.push(inbound.message);
+        if (inbound.message.type === 'status') for (const w of this.statusWaiters.splice(0)) w();
         // Like a real agent: a shutdown is answered with bye.
         if (inbound.message.type === 'shutdown' && this.autoBye) {
           await this.send({ type: 'bye', agentId: this.agentId, reason: 'shutdown' }).catch(() => undefined);
@@ -158,6 +199,16 @@ export class FakeAgent {
 
   send(message: AgentToCoordinator): Promise<void> {
     return this.client.send(message);
+  }
+
+  /**
+   * A marker: asks for the status and waits for the reply. The coordinator answers in order, so whatever it sent
+   * before has arrived once this resolves; "nothing arrived" is then a fact, not a guess after a sleep.
+   */
+  async sync(): Promise<void> {
+    const answered = new Promise<void>((resolve) => this.statusWaiters.push(resolve));
+    await this.send({ type: 'status_request', version: PROTOCOL_VERSION });
+    await answered;
   }
 
   async hello(version = PROTOCOL_VERSION): Promise<void> {

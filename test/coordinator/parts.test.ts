@@ -7,12 +7,13 @@ import type { AgentId, JobId, RunId } from '../../protocol/messages.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import { compileExperiment, displayJobId, loadExperiment } from '../../coordinator/experiment.ts';
 import { ExperimentConfigError } from '../../coordinator/errors.ts';
+import { ConfigFileError } from '../../protocol/config-file.ts';
 import { FailureDetector } from '../../coordinator/failure-detector.ts';
 import { Scheduler } from '../../coordinator/scheduler.ts';
 import { Journal, readJournal, replay } from '../../coordinator/journal.ts';
 import { frameBytes, renderFrame, renderPlainLines } from '../../coordinator/progress-view.ts';
 import type { ViewSnapshot } from '../../coordinator/progress-view.ts';
-import { buildComparison, formatComparison } from '../../coordinator/metrics-sink.ts';
+import { buildComparisonSummary, formatComparisonSummary } from '../../src/report/comparison.ts';
 import { evaluationFor, smallExperiment, tempDir } from './helpers.ts';
 
 const runId = 'r1' as RunId;
@@ -69,6 +70,29 @@ void test('experiment errors name the file and the field', () => {
     ablated.jobs.map((j) => [j.encoding, j.model.mapeOffset, j.model.mapeRoles, j.model.mapeMaxOffset]),
     [['mape', false, false, 8]],
   );
+});
+
+void test('an experiment file that is not JSON names the line and column; one that is missing says so', async () => {
+  const { dir, cleanup } = tempDir();
+  try {
+    const file = join(dir, 'broken.json');
+    writeFileSync(file, '{\n  "name": "x",\n  "seeds" 2\n}\n');
+    await assert.rejects(
+      loadExperiment(file, runId),
+      (e: unknown) =>
+        e instanceof ExperimentConfigError &&
+        e instanceof ConfigFileError &&
+        !e.retryable &&
+        e.file === file &&
+        /is not valid JSON at line 3, column 11/.test(e.message),
+    );
+    await assert.rejects(
+      loadExperiment(join(dir, 'absent.json'), runId),
+      (e: unknown) => e instanceof ExperimentConfigError && /absent\.json: cannot be read/.test(e.message),
+    );
+  } finally {
+    cleanup();
+  }
 });
 
 void test('job ids are readable and filesystem-safe; two tasks of the same name stay apart', () => {
@@ -272,13 +296,13 @@ void test('progress view: a frame shows every job field, suspect agents and the 
 void test('comparison: mean over seeds per encoding and task; the table lists every encoding', () => {
   const e = smallExperiment();
   const evals = e.jobs.map((j) => evaluationFor(j, j.encoding === 'rope' ? (j.seed === 1 ? 0.8 : 0.6) : 0.1));
-  const report = buildComparison(e, evals);
+  const report = buildComparisonSummary(e, evals);
   const rope = report.rows.find((r) => r.encoding === 'rope');
   assert.ok(rope);
   assert.ok(Math.abs(rope.exactMatch - 0.7) < 1e-9);
   assert.equal(rope.seeds, 2);
   assert.deepEqual(Object.keys(rope.perLength), ['1', '2']);
-  const table = formatComparison(report);
+  const table = formatComparisonSummary(report);
   assert.match(table.split('\n')[2] ?? '', /^rope/, 'best first');
   assert.ok(table.includes('70.0%'));
 });

@@ -8,62 +8,40 @@ import {
   entries,
   exitWithin,
   fakeWorkload,
+  fakeWorkloadExperiment,
   killAll,
-  logTail,
-  runDirOf,
-  spawnCli,
-  tail,
-  tempRunsDir,
-  waitFor,
+  runsFixture,
+  startRun,
   writeExperiment,
 } from './helpers.ts';
 
 after(killAll);
 
-void test('a corrupt checkpoint chunk is refused and the agent sends it again', { timeout: 60_000 }, async () => {
-  const { dir, cleanup } = tempRunsDir();
-  try {
-    const file = writeExperiment(dir, {
-      name: 'corrupt',
+void test('a corrupt checkpoint chunk is refused and the agent sends it again', { timeout: 60_000 }, async (t) => {
+  const dir = runsFixture(t);
+  const file = writeExperiment(
+    dir,
+    fakeWorkloadExperiment('corrupt', {
       encodings: ['rope'],
       tasks: [{ name: 'addition', params: { perStepMs: 10, checkpointBytes: 3000 } }],
-      seeds: [1],
       training: { steps: 60 },
-      evaluation: { samples: 4 },
-      cluster: {
-        heartbeatIntervalMs: 200,
-        failureTimeoutMs: 3000,
-        suspectAfterMs: 1000,
-        watchdogMs: 0,
-        checkpointEvery: 20,
-      },
-    });
-    const runsDir = join(dir, 'runs');
-    const run = spawnCli(
-      ['run', file, '--agents', '1', '--runs-dir', runsDir, '--view', 'off', '--workload-module', fakeWorkload],
-      {
-        env: { PE_ARENA_FAULT_CORRUPT_UPLOADS: '1' },
-      },
-    );
-    const runDir = await waitFor(
-      'the run directory',
-      30_000,
-      () => runDirOf(runsDir),
-      () => tail(run.output()),
-    );
-    const exit = await exitWithin(run, 45_000, () => logTail(runDir));
-    assert.equal(exit.code, 0, `${tail(run.output())}\n${logTail(runDir)}`);
-    const log = readFileSync(join(runDir, 'logs', 'coordinator.log'), 'utf8');
-    const refused = /refused checkpoint upload for rope-addition-s1 .*sha256 mismatch/.exec(log);
-    assert.ok(refused, 'the damaged upload was refused');
-    // The refused upload (step 20) was sent again and acknowledged: the journal has it once, with every later one.
-    const acked = entries(runDir, 'checkpoint_acked')
-      .filter((e) => e.kind === 'checkpoint')
-      .map((e) => e.checkpoint.step);
-    assert.deepEqual(acked, [20, 40], `acknowledged checkpoints: ${acked.join(', ')}`);
-    assert.equal(entries(runDir, 'job_done').length, 1);
-  } finally {
-    await killAll();
-    cleanup();
-  }
+    }),
+  );
+  const { run, runDir, ctx } = await startRun(
+    dir,
+    file,
+    ['--agents', '1', '--view', 'off', '--workload-module', fakeWorkload],
+    { env: { PE_ARENA_FAULT_CORRUPT_UPLOADS: '1' } },
+  );
+  const exit = await exitWithin(run, 45_000, ctx);
+  assert.equal(exit.code, 0, ctx());
+  const log = readFileSync(join(runDir, 'logs', 'coordinator.log'), 'utf8');
+  const refused = /refused checkpoint upload for rope-addition-s1 .*sha256 mismatch/.exec(log);
+  assert.ok(refused, 'the damaged upload was refused');
+  // The refused upload (step 20) was sent again and acknowledged: the journal has it once, with every later one.
+  const acked = entries(runDir, 'checkpoint_acked')
+    .filter((e) => e.kind === 'checkpoint')
+    .map((e) => e.checkpoint.step);
+  assert.deepEqual(acked, [20, 40], `acknowledged checkpoints: ${acked.join(', ')}`);
+  assert.equal(entries(runDir, 'job_done').length, 1);
 });

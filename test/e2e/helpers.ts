@@ -1,11 +1,13 @@
 // End-to-end helpers: spawn the real CLI, poll the run directory (journal) with bounded waits, clean up processes.
 import { spawn } from 'node:child_process';
+import type { TestContext } from 'node:test';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StampedEntry } from '../../coordinator/journal.ts';
+import { withDeadline } from '../../protocol/deadline.ts';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const cliPath = join(repoRoot, 'src', 'cli.ts');
@@ -137,6 +139,18 @@ export function logTail(runDir: string | undefined, n = 30): string {
   return existsSync(f) ? tail(readFileSync(f, 'utf8'), n) : '(no coordinator.log)';
 }
 
+/** `pe-arena run` arguments for two local agents training for real on the cpu backend, with a plain view. */
+export const TWO_REAL_AGENTS: readonly string[] = [
+  '--agents',
+  '2',
+  '--view',
+  'plain',
+  '--plain-every',
+  '5',
+  '--backend',
+  'cpu',
+];
+
 /** A tiny real-training experiment: small enough to finish in seconds per job on a laptop CPU. */
 export function tinyRealExperiment(
   name: string,
@@ -171,18 +185,66 @@ export async function exitWithin(
   timeoutMs: number,
   context: () => string = () => '',
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p.exited,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`process did not exit within ${timeoutMs} ms\n${tail(p.output())}\n${context()}`)),
-          timeoutMs,
-        );
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
+  return withDeadline(
+    p.exited,
+    timeoutMs,
+    () => new Error(`process did not exit within ${timeoutMs} ms\n${tail(p.output())}\n${context()}`),
+  );
+}
+
+/** A temporary directory for a test's runs; after the test every process it started is killed and it is removed. */
+export function runsFixture(t: TestContext): string {
+  const { dir, cleanup } = tempRunsDir();
+  t.after(async () => {
+    await killAll();
+    cleanup();
+  });
+  return dir;
+}
+
+export interface StartedRun {
+  run: Spawned;
+  runDir: string;
+  /** The CLI's output and the coordinator log's tail, for failure messages. */
+  ctx: () => string;
+}
+
+/** `pe-arena run <file> --runs-dir <dir>/runs <args>`, once its run directory exists. */
+export async function startRun(
+  dir: string,
+  file: string,
+  args: readonly string[],
+  options: { env?: Record<string, string> } = {},
+): Promise<StartedRun> {
+  const runsDir = join(dir, 'runs');
+  const run = spawnCli(['run', file, '--runs-dir', runsDir, ...args], options);
+  const runDir = await waitFor(
+    'the run directory',
+    30_000,
+    () => runDirOf(runsDir),
+    () => tail(run.output()),
+  );
+  return { run, runDir, ctx: () => `${tail(run.output())}\n${logTail(runDir)}` };
+}
+
+/** An experiment on the fake workload (test/e2e/fixtures/slow-workload.ts): jobs take perStepMs per step. */
+export function fakeWorkloadExperiment(
+  name: string,
+  overrides: Record<string, unknown>,
+  cluster: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    name,
+    seeds: [1],
+    evaluation: { samples: 4 },
+    ...overrides,
+    cluster: {
+      heartbeatIntervalMs: 200,
+      failureTimeoutMs: 3000,
+      suspectAfterMs: 1000,
+      watchdogMs: 0,
+      checkpointEvery: 20,
+      ...cluster,
+    },
+  };
 }

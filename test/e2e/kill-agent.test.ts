@@ -11,11 +11,10 @@ import {
   killPid,
   logTail,
   pidOf,
-  runDirOf,
-  spawnCli,
-  tail,
-  tempRunsDir,
+  runsFixture,
+  startRun,
   tinyRealExperiment,
+  TWO_REAL_AGENTS,
   waitFor,
   writeExperiment,
 } from './helpers.ts';
@@ -25,87 +24,61 @@ after(killAll);
 void test(
   'kill -9 of a busy agent: its job resumes on the other agent from the checkpoint and the run completes',
   { timeout: 150_000 },
-  async () => {
-    const { dir, cleanup } = tempRunsDir();
-    try {
-      const file = writeExperiment(
-        dir,
-        tinyRealExperiment(
-          'kill-agent',
-          { encodings: ['rope'], seeds: [1], training: { steps: 40, batchSize: 8, learningRate: 0.003 } },
-          { checkpointEvery: 5 },
-        ),
-      );
-      const runsDir = join(dir, 'runs');
-      const run = spawnCli([
-        'run',
-        file,
-        '--agents',
-        '2',
-        '--runs-dir',
-        runsDir,
-        '--view',
-        'plain',
-        '--plain-every',
-        '5',
-        '--backend',
-        'cpu',
-      ]);
-      const runDir = await waitFor(
-        'the run directory',
-        30_000,
-        () => runDirOf(runsDir),
-        () => tail(run.output()),
-      );
-      const ctx = (): string => `${tail(run.output())}\n${logTail(runDir)}`;
-      const assigned = await waitFor('the job to be assigned', 60_000, () => entries(runDir, 'job_assigned')[0], ctx);
-      // Wait for an acknowledged checkpoint past step 0, then kill the agent that holds the job.
-      const ckpt = await waitFor(
-        'a checkpoint',
-        90_000,
-        () => entries(runDir, 'checkpoint_acked').find((e) => e.kind === 'checkpoint' && e.checkpoint.step > 0),
-        ctx,
-      );
-      assert.equal(entries(runDir, 'job_done').length, 0, 'the job is still running when it is killed');
-      const pid = pidOf(runDir, assigned.agentId);
-      assert.ok(pid !== undefined);
-      killPid(pid, 'SIGKILL');
+  async (t) => {
+    const dir = runsFixture(t);
+    const file = writeExperiment(
+      dir,
+      tinyRealExperiment(
+        'kill-agent',
+        { encodings: ['rope'], seeds: [1], training: { steps: 40, batchSize: 8, learningRate: 0.003 } },
+        { checkpointEvery: 5 },
+      ),
+    );
+    const { run, runDir, ctx } = await startRun(dir, file, TWO_REAL_AGENTS);
+    const assigned = await waitFor('the job to be assigned', 60_000, () => entries(runDir, 'job_assigned')[0], ctx);
+    // Wait for an acknowledged checkpoint past step 0, then kill the agent that holds the job.
+    const ckpt = await waitFor(
+      'a checkpoint',
+      90_000,
+      () => entries(runDir, 'checkpoint_acked').find((e) => e.kind === 'checkpoint' && e.checkpoint.step > 0),
+      ctx,
+    );
+    assert.equal(entries(runDir, 'job_done').length, 0, 'the job is still running when it is killed');
+    const pid = pidOf(runDir, assigned.agentId);
+    assert.ok(pid !== undefined);
+    killPid(pid, 'SIGKILL');
 
-      const exit = await exitWithin(run, 120_000, () => logTail(runDir));
-      assert.equal(exit.code, 0, ctx());
-      const assigns = entries(runDir, 'job_assigned');
-      assert.equal(assigns.length, 2, 'assigned twice: first agent, then the survivor');
-      const second = assigns[1]!;
-      assert.notEqual(second.agentId, assigned.agentId);
-      assert.equal(second.epoch, 2);
-      assert.ok(
-        (second.resumeStep ?? 0) >= ckpt.checkpoint.step,
-        `resumed from step ${second.resumeStep}, checkpoint was at ${ckpt.checkpoint.step}`,
-      );
-      assert.equal(entries(runDir, 'agent_lost')[0]?.agentId, assigned.agentId);
+    const exit = await exitWithin(run, 120_000, () => logTail(runDir));
+    assert.equal(exit.code, 0, ctx());
+    const assigns = entries(runDir, 'job_assigned');
+    assert.equal(assigns.length, 2, 'assigned twice: first agent, then the survivor');
+    const second = assigns[1]!;
+    assert.notEqual(second.agentId, assigned.agentId);
+    assert.equal(second.epoch, 2);
+    assert.ok(
+      (second.resumeStep ?? 0) >= ckpt.checkpoint.step,
+      `resumed from step ${second.resumeStep}, checkpoint was at ${ckpt.checkpoint.step}`,
+    );
+    assert.equal(entries(runDir, 'agent_lost')[0]?.agentId, assigned.agentId);
 
-      // The survivor's metrics start right after the checkpoint's step.
-      const jobId = assigned.jobId;
-      const points = readFileSync(join(runDir, 'jobs', jobId, 'metrics.jsonl'), 'utf8')
-        .trim()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { epoch: number; step: number });
-      const resumedSteps = points.filter((p) => p.epoch === 2).map((p) => p.step);
-      assert.ok(resumedSteps.length > 0);
-      assert.equal(
-        Math.min(...resumedSteps),
-        (second.resumeStep ?? 0) + 1,
-        'training continued from the checkpoint, not from 0',
-      );
-      assert.equal(Math.max(...resumedSteps), 40);
-      const evaluation = JSON.parse(readFileSync(join(runDir, 'jobs', jobId, 'evaluation.json'), 'utf8')) as {
-        steps: number;
-      };
-      assert.equal(evaluation.steps, 40);
-      assert.match(run.output() + logTail(runDir, 200), /lost on .* at step \d+; resumed on .* from step \d+/);
-    } finally {
-      await killAll();
-      cleanup();
-    }
+    // The survivor's metrics start right after the checkpoint's step.
+    const jobId = assigned.jobId;
+    const points = readFileSync(join(runDir, 'jobs', jobId, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { epoch: number; step: number });
+    const resumedSteps = points.filter((p) => p.epoch === 2).map((p) => p.step);
+    assert.ok(resumedSteps.length > 0);
+    assert.equal(
+      Math.min(...resumedSteps),
+      (second.resumeStep ?? 0) + 1,
+      'training continued from the checkpoint, not from 0',
+    );
+    assert.equal(Math.max(...resumedSteps), 40);
+    const evaluation = JSON.parse(readFileSync(join(runDir, 'jobs', jobId, 'evaluation.json'), 'utf8')) as {
+      steps: number;
+    };
+    assert.equal(evaluation.steps, 40);
+    assert.match(run.output() + logTail(runDir, 200), /lost on .* at step \d+; resumed on .* from step \d+/);
   },
 );
