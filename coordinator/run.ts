@@ -10,7 +10,6 @@ import { advertisedAddress } from './launchers/hpc.ts';
 import { LocalLauncher } from './launchers/local.ts';
 import { NoLauncher } from './launchers/none.ts';
 import type { LauncherEvent } from './launchers/launcher-events.ts';
-import type { SchedulerLauncher } from './launchers/scheduler-launcher.ts';
 import type { Launcher } from './launchers/types.ts';
 import { formatComparisonSummary } from '../src/report/comparison.ts';
 import type { ComparisonSummary } from '../src/report/comparison.ts';
