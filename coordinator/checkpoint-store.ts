@@ -1,6 +1,5 @@
 // Checkpoints and final models arrive as chunks; the store reassembles them, checks size and sha256, and
 // writes them atomically (temp file, fsync, rename, fsync of the directory). Only then is an upload acknowledged.
-import { createHash } from 'node:crypto';
 import {
   closeSync,
   fsyncSync,
@@ -13,12 +12,11 @@ import {
   writeSync,
 } from 'node:fs';
 import { join } from 'node:path';
+import { sha256Hex } from '../protocol/checkpoint-chunks.ts';
 import type { CheckpointChunk, CheckpointId, JobId } from '../protocol/messages.ts';
 import { CheckpointRejectedError } from './errors.ts';
 import type { CheckpointRef } from './journal.ts';
 
-/** At most this many bytes per chunk when the coordinator streams a checkpoint back. */
-export const CHUNK_BYTES = 1024 * 1024;
 /** An upload larger than this is refused before buffering (a bad totalBytes must not exhaust memory). */
 export const MAX_BLOB_BYTES = 2 * 1024 ** 3;
 
@@ -97,7 +95,7 @@ export class CheckpointStore {
     const blob = concat(up.chunks as Uint8Array[]);
     if (blob.byteLength !== up.totalBytes)
       return { status: 'rejected', reason: `got ${blob.byteLength} bytes, expected ${up.totalBytes}` };
-    const digest = sha256(blob);
+    const digest = sha256Hex(blob);
     if (digest !== up.sha256)
       return { status: 'rejected', reason: `sha256 mismatch: got ${digest}, expected ${up.sha256}` };
 
@@ -147,42 +145,11 @@ export class CheckpointStore {
   /** Read a stored checkpoint back and verify it, then cut it into chunks for an agent. */
   read(ref: CheckpointRef): Uint8Array {
     const blob = readFileSync(join(this.runDir, ref.file));
-    if (blob.byteLength !== ref.totalBytes || sha256(blob) !== ref.sha256) {
+    if (blob.byteLength !== ref.totalBytes || sha256Hex(blob) !== ref.sha256) {
       throw new CheckpointRejectedError(`stored checkpoint ${ref.file} does not match its sha256`);
     }
     return blob;
   }
-}
-
-export function chunksOf(
-  blob: Uint8Array,
-  meta: {
-    jobId: JobId;
-    epoch: number;
-    checkpointId: CheckpointId;
-    kind: 'checkpoint' | 'final';
-    step: number;
-    sha256: string;
-  },
-  chunkBytes = CHUNK_BYTES,
-): CheckpointChunk[] {
-  const count = Math.max(1, Math.ceil(blob.byteLength / chunkBytes));
-  const out: CheckpointChunk[] = [];
-  for (let i = 0; i < count; i++) {
-    out.push({
-      type: 'checkpoint_chunk',
-      ...meta,
-      index: i,
-      count,
-      totalBytes: blob.byteLength,
-      data: blob.subarray(i * chunkBytes, Math.min(blob.byteLength, (i + 1) * chunkBytes)),
-    });
-  }
-  return out;
-}
-
-export function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
 }
 
 /** Write to a temp file, fsync it, rename over the target, fsync the directory: readers see all or nothing. */

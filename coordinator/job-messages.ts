@@ -2,9 +2,9 @@
 // uploads and resume fetches, results and failures.
 import { metricPoints } from '../protocol/metric-columns.ts';
 import type { CheckpointChunk, CheckpointRequest, JobFailed, JobResult, Metrics } from '../protocol/messages.ts';
+import { chunkBlob, MAX_CHUNK_BYTES } from '../protocol/checkpoint-chunks.ts';
 import { toWireError } from '../protocol/errors.ts';
 import type { ServerTransport } from '../protocol/transport.ts';
-import { chunksOf } from './checkpoint-store.ts';
 import { freeAgent } from './context.ts';
 import type { AgentRecord, CoordinatorContext } from './context.ts';
 import { displayJobId } from './experiment.ts';
@@ -114,14 +114,14 @@ export class JobMessages {
       ctx.outbox.send(agent.peer, { type: 'error', error: toWireError(error), context: 'checkpoint_request' });
       return;
     }
-    const chunks = chunksOf(blob, {
+    const header = {
       jobId: req.jobId,
       epoch: req.epoch,
       checkpointId: ref.checkpointId,
       kind: 'checkpoint',
       step: ref.step,
-      sha256: ref.sha256,
-    });
+    } as const;
+    const chunks = chunkBlob(header, blob, MAX_CHUNK_BYTES, ref.sha256);
     // Sent one after the other so a big checkpoint does not flood the socket's queue.
     for (const c of chunks) {
       if (ctx.lifecycle() === 'stopped') return;

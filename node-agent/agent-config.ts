@@ -5,7 +5,7 @@ import type { AgentId, DeviceInfo } from '../protocol/messages.ts';
 import type { Clock } from '../protocol/clock.ts';
 import type { ClientTransport } from '../protocol/transport.ts';
 import type { BackendName } from '../src/train/workload.ts';
-import { MAX_CHUNK_BYTES } from './checkpoint-transfer.ts';
+import { MAX_CHUNK_BYTES } from '../protocol/checkpoint-chunks.ts';
 import type { JobRunner } from './job-runner.ts';
 
 /** Exit codes of runAgent (and of `pe-arena agent`). */

@@ -1,44 +1,8 @@
-// Checkpoints and final models move as checkpoint_chunk messages: at most 1 MiB each, every chunk carrying
-// the sha256 of the whole blob, so the receiver can verify the reassembled bytes end to end.
-import { createHash } from 'node:crypto';
-import type { CheckpointChunk, CheckpointId, JobId } from '../protocol/messages.ts';
+// The receiving side of checkpoint transfer: chunks (cut by protocol/checkpoint-chunks.ts) reassembled and verified
+// against the sha256 of the whole blob that every chunk carries.
+import { sha256Hex } from '../protocol/checkpoint-chunks.ts';
+import type { CheckpointChunk, CheckpointId } from '../protocol/messages.ts';
 import { CheckpointTransferError } from './errors.ts';
-
-export const MAX_CHUNK_BYTES = 1024 * 1024;
-
-export function sha256Hex(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-export interface BlobHeader {
-  jobId: JobId;
-  epoch: number;
-  checkpointId: CheckpointId;
-  kind: 'checkpoint' | 'final';
-  step: number;
-}
-
-/** Split a blob into chunks of at most chunkBytes (views into data, no copies). An empty blob is one empty chunk. */
-export function chunkBlob(header: BlobHeader, data: Uint8Array, chunkBytes = MAX_CHUNK_BYTES): CheckpointChunk[] {
-  if (!Number.isInteger(chunkBytes) || chunkBytes < 1 || chunkBytes > MAX_CHUNK_BYTES) {
-    throw new RangeError(`chunkBytes must be an integer in 1..${MAX_CHUNK_BYTES}, got ${chunkBytes}`);
-  }
-  const sha256 = sha256Hex(data);
-  const count = Math.max(1, Math.ceil(data.byteLength / chunkBytes));
-  const chunks: CheckpointChunk[] = [];
-  for (let index = 0; index < count; index++) {
-    chunks.push({
-      type: 'checkpoint_chunk',
-      ...header,
-      index,
-      count,
-      totalBytes: data.byteLength,
-      sha256,
-      data: data.subarray(index * chunkBytes, Math.min(data.byteLength, (index + 1) * chunkBytes)),
-    });
-  }
-  return chunks;
-}
 
 export type AssemblyResult =
   | { kind: 'incomplete'; received: number; count: number }

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { CheckpointChunk, CheckpointId, JobId } from '../protocol/messages.ts';
 import type { Clock, TimerHandle } from '../protocol/clock.ts';
 import { newCheckpointId } from '../protocol/ids.ts';
-import { chunkBlob } from './checkpoint-transfer.ts';
+import { chunkBlob } from '../protocol/checkpoint-chunks.ts';
 
 export type UploadKind = 'checkpoint' | 'final';
 

@@ -49,10 +49,6 @@ export interface DecodedCheckpoint<M> {
 const align8 = (n: number): number => Math.ceil(n / 8) * 8;
 const sizeOf = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
 
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
-}
-
 export function encodeCheckpoint(meta: unknown, tensors: readonly TensorRecord[]): Uint8Array {
   const entries: TensorEntry[] = [];
   const names = new Set<string>();

@@ -21,7 +21,7 @@ import type { MemoryClient } from '../../protocol/memory-transport.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import { Coordinator } from '../../coordinator/coordinator.ts';
 import type { CoordinatorOptions } from '../../coordinator/coordinator.ts';
-import { chunksOf, sha256 } from '../../coordinator/checkpoint-store.ts';
+import { chunkBlob } from '../../protocol/checkpoint-chunks.ts';
 import { compileExperiment } from '../../coordinator/experiment.ts';
 import type { Experiment } from '../../coordinator/experiment.ts';
 import type { ReplayedRun } from '../../coordinator/journal.ts';
@@ -260,11 +260,7 @@ export class FakeAgent {
   ): Promise<CheckpointId> {
     const blob = blobFor(jobId, step);
     const checkpointId = (options.id ?? `ck-${jobId}-${step}-${kind}`) as CheckpointId;
-    const chunks = chunksOf(
-      blob,
-      { jobId, epoch, checkpointId, kind, step, sha256: sha256(blob) },
-      options.chunkBytes ?? 64,
-    );
+    const chunks = chunkBlob({ jobId, epoch, checkpointId, kind, step }, blob, options.chunkBytes ?? 64);
     for (const c of chunks) {
       if (c.index === options.dropChunk) continue;
       const data =

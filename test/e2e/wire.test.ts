@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION } from '../../protocol/messages.ts';
 import type { AgentId, CheckpointId, CoordinatorToAgent } from '../../protocol/messages.ts';
 import { bindServer, connectClient } from '../../protocol/zmq-transport.ts';
 import { Coordinator } from '../../coordinator/coordinator.ts';
-import { chunksOf, sha256 } from '../../coordinator/checkpoint-store.ts';
+import { chunkBlob } from '../../protocol/checkpoint-chunks.ts';
 import { blobFor, smallExperiment, tempDir } from '../coordinator/helpers.ts';
 import { waitFor } from './helpers.ts';
 
@@ -56,11 +56,7 @@ void test(
     const { job, epoch } = assign;
     const blob = blobFor(job.jobId, 10);
     const checkpointId = 'wire-ck' as CheckpointId;
-    const chunks = chunksOf(
-      blob,
-      { jobId: job.jobId, epoch, checkpointId, kind: 'checkpoint', step: 10, sha256: sha256(blob) },
-      100,
-    );
+    const chunks = chunkBlob({ jobId: job.jobId, epoch, checkpointId, kind: 'checkpoint', step: 10 }, blob, 100);
     assert.ok(chunks.length >= 3);
     // Upload with one chunk's bytes flipped in transit: refused.
     for (const c of chunks) await agent.send(c.index === 1 ? { ...c, data: c.data.map((b) => b ^ 0x5a) } : c);

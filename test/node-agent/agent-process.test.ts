@@ -11,7 +11,7 @@ import { withDeadline } from '../../protocol/deadline.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import type { AgentToCoordinator, JobSpec } from '../../protocol/messages.ts';
 import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
-import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
+import { sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
 import { FAKE_WORKLOAD, makeSpec, welcomeAndAssign } from './helpers.ts';
 

@@ -14,7 +14,7 @@ import {
 import type { PeerId } from '../../protocol/transport.ts';
 import { AGENT_EXIT } from '../../node-agent/agent-config.ts';
 import { runAgent } from '../../node-agent/run.ts';
-import { sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
+import { sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { makeSpec, silentLogger, welcomeAndAssign } from './helpers.ts';
 
 void test(

@@ -10,7 +10,7 @@ import { NodeAgent } from '../../node-agent/agent.ts';
 import { createInProcessRunner } from '../../node-agent/job-runner.ts';
 import { SimulatedClock } from '../../protocol/clock.ts';
 import type { ClientTransport } from '../../protocol/transport.ts';
-import { chunkBlob, sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
+import { chunkBlob, sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { fakeCheckpoint, readFakeCheckpoint } from './fixtures/fake-workload.ts';
 import {
   acking,

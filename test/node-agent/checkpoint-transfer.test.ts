@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { asCheckpointId, asJobId } from '../../protocol/ids.ts';
-import { ChunkAssembler, MAX_CHUNK_BYTES, chunkBlob, sha256Hex } from '../../node-agent/checkpoint-transfer.ts';
+import { ChunkAssembler } from '../../node-agent/checkpoint-transfer.ts';
+import { MAX_CHUNK_BYTES, chunkBlob, sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { CheckpointTransferError } from '../../node-agent/errors.ts';
 
 const header = {
