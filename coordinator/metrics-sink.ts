@@ -1,5 +1,6 @@
-// Where results land: batched metrics to jobs/<jobId>/metrics.jsonl, evaluations to evaluation.json, and at the
-// end final_comparison/comparison_report.json plus the comparison table.
+// Where results land: batched metrics to jobs/<jobId>/metrics.jsonl (and the same scalars as TensorBoard event
+// files under tensorboard/<jobId>/), evaluations to evaluation.json, and at the end
+// final_comparison/comparison_report.json plus the comparison table.
 import { createWriteStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { join } from 'node:path';
@@ -10,17 +11,22 @@ import { buildComparisonSummary } from '../src/report/comparison.ts';
 import type { ComparisonSummary } from '../src/report/comparison.ts';
 import { atomicWrite } from './checkpoint-store.ts';
 import type { Experiment } from './experiment.ts';
+import { TensorBoardSink } from './tensorboard/sink.ts';
 
 export class MetricsSink {
   private readonly streams = new Map<JobId, WriteStream>();
   /** Lines waiting per job: written once a second (or at 64 KiB), not once per message, to spare syscalls. */
   private readonly buffered = new Map<JobId, string>();
   private readonly flusher: TimerHandle;
+  private readonly tensorboard: TensorBoardSink;
+  /** The first TensorBoard write that failed (a full disk, say): metrics.jsonl goes on, the event files stop. */
+  tensorboardError: Error | undefined;
 
   constructor(
     private readonly runDir: string,
     private readonly clock: Clock = systemClock,
   ) {
+    this.tensorboard = new TensorBoardSink(runDir, () => clock.now());
     this.flusher = clock.setInterval(() => this.flush(), 1000);
     // A real timer must not keep the process alive on its own (close() clears it in any case).
     (this.flusher as { unref?: () => void }).unref?.();
@@ -36,11 +42,22 @@ export class MetricsSink {
     } else {
       this.buffered.set(jobId, text);
     }
+    this.toTensorBoard((tb) => tb.writeMetrics(jobId, points));
   }
 
   flush(): void {
     for (const [jobId, text] of this.buffered) this.stream(jobId).write(text);
     this.buffered.clear();
+    this.toTensorBoard((tb) => tb.flush());
+  }
+
+  private toTensorBoard(write: (tb: TensorBoardSink) => void): void {
+    if (this.tensorboardError !== undefined) return;
+    try {
+      write(this.tensorboard);
+    } catch (error) {
+      this.tensorboardError = error instanceof Error ? error : new Error(String(error));
+    }
   }
 
   private stream(jobId: JobId): WriteStream {
@@ -61,6 +78,7 @@ export class MetricsSink {
       join(this.runDir, 'jobs', jobId, 'evaluation.json'),
       Buffer.from(JSON.stringify(evaluation, null, 2) + '\n'),
     );
+    this.toTensorBoard((tb) => tb.writeEvaluation(jobId, evaluation));
   }
 
   readEvaluation(jobId: JobId): Evaluation | undefined {
@@ -76,6 +94,7 @@ export class MetricsSink {
   async close(): Promise<void> {
     this.clock.clearInterval(this.flusher);
     this.flush();
+    this.toTensorBoard((tb) => tb.close());
     const all = [...this.streams.values()];
     this.streams.clear();
     await Promise.all(all.map((s) => new Promise<void>((resolve) => s.end(resolve))));

@@ -263,6 +263,9 @@ export class JobSession {
         return;
       }
       case 'checkpoint':
+        // The metrics of the steps a checkpoint covers go first: a job that resumes from it re-sends only later
+        // steps, so points still in the buffer when the agent dies would otherwise be lost for good.
+        this.host.flushMetrics();
         if (event.requestId !== undefined) {
           const waiter = this.checkpointWaiters.get(event.requestId);
           this.checkpointWaiters.delete(event.requestId);

@@ -2,8 +2,9 @@
 // acknowledged checkpoint; its step counter continues from there, not from 0.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { readEventFile } from '../../coordinator/tensorboard/event-file.ts';
 import {
   entries,
   exitWithin,
@@ -75,10 +76,25 @@ void test(
       'training continued from the checkpoint, not from 0',
     );
     assert.equal(Math.max(...resumedSteps), 40);
+    // No step is missing: the points a checkpoint covers left the agent before the checkpoint did.
+    assert.deepEqual(
+      [...new Set(points.map((p) => p.step))].sort((x, y) => x - y),
+      Array.from({ length: 40 }, (_, i) => i + 1),
+    );
     const evaluation = JSON.parse(readFileSync(join(runDir, 'jobs', jobId, 'evaluation.json'), 'utf8')) as {
       steps: number;
     };
     assert.equal(evaluation.steps, 40);
+
+    // TensorBoard saw every step once, although the survivor re-sent those after the checkpoint, and the evaluation.
+    const tensorboardDir = join(runDir, 'tensorboard', jobId);
+    const events = readdirSync(tensorboardDir).flatMap((file) => readEventFile(join(tensorboardDir, file)));
+    const lossSteps = events.filter((e) => e.scalars?.some((s) => s.tag === 'train/loss')).map((e) => e.step);
+    assert.deepEqual(
+      lossSteps,
+      Array.from({ length: 40 }, (_, i) => i + 1),
+    );
+    assert.ok(events.some((e) => e.step === 40 && e.scalars?.some((s) => s.tag === 'eval/exact_match')));
     assert.match(run.output() + logTail(runDir, 200), /lost on .* at step \d+; resumed on .* from step \d+/);
   },
 );
