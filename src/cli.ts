@@ -5,6 +5,7 @@ import { registerRuntimeCommands } from './commands/runtime.ts';
 import { registerKeysCommand } from './commands/keys.ts';
 import { registerResultsCommands } from './commands/results.ts';
 import { registerHpcCommands } from './commands/hpc.ts';
+import { registerExportCommand } from './commands/export.ts';
 
 const program = new Command('pe-arena')
   .description('Compare positional encodings for math-reasoning transformers across a cluster')
@@ -15,5 +16,6 @@ registerRuntimeCommands(program);
 registerKeysCommand(program);
 registerResultsCommands(program);
 registerHpcCommands(program);
+registerExportCommand(program);
 
 await program.parseAsync(process.argv);

@@ -187,3 +187,25 @@ void test('export writes an older run from metrics.jsonl once; a second export a
   ]);
   assert.throws(() => exportTensorBoard(join(run, 'jobs')), /no jobs\/ directory/);
 });
+
+void test('pe-arena export tensorboard: writes an older run, then says there was nothing new; a wrong directory exits 1', async (t) => {
+  const run = tempDir(t);
+  const job = join(run, 'jobs', 'diet-addition-s1');
+  mkdirSync(job, { recursive: true });
+  writeFileSync(
+    join(job, 'metrics.jsonl'),
+    [1, 2].map((s) => JSON.stringify({ epoch: 1, ...point(s) })).join('\n') + '\n',
+  );
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'export', 'tensorboard', ...args], {
+      encoding: 'utf8',
+    });
+  const first = cli(run);
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /1 job\(s\), 2 step\(s\), 0 evaluation\(s\) written/);
+  assert.match(first.stdout, /tensorboard --logdir .*tensorboard/);
+  assert.match(cli(run).stdout, /0 job\(s\), 0 step\(s\)/);
+  const wrong = cli(join(run, 'nowhere'));
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /pe-arena export tensorboard: .*nowhere: no jobs\/ directory/);
+});
