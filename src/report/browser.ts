@@ -36,7 +36,7 @@ export async function launchChromium(): Promise<LaunchedBrowser> {
   const executablePath = findChromium();
   if (executablePath === null)
     throw new RenderError(
-      `chromium is not installed (looked at ${CANDIDATES.join(', ')}; set CHROMIUM_PATH, or run .ci/install-chromium.sh)`,
+      `chromium is not installed (looked at ${CANDIDATES.join(', ')}; set CHROMIUM_PATH, or run .ci/install-debian-packages.sh)`,
     );
   const profile = await mkdtemp(join(tmpdir(), 'pe-arena-chromium-'));
   let context: BrowserContext;

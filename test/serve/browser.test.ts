@@ -1,6 +1,6 @@
 // The web demo in Debian's chromium (driven by playwright-core, never a downloaded browser): type a problem,
 // see every encoding's answer render, the heatmap drawn and the live progress table filled; save a screenshot.
-// Skipped, with the reason, only when chromium is not installed (.ci/install-chromium.sh installs it).
+// Skipped, with the reason, only when chromium is not installed (.ci/install-debian-packages.sh installs it).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
@@ -16,7 +16,10 @@ const chromium = findChromium();
 
 void test(
   'web demo: type a problem, every encoding answers side by side',
-  { skip: chromium === null ? 'chromium is not installed (run .ci/install-chromium.sh)' : false, timeout: 90_000 },
+  {
+    skip: chromium === null ? 'chromium is not installed (run .ci/install-debian-packages.sh)' : false,
+    timeout: 90_000,
+  },
   async (t) => {
     const dir = await tempRunDir(t, 'pe-arena-demo-');
     const registry = tfRegistry(dir, 'cpu');
