@@ -120,7 +120,7 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     if (PLACEHOLDER.test(v))
       return fail(
         path,
-        `is still the placeholder ${JSON.stringify(v)}: fill in your site's value (see README, "Running on a cluster")`,
+        `is still the placeholder ${JSON.stringify(v)}: fill in your site's value (see docs/cluster.md)`,
       );
     if (CONTROL.test(v)) return fail(path, 'must not contain control characters or newlines');
     if (pattern !== undefined && !pattern.test(v))

@@ -21,8 +21,8 @@ export interface DecodeOptions {
 const packr = new Packr({ useRecords: false, moreTypes: true });
 
 // msgpackr's own reader for typed arrays (ext 0x74: a type code byte, then the bytes) copies the bytes twice into a
-// new ArrayBuffer, and allocating and later collecting one ArrayBuffer per array was 30-40% of a busy coordinator's
-// receive CPU (a metrics message carries one small Float64Array). This reader makes the same value, a typed array of
+// new ArrayBuffer, and allocating and later collecting one ArrayBuffer per array dominated a busy coordinator's
+// receive CPU (a metrics message carries one small Float64Array; docs/research/protocol-optimisation.md). This reader makes the same value, a typed array of
 // the same class that is aligned and never shares the frame's memory, with one copy: small arrays (up to
 // SLAB_SMALL_BYTES) are placed side by side in shared 64 KiB slabs, larger ones get an ArrayBuffer each. So a small
 // decoded array's `buffer` is the slab, not the array alone: use byteOffset/byteLength (and copy before

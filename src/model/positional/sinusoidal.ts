@@ -7,7 +7,7 @@
 // times the angle on every frequency. The table changes slowly from one position to the next (its fastest pair
 // turns 1 radian a position), and over the nine tokens of a 3-digit addition prompt that leaves the interior
 // digits hard to address: with stride 1 the control experiment's sinusoidal run rarely reaches 95% within 4,000
-// steps (README, control experiment; `npm run bench -- positions --spacing k` measures the margins).
+// steps (docs/research/control-experiment.md; `npm run bench -- positions --spacing k` measures the margins).
 import * as tf from '@tensorflow/tfjs';
 import { ConstCache } from '../const-cache.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory } from './types.ts';
