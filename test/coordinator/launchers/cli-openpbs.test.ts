@@ -1,8 +1,8 @@
 // The real CLI through the pbs launcher on the real OpenPBS of .ci/setup-openpbs.sh (commands in /opt/pbs/bin,
 // named by the test profile's commandsDir): `pe-arena run <exp> --launcher pbs --cluster
 // configs/clusters/test-openpbs.json --agents 2` submits one `qsub -J` array, both agents join with their subjob
-// ids, the run completes, and afterwards qstat -x shows nothing of the run queued or running. After a kill -9 of
-// the coordinator, `--resume` takes over the subjobs it left running and submits none. Skips, saying why, where
+// ids, the run completes, and afterwards qstat -x shows nothing of the run queued or running; so after Ctrl-C. After
+// a kill -9 of the coordinator, `--resume` takes over the subjobs it left running and submits none. Skips, saying why, where
 // /opt/pbs/bin/qstat is missing or its server does not answer.
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
@@ -127,6 +127,47 @@ void test(
     const name = jobNameOf(runDir);
     assert.ok(name !== undefined, 'the job script is in launch/');
     assert.deepEqual(qstatRun(name), [], 'nothing of the run is queued or running (qstat -x)');
+  },
+);
+
+void test(
+  'Ctrl-C of a pbs run on OpenPBS: the coordinator drains, qdel-s its array, and qstat -x shows none of it left',
+  { skip: skip ?? false, timeout: 90_000 },
+  async (t) => {
+    const { dir, runsDir, spawn } = cliFixture(t);
+    const file = experiment(dir, 'cli-openpbs-ctrl-c', 400);
+    const run = spawn([
+      'run',
+      file,
+      ...pbsArgs('--agents', '2', '--view', 'plain', '--no-report'),
+      '--runs-dir',
+      runsDir,
+      ...agentArgs(30_000),
+    ]);
+    const found = await waitFor(
+      'the run directory',
+      30_000,
+      () => runDirOf(runsDir),
+      () => tail(run.output()),
+    );
+    await waitFor(
+      'both agents joined',
+      60_000,
+      () => entries(found, 'agent_joined').length >= 2,
+      () => logTail(found),
+    );
+    const name = jobNameOf(found);
+    assert.ok(name !== undefined);
+    assert.ok(qstatRun(name).length > 0, 'the array is running');
+    run.child.kill('SIGINT');
+    const exit = await run.exited;
+    const out = run.output();
+    assert.equal(exit.code, 0, `a Ctrl-C'd run exits 0\n${tail(out)}`);
+    assert.match(out, /stopped with 0 done, 0 failed; continue with: pe-arena run --resume/);
+    assert.deepEqual(qstatRun(name), [], 'nothing of the run is queued or running (qstat -x)');
+    // After the coordinator's journal closes, the launcher's own log says what stop() cancelled.
+    const events = readFileSync(join(found, 'launch', 'events.jsonl'), 'utf8');
+    assert.match(events, /"kind":"cancelled".*"text":"stop: cancelled \d+\[\]\.localhost"/);
   },
 );
 
