@@ -183,8 +183,13 @@ export function pbsDialect(dialect: Exclude<DialectName, 'slurm'>): SchedulerDia
     parsePoll(result: CommandResult, jobName: string): TaskStatus[] {
       const text = result.stdout.trim();
       if (text === '') return [];
-      // A qstat without JSON support (Torque, Slurm's wrapper) answers in text even when asked for JSON.
-      return pbsTasks(text.startsWith('{') ? parseQstatJson(text) : parseQstatText(text), jobName);
+      // JSON where a qstat answers in it (asked for with -F json); else the text form of every dialect.
+      if (text.startsWith('{')) return pbsTasks(parseQstatJson(text), jobName);
+      // Output without a single job record is not an answer (a banner, an error page): it must not read as
+      // "every task is gone", which would report each agent lost.
+      if (!/^Job Id:/m.test(text))
+        throw new Error(`qstat printed no job records: ${JSON.stringify(text.slice(0, 200))}`);
+      return pbsTasks(parseQstatText(text), jobName);
     },
     pollFailed(result: CommandResult, parsed: TaskStatus[]): boolean {
       // Unknown ids (purged history) make qstat exit non-zero while it still lists the rest.
