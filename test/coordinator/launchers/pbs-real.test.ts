@@ -3,12 +3,14 @@
 // says hello with its subjob ids (PBS_JOBID, 12[0].localhost); every poll is one `qstat -f -t -x` for all of the
 // run's submissions; `qdel` of ONE subjob is reported and replaced even though the agent exits 0 on the SIGTERM;
 // an agent drains at its walltime margin while a continuation takes over; stop() leaves nothing of the run queued
-// or running (qstat -x). Skips, saying why, where /opt/pbs/bin/qstat is missing or its server does not answer.
+// or running (qstat -x); a refused qsub carries PBS's own words. Skips, saying why, where /opt/pbs/bin/qstat is
+// missing or its server does not answer.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compileClusterProfile, loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import { SchedulerCommandError } from '../../../coordinator/launchers/errors.ts';
 import { createPbsLauncher } from '../../../coordinator/launchers/pbs.ts';
 import { execCommand } from '../../../coordinator/launchers/scheduler-command.ts';
 import type { RunCommand } from '../../../coordinator/launchers/scheduler-command.ts';
@@ -166,5 +168,29 @@ void test(
       'the continuation names the agent it continues',
     );
     assert.deepEqual(await h.stopAndList(), [], 'stop() leaves nothing of the run queued or running (qstat -x)');
+  },
+);
+
+void test(
+  "pbs launcher on OpenPBS: a qsub that refuses the submission puts PBS's own words in the error",
+  { skip: skip ?? false, timeout: 30_000 },
+  async (t) => {
+    const base = JSON.parse(readFileSync(join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'), 'utf8')) as Record<
+      string,
+      unknown
+    >;
+    const profile = compileClusterProfile({ ...base, queue: 'nosuchq' }, 'openpbs-no-queue.json');
+    const launcher = createPbsLauncher(profile, { pollIntervalMs: 1_000 });
+    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', queue: qstatRun });
+    await assert.rejects(h.start(2), (error: unknown) => {
+      assert.ok(error instanceof SchedulerCommandError);
+      assert.match(error.message, /^qsub failed \(exit \d+\) submitting .*: qsub: Unknown queue/);
+      return true;
+    });
+    assert.deepEqual(launcher.submissionIds(), [], 'nothing was submitted');
+    assert.ok(
+      h.events.items.some((e) => e.kind === 'submit_failed' && /Unknown queue/.test(e.text)),
+      'the failure is an event too',
+    );
   },
 );
