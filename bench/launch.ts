@@ -1,13 +1,20 @@
-// `npm run bench -- launch`: the batch launchers on the loopback Slurm of .ci/setup-slurm.sh.
-//   submit_to_hello_s        qsub (Slurm's torque wrapper) to each agent's hello, median over an array of 4
-//   submit_to_hello_slurm_s  the same through sbatch
-//   replace_s                scancel of an agent's task to its replacement's hello (the launcher's part of recovery)
-//   poll_cpu_share           this process's CPU (share of one core) spent polling squeue every second for 64 tasks
+// `npm run bench -- launch [--only slurm|pbspro]`: the batch launchers on real schedulers, the loopback Slurm of
+// .ci/setup-slurm.sh and the OpenPBS 23.06 (PBS Pro) of .ci/setup-openpbs.sh.
+//   submit_to_hello_s          qsub (Slurm's torque wrapper) to each agent's hello, median over an array of 4
+//   submit_to_hello_slurm_s    the same through sbatch
+//   replace_s                  scancel of an agent's task to its replacement's hello (the launcher's part of recovery)
+//   poll_cpu_share             this process's CPU (share of one core) spent polling squeue every second for 64 tasks
+//   poll_ms                    wall time of one batched squeue for those 64 tasks, median
+//   submit_to_hello_pbspro_s   qsub -J on OpenPBS to each agent's hello, median over an array of 4
+//   replace_pbspro_s           qdel of one subjob to its replacement's hello
+//   poll_cpu_share_pbspro      as poll_cpu_share, one `qstat -f -t -x` per second for 64 subjobs
+//   poll_ms_pbspro             wall time of one batched qstat for those 64 subjobs, median
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { loadClusterProfile } from '../coordinator/cluster-profile.ts';
+import type { ClusterProfile } from '../coordinator/cluster-profile.ts';
 import { createPbsLauncher } from '../coordinator/launchers/pbs.ts';
 import { execCommand } from '../coordinator/launchers/scheduler-command.ts';
 import type { RunCommand } from '../coordinator/launchers/scheduler-command.ts';
@@ -28,10 +35,29 @@ const median = (xs: number[]): number => {
 };
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
+/** Ends one agent's task from outside, as an admin or preemption would, given the id its hello carried. */
+type EndTask = (launcher: SchedulerLauncher, victim: string) => void;
+
+/** scancel, through the array form (12_3) of a task Slurm's torque wrapper names by its own number. */
+const scancel: EndTask = (launcher, victim) => {
+  const arrayForm =
+    launcher.name === 'slurm'
+      ? victim
+      : (execFileSync('squeue', ['-h', '-r', '-t', 'all', '-o', '%A %i'], { encoding: 'utf8' })
+          .split('\n')
+          .find((l) => l.startsWith(`${victim} `))
+          ?.split(' ')[1] ?? victim);
+  execFileSync('scancel', [arrayForm]);
+};
+
+const OPENPBS_BIN = '/opt/pbs/bin';
+/** qdel of one subjob (12[3].localhost) on OpenPBS. */
+const qdel: EndTask = (_launcher, victim) => void execFileSync(join(OPENPBS_BIN, 'qdel'), [victim]);
+
 async function helloTimes(
   make: () => SchedulerLauncher,
   count: number,
-  replace: boolean,
+  endTask: EndTask | undefined,
 ): Promise<{ hello: number[]; replace?: number }> {
   const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-bench-')), newRunId());
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
@@ -71,17 +97,10 @@ async function helloTimes(
     });
     await until(() => seen.size >= count, 60_000);
     const hello = [...seen.values()].map((t) => (t - t0) / 1000);
-    if (!replace) return { hello };
+    if (endTask === undefined) return { hello };
     const victim = [...seen.keys()][0]!;
-    const arrayForm =
-      launcher.name === 'slurm'
-        ? victim
-        : (execFileSync('squeue', ['-h', '-r', '-t', 'all', '-o', '%A %i'], { encoding: 'utf8' })
-            .split('\n')
-            .find((l) => l.startsWith(`${victim} `))
-            ?.split(' ')[1] ?? victim);
     const t1 = performance.now();
-    execFileSync('scancel', [arrayForm]);
+    endTask(launcher, victim);
     await until(() => seen.size >= count + 1, 60_000);
     const last = Math.max(...seen.values());
     return { hello, replace: (last - t1) / 1000 };
@@ -93,15 +112,25 @@ async function helloTimes(
   }
 }
 
-async function pollShare(tasks: number, seconds: number): Promise<number> {
+/** The launcher's own CPU while it polls `tasks` array tasks every second, and one poll's wall time (median). */
+async function pollCost(
+  profileFile: string,
+  make: (profile: ClusterProfile, run: RunCommand) => SchedulerLauncher,
+  tasks: number,
+  seconds: number,
+): Promise<{ share: number; pollMs: number }> {
   const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-bench-')), newRunId());
   const sleeper = join(runDir, '..', 'sleep.sh');
   writeFileSync(sleeper, '#!/bin/bash\nsleep 300\n', { mode: 0o755 });
-  // Real sbatch/squeue/scancel, but the array runs `sleep` instead of agents: 64 agents would not fit on 2 cores.
+  // Real submit/poll/cancel commands, but the array runs `sleep` instead of agents: 64 agents would not fit on 2 cores.
   const run: RunCommand = (command, args, options) =>
-    execCommand(command, command === 'sbatch' ? [...args.slice(0, -1), sleeper] : args, options);
-  const profile = await loadClusterProfile(join(root, 'configs', 'clusters', 'test-slurm.json'));
-  const launcher = createSlurmLauncher(profile, { run, pollIntervalMs: 1_000 });
+    execCommand(
+      command,
+      ['sbatch', 'qsub'].includes(basename(command)) ? [...args.slice(0, -1), sleeper] : args,
+      options,
+    );
+  const profile = await loadClusterProfile(join(root, 'configs', 'clusters', profileFile));
+  const launcher = make(profile, run);
   try {
     await launcher.start({ coordinator: 'tcp://127.0.0.1:1', count: tasks, runDir, agentArgs: [] });
     await launcher.pollNow();
@@ -110,14 +139,20 @@ async function pollShare(tasks: number, seconds: number): Promise<number> {
     await new Promise((r) => setTimeout(r, seconds * 1000));
     const cpu = process.cpuUsage(cpu0);
     const wall = (performance.now() - t0) * 1000;
-    return (cpu.user + cpu.system) / wall;
+    const polls: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const p0 = performance.now();
+      await launcher.pollNow();
+      polls.push(performance.now() - p0);
+    }
+    return { share: (cpu.user + cpu.system) / wall, pollMs: median(polls) };
   } finally {
     await launcher.stop(2_000);
     rmSync(join(runDir, '..'), { recursive: true, force: true });
   }
 }
 
-export async function run(_args: string[]): Promise<Record<string, unknown>> {
+async function slurmFigures(): Promise<Record<string, unknown>> {
   try {
     execFileSync('sinfo', ['-h'], { stdio: 'ignore', timeout: 5_000 });
   } catch {
@@ -125,21 +160,70 @@ export async function run(_args: string[]): Promise<Record<string, unknown>> {
   }
   const pbsProfile = await loadClusterProfile(join(root, 'configs', 'clusters', 'test-pbs-wrapper.json'));
   const slurmProfile = await loadClusterProfile(join(root, 'configs', 'clusters', 'test-slurm.json'));
-  const pbs = await helloTimes(() => createPbsLauncher(pbsProfile, { pollIntervalMs: 1_000 }), 4, false);
-  const slurm = await helloTimes(() => createSlurmLauncher(slurmProfile, { pollIntervalMs: 1_000 }), 4, true);
-  const share = await pollShare(64, 20);
+  const pbs = await helloTimes(() => createPbsLauncher(pbsProfile, { pollIntervalMs: 1_000 }), 4, undefined);
+  const slurm = await helloTimes(() => createSlurmLauncher(slurmProfile, { pollIntervalMs: 1_000 }), 4, scancel);
+  const poll = await pollCost(
+    'test-slurm.json',
+    (profile, run) => createSlurmLauncher(profile, { run, pollIntervalMs: 1_000 }),
+    64,
+    20,
+  );
   return {
     submit_to_hello_s: round(median(pbs.hello)),
     submit_to_hello_slurm_s: round(median(slurm.hello)),
     replace_s: round(slurm.replace ?? NaN),
-    poll_cpu_share: round(share),
+    poll_cpu_share: round(poll.share),
+    poll_ms: round(poll.pollMs),
+    submit_to_hello_all_pbs: pbs.hello.map(round),
+    submit_to_hello_all_slurm: slurm.hello.map(round),
+  };
+}
+
+async function pbsProFigures(): Promise<Record<string, unknown>> {
+  try {
+    execFileSync(join(OPENPBS_BIN, 'qstat'), ['-B'], { stdio: 'ignore', timeout: 10_000 });
+  } catch {
+    throw new Error(`no OpenPBS answers ${join(OPENPBS_BIN, 'qstat')} -B: run .ci/setup-openpbs.sh first (as root)`);
+  }
+  const profile = await loadClusterProfile(join(root, 'configs', 'clusters', 'test-openpbs.json'));
+  const pro = await helloTimes(() => createPbsLauncher(profile, { pollIntervalMs: 1_000 }), 4, qdel);
+  const poll = await pollCost(
+    'test-openpbs.json',
+    (p, run) => createPbsLauncher(p, { run, pollIntervalMs: 1_000 }),
+    64,
+    20,
+  );
+  return {
+    submit_to_hello_pbspro_s: round(median(pro.hello)),
+    replace_pbspro_s: round(pro.replace ?? NaN),
+    poll_cpu_share_pbspro: round(poll.share),
+    poll_ms_pbspro: round(poll.pollMs),
+    submit_to_hello_all_pbspro: pro.hello.map(round),
+  };
+}
+
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+  if (only !== undefined && only !== 'slurm' && only !== 'pbspro')
+    throw new Error(`--only takes slurm or pbspro, got ${JSON.stringify(only)}`);
+  const slurm = only === 'pbspro' ? {} : await slurmFigures();
+  const pro =
+    only === 'slurm' || (only === undefined && !existsSync(join(OPENPBS_BIN, 'qstat'))) ? {} : await pbsProFigures();
+  const flat = { ...slurm, ...pro };
+  const numbers = Object.fromEntries(Object.entries(flat).filter(([, v]) => typeof v === 'number'));
+  const lists = Object.fromEntries(Object.entries(flat).filter(([, v]) => typeof v !== 'number'));
+  return {
+    ...numbers,
     notes: {
-      cluster: 'loopback Slurm 22.05 (4 fake nodes, 2 cores), poll every 1 s',
+      cluster:
+        'loopback Slurm 22.05 (4 fake nodes) and OpenPBS 23.06 (one node, 4 cpus), both on this 2-core host; poll every 1 s',
       submit_to_hello: 'agents run the fake workload; most of the time is node+tsx start-up of 4 agents on 2 cores',
-      replace: "scancel to the replacement agent's hello, with 1 s polling; the coordinator then reassigns at once",
-      poll_cpu_share: '64 array tasks (16 running sleep, 48 pending), one squeue per second; this process only',
-      submit_to_hello_all_pbs: pbs.hello.map(round),
-      submit_to_hello_all_slurm: slurm.hello.map(round),
+      replace:
+        "scancel (Slurm) or qdel of one subjob (OpenPBS) to the replacement agent's hello, with 1 s polling; the coordinator then reassigns at once",
+      poll_cpu_share:
+        '64 array tasks running sleep (the rest pending), one squeue or qstat -f -t -x per second; this process only',
+      poll_ms: "one batched poll's wall time (the scheduler command's run included), median of 5",
+      ...lists,
     },
   };
 }

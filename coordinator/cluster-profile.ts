@@ -42,6 +42,8 @@ export interface ClusterProfile {
   portRange?: [number, number];
   /** Directory holding the CURVE key files (cluster.key, cluster.key.pub); the job script names it. */
   keysDir?: string;
+  /** Directory of the scheduler's commands (qsub, qstat, qdel / sbatch, squeue, scancel); absent: found on PATH. */
+  commandsDir?: string;
   /** Extra arguments for `pe-arena agent`. */
   agentArgs: string[];
   /** The agent checkpoints and leaves this long before its walltime ends. */
@@ -74,6 +76,7 @@ const KNOWN = new Set([
   'projectDir',
   'head',
   'keysDir',
+  'commandsDir',
   'agentArgs',
   'walltimeMarginS',
   'continuationLeadS',
@@ -180,6 +183,9 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   const node = str(raw, 'node', 'node', false);
   const projectDir = str(raw, 'projectDir', 'projectDir', false);
   const keysDir = str(raw, 'keysDir', 'keysDir', false);
+  const commandsDir = str(raw, 'commandsDir', 'commandsDir', false);
+  if (commandsDir !== undefined && !/^(\/|~\/|\$\{?HOME\}?\/)/.test(commandsDir))
+    fail('commandsDir', `must be an absolute directory (e.g. "/opt/pbs/bin"), got ${JSON.stringify(commandsDir)}`);
   const agentArgs = strings(raw, 'agentArgs', 'agentArgs');
 
   const head = raw['head'] ?? {};
@@ -246,6 +252,7 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   if (headAddress !== undefined) profile.headAddress = headAddress;
   if (portRange !== undefined) profile.portRange = portRange;
   if (keysDir !== undefined) profile.keysDir = keysDir;
+  if (commandsDir !== undefined) profile.commandsDir = expandUserPath(commandsDir);
   return profile;
 }
 

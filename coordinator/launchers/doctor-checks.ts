@@ -3,14 +3,15 @@
 // pass, warn or fail, and the fix. TensorFlow.js is only loaded in a child process (the coordinator side never
 // imports it), and every external command runs with execFile and a timeout.
 import { lookup } from 'node:dns/promises';
-import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadClusterProfile } from '../cluster-profile.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
-import { runProcess } from './scheduler-command.ts';
+import type { SubmitCommand } from './job-script.ts';
+import { runProcess, schedulerCommandPath } from './scheduler-command.ts';
 
 export const CHECK_STATUS = { pass: 'pass', warn: 'warn', fail: 'fail' } as const;
 export type CheckStatus = (typeof CHECK_STATUS)[keyof typeof CHECK_STATUS];
@@ -142,44 +143,77 @@ export async function checkGpus(wantGpus: number): Promise<CheckResult> {
 
 const COMMANDS = { slurm: ['sbatch', 'squeue', 'scancel'], pbs: ['qsub', 'qstat', 'qdel'] } as const;
 
-export async function checkScheduler(scheduler: 'pbs' | 'slurm' | undefined): Promise<CheckResult[]> {
+/**
+ * A status query every dialect answers: squeue for Slurm; `qstat -Q [queue]` for PBS Pro, Torque and Slurm's torque
+ * wrapper alike (the wrapper has no `qstat -B`), which also says whether the profile's queue exists.
+ */
+export function schedulerQuery(scheduler: 'pbs' | 'slurm', queue: string | undefined): SubmitCommand {
+  if (scheduler === 'slurm')
+    return { command: 'squeue', args: ['--noheader', '--user', os.userInfo().username, '--format=%i'] };
+  return { command: 'qstat', args: queue === undefined ? ['-Q'] : ['-Q', queue] };
+}
+
+/** The scheduler's commands are there (in the profile's commandsDir, else on PATH) and its status query answers. */
+export async function checkScheduler(
+  scheduler: 'pbs' | 'slurm' | undefined,
+  profile?: Pick<ClusterProfile, 'commandsDir' | 'queue'>,
+): Promise<CheckResult[]> {
   const which = scheduler === undefined ? (['slurm', 'pbs'] as const) : ([scheduler] as const);
+  const dir = profile?.commandsDir;
+  const where = dir === undefined ? 'on PATH' : `in ${dir} (commandsDir)`;
   const out: CheckResult[] = [];
   for (const s of which) {
     const missing: string[] = [];
     for (const cmd of COMMANDS[s]) {
-      const r = await run('sh', ['-c', 'command -v "$1"', 'sh', cmd], 5_000);
-      if (r.code !== 0) missing.push(cmd);
+      const found =
+        dir === undefined
+          ? (await run('sh', ['-c', 'command -v "$1"', 'sh', cmd], 5_000)).code === 0
+          : isExecutable(schedulerCommandPath(dir, cmd));
+      if (!found) missing.push(cmd);
     }
     if (missing.length > 0) {
       out.push({
         name: `${s} commands`,
         status: scheduler === undefined ? 'warn' : 'fail',
-        detail: `${missing.join(', ')} not on PATH`,
-        fix: `run doctor on the login node of a ${s} cluster, or load its module (e.g. module load ${s})`,
+        detail: `${missing.join(', ')} not ${where}`,
+        fix:
+          dir === undefined
+            ? `run doctor on the login node of a ${s} cluster, or load its module (e.g. module load ${s}); if they live off PATH, name their directory as "commandsDir" in the profile`
+            : `set "commandsDir" in the profile to the directory that holds ${COMMANDS[s].join(', ')} (or leave it out to use PATH)`,
       });
       continue;
     }
-    const answer =
-      s === 'slurm'
-        ? await run('squeue', ['--noheader', '--user', os.userInfo().username, '--format=%i'], 15_000)
-        : await run('qstat', ['-B'], 15_000);
+    const query = schedulerQuery(s, profile?.queue);
+    const said = `${query.command} ${query.args.filter((a) => !a.startsWith('--')).join(' ')}`.trim();
+    const answer = await run(schedulerCommandPath(dir, query.command), query.args, 15_000);
     out.push(
       answer.code === 0
         ? {
             name: `${s} commands`,
             status: 'pass',
-            detail: `${COMMANDS[s].join(', ')} found; ${s === 'slurm' ? 'squeue' : 'qstat -B'} answers`,
+            detail: `${COMMANDS[s].join(', ')} found ${where}; ${said} answers`,
           }
         : {
             name: `${s} commands`,
             status: 'fail',
-            detail: `${s === 'slurm' ? 'squeue' : 'qstat -B'} fails: ${answer.stderr.trim().split('\n')[0] ?? `exit ${answer.code}`}`,
-            fix: 'the scheduler does not answer from this node: check you are on a login node and the scheduler is up',
+            detail: `${said} fails: ${answer.stderr.trim().split('\n')[0] || answer.stdout.trim().split('\n')[0] || `exit ${answer.code}`}`,
+            fix:
+              profile?.queue === undefined
+                ? 'the scheduler does not answer from this node: check you are on a login node and the scheduler is up'
+                : `the scheduler does not answer from this node, or has no queue "${profile.queue}": check the profile's queue and that the scheduler is up`,
           },
     );
   }
   return out;
+}
+
+function isExecutable(file: string): boolean {
+  try {
+    accessSync(file, constants.X_OK);
+    return statSync(file).isFile();
+  } catch {
+    return false;
+  }
 }
 
 export async function checkProfile(file: string): Promise<{ result: CheckResult; profile?: ClusterProfile }> {

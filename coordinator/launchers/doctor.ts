@@ -48,7 +48,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<CheckResul
     add(p.result);
     profile = p.profile;
   }
-  add(await checkScheduler(profile?.scheduler));
+  add(await checkScheduler(profile?.scheduler, profile));
   add(await checkReachability(profile));
   add(checkDisk(options.runsDir ?? 'runs'));
   const keysDir = expandUserPath(profile?.keysDir ?? options.keysDir ?? join(os.homedir(), '.pe-arena', 'keys'));

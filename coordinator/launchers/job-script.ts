@@ -3,6 +3,7 @@
 // from the profile or the run is single-quoted for the shell; the submit command is an argument array for
 // execFile. No secret goes into either: the agent reads its CURVE keys from the files the script names.
 import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
+import { schedulerCommandPath } from './scheduler-command.ts';
 
 export const SUBMISSION_KIND = {
   initial: 'initial',
@@ -138,7 +139,7 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     ...directives(input, cmd),
     `# pe-arena agents for run ${input.runId}: ${input.kind} submission ${input.submission}, ${input.count} task(s), profile ${p.name}.`,
     '# Submitted by the coordinator with:',
-    `#   ${cmd.command} ${cmd.args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : shQuote(a))).join(' ')}`,
+    `#   ${schedulerCommandPath(p.commandsDir, cmd.command)} ${cmd.args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : shQuote(a))).join(' ')}`,
     '# No secret is on a command line or in the environment: the agent reads its CURVE keys from the files named',
     '# by --keys-dir (mode 0600).',
     '',

@@ -1,6 +1,6 @@
-// `--launcher pbs`: agents as one qsub job array (PBS Pro -J, Torque -t), polled with one `qstat -f` call for
-// every submission of the run (PBS Pro: JSON with finished jobs kept, -x; Torque: the text form), and cancelled
-// with qdel. Task ids are what qstat -t lists and the job sees as PBS_JOBID (PBS Pro 12[3].server).
+// `--launcher pbs`: agents as one qsub job array (PBS Pro -J, Torque -t), polled with one `qstat -f -t` call for
+// every submission of the run (text form; PBS Pro also keeps finished jobs, -x), and cancelled with qdel. Task ids
+// are what qstat -t lists and the job sees as PBS_JOBID (PBS Pro 12[3].server).
 import os from 'node:os';
 import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
 import { ClusterProfileError } from './errors.ts';
@@ -103,6 +103,9 @@ function pbsState(code: string): TaskState {
   }
 }
 
+/** PBS Pro's substate of a job that qdel ended (92 finished, 93 failed); Torque has no such substate. */
+const PBS_SUBSTATE_TERMINATED = '91';
+
 function signalName(n: number): string {
   return Object.entries(os.constants.signals).find(([, v]) => v === n)?.[0] ?? `signal ${n}`;
 }
@@ -135,7 +138,12 @@ export function pbsTasks(jobs: QstatJob[], jobName: string): TaskStatus[] {
     if (state === 'ended') {
       const text = a['Exit_status'] ?? a['exit_status'];
       const n = text !== undefined && /^-?\d+$/.test(text) ? Number(text) : undefined;
-      if (n === undefined) {
+      if (a['substate'] === PBS_SUBSTATE_TERMINATED) {
+        // qdel'd (by a user, an admin or preemption): the agent may well have drained and exited 0 on the SIGTERM,
+        // but it did not choose to leave, so this is a lost agent, as Slurm's CANCELLED is.
+        status.exitCode = null;
+        status.signal = n !== undefined && n > 256 ? signalName(n - 256) : 'SIGTERM';
+      } else if (n === undefined) {
         status.exitCode = null;
         status.signal = null;
       } else if (n > 256) {
@@ -165,18 +173,23 @@ export function pbsDialect(dialect: Exclude<DialectName, 'slurm'>): SchedulerDia
       return line;
     },
     pollCommand(_jobName: string, submissionIds: string[]): { command: string; args: string[] } {
-      // -t lists every subjob; PBS Pro's -x keeps finished ones (Torque's -x would mean XML, so not there).
+      // -t lists every subjob; PBS Pro's -x keeps finished ones (Torque's -x would mean XML, so not there). Text,
+      // not `-F json`: OpenPBS's JSON form lists only the first id's jobs when given several.
       return {
         command: 'qstat',
-        args:
-          dialect === 'pbspro' ? ['-f', '-F', 'json', '-t', '-x', ...submissionIds] : ['-f', '-t', ...submissionIds],
+        args: dialect === 'pbspro' ? ['-f', '-t', '-x', ...submissionIds] : ['-f', '-t', ...submissionIds],
       };
     },
     parsePoll(result: CommandResult, jobName: string): TaskStatus[] {
       const text = result.stdout.trim();
       if (text === '') return [];
-      // A qstat without JSON support (Torque, Slurm's wrapper) answers in text even when asked for JSON.
-      return pbsTasks(text.startsWith('{') ? parseQstatJson(text) : parseQstatText(text), jobName);
+      // JSON where a qstat answers in it (asked for with -F json); else the text form of every dialect.
+      if (text.startsWith('{')) return pbsTasks(parseQstatJson(text), jobName);
+      // Output without a single job record is not an answer (a banner, an error page): it must not read as
+      // "every task is gone", which would report each agent lost.
+      if (!/^Job Id:/m.test(text))
+        throw new Error(`qstat printed no job records: ${JSON.stringify(text.slice(0, 200))}`);
+      return pbsTasks(parseQstatText(text), jobName);
     },
     pollFailed(result: CommandResult, parsed: TaskStatus[]): boolean {
       // Unknown ids (purged history) make qstat exit non-zero while it still lists the rest.

@@ -1,6 +1,7 @@
 // Running the scheduler's commands (qsub/sbatch, qstat/squeue, qdel/scancel) and doctor's probes: execFile with an
 // argument array (no shell ever sees a value from the profile or the run), a timeout, and stderr kept.
 import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { SchedulerCommandError } from './errors.ts';
 
 export interface CommandResult {
@@ -59,8 +60,19 @@ export const execCommand: RunCommand = async (command, args, options = {}) => {
       command,
       null,
       result.stderr,
-      `${command} cannot run: ${startError.code === 'ENOENT' ? 'not found on PATH' : startError.message}`,
+      `${command} cannot run: ${startError.code === 'ENOENT' ? (command.includes('/') ? 'not found' : 'not found on PATH') : startError.message}`,
       { cause: startError.error, retryable: startError.code !== 'ENOENT' },
     );
   return result;
 };
+
+/** A scheduler command as the profile places it: a bare name under its commandsDir, or left to PATH without one. */
+export function schedulerCommandPath(commandsDir: string | undefined, command: string): string {
+  return commandsDir === undefined || command.includes('/') ? command : join(commandsDir, command);
+}
+
+/** `run` with every bare command name looked up in commandsDir (e.g. /opt/pbs/bin) instead of PATH. */
+export function inCommandsDir(run: RunCommand, commandsDir: string | undefined): RunCommand {
+  if (commandsDir === undefined) return run;
+  return (command, args, options) => run(schedulerCommandPath(commandsDir, command), args, options);
+}

@@ -15,7 +15,7 @@ import type { SubmissionKind, SubmitCommand } from './job-script.ts';
 import { lastScriptNumber, scheduledJobNameFor, submitScript, writeSubmissionScript } from './job-submission.ts';
 import { LauncherEventLog } from './launcher-events.ts';
 import type { LauncherEvent } from './launcher-events.ts';
-import { execCommand } from './scheduler-command.ts';
+import { execCommand, inCommandsDir, schedulerCommandPath } from './scheduler-command.ts';
 import type { RunCommand } from './scheduler-command.ts';
 import type { SchedulerDialect, TaskStatus } from './scheduler-dialect.ts';
 import { TaskTable } from './task-table.ts';
@@ -89,7 +89,7 @@ export class SchedulerLauncher implements Launcher {
   ) {
     this.name = dialect.scheduler;
     this.profile = options.profile;
-    this.run = options.run ?? execCommand;
+    this.run = inCommandsDir(options.run ?? execCommand, this.profile.commandsDir);
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => undefined);
     this.pollIntervalMs = options.pollIntervalMs ?? this.profile.pollIntervalS * 1000;
@@ -486,6 +486,9 @@ export class SchedulerLauncher implements Launcher {
     const ids = [...this.table.submissions.values()].filter((s) => !s.cancelled).map((s) => s.id);
     if (ids.length === 0) return;
     const cmd = this.dialect.cancelCommand(ids, false);
-    spawnSync(cmd.command, cmd.args, { timeout: 5_000, stdio: 'ignore' });
+    spawnSync(schedulerCommandPath(this.profile.commandsDir, cmd.command), cmd.args, {
+      timeout: 5_000,
+      stdio: 'ignore',
+    });
   }
 }

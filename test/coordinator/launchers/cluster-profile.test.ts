@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import {
@@ -17,7 +18,15 @@ const dir = resolve(import.meta.dirname, '..', '..', '..', 'configs', 'clusters'
 
 void test('every shipped profile loads; iitd.json asks for its placeholders', async () => {
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
-  for (const name of ['iitd.json', 'pbspro.json', 'torque.json', 'slurm.json', 'test-slurm.json', 'test-pbs.json'])
+  for (const name of [
+    'iitd.json',
+    'pbspro.json',
+    'torque.json',
+    'slurm.json',
+    'test-slurm.json',
+    'test-pbs.json',
+    'test-openpbs.json',
+  ])
     assert.ok(files.includes(name), `${name} is shipped`);
   for (const f of files.filter((f) => f !== 'iitd.json')) {
     const p = await loadClusterProfile(join(dir, f));
@@ -48,6 +57,8 @@ const broken: [string, Record<string, unknown>, RegExp][] = [
   ['head.ports', { ...base, head: { ports: [6000, 5000] } }, /head\.ports/],
   ['colour', { ...base, colour: 'blue' }, /colour is not a known field/],
   ['walltimeMarginS', { ...base, walltimeMarginS: 7200 }, /walltimeMarginS must be an integer from 1 to 3599/],
+  ['commandsDir', { ...base, commandsDir: 'opt/pbs/bin' }, /commandsDir must be an absolute directory/],
+  ['commandsDir', { ...base, commandsDir: '/opt/pbs/bin\n' }, /commandsDir must not contain control characters/],
 ];
 
 void test('a broken profile names the field', () => {
@@ -63,6 +74,16 @@ void test('a broken profile names the field', () => {
     );
   }
   assert.throws(() => compileClusterProfile([], 'site.json'), /must be a JSON object/);
+});
+
+void test("commandsDir names where the scheduler's commands live; absent, they are found on PATH", async () => {
+  const openpbs = await loadClusterProfile(join(dir, 'test-openpbs.json'));
+  assert.equal(openpbs.commandsDir, '/opt/pbs/bin');
+  assert.equal(compileClusterProfile(base, 'site.json').commandsDir, undefined);
+  assert.equal(
+    compileClusterProfile({ ...base, commandsDir: '$HOME/slurm/bin' }, 'site.json').commandsDir,
+    join(homedir(), 'slurm', 'bin'),
+  );
 });
 
 void test('walltime: hh:mm:ss round-trips; bare numbers in strings are refused (minutes or seconds?)', () => {

@@ -1,13 +1,21 @@
-// `pe-arena doctor`: passes against the loopback Slurm with the test profile, fails naming the field for a broken
-// profile (exit 1), and the key check catches missing keys and keys others can read.
+// `pe-arena doctor`: passes (with --probe) against the loopback Slurm and the real OpenPBS with their test profiles,
+// fails naming the field for a broken profile (exit 1); the scheduler query answers on every PBS dialect here, a
+// commandsDir without the commands fails, and the key check catches missing keys and keys others can read.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { checkKeys, checkNode, backendFix } from '../../../coordinator/launchers/doctor-checks.ts';
+import {
+  backendFix,
+  checkKeys,
+  checkNode,
+  checkScheduler,
+  schedulerQuery,
+} from '../../../coordinator/launchers/doctor-checks.ts';
 import { initKeys } from '../../../protocol/keys.ts';
+import { openPbsSkipReason, torqueWrapperSkipReason } from './harness.ts';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
 
@@ -101,4 +109,70 @@ void test('key check: missing, readable by others, and right', async () => {
   assert.equal(checkNode('18.19.0').status, 'fail');
   assert.equal(checkNode('20.11.1').status, 'pass');
   assert.match(backendFix('tensorflow-gpu', 'libcudnn.so.8: cannot open shared object file'), /cuDNN/);
+});
+
+const openPbsSkip = openPbsSkipReason();
+
+void test(
+  'doctor --probe passes against the real OpenPBS with test-openpbs.json (commands from its commandsDir)',
+  { skip: openPbsSkip ?? false, timeout: 100_000 },
+  async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
+    try {
+      const { code, out } = await doctor([
+        '--cluster',
+        join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'),
+        '--runs-dir',
+        join(tmp, 'runs'),
+        '--probe',
+        '--probe-timeout',
+        '60',
+      ]);
+      assert.equal(code, 0, out);
+      assert.match(
+        out,
+        /PASS {2}pbs commands +qsub, qstat, qdel found in \/opt\/pbs\/bin \(commandsDir\); qstat -Q workq answers/,
+      );
+      assert.match(
+        out,
+        /PASS {2}compute node probe +\d+\.localhost on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+; backend cpu/,
+      );
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  },
+);
+
+void test('the scheduler query is one every dialect answers: qstat -Q [queue], not qstat -B', () => {
+  assert.deepEqual(schedulerQuery('pbs', 'workq'), { command: 'qstat', args: ['-Q', 'workq'] });
+  assert.deepEqual(schedulerQuery('pbs', undefined), { command: 'qstat', args: ['-Q'] });
+  assert.equal(schedulerQuery('slurm', 'debug').command, 'squeue');
+});
+
+void test(
+  "the pbs scheduler check passes on Slurm's torque wrapper (it has no qstat -B) and on OpenPBS, and names a wrong queue",
+  { skip: torqueWrapperSkipReason() ?? openPbsSkip ?? false, timeout: 60_000 },
+  async () => {
+    const [wrapper] = await checkScheduler('pbs', { queue: 'debug' });
+    assert.equal(wrapper?.status, 'pass', JSON.stringify(wrapper));
+    assert.match(wrapper?.detail ?? '', /found on PATH; qstat -Q debug answers/);
+    const [pro] = await checkScheduler('pbs', { commandsDir: '/opt/pbs/bin', queue: 'workq' });
+    assert.equal(pro?.status, 'pass', JSON.stringify(pro));
+    const [noQueue] = await checkScheduler('pbs', { commandsDir: '/opt/pbs/bin', queue: 'nosuchq' });
+    assert.equal(noQueue?.status, 'fail');
+    assert.match(noQueue?.detail ?? '', /qstat -Q nosuchq fails: qstat: Unknown queue/);
+    assert.match(noQueue?.fix ?? '', /no queue "nosuchq"/);
+  },
+);
+
+void test('a commandsDir without the scheduler commands fails the check, naming the directory', async () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-cmds-'));
+  try {
+    const [result] = await checkScheduler('pbs', { commandsDir: tmp });
+    assert.equal(result?.status, 'fail');
+    assert.equal(result?.detail, `qsub, qstat, qdel not in ${tmp} (commandsDir)`);
+    assert.match(result?.fix ?? '', /commandsDir/);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
 });

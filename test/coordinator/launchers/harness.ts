@@ -1,8 +1,9 @@
-// Shared by the launcher tests that talk to the loopback Slurm started by .ci/setup-slurm.sh (sbatch, or qsub through
-// slurm-wlm-torque): why they skip, what the queue still holds, and a harness that binds a coordinator socket,
-// collects what agents and the launcher say, and cleans up after the test (t.after) whatever happened.
+// Shared by the launcher tests that talk to a real scheduler: the loopback Slurm of .ci/setup-slurm.sh (sbatch, or
+// qsub through slurm-wlm-torque) and the OpenPBS of .ci/setup-openpbs.sh: why they skip, what the queue still
+// holds, and a harness that binds a coordinator socket, collects what agents and the launcher say, and cleans up
+// after the test (t.after) whatever happened.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -11,6 +12,7 @@ import { PROTOCOL_VERSION } from '../../../protocol/messages.ts';
 import type { Bye, Hello, RunId } from '../../../protocol/messages.ts';
 import { bindServer } from '../../../protocol/zmq-transport.ts';
 import type { LauncherEvent } from '../../../coordinator/launchers/launcher-events.ts';
+import { parseQstatText } from '../../../coordinator/launchers/pbs.ts';
 import type { SchedulerLauncher } from '../../../coordinator/launchers/scheduler-launcher.ts';
 import type { AgentExit, LaunchRequest } from '../../../coordinator/launchers/types.ts';
 
@@ -77,6 +79,36 @@ export function torqueWrapperSkipReason(): string | undefined {
   return undefined;
 }
 
+/** Where the real OpenPBS of .ci/setup-openpbs.sh keeps its commands (off PATH: Slurm's wrapper has a qsub too). */
+export const OPENPBS_BIN = '/opt/pbs/bin';
+
+/** Why the real-OpenPBS tests must skip (said in the test output), or undefined when its qstat answers. */
+export function openPbsSkipReason(): string | undefined {
+  const qstat = join(OPENPBS_BIN, 'qstat');
+  if (!existsSync(qstat)) return `${qstat} is missing: run .ci/setup-openpbs.sh (as root) to start the real OpenPBS`;
+  try {
+    execFileSync(qstat, ['-B'], { stdio: 'ignore', timeout: 10_000 });
+  } catch (error) {
+    return `the OpenPBS server does not answer qstat -B (${(error as Error).message.split('\n')[0]}); run .ci/setup-openpbs.sh`;
+  }
+  return undefined;
+}
+
+/** One OpenPBS command (qstat, qdel, ...) from its own directory, with its output. */
+export function openPbs(command: string, args: string[]): string {
+  return execFileSync(join(OPENPBS_BIN, command), args, { encoding: 'utf8', timeout: 15_000 });
+}
+
+/**
+ * What OpenPBS still holds of the run queued, running or exiting, as "<id> <state>" lines: every job with its
+ * history (qstat -x), array parents included, by the run's job name; finished (F) and ended subjobs (X) left out.
+ */
+export function qstatRun(jobName: string): string[] {
+  return parseQstatText(openPbs('qstat', ['-f', '-t', '-x']))
+    .filter((job) => job.attrs['Job_Name'] === jobName && !['F', 'X'].includes(job.attrs['job_state'] ?? ''))
+    .map((job) => `${job.id} ${job.attrs['job_state'] ?? '?'}`);
+}
+
 /** The run's array tasks still in the queue, as "<id> <state>" lines. */
 export function squeueRun(jobName: string): string[] {
   return execFileSync('squeue', ['--noheader', '--array', `--name=${jobName}`, '-o', '%i %T'], {
@@ -141,6 +173,8 @@ export interface LauncherHarnessOptions {
   prefix: string;
   /** Answer each hello with a welcome (agents that are welcomed heartbeat and drain with a bye). */
   welcome?: boolean;
+  /** What the scheduler still holds of the run, by job name (default: squeueRun, the loopback Slurm). */
+  queue?: (jobName: string) => string[];
 }
 
 /** A coordinator socket, a run directory and the launcher under test, with what they heard. */
@@ -152,7 +186,7 @@ export interface LauncherHarness {
   readonly events: Watch<LauncherEvent>;
   /** The launcher's start() for `count` agents of the fake workload, dialling this harness's socket. */
   start(count: number): Promise<void>;
-  /** stop() the launcher (3 s grace) and say what squeue still holds of the run. */
+  /** stop() the launcher (3 s grace) and say what the scheduler still holds of the run (options.queue). */
   stopAndList(): Promise<string[]>;
 }
 
@@ -216,7 +250,7 @@ export async function launcherHarness(
     },
     stopAndList: async () => {
       await stop();
-      return squeueRun(launcher.scheduledJobName);
+      return (options.queue ?? squeueRun)(launcher.scheduledJobName);
     },
   };
 }

@@ -139,12 +139,75 @@ void test('qstat -f -F json (PBS Pro): subjobs, finished history, parents left o
   assert.equal(parsePbsTime('Mon Nov 23 14:28:37 2026'), new Date(2026, 10, 23, 14, 28, 37).getTime());
 });
 
+// What OpenPBS 23.06 printed for `qstat -f -t -x` (trimmed) after `qdel '4[1].localhost'` of a task whose job
+// trapped SIGTERM and exited 0, next to a task that ran to its end and one that failed.
+const OPENPBS_TEXT = [
+  'Job Id: 4[].localhost',
+  '    Job_Name = pea-x',
+  '    job_state = B',
+  '    substate = 70',
+  '    array = True',
+  '',
+  'Job Id: 4[0].localhost',
+  '    Job_Name = pea-x',
+  '    job_state = R',
+  '    exec_host = localhost/0',
+  '    Resource_List.walltime = 00:30:00',
+  '    stime = Mon Dec  7 08:00:30 2026',
+  '    substate = 42',
+  '    Variable_List = PBS_O_HOME=/root,PBS_O_LANG=C.UTF-8,',
+  '\tPBS_O_SHELL=/bin/bash,PBS_O_WORKDIR=/tmp/pbsx,',
+  '\tPBS_O_SYSTEM=Linux,PBS_O_QUEUE=workq,PBS_O_HOST=localhost',
+  '    array_id = 4[].localhost',
+  '',
+  'Job Id: 4[1].localhost',
+  '    Job_Name = pea-x',
+  '    job_state = X',
+  '    substate = 91',
+  '    comment = Job run at Mon Dec 07 at 08:00 on (localhost:ncpus=1) and terminated by root@localhost',
+  '    Exit_status = 0',
+  '    array_id = 4[].localhost',
+  '',
+  'Job Id: 4[2].localhost',
+  '    Job_Name = pea-x',
+  '    job_state = F',
+  '    substate = 92',
+  '    Exit_status = 0',
+  '    array_id = 4[].localhost',
+  '',
+  'Job Id: 5.localhost',
+  '    Job_Name = pea-x',
+  '    job_state = F',
+  '    substate = 93',
+  '    Exit_status = 1',
+  '',
+].join('\n');
+
+void test("OpenPBS qstat -f text: a qdel'd task (substate 91) is lost even when it exited 0; a finished one is not", () => {
+  const tasks = pbsDialect('pbspro').parsePoll({ code: 0, stdout: OPENPBS_TEXT, stderr: '' }, 'pea-x');
+  assert.deepEqual(
+    tasks.map((t) => [t.id, t.state, t.submissionId, t.exitCode, t.signal]),
+    [
+      ['4[0].localhost', 'running', '4[].localhost', undefined, undefined],
+      ['4[1].localhost', 'ended', '4[].localhost', null, 'SIGTERM'],
+      ['4[2].localhost', 'ended', '4[].localhost', 0, null],
+      ['5.localhost', 'ended', undefined, 1, null],
+    ],
+  );
+  assert.equal(tasks[0]!.host, 'localhost');
+  assert.equal(tasks[0]!.endsAt! - tasks[0]!.startedAt!, 30 * 60 * 1000, 'walltime read across wrapped attributes');
+});
+
 void test('pbs dialects: submit ids, poll and cancel commands, failed polls', () => {
   const pro = pbsDialect('pbspro');
   const torque = pbsDialect('torque');
   assert.equal(pro.parseSubmitId('1008[].pbs01\n'), '1008[].pbs01');
   assert.throws(() => pro.parseSubmitId('qsub: Unknown queue\n'));
-  assert.deepEqual(pro.pollCommand('n', ['1008[].pbs01']).args, ['-f', '-F', 'json', '-t', '-x', '1008[].pbs01']);
+  assert.deepEqual(
+    pro.pollCommand('n', ['1008[].pbs01', '1011.pbs01']).args,
+    ['-f', '-t', '-x', '1008[].pbs01', '1011.pbs01'],
+    "text, not -F json: OpenPBS's JSON lists only the first id's jobs",
+  );
   assert.deepEqual(
     torque.pollCommand('n', ['7001[].srv']).args,
     ['-f', '-t', '7001[].srv'],

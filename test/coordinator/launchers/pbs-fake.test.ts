@@ -1,6 +1,9 @@
-// The PBS launcher with FAKE qsub/qstat/qdel executables on PATH (PBS has no Debian package; this is the one
-// place a fake stands in for the scheduler). The fakes record their arguments and answer from files the test
-// writes; qstat answers in PBS Pro's `qstat -f -F json` form (shape from the PBS Pro reference guide).
+// The PBS launcher with FAKE qsub/qstat/qdel executables on PATH, for what a real scheduler (pbs-real.test.ts on
+// OpenPBS, pbs-on-slurm.test.ts on Slurm's wrapper) will not show on demand: a server that does not answer, output
+// that is no job listing, a failing qsub, trimming queued extras, taking over a half-finished array, and the
+// Torque spelling. The fakes record their arguments and answer from files the test writes; qstat answers in PBS
+// Pro's `qstat -f -F json` form (shape from the PBS Pro reference guide), which the launcher reads as well as the
+// text form it asks for.
 import { test } from 'node:test';
 import type { TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -29,6 +32,7 @@ echo "$n.pbs-test"
     qstat: `#!/bin/bash
 D="$(dirname "$0")"
 ${record('qstat')}
+if [ -f "$D/qstat.fail" ]; then echo "qstat: cannot connect to server pbs-test (errno=111)" >&2; exit 2; fi
 cat "$D/qstat.json"
 `,
     qdel: `#!/bin/bash
@@ -141,7 +145,7 @@ void test(
       }),
     );
     await launcher.pollNow();
-    assert.deepEqual(calls(fakes, 'qstat').at(-1), ['-f', '-F', 'json', '-t', '-x', '100[].pbs-test']);
+    assert.deepEqual(calls(fakes, 'qstat').at(-1), ['-f', '-t', '-x', '100[].pbs-test']);
     assert.equal(launcher.alive(), 3);
     assert.deepEqual(
       launcher.tasksSnapshot().map((t) => [t.launcherId, t.state, t.schedulerState, t.host]),
@@ -223,6 +227,54 @@ void test(
     );
     assert.equal(launcher.alive(), 0);
     assert.ok(existsSync(join(runDir, 'launch', 'events.jsonl')));
+  },
+);
+
+void test(
+  'pbs launcher: a qstat that cannot reach its server, or prints no job records, changes nothing and reports no one',
+  { timeout: 30_000 },
+  async (t) => {
+    const { fakes, runDir, stopAfter } = fakePbs(t, '20261123-101500-pbsdown1');
+    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
+    const launcher = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
+    stopAfter(launcher);
+    const exits: AgentExit[] = [];
+    const failed: string[] = [];
+    launcher.onExit((e) => exits.push(e));
+    launcher.onEvent((e) => {
+      if (e.kind === 'poll_failed') failed.push(e.text);
+    });
+    await launcher.start({ coordinator: 'tcp://login01:5555', count: 2, runDir, agentArgs: [] });
+    const name = launcher.scheduledJobName;
+    const running = qstatJson(name, { '100[0].pbs-test': { state: 'R' }, '100[1].pbs-test': { state: 'R' } });
+    writeFileSync(join(fakes, 'qstat.json'), running);
+    await launcher.pollNow();
+    const before = launcher.tasksSnapshot();
+    assert.deepEqual(
+      before.map((s) => s.state),
+      ['running', 'running'],
+    );
+
+    // The server is down: qstat exits 2 with nothing listed.
+    writeFileSync(join(fakes, 'qstat.fail'), '');
+    await launcher.pollNow();
+    assert.match(failed.at(-1) ?? '', /qstat exited 2: qstat: cannot connect to server pbs-test/);
+    rmSync(join(fakes, 'qstat.fail'));
+    // qstat answers 0 but with something that is no job listing, in text or as broken JSON.
+    for (const garbage of ['<html><body>502 Bad Gateway</body></html>\n', '{"Jobs": {"100[0].pbs-test": ']) {
+      writeFileSync(join(fakes, 'qstat.json'), garbage);
+      await launcher.pollNow();
+    }
+    assert.equal(failed.length, 3, failed.join('\n'));
+    assert.match(failed[1]!, /qstat printed no job records: "<html>/);
+    assert.match(failed[2]!, /not JSON/);
+    assert.deepEqual(launcher.tasksSnapshot(), before, 'the last known states are kept');
+    assert.deepEqual(exits, [], 'no agent is reported lost on a poll that said nothing');
+    assert.equal(launcher.alive(), 2);
+    writeFileSync(
+      join(fakes, 'qstat.after-qdel.json'),
+      qstatJson(name, { '100[0].pbs-test': { state: 'F', exit: 0 }, '100[1].pbs-test': { state: 'F', exit: 0 } }),
+    );
   },
 );
 
