@@ -14,6 +14,48 @@ export interface ViewRow extends JobStatus {
   heartbeatAgeMs?: number;
   /** Seconds to go at the recent step rate; undefined when unknown. */
   etaS?: number;
+  /** The loss over the last LOSS_WINDOW_STEPS steps, oldest first, as a sparkline ('' until there are two samples). */
+  lossTrend?: string;
+}
+
+/** How many recent steps the loss sparkline covers, and in how many characters. */
+export const LOSS_WINDOW_STEPS = 300;
+export const SPARKLINE_WIDTH = 16;
+const SPARK = '▁▂▃▄▅▆▇█';
+
+/**
+ * Values as block characters scaled between their min and max, one per value: a stalled job reads flat, a
+ * diverging one climbs, and a non-finite loss shows as '!' so NaN is visible at a glance.
+ */
+export function sparkline(values: readonly number[]): string {
+  const finite = values.filter(Number.isFinite);
+  const lo = Math.min(...finite);
+  const hi = Math.max(...finite);
+  return values
+    .map((v) => {
+      if (!Number.isFinite(v)) return '!';
+      const level = hi > lo ? Math.round(((v - lo) / (hi - lo)) * (SPARK.length - 1)) : 0;
+      return SPARK[level] ?? SPARK[0];
+    })
+    .join('');
+}
+
+/** Loss samples (step, loss) as at most `width` bucket means over the steps they span, oldest first. */
+export function bucketLoss(samples: readonly { step: number; loss: number }[], width = SPARKLINE_WIDTH): number[] {
+  if (samples.length === 0) return [];
+  const first = samples[0]?.step ?? 0;
+  const span = (samples[samples.length - 1]?.step ?? first) - first + 1;
+  const buckets = Math.min(width, samples.length);
+  const sums = new Array<number>(buckets).fill(0);
+  const counts = new Array<number>(buckets).fill(0);
+  for (const { step, loss } of samples) {
+    const b = Math.min(buckets - 1, Math.floor(((step - first) / span) * buckets));
+    sums[b] = (sums[b] ?? 0) + loss;
+    counts[b] = (counts[b] ?? 0) + 1;
+  }
+  const out: number[] = [];
+  for (let b = 0; b < buckets; b++) if ((counts[b] ?? 0) > 0) out.push((sums[b] ?? 0) / (counts[b] ?? 1));
+  return out;
 }
 
 export interface ViewSnapshot {
@@ -28,7 +70,12 @@ export interface ViewSnapshot {
 
 const ESC = '\x1b[';
 
-export function buildRows(jobs: JobStatus[], agents: AgentStatus[], rates: Map<string, number>): ViewRow[] {
+export function buildRows(
+  jobs: JobStatus[],
+  agents: AgentStatus[],
+  rates: Map<string, number>,
+  losses: ReadonlyMap<string, readonly { step: number; loss: number }[]> = new Map(),
+): ViewRow[] {
   const byId = new Map(agents.map((a) => [a.agentId as string, a]));
   return jobs.map((j) => {
     const a = j.agentId === undefined ? undefined : byId.get(j.agentId);
@@ -41,6 +88,8 @@ export function buildRows(jobs: JobStatus[], agents: AgentStatus[], rates: Map<s
     const rate = rates.get(j.jobId);
     if (rate !== undefined && rate > 0 && (j.state === 'running' || j.state === 'assigned'))
       row.etaS = (j.totalSteps - j.step) / rate;
+    const trend = bucketLoss(losses.get(j.jobId) ?? []);
+    if (trend.length >= 2) row.lossTrend = sparkline(trend);
     return row;
   });
 }
@@ -58,7 +107,7 @@ export function renderFrame(s: ViewSnapshot, width = 120, maxEvents = 8): string
     `pe-arena ${s.experiment}  run ${s.runId}  ${fmtDuration((s.now - s.startedAt) / 1000)}  ${s.agents.length} agents  ${summary}` +
       (suspects.length > 0 ? `  SUSPECT: ${suspects.join(', ')}` : ''),
   ];
-  const header = ['job', 'agent', 'state', 'progress', 'step', 'loss', 'acc', 'tok/s', 'ETA', 'hb'];
+  const header = ['job', 'agent', 'state', 'progress', 'step', 'loss', 'trend', 'acc', 'tok/s', 'ETA', 'hb'];
   const table = s.rows.map((r) => [
     displayJobId(r.jobId),
     r.where === '' ? '-' : r.where,
@@ -66,6 +115,7 @@ export function renderFrame(s: ViewSnapshot, width = 120, maxEvents = 8): string
     bar(r.totalSteps === 0 ? 0 : r.step / r.totalSteps, 20),
     `${r.step}/${r.totalSteps}`,
     r.loss === undefined ? '-' : r.loss.toFixed(3),
+    r.lossTrend ?? '-',
     r.accuracy === undefined ? '-' : `${(r.accuracy * 100).toFixed(0)}%`,
     r.tokensPerSecond === undefined ? '-' : r.tokensPerSecond.toFixed(0),
     r.etaS === undefined ? '-' : fmtDuration(r.etaS),
@@ -92,7 +142,8 @@ export function renderPlainLines(s: ViewSnapshot): string[] {
     const parts = [`[${clock(s.now)}]`, displayJobId(r.jobId), r.suspect ? `${r.state} (agent suspect)` : r.state];
     if (r.where !== '') parts.push(`on ${r.where}`);
     parts.push(`step ${r.step}/${r.totalSteps}`);
-    if (r.loss !== undefined) parts.push(`loss ${r.loss.toFixed(3)}`);
+    if (r.loss !== undefined)
+      parts.push(`loss ${r.loss.toFixed(3)}${r.lossTrend === undefined ? '' : ` ${r.lossTrend}`}`);
     if (r.accuracy !== undefined) parts.push(`acc ${(r.accuracy * 100).toFixed(0)}%`);
     if (r.tokensPerSecond !== undefined) parts.push(`${r.tokensPerSecond.toFixed(0)} tok/s`);
     if (r.etaS !== undefined) parts.push(`ETA ${fmtDuration(r.etaS)}`);
@@ -131,6 +182,8 @@ export class ProgressView {
   private lastLines = 0;
   private readonly startedAt: number;
   private readonly history = new Map<string, { t: number; step: number }[]>();
+  /** (step, loss) as sampled at each frame, over the last LOSS_WINDOW_STEPS steps of each job. */
+  private readonly losses = new Map<string, { step: number; loss: number }[]>();
 
   constructor(
     private readonly source: ProgressSource,
@@ -175,16 +228,25 @@ export class ProgressView {
       const last = h[h.length - 1];
       if (first && last && last.t > first.t && last.step > first.step)
         rates.set(j.jobId, ((last.step - first.step) * 1000) / (last.t - first.t));
+      this.sampleLoss(j);
     }
     return {
       experiment: s.experiment,
       runId: s.runId,
       now,
       startedAt: this.startedAt,
-      rows: buildRows(s.jobs, s.agents, rates),
+      rows: buildRows(s.jobs, s.agents, rates, this.losses),
       agents: s.agents,
       events: this.source.events.slice(-20),
     };
+  }
+
+  private sampleLoss(j: JobStatus): void {
+    if (j.loss === undefined) return;
+    // A job that resumed from a checkpoint goes back in steps: what came after the checkpoint is redone.
+    const kept = (this.losses.get(j.jobId) ?? []).filter((p) => p.step < j.step && p.step > j.step - LOSS_WINDOW_STEPS);
+    kept.push({ step: j.step, loss: j.loss });
+    this.losses.set(j.jobId, kept);
   }
 
   private draw(): void {
