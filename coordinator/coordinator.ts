@@ -374,6 +374,7 @@ export class Coordinator {
     this.lifecycle = 'draining';
     const agents = this.membership.agents;
     this.log.info({ reason, agents: agents.size }, `draining: ${reason}`);
+    if (checkpoint) this.recordStop(reason);
     const signalled = new Set(checkpoint && this.launcher?.signalAll ? this.launcher.signalAll('SIGTERM') : []);
     for (const agent of agents.values()) {
       if (!signalled.has(agent.pid)) this.outbox.send(agent.peer, { type: 'shutdown', reason });
@@ -384,6 +385,20 @@ export class Coordinator {
     while (agents.size > 0 && this.clock.now() < deadline) {
       const slice = Math.min(200, Math.max(1, deadline - this.clock.now()));
       await raceDeadline(this.membership.nextDeparture(), slice, this.clock);
+    }
+  }
+
+  /** The stop in the journal, before the drain's checkpoints: which jobs were running, at which step. */
+  private recordStop(reason: string): void {
+    const running: { jobId: JobId; agentId: AgentId; step: number }[] = [];
+    for (const job of this.scheduler.jobs.values()) {
+      if (job.agentId !== undefined && (job.state === 'assigned' || job.state === 'running'))
+        running.push({ jobId: job.spec.jobId, agentId: job.agentId, step: job.step });
+    }
+    try {
+      this.outbox.record({ type: 'run_stopped', reason, running });
+    } catch (error) {
+      this.log.error({ err: error }, 'could not journal the stop');
     }
   }
 

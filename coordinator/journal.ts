@@ -27,6 +27,8 @@ export type JournalEntry =
   | { type: 'job_done'; jobId: JobId; epoch: number }
   | { type: 'job_failed'; jobId: JobId; epoch: number; error: WireError }
   | { type: 'run_finished'; done: number; failed: number }
+  /** A stop asked for (a signal): the jobs running then, at the step each had reached; their drain checkpoints follow. */
+  | { type: 'run_stopped'; reason: string; running: { jobId: JobId; agentId: AgentId; step: number }[] }
   | { type: 'coordinator_stopped'; reason: string }
   /** pbs/slurm launcher news: submitted, queued, running, ended (with the exit code), replacement, cancelled, ... */
   | ({ type: 'launcher_event' } & LauncherNote);
