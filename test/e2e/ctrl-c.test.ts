@@ -124,7 +124,8 @@ void test(
         'ctrl-c',
         {
           encodings: ['rope', 'nope'],
-          tasks: [{ name: 'addition', params: { perStepMs: 20 } }],
+          // Checkpoints the size of the quick preset's model: their upload and fsync take a while, as they do for real.
+          tasks: [{ name: 'addition', params: { perStepMs: 20, checkpointBytes: 5_000_000 } }],
           training: { steps },
         },
         // No periodic checkpoint before the press: the only one that can be there is the drain's.
