@@ -316,7 +316,15 @@ export class Coordinator {
   private requeue(jobId: JobId, reason: string, countAttempt: boolean, error?: WireError): void {
     const job = this.scheduler.get(jobId);
     if (!job) return;
-    this.outbox.record({ type: 'job_requeued', jobId, reason, epoch: job.epoch, step: job.step });
+    this.outbox.record({
+      type: 'job_requeued',
+      jobId,
+      reason,
+      epoch: job.epoch,
+      step: job.step,
+      // A drained job resumed by a later coordinator must not have used up an attempt either.
+      ...(countAttempt ? {} : { attemptCounted: false as const }),
+    });
     const r = this.scheduler.requeue(jobId, countAttempt);
     if (r.outcome === 'failed') {
       const err: WireError = error ?? {

@@ -21,7 +21,8 @@ export type JournalEntry =
   | { type: 'agent_lost'; agentId: AgentId; reason: string }
   | { type: 'agent_left'; agentId: AgentId; reason: string }
   | { type: 'job_assigned'; jobId: JobId; agentId: AgentId; attempt: number; epoch: number; resumeStep?: number }
-  | { type: 'job_requeued'; jobId: JobId; reason: string; epoch: number; step: number }
+  /** attemptCounted false: not the job's fault (a drain, a restart); replay gives the attempt back, as the scheduler did. */
+  | { type: 'job_requeued'; jobId: JobId; reason: string; epoch: number; step: number; attemptCounted?: false }
   | { type: 'checkpoint_acked'; jobId: JobId; epoch: number; kind: 'checkpoint' | 'final'; checkpoint: CheckpointRef }
   | { type: 'job_evaluating'; jobId: JobId; epoch: number }
   | { type: 'job_done'; jobId: JobId; epoch: number }
@@ -161,6 +162,7 @@ export function replay(entries: StampedEntry[]): ReplayedRun {
       case 'job_requeued':
         if (!job) break;
         job.state = 'pending';
+        if (e.attemptCounted === false) job.attempt = Math.max(0, job.attempt - 1);
         delete job.agentId;
         break;
       case 'checkpoint_acked':

@@ -160,11 +160,13 @@ void test(
     const stop = stops[0] as Extract<StampedEntry, { type: 'run_stopped' }>;
     assert.deepEqual(stop.running.map((r) => r.jobId).sort(), [...jobs].sort());
     const afterStop = all.slice(all.indexOf(stop));
+    const drainedAt = new Map<string, number>();
     jobs.forEach((jobId, i) => {
       const acked = all.filter((e) => e.type === 'checkpoint_acked' && e.jobId === jobId && e.kind === 'checkpoint');
       const last = acked.at(-1);
       assert.ok(last !== undefined && afterStop.includes(last), `${jobId}: a checkpoint acknowledged after the stop`);
       assert.ok(last.type === 'checkpoint_acked');
+      drainedAt.set(jobId, last.checkpoint.step);
       assert.ok(
         last.checkpoint.step >= seen[i]!,
         `${jobId}: checkpointed at step ${last.checkpoint.step}, the metrics had reached ${seen[i]} before Ctrl-C`,
@@ -178,6 +180,12 @@ void test(
     const code = await exitWithin(resumed, 120_000);
     assert.equal(code.code, 0, resumed.output());
     for (const jobId of jobs) {
+      const resumedAt = entries(runDir, 'job_assigned').filter((a) => a.jobId === jobId && a.resumeStep !== undefined);
+      assert.deepEqual(
+        resumedAt.map((a) => [a.resumeStep, a.attempt]),
+        [[drainedAt.get(jobId), 1]],
+        `${jobId}: resumed once, from the drain's checkpoint, and the drain cost no attempt`,
+      );
       const got = metricSteps(runDir, jobId);
       assert.deepEqual(
         got,
