@@ -316,7 +316,15 @@ export class Coordinator {
   private requeue(jobId: JobId, reason: string, countAttempt: boolean, error?: WireError): void {
     const job = this.scheduler.get(jobId);
     if (!job) return;
-    this.outbox.record({ type: 'job_requeued', jobId, reason, epoch: job.epoch, step: job.step });
+    this.outbox.record({
+      type: 'job_requeued',
+      jobId,
+      reason,
+      epoch: job.epoch,
+      step: job.step,
+      // A drained job resumed by a later coordinator must not have used up an attempt either.
+      ...(countAttempt ? {} : { attemptCounted: false as const }),
+    });
     const r = this.scheduler.requeue(jobId, countAttempt);
     if (r.outcome === 'failed') {
       const err: WireError = error ?? {
@@ -374,6 +382,7 @@ export class Coordinator {
     this.lifecycle = 'draining';
     const agents = this.membership.agents;
     this.log.info({ reason, agents: agents.size }, `draining: ${reason}`);
+    if (checkpoint) this.recordStop(reason);
     const signalled = new Set(checkpoint && this.launcher?.signalAll ? this.launcher.signalAll('SIGTERM') : []);
     for (const agent of agents.values()) {
       if (!signalled.has(agent.pid)) this.outbox.send(agent.peer, { type: 'shutdown', reason });
@@ -384,6 +393,20 @@ export class Coordinator {
     while (agents.size > 0 && this.clock.now() < deadline) {
       const slice = Math.min(200, Math.max(1, deadline - this.clock.now()));
       await raceDeadline(this.membership.nextDeparture(), slice, this.clock);
+    }
+  }
+
+  /** The stop in the journal, before the drain's checkpoints: which jobs were running, at which step. */
+  private recordStop(reason: string): void {
+    const running: { jobId: JobId; agentId: AgentId; step: number }[] = [];
+    for (const job of this.scheduler.jobs.values()) {
+      if (job.agentId !== undefined && (job.state === 'assigned' || job.state === 'running'))
+        running.push({ jobId: job.spec.jobId, agentId: job.agentId, step: job.step });
+    }
+    try {
+      this.outbox.record({ type: 'run_stopped', reason, running });
+    } catch (error) {
+      this.log.error({ err: error }, 'could not journal the stop');
     }
   }
 

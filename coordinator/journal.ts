@@ -21,12 +21,15 @@ export type JournalEntry =
   | { type: 'agent_lost'; agentId: AgentId; reason: string }
   | { type: 'agent_left'; agentId: AgentId; reason: string }
   | { type: 'job_assigned'; jobId: JobId; agentId: AgentId; attempt: number; epoch: number; resumeStep?: number }
-  | { type: 'job_requeued'; jobId: JobId; reason: string; epoch: number; step: number }
+  /** attemptCounted false: not the job's fault (a drain, a restart); replay gives the attempt back, as the scheduler did. */
+  | { type: 'job_requeued'; jobId: JobId; reason: string; epoch: number; step: number; attemptCounted?: false }
   | { type: 'checkpoint_acked'; jobId: JobId; epoch: number; kind: 'checkpoint' | 'final'; checkpoint: CheckpointRef }
   | { type: 'job_evaluating'; jobId: JobId; epoch: number }
   | { type: 'job_done'; jobId: JobId; epoch: number }
   | { type: 'job_failed'; jobId: JobId; epoch: number; error: WireError }
   | { type: 'run_finished'; done: number; failed: number }
+  /** A stop asked for (a signal): the jobs running then, at the step each had reached; their drain checkpoints follow. */
+  | { type: 'run_stopped'; reason: string; running: { jobId: JobId; agentId: AgentId; step: number }[] }
   | { type: 'coordinator_stopped'; reason: string }
   /** pbs/slurm launcher news: submitted, queued, running, ended (with the exit code), replacement, cancelled, ... */
   | ({ type: 'launcher_event' } & LauncherNote);
@@ -159,6 +162,7 @@ export function replay(entries: StampedEntry[]): ReplayedRun {
       case 'job_requeued':
         if (!job) break;
         job.state = 'pending';
+        if (e.attemptCounted === false) job.attempt = Math.max(0, job.attempt - 1);
         delete job.agentId;
         break;
       case 'checkpoint_acked':

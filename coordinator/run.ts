@@ -1,5 +1,6 @@
 // `pe-arena run` and `pe-arena coordinator`: compile the experiment, make (or reopen) the run directory, bind the
-// ROUTER, start the launcher and the progress view, and drain on SIGTERM/SIGINT. Resolves with the exit code.
+// ROUTER, start the launcher and the progress view, and drain on SIGTERM/SIGINT (one Ctrl-C drains, a second one
+// later exits at once). Resolves with the exit code.
 // runCoordinatorProcess reads as the list of these steps; each is a function below it.
 import os from 'node:os';
 import { join } from 'node:path';
@@ -39,14 +40,14 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
   const coordinator = startCoordinator(setup, initialLauncher, options, say);
   ref.coordinator = coordinator;
   const view = startProgressView(coordinator, options, out);
-  const stopOnSignals = drainOnSignals(coordinator, setup.logger);
+  const signals = drainOnSignals(coordinator, setup.logger);
   const { launcher, launchFailed } = await launchAgents(setup, coordinator, initialLauncher, options, say);
   const guard = stopWhenAgentsAreGone(setup, coordinator, launcher);
 
   const outcome = await coordinator.done;
   clearInterval(guard);
   view?.stop();
-  stopOnSignals();
+  signals.off();
   await launcher.stop(5000);
   setup.logger.flush();
   if (outcome.report) await reportResults(outcome.report, setup, options, say);
@@ -55,7 +56,8 @@ export async function runCoordinatorProcess(options: RunOptions): Promise<number
     say(
       `pe-arena: stopped with ${outcome.done} done, ${outcome.failed} failed; continue with: pe-arena run --resume ${setup.runDir}`,
     );
-    return 0;
+    // Ctrl-C ends as an interrupted command does (128 + SIGINT), so `pe-arena run ... && next` stops there.
+    return signals.received() === 'SIGINT' ? 130 : 0;
   }
   say(`pe-arena: ${outcome.done} done, ${outcome.failed} failed`);
   return outcome.failed > 0 ? 1 : 0;
@@ -148,23 +150,47 @@ function startProgressView(
   return view;
 }
 
-/** SIGINT/SIGTERM drain the run (a second one exits at once); returns the function that stops listening. */
-function drainOnSignals(coordinator: Coordinator, logger: Logger): () => void {
-  let signalled = 0;
+/**
+ * Signals within this long of the first count as the same press: the terminal delivers Ctrl-C to every process of
+ * its foreground group, and tsx (npm start) relays it to the coordinator again when the coordinator's report of it
+ * is late. A signal after it is a deliberate second press.
+ */
+export const SAME_PRESS_MS = 1_000;
+
+/**
+ * SIGINT/SIGTERM drain the run: every running job checkpoints at its current step and is acknowledged, the journal
+ * records the stop. A second press (later than SAME_PRESS_MS) exits at once; the local agents die with us.
+ */
+function drainOnSignals(
+  coordinator: Coordinator,
+  logger: Logger,
+): { off: () => void; received: () => NodeJS.Signals | undefined } {
+  let first: { signal: NodeJS.Signals; at: number } | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
-    signalled++;
-    if (signalled > 1) {
+    const now = Date.now();
+    if (first === undefined) {
+      first = { signal, at: now };
+      logger.info({ signal }, `received ${signal}: draining`);
+      process.stderr.write(
+        `pe-arena: ${signal}: checkpointing the running jobs and stopping (press Ctrl-C again to exit at once)\n`,
+      );
+      void coordinator.stop(`coordinator received ${signal}`);
+    } else if (now - first.at <= SAME_PRESS_MS) {
+      logger.info({ signal, afterMs: now - first.at }, `${signal} again within ${SAME_PRESS_MS} ms: the same press`);
+    } else {
+      logger.warn({ signal }, `${signal} again: exiting now`);
       process.stderr.write(`pe-arena: ${signal} again, exiting now\n`);
       process.exit(130);
     }
-    logger.info({ signal }, `received ${signal}: draining`);
-    void coordinator.stop(`coordinator received ${signal}`);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  return () => {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+  return {
+    off: () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    },
+    received: () => first?.signal,
   };
 }
 

@@ -13,8 +13,11 @@ import {
 import { WorkerCrashedError } from './errors.ts';
 
 export interface JobHandle {
-  /** Ask for a checkpoint at the next slice boundary; it arrives as a 'checkpoint' event with this requestId. */
-  requestCheckpoint(requestId: number): void;
+  /**
+   * Ask for a checkpoint at the next slice boundary; it arrives as a 'checkpoint' event with this requestId. With
+   * `stop`, the job trains no further after it and reports 'stopped' (a drain).
+   */
+  requestCheckpoint(requestId: number, stop?: boolean): void;
   /** Stop the job now and release its thread; resolves when it is gone. Idempotent. */
   terminate(): Promise<void>;
 }
@@ -145,8 +148,8 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
         events.onExit(crash);
       });
       return {
-        requestCheckpoint(requestId: number): void {
-          if (!exited && !terminated) worker.postMessage({ type: 'checkpoint', requestId } satisfies ToWorker);
+        requestCheckpoint(requestId: number, stop = false): void {
+          if (!exited && !terminated) worker.postMessage({ type: 'checkpoint', requestId, stop } satisfies ToWorker);
         },
         async terminate(): Promise<void> {
           if (terminated) return exitPromise;
@@ -182,8 +185,8 @@ export function createInProcessRunner(): JobRunner {
           setImmediate(() => terminated || events.onExit(new WorkerCrashedError(String(error), { cause: error }))),
       );
       return {
-        requestCheckpoint(requestId: number): void {
-          setImmediate(() => handler?.({ type: 'checkpoint', requestId }));
+        requestCheckpoint(requestId: number, stop = false): void {
+          setImmediate(() => handler?.({ type: 'checkpoint', requestId, stop }));
         },
         async terminate(): Promise<void> {
           terminated = true;

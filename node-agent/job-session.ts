@@ -61,6 +61,8 @@ export class JobSession {
   /** Called once when the job ends for any reason (a drain waiting on it stops waiting). */
   private readonly endListeners: (() => void)[] = [];
   private over = false;
+  /** The step the worker stopped at after a drain's checkpoint (it trains no further). */
+  private stoppedAt: number | undefined;
   private terminated: Promise<void> = Promise.resolve();
 
   constructor(
@@ -146,8 +148,8 @@ export class JobSession {
   }
 
   /**
-   * For a drain: training, checkpoint now and upload it; finishing (final model up, evaluating), let the result go
-   * out instead. Settles when acknowledged, refused, or the job ended; the caller bounds the wait.
+   * For a drain: training, checkpoint at the current step (the next slice boundary), stop training and upload it;
+   * finishing (final model up, evaluating), let the result go out instead. Settles when acknowledged, refused, or the job ended; the caller bounds the wait.
    */
   checkpointForDrain(): Promise<DrainCheckpoint> {
     return new Promise((resolve) => {
@@ -155,10 +157,13 @@ export class JobSession {
       this.endListeners.push(() => resolve('ended'));
       if (this.phaseNow === 'training' && this.handle !== undefined) {
         const requestId = this.nextRequestId++;
+        // The worker posted every metric up to this step before the checkpoint, and they go up before it (see
+        // 'checkpoint' below), so the run's metrics end exactly where the resumed job starts.
         this.checkpointWaiters.set(requestId, (step, data) => {
           this.uploads.upload('checkpoint', step, data, (ok) => resolve(ok ? 'acked' : 'refused'));
         });
-        this.handle.requestCheckpoint(requestId);
+        // The worker stops after this checkpoint: a step trained past it would be trained again on resume.
+        this.handle.requestCheckpoint(requestId, true);
       }
     });
   }
@@ -224,8 +229,9 @@ export class JobSession {
           },
           onExit: (error) => {
             if (!isCurrent()) return;
-            // A clean exit after the evaluation is the normal end; anything else lost the job.
-            if (error === undefined && this.evaluation !== undefined) return;
+            // A clean exit after the evaluation is the normal end, and after a drain's stop the expected one;
+            // anything else lost the job.
+            if (error === undefined && (this.evaluation !== undefined || this.stoppedAt !== undefined)) return;
             this.fail(toWireError(error ?? new WorkerCrashedError('training worker ended without a result')));
           },
         },
@@ -300,6 +306,9 @@ export class JobSession {
         log.info({ jobId: this.spec.jobId, worker: true }, event.line);
         return;
       case 'stopped':
+        // Only a drain's checkpoint stops the worker on its own; the agent ends the session once it is acknowledged.
+        this.stoppedAt = event.step;
+        log.info({ jobId: this.spec.jobId, step: event.step }, 'training stopped for the drain');
         return;
     }
   }

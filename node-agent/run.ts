@@ -50,7 +50,10 @@ export interface AgentOptions {
   logger?: Logger;
   /** Install SIGTERM/SIGINT handlers that drain the agent (default true). */
   handleSignals?: boolean;
-  /** Bound on the SIGTERM checkpoint upload. Default 5 s. */
+  /**
+   * Bound on the drain's checkpoint-and-ack after SIGTERM (or shutdown, or the walltime). Keep it a few seconds
+   * under the scheduler's kill delay (PBS kill_delay, Slurm KillWait: SIGKILL follows SIGTERM after it). Default 5 s.
+   */
   drainTimeoutMs?: number;
   sliceSteps?: number;
   /**
@@ -222,16 +225,31 @@ async function connect(options: AgentOptions, logger: Logger): Promise<ClientTra
 }
 
 /**
- * SIGTERM/SIGINT drain the agent (checkpoint first); a second signal stops it at once. A walltime from the batch
- * scheduler drains it a margin before the allocation ends. Returns the function that takes all of it back.
+ * Signals within this long of the first count as the same one: one Ctrl-C reaches a process more than once (the
+ * terminal signals the whole foreground group and a wrapper such as tsx relays it again), and a scheduler may
+ * signal every process of a job. A signal after it is a deliberate second one.
+ */
+export const SAME_SIGNAL_MS = 1_000;
+
+/**
+ * SIGTERM/SIGINT drain the agent (checkpoint at the current step, wait for the ack within drainTimeoutMs, exit 0);
+ * a second signal, later than SAME_SIGNAL_MS, stops it at once. A walltime from the batch scheduler drains it a
+ * margin before the allocation ends. Returns the function that takes all of it back.
  */
 function armDrainTriggers(agent: NodeAgent, logger: Logger): () => void {
-  let signals = 0;
+  let firstAt: number | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
-    signals++;
-    logger.info({ signal }, signals === 1 ? 'signal: checkpointing and draining' : 'second signal: stopping now');
-    if (signals === 1) void agent.drain(signal, true);
-    else void agent.stop(`second ${signal}`);
+    const now = Date.now();
+    if (firstAt === undefined) {
+      firstAt = now;
+      logger.info({ signal }, 'signal: checkpointing and draining');
+      void agent.drain(signal, true);
+    } else if (now - firstAt <= SAME_SIGNAL_MS) {
+      logger.info({ signal, afterMs: now - firstAt }, 'signal again within the same press: still draining');
+    } else {
+      logger.info({ signal }, 'second signal: stopping now');
+      void agent.stop(`second ${signal}`);
+    }
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);

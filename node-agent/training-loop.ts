@@ -39,11 +39,12 @@ function transferable(data: Uint8Array): ArrayBuffer[] {
 }
 
 export async function runTraining(start: WorkerStart, channel: WorkerChannel): Promise<void> {
-  const requests: number[] = [];
+  const requests: { requestId: number; stop: boolean }[] = [];
   let stopping = false;
   channel.onMessage((message) => {
     if (message.type === 'stop') stopping = true;
-    else if (message.type === 'checkpoint') requests.push(message.requestId);
+    else if (message.type === 'checkpoint')
+      requests.push({ requestId: message.requestId, stop: message.stop === true });
   });
   const log = (line: string): void => channel.post({ type: 'log', line });
 
@@ -72,12 +73,16 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
       );
     };
     const serveRequests = async (): Promise<void> => {
-      for (let id = requests.shift(); id !== undefined; id = requests.shift()) await sendCheckpoint('requested', id);
+      for (let r = requests.shift(); r !== undefined; r = requests.shift()) {
+        await sendCheckpoint('requested', r.requestId);
+        if (r.stop) stopping = true;
+      }
     };
 
     await yieldToEventLoop();
     while (!stopping && w.step < total) {
       await serveRequests();
+      if (stopping) break;
       const before = w.step;
       // End slices on checkpoint boundaries so periodic checkpoints land exactly on multiples of checkpointEvery.
       const toBoundary = every === Infinity ? slice : every - (before % every);

@@ -27,8 +27,11 @@ export type WorkerData = { start: WorkerStart } | { warm: WarmSpec };
 export type ToWorker =
   /** The job for a spare worker (sent once, first). */
   | { type: 'start'; start: WorkerStart }
-  /** Produce a checkpoint at the next slice boundary (the agent uploads it before draining). */
-  | { type: 'checkpoint'; requestId: number }
+  /**
+   * Produce a checkpoint at the next slice boundary. With `stop` (a drain), train no further after it: the steps
+   * past the checkpoint would be trained again on resume.
+   */
+  | { type: 'checkpoint'; requestId: number; stop?: boolean }
   /** Stop after the current slice and dispose of the workload. */
   | { type: 'stop' };
 

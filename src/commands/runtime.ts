@@ -135,6 +135,11 @@ export function registerRuntimeCommands(program: Command): void {
       'exit after hearing nothing from the coordinator for this long (default 60000)',
       positiveInt('--death-timeout-ms'),
     )
+    .option(
+      '--drain-timeout-ms <ms>',
+      "on SIGTERM, wait this long at most for the checkpoint's acknowledgement, then exit; keep it a few seconds under the scheduler's kill delay (default 5000)",
+      positiveInt('--drain-timeout-ms'),
+    )
     .option('--workload-module <path>', 'module exporting createWorkload (tests)')
     .option('--launcher-id <id>', "the batch scheduler's id for this agent")
     .option(
@@ -198,6 +203,7 @@ interface AgentFlags {
   agentId?: string;
   logFile?: string;
   deathTimeoutMs?: number;
+  drainTimeoutMs?: number;
   workloadModule?: string;
   launcherId?: string;
   keysDir?: string;
@@ -211,6 +217,7 @@ async function startAgent(flags: AgentFlags): Promise<void> {
   if (flags.agentId !== undefined) options.agentId = flags.agentId;
   if (flags.logFile !== undefined) options.logFile = flags.logFile;
   if (flags.deathTimeoutMs !== undefined) options.deathTimeoutMs = flags.deathTimeoutMs;
+  if (flags.drainTimeoutMs !== undefined) options.drainTimeoutMs = flags.drainTimeoutMs;
   if (flags.workloadModule !== undefined) options.workloadModule = flags.workloadModule;
   if (flags.launcherId !== undefined) options.launcherId = flags.launcherId;
   if (flags.keysDir !== undefined) {
