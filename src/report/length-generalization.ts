@@ -91,6 +91,9 @@ export function trainedLengthsByTask(tasks: readonly TaskSpec[]): Map<string, [n
   return out;
 }
 
+const TRAINED_LABEL = `>= ${UNDER_TRAINED_BELOW * 100}% in distribution`;
+const UNDER_TRAINED_LABEL = `under-trained (< ${UNDER_TRAINED_BELOW * 100}% in distribution)`;
+
 type Row = Pick<
   ComparisonSummaryRow,
   'task' | 'encoding' | 'seeds' | 'exactMatch' | 'longestLength90' | 'underTrainedSeeds' | 'perLength'
@@ -116,7 +119,7 @@ export function lengthGeneralizationSpec(
         kind: 'line',
         task: r.task,
         encoding: r.encoding,
-        status: r.underTrainedSeeds > 0 ? 'under-trained' : 'trained',
+        status: r.underTrainedSeeds > 0 ? UNDER_TRAINED_LABEL : TRAINED_LABEL,
         length: Number(len),
         mean,
         lo: perSeed.length > 0 ? Math.min(...perSeed) : mean,
@@ -128,9 +131,18 @@ export function lengthGeneralizationSpec(
     const range = trained.get(task);
     if (range !== undefined) values.push({ kind: 'trained', task, from: range[0] - 0.5, to: range[1] + 0.5 });
   }
-  const x = { field: 'length', type: 'quantitative', title: 'operand length (digits)', axis: { tickMinStep: 1 } };
+  const x = {
+    field: 'length',
+    type: 'quantitative',
+    title: 'operand length (digits)',
+    axis: { tickMinStep: 1 },
+    scale: { zero: false, nice: false },
+  };
   return {
-    title: 'Length generalization: exact match against operand length (band: lowest to highest seed)',
+    title: {
+      text: 'Length generalization: exact match against operand length',
+      subtitle: 'line: mean over seeds; band: lowest to highest seed; shaded: the trained lengths',
+    },
     data: { values },
     facet: { column: { field: 'task', type: 'nominal' } },
     spec: {
@@ -141,7 +153,7 @@ export function lengthGeneralizationSpec(
           transform: [{ filter: "datum.kind === 'trained'" }],
           mark: { type: 'rect', color: '#999', opacity: 0.15 },
           encoding: {
-            x: { field: 'from', type: 'quantitative' },
+            x: { field: 'from', type: 'quantitative', scale: { zero: false, nice: false } },
             x2: { field: 'to' },
             y: { datum: 0, type: 'quantitative' },
             y2: { datum: 1 },
@@ -164,7 +176,13 @@ export function lengthGeneralizationSpec(
             x,
             y: { field: 'mean', type: 'quantitative', title: 'exact match', scale: { domain: [0, 1] } },
             color: { field: 'encoding', type: 'nominal', sort: null },
-            strokeDash: { field: 'status', type: 'nominal', title: `< ${UNDER_TRAINED_BELOW * 100}% in distribution` },
+            strokeDash: {
+              field: 'status',
+              type: 'nominal',
+              title: null,
+              scale: { domain: [TRAINED_LABEL, UNDER_TRAINED_LABEL] },
+              legend: { labelLimit: 400 },
+            },
           },
         },
       ],
