@@ -25,8 +25,12 @@ void test('the shipped experiments compile; quick.json is six encodings x one ta
   assert.equal(quick.jobs[0]?.jobId, 'sinusoidal-addition-s1');
   const lg = await loadExperiment('configs/experiments/length-generalization.json', runId);
   assert.equal(lg.seeds.length, 3);
-  assert.ok(lg.evaluation.lengthTask, 'length generalization tests on longer operands');
-  assert.equal(lg.jobs.length, 18);
+  assert.deepEqual(lg.evaluation.lengthRange, [1, 16], 'length generalization tests every length up to 2x trained');
+  assert.equal(lg.jobs.length, 21, 'seven encodings, MAPE included, x 3 seeds');
+  const cpu = await loadExperiment('configs/experiments/length-generalization-cpu.json', runId);
+  assert.equal(cpu.jobs.length, 21);
+  assert.deepEqual(cpu.tasks[0]?.params, { minDigits: 1, maxDigits: 5, reverse: true });
+  assert.deepEqual(cpu.evaluation, { samples: 500, lengthRange: [1, 12], perLength: 500 });
 });
 
 void test('experiment errors name the file and the field', () => {
@@ -348,7 +352,7 @@ void test('with the data code wired in, task params and model.maxLen are checked
     validate: validateTask,
     maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300),
   };
-  for (const f of ['quick', 'length-generalization'])
+  for (const f of ['quick', 'length-generalization', 'length-generalization-cpu'])
     await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);
   const base = {
     name: 'x',
