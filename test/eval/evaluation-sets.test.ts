@@ -53,3 +53,37 @@ void test('lengthTask keeps its own set; without either only the test split is d
     ['test'],
   );
 });
+
+void test('a trained job evaluated with lengthRange reports every length, digit accuracy and longestLength90', async () => {
+  const { buildJobSpec } = await import('../../src/train/job.ts');
+  const { createTfWorkload } = await import('../../src/train/tf-workload.ts');
+  const base = buildJobSpec({
+    encoding: 'mape',
+    task: { name: 'addition', params: { minDigits: 1, maxDigits: 2, reverse: true } },
+    steps: 2,
+    batchSize: 4,
+    evalSamples: 6,
+    checkpointEvery: 0,
+  });
+  const spec = { ...base, evaluation: { samples: 6, lengthRange: [1, 4] as [number, number], perLength: 5 } };
+  const w = await createTfWorkload(spec, { backend: 'cpu' });
+  try {
+    await w.trainSteps(2);
+    const e = await w.evaluate();
+    assert.deepEqual(Object.keys(e.perLength), ['1', '2', '3', '4']);
+    const length = e.problems.filter((p) => p.split === 'length');
+    assert.equal(length.length, 20, '5 problems at each of 4 lengths');
+    // Lengths 1 and 2 pool the test split with the length split.
+    const inLength = (l: number) => e.problems.filter((p) => p.length === l);
+    for (const l of [1, 2, 3, 4]) {
+      const b = e.perLength[String(l)];
+      assert.ok(b !== undefined && b.n === inLength(l).length, `length ${l}`);
+      assert.equal(b.exactMatch, inLength(l).filter((p) => p.correct).length / b.n);
+      assert.ok(typeof b.digitAccuracy === 'number' && b.digitAccuracy >= 0 && b.digitAccuracy <= 1);
+    }
+    assert.ok(typeof e.digitAccuracy === 'number');
+    assert.ok(e.longestLength90 === null || (e.longestLength90 >= 1 && e.longestLength90 <= 4));
+  } finally {
+    w.dispose();
+  }
+});
