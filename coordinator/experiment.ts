@@ -55,6 +55,9 @@ export const DEFAULT_CLUSTER: ClusterSpec = {
   keepCheckpoints: 3,
 };
 
+/** Held-out problems per operand length when evaluation.lengthRange gives none. */
+const DEFAULT_PER_LENGTH = 500;
+
 const DEFAULT_TRAINING: Omit<TrainingSpec, 'steps'> = {
   batchSize: 32,
   learningRate: 1e-3,
@@ -233,7 +236,25 @@ function checkEvaluation(raw: Record<string, unknown>, fail: Fail): EvaluationSp
   } else if (evalRaw['lengthSamples'] !== undefined) {
     fail('evaluation.lengthSamples', 'needs evaluation.lengthTask');
   }
+  checkLengthRange(evalRaw, evaluation, fail);
   return evaluation;
+}
+
+/** Per-length test sets: lengthRange [from, to] of operand digits, perLength problems each (default 500). */
+function checkLengthRange(evalRaw: Record<string, unknown>, evaluation: EvaluationSpec, fail: Fail): void {
+  const range = evalRaw['lengthRange'];
+  if (range === undefined) {
+    if (evalRaw['perLength'] !== undefined) fail('evaluation.perLength', 'needs evaluation.lengthRange');
+    return;
+  }
+  if (!Array.isArray(range) || range.length !== 2)
+    fail('evaluation.lengthRange', 'must be [from, to]: the shortest and longest operand length, e.g. [1, 12]');
+  const from = int((range as unknown[])[0], 'evaluation.lengthRange[0]', 1, fail);
+  const to = int((range as unknown[])[1], 'evaluation.lengthRange[1]', from, fail);
+  if (evaluation.lengthTask !== undefined)
+    fail('evaluation.lengthRange', 'is a second length-generalization set beside lengthTask: use one of the two');
+  evaluation.lengthRange = [from, to];
+  evaluation.perLength = int(evalRaw['perLength'] ?? DEFAULT_PER_LENGTH, 'evaluation.perLength', 1, fail);
 }
 
 function checkCluster(raw: Record<string, unknown>, fail: Fail): ClusterSpec {
@@ -312,6 +333,17 @@ function checkTasksWithWorkload(
   };
   tasks.forEach((t, i) => checkTaskDeep(t, `tasks[${i}]`));
   if (evaluation.lengthTask) checkTaskDeep(evaluation.lengthTask, 'evaluation.lengthTask');
+  const longest = evaluation.lengthRange?.[1];
+  if (longest === undefined) return;
+  tasks.forEach((t, i) => {
+    if (t.name !== 'addition' && t.name !== 'multiplication')
+      fail(
+        'evaluation.lengthRange',
+        `needs tasks with operand lengths (addition, multiplication); tasks[${i}] is ${t.name}`,
+      );
+    // The longest test problems, in the task's own format, must be valid and fit the model.
+    checkTaskDeep({ ...t, params: { ...t.params, minDigits: longest, maxDigits: longest } }, 'evaluation.lengthRange');
+  });
 }
 
 /** encodings x tasks x seeds, one JobSpec each. */

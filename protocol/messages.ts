@@ -10,8 +10,9 @@
  * 5: ModelSpec.attentionLogitCap (an agent that ignored it would train a different model).
  * 6: ModelSpec.sinusoidalStride (likewise).
  * 7: the mape encoding and its ModelSpec options (mapeMaxOffset, mapeOffset, mapeRoles).
+ * 8: EvaluationSpec.lengthRange/perLength (per-length test sets; an agent that ignored them would evaluate less).
  */
-export const PROTOCOL_VERSION = 7;
+export const PROTOCOL_VERSION = 8;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -86,6 +87,12 @@ export interface EvaluationSpec {
   /** Optional out-of-distribution test task for length generalization (e.g. longer operands). */
   lengthTask?: TaskSpec;
   lengthSamples?: number;
+  /**
+   * Per-length test sets (addition, multiplication): for every operand length from lengthRange[0] to
+   * lengthRange[1], `perLength` held-out problems of the job's own task and format (split 'length').
+   */
+  lengthRange?: [number, number];
+  perLength?: number;
 }
 
 export interface JobSpec {
@@ -129,8 +136,12 @@ export interface Evaluation {
   exactMatch: number;
   symbolicAccuracy: number;
   stepAccuracy: number | null;
-  /** Keyed by problem length (e.g. operand digits), exact match per bucket. */
-  perLength: Record<string, { n: number; exactMatch: number }>;
+  /** Keyed by problem length (e.g. operand digits): exact match and (where scored) digit accuracy per bucket. */
+  perLength: Record<string, { n: number; exactMatch: number; digitAccuracy?: number }>;
+  /** Mean digit accuracy of the answers on the in-distribution test split (absent from older agents). */
+  digitAccuracy?: number;
+  /** The longest length up to which every length has >= 90% exact match; null: not even the shortest. */
+  longestLength90?: number | null;
   /** [layer][head] mean attention entropy in nats. */
   attentionEntropy: number[][];
   errorTaxonomy: Record<string, number>;

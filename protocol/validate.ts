@@ -205,10 +205,17 @@ const trainingSpec = object({
   weightDecay: nonNegative,
   clipNorm: nonNegative,
 });
+const lengthRange: Check = (v, p) => {
+  if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isSafeInteger(x) && (x as number) >= 1))
+    throw new Invalid(p, 'two positive integers [from, to]', v);
+  if ((v[0] as number) > (v[1] as number)) throw new Invalid(p, 'from <= to', v);
+};
 const evaluationSpec = object({
   samples: nonNegInt,
   lengthTask: optional(taskSpec),
   lengthSamples: optional(nonNegInt),
+  lengthRange: optional(lengthRange),
+  perLength: optional(posInt),
 });
 const jobSpec = object({
   jobId: id,
@@ -248,7 +255,9 @@ const evaluation = object({
   exactMatch: num,
   symbolicAccuracy: num,
   stepAccuracy: nullable(num),
-  perLength: recordOf(object({ n: nonNegInt, exactMatch: num })),
+  perLength: recordOf(object({ n: nonNegInt, exactMatch: num, digitAccuracy: optional(num) })),
+  digitAccuracy: optional(num),
+  longestLength90: optional(nullable(nonNegInt)),
   attentionEntropy: arrayOf(arrayOf(num)),
   errorTaxonomy: recordOf(num),
   problems: arrayOf(

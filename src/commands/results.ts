@@ -122,7 +122,7 @@ async function solve(problem: string, flags: SolveFlags): Promise<void> {
       try {
         const r = solveWith(await registry.get(name), problem);
         out.push(r);
-        if (!flags.json) printSolveResult(r);
+        if (!flags.json) printSolveResult(r, problem);
       } catch (error) {
         if (flags.pe !== 'all') throw error;
         const message = error instanceof Error ? error.message : String(error);
@@ -136,10 +136,14 @@ async function solve(problem: string, flags: SolveFlags): Promise<void> {
   }
 }
 
-function printSolveResult(r: SolveResult): void {
+function printSolveResult(r: SolveResult, problem: string): void {
   console.log(
     `${r.model.padEnd(12)} ${r.answer === '' ? '(no answer)' : r.answer}   ${r.latencyMs.toFixed(1)} ms, ${r.generatedTokens} tokens`,
   );
+  // The model's own format (padding, reversal) when it differs from what was typed; the answer is in ordinary order.
+  const typed = problem.replace(/\s+/g, '').replace(/=*$/, '=');
+  if (r.prompt !== typed && !r.prompt.includes('\n'))
+    console.log(`${''.padEnd(12)}   as trained: ${r.prompt}${r.prediction}`);
   for (const s of r.steps) console.log(`${''.padEnd(12)}   ${s.correct ? '✓' : '✗'} ${s.text}`);
   if (r.prediction.includes('\n')) console.log(r.prediction.replace(/^/gm, `${''.padEnd(12)} | `));
 }

@@ -18,8 +18,11 @@
 import type { Example } from '../data/types.ts';
 import { EvalError } from './errors.ts';
 import { isEquivalent, normalizeAnswer } from './equivalence.ts';
+import { longestPassingLength } from './longest-length.ts';
 import { countSteps } from './steps.ts';
 import { classifyError, emptyTaxonomy } from './taxonomy.ts';
+
+export { longestPassingLength } from './longest-length.ts';
 
 export interface ProblemScore {
   id: string;
@@ -74,21 +77,6 @@ export function digitAccuracy(predicted: string | undefined, answer: string): nu
     if (p !== undefined && p === answer[answer.length - k]) right++;
   }
   return right / width;
-}
-
-/** The longest length up to which every length (from the shortest) reaches `threshold` exact match; null if none. */
-export function longestPassingLength(
-  perLength: Readonly<Record<string, { exactMatch: number }>>,
-  threshold = 0.9,
-): number | null {
-  let longest: number | null = null;
-  for (const length of Object.keys(perLength)
-    .map(Number)
-    .sort((a, b) => a - b)) {
-    if ((perLength[String(length)]?.exactMatch ?? 0) < threshold) break;
-    longest = length;
-  }
-  return longest;
 }
 
 /** The prompt with its numbers in ordinary order (no spaces, no padding zeros), for the error taxonomy. */

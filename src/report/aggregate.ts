@@ -16,6 +16,7 @@ import {
 } from './stats.ts';
 import { seedSpread, summarizeSeeds } from './comparison.ts';
 import type { ComparisonSummaryRow } from './comparison.ts';
+import { lengthFindings, trainedLengthsByTask } from './length-generalization.ts';
 
 export interface AggregateOptions {
   /** Bootstrap resamples (default 1000). */
@@ -447,7 +448,9 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
     if (worst !== undefined && worst.exactMatch < best.exactMatch)
       out.push(`On ${task}, ${worst.encoding} is last with ${pct(worst.exactMatch)}.`);
     // Length generalization: the length split when there is one, else the longest bucket every encoding has.
-    const lengthRows = rows
+    // An under-trained model is flagged (lengthFindings), never ranked as if it had learned the task.
+    const trainedRows = rows.filter((r) => r.underTrainedSeeds === 0);
+    const lengthRows = trainedRows
       .map((r) => {
         const jobs = run.jobs.filter((j) => j.encoding === r.encoding && j.task === task && j.evaluation);
         const probs = jobs.flatMap((j) => (j.evaluation as Evaluation).problems.filter((p) => p.split === 'length'));
@@ -478,12 +481,12 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
             ? '.'
             : ` (McNemar p = ${pval(t.p)}, Holm-adjusted ${pval(t.pHolm)}: ${t.significant ? 'significant' : 'not significant'} at ${analysis.alpha}).`),
       );
-    } else if (rows.length > 1) {
-      const common = Object.keys(rows[0]?.perLength ?? {})
-        .filter((k) => rows.every((r) => r.perLength[k] !== undefined))
+    } else if (trainedRows.length > 1 && !analysis.pairwiseLength.some((t) => t.task === task)) {
+      const common = Object.keys(trainedRows[0]?.perLength ?? {})
+        .filter((k) => trainedRows.every((r) => r.perLength[k] !== undefined))
         .sort((a, b) => Number(b) - Number(a))[0];
       if (common !== undefined) {
-        const ranked = [...rows].sort((a, b) => (b.perLength[common] ?? 0) - (a.perLength[common] ?? 0));
+        const ranked = [...trainedRows].sort((a, b) => (b.perLength[common] ?? 0) - (a.perLength[common] ?? 0));
         const top = ranked[0] as ComparisonRow;
         const next = ranked[1] as ComparisonRow;
         out.push(
@@ -497,6 +500,7 @@ function findings(run: RunData, report: ComparisonReport, analysis: StatisticalA
         `On ${task}, ${fastest.encoding} trains fastest at ${fastest.efficiency.tokensPerSecond.toFixed(0)} tokens/s.`,
       );
   }
+  out.push(...lengthFindings(report.rows, trainedLengthsByTask(run.experiment.tasks)));
   const sig = analysis.pairwise.filter((t) => t.significant);
   if (analysis.pairwise.length > 0)
     out.push(

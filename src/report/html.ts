@@ -4,6 +4,8 @@ import type { ComparisonReport, ComparisonRow, StatisticalAnalysis } from './agg
 import type { RunData } from '../run-dir/load-run.ts';
 import type { PlotFile } from './plots.ts';
 import type { Interval } from './stats.ts';
+import { underTrainedNote } from './comparison.ts';
+import { longestLengthTable, publishedBesideOurs, trainedLengthsByTask, type Table } from './length-generalization.ts';
 
 export function escapeHtml(text: string): string {
   return text.replace(
@@ -20,11 +22,6 @@ const num = (x: number | null | undefined, digits = 0): string =>
   x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
 const pval = (p: number): string => (p < 0.001 ? p.toExponential(1) : p.toFixed(3));
 
-interface Table {
-  head: string[];
-  rows: string[][];
-}
-
 function accuracyTable(rows: readonly ComparisonRow[]): Table {
   return {
     head: [
@@ -35,6 +32,7 @@ function accuracyTable(rows: readonly ComparisonRow[]): Table {
       'symbolic [95% CI]',
       'reasoning steps [95% CI]',
       'attention entropy (nats)',
+      'status',
     ],
     rows: rows.map((r) => [
       r.task,
@@ -46,6 +44,7 @@ function accuracyTable(rows: readonly ComparisonRow[]): Table {
       r.ci.attentionEntropy.n === 0
         ? '–'
         : `${num(r.ci.attentionEntropy.mean, 3)} [${num(r.ci.attentionEntropy.lo, 3)}, ${num(r.ci.attentionEntropy.hi, 3)}]`,
+      underTrainedNote(r),
     ]),
   };
 }
@@ -55,6 +54,34 @@ function lengthTable(rows: readonly ComparisonRow[]): Table {
   return {
     head: ['task', 'encoding', ...lengths.map((l) => `len ${l}`)],
     rows: rows.map((r) => [r.task, r.encoding, ...lengths.map((l) => pct(r.perLength[l]))]),
+  };
+}
+
+function digitTable(rows: readonly ComparisonRow[]): Table {
+  const lengths = [...new Set(rows.flatMap((r) => Object.keys(r.digitAccuracyPerLength)))].sort(
+    (a, b) => Number(a) - Number(b),
+  );
+  return {
+    head: ['task', 'encoding', ...lengths.map((l) => `len ${l}`)],
+    rows: rows
+      .filter((r) => Object.keys(r.digitAccuracyPerLength).length > 0)
+      .map((r) => [r.task, r.encoding, ...lengths.map((l) => pct(r.digitAccuracyPerLength[l]))]),
+  };
+}
+
+/** The model in the published table's terms. */
+function modelWords(run: RunData): string {
+  const m = run.experiment.model;
+  const steps = run.experiment.training?.steps;
+  if (m === undefined) return `preset ${run.experiment.preset}`;
+  return `${m.layers} layer(s), ${m.heads} heads, d ${m.dModel}${steps === undefined ? '' : `, ${steps} steps`}`;
+}
+
+function lengthTables(run: RunData, report: ComparisonReport): { longest: Table; published: Table } {
+  const trained = trainedLengthsByTask(run.experiment.tasks);
+  return {
+    longest: longestLengthTable(report.rows, trained),
+    published: publishedBesideOurs(report.rows, trained, modelWords(run)),
   };
 }
 
@@ -191,7 +218,7 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
     [
       'evaluation data',
       ev
-        ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}; greedy decoding`
+        ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}${ev.lengthRange ? `; length split: ${ev.perLength ?? '?'} held-out problems per operand length ${ev.lengthRange[0]}-${ev.lengthRange[1]}, the task's own format` : ''}; greedy decoding`
         : 'greedy decoding',
     ],
     ['jobs', `${report.jobs.evaluated} of ${report.jobs.total} evaluated`],
@@ -216,6 +243,7 @@ export function renderHtml(
 ): string {
   const section = (title: string, body: string): string => `<section><h2>${escapeHtml(title)}</h2>${body}</section>`;
   const missing = missingLines(report);
+  const lengths = lengthTables(run, report);
   const img = (p: PlotFile): string =>
     `<figure><img alt="${escapeHtml(p.title)}" src="data:image/png;base64,${Buffer.from(p.png).toString('base64')}"><figcaption>${escapeHtml(p.title)}</figcaption></figure>`;
   return `<!doctype html>
@@ -243,6 +271,9 @@ ${section(
 )}
 ${section('Accuracy', htmlTable(accuracyTable(report.rows)))}
 ${section('Accuracy per problem length (exact match)', htmlTable(lengthTable(report.rows)))}
+${section('Digit accuracy per problem length', htmlTable(digitTable(report.rows)))}
+${section('Length generalization: the longest length with >= 90% exact match', htmlTable(lengths.longest))}
+${section('Published results beside ours', htmlTable(lengths.published))}
 ${section('Efficiency', htmlTable(efficiencyTable(report)))}
 ${section('Pairwise tests (exact McNemar, Holm-corrected)', htmlTable(pairwiseTable(analysis)))}
 ${section('Mean reciprocal rank across tasks', htmlTable(mrrTable(analysis)))}
@@ -260,6 +291,7 @@ export function renderMarkdown(
   plots: readonly PlotFile[],
 ): string {
   const missing = missingLines(report);
+  const lengths = lengthTables(run, report);
   const parts = [
     `# pe-arena report: ${run.experiment.name}`,
     `Run \`${run.runId}\`, generated ${report.generatedAt}. Full report with plots: report.html.`,
@@ -278,6 +310,12 @@ export function renderMarkdown(
     mdTable(accuracyTable(report.rows)),
     '## Accuracy per problem length',
     mdTable(lengthTable(report.rows)),
+    '## Digit accuracy per problem length',
+    mdTable(digitTable(report.rows)),
+    '## Length generalization: the longest length with >= 90% exact match',
+    mdTable(lengths.longest),
+    '## Published results beside ours',
+    mdTable(lengths.published),
     '## Efficiency',
     mdTable(efficiencyTable(report)),
     '## Pairwise tests (exact McNemar, Holm-corrected)',

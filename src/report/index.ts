@@ -13,6 +13,7 @@ import {
 } from './aggregate.ts';
 import { renderHtml, renderMarkdown } from './html.ts';
 import { loadRun, type JobRecord, type RunData } from '../run-dir/load-run.ts';
+import { trainedLengthsByTask } from './length-generalization.ts';
 import { renderPlots, type AttentionSample } from './plots.ts';
 
 export type { ComparisonReport, ComparisonRow, StatisticalAnalysis, PairwiseTest } from './aggregate.ts';
@@ -131,7 +132,7 @@ export async function writeReport(runDir: string, options: ReportOptions = {}): 
     samples = a.samples;
     skipped.push(...a.skipped);
   }
-  const rendered = await renderPlots(comparison, run.jobs, samples);
+  const rendered = await renderPlots(comparison, run.jobs, samples, trainedLengthsByTask(run.experiment.tasks));
   skipped.push(...rendered.skipped);
   const files: string[] = [];
   const put = async (name: string, data: string | Uint8Array): Promise<void> => {

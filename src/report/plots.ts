@@ -6,6 +6,7 @@ import * as vl from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 import type { ComparisonReport, ComparisonRow } from './aggregate.ts';
 import { RenderError } from './errors.ts';
+import { lengthGeneralizationSpec } from './length-generalization.ts';
 import type { JobRecord } from '../run-dir/load-run.ts';
 
 const FONT = 'DejaVu Sans';
@@ -99,48 +100,6 @@ export function accuracySpec(rows: readonly ComparisonRow[]): TopLevelSpec {
             x: { field: 'encoding', type: 'nominal', sort: null },
             y: { field: 'lo', type: 'quantitative', title: 'accuracy' },
             y2: { field: 'hi' },
-          },
-        },
-      ],
-    },
-  } as TopLevelSpec;
-}
-
-export function lengthSpec(rows: readonly ComparisonRow[]): TopLevelSpec {
-  const values = rows.flatMap((r) =>
-    Object.entries(r.ci.perLength).map(([len, ci]) => ({
-      encoding: r.encoding,
-      task: r.task,
-      length: Number(len),
-      mean: ci.mean,
-      lo: ci.lo,
-      hi: ci.hi,
-      n: ci.n,
-    })),
-  );
-  return {
-    title: 'Length generalization: exact match against problem length',
-    data: { values },
-    facet: { column: { field: 'task', type: 'nominal' } },
-    spec: {
-      width: 360,
-      height: 240,
-      layer: [
-        {
-          mark: { type: 'errorband', opacity: 0.15 },
-          encoding: {
-            x: { field: 'length', type: 'quantitative' },
-            y: { field: 'lo', type: 'quantitative', title: 'exact match' },
-            y2: { field: 'hi' },
-            color: { field: 'encoding', type: 'nominal' },
-          },
-        },
-        {
-          mark: { type: 'line', point: true },
-          encoding: {
-            x: { field: 'length', type: 'quantitative', title: 'problem length', axis: { tickMinStep: 1 } },
-            y: { field: 'mean', type: 'quantitative', title: 'exact match', scale: { domain: [0, 1] } },
-            color: { field: 'encoding', type: 'nominal' },
           },
         },
       ],
@@ -288,6 +247,7 @@ export async function renderPlots(
   report: ComparisonReport,
   jobs: readonly JobRecord[],
   attention: readonly AttentionSample[],
+  trained: ReadonlyMap<string, [number, number]> = new Map(),
 ): Promise<{ plots: PlotFile[]; skipped: string[] }> {
   const plots: PlotFile[] = [];
   const skipped: string[] = [];
@@ -303,8 +263,8 @@ export async function renderPlots(
     {
       name: 'length-generalization.png',
       title: 'Length generalization',
-      when: rows.some((r) => Object.keys(r.ci.perLength).length > 0),
-      spec: () => lengthSpec(rows),
+      when: rows.some((r) => Object.keys(r.perLength).length > 0),
+      spec: () => lengthGeneralizationSpec(rows, jobs, trained),
       why: 'no per-length results',
     },
     {

@@ -3,7 +3,7 @@
 // TensorFlow.js is imported here, so callers that must stay free of it (the coordinator) import this lazily.
 import type { JobSpec, TaskSpec } from '../../protocol/messages.ts';
 import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
-import { spaceOut } from '../data/arithmetic.ts';
+import { formatBinary, spaceOut } from '../data/arithmetic.ts';
 import { extractSteps, type CheckedStep } from '../eval/steps.ts';
 import { attentionMaps, greedyDecode } from '../model/decode.ts';
 import type { Transformer } from '../model/transformer.ts';
@@ -30,9 +30,11 @@ export interface SolveResult {
   encoding: string;
   jobId: string;
   task: string;
-  /** What the model wrote after the prompt. */
+  /** The problem as the model was given it (its task's format: padding, reversal, spacing). */
+  prompt: string;
+  /** What the model wrote after the prompt, in the model's format. */
   prediction: string;
-  /** The final answer in reading order ("####" line when there is one, else the first line). */
+  /** The final answer in ordinary digit order ("####" line when there is one, else the first line), no padding. */
   answer: string;
   steps: { text: string; correct: boolean }[];
   latencyMs: number;
@@ -41,16 +43,28 @@ export interface SolveResult {
 }
 
 const ARITHMETIC_TASKS = new Set(['addition', 'multiplication', 'arithmetic']);
+/** A plain two-operand problem as a user writes it (spaces already taken out): "48213+907" or "12*34=". */
+const PLAIN_BINARY = /^(\d+)([+*])(\d+)$/;
 
-/** The prompt text the task's generator would have written for this problem. */
+/**
+ * The prompt text the task's generator would have written for this problem. A plain "48213+907=" to an addition or
+ * multiplication model is written in the model's format (padding, reversal, spacing: formatBinary), so a user never
+ * formats by hand.
+ */
 export function formatPrompt(problem: string, task: TaskSpec): string {
   const text = problem.replace(/\r\n?/g, '\n');
   if (ARITHMETIC_TASKS.has(task.name)) {
+    const compact = text.replace(/\s+/g, '').replace(/=+$/, '');
+    const binary = PLAIN_BINARY.exec(compact);
+    if (binary !== null && (task.name === 'addition' || task.name === 'multiplication')) {
+      const ordinary = (digits: string): string => digits.replace(/^0+(?=\d)/, '');
+      const [, a = '', op = '+', b = ''] = binary;
+      return formatBinary(op as '+' | '*', ordinary(a), ordinary(b), task.params).prompt;
+    }
     // Generators write "12+34=": no spaces, the '=' last; "1 2 + 3 4 =" when the task is spaced, "1 2+3 4=" when
     // it spaces the digits.
-    const compact = `${text.replace(/\s+/g, '').replace(/=+$/, '')}=`;
-    if (task.params['spaced'] === true) return spaceOut(compact);
-    return task.params['spaceDigits'] === true ? compact.replace(/\d+/g, spaceOut) : compact;
+    if (task.params['spaced'] === true) return spaceOut(`${compact}=`);
+    return task.params['spaceDigits'] === true ? `${compact}=`.replace(/\d+/g, spaceOut) : `${compact}=`;
   }
   // Word problems and GSM8K-style files end the question with a newline so the steps start on their own line.
   const trimmed = text.trim();
@@ -63,6 +77,17 @@ export function extractAnswer(prediction: string, reversed: boolean, spaced = fa
   const raw = i >= 0 ? (prediction.slice(i + 4).split('\n')[0] ?? '') : (prediction.trim().split('\n')[0] ?? '');
   const answer = spaced ? raw.replace(/ /g, '') : raw.trim();
   return reversed ? Array.from(answer).reverse().join('') : answer;
+}
+
+/** The answer of a prediction in ordinary digit order, as the task wrote it: reversal undone, padding zeros dropped. */
+export function answerInOrder(prediction: string, task: TaskSpec): string {
+  const p = task.params;
+  const answer = extractAnswer(
+    prediction,
+    p['reverse'] === true || p['reverseAll'] === true,
+    p['spaced'] === true || p['spaceDigits'] === true,
+  );
+  return p['padAnswer'] === true && /^\d+$/.test(answer) ? answer.replace(/^0+(?=\d)/, '') : answer;
 }
 
 let backendReady: Promise<unknown> | undefined;
@@ -126,7 +151,6 @@ export function solveWith(m: LoadedModel, problem: string, maxNewTokens?: number
   });
   const latencyMs = performance.now() - started;
   const prediction = tokenizer.decode(generated);
-  const reversed = m.job.task.params['reverse'] === true;
   const steps: CheckedStep[] = extractSteps(prediction);
   return {
     model: m.name,
@@ -134,7 +158,8 @@ export function solveWith(m: LoadedModel, problem: string, maxNewTokens?: number
     jobId: m.jobId,
     task: m.job.task.name,
     prediction,
-    answer: extractAnswer(prediction, reversed, m.job.task.params['spaced'] === true),
+    prompt: tokenizer.decode(ids.slice(1)),
+    answer: answerInOrder(prediction, m.job.task),
     steps: steps.map((s) => ({ text: s.text, correct: s.correct })),
     latencyMs,
     promptTokens: ids.length,

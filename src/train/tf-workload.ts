@@ -2,11 +2,12 @@
 // the data source and the transformer for a JobSpec, trains, checkpoints, resumes exactly, and evaluates.
 // No module-level state: the agent runs this inside a worker thread, one workload per job.
 import * as tf from '@tensorflow/tfjs';
-import type { Evaluation, JobSpec, MetricPoint, TaskSpec } from '../../protocol/messages.ts';
+import type { Evaluation, JobSpec, MetricPoint } from '../../protocol/messages.ts';
 import { BOS, EOS, tokenizer } from '../data/tokenizer.ts';
 import type { Example } from '../data/types.ts';
-import { createSource, drawExamples, taskNumberOrder } from '../data/tasks.ts';
-import { attentionEntropy, mergeEntropy, scoreProblems, type Scores } from '../eval/metrics.ts';
+import { createSource, taskNumberOrder } from '../data/tasks.ts';
+import { evaluationSets } from '../eval/evaluation-sets.ts';
+import { attentionEntropy, longestPassingLength, mergeEntropy, scoreProblems, type Scores } from '../eval/metrics.ts';
 import { attentionMaps, greedyDecode } from '../model/decode.ts';
 import { MAPE_DEFAULT_MAX_OFFSET } from '../model/positional/mape.ts';
 import { Transformer } from '../model/transformer.ts';
@@ -121,26 +122,27 @@ export function predict(
 
 function mergeScores(
   parts: { scores: Scores; weight: number }[],
-): Pick<Evaluation, 'perLength' | 'errorTaxonomy' | 'problems'> {
-  const perLength: Evaluation['perLength'] = {};
+): Pick<Evaluation, 'perLength' | 'errorTaxonomy' | 'problems' | 'longestLength90'> {
+  const pooled = new Map<number, { n: number; correct: number; digits: number }>();
   const errorTaxonomy: Evaluation['errorTaxonomy'] = {};
   const problems: Evaluation['problems'] = [];
   for (const { scores } of parts) {
+    // The length sets may overlap the training lengths: pool the buckets by count.
     for (const [k, b] of Object.entries(scores.perLength)) {
-      const prev = perLength[k];
-      // The length task may overlap the training lengths: pool the buckets by count.
-      perLength[k] =
-        prev === undefined
-          ? { ...b }
-          : { n: prev.n + b.n, exactMatch: (prev.exactMatch * prev.n + b.exactMatch * b.n) / (prev.n + b.n) };
+      const prev = pooled.get(Number(k)) ?? { n: 0, correct: 0, digits: 0 };
+      pooled.set(Number(k), {
+        n: prev.n + b.n,
+        correct: prev.correct + b.exactMatch * b.n,
+        digits: prev.digits + b.digitAccuracy * b.n,
+      });
     }
     for (const [k, n] of Object.entries(scores.errorTaxonomy)) errorTaxonomy[k] = (errorTaxonomy[k] ?? 0) + n;
     problems.push(...scores.problems);
   }
-  const sorted: Evaluation['perLength'] = {};
-  for (const k of Object.keys(perLength).sort((a, b) => Number(a) - Number(b)))
-    sorted[k] = perLength[k] as { n: number; exactMatch: number };
-  return { perLength: sorted, errorTaxonomy, problems };
+  const perLength: Evaluation['perLength'] = {};
+  for (const [k, b] of [...pooled].sort((a, c) => a[0] - c[0]))
+    perLength[String(k)] = { n: b.n, exactMatch: b.correct / b.n, digitAccuracy: b.digits / b.n };
+  return { perLength, errorTaxonomy, problems, longestLength90: longestPassingLength(perLength, 0.9) };
 }
 
 export class TfWorkload implements Workload {
@@ -181,17 +183,7 @@ export class TfWorkload implements Workload {
     const started = performance.now();
     const { spec } = this;
     const maxLen = spec.model.maxLen;
-    const sets: { task: TaskSpec; n: number; split: string }[] = [
-      { task: spec.task, n: spec.evaluation.samples, split: 'test' },
-    ];
-    const { lengthTask } = spec.evaluation;
-    if (lengthTask !== undefined)
-      sets.push({ task: lengthTask, n: spec.evaluation.lengthSamples ?? spec.evaluation.samples, split: 'length' });
-    // The test split is seeded from the job seed, so every encoding with the same seed sees the same problems.
-    const drawn = sets.map((s) => ({
-      ...s,
-      examples: s.n > 0 ? drawExamples(createSource(s.task, spec.seed, 'test'), s.n, { unique: true }) : [],
-    }));
+    const drawn = evaluationSets(spec);
     const total = drawn.reduce((a, d) => a + d.examples.length, 0);
     let before = 0;
     const parts = drawn.map((d) => {
@@ -217,6 +209,7 @@ export class TfWorkload implements Workload {
       parameters: this.parameterCount,
       tokensPerSecond: this.trainer.tokensPerSecond,
       exactMatch: main.exactMatch,
+      digitAccuracy: main.digitAccuracy,
       symbolicAccuracy: main.symbolicAccuracy,
       stepAccuracy: main.stepAccuracy,
       attentionEntropy: mergeEntropy(tables),

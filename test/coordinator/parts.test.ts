@@ -25,8 +25,12 @@ void test('the shipped experiments compile; quick.json is six encodings x one ta
   assert.equal(quick.jobs[0]?.jobId, 'sinusoidal-addition-s1');
   const lg = await loadExperiment('configs/experiments/length-generalization.json', runId);
   assert.equal(lg.seeds.length, 3);
-  assert.ok(lg.evaluation.lengthTask, 'length generalization tests on longer operands');
-  assert.equal(lg.jobs.length, 18);
+  assert.deepEqual(lg.evaluation.lengthRange, [1, 16], 'length generalization tests every length up to 2x trained');
+  assert.equal(lg.jobs.length, 21, 'seven encodings, MAPE included, x 3 seeds');
+  const cpu = await loadExperiment('configs/experiments/length-generalization-cpu.json', runId);
+  assert.equal(cpu.jobs.length, 21);
+  assert.deepEqual(cpu.tasks[0]?.params, { minDigits: 1, maxDigits: 5, reverse: true });
+  assert.deepEqual(cpu.evaluation, { samples: 500, lengthRange: [1, 12], perLength: 500 });
 });
 
 void test('experiment errors name the file and the field', () => {
@@ -49,6 +53,19 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, model: { mapeRoles: 0 } }, /model\.mapeRoles must be true or false/],
     [{ ...base, seeds: [1, 1] }, /seeds must not repeat/],
     [{ ...base, lr: 3 }, /x\.json: lr is not a known field/],
+    [{ ...base, evaluation: { lengthRange: 12 } }, /evaluation\.lengthRange must be \[from, to\]/],
+    [{ ...base, evaluation: { lengthRange: [5, 2] } }, /evaluation\.lengthRange\[1\] must be an integer >= 5/],
+    [{ ...base, evaluation: { lengthRange: [0, 2] } }, /evaluation\.lengthRange\[0\] must be a positive integer/],
+    [{ ...base, evaluation: { lengthRange: [1, 4], perLength: 0 } }, /evaluation\.perLength must be a positive/],
+    [{ ...base, evaluation: { perLength: 100 } }, /evaluation\.perLength needs evaluation\.lengthRange/],
+    [
+      { ...base, evaluation: { lengthRange: [1, 4], lengthTask: { name: 'addition', params: {} } } },
+      /evaluation\.lengthRange is a second length-generalization set beside lengthTask/,
+    ],
+    [
+      { ...base, tasks: [{ name: 'arithmetic', params: {} }], evaluation: { lengthRange: [1, 4] } },
+      /evaluation\.lengthRange needs tasks with operand lengths \(addition, multiplication\); tasks\[0\] is arithmetic/,
+    ],
   ];
   for (const [raw, pattern] of cases) {
     assert.throws(
@@ -70,6 +87,11 @@ void test('experiment errors name the file and the field', () => {
     ablated.jobs.map((j) => [j.encoding, j.model.mapeOffset, j.model.mapeRoles, j.model.mapeMaxOffset]),
     [['mape', false, false, 8]],
   );
+  // Per-length testing travels in every job's evaluation; perLength defaults to 500.
+  const perLength = compileExperiment({ ...base, evaluation: { samples: 50, lengthRange: [1, 12] } }, 'x.json', runId);
+  assert.ok(perLength.jobs.length > 0);
+  for (const j of perLength.jobs)
+    assert.deepEqual(j.evaluation, { samples: 50, lengthRange: [1, 12], perLength: 500 }, j.jobId);
 });
 
 void test('an experiment file that is not JSON names the line and column; one that is missing says so', async () => {
@@ -330,7 +352,7 @@ void test('with the data code wired in, task params and model.maxLen are checked
     validate: validateTask,
     maxLength: (t: Parameters<typeof measureMaxLength>[0]) => measureMaxLength(t, 300),
   };
-  for (const f of ['quick', 'length-generalization'])
+  for (const f of ['quick', 'length-generalization', 'length-generalization-cpu'])
     await loadExperiment(`configs/experiments/${f}.json`, runId, undefined, checks);
   const base = {
     name: 'x',
@@ -349,5 +371,16 @@ void test('with the data code wired in, task params and model.maxLen are checked
   assert.throws(
     () => compileExperiment(long, 'x.json', runId, undefined, checks),
     /model\.maxLen is 16, too short for tasks\[0\]/,
+  );
+  // The longest per-length test problems must fit the model too (12-digit operands, reversed: 41 tokens).
+  const lengths = {
+    ...base,
+    tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 5, reverse: true } }],
+    evaluation: { lengthRange: [1, 12] },
+  };
+  compileExperiment({ ...lengths, model: { maxLen: 41 } }, 'x.json', runId, undefined, checks);
+  assert.throws(
+    () => compileExperiment({ ...lengths, model: { maxLen: 40 } }, 'x.json', runId, undefined, checks),
+    /model\.maxLen is 40, too short for evaluation\.lengthRange \(addition: examples need up to 41 tokens\)/,
   );
 });

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { extractAnswer } from '../../src/serve/inference.ts';
+import { answerInOrder, extractAnswer } from '../../src/serve/inference.ts';
 import { doneJob, problems, tempRunDir, writeHandRun, type Problem } from './fixtures.ts';
 import { writeModelRun } from '../serve/helpers.ts';
 
@@ -58,4 +58,18 @@ void test("pe-arena solve prints each model's answer; an unknown model exits 1 n
   const bad = await cli(['solve', '1+1', '--run', dir, '--pe', 'bogus', '--backend', 'cpu']);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /unknown model 'bogus': known models are rope/);
+});
+
+void test('pe-arena solve takes a plain problem and formats it as the model was trained', async (t) => {
+  const dir = await tempRunDir(t, 'pe-arena-cli-');
+  const task = { name: 'addition', params: { minDigits: 1, maxDigits: 5, reverseAll: true, padOperands: true } };
+  await writeModelRun(dir, ['mape'], { task });
+  const ok = await cli(['solve', '48213+907=', '--run', dir, '--pe', 'mape', '--backend', 'cpu', '--json']);
+  assert.equal(ok.code, 0, ok.stderr);
+  const [out] = JSON.parse(ok.stdout) as { prompt: string; prediction: string; answer: string }[];
+  assert.equal(out?.prompt, '31284+70900=');
+  assert.equal(out?.answer, answerInOrder(out?.prediction ?? '', task));
+  const text = await cli(['solve', '48213+907', '--run', dir, '--pe', 'mape', '--backend', 'cpu']);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /as trained: 31284\+70900=/);
 });

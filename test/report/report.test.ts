@@ -109,10 +109,16 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
       analysis.findings.some((f) => f.startsWith('On addition, rope has the highest exact match, 70.0%')),
       analysis.findings.join('\n'),
     );
+    // 70% and 25% in distribution: both under-trained, so flagged and neither ranked on the longer lengths.
     assert.ok(
-      analysis.findings.some((f) => f.includes('rope generalizes furthest')),
+      analysis.findings.some((f) => f.includes('rope (2/2 seeds), alibi (2/2 seeds) are under-trained')),
       analysis.findings.join('\n'),
     );
+    assert.ok(
+      !analysis.findings.some((f) => /generalizes furthest|carries furthest|leads with/.test(f)),
+      analysis.findings.join('\n'),
+    );
+    assert.deepEqual([rope.underTrainedSeeds, alibi.underTrainedSeeds], [2, 2]);
 
     const html = await readFile(join(out, 'report.html'), 'utf8');
     assert.match(html, /Incomplete run/);
@@ -121,6 +127,10 @@ void test('report from a hand-written run: numbers, tests, missing jobs, files',
     assert.doesNotMatch(html, /<script/); // self-contained and static
     const md = await readFile(join(out, 'summary.md'), 'utf8');
     assert.match(md, /\| addition \| rope \| 2 \| 70\.0%/);
+    assert.match(md, /\| addition \| rope \| 2 \| 1-3 \| 70\.0% \| none \| 0\.00x \| under-trained \(2\/2 seeds\) \|/);
+    assert.match(md, /## Published results beside ours/);
+    assert.match(md, /McLeish et al\. 2024 \(Abacus\) \| 16 layers, 1 GPU-day \| 20 -> 100 digits \| 99% \| 5-6x/);
+    assert.match(md, /\| this run: rope \|/);
 
     const pngs = (await readdir(join(out, 'plots'))).sort();
     assert.deepEqual(pngs, [
@@ -233,4 +243,49 @@ void test('findings say so when encodings tie instead of naming a winner', async
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+void test('a model trained to 95% in distribution is ranked by the longest length it carries; one below is flagged', async (t) => {
+  const { loadRun, buildComparison, buildAnalysis } = await import('../../src/report/index.ts');
+  const dir = await tempRunDir(t, 'pe-arena-report-');
+  // Lengths 1-3 in distribution (all right for rope and alibi, 9 of 10 for nope), then the length split at 4 and 5.
+  const inDistribution = (right: number): Problem[] => problems(20, 'test', len, (i) => i < right);
+  const at = (length: number, right: number): Problem[] =>
+    problems(
+      10,
+      'length',
+      () => length,
+      (i) => i < right,
+    ).map((p) => ({ ...p, id: `${p.id}:len${length}` }));
+  const job = (encoding: 'rope' | 'alibi' | 'nope', ps: Problem[]) => ({
+    jobId: `${encoding}-addition-s1`,
+    encoding,
+    seed: 1,
+    evaluation: evaluation(`${encoding}-addition-s1`, encoding, 1, ps),
+  });
+  await writeHandRun(dir, [
+    job('rope', [...inDistribution(20), ...at(4, 9), ...at(5, 2)]),
+    job('alibi', [...inDistribution(20), ...at(4, 5), ...at(5, 0)]),
+    job('nope', [...inDistribution(18), ...at(4, 10), ...at(5, 10)]),
+  ]);
+  const run = loadRun(dir);
+  const comparison = buildComparison(run, { resamples: 50 });
+  const analysis = buildAnalysis(run, comparison, { resamples: 50 });
+  const row = (e: string) => comparison.rows.find((r) => r.encoding === e);
+  assert.deepEqual(row('rope')?.longestLength90, [4]);
+  assert.deepEqual(row('alibi')?.longestLength90, [3]);
+  assert.deepEqual(row('nope')?.longestLength90, [null], 'length 1 has 6 of 7 right: 86%, below 90%');
+  assert.deepEqual(
+    comparison.rows.map((r) => r.underTrainedSeeds),
+    [0, 0, 1],
+  );
+  const findings = analysis.findings.join('\n');
+  assert.match(findings, /nope \(1\/1 seeds\) is under-trained/);
+  // nope is perfect on the length split, but at 90% in distribution it is not ranked there.
+  assert.match(findings, /rope generalizes furthest to longer problems: 55\.0% exact match on the length split/);
+  assert.match(
+    findings,
+    /trained on 1-3 digits, rope carries furthest: >= 90% exact match up to 4 digits on every seed \(1\.33x/,
+  );
+  assert.doesNotMatch(findings, /nope generalizes furthest/);
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { JobSpec } from '../../protocol/messages.ts';
 import { tfRegistry, type ModelRegistry } from '../../src/serve/registry.ts';
 import { startServer, type RunningServer } from '../../src/serve/server.ts';
-import { extractAnswer, formatPrompt } from '../../src/serve/inference.ts';
+import { answerInOrder, extractAnswer, formatPrompt } from '../../src/serve/inference.ts';
 import { tempRunDir } from '../report/fixtures.ts';
 import { postJson, writeModelRun } from './helpers.ts';
 
@@ -51,6 +51,57 @@ void test('prompt formatting follows the generators, answers read back in order'
   const spaceDigits = { name: 'addition', params: { reverse: true, spaceDigits: true } };
   assert.equal(formatPrompt('12 + 345', spaceDigits), '1 2+3 4 5=');
   assert.equal(formatPrompt('1 2+3 4 5=', spaceDigits), '1 2+3 4 5=');
+});
+
+void test('a plain problem is written in the format the model trained on; the answer comes back in ordinary order', () => {
+  const task = (params: Record<string, boolean>) => ({ name: 'addition', params: { maxDigits: 5, ...params } });
+  // 48213 + 907 = 49120 in every format of the literature (data/arithmetic.ts formatBinary).
+  const cases: [Record<string, boolean>, string, string][] = [
+    [{}, '48213+907=', '49120'],
+    [{ reverse: true }, '48213+907=', '02194'],
+    [{ padOperands: true }, '48213+00907=', '49120'],
+    [{ padAnswer: true, reverse: true }, '48213+907=', '021940'],
+    [{ reverseAll: true }, '31284+709=', '02194'],
+    [{ reverseAll: true, padOperands: true, padAnswer: true }, '31284+70900=', '021940'],
+    [{ reverseAll: true, spaceDigits: true }, '3 1 2 8 4+7 0 9=', '02194'],
+  ];
+  for (const [params, prompt, written] of cases) {
+    for (const typed of ['48213+907=', ' 48213 + 907', '48213+0907'])
+      assert.equal(formatPrompt(typed, task(params)), prompt, `${typed} ${JSON.stringify(params)}`);
+    assert.equal(answerInOrder(written, task(params)), '49120', `${written} ${JSON.stringify(params)}`);
+  }
+  assert.equal(
+    formatPrompt('12*34', { name: 'multiplication', params: { reverseAll: true, padOperands: true } }),
+    '21*43=',
+  );
+  assert.equal(answerInOrder('8040', { name: 'multiplication', params: { reverseAll: true, padAnswer: true } }), '408');
+  // Not a plain two-operand problem: left as the generator writes it.
+  assert.equal(formatPrompt('3*4+5', { name: 'arithmetic', params: {} }), '3*4+5=');
+  assert.equal(formatPrompt('12+x', task({ reverseAll: true })), '12+x=');
+});
+
+void test('POST /solve formats a plain problem for a model trained on padded, reversed numbers', async (t) => {
+  const formatted = await tempRunDir(t, 'pe-arena-serve-format-');
+  const task = {
+    name: 'addition',
+    params: { minDigits: 1, maxDigits: 5, reverseAll: true, padOperands: true, padAnswer: true },
+  };
+  await writeModelRun(formatted, ['mape'], { task });
+  const reg = tfRegistry(formatted, 'cpu');
+  reg.refresh();
+  const srv = await startServer({ registry: reg, runDir: formatted });
+  t.after(async () => {
+    await srv.close();
+    reg.dispose();
+  });
+  const { status, json } = await postJson(`${srv.url}/solve`, { problem: '48213+907=', model_type: 'mape' });
+  assert.equal(status, 200, JSON.stringify(json));
+  const [r] = json['results'] as { prompt: string; prediction: string; answer: string; promptTokens: number }[];
+  assert.ok(r);
+  assert.equal(r.prompt, '31284+70900=');
+  assert.equal(r.promptTokens, 1 + r.prompt.length);
+  // An untrained model writes anything: the answer is its prediction read back in ordinary order.
+  assert.equal(r.answer, answerInOrder(r.prediction, task));
 });
 
 void test('GET /health and /models', async () => {

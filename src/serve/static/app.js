@@ -42,7 +42,8 @@ function renderResults(body) {
         list.append(el('li', { class: s.correct ? 'step-ok' : 'step-bad' }, `${s.text} ${s.correct ? '✓' : '✗'}`));
       card.append(list);
     }
-    card.append(el('pre', {}, r.prediction));
+    // The model's own format (padding, reversal): what it was given and what it wrote, before reading it back.
+    card.append(el('pre', {}, `${r.prompt ?? ''}${r.prediction}`));
     card.append(el('div', { class: 'latency' }, `${r.latencyMs.toFixed(1)} ms · ${r.generatedTokens} tokens`));
     box.append(card);
   }
