@@ -20,12 +20,14 @@ import { memoryRanks } from '../protocol/fixtures/memory-ranks.ts';
 import { rankOrderSum, referenceRun, ringSum } from './fixtures/ring-reference.ts';
 
 /**
- * 2-rank vs single-agent: the largest relative loss difference allowed over the run. The two sum the same float32
- * terms in different orders (two half-batch sums added, against one whole-batch sum), so each step's gradient
- * differs in its last bits and AdamW carries the difference forward; it stays orders of magnitude below the
- * step-to-step change of the loss.
+ * 2-rank vs single-agent over the test's 120 steps: the largest relative loss difference allowed. The two add the
+ * same float32 terms in different orders (two half-batch sums against one whole-batch sum), so a step's gradient
+ * differs in its last bits, and training amplifies that like any other last-bit nudge (the one-ulp control in the
+ * test grows the same way; both reach percent-level differences in longer runs of this preset). So the bound holds
+ * for a horizon, not for ever; it leaves wide headroom over what the test prints while a summation bug (a shard
+ * counted twice, a wrong normalizer) is off by far more from the first step.
  */
-const LOSS_TOLERANCE = 1e-3;
+const LOSS_TOLERANCE = 1e-4;
 
 before(async () => {
   await selectBackend('wasm');
@@ -102,6 +104,15 @@ function sameBits(a: readonly Float32Array[], b: readonly Float32Array[]): boole
       ) === 0
     );
   });
+}
+
+/** Moves one weight of a hidden layer (one the loss depends on) by one unit in the last place. */
+async function nudgeOneUlp(trainer: Trainer): Promise<void> {
+  const v = trainer.model.variables[4]!;
+  const values = new Float32Array(await v.data());
+  const bits = new Uint32Array(values.buffer);
+  bits[5] = bits[5]! + 1;
+  tf.tidy(() => v.assign(tf.tensor(values, v.shape, 'float32')));
 }
 
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex');
@@ -192,27 +203,32 @@ void test(
     const steps = Number(process.env['PE_ARENA_DP_STEPS'] ?? 120);
     const spec = job(16, steps);
     const single = singleTrainer(spec);
-    disposeAfter(t, [single]);
+    // The control: the single-agent run with one weight one ulp off, to show how far training itself amplifies a
+    // last-bit difference over the same steps.
+    const nudged = singleTrainer(spec);
+    disposeAfter(t, [single, nudged]);
+    await nudgeOneUlp(nudged);
     const replicas = await gang(t, spec, 2, { hashEvery: 40 });
     const one = await single.trainSteps(steps);
+    const control = await nudged.trainSteps(steps);
     const two = await trainAll(replicas, steps);
     assert.equal(one.length, steps);
-    let maxRel = 0;
-    two[0]?.forEach((p, i) => {
-      const q = one[i]!;
-      maxRel = Math.max(maxRel, Math.abs(p.loss - q.loss) / Math.abs(q.loss));
-    });
+    const maxRelative = (points: readonly { loss: number }[]): number =>
+      Math.max(...points.map((p, i) => Math.abs(p.loss - one[i]!.loss) / Math.abs(one[i]!.loss)));
+    const gangDiff = maxRelative(two[0]!);
+    const controlDiff = maxRelative(control);
     assert.deepEqual(
       two[1]?.map((p) => p.loss),
       two[0]?.map((p) => p.loss),
       'both ranks report the same losses',
     );
     t.diagnostic(
-      `max relative loss difference over ${steps} steps: ${maxRel.toExponential(3)} (tolerance ${LOSS_TOLERANCE})`,
+      `max relative loss difference over ${steps} steps: 2 ranks ${gangDiff.toExponential(3)}, ` +
+        `one-ulp control ${controlDiff.toExponential(3)} (tolerance ${LOSS_TOLERANCE})`,
     );
-    assert.ok(maxRel < LOSS_TOLERANCE, `max relative loss difference ${maxRel}`);
+    assert.ok(gangDiff < LOSS_TOLERANCE, `max relative loss difference ${gangDiff}`);
     assert.ok(one.at(-1)!.loss < one[0]!.loss * 0.9, 'the run learns (so the comparison spans a moving loss)');
-    assert.ok(maxRel > 0, 'the orders differ, so the two runs are not the same computation');
+    assert.ok(gangDiff > 0, 'the orders differ, so the two runs are not the same computation');
   },
 );
 
