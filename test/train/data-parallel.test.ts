@@ -305,3 +305,26 @@ void test('checkpoints are ordinary: a gang checkpoint resumes on one rank, a si
   );
   assert.equal(pair[0]!.step, 4);
 });
+
+void test('a replica re-sharded onto a gang of one goes on exactly as a single agent from the same state', async (t) => {
+  const spec = job(8, 20);
+  const replicas = await gang(t, spec, 2, { hashEvery: 1 });
+  await trainAll(replicas, 2);
+  const state = await replicas[1]!.checkpoint();
+  // Rank 1 survives alone: rank 0 of 1, summing with nobody, from the next step on.
+  const survivor = replicas[1]!;
+  survivor.setMembership({ rank: 0, ranks: 1, reduce: async (x) => x });
+  const [next] = await survivor.trainSteps(1);
+  const single = singleTrainer(spec);
+  disposeAfter(t, [single]);
+  single.restore(state);
+  const singleNext = await single.trainStep();
+  assert.equal(next?.step, 3);
+  assert.equal(next?.loss, singleNext.loss);
+  assert.equal(next?.gradNorm, singleNext.gradNorm);
+  assert.ok(sameBits(await weightsOf(survivor), await weightsOf(single)), 'same weights after the step');
+  assert.throws(
+    () => survivor.setMembership({ rank: 1, ranks: 1, reduce: async (x) => x }),
+    /rank 1 of 1 is not a valid rank/,
+  );
+});
