@@ -2,6 +2,7 @@
 // into an Experiment whose jobs (encodings x tasks x seeds) are plain JobSpecs, ready to journal and send.
 import { ENCODINGS } from '../protocol/messages.ts';
 import type {
+  DataParallelSpec,
   EncodingName,
   EvaluationSpec,
   JobId,
@@ -13,6 +14,7 @@ import type {
 } from '../protocol/messages.ts';
 import { readJsonFile } from '../protocol/config-file.ts';
 import { loadPresets } from '../protocol/presets.ts';
+import { dataParallelProblems, describe } from '../protocol/validate.ts';
 import { ExperimentConfigError } from './errors.ts';
 
 export interface ClusterSpec {
@@ -223,6 +225,20 @@ function checkTraining(raw: Record<string, unknown>, fail: Fail): TrainingSpec {
     clipNorm: num(trainingRaw['clipNorm'] ?? DEFAULT_TRAINING.clipNorm, 'training.clipNorm', fail, false),
   };
   if (training.warmupSteps > training.steps) fail('training.warmupSteps', 'must not exceed training.steps');
+  const dataParallel = trainingRaw['dataParallel'];
+  if (dataParallel !== undefined) {
+    const first = dataParallelProblems(dataParallel, training.batchSize)[0];
+    if (first !== undefined) {
+      const field = first.field === '' ? 'training.dataParallel' : `training.dataParallel.${first.field}`;
+      fail(field, `must be ${first.expected} (got ${describe(first.got)})`);
+    }
+    const { ranks, minRanks, maxRanks } = dataParallel as DataParallelSpec;
+    training.dataParallel = {
+      ranks,
+      ...(minRanks === undefined ? {} : { minRanks }),
+      ...(maxRanks === undefined ? {} : { maxRanks }),
+    };
+  }
   return training;
 }
 

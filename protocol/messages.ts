@@ -79,6 +79,19 @@ export interface TrainingSpec {
   warmupSteps: number;
   weightDecay: number;
   clipNorm: number;
+  /** Train one job on several agents at once (absent: one agent, today's path). */
+  dataParallel?: DataParallelSpec;
+}
+
+/**
+ * A data-parallel job: `ranks` agents share each global batch of `batchSize` rows, so results do not depend on the
+ * count. The job keeps training while at least `minRanks` remain (absent: 1) and may grow to `maxRanks` (absent:
+ * `ranks`) when agents are idle. Each bound is a positive integer, minRanks <= ranks <= maxRanks <= batchSize.
+ */
+export interface DataParallelSpec {
+  ranks: number;
+  minRanks?: number;
+  maxRanks?: number;
 }
 
 export interface EvaluationSpec {

@@ -197,7 +197,48 @@ const modelSpec = object({
   mapeOffset: optional(bool),
   mapeRoles: optional(bool),
 });
-const trainingSpec = object({
+/** One problem with a training.dataParallel value: the field under it ('' for the whole value), what it must be, and what it is. */
+export interface DataParallelProblem {
+  field: '' | 'ranks' | 'minRanks' | 'maxRanks';
+  expected: string;
+  got: unknown;
+}
+
+/**
+ * Every problem with a training.dataParallel value; empty when usable. Shared by the wire validator, the experiment
+ * loader and the trainer's job check, so the three agree on one rule.
+ */
+export function dataParallelProblems(value: unknown, batchSize: number): DataParallelProblem[] {
+  if (!isPlainObject(value)) return [{ field: '', expected: 'an object like {"ranks": 2}', got: value }];
+  const problems: DataParallelProblem[] = [];
+  const bound = (field: 'ranks' | 'minRanks' | 'maxRanks'): number | undefined => {
+    const v = value[field];
+    if (v === undefined && field !== 'ranks') return undefined;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+      problems.push({ field, expected: 'a positive integer', got: v });
+      return undefined;
+    }
+    return v;
+  };
+  const ranks = bound('ranks');
+  const minRanks = bound('minRanks');
+  const maxRanks = bound('maxRanks');
+  if (ranks !== undefined && minRanks !== undefined && minRanks > ranks)
+    problems.push({ field: 'minRanks', expected: `at most ranks (${ranks})`, got: minRanks });
+  if (ranks !== undefined && maxRanks !== undefined && maxRanks < ranks)
+    problems.push({ field: 'maxRanks', expected: `at least ranks (${ranks})`, got: maxRanks });
+  // Every rank needs at least one row of the global batch.
+  const most = Math.max(ranks ?? 0, maxRanks ?? 0);
+  if (most > batchSize)
+    problems.push({
+      field: maxRanks !== undefined && maxRanks >= (ranks ?? 0) ? 'maxRanks' : 'ranks',
+      expected: `at most training.batchSize (${batchSize}), one row per rank at least`,
+      got: most,
+    });
+  return problems;
+}
+
+const trainingFields = object({
   steps: posInt,
   batchSize: posInt,
   learningRate: nonNegative,
@@ -209,6 +250,16 @@ const lengthRange: Check = (v, p) => {
   if (!Array.isArray(v) || v.length !== 2 || !v.every((x) => Number.isSafeInteger(x) && (x as number) >= 1))
     throw new Invalid(p, 'two positive integers [from, to]', v);
   if ((v[0] as number) > (v[1] as number)) throw new Invalid(p, 'from <= to', v);
+};
+const trainingSpec: Check = (v, p) => {
+  trainingFields(v, p);
+  const t = v as { batchSize: number; dataParallel?: unknown };
+  if (t.dataParallel === undefined) return;
+  const first = dataParallelProblems(t.dataParallel, t.batchSize)[0];
+  if (first !== undefined) {
+    const at = join(p, 'dataParallel');
+    throw new Invalid(first.field === '' ? at : join(at, first.field), first.expected, first.got);
+  }
 };
 const evaluationSpec = object({
   samples: nonNegInt,

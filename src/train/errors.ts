@@ -35,3 +35,32 @@ export class TrainConfigError extends TrainError {
     super(message, { ...options, retryable: false });
   }
 }
+
+/**
+ * Data-parallel replicas no longer hold the same state (weights, optimizer moments, step or data position): a bug
+ * or a corrupted rank. Training on would average gradients of different models, so the job stops, loudly.
+ */
+export class ReplicaDivergenceError extends TrainError {
+  override readonly name = 'ReplicaDivergenceError';
+  constructor(
+    readonly step: number,
+    /** Each rank's state hash (sha256, hex), in rank order. */
+    readonly hashes: readonly string[],
+    readonly rank: number,
+  ) {
+    const shown = hashes.map((h, r) => `rank ${r} ${h.slice(0, 16)}`).join(', ');
+    const odd = hashes.map((h, r) => (h === hashes[0] ? -1 : r)).filter((r) => r >= 0);
+    super(
+      `data-parallel replicas diverged at step ${step} (seen by rank ${rank}): ranks ${odd.join(', ')} differ from rank 0 (${shown})`,
+      { retryable: false },
+    );
+  }
+}
+
+/** The reducer (the gang's allreduce) returned something other than the sum this step needs: the gang must reform. */
+export class GradientExchangeError extends TrainError {
+  override readonly name = 'GradientExchangeError';
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { ...options, retryable: true });
+  }
+}

@@ -2,6 +2,7 @@
 // model from a preset of protocol/presets.ts) and checks one, naming the offending field, before any tensor is made.
 import {
   ENCODINGS,
+  type DataParallelSpec,
   type EncodingName,
   type JobId,
   type JobSpec,
@@ -11,6 +12,7 @@ import {
 } from '../../protocol/messages.ts';
 import { ConfigFileError } from '../../protocol/config-file.ts';
 import { checkModelSpec, loadPresets, PRESETS_FILE } from '../../protocol/presets.ts';
+import { dataParallelProblems, describe } from '../../protocol/validate.ts';
 import { TrainConfigError } from './errors.ts';
 
 export function presetModel(name: string, file = PRESETS_FILE): ModelSpec {
@@ -53,6 +55,12 @@ export function checkJobSpec(spec: JobSpec): string[] {
   nonNeg('weightDecay', 10);
   nonNeg('clipNorm');
   if (t['learningRate'] === 0) errors.push('job.training.learningRate: must be above 0');
+  if (t['dataParallel'] !== undefined) {
+    for (const p of dataParallelProblems(t['dataParallel'], spec.training.batchSize))
+      errors.push(
+        `job.training.dataParallel${p.field === '' ? '' : `.${p.field}`}: must be ${p.expected} (got ${describe(p.got)})`,
+      );
+  }
   const e = spec.evaluation as unknown as Record<string, unknown> | undefined;
   if (
     e === undefined ||
@@ -79,6 +87,7 @@ export interface JobChoices {
   warmupSteps?: number;
   weightDecay?: number;
   clipNorm?: number;
+  dataParallel?: DataParallelSpec;
   evalSamples?: number;
   lengthTask?: TaskSpec;
   lengthSamples?: number;
@@ -107,6 +116,7 @@ export function buildJobSpec(c: JobChoices): JobSpec {
       warmupSteps: c.warmupSteps ?? Math.min(200, Math.floor(steps / 10)),
       weightDecay: c.weightDecay ?? 0.01,
       clipNorm: c.clipNorm ?? 1,
+      ...(c.dataParallel === undefined ? {} : { dataParallel: c.dataParallel }),
     },
     evaluation: {
       samples: c.evalSamples ?? 200,

@@ -117,13 +117,14 @@ export class Trainer {
   readonly model: TrainableModel;
   readonly optimizer: AdamW;
   readonly job: JobSpec;
-  private readonly source: ExampleSource;
-  private readonly tokenizer: Tokenizer;
-  private readonly schedule: ScheduleSpec;
-  private readonly onStep: ((point: MetricPoint) => void) | undefined;
-  private stepsDone = 0;
-  private trainMs = 0;
-  private tokensSeen = 0;
+  // Protected for the data-parallel step (data-parallel.ts), which replaces trainStep and keeps the rest.
+  protected readonly source: ExampleSource;
+  protected readonly tokenizer: Tokenizer;
+  protected readonly schedule: ScheduleSpec;
+  protected readonly onStep: ((point: MetricPoint) => void) | undefined;
+  protected stepsDone = 0;
+  protected trainMs = 0;
+  protected tokensSeen = 0;
 
   constructor(options: TrainerOptions) {
     this.model = options.model;

@@ -66,6 +66,27 @@ void test('experiment errors name the file and the field', () => {
       { ...base, tasks: [{ name: 'arithmetic', params: {} }], evaluation: { lengthRange: [1, 4] } },
       /evaluation\.lengthRange needs tasks with operand lengths \(addition, multiplication\); tasks\[0\] is arithmetic/,
     ],
+    [
+      { ...base, training: { steps: 10, dataParallel: { ranks: 0 } } },
+      /training\.dataParallel\.ranks must be a positive/,
+    ],
+    [
+      { ...base, training: { steps: 10, dataParallel: { ranks: 1.5 } } },
+      /training\.dataParallel\.ranks must be a positive/,
+    ],
+    [
+      { ...base, training: { steps: 10, dataParallel: { ranks: 2, minRanks: 3 } } },
+      /training\.dataParallel\.minRanks must be at most ranks \(2\) \(got 3\)/,
+    ],
+    [
+      { ...base, training: { steps: 10, dataParallel: { ranks: 3, maxRanks: 2 } } },
+      /training\.dataParallel\.maxRanks must be at least ranks \(3\)/,
+    ],
+    [
+      { ...base, training: { steps: 10, batchSize: 4, dataParallel: { ranks: 5 } } },
+      /training\.dataParallel\.ranks must be at most training\.batchSize \(4\)/,
+    ],
+    [{ ...base, training: { steps: 10, dataParallel: 2 } }, /training\.dataParallel must be an object/],
   ];
   for (const [raw, pattern] of cases) {
     assert.throws(
@@ -74,6 +95,15 @@ void test('experiment errors name the file and the field', () => {
       `expected ${pattern}`,
     );
   }
+  // A data-parallel job carries its gang size in every JobSpec; without the field, jobs are as before.
+  const gang = compileExperiment(
+    { ...base, training: { steps: 10, dataParallel: { ranks: 2, minRanks: 1, maxRanks: 3 } } },
+    'x.json',
+    runId,
+  );
+  assert.ok(gang.jobs.length > 0);
+  for (const j of gang.jobs) assert.deepEqual(j.training.dataParallel, { ranks: 2, minRanks: 1, maxRanks: 3 });
+  assert.ok(compileExperiment(base, 'x.json', runId).jobs.every((j) => !('dataParallel' in j.training)));
   // A valid override reaches every job, on top of the preset.
   const capped = compileExperiment({ ...base, model: { attentionLogitCap: 2 } }, 'x.json', runId);
   assert.ok(capped.jobs.length > 0 && capped.jobs.every((j) => j.model.attentionLogitCap === 2 && j.model.dModel > 0));

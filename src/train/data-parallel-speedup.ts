@@ -1,0 +1,206 @@
+// speedup(): tokens/s of one job trained by a gang of N processes (the real ZeroMQ communicator on 127.0.0.1)
+// against the same job on one process (the single-agent Trainer), measured one after the other in the same call.
+// Run: node --import tsx src/train/data-parallel-speedup.ts [batchSize] [steps] [ranks]
+// Each process trains on the wasm backend; rank 0 binds port 0 and prints its address, the others join it.
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { Communicator } from '../../protocol/communicator.ts';
+import type { JobSpec } from '../../protocol/messages.ts';
+import { createSource } from '../data/tasks.ts';
+import { tokenizer } from '../data/tokenizer.ts';
+import { selectBackend } from './backend.ts';
+import { allreduceReducer, createReplica } from './data-parallel-setup.ts';
+import type { Reducer } from './data-parallel.ts';
+import { buildJobSpec } from './job.ts';
+import { buildModel } from './tf-workload.ts';
+import { Trainer } from './trainer.ts';
+
+const SELF = fileURLToPath(import.meta.url);
+
+export interface SpeedupOptions {
+  batchSize: number;
+  /** Timed steps, after `warmup` untimed ones. */
+  steps: number;
+  warmup?: number;
+  ranks?: number;
+}
+
+/** One process's figures: tokens/s of the whole job, and where a step's time went. */
+export interface RankFigures {
+  tokensPerSecond: number;
+  stepMs: number;
+  /** Mean time per step inside the reducer (allreduce, its copies, and waiting for the slower rank). */
+  reduceMs: number;
+  /** CPU time of the whole process per step (all its threads, ZeroMQ's included). */
+  cpuMs: number;
+  /** Of which inside the reducer. */
+  reduceCpuMs: number;
+}
+
+export interface SpeedupResult {
+  batchSize: number;
+  steps: number;
+  ranks: number;
+  single: RankFigures;
+  gang: RankFigures[];
+  /** Tokens/s of the gang (rank 0) over the single process. */
+  speedup: number;
+  /** Rank 0's time in the reducer over its step time. */
+  commShare: number;
+  /**
+   * The single process's CPU time per step over the busiest rank's: the speedup with a free core per rank, which a
+   * shared machine's wall clock cannot show (waiting is not counted, the communicator's CPU work is).
+   */
+  cpuSpeedup: number;
+}
+
+function benchJob(batchSize: number, steps: number): JobSpec {
+  return buildJobSpec({
+    encoding: 'rope',
+    task: { name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } },
+    preset: 'tiny',
+    seed: 5,
+    steps,
+    batchSize,
+    evalSamples: 0,
+  });
+}
+
+interface RankArgs {
+  rank: number;
+  size: number;
+  rootAddress: string;
+  batchSize: number;
+  steps: number;
+  warmup: number;
+}
+
+/** The child's part: train warmup + steps, time the last `steps`, print RESULT <json>. */
+async function runRank(a: RankArgs): Promise<void> {
+  await selectBackend('wasm');
+  const spec = benchJob(a.batchSize, a.warmup + a.steps);
+  let reduceMs = 0;
+  let reduceCpuMs = 0;
+  let comm: Communicator | undefined;
+  let trainer: Trainer;
+  if (a.size === 1) {
+    trainer = new Trainer({
+      model: buildModel(spec),
+      source: createSource(spec.task, spec.seed, 'train'),
+      tokenizer,
+      job: spec,
+    });
+  } else {
+    comm = await Communicator.create({
+      rank: a.rank,
+      size: a.size,
+      rootAddress: a.rootAddress,
+      timeoutMs: 120_000,
+      onListening: (address) => {
+        if (a.rank === 0) process.stdout.write(`ADDRESS ${address}\n`);
+      },
+    });
+    const allreduce = allreduceReducer(comm);
+    const reduce: Reducer = async (flat) => {
+      const started = performance.now();
+      const cpuAtStart = process.cpuUsage();
+      const sum = await allreduce(flat);
+      const cpuUsed = process.cpuUsage(cpuAtStart);
+      reduceCpuMs += (cpuUsed.user + cpuUsed.system) / 1000;
+      reduceMs += performance.now() - started;
+      return sum;
+    };
+    trainer = createReplica(spec, { membership: { rank: a.rank, ranks: a.size, reduce }, hashEvery: 0 });
+  }
+  await trainer.trainSteps(a.warmup);
+  await comm?.barrier();
+  reduceMs = 0;
+  reduceCpuMs = 0;
+  const tokensBefore = trainer.tokensProcessed;
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  await trainer.trainSteps(a.steps);
+  const elapsed = performance.now() - started;
+  const cpu = process.cpuUsage(cpuBefore);
+  const figures: RankFigures = {
+    tokensPerSecond: ((trainer.tokensProcessed - tokensBefore) * 1000) / elapsed,
+    stepMs: elapsed / a.steps,
+    reduceMs: reduceMs / a.steps,
+    cpuMs: (cpu.user + cpu.system) / 1000 / a.steps,
+    reduceCpuMs: reduceCpuMs / a.steps,
+  };
+  process.stdout.write(`RESULT ${JSON.stringify(figures)}\n`);
+  await comm?.close();
+  trainer.dispose();
+  trainer.model.dispose();
+}
+
+interface Child {
+  next(prefix: string): Promise<string>;
+  exited: Promise<number | null>;
+  kill(): void;
+}
+
+function startRank(args: RankArgs): Child {
+  const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--rank', JSON.stringify(args)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+  return {
+    exited,
+    kill: () => child.kill('SIGKILL'),
+    async next(prefix) {
+      for (;;) {
+        const line = await lines.next();
+        if (line.done === true) throw new Error(`rank ${args.rank} exited before printing ${prefix}`);
+        if (line.value.startsWith(`${prefix} `)) return line.value.slice(prefix.length + 1);
+      }
+    },
+  };
+}
+
+async function runGang(size: number, batchSize: number, steps: number, warmup: number): Promise<RankFigures[]> {
+  const base = { size, batchSize, steps, warmup };
+  const root = startRank({ ...base, rank: 0, rootAddress: 'tcp://127.0.0.1:0' });
+  const children = [root];
+  try {
+    const address = size > 1 ? await root.next('ADDRESS') : '';
+    for (let r = 1; r < size; r++) children.push(startRank({ ...base, rank: r, rootAddress: address }));
+    const results = await Promise.all(children.map(async (c) => JSON.parse(await c.next('RESULT')) as RankFigures));
+    await Promise.all(children.map((c) => c.exited));
+    return results;
+  } finally {
+    for (const c of children) c.kill();
+  }
+}
+
+/** Tokens/s of one job on `ranks` processes against the same job on one, measured back to back. */
+export async function speedup(options: SpeedupOptions): Promise<SpeedupResult> {
+  const ranks = options.ranks ?? 2;
+  const warmup = options.warmup ?? 3;
+  const [single] = await runGang(1, options.batchSize, options.steps, warmup);
+  const gang = await runGang(ranks, options.batchSize, options.steps, warmup);
+  const first = gang[0] as RankFigures;
+  return {
+    batchSize: options.batchSize,
+    steps: options.steps,
+    ranks,
+    single: single as RankFigures,
+    gang,
+    speedup: first.tokensPerSecond / (single as RankFigures).tokensPerSecond,
+    commShare: first.reduceMs / first.stepMs,
+    cpuSpeedup: (single as RankFigures).cpuMs / Math.max(...gang.map((g) => g.cpuMs)),
+  };
+}
+
+if (process.argv[1] === SELF) {
+  const at = process.argv.indexOf('--rank');
+  if (at >= 0) {
+    await runRank(JSON.parse(process.argv[at + 1] ?? '{}') as RankArgs);
+  } else {
+    const [batchSize = 128, steps = 10, ranks = 2] = process.argv.slice(2).map(Number);
+    console.log(JSON.stringify(await speedup({ batchSize, steps, ranks }), null, 2));
+  }
+}

@@ -1,0 +1,232 @@
+// One data-parallel training step, the numerics only: whoever drives it (the agent) supplies the reducer, which sums a
+// flat Float32Array over the gang's ranks and returns the same sum on every rank (the communicator's ring allreduce).
+// Each rank draws the same global batch, trains on its contiguous shard with the loss divided by the GLOBAL count of
+// answer tokens, and contributes one flat buffer: every gradient, then the step's totals. The summed gradient is
+// the single-agent gradient up to float32 summation order; every rank clips it on its global norm and applies the
+// same AdamW update, so replicas stay bitwise identical, which a state hash compared every `hashEvery` steps checks.
+// Checkpoints and restores are the Trainer's own: a data-parallel checkpoint is an ordinary one.
+import { createHash } from 'node:crypto';
+import * as tf from '@tensorflow/tfjs';
+import type { MetricPoint } from '../../protocol/messages.ts';
+import { GradientExchangeError, NonFiniteLossError, ReplicaDivergenceError, TrainConfigError } from './errors.ts';
+import { learningRateAt } from './schedule.ts';
+import { makeShardBatch, shardRows, type ShardBatch } from './shard-batch.ts';
+import { dropoutSeed, maskedCrossEntropy, Trainer, type TrainerOptions } from './trainer.ts';
+
+/** Sums a flat buffer over every rank of the gang; all ranks call it in the same order and get the same sum. */
+export type Reducer = (flat: Float32Array) => Promise<Float32Array>;
+
+/** Where this replica stands in its gang; replaced at a step boundary when the gang reforms. */
+export interface Membership {
+  rank: number;
+  ranks: number;
+  reduce: Reducer;
+}
+
+export interface DataParallelOptions extends TrainerOptions {
+  membership: Membership;
+  /** Compare the replicas' state hashes after every this many steps (0: never). */
+  hashEvery?: number;
+}
+
+export const DEFAULT_HASH_EVERY = 50;
+
+/** The totals that follow the gradients in the flat buffer, in this order. */
+export const STEP_TOTALS = ['lossSum', 'rightTokens', 'answerTokens'] as const;
+
+/** Bytes of the state hash; the hash exchange gives each rank this many floats, one byte each. */
+export const HASH_BYTES = 32;
+
+/** Where each variable's gradient lies in the flat buffer (row-major, in `variables` order), then the totals. */
+export interface FlatLayout {
+  offsets: number[];
+  sizes: number[];
+  shapes: number[][];
+  /** Floats of all gradients; the totals start here. */
+  gradients: number;
+  length: number;
+}
+
+export function flatLayout(variables: readonly tf.Variable[]): FlatLayout {
+  const offsets: number[] = [];
+  const sizes: number[] = [];
+  let at = 0;
+  for (const v of variables) {
+    offsets.push(at);
+    sizes.push(v.size);
+    at += v.size;
+  }
+  return { offsets, sizes, shapes: variables.map((v) => v.shape), gradients: at, length: at + STEP_TOTALS.length };
+}
+
+/** Answer tokens predicted right and answer tokens in all, as device scalars (teacher-forced, as the live acc). */
+export function answerTokenCounts(logits: tf.Tensor3D, weights: tf.Tensor3D): [tf.Scalar, tf.Scalar] {
+  return tf.tidy(() => {
+    const mask = tf.cast(tf.greater(tf.sum(weights, -1), 0), 'float32');
+    const right = tf.cast(tf.equal(tf.argMax(logits, -1), tf.argMax(weights, -1)), 'float32');
+    return [tf.sum(tf.mul(right, mask)) as tf.Scalar, tf.sum(mask) as tf.Scalar];
+  });
+}
+
+/**
+ * The dropout seed of a rank's shard: rank 0 keeps the single-agent seed. With dropout on, masks are drawn per shard,
+ * so only dropout-0 runs are independent of the rank count; every replay of the same gang is still exact.
+ */
+export function shardDropoutSeed(seed: number, step: number, rank: number): number {
+  const base = dropoutSeed(seed, step);
+  return rank === 0 ? base : dropoutSeed(base, rank);
+}
+
+function checkMembership(m: Membership): Membership {
+  if (!Number.isInteger(m.ranks) || m.ranks < 1 || !Number.isInteger(m.rank) || m.rank < 0 || m.rank >= m.ranks)
+    throw new TrainConfigError(`data-parallel membership: rank ${m.rank} of ${m.ranks} is not a valid rank`);
+  if (typeof m.reduce !== 'function') throw new TrainConfigError('data-parallel membership: reduce is not a function');
+  return { ...m };
+}
+
+export class DataParallelTrainer extends Trainer {
+  readonly layout: FlatLayout;
+  readonly hashEvery: number;
+  private current: Membership;
+
+  constructor(options: DataParallelOptions) {
+    super(options);
+    this.current = checkMembership(options.membership);
+    const every = options.hashEvery ?? DEFAULT_HASH_EVERY;
+    if (!Number.isInteger(every) || every < 0)
+      throw new TrainConfigError(`hashEvery must be a non-negative integer (got ${every})`);
+    this.hashEvery = every;
+    this.layout = flatLayout(this.model.variables);
+  }
+
+  get membership(): Readonly<Membership> {
+    return this.current;
+  }
+
+  /** A new gang (after a loss or a growth), from the next step on; the rows are re-sharded among `ranks`. */
+  setMembership(membership: Membership): void {
+    this.current = checkMembership(membership);
+  }
+
+  /** One optimizer step of the gang; throws NonFiniteLossError on every rank alike when the global loss is not finite. */
+  override async trainStep(): Promise<MetricPoint> {
+    const started = performance.now();
+    const step = this.stepsDone;
+    const { rank, ranks, reduce } = this.current;
+    const { batchSize } = this.job.training;
+    // The whole global batch is drawn on every rank, so every replica's data position moves alike.
+    const examples = Array.from({ length: batchSize }, () => this.source.next());
+    const shard = makeShardBatch(examples, this.tokenizer, this.job.model.maxLen, shardRows(batchSize, ranks, rank));
+    const learningRate = learningRateAt(step, this.schedule);
+    const local = await this.localContribution(shard, shardDropoutSeed(this.job.seed, step, rank));
+    const summed = await this.exchange(reduce, local, 'gradients');
+    const totals = summed.subarray(this.layout.gradients);
+    const [loss = NaN, right = 0, answers = 0] = totals;
+    const norm = tf.tidy(() => this.optimizer.apply(this.unflatten(summed), learningRate));
+    const [gradNorm = NaN] = await norm.data();
+    norm.dispose();
+    this.stepsDone += 1;
+    this.tokensSeen += shard.globalTokens;
+    if (!Number.isFinite(loss)) {
+      this.trainMs += performance.now() - started;
+      throw new NonFiniteLossError(this.stepsDone, loss);
+    }
+    if (this.hashEvery > 0 && this.stepsDone % this.hashEvery === 0) await this.checkReplicas();
+    const elapsed = performance.now() - started;
+    this.trainMs += elapsed;
+    const point: MetricPoint = {
+      step: this.stepsDone,
+      loss,
+      learningRate,
+      gradNorm,
+      tokensPerSecond: elapsed > 0 ? (shard.globalTokens * 1000) / elapsed : 0,
+      time: Date.now(),
+      ...(answers > 0 ? { accuracy: right / answers } : {}),
+    };
+    this.onStep?.(point);
+    return point;
+  }
+
+  /**
+   * sha256 of this replica's whole training state: weights, optimizer moments and step, the trainer's step and data
+   * position. Equal on every rank of a healthy gang.
+   */
+  async stateHash(): Promise<Uint8Array> {
+    const hash = createHash('sha256');
+    const add = async (t: tf.Tensor): Promise<void> => {
+      const data = await t.data();
+      hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    };
+    for (const v of this.model.variables) await add(v);
+    for (const m of this.optimizer.m) await add(m);
+    for (const v of this.optimizer.v) await add(v);
+    hash.update(JSON.stringify({ step: this.stepsDone, adam: this.optimizer.step, source: this.source.getState() }));
+    return new Uint8Array(hash.digest());
+  }
+
+  /**
+   * Every rank's state hash, exchanged through the reducer (each rank fills its own slot, the rest are zeros, so the
+   * sum is an exact gather); throws ReplicaDivergenceError on every rank when any two differ. A collective: all ranks
+   * call it at the same point (trainStep does, after every `hashEvery` steps).
+   */
+  async checkReplicas(): Promise<void> {
+    const { rank, ranks, reduce } = this.current;
+    const mine = await this.stateHash();
+    const slots = new Float32Array(ranks * HASH_BYTES);
+    slots.set(mine, rank * HASH_BYTES);
+    const all = await this.exchange(reduce, slots, 'state hashes');
+    const hashes = Array.from({ length: ranks }, (_, r) =>
+      Buffer.from(Uint8Array.from(all.subarray(r * HASH_BYTES, (r + 1) * HASH_BYTES))).toString('hex'),
+    );
+    if (hashes.some((h) => h !== hashes[0])) throw new ReplicaDivergenceError(this.stepsDone, hashes, rank);
+  }
+
+  /** This rank's flat contribution: its shard's gradients of the globally normalized loss, then its totals. */
+  private async localContribution(shard: ShardBatch, seed: number): Promise<Float32Array> {
+    // A rank without rows (more ranks than rows) adds nothing, but still takes part in the sum.
+    if (shard.batchSize === 0) return new Float32Array(this.layout.length);
+    const variables = this.model.variables;
+    const vocab = this.tokenizer.vocabSize;
+    let totals: tf.Tensor | undefined;
+    const flat = tf.tidy(() => {
+      const ids = tf.tensor2d(shard.ids, [shard.batchSize, shard.length], 'int32');
+      const weights = tf.tensor3d(shard.weights, [shard.batchSize, shard.length, vocab]);
+      const { grads } = tf.variableGrads(() => {
+        const logits = this.model.forward(ids, { training: true, dropoutSeed: seed }).logits;
+        const loss = maskedCrossEntropy(logits, weights);
+        // Kept past the gradient's own tidy so it rides in the same read-back as the gradients.
+        totals = tf.keep(tf.stack([loss, ...answerTokenCounts(logits, weights)]));
+        return loss;
+      }, variables);
+      const parts = variables.map((v) => tf.reshape(grads[v.name] ?? tf.zerosLike(v), [-1]));
+      return tf.concat([...parts, totals as tf.Tensor]);
+    });
+    totals?.dispose();
+    try {
+      // A copy: some backends hand out their own storage, and the reducer may sum in place.
+      return new Float32Array(await flat.data());
+    } finally {
+      flat.dispose();
+    }
+  }
+
+  private unflatten(summed: Float32Array): tf.Tensor[] {
+    const { offsets, sizes, shapes } = this.layout;
+    return shapes.map((shape, i) => {
+      const at = offsets[i] as number;
+      return tf.tensor(summed.subarray(at, at + (sizes[i] as number)), shape, 'float32');
+    });
+  }
+
+  private async exchange(reduce: Reducer, flat: Float32Array, what: string): Promise<Float32Array> {
+    const length = flat.length;
+    const summed = await reduce(flat);
+    if (!(summed instanceof Float32Array) || summed.length !== length) {
+      const got = summed instanceof Float32Array ? `${summed.length} floats` : typeof summed;
+      throw new GradientExchangeError(
+        `rank ${this.current.rank} of ${this.current.ranks}: the reducer returned ${got} for ${length} floats of ${what} at step ${this.stepsDone}`,
+      );
+    }
+    return summed;
+  }
+}
