@@ -36,6 +36,11 @@ export function launcherArgs(scheduler: RealScheduler, ...rest: string[]): strin
   return ['--launcher', scheduler.launcher, '--cluster', scheduler.profile, ...rest];
 }
 
+/** The launcher flags of a two-agent run with a plain view and no report. */
+export function twoAgentRunArgs(scheduler: RealScheduler): string[] {
+  return launcherArgs(scheduler, '--agents', '2', '--view', 'plain', '--no-report');
+}
+
 /** The agents' fake workload and how long they wait for a silent coordinator. */
 export function agentArgs(deathTimeoutMs: number): string[] {
   return ['--workload-module', fakeWorkload, '--agent-death-timeout-ms', String(deathTimeoutMs)];
@@ -47,6 +52,8 @@ export interface CliFixture {
   spawn(args: string[]): Spawned;
   /** An experiment file of two quick jobs (steps of 20 ms) in dir. */
   experiment(name: string, steps?: number): string;
+  /** `pe-arena run` of a new experiment (`name`, `steps`) with two agents, into runsDir. */
+  startRun(name: string, steps: number, deathTimeoutMs: number): Spawned;
 }
 
 /**
@@ -71,16 +78,27 @@ export function cliFixture(t: TestContext, scheduler: RealScheduler): CliFixture
     }
     cleanup();
   });
+  const spawn = (args: string[]): Spawned => {
+    const run = spawnCli(args);
+    spawned.push(run);
+    return run;
+  };
+  const experiment = (name: string, steps = 30): string =>
+    writeExperiment(dir, quickExperiment(name, { steps, params: { perStepMs: 20 }, maxAttempts: 3 }));
   return {
     dir,
     runsDir,
-    spawn: (args) => {
-      const run = spawnCli(args);
-      spawned.push(run);
-      return run;
-    },
-    experiment: (name, steps = 30) =>
-      writeExperiment(dir, quickExperiment(name, { steps, params: { perStepMs: 20 }, maxAttempts: 3 })),
+    spawn,
+    experiment,
+    startRun: (name, steps, deathTimeoutMs) =>
+      spawn([
+        'run',
+        experiment(name, steps),
+        ...twoAgentRunArgs(scheduler),
+        '--runs-dir',
+        runsDir,
+        ...agentArgs(deathTimeoutMs),
+      ]),
   };
 }
 
@@ -116,15 +134,7 @@ export function assertEvaluations(runDir: string): number {
  */
 export async function runCompletesScenario(t: TestContext, scheduler: RealScheduler): Promise<void> {
   const fixture = cliFixture(t, scheduler);
-  const file = fixture.experiment(`cli-${scheduler.name}`);
-  const run = fixture.spawn([
-    'run',
-    file,
-    ...launcherArgs(scheduler, '--agents', '2', '--view', 'plain', '--no-report'),
-    '--runs-dir',
-    fixture.runsDir,
-    ...agentArgs(20_000),
-  ]);
+  const run = fixture.startRun(`cli-${scheduler.name}`, 30, 20_000);
   const exit = await run.exited;
   const runDir = runDirOf(fixture.runsDir);
   const out = run.output();
@@ -181,9 +191,7 @@ export async function killAndResumeScenario(
 ): Promise<void> {
   const fixture = cliFixture(t, scheduler);
   // Long enough (2 x 400 steps of 20 ms) that the run is still going when its coordinator is killed.
-  const file = fixture.experiment(`cli-${scheduler.name}-resume`, 400);
-  const common = launcherArgs(scheduler, '--agents', '2', '--view', 'plain', '--no-report');
-  const first = fixture.spawn(['run', file, ...common, '--runs-dir', fixture.runsDir, ...agentArgs(30_000)]);
+  const first = fixture.startRun(`cli-${scheduler.name}-resume`, 400, 30_000);
   const found = await bothAgentsJoined(fixture, first);
   // SIGKILL: no exit hook runs, so the array stays in the scheduler with both agents on it.
   killPid(first.child.pid!, 'SIGKILL');
@@ -192,7 +200,7 @@ export async function killAndResumeScenario(
   assert.ok(name !== undefined);
   leftRunning(scheduler.leftovers(name));
 
-  const second = fixture.spawn(['run', '--resume', found, ...common, ...agentArgs(30_000)]);
+  const second = fixture.spawn(['run', '--resume', found, ...twoAgentRunArgs(scheduler), ...agentArgs(30_000)]);
   const exit = await second.exited;
   const out = second.output();
   assert.equal(exit.code, 0, `the resumed run exits 0\n${tail(out)}\n${logTail(found)}`);

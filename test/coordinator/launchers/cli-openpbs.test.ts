@@ -9,15 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tail } from '../../e2e/helpers.ts';
-import {
-  agentArgs,
-  bothAgentsJoined,
-  cliFixture,
-  jobNameOf,
-  killAndResumeScenario,
-  launcherArgs,
-  runCompletesScenario,
-} from './cli-harness.ts';
+import { bothAgentsJoined, cliFixture, jobNameOf, killAndResumeScenario, runCompletesScenario } from './cli-harness.ts';
 import { openpbs } from './harness.ts';
 
 const skip = openpbs.skipReason();
@@ -33,15 +25,7 @@ void test(
   { skip: skip ?? false, timeout: 90_000 },
   async (t) => {
     const fixture = cliFixture(t, openpbs);
-    const file = fixture.experiment('cli-openpbs-ctrl-c', 400);
-    const run = fixture.spawn([
-      'run',
-      file,
-      ...launcherArgs(openpbs, '--agents', '2', '--view', 'plain', '--no-report'),
-      '--runs-dir',
-      fixture.runsDir,
-      ...agentArgs(30_000),
-    ]);
+    const run = fixture.startRun('cli-openpbs-ctrl-c', 400, 30_000);
     const found = await bothAgentsJoined(fixture, run);
     const name = jobNameOf(found);
     assert.ok(name !== undefined);
