@@ -11,8 +11,8 @@ import { withDeadline } from '../../protocol/deadline.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import type { AgentToCoordinator, JobSpec } from '../../protocol/messages.ts';
 import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
-import { sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
+import { ChunkUploads } from './chunk-uploads.ts';
 import { FAKE_WORKLOAD, makeSpec, welcomeAndAssign } from './helpers.ts';
 
 const AGENT_MAIN = fileURLToPath(new URL('./fixtures/agent-main.ts', import.meta.url));
@@ -28,7 +28,7 @@ interface Stub {
 async function stub(spec: JobSpec): Promise<Stub> {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const received: AgentToCoordinator[] = [];
-  const parts = new Map<string, Uint8Array[]>();
+  const uploads = new ChunkUploads();
   const done = (async () => {
     for await (const inbound of server.inbound()) {
       if (inbound.kind !== 'message') continue;
@@ -41,19 +41,8 @@ async function stub(spec: JobSpec): Promise<Stub> {
         } else if (m.type === 'heartbeat') {
           await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
         } else if (m.type === 'checkpoint_chunk') {
-          const list = parts.get(m.checkpointId) ?? [];
-          list[m.index] = m.data;
-          parts.set(m.checkpointId, list);
-          if (list.filter((x) => x !== undefined).length === m.count) {
-            const ok = sha256Hex(Buffer.concat(list)) === m.sha256;
-            await server.send(peer, {
-              type: 'checkpoint_ack',
-              jobId: m.jobId,
-              epoch: m.epoch,
-              checkpointId: m.checkpointId,
-              ok,
-            });
-          }
+          const complete = uploads.add(m);
+          if (complete !== undefined) await server.send(peer, complete.ack);
         }
       } catch {
         // the agent may be gone already; the test checks what arrived
