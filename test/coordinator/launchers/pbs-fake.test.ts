@@ -85,7 +85,13 @@ function qstatJson(jobName: string, jobs: Record<string, Sub>): string {
 async function fakePbs(
   t: TestContext,
   runId: string,
-): Promise<{ fakes: string; runDir: string; launcher(options?: { demand?: () => number }): SchedulerLauncher }> {
+): Promise<{
+  fakes: string;
+  runDir: string;
+  /** What the launchers made here reported through onExit, in order. */
+  exits: AgentExit[];
+  launcher(options?: { demand?: () => number }): SchedulerLauncher;
+}> {
   const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
   const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
   const { runDir, remove } = tempRunDir('pe-arena-pbs-run-', runId);
@@ -100,12 +106,15 @@ async function fakePbs(
     rmSync(fakes, { recursive: true, force: true });
     remove();
   });
+  const exits: AgentExit[] = [];
   return {
     fakes,
     runDir,
+    exits,
     launcher: (options = {}) => {
       // A long interval: the test drives polls itself with pollNow().
       const l = createPbsLauncher(profile, { pollIntervalMs: 600_000, ...options });
+      l.onExit((e) => exits.push(e));
       launchers.push(l);
       return l;
     },
@@ -117,11 +126,9 @@ void test(
   { timeout: 30_000 },
   async (t) => {
     const fake = await fakePbs(t, '20261123-101500-pbsfake1');
-    const { fakes, runDir } = fake;
+    const { fakes, runDir, exits } = fake;
     let demand = 3;
     const launcher = fake.launcher({ demand: () => demand });
-    const exits: AgentExit[] = [];
-    launcher.onExit((e) => exits.push(e));
     const replaced = new Promise<LauncherEvent>((resolve) =>
       launcher.onEvent((e) => {
         if (e.kind === 'replacement' && e.submissionId !== undefined) resolve(e);
@@ -244,11 +251,9 @@ void test(
   { timeout: 30_000 },
   async (t) => {
     const fake = await fakePbs(t, '20261123-101500-pbsdown1');
-    const { fakes, runDir } = fake;
+    const { fakes, runDir, exits } = fake;
     const launcher = fake.launcher();
-    const exits: AgentExit[] = [];
     const failed: string[] = [];
-    launcher.onExit((e) => exits.push(e));
     launcher.onEvent((e) => {
       if (e.kind === 'poll_failed') failed.push(e.text);
     });
