@@ -1,7 +1,8 @@
 // Shared by the launcher tests that talk to a real scheduler: the loopback Slurm of .ci/setup-slurm.sh (sbatch, or
 // qsub through slurm-wlm-torque) and the OpenPBS of .ci/setup-openpbs.sh: why they skip, what the queue still
-// holds, and a harness that binds a coordinator socket, collects what agents and the launcher say, and cleans up
-// after the test (t.after) whatever happened.
+// holds, a descriptor per real scheduler (slurm, openpbs) so one scenario runs on each, and a harness that binds a
+// coordinator socket, collects what agents and the launcher say, and cleans up after the test (t.after) whatever
+// happened.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
