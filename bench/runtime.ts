@@ -18,6 +18,7 @@ import type { AgentId, CoordinatorToAgent, JobId } from '../protocol/messages.ts
 import { metricsMessage } from '../protocol/metric-columns.ts';
 import { connectClient } from '../protocol/zmq-transport.ts';
 import type { StampedEntry } from '../coordinator/journal.ts';
+import { waitFor } from '../test/e2e/helpers.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(repoRoot, 'src', 'cli.ts');
@@ -52,19 +53,33 @@ async function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
   child.kill('SIGKILL');
 }
 
-async function until<T>(what: string, timeoutMs: number, check: () => T | undefined | false, pollMs = 50): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let v: T | undefined | false;
-    try {
-      v = check();
-    } catch {
-      v = undefined;
-    }
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`bench: timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, pollMs));
-  }
+/** Polls check() every pollMs until it returns a value (not undefined/false), as the e2e tests wait. */
+function until<T>(what: string, timeoutMs: number, check: () => T | undefined | false, pollMs = 50): Promise<T> {
+  return waitFor(`bench: ${what}`, timeoutMs, check, () => '', pollMs);
+}
+
+/** A `pe-arena coordinator` of the experiment file `exp` with no launcher on a free port, its run under runsDir. */
+function startCoordinator(exp: string, runsDir: string): ChildProcess & { text: () => string } {
+  return start([
+    cli,
+    'coordinator',
+    exp,
+    '--launcher',
+    'none',
+    '--bind',
+    'tcp://127.0.0.1:0',
+    '--runs-dir',
+    runsDir,
+    '--view',
+    'off',
+  ]);
+}
+
+/** The coordinator's run directory and the address it bound, once its journal says so. */
+async function coordinatorReady(runsDir: string): Promise<{ runDir: string; address: string }> {
+  const runDir = await until('the run directory', 30_000, () => theRunDir(runsDir));
+  const address = await until('the address', 30_000, () => only(runDir, 'coordinator_started')[0]?.address);
+  return { runDir, address };
 }
 
 function journalOf(runDir: string): StampedEntry[] {
@@ -117,22 +132,9 @@ async function benchDetect(dir: string): Promise<Record<string, number | string>
     }),
   );
   const runsDir = join(dir, 'runs-detect');
-  const coord = start([
-    cli,
-    'coordinator',
-    exp,
-    '--launcher',
-    'none',
-    '--bind',
-    'tcp://127.0.0.1:0',
-    '--runs-dir',
-    runsDir,
-    '--view',
-    'off',
-  ]);
+  const coord = startCoordinator(exp, runsDir);
   try {
-    const runDir = await until('the run directory', 30_000, () => theRunDir(runsDir));
-    const address = await until('the address', 30_000, () => only(runDir, 'coordinator_started')[0]?.address);
+    const { runDir, address } = await coordinatorReady(runsDir);
     const agents = new Map<string, ChildProcess>();
     for (const id of ['bench-a', 'bench-b'])
       agents.set(
@@ -234,24 +236,11 @@ async function benchScale(dir: string, agents: number, windowS: number): Promise
     }),
   );
   const runsDir = join(dir, 'runs-scale');
-  const coord = start([
-    cli,
-    'coordinator',
-    exp,
-    '--launcher',
-    'none',
-    '--bind',
-    'tcp://127.0.0.1:0',
-    '--runs-dir',
-    runsDir,
-    '--view',
-    'off',
-  ]);
+  const coord = startCoordinator(exp, runsDir);
   const procs = Math.max(1, Math.min(4, Math.ceil(agents / 250)));
   const sims: (ChildProcess & { text: () => string })[] = [];
   try {
-    const runDir = await until('the run directory', 30_000, () => theRunDir(runsDir));
-    const address = await until('the address', 30_000, () => only(runDir, 'coordinator_started')[0]?.address);
+    const { runDir, address } = await coordinatorReady(runsDir);
     // Absolute window, shared with the simulators: they time round trips in it, this process the coordinator's CPU.
     const warmupS = 10 + Math.ceil(agents / 100);
     const windowStart = Date.now() + warmupS * 1000;

@@ -66,6 +66,7 @@ export async function waitFor<T>(
   timeoutMs: number,
   check: () => T | undefined | false,
   context: () => string = () => '',
+  pollMs = 150,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -77,7 +78,7 @@ export async function waitFor<T>(
     }
     if (v !== undefined && v !== false) return v;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}\n${context()}`);
-    await new Promise((r) => setTimeout(r, 150));
+    await new Promise((r) => setTimeout(r, pollMs));
   }
 }
 

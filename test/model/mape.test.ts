@@ -15,7 +15,8 @@ import {
   type MapeNumberOrder,
 } from '../../src/model/positional/reference.ts';
 import { createMape, mapeOffsets } from '../../src/model/positional/mape.ts';
-import type { PositionalConfig, WeightInit } from '../../src/model/positional/types.ts';
+import type { PositionalConfig } from '../../src/model/positional/types.ts';
+import { distinctInit } from './distinct-init.ts';
 import { Transformer } from '../../src/model/transformer.ts';
 import { greedyDecode } from '../../src/model/decode.ts';
 
@@ -148,21 +149,7 @@ void test('mapeIndices is causal from the first "=" on: a token keeps its index 
 });
 
 // Deterministic, distinct table values so a wrong row shows up.
-let made = 0;
-const init: WeightInit = {
-  normal: (_name, shape) => {
-    const size = shape.reduce((a, b) => a * b, 1);
-    made++;
-    return tf.variable(
-      tf.tensor(
-        Array.from({ length: size }, (_, i) => Math.sin(i * 1.3 + made)),
-        shape,
-      ),
-    );
-  },
-  zeros: (_name, shape) => tf.variable(tf.zeros(shape)),
-  ones: (_name, shape) => tf.variable(tf.ones(shape)),
-};
+const init = distinctInit(1.3);
 const config: PositionalConfig = { dModel: 6, heads: 2, headDim: 3, layers: 1, maxLen: 16 };
 
 void test('mape embed adds significance[index + offset] + roles[role], per row, offsets only in training', () => {

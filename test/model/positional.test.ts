@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { selectBackend } from '../../src/train/backend.ts';
 import { createPositionalEncoding } from '../../src/model/positional/index.ts';
-import type { PositionalConfig, WeightInit } from '../../src/model/positional/types.ts';
+import type { PositionalConfig } from '../../src/model/positional/types.ts';
+import { distinctInit } from './distinct-init.ts';
 import { alibiSlopes, ropeRotate, sinusoidalTable, t5RelativeBucket } from '../../src/model/positional/reference.ts';
 import { Transformer } from '../../src/model/transformer.ts';
 import { T5_BIAS_SCALE } from '../../src/model/positional/t5.ts';
@@ -12,21 +13,7 @@ import { T5_BIAS_SCALE } from '../../src/model/positional/t5.ts';
 await selectBackend('cpu');
 
 // Deterministic, distinct values so a wrong index shows up.
-let made = 0;
-const init: WeightInit = {
-  normal: (_name, shape) => {
-    const size = shape.reduce((a, b) => a * b, 1);
-    made++;
-    return tf.variable(
-      tf.tensor(
-        Array.from({ length: size }, (_, i) => Math.sin(i * 1.7 + made)),
-        shape,
-      ),
-    );
-  },
-  zeros: (_name, shape) => tf.variable(tf.zeros(shape)),
-  ones: (_name, shape) => tf.variable(tf.ones(shape)),
-};
+const init = distinctInit(1.7);
 const config: PositionalConfig = { dModel: 8, heads: 2, headDim: 4, layers: 2, maxLen: 12 };
 const near = (a: number, b: number, eps = 1e-5): boolean => Math.abs(a - b) <= eps;
 

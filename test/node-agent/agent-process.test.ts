@@ -11,9 +11,9 @@ import { withDeadline } from '../../protocol/deadline.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import type { AgentToCoordinator, JobSpec } from '../../protocol/messages.ts';
 import type { PeerId, ServerTransport } from '../../protocol/transport.ts';
-import { sha256Hex } from '../../protocol/checkpoint-chunks.ts';
 import { metricPoints } from '../../protocol/metric-columns.ts';
 import { readFakeCheckpoint } from './fixtures/fake-workload.ts';
+import { ChunkUploads } from './chunk-uploads.ts';
 import { FAKE_WORKLOAD, makeSpec, welcomeAndAssign } from './helpers.ts';
 
 const AGENT_MAIN = fileURLToPath(new URL('./fixtures/agent-main.ts', import.meta.url));
@@ -40,7 +40,7 @@ async function stub(spec: JobSpec, options: StubOptions = {}): Promise<Stub> {
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const received: AgentToCoordinator[] = [];
   const ackedAfter: number[] = [];
-  const parts = new Map<string, Uint8Array[]>();
+  const uploads = new ChunkUploads();
   const done = (async () => {
     for await (const inbound of server.inbound()) {
       if (inbound.kind !== 'message') continue;
@@ -53,15 +53,11 @@ async function stub(spec: JobSpec, options: StubOptions = {}): Promise<Stub> {
         } else if (m.type === 'heartbeat') {
           await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
         } else if (m.type === 'checkpoint_chunk') {
-          const list = parts.get(m.checkpointId) ?? [];
-          list[m.index] = m.data;
-          parts.set(m.checkpointId, list);
-          if (list.filter((x) => x !== undefined).length === m.count && options.ack !== false) {
-            const ok = sha256Hex(Buffer.concat(list)) === m.sha256;
-            const { jobId, epoch, checkpointId } = m;
+          const complete = uploads.add(m);
+          if (complete !== undefined && options.ack !== false) {
             const send = async (): Promise<void> => {
               ackedAfter.push(received.length);
-              await server.send(peer, { type: 'checkpoint_ack', jobId, epoch, checkpointId, ok });
+              await server.send(peer, complete.ack);
             };
             if (options.ackDelayMs === undefined) await send();
             else setTimeout(() => void send().catch(() => undefined), options.ackDelayMs);

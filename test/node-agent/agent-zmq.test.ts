@@ -5,16 +5,11 @@ import assert from 'node:assert/strict';
 import { settledWithin } from '../../protocol/deadline.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
 import { metricPoints } from '../../protocol/metric-columns.ts';
-import {
-  PROTOCOL_VERSION,
-  type AgentToCoordinator,
-  type CheckpointChunk,
-  type JobResult,
-} from '../../protocol/messages.ts';
+import { PROTOCOL_VERSION, type AgentToCoordinator, type JobResult } from '../../protocol/messages.ts';
 import type { PeerId } from '../../protocol/transport.ts';
 import { AGENT_EXIT } from '../../node-agent/agent-config.ts';
 import { runAgent } from '../../node-agent/run.ts';
-import { sha256Hex } from '../../protocol/checkpoint-chunks.ts';
+import { ChunkUploads } from './chunk-uploads.ts';
 import { makeSpec, silentLogger, welcomeAndAssign } from './helpers.ts';
 
 void test(
@@ -23,7 +18,7 @@ void test(
   async () => {
     const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
     const received: AgentToCoordinator[] = [];
-    const uploads = new Map<string, CheckpointChunk[]>();
+    const uploads = new ChunkUploads();
     const acked: { kind: string; step: number; bytes: number }[] = [];
     let result: JobResult | undefined;
     const spec = makeSpec({
@@ -49,23 +44,10 @@ void test(
             await server.send(peer, { type: 'heartbeat_ack', seq: m.seq, time: Date.now() });
             break;
           case 'checkpoint_chunk': {
-            const parts = uploads.get(m.checkpointId) ?? [];
-            parts.push(m);
-            uploads.set(m.checkpointId, parts);
-            if (parts.length === m.count) {
-              const blob = Buffer.concat(parts.sort((a, b) => a.index - b.index).map((c) => c.data));
-              const ok = blob.byteLength === m.totalBytes && sha256Hex(blob) === m.sha256;
-              if (ok) acked.push({ kind: m.kind, step: m.step, bytes: blob.byteLength });
-              uploads.delete(m.checkpointId);
-              await server.send(peer, {
-                type: 'checkpoint_ack',
-                jobId: m.jobId,
-                epoch: m.epoch,
-                checkpointId: m.checkpointId,
-                ok,
-                ...(ok ? {} : { reason: 'sha256 mismatch' }),
-              });
-            }
+            const complete = uploads.add(m);
+            if (complete === undefined) break;
+            if (complete.ack.ok) acked.push({ kind: m.kind, step: m.step, bytes: complete.blob.byteLength });
+            await server.send(peer, complete.ack);
             break;
           }
           case 'job_result':

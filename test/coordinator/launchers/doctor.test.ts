@@ -32,6 +32,24 @@ function doctor(args: string[]): Promise<{ code: number | null; out: string }> {
   });
 }
 
+/** `doctor --probe` (60 s) against a test profile of configs/clusters, with a runs directory it removes after. */
+async function probeDoctor(profile: string): Promise<{ code: number | null; out: string }> {
+  const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
+  try {
+    return await doctor([
+      '--cluster',
+      join(repoRoot, 'configs', 'clusters', profile),
+      '--runs-dir',
+      join(tmp, 'runs'),
+      '--probe',
+      '--probe-timeout',
+      '60',
+    ]);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 let slurm = true;
 try {
   execFileSync('sinfo', ['-h', '-o', '%T'], { stdio: 'ignore', timeout: 5_000 });
@@ -61,32 +79,19 @@ void test(
   'doctor passes against the loopback Slurm with the test profile, and --probe connects back from a compute node',
   { skip: slurm ? false : 'no Slurm answering: run .ci/setup-slurm.sh', timeout: 100_000 },
   async () => {
-    const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
-    try {
-      const { code, out } = await doctor([
-        '--cluster',
-        join(repoRoot, 'configs', 'clusters', 'test-slurm.json'),
-        '--runs-dir',
-        join(tmp, 'runs'),
-        '--probe',
-        '--probe-timeout',
-        '60',
-      ]);
-      assert.equal(code, 0, out);
-      assert.match(out, /PASS {2}compute node probe +\d+ on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+/);
-      for (const check of [
-        'node version',
-        'zeromq native module',
-        'site profile',
-        'slurm commands',
-        'coordinator port',
-        'TensorFlow.js',
-      ])
-        assert.match(out, new RegExp(`PASS {2}${check}`));
-      assert.match(out, /backend cpu +loads/);
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const { code, out } = await probeDoctor('test-slurm.json');
+    assert.equal(code, 0, out);
+    assert.match(out, /PASS {2}compute node probe +\d+ on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+/);
+    for (const check of [
+      'node version',
+      'zeromq native module',
+      'site profile',
+      'slurm commands',
+      'coordinator port',
+      'TensorFlow.js',
+    ])
+      assert.match(out, new RegExp(`PASS {2}${check}`));
+    assert.match(out, /backend cpu +loads/);
   },
 );
 
@@ -117,29 +122,16 @@ void test(
   'doctor --probe passes against the real OpenPBS with test-openpbs.json (commands from its commandsDir)',
   { skip: openPbsSkip ?? false, timeout: 100_000 },
   async () => {
-    const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-doctor-'));
-    try {
-      const { code, out } = await doctor([
-        '--cluster',
-        join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'),
-        '--runs-dir',
-        join(tmp, 'runs'),
-        '--probe',
-        '--probe-timeout',
-        '60',
-      ]);
-      assert.equal(code, 0, out);
-      assert.match(
-        out,
-        /PASS {2}pbs commands +qsub, qstat, qdel found in \/opt\/pbs\/bin \(commandsDir\); qstat -Q workq answers/,
-      );
-      assert.match(
-        out,
-        /PASS {2}compute node probe +\d+\.localhost on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+; backend cpu/,
-      );
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
+    const { code, out } = await probeDoctor('test-openpbs.json');
+    assert.equal(code, 0, out);
+    assert.match(
+      out,
+      /PASS {2}pbs commands +qsub, qstat, qdel found in \/opt\/pbs\/bin \(commandsDir\); qstat -Q workq answers/,
+    );
+    assert.match(
+      out,
+      /PASS {2}compute node probe +\d+\.localhost on \S+ connected to tcp:\/\/127\.0\.0\.1:\d+; backend cpu/,
+    );
   },
 );
 

@@ -1,19 +1,24 @@
 // Shared by the launcher tests that talk to a real scheduler: the loopback Slurm of .ci/setup-slurm.sh (sbatch, or
 // qsub through slurm-wlm-torque) and the OpenPBS of .ci/setup-openpbs.sh: why they skip, what the queue still
-// holds, and a harness that binds a coordinator socket, collects what agents and the launcher say, and cleans up
-// after the test (t.after) whatever happened.
+// holds, a descriptor per real scheduler (slurm, openpbs) so one scenario runs on each, and a harness that binds a
+// coordinator socket, collects what agents and the launcher say, and cleans up after the test (t.after) whatever
+// happened.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { TestContext } from 'node:test';
+import assert from 'node:assert/strict';
 import { newRunId } from '../../../protocol/ids.ts';
 import { PROTOCOL_VERSION } from '../../../protocol/messages.ts';
 import type { Bye, Hello, RunId } from '../../../protocol/messages.ts';
 import { bindServer } from '../../../protocol/zmq-transport.ts';
+import { compileClusterProfile } from '../../../coordinator/cluster-profile.ts';
+import type { ClusterProfile } from '../../../coordinator/cluster-profile.ts';
 import type { LauncherEvent } from '../../../coordinator/launchers/launcher-events.ts';
-import { parseQstatText } from '../../../coordinator/launchers/pbs.ts';
-import type { SchedulerLauncher } from '../../../coordinator/launchers/scheduler-launcher.ts';
+import { createPbsLauncher, parseQstatText } from '../../../coordinator/launchers/pbs.ts';
+import type { SchedulerLauncher, SchedulerLauncherOptions } from '../../../coordinator/launchers/scheduler-launcher.ts';
+import { createSlurmLauncher } from '../../../coordinator/launchers/slurm.ts';
 import type { AgentExit, LaunchRequest } from '../../../coordinator/launchers/types.ts';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..', '..');
@@ -117,6 +122,96 @@ export function squeueRun(jobName: string): string[] {
   })
     .split('\n')
     .filter((l) => l.trim() !== '');
+}
+
+/** A real scheduler of this host, as the tests that run one scenario on each of them need it. */
+export interface RealScheduler {
+  /** How test names and messages call it. */
+  readonly name: 'slurm' | 'openpbs';
+  /** The CLI's `--launcher`. */
+  readonly launcher: 'slurm' | 'pbs';
+  /** The command that submits (as the CLI reports it). */
+  readonly submit: 'sbatch' | 'qsub';
+  /** The id of an array submission, as the submit command answers it. */
+  readonly arrayId: RegExp;
+  /** Its test profile, relative to the repository root. */
+  readonly profile: string;
+  /** The profile fields that name the scheduler, for profiles a test compiles itself. */
+  readonly siteFields: Record<string, unknown>;
+  /** Why its tests must skip, or undefined when it answers. */
+  skipReason(): string | undefined;
+  createLauncher(profile: ClusterProfile, options?: Omit<SchedulerLauncherOptions, 'profile'>): SchedulerLauncher;
+  /** The scheduler's id of task `index` of an array submission. */
+  taskId(submissionId: string, index: number): string;
+  /** What it still holds of the run queued or running, as "<id> <state>" lines. */
+  leftovers(jobName: string): string[];
+  /** Ends tasks from outside, as an admin or preemption would (scancel, qdel). */
+  cancel(ids: string[]): void;
+  /** Cleanup after a test: ends whatever of the run is still held. */
+  cancelRun(jobName: string): void;
+}
+
+export const slurm: RealScheduler = {
+  name: 'slurm',
+  launcher: 'slurm',
+  submit: 'sbatch',
+  arrayId: /^\d+$/,
+  profile: join('configs', 'clusters', 'test-slurm.json'),
+  siteFields: { scheduler: 'slurm', queue: 'debug' },
+  skipReason: slurmSkipReason,
+  createLauncher: createSlurmLauncher,
+  taskId: (submissionId, index) => `${submissionId}_${index}`,
+  leftovers: squeueRun,
+  cancel: (ids) => execFileSync('scancel', ids, { timeout: 10_000 }),
+  cancelRun: (jobName) => {
+    if (squeueRun(jobName).length > 0)
+      execFileSync('scancel', [`--name=${jobName}`], { stdio: 'ignore', timeout: 10_000 });
+  },
+};
+
+export const openpbs: RealScheduler = {
+  name: 'openpbs',
+  launcher: 'pbs',
+  submit: 'qsub',
+  arrayId: /^\d+\[\]\.localhost$/,
+  profile: join('configs', 'clusters', 'test-openpbs.json'),
+  siteFields: { scheduler: 'pbs', dialect: 'pbspro', queue: 'workq', commandsDir: OPENPBS_BIN },
+  skipReason: openPbsSkipReason,
+  createLauncher: createPbsLauncher,
+  taskId: (submissionId, index) => submissionId.replace('[]', `[${index}]`),
+  leftovers: qstatRun,
+  cancel: (ids) => void openPbs('qdel', ids),
+  cancelRun: (jobName) => {
+    const left = qstatRun(jobName).map((line) => line.split(' ')[0]!);
+    if (left.length === 0) return;
+    try {
+      openPbs('qdel', ['-W', 'force', ...left]);
+    } catch {
+      // already gone between the two calls
+    }
+  },
+};
+
+/** A site profile compiled from `fields`, with one CPU and /tmp as the workdir unless they say otherwise. */
+export function siteProfile(fields: Record<string, unknown> & { name: string }): ClusterProfile {
+  return compileClusterProfile({ resources: { cpus: 1 }, workdir: '/tmp', ...fields }, `${fields.name}.json`);
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** launch/events.jsonl of the run, parsed. */
+export function eventsOnDisk(runDir: string): { kind: string; text: string; launcherId?: string }[] {
+  return readFileSync(join(runDir, 'launch', 'events.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { kind: string; text: string; launcherId?: string });
 }
 
 /**
@@ -253,4 +348,68 @@ export async function launcherHarness(
       return (options.queue ?? squeueRun)(launcher.scheduledJobName);
     },
   };
+}
+
+/**
+ * One agent on a one-minute walltime: it leaves 45 s before the end (at ~15 s), a continuation goes in 55 s before
+ * it and says hello while the first still runs; the first says bye (walltime) and ends cleanly, so nothing replaces
+ * it; stop() leaves nothing of the run queued or running.
+ */
+export async function walltimeScenario(t: TestContext, scheduler: RealScheduler): Promise<void> {
+  const profile = siteProfile({
+    name: `${scheduler.name}-walltime-test`,
+    ...scheduler.siteFields,
+    walltime: '00:01:00',
+    agentArgs: ['--backend', 'cpu'],
+    walltimeMarginS: 45,
+    continuationLeadS: 55,
+    pollIntervalS: 1,
+    maxReplacements: 2,
+  });
+  const launcher = scheduler.createLauncher(profile, { pollIntervalMs: 1_000 });
+  const h = await launcherHarness(t, launcher, {
+    prefix: `pe-arena-${scheduler.name}-`,
+    welcome: true,
+    queue: scheduler.leftovers,
+  });
+  await h.start(1);
+  const first = launcher.submissionIds()[0]!;
+  const firstHello = await h.hellos.until('the first hello', (hello) => hello.launcherId === first);
+  // The continuation is submitted while the first agent still runs.
+  const continuation = await h.events.until(
+    'a continuation submission',
+    (e) => e.kind === 'continuation' && e.launcherId === first,
+  );
+  const second = continuation.submissionId!;
+  await h.hellos.until('the continuation hello', (hello) => hello.launcherId === second);
+  // The first agent leaves at its margin, saying why, and its task ends cleanly (exit 0): no replacement.
+  const bye = await h.byes.until('the walltime bye', (b) => b.agentId === firstHello.agentId);
+  assert.equal(bye.reason, 'walltime');
+  const exit = await h.exits.until('the first task to end', (e) => e.launcherId === first);
+  assert.deepEqual([exit.code, exit.signal], [0, null]);
+  // (Later submissions are continuations of the continuation, whose one-minute walltime is also short.)
+  const events = eventsOnDisk(h.runDir);
+  assert.ok(!events.some((e) => e.kind === 'replacement'), 'a clean walltime exit is not replaced');
+  assert.ok(
+    events.some((e) => e.kind === 'continuation' && e.text.includes(first)),
+    'the continuation names the agent it continues',
+  );
+  assert.deepEqual(await h.stopAndList(), [], 'stop() leaves nothing of the run queued or running');
+}
+
+/** Asserts that launch/events.jsonl holds an event of each kind. */
+export function assertEventKinds(runDir: string, kinds: string[]): void {
+  const events = eventsOnDisk(runDir);
+  for (const kind of kinds)
+    assert.ok(
+      events.some((e) => e.kind === kind),
+      `events.jsonl has a ${kind} event`,
+    );
+}
+
+/** Waits until no agent that said hello has a live process (all fake nodes are this host). */
+export function agentProcessesExited(hellos: Watch<Hello>, ms: number): Promise<true> {
+  return waitFor('agent processes to exit', ms, () =>
+    hellos.items.every((hello) => !processAlive(hello.pid)) ? true : undefined,
+  );
 }

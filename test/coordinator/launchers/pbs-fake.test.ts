@@ -77,14 +77,22 @@ function qstatJson(jobName: string, jobs: Record<string, Sub>): string {
 }
 
 /**
- * The fakes first on PATH, an empty qstat, and a run directory named runId. After the test, the launchers given to
- * `stopAfter` are stopped first, newest first (with PATH still on the fakes: this machine may have Slurm's torque
- * wrappers, which wait 9 s for a slurmctld that is not there); then PATH is put back and both directories go.
+ * The fakes first on PATH, an empty qstat, and a run directory named runId; `launcher` makes a pbs launcher of
+ * test-pbs.json whose polls the test drives itself (pollNow). After the test, the launchers made are stopped
+ * first, newest first (with PATH still on the fakes: this machine may have Slurm's torque wrappers, which wait 9 s
+ * for a slurmctld that is not there); then PATH is put back and both directories go.
  */
-function fakePbs(
+async function fakePbs(
   t: TestContext,
   runId: string,
-): { fakes: string; runDir: string; stopAfter(l: SchedulerLauncher): void } {
+): Promise<{
+  fakes: string;
+  runDir: string;
+  /** What the launchers made here reported through onExit, in order. */
+  exits: AgentExit[];
+  launcher(options?: { demand?: () => number }): SchedulerLauncher;
+}> {
+  const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
   const fakes = mkdtempSync(join(tmpdir(), 'pe-arena-fake-pbs-'));
   const { runDir, remove } = tempRunDir('pe-arena-pbs-run-', runId);
   writeFakes(fakes);
@@ -98,21 +106,29 @@ function fakePbs(
     rmSync(fakes, { recursive: true, force: true });
     remove();
   });
-  return { fakes, runDir, stopAfter: (l) => void launchers.push(l) };
+  const exits: AgentExit[] = [];
+  return {
+    fakes,
+    runDir,
+    exits,
+    launcher: (options = {}) => {
+      // A long interval: the test drives polls itself with pollNow().
+      const l = createPbsLauncher(profile, { pollIntervalMs: 600_000, ...options });
+      l.onExit((e) => exits.push(e));
+      launchers.push(l);
+      return l;
+    },
+  };
 }
 
 void test(
   'pbs launcher: qsub array, batched qstat, exit reports, capped replacement, trimming, stop, stderr in errors',
   { timeout: 30_000 },
   async (t) => {
-    const { fakes, runDir, stopAfter } = fakePbs(t, '20261123-101500-pbsfake1');
+    const fake = await fakePbs(t, '20261123-101500-pbsfake1');
+    const { fakes, runDir, exits } = fake;
     let demand = 3;
-    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
-    // A long interval: the test drives polls itself with pollNow().
-    const launcher = createPbsLauncher(profile, { pollIntervalMs: 600_000, demand: () => demand });
-    stopAfter(launcher);
-    const exits: AgentExit[] = [];
-    launcher.onExit((e) => exits.push(e));
+    const launcher = fake.launcher({ demand: () => demand });
     const replaced = new Promise<LauncherEvent>((resolve) =>
       launcher.onEvent((e) => {
         if (e.kind === 'replacement' && e.submissionId !== undefined) resolve(e);
@@ -234,13 +250,10 @@ void test(
   'pbs launcher: a qstat that cannot reach its server, or prints no job records, changes nothing and reports no one',
   { timeout: 30_000 },
   async (t) => {
-    const { fakes, runDir, stopAfter } = fakePbs(t, '20261123-101500-pbsdown1');
-    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
-    const launcher = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
-    stopAfter(launcher);
-    const exits: AgentExit[] = [];
+    const fake = await fakePbs(t, '20261123-101500-pbsdown1');
+    const { fakes, runDir, exits } = fake;
+    const launcher = fake.launcher();
     const failed: string[] = [];
-    launcher.onExit((e) => exits.push(e));
     launcher.onEvent((e) => {
       if (e.kind === 'poll_failed') failed.push(e.text);
     });
@@ -305,13 +318,10 @@ void test(
   'pbs launcher of a resumed run takes over the earlier coordinator’s live tasks and submits only the rest',
   { timeout: 30_000 },
   async (t) => {
-    const { fakes, runDir, stopAfter } = fakePbs(t, '20261123-101500-pbsadopt');
-    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-pbs.json'));
-    const first = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
-    const second = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
-    const third = createPbsLauncher(profile, { pollIntervalMs: 600_000 });
+    const fake = await fakePbs(t, '20261123-101500-pbsadopt');
+    const { fakes, runDir } = fake;
     // The first launcher stands for a killed coordinator: stopping it only drops its exit hook.
-    for (const l of [first, second, third]) stopAfter(l);
+    const [first, second, third] = [fake.launcher(), fake.launcher(), fake.launcher()];
     const request = { coordinator: 'tcp://login01:5555', count: 3, runDir, agentArgs: [] };
     await first.start(request);
     assert.deepEqual(first.submissionIds(), ['100[].pbs-test']);

@@ -11,29 +11,18 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compileClusterProfile, loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
 import { SchedulerCommandError } from '../../../coordinator/launchers/errors.ts';
-import { createPbsLauncher } from '../../../coordinator/launchers/pbs.ts';
 import { execCommand } from '../../../coordinator/launchers/scheduler-command.ts';
 import type { RunCommand } from '../../../coordinator/launchers/scheduler-command.ts';
-import { launcherHarness, openPbs, openPbsSkipReason, qstatRun, repoRoot, waitFor } from './harness.ts';
+import {
+  agentProcessesExited,
+  assertEventKinds,
+  launcherHarness,
+  openpbs,
+  repoRoot,
+  walltimeScenario,
+} from './harness.ts';
 
-const skip = openPbsSkipReason();
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** launch/events.jsonl of the run, parsed. */
-function eventsOnDisk(runDir: string): { kind: string; text: string; launcherId?: string }[] {
-  return readFileSync(join(runDir, 'launch', 'events.jsonl'), 'utf8')
-    .trim()
-    .split('\n')
-    .map((l) => JSON.parse(l) as { kind: string; text: string; launcherId?: string });
-}
+const skip = openpbs.skipReason();
 
 /** The real commands, each call recorded as [command, ...args]. */
 function recordingRun(): { run: RunCommand; calls: string[][] } {
@@ -51,10 +40,10 @@ void test(
   'pbs launcher on OpenPBS: a qsub -J array hellos, qstat polls are batched, qdel of one subjob is replaced, stop empties the queue',
   { skip: skip ?? false, timeout: 120_000 },
   async (t) => {
-    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'));
+    const profile = await loadClusterProfile(join(repoRoot, openpbs.profile));
     const { run, calls } = recordingRun();
-    const launcher = createPbsLauncher(profile, { pollIntervalMs: 1_000, run });
-    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', queue: qstatRun });
+    const launcher = openpbs.createLauncher(profile, { pollIntervalMs: 1_000, run });
+    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', queue: openpbs.leftovers });
     await h.start(3);
     const [arrayId] = launcher.submissionIds();
     assert.equal(launcher.submissionIds().length, 1, 'one qsub for three agents');
@@ -66,7 +55,7 @@ void test(
     // Every agent says hello with its own subjob id, as PBS_JOBID names it.
     const launcherIds = new Set<string | undefined>();
     await h.hellos.until('3 hellos', (hello) => launcherIds.add(hello.launcherId).size >= 3);
-    const subjobs = [0, 1, 2].map((i) => arrayId!.replace('[]', `[${i}]`));
+    const subjobs = [0, 1, 2].map((i) => openpbs.taskId(arrayId!, i));
     assert.deepEqual([...launcherIds].sort(), subjobs);
     for (const id of subjobs)
       await h.events.until(`${id} seen running`, (e) => e.kind === 'running' && e.launcherId === id);
@@ -74,7 +63,7 @@ void test(
     // qdel ONE subjob, as an admin or a user would: the agent drains and exits 0 on the SIGTERM, yet it did not
     // choose to leave, so the launcher reports it lost and submits a replacement (the profile allows 2).
     const victim = subjobs[1]!;
-    openPbs('qdel', [victim]);
+    openpbs.cancel([victim]);
     const exit = await h.exits.until('the exit report', (e) => e.launcherId === victim);
     assert.deepEqual(
       [exit.pid, exit.code, exit.signal],
@@ -103,85 +92,31 @@ void test(
       polls.some((p) => p.includes(arrayId!) && p.includes(replacementId)),
       'one qstat asks for every submission of the run',
     );
-    const events = eventsOnDisk(h.runDir);
-    for (const kind of ['submitted', 'running', 'ended', 'replacement'])
-      assert.ok(
-        events.some((e) => e.kind === kind),
-        `events.jsonl has a ${kind} event`,
-      );
+    assertEventKinds(h.runDir, ['submitted', 'running', 'ended', 'replacement']);
 
     assert.deepEqual(await h.stopAndList(), [], 'stop() leaves nothing of the run queued or running (qstat -x)');
     assert.ok(
       calls.some((c) => c[0] === '/opt/pbs/bin/qdel' && c.includes(arrayId!) && c.includes(replacementId)),
       'stop qdel-s every submission',
     );
-    await waitFor('agent processes to exit', 15_000, () =>
-      h.hellos.items.every((hello) => !processAlive(hello.pid)) ? true : undefined,
-    );
+    await agentProcessesExited(h.hellos, 15_000);
   },
 );
 
 void test(
   'pbs launcher on OpenPBS: an agent drains at its walltime margin and a continuation takes over',
   { skip: skip ?? false, timeout: 120_000 },
-  async (t) => {
-    // One-minute walltime: the agent leaves 45 s before the end (at ~15 s); the continuation goes in 55 s before it.
-    const profile = compileClusterProfile(
-      {
-        name: 'openpbs-walltime-test',
-        scheduler: 'pbs',
-        dialect: 'pbspro',
-        queue: 'workq',
-        walltime: '00:01:00',
-        resources: { cpus: 1 },
-        workdir: '/tmp',
-        commandsDir: '/opt/pbs/bin',
-        agentArgs: ['--backend', 'cpu'],
-        walltimeMarginS: 45,
-        continuationLeadS: 55,
-        pollIntervalS: 1,
-        maxReplacements: 2,
-      },
-      'openpbs-walltime-test.json',
-    );
-    const launcher = createPbsLauncher(profile, { pollIntervalMs: 1_000 });
-    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', welcome: true, queue: qstatRun });
-    await h.start(1);
-    const first = launcher.submissionIds()[0]!;
-    const firstHello = await h.hellos.until('the first hello', (hello) => hello.launcherId === first);
-    // The continuation is submitted while the first agent still runs (its end is stime + Resource_List.walltime).
-    const continuation = await h.events.until(
-      'a continuation submission',
-      (e) => e.kind === 'continuation' && e.launcherId === first,
-    );
-    const second = continuation.submissionId!;
-    await h.hellos.until('the continuation hello', (hello) => hello.launcherId === second);
-    // The first agent leaves at its margin, saying why, and its job finishes cleanly (exit 0): no replacement.
-    const bye = await h.byes.until('the walltime bye', (b) => b.agentId === firstHello.agentId);
-    assert.equal(bye.reason, 'walltime');
-    const exit = await h.exits.until('the first job to end', (e) => e.launcherId === first);
-    assert.deepEqual([exit.code, exit.signal], [0, null]);
-    const events = eventsOnDisk(h.runDir);
-    assert.ok(!events.some((e) => e.kind === 'replacement'), 'a clean walltime exit is not replaced');
-    assert.ok(
-      events.some((e) => e.kind === 'continuation' && e.text.includes(first)),
-      'the continuation names the agent it continues',
-    );
-    assert.deepEqual(await h.stopAndList(), [], 'stop() leaves nothing of the run queued or running (qstat -x)');
-  },
+  (t) => walltimeScenario(t, openpbs),
 );
 
 void test(
   "pbs launcher on OpenPBS: a qsub that refuses the submission puts PBS's own words in the error",
   { skip: skip ?? false, timeout: 30_000 },
   async (t) => {
-    const base = JSON.parse(readFileSync(join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'), 'utf8')) as Record<
-      string,
-      unknown
-    >;
+    const base = JSON.parse(readFileSync(join(repoRoot, openpbs.profile), 'utf8')) as Record<string, unknown>;
     const profile = compileClusterProfile({ ...base, queue: 'nosuchq' }, 'openpbs-no-queue.json');
-    const launcher = createPbsLauncher(profile, { pollIntervalMs: 1_000 });
-    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', queue: qstatRun });
+    const launcher = openpbs.createLauncher(profile, { pollIntervalMs: 1_000 });
+    const h = await launcherHarness(t, launcher, { prefix: 'pe-arena-openpbs-', queue: openpbs.leftovers });
     await assert.rejects(h.start(2), (error: unknown) => {
       assert.ok(error instanceof SchedulerCommandError);
       assert.match(error.message, /^qsub failed \(exit \d+\) submitting .*: qsub: Unknown queue/);

@@ -7,90 +7,30 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { bindServer } from '../../../protocol/zmq-transport.ts';
-import { newRunId } from '../../../protocol/ids.ts';
-import type { RunId } from '../../../protocol/messages.ts';
-import { Coordinator } from '../../../coordinator/coordinator.ts';
-import type { RunOutcome } from '../../../coordinator/coordinator.ts';
-import { compileExperiment } from '../../../coordinator/experiment.ts';
-import { loadClusterProfile } from '../../../coordinator/cluster-profile.ts';
-import { createPbsLauncher } from '../../../coordinator/launchers/pbs.ts';
 import type { LauncherEvent } from '../../../coordinator/launchers/launcher-events.ts';
 import { entries } from '../../e2e/helpers.ts';
-import {
-  fakeWorkload,
-  openPbs,
-  openPbsSkipReason,
-  qstatRun,
-  quickExperiment,
-  repoRoot,
-  tempRunDir,
-  waitFor,
-} from './harness.ts';
-
-const skip = openPbsSkipReason();
+import { busyJob, coordinatorRun } from './coordinator-run.ts';
+import { openpbs } from './harness.ts';
 
 void test(
   "a run through qsub on OpenPBS completes on a replacement after one agent's subjob is qdel-ed mid-job",
-  { skip: skip ?? false, timeout: 150_000 },
+  { skip: openpbs.skipReason() ?? false, timeout: 150_000 },
   async (t) => {
-    const runId = newRunId() as RunId;
-    const { runDir, remove } = tempRunDir('pe-arena-openpbs-run-', runId);
     // 300 steps of 60 ms: the other agent is still busy with its own job when the replacement joins.
-    const experiment = compileExperiment(
-      quickExperiment('openpbs-run', { steps: 300, params: { stepDelayMs: 60 }, maxAttempts: 4 }),
-      'openpbs-run.json',
-      runId,
-    );
-    const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
-    const profile = await loadClusterProfile(join(repoRoot, 'configs', 'clusters', 'test-openpbs.json'));
-    const ref: { coordinator?: Coordinator } = {};
-    // The run's demand, as `pe-arena run` sizes it: jobs not finished yet.
-    const launcher = createPbsLauncher(profile, {
-      pollIntervalMs: 1_000,
-      demand: () => {
-        const c = ref.coordinator?.scheduler.counts();
-        return c === undefined ? 2 : c.pending + c.assigned + c.running + c.evaluating;
-      },
-    });
+    const run = await coordinatorRun(t, openpbs, { name: 'openpbs-run', agents: 2, steps: 300, stepDelayMs: 60 });
+    const { experiment, runDir, coordinator: c, launcher } = run;
     const replacements: LauncherEvent[] = [];
     launcher.onEvent((e) => {
       if (e.kind === 'replacement' && e.submissionId !== undefined) replacements.push(e);
     });
-    const coordinator = new Coordinator({ experiment, runDir, transport: server, launcher, drainMs: 3_000 });
-    ref.coordinator = coordinator;
-    let finished = false;
-    let launcherStopped = false;
-    t.after(async () => {
-      if (!finished) await coordinator.stop('test over');
-      if (!launcherStopped) await launcher.stop(3_000);
-      await server.close().catch(() => undefined);
-      remove();
-    });
-    coordinator.start();
-    await launcher.start({
-      coordinator: server.address,
-      count: 2,
-      runDir,
-      agentArgs: ['--workload-module', fakeWorkload, '--death-timeout-ms', '20000'],
-    });
-    const arrayId = launcher.submissionIds()[0]!;
-    const c = coordinator;
-    await waitFor('2 agents to join', 60_000, () => (c.agents.size >= 2 ? true : undefined));
     assert.deepEqual(
       [...c.agents.values()].map((a) => a.launcherId).sort(),
-      [0, 1].map((i) => arrayId.replace('[]', `[${i}]`)),
+      [0, 1].map((i) => openpbs.taskId(run.arrayId, i)),
       'every agent joined with its subjob id',
     );
-    const busy = await waitFor('a job past step 20', 60_000, () => {
-      const job = [...c.scheduler.jobs.values()].find(
-        (j) => j.state === 'running' && j.step >= 20 && j.agentId !== undefined,
-      );
-      return job === undefined ? undefined : { job, agent: c.agents.get(job.agentId!)! };
-    });
-    openPbs('qdel', [busy.agent.launcherId!]);
-    const outcome: RunOutcome = await c.done;
-    finished = true;
+    const busy = await busyJob(run, 20);
+    openpbs.cancel([busy.agent.launcherId!]);
+    const outcome = await run.done();
     assert.equal(outcome.done, 2);
     assert.equal(outcome.failed, 0);
     for (const job of experiment.jobs)
@@ -107,8 +47,6 @@ void test(
     );
     assert.ok((again[0]?.resumeStep ?? 0) >= 10, 'and resumed from an acknowledged checkpoint, not from step 0');
 
-    await launcher.stop(3_000);
-    launcherStopped = true;
-    assert.deepEqual(qstatRun(launcher.scheduledJobName), [], 'nothing of the run queued or running (qstat -x)');
+    assert.deepEqual(await run.stopAndList(), [], 'nothing of the run queued or running (qstat -x)');
   },
 );
