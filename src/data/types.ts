@@ -2,10 +2,8 @@
 // and the problem's length (e.g. operand digits) for length-generalization buckets.
 import type { RngState } from './rng.ts';
 
-export interface Example {
-  /** Stable within a seed, so paired tests can match the same problem across encodings. */
-  id: string;
-  task: string;
+/** A problem's text and what evaluation needs to read it back: shared by generated problems and examples. */
+export interface ProblemText {
   prompt: string;
   /** For step-by-step tasks: the steps, then "#### <answer>" (GSM8K form). Otherwise just the answer. */
   target: string;
@@ -20,6 +18,12 @@ export interface Example {
   padded?: boolean;
   /** Set when prompt and target have spaces between digits (`spaced` or `spaceDigits`); `answer` has none. */
   spaced?: boolean;
+}
+
+export interface Example extends ProblemText {
+  /** Stable within a seed, so paired tests can match the same problem across encodings. */
+  id: string;
+  task: string;
 }
 
 /** An endless, seeded, resumable stream of examples. */

@@ -33,10 +33,13 @@ export function inputLength(example: Example, tokenizer: Tokenizer): number {
   return tokenizer.encode(example.prompt).length + tokenizer.encode(example.target).length + 1;
 }
 
-export function makeBatch(examples: readonly Example[], tokenizer: Tokenizer, maxLen: number): Batch {
-  if (examples.length === 0) throw new TrainConfigError('makeBatch: no examples');
+/** Every example encoded, or a TrainConfigError naming the first that does not fit the model's maxLen. */
+export function encodeFitting(
+  examples: readonly Example[],
+  tokenizer: Tokenizer,
+  maxLen: number,
+): ReturnType<typeof encodeExample>[] {
   const encoded = examples.map((e) => encodeExample(e, tokenizer));
-  const length = Math.max(...encoded.map((e) => e.sequence.length - 1));
   encoded.forEach((e, i) => {
     if (e.sequence.length - 1 > maxLen) {
       const ex = examples[i] as Example;
@@ -46,6 +49,13 @@ export function makeBatch(examples: readonly Example[], tokenizer: Tokenizer, ma
       );
     }
   });
+  return encoded;
+}
+
+export function makeBatch(examples: readonly Example[], tokenizer: Tokenizer, maxLen: number): Batch {
+  if (examples.length === 0) throw new TrainConfigError('makeBatch: no examples');
+  const encoded = encodeFitting(examples, tokenizer, maxLen);
+  const length = Math.max(...encoded.map((e) => e.sequence.length - 1));
   const vocab = tokenizer.vocabSize;
   const batchSize = examples.length;
   const ids = new Int32Array(batchSize * length).fill(PAD);

@@ -5,7 +5,7 @@
 import type { Tokenizer } from '../data/tokenizer.ts';
 import { PAD } from '../data/tokenizer.ts';
 import type { Example } from '../data/types.ts';
-import { encodeExample, type Batch } from './batches.ts';
+import { encodeFitting, type Batch } from './batches.ts';
 import { TrainConfigError } from './errors.ts';
 
 /** Rows [start, end) of the global batch. */
@@ -42,16 +42,7 @@ export function makeShardBatch(
   if (rows.start < 0 || rows.end > examples.length || rows.start > rows.end)
     throw new TrainConfigError(`makeShardBatch: rows [${rows.start}, ${rows.end}) of a batch of ${examples.length}`);
   // Every rank checks every example, so an over-long one fails all ranks alike.
-  const encoded = examples.map((e) => encodeExample(e, tokenizer));
-  encoded.forEach((e, i) => {
-    if (e.sequence.length - 1 > maxLen) {
-      const ex = examples[i] as Example;
-      throw new TrainConfigError(
-        `example ${ex.id} (${ex.task}) needs ${e.sequence.length - 1} positions but the model's maxLen is ${maxLen}; ` +
-          `use a preset with a larger maxLen or shorter problems`,
-      );
-    }
-  });
+  const encoded = encodeFitting(examples, tokenizer, maxLen);
   const length = Math.max(...encoded.map((e) => e.sequence.length - 1));
   let globalTargetTokens = 0;
   let globalTokens = 0;
