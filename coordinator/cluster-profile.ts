@@ -297,6 +297,11 @@ type Str = (obj: Obj, key: string, path: string, required: boolean, pattern?: Re
 /** An absolute path on the node: `/...`, or under `$HOME/` or `${HOME}/` (expanded by the job script). */
 const ABSOLUTE = /^(\/|\$\{?HOME\}?\/)/;
 
+/** An image given as a file on the node (absolute, or under $HOME), not a name or URI. */
+export function isImageFile(image: string): boolean {
+  return ABSOLUTE.test(image);
+}
+
 function compileContainer(raw: unknown, gpusByDefault: boolean, fail: Fail, str: Str): ContainerSpec {
   if (!isObj(raw))
     return fail('container', 'must be an object like {"runtime": "apptainer", "image": "/path/pe-arena.sif"}');
@@ -310,6 +315,16 @@ function compileContainer(raw: unknown, gpusByDefault: boolean, fail: Fail, str:
   const image = str(raw, 'image', 'container.image', true)!;
   if (/[\s,]/.test(image))
     return fail('container.image', `must be one path or name without spaces or commas, got ${JSON.stringify(image)}`);
+  if ((runtime === 'apptainer' || runtime === 'singularity') && !isImageFile(image) && !image.includes('://'))
+    return fail(
+      'container.image',
+      `must be an absolute path to an image file (e.g. "/scratch/$USER/pe-arena.sif") or a URI such as docker://..., got ${JSON.stringify(image)}`,
+    );
+  if (runtime === 'podman' && isImageFile(image))
+    return fail(
+      'container.image',
+      `must be an image name for podman (e.g. "localhost/pe-arena:latest"; podman load -i <file> first), got ${JSON.stringify(image)}`,
+    );
   const gpus = raw['gpus'] ?? gpusByDefault;
   if (typeof gpus !== 'boolean') return fail('container.gpus', `must be true or false, got ${JSON.stringify(gpus)}`);
   const rawBinds = raw['binds'] ?? [];
