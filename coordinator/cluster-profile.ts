@@ -12,6 +12,35 @@ export type SchedulerName = (typeof SCHEDULER)[keyof typeof SCHEDULER];
 export const DIALECT = { pbspro: 'pbspro', torque: 'torque', slurm: 'slurm' } as const;
 export type DialectName = (typeof DIALECT)[keyof typeof DIALECT];
 
+/** The container runtimes a job script can start the agent in. */
+export const CONTAINER_RUNTIME = {
+  apptainer: 'apptainer',
+  singularity: 'singularity',
+  enroot: 'enroot',
+  podman: 'podman',
+} as const;
+export type ContainerRuntime = (typeof CONTAINER_RUNTIME)[keyof typeof CONTAINER_RUNTIME];
+
+/** Where pe-arena is inside the image built from containers/Dockerfile (a profile's projectDir overrides it). */
+export const CONTAINER_PROJECT_DIR = '/opt/pe-arena';
+
+/** One directory bound into the container, at `target` (the same path unless the profile says `src:dst`). */
+export interface ContainerBind {
+  source: string;
+  target: string;
+}
+
+/** The `container` block: the agent runs inside this image; node and projectDir then name paths inside it. */
+export interface ContainerSpec {
+  runtime: ContainerRuntime;
+  /** An image file (.sif, .sqsh) or, for enroot and podman, a container/image name; apptainer also takes URIs. */
+  image: string;
+  /** Pass the node's GPUs in (apptainer --nv, podman's CDI device); default: resources.gpus > 0. */
+  gpus: boolean;
+  /** Extra binds; the run directory, the key directory and the workdir are always bound. */
+  binds: ContainerBind[];
+}
+
 export interface ClusterProfile {
   /** Where it came from (for messages). */
   file: string;
@@ -54,6 +83,8 @@ export interface ClusterProfile {
   pollIntervalS: number;
   /** Replacement submissions for lost agents, at most this many per run. */
   maxReplacements: number;
+  /** Run the agent inside this container (absent: directly on the node). */
+  container?: ContainerSpec;
 }
 
 const NAME = /^[A-Za-z0-9_.@:+-]{1,128}$/;
@@ -82,6 +113,7 @@ const KNOWN = new Set([
   'continuationLeadS',
   'pollIntervalS',
   'maxReplacements',
+  'container',
 ]);
 
 /** "hh:mm:ss", "mm:ss", "d-hh:mm:ss" or whole seconds as a number -> seconds; undefined when malformed. */
@@ -226,6 +258,8 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   );
   const pollIntervalS = int(raw, 'pollIntervalS', 'pollIntervalS', 10, 1, 600);
   const maxReplacements = int(raw, 'maxReplacements', 'maxReplacements', 8, 0, 10_000);
+  const container =
+    raw['container'] === undefined ? undefined : compileContainer(raw['container'], gpus > 0, fail, str);
 
   const profile: ClusterProfile = {
     file,
@@ -253,7 +287,64 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   if (portRange !== undefined) profile.portRange = portRange;
   if (keysDir !== undefined) profile.keysDir = keysDir;
   if (commandsDir !== undefined) profile.commandsDir = expandUserPath(commandsDir);
+  if (container !== undefined) profile.container = container;
   return profile;
+}
+
+type Fail = (field: string, problem: string) => never;
+type Str = (obj: Obj, key: string, path: string, required: boolean, pattern?: RegExp) => string | undefined;
+
+/** An absolute path on the node: `/...`, or under `$HOME/` or `${HOME}/` (expanded by the job script). */
+const ABSOLUTE = /^(\/|\$\{?HOME\}?\/)/;
+
+/** An image given as a file on the node (absolute, or under $HOME), not a name or URI. */
+export function isImageFile(image: string): boolean {
+  return ABSOLUTE.test(image);
+}
+
+function compileContainer(raw: unknown, gpusByDefault: boolean, fail: Fail, str: Str): ContainerSpec {
+  if (!isObj(raw))
+    return fail('container', 'must be an object like {"runtime": "apptainer", "image": "/path/pe-arena.sif"}');
+  const known = ['runtime', 'image', 'gpus', 'binds', 'comment'];
+  for (const key of Object.keys(raw))
+    if (!known.includes(key)) fail(`container.${key}`, `is not a known field (${known.join(', ')})`);
+  const runtimes = Object.values(CONTAINER_RUNTIME);
+  const runtime = str(raw, 'runtime', 'container.runtime', true)!;
+  if (!(runtimes as string[]).includes(runtime))
+    return fail('container.runtime', `must be one of ${runtimes.join(', ')}, got ${JSON.stringify(runtime)}`);
+  const image = str(raw, 'image', 'container.image', true)!;
+  if (/[\s,]/.test(image))
+    return fail('container.image', `must be one path or name without spaces or commas, got ${JSON.stringify(image)}`);
+  if ((runtime === 'apptainer' || runtime === 'singularity') && !isImageFile(image) && !image.includes('://'))
+    return fail(
+      'container.image',
+      `must be an absolute path to an image file (e.g. "/scratch/$USER/pe-arena.sif") or a URI such as docker://..., got ${JSON.stringify(image)}`,
+    );
+  if (runtime === 'podman' && isImageFile(image))
+    return fail(
+      'container.image',
+      `must be an image name for podman (e.g. "localhost/pe-arena:latest"; podman load -i <file> first), got ${JSON.stringify(image)}`,
+    );
+  const gpus = raw['gpus'] ?? gpusByDefault;
+  if (typeof gpus !== 'boolean') return fail('container.gpus', `must be true or false, got ${JSON.stringify(gpus)}`);
+  const rawBinds = raw['binds'] ?? [];
+  if (!Array.isArray(rawBinds)) return fail('container.binds', 'must be an array like ["/scratch", "/data:/mnt/data"]');
+  const binds = rawBinds.map((item: unknown, i): ContainerBind => {
+    const field = `container.binds[${i}]`;
+    if (typeof item !== 'string' || item.trim() === '')
+      return fail(field, `must be a non-empty string, got ${JSON.stringify(item)}`);
+    if (PLACEHOLDER.test(item))
+      return fail(field, `is still the placeholder ${JSON.stringify(item)}: fill in your site's value`);
+    const parts = item.split(':');
+    const source = parts[0] ?? '';
+    const target = parts[1] ?? source;
+    if (parts.length > 2 || /[,\s]/.test(item) || CONTROL.test(item))
+      return fail(field, `must be "/path" or "/source:/target" without commas or spaces, got ${JSON.stringify(item)}`);
+    if (!ABSOLUTE.test(source) || !ABSOLUTE.test(target))
+      return fail(field, `must name absolute paths ("/scratch" or "/data:/mnt/data"), got ${JSON.stringify(item)}`);
+    return { source, target };
+  });
+  return { runtime: runtime as ContainerRuntime, image, gpus, binds };
 }
 
 /** A profile path as this node sees it: $HOME, $USER (also ${...}) and a leading ~ expanded. */

@@ -8,8 +8,8 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadClusterProfile } from '../cluster-profile.ts';
-import type { ClusterProfile } from '../cluster-profile.ts';
+import { expandUserPath, isImageFile, loadClusterProfile } from '../cluster-profile.ts';
+import type { ClusterProfile, ContainerSpec } from '../cluster-profile.ts';
 import type { SubmitCommand } from './job-script.ts';
 import { runProcess, schedulerCommandPath } from './scheduler-command.ts';
 
@@ -74,7 +74,7 @@ for (const name of ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']) {
 /** Why a backend did not load, and what to do about it. */
 export function backendFix(name: string, reason: string): string {
   if (/libcud|cuda|cudnn|libcublas/i.test(reason))
-    return 'tfjs-node-gpu 4.22 needs CUDA 11.8 and cuDNN 8.6 on the library path (e.g. module load cuda/11.8 cudnn/8.6)';
+    return 'tfjs-node-gpu 4.22 (libtensorflow 2.9.1) needs CUDA 11.2 and cuDNN 8.1 on the library path (e.g. module load cuda/11.2 cudnn/8.1), or run the agents in the container of docs/cluster.md#containers';
   if (/cannot find (module|package)|ERR_MODULE_NOT_FOUND/i.test(reason))
     return `npm install ${name === 'tensorflow-gpu' ? '@tensorflow/tfjs-node-gpu' : name === 'tensorflow' ? '@tensorflow/tfjs-node' : '@tensorflow/tfjs-backend-wasm'} (optional; it downloads libtensorflow at install)`;
   if (/libtensorflow|tfjs_binding|GLIBC/i.test(reason))
@@ -346,4 +346,72 @@ export function checkKeys(dir: string, required: boolean): CheckResult {
     };
   }
   return { name: 'CURVE keys', status: 'pass', detail: `${dir}: cluster.key and cluster.key.pub, mode 600` };
+}
+
+/** How to make each runtime's image; the doctor names it when the image is missing. */
+const IMAGE_FIX: Record<ContainerSpec['runtime'], string> = {
+  apptainer: 'build it with apptainer build pe-arena.sif containers/pe-arena.def (docs/cluster.md#containers)',
+  singularity: 'build it with singularity build pe-arena.sif containers/pe-arena.def (docs/cluster.md#containers)',
+  enroot: 'make it with enroot import -o pe-arena.sqsh dockerd://pe-arena:latest (docs/cluster.md#containers)',
+  podman: 'load it on the compute nodes with podman load -i pe-arena.tar (docs/cluster.md#containers)',
+};
+
+/** The container block's runtime is on PATH (else in commandsDir) and its image file is there and readable. */
+export function checkContainer(
+  container: ContainerSpec,
+  options: { commandsDir?: string | undefined; path?: string | undefined } = {},
+): CheckResult[] {
+  const { runtime, image } = container;
+  const onPath = (options.path ?? process.env['PATH'] ?? '')
+    .split(':')
+    .filter((d) => d !== '')
+    .map((d) => join(d, runtime))
+    .find(isExecutable);
+  const inCommandsDir = options.commandsDir === undefined ? undefined : join(options.commandsDir, runtime);
+  const runtimeResult: CheckResult =
+    onPath !== undefined
+      ? { name: 'container runtime', status: 'pass', detail: `${onPath} (on PATH)` }
+      : inCommandsDir !== undefined && isExecutable(inCommandsDir)
+        ? {
+            name: 'container runtime',
+            status: 'warn',
+            detail: `${inCommandsDir} (in commandsDir, not on PATH): the job script runs ${runtime} by name`,
+            fix: `put ${dirname(inCommandsDir)} on the compute nodes' PATH in the profile's setup (e.g. "export PATH=${dirname(inCommandsDir)}:$PATH")`,
+          }
+        : {
+            name: 'container runtime',
+            status: 'fail',
+            detail: `${runtime} not on PATH${options.commandsDir === undefined ? '' : ` nor in ${options.commandsDir}`}`,
+            fix: `load it (e.g. module load ${runtime}) here and add the same line to the profile's setup, ask the admins to install ${runtime}, or change container.runtime`,
+          };
+  if (!isImageFile(image)) {
+    return [
+      runtimeResult,
+      {
+        name: 'container image',
+        status: 'warn',
+        detail: `${image} is a ${runtime === 'enroot' ? 'container name' : 'registry name'}: not checked from here (no registry is asked offline)`,
+        fix: `make sure every compute node has it: ${IMAGE_FIX[runtime]}, or name an image file in container.image`,
+      },
+    ];
+  }
+  const file = expandUserPath(image);
+  let problem: string | undefined;
+  try {
+    accessSync(file, constants.R_OK);
+    if (!statSync(file).isFile() && !statSync(file).isDirectory()) problem = 'is not a file';
+  } catch (error) {
+    problem = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'does not exist' : 'is not readable';
+  }
+  return [
+    runtimeResult,
+    problem === undefined
+      ? { name: 'container image', status: 'pass', detail: `${file} is readable` }
+      : {
+          name: 'container image',
+          status: 'fail',
+          detail: `${file} ${problem}`,
+          fix: `${IMAGE_FIX[runtime]} on a filesystem the compute nodes see, and name it in container.image`,
+        },
+  ];
 }

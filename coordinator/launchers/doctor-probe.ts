@@ -1,5 +1,6 @@
 // `pe-arena doctor --probe`: the one check that reaches a compute node. It submits a one-task job through the
-// profile's scheduler and waits, bounded, for the agent to say hello on a socket bound here.
+// profile's scheduler and waits, bounded, for the agent to say hello on a socket bound here. Its job script is the
+// one a run submits, so with a container block the probe agent starts inside the container.
 import { join, resolve } from 'node:path';
 import { raceDeadline, TIMED_OUT } from '../../protocol/deadline.ts';
 import { newRunId } from '../../protocol/ids.ts';
@@ -47,7 +48,7 @@ export async function probeComputeNode(
       return {
         name: 'compute node probe',
         status: 'pass',
-        detail: `${h.launcherId ?? '?'} on ${h.host} connected to ${address}; backend ${h.backend}; ${h.devices.map((d) => d.name).join(', ')}`,
+        detail: `${h.launcherId ?? '?'} on ${h.host}${profile.container === undefined ? '' : ` (in ${profile.container.runtime} ${profile.container.image})`} connected to ${address}; backend ${h.backend}; ${h.devices.map((d) => d.name).join(', ')}`,
       };
     }
     return {

@@ -6,6 +6,7 @@ import { expandUserPath } from '../cluster-profile.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import {
   checkBackends,
+  checkContainer,
   checkDisk,
   checkGpus,
   checkKeys,
@@ -49,6 +50,7 @@ export async function runDoctor(options: DoctorOptions = {}): Promise<CheckResul
     profile = p.profile;
   }
   add(await checkScheduler(profile?.scheduler, profile));
+  if (profile?.container !== undefined) add(checkContainer(profile.container, { commandsDir: profile.commandsDir }));
   add(await checkReachability(profile));
   add(checkDisk(options.runsDir ?? 'runs'));
   const keysDir = expandUserPath(profile?.keysDir ?? options.keysDir ?? join(os.homedir(), '.pe-arena', 'keys'));

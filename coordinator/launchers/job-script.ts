@@ -2,7 +2,8 @@
 // hand): it carries the same directives the submit command passes, plus that command in a comment. Every value
 // from the profile or the run is single-quoted for the shell; the submit command is an argument array for
 // execFile. No secret goes into either: the agent reads its CURVE keys from the files the script names.
-import type { ClusterProfile, DialectName } from '../cluster-profile.ts';
+import { CONTAINER_PROJECT_DIR } from '../cluster-profile.ts';
+import type { ClusterProfile, ContainerSpec, DialectName } from '../cluster-profile.ts';
 import { schedulerCommandPath } from './scheduler-command.ts';
 
 export const SUBMISSION_KIND = {
@@ -26,11 +27,99 @@ export interface JobScriptInput {
   runDir: string;
   launchDir: string;
   agentArgs: string[];
-  /** The pe-arena checkout as compute nodes see it. */
+  /** The pe-arena checkout as compute nodes see it (with a container: ignored, see containerPaths). */
   projectDir: string;
   nodeBinary: string;
   /** The tsx loader to --import (a file URL or path). */
   tsxLoader: string;
+}
+
+/** The variables the agent reads that the job script sets: passed into runtimes that do not inherit the host's. */
+const AGENT_ENV = [
+  'PE_ARENA_JOB_START',
+  'PE_ARENA_WALLTIME_S',
+  'PE_ARENA_WALLTIME_MARGIN_S',
+  'PE_ARENA_WALLTIME_PRELOAD',
+];
+
+/**
+ * Inside a container, node and pe-arena are the image's: pe-arena at /opt/pe-arena (containers/Dockerfile puts it
+ * there), node on the image's PATH. A profile's projectDir and node name paths inside the container instead.
+ */
+export function containerPaths(p: ClusterProfile): { projectDir: string; nodeBinary: string; tsxLoader: string } {
+  const projectDir = p.projectDir ?? CONTAINER_PROJECT_DIR;
+  return { projectDir, nodeBinary: p.node ?? 'node', tsxLoader: `${projectDir}/node_modules/tsx/dist/loader.mjs` };
+}
+
+/** A host directory bound at the same path inside the container, as shell words (already quoted). */
+interface Mount {
+  source: string;
+  target: string;
+}
+
+/**
+ * The words that start `command` inside the container: the run directory, the key directory, the workdir and the
+ * profile's binds are bound at the same paths (or the bind's target), so every path on the agent's command line
+ * is valid inside. No secret is on it: the key directory is bound and named, the agent reads the files.
+ */
+export function containerPrefix(c: ContainerSpec, mounts: Mount[]): string[] {
+  const spec = (m: Mount, always: boolean): string =>
+    always || m.target !== m.source ? `${m.source}:${m.target}` : m.source;
+  const env = (flag: string): string[] => AGENT_ENV.flatMap((name) => [flag, name]);
+  switch (c.runtime) {
+    case 'apptainer':
+    case 'singularity':
+      // Apptainer and Singularity pass the host's environment through by default.
+      return [
+        c.runtime,
+        'exec',
+        ...(c.gpus ? ['--nv'] : []),
+        '--bind',
+        mounts.map((m) => spec(m, false)).join(','),
+        '--pwd',
+        '"$WORKDIR"',
+        shQuoteExpandingUser(c.image),
+      ];
+    case 'enroot':
+      // GPUs come from enroot's nvidia hook, which follows NVIDIA_VISIBLE_DEVICES (set by CUDA base images):
+      // there is no flag to add, only this variable to clear when the profile wants none.
+      return [
+        'enroot',
+        'start',
+        ...mounts.flatMap((m) => ['--mount', spec(m, true)]),
+        ...env('--env'),
+        ...(c.gpus ? [] : ['--env', 'NVIDIA_VISIBLE_DEVICES=void']),
+        shQuoteExpandingUser(c.image),
+      ];
+    case 'podman':
+      // Host networking: the agent dials the coordinator like any process on the node. GPUs through CDI.
+      return [
+        'podman',
+        'run',
+        '--rm',
+        '--network',
+        'host',
+        ...(c.gpus ? ['--device', 'nvidia.com/gpu=all'] : []),
+        ...mounts.flatMap((m) => ['-v', spec(m, true)]),
+        ...env('-e'),
+        '-w',
+        '"$WORKDIR"',
+        shQuoteExpandingUser(c.image),
+      ];
+  }
+}
+
+/** What the job script binds: run directory, key directory, workdir, then the profile's binds (no duplicates). */
+function containerMounts(p: ClusterProfile, runDir: string): Mount[] {
+  const mounts: Mount[] = [{ source: shQuote(runDir), target: shQuote(runDir) }];
+  if (p.keysDir !== undefined) {
+    const keys = shQuoteExpandingUser(p.keysDir);
+    mounts.push({ source: keys, target: keys });
+  }
+  mounts.push({ source: '"$WORKDIR"', target: '"$WORKDIR"' });
+  for (const b of p.container?.binds ?? [])
+    mounts.push({ source: shQuoteExpandingUser(b.source), target: shQuoteExpandingUser(b.target) });
+  return mounts.filter((m, i) => mounts.findIndex((n) => n.target === m.target) === i);
 }
 
 export interface SubmitCommand {
@@ -113,14 +202,16 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
   const cmd = submitCommand(input, scriptPath);
   const slurm = p.scheduler === 'slurm';
   const agentWord = (name: string): string => `"${input.jobName}-s${input.submission}-\${INDEX}"${name}`;
+  const paths = p.container === undefined ? input : containerPaths(p);
   const agentCommand = [
-    shQuote(input.nodeBinary),
+    ...(p.container === undefined ? [] : containerPrefix(p.container, containerMounts(p, input.runDir))),
+    shQuote(paths.nodeBinary),
     '--import',
-    shQuote(input.tsxLoader),
+    shQuote(paths.tsxLoader),
     // Drains the agent at the walltime margin; see node-agent/walltime.ts.
     '--import',
-    shQuote(`${input.projectDir}/node-agent/walltime.ts`),
-    shQuote(`${input.projectDir}/src/cli.ts`),
+    shQuote(`${paths.projectDir}/node-agent/walltime.ts`),
+    shQuote(`${paths.projectDir}/src/cli.ts`),
     'agent',
     '--coordinator',
     shQuote(input.coordinator),
@@ -166,6 +257,12 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     `mkdir -p ${shQuote(`${input.runDir}/logs/agents`)}`,
     'echo "pe-arena: agent $LAUNCHER_ID (task $INDEX) on $(hostname) starting at $(date -u +%FT%TZ)"',
     '',
+    ...(p.container === undefined
+      ? []
+      : [
+          `# In a container (${p.container.runtime}, ${p.container.image}): node and pe-arena are the image's (${paths.projectDir});`,
+          '# the run directory, the key directory and the workdir are bound in at the same paths.',
+        ]),
     "# exec: the agent is the job's process, so qdel/scancel signals reach it (and it detaches nothing).",
     `exec ${agentCommand.join(' ')}`,
     '',

@@ -28,7 +28,7 @@ void test('every shipped profile loads; iitd.json asks for its placeholders', as
     'test-openpbs.json',
   ])
     assert.ok(files.includes(name), `${name} is shipped`);
-  for (const f of files.filter((f) => f !== 'iitd.json')) {
+  for (const f of files.filter((f) => f !== 'iitd.json' && f !== 'iitd-apptainer.json')) {
     const p = await loadClusterProfile(join(dir, f));
     assert.ok(p.walltimeS > p.walltimeMarginS, `${f}: the margin fits in the walltime`);
   }
@@ -59,6 +59,59 @@ const broken: [string, Record<string, unknown>, RegExp][] = [
   ['walltimeMarginS', { ...base, walltimeMarginS: 7200 }, /walltimeMarginS must be an integer from 1 to 3599/],
   ['commandsDir', { ...base, commandsDir: 'opt/pbs/bin' }, /commandsDir must be an absolute directory/],
   ['commandsDir', { ...base, commandsDir: '/opt/pbs/bin\n' }, /commandsDir must not contain control characters/],
+  ['container', { ...base, container: 'apptainer' }, /container must be an object/],
+  [
+    'container.runtime',
+    { ...base, container: { runtime: 'docker', image: '/x.sif' } },
+    /container\.runtime must be one of apptainer, singularity, enroot, podman, got "docker"/,
+  ],
+  ['container.runtime', { ...base, container: { image: '/x.sif' } }, /container\.runtime is required/],
+  ['container.image', { ...base, container: { runtime: 'enroot' } }, /container\.image is required/],
+  [
+    'container.image',
+    { ...base, container: { runtime: 'apptainer', image: 'pe-arena.sif' } },
+    /container\.image must be an absolute path to an image file .* or a URI such as docker:/,
+  ],
+  [
+    'container.image',
+    { ...base, container: { runtime: 'podman', image: '/scratch/pe-arena.tar' } },
+    /container\.image must be an image name for podman/,
+  ],
+  [
+    'container.image',
+    { ...base, container: { runtime: 'apptainer', image: '<YOUR_SCRATCH>/pe-arena.sif' } },
+    /container\.image is still the placeholder/,
+  ],
+  [
+    'container.gpus',
+    { ...base, container: { runtime: 'enroot', image: 'pe', gpus: 'yes' } },
+    /container\.gpus must be true or false/,
+  ],
+  [
+    'container.binds',
+    { ...base, container: { runtime: 'enroot', image: 'pe', binds: '/scratch' } },
+    /container\.binds must be an array/,
+  ],
+  [
+    'container.binds[1]',
+    { ...base, container: { runtime: 'enroot', image: 'pe', binds: ['/scratch', 'data'] } },
+    /container\.binds\[1\] must name absolute paths/,
+  ],
+  [
+    'container.binds[0]',
+    { ...base, container: { runtime: 'enroot', image: 'pe', binds: ['/a,/b'] } },
+    /container\.binds\[0\] must be "\/path" or "\/source:\/target" without commas/,
+  ],
+  [
+    'container.binds[0]',
+    { ...base, container: { runtime: 'enroot', image: 'pe', binds: ['/a:/b:ro'] } },
+    /container\.binds\[0\] must be "\/path" or "\/source:\/target"/,
+  ],
+  [
+    'container.network',
+    { ...base, container: { runtime: 'enroot', image: 'pe', network: 'host' } },
+    /container\.network is not a known field/,
+  ],
 ];
 
 void test('a broken profile names the field', () => {
@@ -84,6 +137,50 @@ void test("commandsDir names where the scheduler's commands live; absent, they a
     compileClusterProfile({ ...base, commandsDir: '$HOME/slurm/bin' }, 'site.json').commandsDir,
     join(homedir(), 'slurm', 'bin'),
   );
+});
+
+void test('a container block: runtime, image, binds as source and target; gpus follow resources.gpus unless set', async () => {
+  const c = compileClusterProfile(
+    {
+      ...base,
+      resources: { gpus: 1 },
+      container: { runtime: 'apptainer', image: '$HOME/pe-arena.sif', binds: ['/scratch', '/data:/mnt/data'] },
+    },
+    'site.json',
+  ).container;
+  assert.deepEqual(c, {
+    runtime: 'apptainer',
+    image: '$HOME/pe-arena.sif',
+    gpus: true,
+    binds: [
+      { source: '/scratch', target: '/scratch' },
+      { source: '/data', target: '/mnt/data' },
+    ],
+  });
+  const cpu = compileClusterProfile(
+    { ...base, container: { runtime: 'podman', image: 'localhost/pe-arena' } },
+    's.json',
+  );
+  assert.equal(cpu.container?.gpus, false, 'no GPUs asked for, none passed in');
+  const off = compileClusterProfile(
+    { ...base, resources: { gpus: 1 }, container: { runtime: 'enroot', image: 'pe-arena', gpus: false } },
+    's.json',
+  );
+  assert.equal(off.container?.gpus, false);
+  assert.equal(compileClusterProfile(base, 's.json').container, undefined);
+  const uri = compileClusterProfile(
+    { ...base, container: { runtime: 'singularity', image: 'docker://pe-arena' } },
+    's',
+  );
+  assert.equal(uri.container?.image, 'docker://pe-arena');
+
+  const filled = JSON.parse(readFileSync(join(dir, 'iitd-apptainer.json'), 'utf8')) as Record<string, unknown>;
+  await assert.rejects(loadClusterProfile(join(dir, 'iitd-apptainer.json')), /placeholder/);
+  filled['project'] = 'cse';
+  filled['workdir'] = '/scratch/cse/$USER/pe-arena';
+  filled['container'] = { ...(filled['container'] as object), image: '/scratch/cse/$USER/pe-arena.sif' };
+  const p = compileClusterProfile(filled, 'iitd-apptainer.json');
+  assert.deepEqual([p.container?.runtime, p.container?.gpus, p.gpus], ['apptainer', true, 1]);
 });
 
 void test('walltime: hh:mm:ss round-trips; bare numbers in strings are refused (minutes or seconds?)', () => {

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import fc from 'fast-check';
@@ -117,6 +117,190 @@ void test('the script names the key directory and carries no secret; hostile val
     assert.match(out, /<cpu'; touch \/tmp\/pwned; '>/);
     assert.match(out, /<tcp:\/\/h:1\$\(id\)>/);
     assert.match(out, /<pea-abcdefgh-s1-0>/);
+  } finally {
+    rmSync(keyDir, { recursive: true, force: true });
+  }
+});
+
+/** Runs a container job script with the runtime replaced by a script that prints the words it was given. */
+function containerArgv(runtime: string, container: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  const tmp = mkdtempSync(join(tmpdir(), 'pe-arena-container-'));
+  try {
+    const bin = join(tmp, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, runtime), '#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n', { mode: 0o755 });
+    const profile = compileClusterProfile(
+      {
+        name: 'x',
+        scheduler: 'slurm',
+        walltime: '01:00:00',
+        keysDir: '$HOME/keys',
+        workdir: `${tmp}/$USER/work`,
+        container: { runtime, ...container },
+        ...extra,
+      },
+      'x.json',
+    );
+    const script = renderJobScript(input(profile, { runDir: `${tmp}/runs/r1`, count: 1 }), '/x/job.sh');
+    const argv = execFileSync('bash', ['-c', script], {
+      encoding: 'utf8',
+      env: { PATH: `${bin}:${process.env['PATH'] ?? ''}`, USER: 'alice', HOME: '/home/alice', SLURM_JOB_ID: '7' },
+    })
+      .split('\n')
+      .filter((l) => !l.startsWith('pe-arena: agent'))
+      .slice(0, -1)
+      .map((w) => w.replaceAll(tmp, '<tmp>'));
+    return { argv, script };
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** What follows the image: the image's node and pe-arena at /opt/pe-arena, the same agent arguments as without. */
+const agentInContainer = [
+  'node',
+  '--import',
+  '/opt/pe-arena/node_modules/tsx/dist/loader.mjs',
+  '--import',
+  '/opt/pe-arena/node-agent/walltime.ts',
+  '/opt/pe-arena/src/cli.ts',
+  'agent',
+  '--coordinator',
+  'tcp://login01:5555',
+  '--agent-id',
+  'pea-abcdefgh-s1-0',
+  '--launcher-id',
+  '7',
+  '--log-file',
+  '<tmp>/runs/r1/logs/agents/pea-abcdefgh-s1-0.log',
+  '--keys-dir',
+  '/home/alice/keys',
+];
+
+void test('apptainer and singularity: exec --nv, one --bind list (run, keys, workdir, binds), --pwd, the image', () => {
+  for (const runtime of ['apptainer', 'singularity']) {
+    const { argv } = containerArgv(runtime, {
+      image: '$HOME/pe-arena.sif',
+      gpus: true,
+      binds: ['/scratch', '/data:/mnt/data'],
+    });
+    assert.deepEqual(argv, [
+      'exec',
+      '--nv',
+      '--bind',
+      '<tmp>/runs/r1,/home/alice/keys,<tmp>/alice/work,/scratch,/data:/mnt/data',
+      '--pwd',
+      '<tmp>/alice/work',
+      '/home/alice/pe-arena.sif',
+      ...agentInContainer,
+    ]);
+  }
+  const { argv } = containerArgv('apptainer', { image: '/images/pe.sif', gpus: false });
+  assert.deepEqual(argv.slice(0, 3), ['exec', '--bind', '<tmp>/runs/r1,/home/alice/keys,<tmp>/alice/work']);
+});
+
+void test('enroot: --mount src:dst for each directory, the walltime variables passed, GPUs from its hook', () => {
+  const on = containerArgv('enroot', { image: '/images/pe-arena.sqsh', gpus: true, binds: ['/scratch'] });
+  assert.deepEqual(on.argv, [
+    'start',
+    '--mount',
+    '<tmp>/runs/r1:<tmp>/runs/r1',
+    '--mount',
+    '/home/alice/keys:/home/alice/keys',
+    '--mount',
+    '<tmp>/alice/work:<tmp>/alice/work',
+    '--mount',
+    '/scratch:/scratch',
+    '--env',
+    'PE_ARENA_JOB_START',
+    '--env',
+    'PE_ARENA_WALLTIME_S',
+    '--env',
+    'PE_ARENA_WALLTIME_MARGIN_S',
+    '--env',
+    'PE_ARENA_WALLTIME_PRELOAD',
+    '/images/pe-arena.sqsh',
+    ...agentInContainer,
+  ]);
+  const off = containerArgv('enroot', { image: 'pe-arena', gpus: false });
+  assert.deepEqual(off.argv.slice(15, 18), ['--env', 'NVIDIA_VISIBLE_DEVICES=void', 'pe-arena']);
+});
+
+void test('podman: run --rm --network host, the CDI GPU device only when asked, -v src:dst, -e, -w', () => {
+  const on = containerArgv('podman', { image: 'localhost/pe-arena:latest', gpus: true, binds: ['/data:/mnt/data'] });
+  assert.deepEqual(on.argv, [
+    'run',
+    '--rm',
+    '--network',
+    'host',
+    '--device',
+    'nvidia.com/gpu=all',
+    '-v',
+    '<tmp>/runs/r1:<tmp>/runs/r1',
+    '-v',
+    '/home/alice/keys:/home/alice/keys',
+    '-v',
+    '<tmp>/alice/work:<tmp>/alice/work',
+    '-v',
+    '/data:/mnt/data',
+    '-e',
+    'PE_ARENA_JOB_START',
+    '-e',
+    'PE_ARENA_WALLTIME_S',
+    '-e',
+    'PE_ARENA_WALLTIME_MARGIN_S',
+    '-e',
+    'PE_ARENA_WALLTIME_PRELOAD',
+    '-w',
+    '<tmp>/alice/work',
+    'localhost/pe-arena:latest',
+    ...agentInContainer,
+  ]);
+  const off = containerArgv('podman', { image: 'localhost/pe-arena:latest', gpus: false });
+  assert.ok(!off.argv.includes('--device'), 'no GPU device without gpus');
+});
+
+void test('in a container: the key directory is bound and named, no key material; projectDir and node are the image paths', async () => {
+  const keyDir = mkdtempSync(join(tmpdir(), 'pe-arena-keys-'));
+  try {
+    const keys = await initKeys(keyDir);
+    const secret = readFileSync(keys.serverSecretFile, 'utf8').split('\n')[0]!;
+    for (const runtime of ['apptainer', 'enroot', 'podman']) {
+      const profile = compileClusterProfile(
+        {
+          name: 'x',
+          scheduler: 'pbs',
+          walltime: '01:00:00',
+          keysDir: keyDir,
+          container: { runtime, image: runtime === 'podman' ? 'localhost/pe' : '/images/pe.sif' },
+        },
+        'x.json',
+      );
+      const script = renderJobScript(input(profile), '/x/job.sh');
+      execFileSync('bash', ['-n'], { input: script });
+      assert.ok(!script.includes(secret) && !script.includes(keys.publicKey), `${runtime}: no key in the script`);
+      const exec = script.split('\n').find((l) => l.startsWith('exec '))!;
+      assert.ok(exec.startsWith(`exec ${runtime} `), `${runtime}: the runtime is the job's process`);
+      assert.ok(exec.includes(`--keys-dir '${keyDir}'`), `${runtime}: the agent is told the bound directory`);
+      assert.ok(exec.split(`'${keyDir}'`).length >= 3, `${runtime}: the key directory is bound and named`);
+      assert.ok(!exec.includes('/home/alice/pe-arena'), `${runtime}: the host checkout is not used inside`);
+    }
+    const own = compileClusterProfile(
+      {
+        name: 'x',
+        scheduler: 'pbs',
+        walltime: '01:00:00',
+        node: '/usr/local/bin/node',
+        projectDir: '/src/pe-arena',
+        container: { runtime: 'podman', image: 'localhost/pe', binds: ['/home/alice/pe-arena:/src/pe-arena'] },
+      },
+      'x.json',
+    );
+    assert.match(
+      renderJobScript(input(own), '/x/job.sh'),
+      / 'localhost\/pe' '\/usr\/local\/bin\/node' --import '\/src\/pe-arena\/node_modules\/tsx\/dist\/loader\.mjs' --import '\/src\/pe-arena\/node-agent\/walltime\.ts' '\/src\/pe-arena\/src\/cli\.ts' agent /,
+      'a profile node and projectDir name the paths inside the container',
+    );
   } finally {
     rmSync(keyDir, { recursive: true, force: true });
   }
