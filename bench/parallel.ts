@@ -1,20 +1,21 @@
-// speedup(): tokens/s of one job trained by a gang of N processes (the real ZeroMQ communicator on 127.0.0.1)
-// against the same job on one process (the single-agent Trainer), measured one after the other in the same call.
-// Run: node --import tsx src/train/data-parallel-speedup.ts [batchSize] [steps] [ranks]
+// `npm run bench -- parallel [--batch B] [--steps S] [--ranks N]`: tokens/s of one job trained by a gang of N
+// processes (the real ZeroMQ communicator on 127.0.0.1) against the same job on one process (the single-agent
+// Trainer), measured one after the other in the same call. The agents do not place gangs yet: this measures the
+// data-parallel step itself (src/train/data-parallel.ts), the part of issue 23's speedup the agents will build on.
 // Each process trains on the wasm backend; rank 0 binds port 0 and prints its address, the others join it.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { Communicator } from '../../protocol/communicator.ts';
-import type { JobSpec } from '../../protocol/messages.ts';
-import { createSource } from '../data/tasks.ts';
-import { tokenizer } from '../data/tokenizer.ts';
-import { selectBackend } from './backend.ts';
-import { allreduceReducer, createReplica } from './data-parallel-setup.ts';
-import type { Reducer } from './data-parallel.ts';
-import { buildJobSpec } from './job.ts';
-import { buildModel } from './tf-workload.ts';
-import { Trainer } from './trainer.ts';
+import { Communicator } from '../protocol/communicator.ts';
+import type { JobSpec } from '../protocol/messages.ts';
+import { createSource } from '../src/data/tasks.ts';
+import { tokenizer } from '../src/data/tokenizer.ts';
+import { selectBackend } from '../src/train/backend.ts';
+import { allreduceReducer, createReplica } from '../src/train/data-parallel-setup.ts';
+import type { Reducer } from '../src/train/data-parallel.ts';
+import { buildJobSpec } from '../src/train/job.ts';
+import { buildModel } from '../src/train/tf-workload.ts';
+import { Trainer } from '../src/train/trainer.ts';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -199,8 +200,31 @@ if (process.argv[1] === SELF) {
   const at = process.argv.indexOf('--rank');
   if (at >= 0) {
     await runRank(JSON.parse(process.argv[at + 1] ?? '{}') as RankArgs);
-  } else {
-    const [batchSize = 128, steps = 10, ranks = 2] = process.argv.slice(2).map(Number);
-    console.log(JSON.stringify(await speedup({ batchSize, steps, ranks }), null, 2));
   }
+}
+
+/** The bench suite: flat figures for bench/results/parallel.json. */
+export async function run(args: string[]): Promise<Record<string, unknown>> {
+  const flag = (name: string, fallback: number): number => {
+    const i = args.indexOf(name);
+    const v = i < 0 ? Number.NaN : Number(args[i + 1]);
+    return Number.isFinite(v) ? v : fallback;
+  };
+  const ranks = flag('--ranks', 2);
+  const result = await speedup({ batchSize: flag('--batch', 256), steps: flag('--steps', 10), ranks });
+  const first = result.gang[0];
+  return {
+    batch_size: result.batchSize,
+    timed_steps: result.steps,
+    ranks,
+    [`speedup_${ranks}r`]: round(result.speedup),
+    [`cpu_speedup_${ranks}r`]: round(result.cpuSpeedup),
+    [`comm_share_${ranks}r`]: round(result.commShare),
+    single_tokens_per_s: Math.round(result.single.tokensPerSecond),
+    gang_tokens_per_s: Math.round(first?.tokensPerSecond ?? Number.NaN),
+  };
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
 }
