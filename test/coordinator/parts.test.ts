@@ -18,10 +18,10 @@ import { evaluationFor, smallExperiment, tempDir } from './helpers.ts';
 
 const runId = 'r1' as RunId;
 
-void test('the shipped experiments compile; quick.json is six encodings x one task x one seed', async () => {
+void test('the shipped experiments compile; quick.json is all seven encodings x one task x one seed', async () => {
   const quick = await loadExperiment('configs/experiments/quick.json', runId);
-  assert.equal(quick.jobs.length, 6);
-  assert.deepEqual(new Set(quick.jobs.map((j) => j.encoding)).size, 6);
+  assert.equal(quick.jobs.length, 7);
+  assert.deepEqual(new Set(quick.jobs.map((j) => j.encoding)).size, 7);
   assert.equal(quick.jobs[0]?.jobId, 'sinusoidal-addition-s1');
   const lg = await loadExperiment('configs/experiments/length-generalization.json', runId);
   assert.equal(lg.seeds.length, 3);
