@@ -35,7 +35,7 @@ export interface CoordinatorRun {
 export async function coordinatorRun(
   t: TestContext,
   scheduler: RealScheduler,
-  options: { name: string; agents: number; steps: number; stepDelayMs: number },
+  options: { name: string; agents: number; steps: number; stepDelayMs: number; checkpointEvery?: number },
 ): Promise<CoordinatorRun> {
   const runId = newRunId() as RunId;
   const { runDir, remove } = tempRunDir(`pe-arena-${options.name}-`, runId);
@@ -44,6 +44,7 @@ export async function coordinatorRun(
       steps: options.steps,
       params: { stepDelayMs: options.stepDelayMs },
       maxAttempts: 4,
+      ...(options.checkpointEvery === undefined ? {} : { checkpointEvery: options.checkpointEvery }),
     }),
     `${options.name}.json`,
     runId,

@@ -30,7 +30,7 @@ export const fakeWorkload = join(repoRoot, 'test', 'node-agent', 'fixtures', 'fa
  */
 export function quickExperiment(
   name: string,
-  options: { steps: number; params: Record<string, number>; maxAttempts: number },
+  options: { steps: number; params: Record<string, number>; maxAttempts: number; checkpointEvery?: number },
 ): Record<string, unknown> {
   return {
     name,
@@ -45,7 +45,7 @@ export function quickExperiment(
       failureTimeoutMs: 4000,
       suspectAfterMs: 1500,
       watchdogMs: 0,
-      checkpointEvery: 10,
+      checkpointEvery: options.checkpointEvery ?? 10,
       maxAttempts: options.maxAttempts,
     },
   };
