@@ -74,8 +74,10 @@ export async function statusFromCoordinator(
   const timeoutMs = options.timeoutMs ?? 5000;
   const client = await connectClient({ address, ...(options.curve === undefined ? {} : { curve: options.curve }) });
   try {
-    await client.send({ type: 'status_request', version: PROTOCOL_VERSION });
+    // The send is inside the deadline too: toward a coordinator whose CURVE handshake we fail, ZeroMQ may have no
+    // connection to queue the request on, and the send then waits for one until its own (longer) timeout.
     const reply = (async (): Promise<StatusReply> => {
+      await client.send({ type: 'status_request', version: PROTOCOL_VERSION });
       for await (const inbound of client.inbound()) {
         if (inbound.kind === 'message' && inbound.message.type === 'status') return inbound.message;
         if (inbound.kind === 'message' && inbound.message.type === 'reject')
