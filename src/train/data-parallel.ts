@@ -134,17 +134,8 @@ export class DataParallelTrainer extends Trainer {
     if (this.hashEvery > 0 && this.stepsDone % this.hashEvery === 0) await this.checkReplicas();
     const elapsed = performance.now() - started;
     this.trainMs += elapsed;
-    const point: MetricPoint = {
-      step: this.stepsDone,
-      loss,
-      learningRate,
-      gradNorm,
-      tokensPerSecond: elapsed > 0 ? (shard.globalTokens * 1000) / elapsed : 0,
-      time: Date.now(),
-      ...(answers > 0 ? { accuracy: right / answers } : {}),
-    };
-    this.onStep?.(point);
-    return point;
+    const accuracy = answers > 0 ? right / answers : Number.NaN;
+    return this.stepDone({ loss, learningRate, gradNorm, tokens: shard.globalTokens, elapsed, accuracy });
   }
 
   /**

@@ -203,14 +203,28 @@ export class Trainer {
     this.trainMs += elapsed;
     this.tokensSeen += batch.tokens;
     if (!Number.isFinite(loss)) throw new NonFiniteLossError(this.stepsDone, loss);
+    return this.stepDone({ loss, learningRate, gradNorm, tokens: batch.tokens, elapsed, accuracy: tokenAccuracy });
+  }
+
+  /** The metric point of the step just applied (single-agent and data-parallel alike), told to onStep. */
+  protected stepDone(s: {
+    loss: number;
+    learningRate: number;
+    gradNorm: number;
+    /** Tokens of the whole (global) batch. */
+    tokens: number;
+    elapsed: number;
+    /** Share of answer tokens predicted right; NaN when the batch had none. */
+    accuracy: number;
+  }): MetricPoint {
     const point: MetricPoint = {
       step: this.stepsDone,
-      loss,
-      learningRate,
-      gradNorm,
-      tokensPerSecond: elapsed > 0 ? (batch.tokens * 1000) / elapsed : 0,
+      loss: s.loss,
+      learningRate: s.learningRate,
+      gradNorm: s.gradNorm,
+      tokensPerSecond: s.elapsed > 0 ? (s.tokens * 1000) / s.elapsed : 0,
       time: Date.now(),
-      ...(Number.isFinite(tokenAccuracy) ? { accuracy: tokenAccuracy } : {}),
+      ...(Number.isFinite(s.accuracy) ? { accuracy: s.accuracy } : {}),
     };
     this.onStep?.(point);
     return point;
