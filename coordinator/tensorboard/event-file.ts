@@ -81,6 +81,16 @@ class ProtoWriter {
 }
 
 const utf8 = new TextEncoder();
+/** Tags repeat on every step (a handful per job): encode each once, not once per scalar on the metrics path. */
+const tagBytes = new Map<string, Uint8Array>();
+function encodedTag(tag: string): Uint8Array {
+  let bytes = tagBytes.get(tag);
+  if (bytes === undefined) {
+    bytes = utf8.encode(tag);
+    if (tagBytes.size < 4096) tagBytes.set(tag, bytes);
+  }
+  return bytes;
+}
 
 export function encodeEvent(event: TensorBoardEvent): Uint8Array {
   const out = new ProtoWriter().varint(EVENT_WALL_TIME).double(event.wallTime);
@@ -91,7 +101,7 @@ export function encodeEvent(event: TensorBoardEvent): Uint8Array {
     for (const scalar of event.scalars) {
       const value = new ProtoWriter()
         .varint(VALUE_TAG)
-        .raw(utf8.encode(scalar.tag))
+        .raw(encodedTag(scalar.tag))
         .varint(VALUE_SIMPLE_VALUE)
         .float(scalar.value)
         .finish();
