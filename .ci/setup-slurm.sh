@@ -18,6 +18,11 @@ SOCKET="$STATE/munge/munge.socket"
 
 log() { echo "setup-slurm: $*" >&2; }
 
+# A job's login shell (bash -l sources ~/.bashrc) may run pyenv's shim, which waits up to 60 s on its lock file; a
+# job killed while holding it leaves the lock behind and every later job then starts a minute late. Nothing holds a
+# lock older than two minutes: remove it.
+find "${PYENV_ROOT:-$HOME/.pyenv}/shims" -maxdepth 1 -name .pyenv-shim -mmin +2 -delete 2>/dev/null || true
+
 kill_pidfile() {
   # Ends only the daemon named in its own pid file (never by process name), then waits for it (bounded).
   local file=$1
