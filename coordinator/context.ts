@@ -32,6 +32,7 @@ export type CoordinatorEventKind =
   | 'stale'
   | 'checkpoint_refused'
   | 'unplaceable'
+  | 'gang'
   | 'run_finished'
   | 'launcher';
 
@@ -81,6 +82,11 @@ export interface CoordinatorContext {
   failJob(jobId: JobId, error: WireError, text: string): void;
   /** Finish the run if every job is done or failed. */
   checkFinished(): void;
+  /**
+   * A member of a data-parallel gang is gone: the gang reforms without it (true), or it cannot and the caller
+   * requeues the job as any other (false; also for jobs that are no gang's).
+   */
+  gangMemberGone(agentId: AgentId, jobId: JobId, reason: string): boolean;
 }
 
 /** An agent no longer holds a job. */

@@ -11,7 +11,7 @@ import { raceDeadline } from '../protocol/deadline.ts';
 import { systemClock } from '../protocol/clock.ts';
 import type { Clock, TimerHandle } from '../protocol/clock.ts';
 import { CheckpointStore } from './checkpoint-store.ts';
-import { silentLog } from './context.ts';
+import { freeAgent, silentLog } from './context.ts';
 import type {
   AgentRecord,
   CoordinatorContext,
@@ -30,6 +30,7 @@ import { JournaledOutbox } from './journaled-outbox.ts';
 import type { AgentExit, Launcher } from './launchers/types.ts';
 import type { LauncherNote } from './launchers/launcher-events.ts';
 import { Membership } from './membership.ts';
+import { GangCoordinator } from './gangs.ts';
 import { JobPlacement } from './placement.ts';
 import { MetricsSink } from './metrics-sink.ts';
 import type { ComparisonSummary } from '../src/report/comparison.ts';
@@ -76,6 +77,7 @@ export class Coordinator {
   private readonly membership: Membership;
   private readonly jobMessages: JobMessages;
   private readonly placement: JobPlacement;
+  private readonly gangs: GangCoordinator;
   private readonly onEvent: ((event: CoordinatorEvent) => void) | undefined;
   private readonly drainMs: number;
   private lifecycle: Lifecycle = 'created';
@@ -116,9 +118,11 @@ export class Coordinator {
       requeue: (jobId, reason, countAttempt, error) => this.requeue(jobId, reason, countAttempt, error),
       failJob: (jobId, error, text) => this.failJob(jobId, error, text),
       checkFinished: () => this.checkFinished(),
+      gangMemberGone: (agentId, jobId, reason) => this.gangs.memberGone(agentId, jobId, reason),
     };
     this.membership = new Membership(context);
-    this.placement = new JobPlacement(context, this.membership.agents);
+    this.gangs = new GangCoordinator(context, this.membership.agents);
+    this.placement = new JobPlacement(context, this.membership.agents, this.gangs);
     this.jobMessages = new JobMessages(context, this.sink, this.transport, options.corruptUploads ?? 0);
     if (options.resume) this.restore(options.resume);
     else {
@@ -287,7 +291,23 @@ export class Coordinator {
         if (fenced(message)) jobs.onResult(agent, message);
         return;
       case 'job_failed':
-        if (fenced(message)) jobs.onFailed(agent, message);
+        if (!fenced(message)) return;
+        // A gang rank other than 0 failed on its own (its worker crashed): the gang goes on without it.
+        if (this.scheduler.get(message.jobId)?.agentId !== agent.agentId && message.error.retryable) {
+          freeAgent(agent);
+          this.gangs.memberGone(agent.agentId, message.jobId, `failed: ${message.error.message}`);
+          return;
+        }
+        jobs.onFailed(agent, message);
+        return;
+      case 'gang_address':
+        if (fenced(message)) this.gangs.onAddress(agent, message);
+        return;
+      case 'gang_ready':
+        if (fenced(message)) this.gangs.onReady(agent, message);
+        return;
+      case 'gang_done':
+        if (fenced(message)) this.gangs.onDone(agent, message);
         return;
     }
   }
@@ -299,6 +319,7 @@ export class Coordinator {
     if (this.lifecycle !== 'running' && this.lifecycle !== 'draining') return;
     try {
       this.membership.tick();
+      this.gangs.tick();
       this.schedule();
     } catch (error) {
       this.log.error({ err: error }, 'failure detector tick failed');
@@ -316,6 +337,7 @@ export class Coordinator {
   private requeue(jobId: JobId, reason: string, countAttempt: boolean, error?: WireError): void {
     const job = this.scheduler.get(jobId);
     if (!job) return;
+    this.gangs.release(jobId, `requeued: ${reason}`);
     this.outbox.record({
       type: 'job_requeued',
       jobId,
@@ -345,6 +367,7 @@ export class Coordinator {
   }
 
   private failJob(jobId: JobId, error: WireError, text: string): void {
+    this.gangs.release(jobId, `failed: ${error.message}`);
     this.outbox.record({ type: 'job_failed', jobId, epoch: this.scheduler.get(jobId)?.epoch ?? 0, error });
     this.scheduler.fail(jobId, error, this.clock.now());
     this.log.error({ jobId, err: error }, text);
@@ -423,6 +446,7 @@ export class Coordinator {
   ): Promise<RunOutcome> {
     this.lifecycle = 'stopped';
     this.clock.clearInterval(this.ticker);
+    this.gangs.close();
     const c = this.scheduler.counts();
     const outcome: RunOutcome = { done: c.done, failed: c.failed, stopped };
     if (report) outcome.report = report;

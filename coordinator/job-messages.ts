@@ -26,6 +26,7 @@ export class JobMessages {
     if (!job || points.length === 0) return;
     this.sink.write(m.jobId, m.epoch, points);
     const last = points.reduce((a, b) => (b.step > a.step ? b : a));
+    if (last.step > (job.metricsStep ?? 0)) job.metricsStep = last.step;
     ctx.scheduler.progress(m.jobId, last.step, ctx.clock.now());
     if (Number.isFinite(last.loss)) job.loss = last.loss;
     if (Number.isFinite(last.tokensPerSecond)) job.tokensPerSecond = last.tokensPerSecond;

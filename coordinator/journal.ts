@@ -25,6 +25,16 @@ export type JournalEntry =
   | { type: 'job_requeued'; jobId: JobId; reason: string; epoch: number; step: number; attemptCounted?: false }
   | { type: 'checkpoint_acked'; jobId: JobId; epoch: number; kind: 'checkpoint' | 'final'; checkpoint: CheckpointRef }
   | { type: 'job_evaluating'; jobId: JobId; epoch: number }
+  /** A data-parallel job's gang generation: its members in rank order, and the job's step when it formed. */
+  | {
+      type: 'gang_formed';
+      jobId: JobId;
+      epoch: number;
+      generation: number;
+      members: AgentId[];
+      reason: string;
+      step: number;
+    }
   | { type: 'job_done'; jobId: JobId; epoch: number }
   | { type: 'job_failed'; jobId: JobId; epoch: number; error: WireError }
   | { type: 'run_finished'; done: number; failed: number }

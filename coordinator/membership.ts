@@ -297,7 +297,16 @@ export class Membership {
     if (this.byPeer.get(agent.peer) === agent.agentId) this.byPeer.delete(agent.peer);
     const jobId = agent.jobId;
     const job = jobId === undefined ? undefined : ctx.scheduler.get(jobId);
-    if (
+    if (jobId !== undefined && ctx.gangMemberGone(agent.agentId, jobId, `${how}: ${reason}`)) {
+      ctx.log.warn(
+        { agentId: agent.agentId, jobId, reason },
+        `${agent.agentId} ${how} from the gang of ${jobId}: ${reason}`,
+      );
+      ctx.emit(how, `${agent.agentId} ${how} (gang of ${displayJobId(jobId)}): ${reason}`, {
+        jobId,
+        agentId: agent.agentId,
+      });
+    } else if (
       jobId !== undefined &&
       job &&
       job.agentId === agent.agentId &&

@@ -4,6 +4,7 @@ import type { AgentId, CoordinatorToAgent, JobId } from '../protocol/messages.ts
 import type { AgentRecord, CoordinatorContext } from './context.ts';
 import { displayJobId } from './experiment.ts';
 import type { JournalEntry } from './journal.ts';
+import type { GangCoordinator } from './gangs.ts';
 import type { PlaceableAgent } from './scheduler.ts';
 
 export class JobPlacement {
@@ -12,6 +13,7 @@ export class JobPlacement {
   constructor(
     private readonly ctx: CoordinatorContext,
     private readonly agents: ReadonlyMap<AgentId, AgentRecord>,
+    private readonly gangs: GangCoordinator,
   ) {}
 
   /** Place pending jobs on idle, unsuspected agents that match their needs. */
@@ -30,11 +32,13 @@ export class JobPlacement {
         return p;
       });
     const placements = this.ctx.scheduler.placements(candidates);
-    for (const { jobId, agentId } of placements) {
+    for (const { jobId, agentId, gang } of placements) {
       const agent = this.agents.get(agentId);
       if (!agent) continue;
-      this.assign(jobId, agent);
+      const members = gang?.map((id) => this.agents.get(id)).filter((a) => a !== undefined);
+      this.assign(jobId, agent, members);
     }
+    this.gangs.grow(this.ctx.scheduler.pending().length === 0);
     if (placements.length === 0 && candidates.some((a) => a.state === 'idle' && a.jobId === undefined))
       this.warnUnplaceable(candidates);
   }
@@ -57,7 +61,8 @@ export class JobPlacement {
     this.ctx.emit('unplaceable', text);
   }
 
-  private assign(jobId: JobId, agent: AgentRecord): void {
+  /** A job onto its agent; a data-parallel one onto its gang (agent is rank 0, every member gets the assign). */
+  private assign(jobId: JobId, agent: AgentRecord, gang?: AgentRecord[]): void {
     const before = this.ctx.scheduler.get(jobId);
     if (!before) return;
     const last = before.checkpoints.at(-1);
@@ -72,18 +77,28 @@ export class JobPlacement {
     if (last) entry.resumeStep = last.step;
     this.ctx.outbox.record(entry);
     const job = this.ctx.scheduler.assign(jobId, agent.agentId, this.ctx.clock.now());
-    agent.state = 'busy';
-    agent.jobId = jobId;
-    agent.assignedAt = this.ctx.clock.now();
-    const assign: CoordinatorToAgent = { type: 'assign', job: job.spec, attempt: job.attempt, epoch: job.epoch };
-    if (last)
-      assign.resumeFrom = {
-        checkpointId: last.checkpointId,
-        step: last.step,
-        totalBytes: last.totalBytes,
-        sha256: last.sha256,
-      };
-    this.ctx.outbox.send(agent.peer, assign);
+    const seats = gang ?? [agent];
+    for (const member of seats) {
+      member.state = 'busy';
+      member.jobId = jobId;
+      member.assignedAt = this.ctx.clock.now();
+      const assign: CoordinatorToAgent = { type: 'assign', job: job.spec, attempt: job.attempt, epoch: job.epoch };
+      if (gang !== undefined) assign.gang = { generation: job.gang?.generation ?? 0 };
+      // Rank 0 resumes from the checkpoint; the others take its state when the gang comes up.
+      if (last && member === agent)
+        assign.resumeFrom = {
+          checkpointId: last.checkpointId,
+          step: last.step,
+          totalBytes: last.totalBytes,
+          sha256: last.sha256,
+        };
+      this.ctx.outbox.send(member.peer, assign);
+    }
+    if (gang !== undefined)
+      this.gangs.start(
+        job,
+        gang.map((a) => a.agentId),
+      );
     const name = displayJobId(jobId);
     if (lost) {
       const text = `${name} lost on ${lost.agentId} at step ${lost.step}; resumed on ${agent.agentId} from step ${last?.step ?? 0}`;

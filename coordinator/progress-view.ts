@@ -81,7 +81,12 @@ export function buildRows(
     const a = j.agentId === undefined ? undefined : byId.get(j.agentId);
     const row: ViewRow = {
       ...j,
-      where: a ? `${a.agentId}@${a.host}` : (j.agentId ?? ''),
+      where:
+        j.gang !== undefined && (j.state === 'running' || j.state === 'assigned')
+          ? `${j.gang.members.length} ranks (gen ${j.gang.generation}): ${j.gang.members.join(' ')}`
+          : a
+            ? `${a.agentId}@${a.host}`
+            : (j.agentId ?? ''),
       suspect: a?.state === 'suspect',
     };
     if (a) row.heartbeatAgeMs = a.lastHeartbeatAgoMs;

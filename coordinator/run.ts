@@ -128,11 +128,6 @@ function startCoordinator(
   });
   const runId = experiment.jobs[0]?.runId ?? '';
   say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
-  if (experiment.jobs.some((j) => j.training.dataParallel !== undefined)) {
-    // The step's numerics exist (src/train/data-parallel.ts); gang placement does not yet. A data-parallel job's
-    // results do not depend on its rank count by construction, so one agent trains it.
-    say('pe-arena: note: training.dataParallel is validated but each job runs on one agent until gangs land');
-  }
   say(
     `pe-arena: coordinator at ${transport.address}${options.launcher === 'none' ? ' (waiting for agents: pe-arena agent --coordinator ' + transport.address.replace('0.0.0.0', os.hostname()) + ')' : ''}`,
   );

@@ -27,6 +27,12 @@ export interface JobState {
   error?: WireError;
   /** Set when the job was lost, so the next assignment can say where it came from. */
   lost?: { agentId: AgentId; step: number };
+  /** A data-parallel job's gang: its generation and members in rank order (agentId is rank 0). */
+  gang?: { generation: number; members: AgentId[] };
+  /** Agents loading a replica to join the gang at its next reform (growth). */
+  joining?: AgentId[];
+  /** The last step whose metrics arrived: a new rank 0 streams from the step after it. */
+  metricsStep?: number;
 }
 
 /** What placement needs to know about an agent. */
@@ -38,6 +44,31 @@ export interface PlaceableAgent {
   state: 'idle' | 'busy' | 'suspect' | 'draining';
   jobId?: JobId;
   joinedAt: number;
+}
+
+/** A pending job onto an agent; a data-parallel job onto a gang (agentId is its rank 0). */
+export interface Placement {
+  jobId: JobId;
+  agentId: AgentId;
+  gang?: AgentId[];
+}
+
+/** The agents a data-parallel job starts on now (one backend, longest idle first), or undefined to wait. */
+function pickGang(
+  spec: JobSpec,
+  dp: NonNullable<JobSpec['training']['dataParallel']>,
+  all: readonly PlaceableAgent[],
+  free: readonly PlaceableAgent[],
+): PlaceableAgent[] | undefined {
+  const minRanks = dp.minRanks ?? 1;
+  let best: PlaceableAgent[] | undefined;
+  for (const backend of new Set(free.map((a) => a.backend))) {
+    const could = all.filter((a) => a.backend === backend && Scheduler.matches(spec, a)).length;
+    const size = Math.max(minRanks, Math.min(dp.ranks, could));
+    const idle = free.filter((a) => a.backend === backend && Scheduler.matches(spec, a));
+    if (idle.length >= size && (best === undefined || size > best.length)) best = idle.slice(0, size);
+  }
+  return best;
 }
 
 export type RequeueOutcome = { outcome: 'requeued'; job: JobState } | { outcome: 'failed'; job: JobState };
@@ -91,15 +122,28 @@ export class Scheduler {
     return true;
   }
 
-  /** Pair pending jobs with idle agents (longest-idle agents first); does not change state. */
-  placements(agents: Iterable<PlaceableAgent>): { jobId: JobId; agentId: AgentId }[] {
-    const free = [...agents]
-      .filter((a) => a.state === 'idle' && a.jobId === undefined)
-      .sort((a, b) => a.joinedAt - b.joinedAt);
-    const out: { jobId: JobId; agentId: AgentId }[] = [];
+  /**
+   * Pair pending jobs with idle agents (longest-idle agents first); does not change state. A data-parallel job takes
+   * a gang of agents of one backend at once, or nothing: then it holds a reservation at its place in the queue, and no
+   * job behind it is placed, so single-agent jobs cannot starve it. Its size is `ranks`, or fewer (never below
+   * minRanks) when fewer agents that could ever run it are here at all.
+   */
+  placements(agents: Iterable<PlaceableAgent>): Placement[] {
+    const all = [...agents];
+    const free = all.filter((a) => a.state === 'idle' && a.jobId === undefined).sort((a, b) => a.joinedAt - b.joinedAt);
+    const out: Placement[] = [];
     for (const jobId of this.queue) {
       const job = this.jobs.get(jobId);
       if (!job) continue;
+      const dp = job.spec.training.dataParallel;
+      if (dp !== undefined) {
+        const gang = pickGang(job.spec, dp, all, free);
+        if (gang === undefined) break;
+        for (const a of gang) free.splice(free.indexOf(a), 1);
+        out.push({ jobId, agentId: gang[0]!.agentId, gang: gang.map((a) => a.agentId) });
+        if (free.length === 0) break;
+        continue;
+      }
       const i = free.findIndex((a) => Scheduler.matches(job.spec, a));
       if (i < 0) continue;
       const [agent] = free.splice(i, 1);
@@ -125,13 +169,15 @@ export class Scheduler {
     return job;
   }
 
-  /** True when a message with this epoch from this agent belongs to the job's current assignment. */
+  /** True when a message with this epoch from this agent belongs to the job's current assignment (a gang: any seat). */
   isCurrent(jobId: JobId, epoch: number, agentId: AgentId): boolean {
     const job = this.jobs.get(jobId);
     return (
       job !== undefined &&
       job.epoch === epoch &&
-      job.agentId === agentId &&
+      (job.agentId === agentId ||
+        job.gang?.members.includes(agentId) === true ||
+        job.joining?.includes(agentId) === true) &&
       (job.state === 'assigned' || job.state === 'running' || job.state === 'evaluating')
     );
   }
@@ -155,6 +201,8 @@ export class Scheduler {
     const job = this.must(jobId);
     if (job.agentId !== undefined) job.lost = { agentId: job.agentId, step: job.step };
     delete job.agentId;
+    delete job.gang;
+    delete job.joining;
     if (!countAttempt) job.attempt = Math.max(0, job.attempt - 1);
     if (job.attempt >= this.maxAttempts) {
       job.state = 'failed';
@@ -176,6 +224,7 @@ export class Scheduler {
     job.error = error;
     job.finishedAt = now;
     delete job.agentId;
+    delete job.joining;
     this.queue = this.queue.filter((id) => id !== jobId);
     return job;
   }

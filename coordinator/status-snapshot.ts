@@ -42,6 +42,7 @@ function jobStatus(j: JobState): JobStatus {
   if (j.loss !== undefined) s.loss = j.loss;
   if (j.accuracy !== undefined) s.accuracy = j.accuracy;
   if (j.tokensPerSecond !== undefined) s.tokensPerSecond = j.tokensPerSecond;
+  if (j.gang !== undefined) s.gang = { generation: j.gang.generation, members: [...j.gang.members] };
   return s;
 }
 

@@ -106,7 +106,7 @@ export function formatStatus(s: StatusReply, tasks: readonly SchedulerTask[] = [
     j.state,
     `${j.step}/${j.totalSteps}`,
     `attempt ${j.attempt}`,
-    j.agentId ?? '-',
+    j.gang === undefined ? (j.agentId ?? '-') : `gang gen ${j.gang.generation}: ${j.gang.members.join(', ')}`,
     j.loss === undefined ? '' : `loss ${j.loss.toFixed(3)}`,
   ]);
   lines.push(...table(['job', 'state', 'step', 'attempt', 'agent', ''], rows));

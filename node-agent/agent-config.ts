@@ -6,6 +6,7 @@ import type { Clock } from '../protocol/clock.ts';
 import type { ClientTransport } from '../protocol/transport.ts';
 import type { BackendName } from '../src/train/workload.ts';
 import { MAX_CHUNK_BYTES } from '../protocol/checkpoint-chunks.ts';
+import type { GangPeerConfig } from './gang-link.ts';
 import type { JobRunner } from './job-runner.ts';
 
 /** Exit codes of runAgent (and of `pe-arena agent`). */
@@ -61,6 +62,8 @@ export interface AgentConfig {
   chunkBytes: number;
   /** Real ms to wait after the last send before closing: the ZeroMQ socket closes with linger 0. */
   closeGraceMs: number;
+  /** Where this agent's data-parallel ranks bind (absent: loopback, for runs on one machine). */
+  gangPeers?: GangPeerConfig;
 }
 
 export interface AgentDeps {

@@ -181,6 +181,21 @@ export class NodeAgent {
         return this.onAssign(message);
       case 'cancel':
         return this.onCancel(message.jobId, message.epoch, message.reason);
+      case 'gang_start':
+      case 'gang_reform': {
+        const gang =
+          this.job?.spec.jobId === message.jobId && this.job.epoch === message.epoch ? this.job.gang : undefined;
+        if (gang === undefined) {
+          this.log.info(
+            { jobId: message.jobId, epoch: message.epoch },
+            `${message.type} for no gang seat of ours; ignored`,
+          );
+          return;
+        }
+        if (message.type === 'gang_start') gang.onStart(message);
+        else gang.onReform(message);
+        return;
+      }
       case 'checkpoint_chunk':
         return this.onChunk(message);
       case 'checkpoint_ack':
@@ -294,6 +309,7 @@ export class NodeAgent {
         else this.armFlushTimer();
       },
       flushMetrics: () => this.flushMetrics(true),
+      gangPeers: this.config.gangPeers ?? { bind: 'tcp://127.0.0.1:0' },
       ended: (session, reported) => {
         if (this.job !== session) return;
         this.job = undefined;

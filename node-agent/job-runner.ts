@@ -18,6 +18,8 @@ export interface JobHandle {
    * `stop`, the job trains no further after it and reports 'stopped' (a drain).
    */
   requestCheckpoint(requestId: number, stop?: boolean): void;
+  /** Anything else for the worker (a gang's sums and seats), with the buffers to hand over rather than copy. */
+  send(message: ToWorker, transfer?: ArrayBuffer[]): void;
   /** Stop the job now and release its thread; resolves when it is gone. Idempotent. */
   terminate(): Promise<void>;
 }
@@ -151,6 +153,9 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
         requestCheckpoint(requestId: number, stop = false): void {
           if (!exited && !terminated) worker.postMessage({ type: 'checkpoint', requestId, stop } satisfies ToWorker);
         },
+        send(message: ToWorker, transfer: ArrayBuffer[] = []): void {
+          if (!exited && !terminated) worker.postMessage(message, transfer);
+        },
         async terminate(): Promise<void> {
           if (terminated) return exitPromise;
           terminated = true;
@@ -187,6 +192,9 @@ export function createInProcessRunner(): JobRunner {
       return {
         requestCheckpoint(requestId: number, stop = false): void {
           setImmediate(() => handler?.({ type: 'checkpoint', requestId, stop }));
+        },
+        send(message: ToWorker): void {
+          setImmediate(() => handler?.(message));
         },
         async terminate(): Promise<void> {
           terminated = true;

@@ -21,6 +21,7 @@ import type { JobHandle, JobRunner } from './job-runner.ts';
 import { ResumeFetch } from './resume-fetch.ts';
 import type { FromWorker } from './worker-protocol.ts';
 import { CheckpointTransferError, WorkerCrashedError } from './errors.ts';
+import { GangLink, type GangPeerConfig } from './gang-link.ts';
 
 export type JobPhase = 'fetching' | 'training' | 'finishing';
 
@@ -41,6 +42,8 @@ export interface JobSessionHost {
   flushMetrics(): void;
   /** The session is over; `reported` when it told the coordinator so (job_result or job_failed). */
   ended(session: JobSession, reported: boolean): void;
+  /** Where this agent's gang ranks bind and how peers are admitted. */
+  gangPeers: GangPeerConfig;
 }
 
 export class JobSession {
@@ -64,9 +67,11 @@ export class JobSession {
   /** The step the worker stopped at after a drain's checkpoint (it trains no further). */
   private stoppedAt: number | undefined;
   private terminated: Promise<void> = Promise.resolve();
+  /** Set for a seat in a data-parallel gang. */
+  readonly gang: GangLink | undefined;
 
   constructor(
-    { job: spec, epoch, resumeFrom }: Assign,
+    { job: spec, epoch, resumeFrom, gang }: Assign,
     private readonly host: JobSessionHost,
   ) {
     this.spec = spec;
@@ -78,6 +83,19 @@ export class JobSession {
     const { ackTimeoutMs, fetchTimeoutMs, transferRetries, chunkBytes } = config;
     const send = (message: AgentToCoordinator): void => host.send(message);
     const header = { jobId: spec.jobId, epoch };
+    this.gang =
+      gang === undefined
+        ? undefined
+        : new GangLink({
+            jobId: spec.jobId,
+            epoch,
+            log,
+            peers: host.gangPeers,
+            send,
+            toWorker: (message, transfer) => this.handle?.send(message, transfer),
+            stream: (points) => host.metrics(points),
+            flushMetrics: () => host.flushMetrics(),
+          });
     this.uploads = new CheckpointUploads(header, {
       clock,
       log,
@@ -155,6 +173,8 @@ export class JobSession {
     return new Promise((resolve) => {
       if (this.over) return resolve('ended');
       this.endListeners.push(() => resolve('ended'));
+      // A gang's rank 0 checkpoints for the gang (every replica holds the same state); the others just leave.
+      if (this.gang !== undefined && this.gang.rank !== 0) return resolve('ended');
       if (this.phaseNow === 'training' && this.handle !== undefined) {
         const requestId = this.nextRequestId++;
         // The worker posted every metric up to this step before the checkpoint, and they go up before it (see
@@ -194,6 +214,7 @@ export class JobSession {
     this.fetch?.end();
     this.uploads.cancel();
     this.checkpointWaiters.clear();
+    this.gang?.close();
     for (const listener of this.endListeners.splice(0)) listener();
     const handle = this.handle;
     this.handle = undefined;
@@ -217,6 +238,7 @@ export class JobSession {
           sliceSteps: config.sliceSteps,
           ...(config.requestedBackend === undefined ? {} : { backend: config.requestedBackend }),
           ...(resumeFrom === undefined ? {} : { resumeFrom }),
+          ...(this.gang === undefined ? {} : { gang: true }),
         },
         {
           onEvent: (event) => {
@@ -248,6 +270,14 @@ export class JobSession {
 
   private onWorkerEvent(event: FromWorker): void {
     const { log } = this.host;
+    if (this.gang?.onWorkerEvent(event) === true) {
+      // A rank other than 0 is done once its last step is summed; the worker ends by itself.
+      if (event.type === 'gang_done') {
+        this.stepNow = event.step;
+        this.end(true);
+      }
+      return;
+    }
     switch (event.type) {
       case 'started':
         this.stepNow = event.step;
@@ -265,7 +295,8 @@ export class JobSession {
       case 'metrics': {
         const last = event.points[event.points.length - 1];
         if (last !== undefined) this.stepNow = last.step;
-        this.host.metrics(event.points);
+        if (this.gang === undefined) this.host.metrics(event.points);
+        else this.gang.onMetrics(event.points);
         return;
       }
       case 'checkpoint':
@@ -281,6 +312,7 @@ export class JobSession {
         this.uploads.offerPeriodic(event.step, event.data);
         return;
       case 'final':
+        this.gang?.trainingDone();
         this.phaseNow = 'finishing';
         this.stepNow = event.step;
         this.uploads.upload('final', event.step, event.data, (ok) => {

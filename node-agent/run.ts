@@ -10,6 +10,7 @@ import { systemClock, type Clock } from '../protocol/clock.ts';
 import type { ClientTransport } from '../protocol/transport.ts';
 import { newAgentId } from '../protocol/ids.ts';
 import type { BackendName } from '../src/train/workload.ts';
+import { gangPeerConfig } from './gang-link.ts';
 import { AGENT_DEFAULTS, AGENT_EXIT, type AgentConfig, type AgentExit, type AgentExitCode } from './agent-config.ts';
 import { NodeAgent } from './agent.ts';
 import { createWorkerRunner, type JobRunner } from './job-runner.ts';
@@ -114,6 +115,12 @@ export function compileAgentOptions(options: AgentOptions): AgentConfig {
     transferRetries: AGENT_DEFAULTS.transferRetries,
     chunkBytes: AGENT_DEFAULTS.chunkBytes,
     closeGraceMs: AGENT_DEFAULTS.closeGraceMs,
+    gangPeers: gangPeerConfig(
+      options.coordinator,
+      options.curve === undefined
+        ? undefined
+        : { publicKey: options.curve.publicKey, secretKey: options.curve.secretKey },
+    ),
   };
 }
 

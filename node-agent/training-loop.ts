@@ -14,7 +14,7 @@ export interface WorkerChannel {
 const SLICE_TARGET_MS = 250;
 
 /** Let queued messages (checkpoint requests, stop) in before the next slice; trainSteps may never yield. */
-const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+export const yieldToEventLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 export async function loadCreateWorkload(moduleUrl: string): Promise<CreateWorkload> {
   let mod: unknown;
@@ -32,10 +32,23 @@ export async function loadCreateWorkload(moduleUrl: string): Promise<CreateWorkl
 }
 
 /** Hand a blob's buffer over instead of copying it, when the blob owns its whole buffer. */
-function transferable(data: Uint8Array): ArrayBuffer[] {
+export function transferable(data: Uint8Array): ArrayBuffer[] {
   return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer
     ? [data.buffer]
     : [];
+}
+
+/** The end of a job: the final model goes up first (its upload overlaps evaluating), then the evaluation. */
+export async function exportAndEvaluate(w: Workload, channel: WorkerChannel, stopping: () => boolean): Promise<void> {
+  const model = await w.exportModel();
+  channel.post({ type: 'final', step: w.step, data: model }, transferable(model));
+  await yieldToEventLoop();
+  if (stopping()) {
+    channel.post({ type: 'stopped', step: w.step });
+    return;
+  }
+  const evaluation = await w.evaluate();
+  channel.post({ type: 'evaluation', evaluation });
 }
 
 export async function runTraining(start: WorkerStart, channel: WorkerChannel): Promise<void> {
@@ -101,15 +114,7 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
       channel.post({ type: 'stopped', step: w.step });
       return;
     }
-    const model = await w.exportModel();
-    channel.post({ type: 'final', step: w.step, data: model }, transferable(model));
-    await yieldToEventLoop();
-    if (stopping) {
-      channel.post({ type: 'stopped', step: w.step });
-      return;
-    }
-    const evaluation = await w.evaluate();
-    channel.post({ type: 'evaluation', evaluation });
+    await exportAndEvaluate(w, channel, () => stopping);
   } catch (error) {
     channel.post({ type: 'failed', error: toWireError(error) });
   } finally {

@@ -2,6 +2,7 @@
 // Started by job-runner.ts through a tiny bootstrap that registers tsx first (see there for why).
 // A spare worker (workerData.warm) loads the workload module and its backend first, then waits for its job.
 import { parentPort, workerData } from 'node:worker_threads';
+import { runGangTraining } from './gang-training-loop.ts';
 import { runTraining } from './training-loop.ts';
 import { isToWorker, type ToWorker, type WarmSpec, type WorkerData, type WorkerStart } from './worker-protocol.ts';
 import type { PrepareWorkload } from '../src/train/workload.ts';
@@ -36,7 +37,8 @@ async function warmUp(warm: WarmSpec): Promise<void> {
 }
 
 if ('warm' in data) await warmUp(data.warm);
-await runTraining(await job, {
+const start = await job;
+await (start.gang === true ? runGangTraining : runTraining)(start, {
   post: (message, transfer) => port.postMessage(message, transfer ?? []),
   onMessage: (h) => {
     handler = h;

@@ -11,6 +11,11 @@ export interface CommunicatorOptions {
   rootAddress: string;
   /** Where ranks other than 0 listen; the OS picks the port. Default 'tcp://127.0.0.1:0'. */
   bindAddress?: string;
+  /**
+   * What this communicator is for (e.g. a job and its gang generation): rank 0 refuses a hello from another session,
+   * so a peer of an older generation or another job cannot join by mistake.
+   */
+  session?: string;
   /** Host name the others should use to reach this rank, when bound on a wildcard (0.0.0.0 or *). */
   advertiseHost?: string;
   /** Longest wait for any one expected message; then CommunicatorError. Default 30 s. */

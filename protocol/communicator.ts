@@ -56,7 +56,8 @@ export class Communicator {
   private readonly byes = new Set<number>();
   private readonly byesAcked = new Set<number>();
   private readonly byesSent = new Set<number>();
-  private readonly timeoutMs: number;
+  private timeoutMsNow: number;
+  private readonly session: string | undefined;
   private readonly joinTimeoutMs: number;
   private readonly lingerMs: number;
   private readonly log: ((line: string) => void) | undefined;
@@ -76,12 +77,13 @@ export class Communicator {
     readonly address: string,
     options: CommunicatorOptions,
   ) {
-    this.timeoutMs = options.timeoutMs ?? COMMUNICATOR_DEFAULTS.timeoutMs;
-    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMs, COMMUNICATOR_DEFAULTS.timeoutMs);
+    this.timeoutMsNow = options.timeoutMs ?? COMMUNICATOR_DEFAULTS.timeoutMs;
+    this.session = options.session;
+    this.joinTimeoutMs = options.joinTimeoutMs ?? Math.max(this.timeoutMsNow, COMMUNICATOR_DEFAULTS.timeoutMs);
     this.lingerMs = options.lingerMs ?? COMMUNICATOR_DEFAULTS.lingerMs;
     this.log = options.log;
     this.clock = options.clock ?? systemClock;
-    this.mailbox = new Mailbox(this.timeoutMs, this.clock);
+    this.mailbox = new Mailbox(this.timeoutMsNow, this.clock);
     this.link = {
       rank,
       size,
@@ -165,6 +167,7 @@ export class Communicator {
         rank: this.rank,
         size: this.size,
         address: this.address,
+        ...(this.session === undefined ? {} : { session: this.session }),
       });
       await this.waitSetup(
         () => this.table !== undefined,
@@ -261,6 +264,8 @@ export class Communicator {
     let problem: string | undefined;
     if (hello.version !== PROTOCOL_VERSION)
       problem = `protocol version mismatch: rank 0 speaks ${PROTOCOL_VERSION}, rank ${hello.rank} speaks ${hello.version}`;
+    else if ((hello.session ?? '') !== (this.session ?? ''))
+      problem = `session mismatch: rank 0 is in ${this.session ?? 'no session'}, rank ${hello.rank} in ${hello.session ?? 'no session'}`;
     else if (hello.size !== this.size)
       problem = `size mismatch: rank 0 has size ${this.size}, rank ${hello.rank} has size ${hello.size}`;
     else if (hello.rank === 0 || hello.rank >= this.size)
@@ -283,7 +288,9 @@ export class Communicator {
     if (this.failure !== undefined) return Promise.reject(this.failure);
     return this.mailbox.take(match, () =>
       this.fail(
-        new CommunicatorError(`rank ${this.rank}: timed out after ${this.timeoutMs} ms ${what()}`, { retryable: true }),
+        new CommunicatorError(`rank ${this.rank}: timed out after ${this.timeoutMsNow} ms ${what()}`, {
+          retryable: true,
+        }),
         true,
       ),
     );
@@ -431,6 +438,25 @@ export class Communicator {
     if (!(data instanceof Float32Array))
       throw new CommunicatorError(`allreduce: expected a Float32Array, got ${typeof data}`);
     return allreduce(this.link, this.seq++, data, checkOp(op, 'allreduce'), options.inPlace === true);
+  }
+
+  /** The deadline of every wait from now on; a gang sets it from its measured step time. */
+  get timeoutMs(): number {
+    return this.timeoutMsNow;
+  }
+
+  set timeoutMs(ms: number) {
+    this.timeoutMsNow = checkInt(ms, 'timeoutMs', 1);
+    this.mailbox.setTimeoutMs(this.timeoutMsNow);
+  }
+
+  /**
+   * Gives up at once: every wait here fails, the other ranks are told (peer_abort) so theirs fail too, and the
+   * transport closes without lingering. A gang that reforms ends its generation this way.
+   */
+  abort(reason: string): Promise<void> {
+    this.fail(new CommunicatorError(`rank ${this.rank}: ${reason}`, { retryable: true }), true);
+    return this.close();
   }
 
   /**

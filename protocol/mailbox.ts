@@ -22,9 +22,14 @@ export class Mailbox {
   private waiters: Waiter[] = [];
 
   constructor(
-    private readonly timeoutMs: number,
+    private timeoutMs: number,
     private readonly clock: Clock,
   ) {}
+
+  /** The deadline of waits that start from now on (a data-parallel gang scales it to its measured step time). */
+  setTimeoutMs(ms: number): void {
+    this.timeoutMs = ms;
+  }
 
   deliver(envelope: Envelope): void {
     const index = this.waiters.findIndex((w) => w.match(envelope));

@@ -11,8 +11,9 @@
  * 6: ModelSpec.sinusoidalStride (likewise).
  * 7: the mape encoding and its ModelSpec options (mapeMaxOffset, mapeOffset, mapeRoles).
  * 8: EvaluationSpec.lengthRange/perLength (per-length test sets; an agent that ignored them would evaluate less).
+ * 9: data-parallel gangs: assign.gang, gang_start, gang_reform, gang_address, gang_ready, gang_done; peer_hello.session.
  */
-export const PROTOCOL_VERSION = 8;
+export const PROTOCOL_VERSION = 9;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
@@ -258,6 +259,38 @@ export interface JobFailed {
   error: WireError;
 }
 
+/** Rank 0 of a forming gang generation is bound: the coordinator relays the address to the other ranks. */
+export interface GangAddress {
+  type: 'gang_address';
+  jobId: JobId;
+  epoch: number;
+  generation: number;
+  address: string;
+}
+
+/**
+ * A gang member stands at a step boundary without a generation to train in (its generation broke, it was asked to
+ * reform, or it is new and loaded): `step` is the last step it applied, its replica's whole state is that step's.
+ */
+export interface GangReady {
+  type: 'gang_ready';
+  jobId: JobId;
+  epoch: number;
+  /** The generation it was last seated in (0: never seated). */
+  generation: number;
+  step: number;
+  reason: string;
+}
+
+/** A rank other than 0 trained the last step: it is free (rank 0 exports, evaluates and reports). */
+export interface GangDone {
+  type: 'gang_done';
+  jobId: JobId;
+  epoch: number;
+  generation: number;
+  step: number;
+}
+
 export interface ErrorMessage {
   type: 'error';
   error: WireError;
@@ -286,6 +319,9 @@ export type AgentToCoordinator =
   | CheckpointRequest
   | JobResult
   | JobFailed
+  | GangAddress
+  | GangReady
+  | GangDone
   | ErrorMessage
   | Bye;
 
@@ -313,6 +349,38 @@ export interface Assign {
   epoch: number;
   /** Resume from this checkpoint; the agent pulls it with checkpoint_request before training. */
   resumeFrom?: { checkpointId: CheckpointId; step: number; totalBytes: number; sha256: string };
+  /**
+   * A seat in a data-parallel gang: load the replica (and the resume checkpoint, if any), then wait for gang_start.
+   * `generation` is the gang's generation at the time of the assign.
+   */
+  gang?: { generation: number };
+}
+
+/**
+ * Train in gang generation `generation` as `rank` of `ranks`. Rank 0 gets no rootAddress: it binds and answers with
+ * gang_address; the others join it at rootAddress. Rank 0 also streams the metrics after `metricsFrom` (the last
+ * step the coordinator has), so a gang whose rank 0 changed leaves no gap in the job's metrics.
+ */
+export interface GangStart {
+  type: 'gang_start';
+  jobId: JobId;
+  epoch: number;
+  generation: number;
+  rank: number;
+  ranks: number;
+  rootAddress?: string;
+  metricsFrom: number;
+  /** Longest wait in a collective once training; the agent shortens it to a multiple of its measured step time. */
+  collectiveTimeoutMs: number;
+}
+
+/** Stop training at the next step boundary, leave generation `generation` and answer gang_ready. */
+export interface GangReform {
+  type: 'gang_reform';
+  jobId: JobId;
+  epoch: number;
+  generation: number;
+  reason: string;
 }
 
 export interface Cancel {
@@ -358,6 +426,8 @@ export interface JobStatus {
   loss?: number;
   accuracy?: number;
   tokensPerSecond?: number;
+  /** A data-parallel job's gang: its generation and its members in rank order. */
+  gang?: { generation: number; members: AgentId[] };
 }
 
 export interface AgentStatus {
@@ -398,6 +468,8 @@ export type CoordinatorToAgent =
   | Welcome
   | Reject
   | Assign
+  | GangStart
+  | GangReform
   | Cancel
   | CheckpointChunk
   | CheckpointAck
@@ -418,6 +490,8 @@ export interface PeerHello {
   rank: number;
   size: number;
   address: string;
+  /** The communicator's session (a job and its gang generation); rank 0 refuses another one. */
+  session?: string;
 }
 
 /** Rank 0 answers once every rank has said hello: addresses[r] is where rank r listens. */

@@ -378,6 +378,9 @@ const agentMessages: Record<AgentToCoordinator['type'], Check[]> = {
   checkpoint_request: [object({ jobId: id, epoch: nonNegInt, checkpointId: id })],
   job_result: [object({ jobId: id, epoch: nonNegInt, evaluation })],
   job_failed: [object({ jobId: id, epoch: nonNegInt, error: wireError })],
+  gang_address: [object({ jobId: id, epoch: nonNegInt, generation: nonNegInt, address: nonEmpty(1024) })],
+  gang_ready: [object({ jobId: id, epoch: nonNegInt, generation: nonNegInt, step: nonNegInt, reason: str(4096) })],
+  gang_done: [object({ jobId: id, epoch: nonNegInt, generation: nonNegInt, step: nonNegInt })],
   error: [errorMessage],
   bye: [object({ agentId: id, reason: str(4096) })],
 };
@@ -405,6 +408,7 @@ const coordinatorMessages: Record<CoordinatorToAgent['type'], Check[]> = {
           loss: optional(num),
           accuracy: optional(num),
           tokensPerSecond: optional(num),
+          gang: optional(object({ generation: nonNegInt, members: arrayOf(id, 1 << 16) })),
         }),
       ),
       agents: arrayOf(
@@ -440,8 +444,28 @@ const coordinatorMessages: Record<CoordinatorToAgent['type'], Check[]> = {
       attempt: nonNegInt,
       epoch: nonNegInt,
       resumeFrom: optional(object({ checkpointId: id, step: nonNegInt, totalBytes: nonNegInt, sha256 })),
+      gang: optional(object({ generation: nonNegInt })),
     }),
   ],
+  gang_start: [
+    object({
+      jobId: id,
+      epoch: nonNegInt,
+      generation: nonNegInt,
+      rank: nonNegInt,
+      ranks: posInt,
+      rootAddress: optional(nonEmpty(1024)),
+      metricsFrom: nonNegInt,
+      collectiveTimeoutMs: posInt,
+    }),
+    (v, p) => {
+      const m = v as { rank: number; ranks: number; rootAddress?: string };
+      if (m.rank >= m.ranks) throw new Invalid(join(p, 'rank'), `an integer below ranks (${m.ranks})`, m.rank);
+      if (m.rank > 0 && m.rootAddress === undefined)
+        throw new Invalid(join(p, 'rootAddress'), 'the address of rank 0 (every rank but 0 joins it)', undefined);
+    },
+  ],
+  gang_reform: [object({ jobId: id, epoch: nonNegInt, generation: nonNegInt, reason: str(4096) })],
   cancel: [object({ jobId: id, epoch: nonNegInt, reason: str(4096) })],
   checkpoint_chunk: [checkpointChunk, chunkIndexInRange],
   checkpoint_ack: [object({ jobId: id, epoch: nonNegInt, checkpointId: id, ok: bool, reason: optional(str(4096)) })],
@@ -452,7 +476,7 @@ const coordinatorMessages: Record<CoordinatorToAgent['type'], Check[]> = {
 
 const rank = nonNegInt;
 const peerMessages: Record<PeerMessage['type'], Check[]> = {
-  peer_hello: [object({ version, rank, size: posInt, address: nonEmpty(1024) })],
+  peer_hello: [object({ version, rank, size: posInt, address: nonEmpty(1024), session: optional(str(1024)) })],
   peer_table: [object({ version, addresses: arrayOf(nonEmpty(1024), 1 << 16) })],
   peer_data: [
     object({

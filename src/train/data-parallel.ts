@@ -8,7 +8,13 @@
 import { createHash } from 'node:crypto';
 import * as tf from '@tensorflow/tfjs';
 import type { MetricPoint } from '../../protocol/messages.ts';
-import { GradientExchangeError, NonFiniteLossError, ReplicaDivergenceError, TrainConfigError } from './errors.ts';
+import {
+  GangInterruptedError,
+  GradientExchangeError,
+  NonFiniteLossError,
+  ReplicaDivergenceError,
+  TrainConfigError,
+} from './errors.ts';
 import { learningRateAt } from './schedule.ts';
 import { makeShardBatch, shardRows, type ShardBatch } from './shard-batch.ts';
 import { dropoutSeed, maskedCrossEntropy, Trainer, type TrainerOptions } from './trainer.ts';
@@ -88,6 +94,8 @@ export class DataParallelTrainer extends Trainer {
   readonly layout: FlatLayout;
   readonly hashEvery: number;
   private current: Membership;
+  /** The step whose replica hashes were last compared (the check runs at the start of the step after). */
+  private checkedAt = 0;
 
   constructor(options: DataParallelOptions) {
     super(options);
@@ -106,20 +114,39 @@ export class DataParallelTrainer extends Trainer {
   /** A new gang (after a loss or a growth), from the next step on; the rows are re-sharded among `ranks`. */
   setMembership(membership: Membership): void {
     this.current = checkMembership(membership);
+    // Every rank of the new gang starts from the same state, so the next hash check is due a whole period on,
+    // on every rank alike (a newcomer's counter must not call a check its peers skip).
+    this.checkedAt = this.stepsDone;
   }
 
-  /** One optimizer step of the gang; throws NonFiniteLossError on every rank alike when the global loss is not finite. */
+  /**
+   * One optimizer step of the gang; throws NonFiniteLossError on every rank alike when the global loss is not finite.
+   * When the reducer fails (the gang broke or reforms), the step is undone before anything changed but the data
+   * position, which is put back: the replica then stands exactly after its last applied step.
+   */
   override async trainStep(): Promise<MetricPoint> {
+    // Due after the last step: checked here, before drawing anything, so an interrupted check has nothing to undo.
+    if (this.hashEvery > 0 && this.stepsDone > this.checkedAt && this.stepsDone % this.hashEvery === 0) {
+      await this.checkReplicas();
+      this.checkedAt = this.stepsDone;
+    }
     const started = performance.now();
     const step = this.stepsDone;
     const { rank, ranks, reduce } = this.current;
     const { batchSize } = this.job.training;
+    const position = this.source.getState();
     // The whole global batch is drawn on every rank, so every replica's data position moves alike.
     const examples = Array.from({ length: batchSize }, () => this.source.next());
     const shard = makeShardBatch(examples, this.tokenizer, this.job.model.maxLen, shardRows(batchSize, ranks, rank));
     const learningRate = learningRateAt(step, this.schedule);
     const local = await this.localContribution(shard, shardDropoutSeed(this.job.seed, step, rank));
-    const summed = await this.exchange(reduce, local, 'gradients');
+    let summed: Float32Array;
+    try {
+      summed = await this.exchange(reduce, local, 'gradients');
+    } catch (error) {
+      this.source.setState(position);
+      throw error;
+    }
     const totals = summed.subarray(this.layout.gradients);
     const [loss = NaN, right = 0, answers = 0] = totals;
     const norm = tf.tidy(() => this.optimizer.apply(this.unflatten(summed), learningRate));
@@ -131,7 +158,6 @@ export class DataParallelTrainer extends Trainer {
       this.trainMs += performance.now() - started;
       throw new NonFiniteLossError(this.stepsDone, loss);
     }
-    if (this.hashEvery > 0 && this.stepsDone % this.hashEvery === 0) await this.checkReplicas();
     const elapsed = performance.now() - started;
     this.trainMs += elapsed;
     const accuracy = answers > 0 ? right / answers : Number.NaN;
@@ -211,7 +237,16 @@ export class DataParallelTrainer extends Trainer {
 
   private async exchange(reduce: Reducer, flat: Float32Array, what: string): Promise<Float32Array> {
     const length = flat.length;
-    const summed = await reduce(flat);
+    let summed: Float32Array;
+    try {
+      summed = await reduce(flat);
+    } catch (error) {
+      if (error instanceof GangInterruptedError) throw error;
+      throw new GangInterruptedError(
+        `rank ${this.current.rank} of ${this.current.ranks}: the ${what} exchange of step ${this.stepsDone + 1} failed: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
     if (!(summed instanceof Float32Array) || summed.length !== length) {
       const got = summed instanceof Float32Array ? `${summed.length} floats` : typeof summed;
       throw new GradientExchangeError(

@@ -64,3 +64,14 @@ export class GradientExchangeError extends TrainError {
     super(message, { ...options, retryable: true });
   }
 }
+
+/**
+ * The gang this replica trained in ended mid-step (a peer died, or the gang reforms): the step was not applied and
+ * the data position is back where it was, so the replica stands at a step boundary, ready for the next generation.
+ */
+export class GangInterruptedError extends TrainError {
+  override readonly name = 'GangInterruptedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, { ...options, retryable: true });
+  }
+}

@@ -15,7 +15,15 @@ import { selectBackend } from './backend.ts';
 import { CheckpointError, TrainConfigError } from './errors.ts';
 import { checkJobSpec } from './job.ts';
 import { readTrainingCheckpoint, Trainer, type CheckpointMeta } from './trainer.ts';
-import type { BackendName, CreateWorkload, PrepareWorkload, Workload, WorkloadOptions } from './workload.ts';
+import { DataParallelTrainer } from './data-parallel.ts';
+import type {
+  BackendName,
+  CreateWorkload,
+  GangControl,
+  PrepareWorkload,
+  Workload,
+  WorkloadOptions,
+} from './workload.ts';
 
 /** Examples whose attention maps feed the entropy table (a few are enough for a stable mean). */
 const ENTROPY_EXAMPLES = 8;
@@ -147,6 +155,7 @@ function mergeScores(
 
 export class TfWorkload implements Workload {
   private disposed = false;
+  readonly gang?: GangControl;
 
   constructor(
     readonly spec: JobSpec,
@@ -154,7 +163,18 @@ export class TfWorkload implements Workload {
     readonly model: Transformer,
     readonly trainer: Trainer,
     private readonly createdAt: number,
-  ) {}
+  ) {
+    if (trainer instanceof DataParallelTrainer) {
+      const reduce = trainer.membership.reduce;
+      this.gang = {
+        setMembership: (rank, ranks) => trainer.setMembership({ rank, ranks, reduce }),
+        restore: (state) => {
+          this.assertLive();
+          trainer.restore(state);
+        },
+      };
+    }
+  }
 
   get step(): number {
     return this.trainer.step;
@@ -256,13 +276,17 @@ export async function createTfWorkload(
   const model = buildModel(spec);
   let trainer: Trainer | undefined;
   try {
-    trainer = new Trainer({
+    const common = {
       model,
       source,
       tokenizer,
       job: spec,
       ...(options.onStep === undefined ? {} : { onStep: options.onStep }),
-    });
+    };
+    trainer =
+      options.gang === undefined
+        ? new Trainer(common)
+        : new DataParallelTrainer({ ...common, membership: { rank: 0, ranks: 1, reduce: options.gang.reduce } });
     if (options.resumeFrom !== undefined) {
       trainer.restore(options.resumeFrom);
       log(`resumed job ${String(spec.jobId)} at step ${trainer.step} of ${spec.training.steps}`);

@@ -11,6 +11,18 @@ export interface WorkloadOptions {
   resumeFrom?: Uint8Array;
   /** Where to report what happened, e.g. which backend was picked and why others were skipped. */
   log?: (line: string) => void;
+  /**
+   * Train as one replica of a data-parallel gang: every step's flat gradient buffer goes through `reduce`, which
+   * sums it over the gang (and rejects when the gang breaks: the step is then undone).
+   */
+  gang?: { reduce: (flat: Float32Array) => Promise<Float32Array> };
+}
+
+/** What a gang replica offers beyond a Workload: its seat, and the state a new generation is synchronised from. */
+export interface GangControl {
+  setMembership(rank: number, ranks: number): void;
+  /** Replace the whole training state (weights, optimizer, step, data position) with a peer's. */
+  restore(state: Uint8Array): void;
 }
 
 export interface Workload {
@@ -27,6 +39,8 @@ export interface Workload {
   evaluate(): Promise<Evaluation>;
   /** The trained model as one blob (a checkpoint is fine), for final_model/. */
   exportModel(): Promise<Uint8Array>;
+  /** Present when created with options.gang. */
+  readonly gang?: GangControl;
   dispose(): void;
 }
 

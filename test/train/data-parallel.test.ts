@@ -11,7 +11,7 @@ import { selectBackend } from '../../src/train/backend.ts';
 import { makeBatch } from '../../src/train/batches.ts';
 import type { DataParallelTrainer } from '../../src/train/data-parallel.ts';
 import { allreduceReducer, createReplica } from '../../src/train/data-parallel-setup.ts';
-import { GradientExchangeError, ReplicaDivergenceError } from '../../src/train/errors.ts';
+import { GangInterruptedError, GradientExchangeError, ReplicaDivergenceError } from '../../src/train/errors.ts';
 import { buildJobSpec } from '../../src/train/job.ts';
 import { makeShardBatch, shardRows } from '../../src/train/shard-batch.ts';
 import { buildModel } from '../../src/train/tf-workload.ts';
@@ -237,21 +237,21 @@ void test('replica hashes agree every K steps; a perturbed replica fails both ra
   const replicas = await gang(t, spec, 2, { hashEvery: 2 });
   await trainAll(replicas, 4);
   const [h0, h1] = await Promise.all(replicas.map((r) => r.stateHash()));
-  assert.equal(hex(h0!), hex(h1!), 'equal state after 4 steps (checked at 2 and 4 inside)');
+  assert.equal(hex(h0!), hex(h1!), 'equal state after 4 steps (the check after step 2 ran inside)');
   // One weight of rank 1 moves: the summed gradient is still the same on both ranks, the weights no longer are.
   const v = replicas[1]!.model.variables[0]!;
   const values = new Float32Array(await v.data());
   values[0] = values[0]! + 1e-3;
   tf.tidy(() => v.assign(tf.tensor(values, v.shape, 'float32')));
-  // Step 5 goes through (no check), step 6 compares the hashes.
+  // The state after step 4 is compared before step 5 draws anything: the perturbation shows there.
   const results = await Promise.allSettled(replicas.map((r) => r.trainSteps(2)));
   for (const [rank, result] of results.entries()) {
     assert.equal(result.status, 'rejected', `rank ${rank} fails`);
     const error = (result as PromiseRejectedResult).reason as unknown;
     assert.ok(error instanceof ReplicaDivergenceError, `rank ${rank}: ${String(error)}`);
     assert.equal(error.retryable, false);
-    assert.equal(error.step, 6);
-    assert.match(error.message, /diverged at step 6 .*ranks 1 differ from rank 0/);
+    assert.equal(error.step, 4);
+    assert.match(error.message, /diverged at step 4 .*ranks 1 differ from rank 0/);
   }
 });
 
@@ -266,6 +266,31 @@ void test('a reducer that returns the wrong length is a GradientExchangeError na
     replica.trainStep(),
     (e: unknown) => e instanceof GradientExchangeError && e.retryable && /rank 0 of 2: .* at step 0/.test(e.message),
   );
+});
+
+void test('a gang that breaks mid-step undoes the step: the retried step is the one a clean run takes', async (t) => {
+  const spec = job(8, 20);
+  const solo = (reduce: (x: Float32Array) => Promise<Float32Array>): DataParallelTrainer =>
+    createReplica(spec, { membership: { rank: 0, ranks: 1, reduce }, hashEvery: 0 });
+  const clean = solo(async (x) => x);
+  let calls = 0;
+  const broken = solo(async (x) => {
+    if (++calls === 2) throw new Error('peer gone');
+    return x;
+  });
+  disposeAfter(t, [clean, broken]);
+  await clean.trainSteps(2);
+  await broken.trainSteps(1);
+  const position = async (): Promise<unknown> => readTrainingCheckpoint(await broken.checkpoint()).meta.source;
+  const before = await position();
+  await assert.rejects(
+    broken.trainStep(),
+    (e: unknown) => e instanceof GangInterruptedError && e.retryable && /step 2 failed: peer gone/.test(e.message),
+  );
+  assert.equal(broken.step, 1, 'the step was not applied');
+  assert.deepEqual(await position(), before, 'the data position is back where it was');
+  await broken.trainStep();
+  assert.ok(sameBits(await weightsOf(broken), await weightsOf(clean)), 'the retried step equals the clean one');
 });
 
 void test('checkpoints are ordinary: a gang checkpoint resumes on one rank, a single-agent one on two', async (t) => {
