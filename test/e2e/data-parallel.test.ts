@@ -1,0 +1,160 @@
+// Data-parallel gangs over real agents (child processes, ZeroMQ on 127.0.0.1, real training on the cpu backend):
+// kill -9 of rank 1 or of rank 0 mid-run, and the survivors carry on in a new generation with every step trained
+// once; a loss below minRanks falls back to the requeue; an idle agent joins a gang below maxRanks.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  entries,
+  exitWithin,
+  killAll,
+  killPid,
+  logTail,
+  pidOf,
+  runsFixture,
+  startRun,
+  tinyRealExperiment,
+  waitFor,
+  writeExperiment,
+} from './helpers.ts';
+
+after(killAll);
+
+const JOB = 'rope-addition-s1';
+const STEPS = 300;
+
+function gangExperiment(name: string, dataParallel: Record<string, number>): Record<string, unknown> {
+  return tinyRealExperiment(
+    name,
+    {
+      encodings: ['rope'],
+      seeds: [1],
+      training: { steps: STEPS, batchSize: 12, learningRate: 0.003, dataParallel },
+    },
+    { checkpointEvery: 50 },
+  );
+}
+
+const AGENTS = (n: number): string[] => [
+  '--agents',
+  String(n),
+  '--view',
+  'plain',
+  '--plain-every',
+  '5',
+  '--backend',
+  'cpu',
+  '--no-report',
+];
+
+function metricSteps(runDir: string): number[] {
+  const file = join(runDir, 'jobs', JOB, 'metrics.jsonl');
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .trim()
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => (JSON.parse(l) as { step: number }).step);
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+
+/** Start a run, wait until the gang trains on `ranks` ranks past step 30, and return it with that generation. */
+async function runningGang(
+  t: Parameters<typeof runsFixture>[0],
+  name: string,
+  dp: Record<string, number>,
+  agents: number,
+  ranks: number,
+) {
+  const dir = runsFixture(t);
+  const file = writeExperiment(dir, gangExperiment(name, dp));
+  const started = await startRun(dir, file, AGENTS(agents));
+  const { runDir, ctx } = started;
+  const generation = await waitFor(
+    `a generation of ${ranks} ranks training`,
+    120_000,
+    () => {
+      const g = entries(runDir, 'gang_formed').find((e) => e.members.length === ranks);
+      return g !== undefined && metricSteps(runDir).some((s) => s > g.step + 30) ? g : undefined;
+    },
+    ctx,
+  );
+  return { ...started, generation };
+}
+
+void test(
+  'kill -9 of rank 1: the survivors form a new generation and no step is lost or repeated',
+  { timeout: 240_000 },
+  async (t) => {
+    const { run, runDir, ctx, generation } = await runningGang(t, 'gang-kill-rank1', { ranks: 3, minRanks: 2 }, 3, 3);
+    const victim = generation.members[1]!;
+    killPid(pidOf(runDir, victim)!, 'SIGKILL');
+    const exit = await exitWithin(run, 180_000, () => logTail(runDir));
+    assert.equal(exit.code, 0, ctx());
+    const after = entries(runDir, 'gang_formed').filter((e) => e.generation > generation.generation);
+    assert.ok(after.length > 0, 'a later generation formed');
+    assert.ok(
+      after.every((e) => !e.members.includes(victim)),
+      'without the killed rank',
+    );
+    assert.equal(after[0]!.members[0], generation.members[0], 'rank 0 stays rank 0');
+    assert.equal(entries(runDir, 'job_requeued').length, 0, 'the job never went back to the queue');
+    assert.deepEqual(metricSteps(runDir), range(1, STEPS), 'every step once, in order');
+    assert.equal(entries(runDir, 'job_done').length, 1);
+  },
+);
+
+void test(
+  'kill -9 of rank 0: a survivor becomes rank 0 and streams on from the last step the coordinator has',
+  { timeout: 240_000 },
+  async (t) => {
+    const { run, runDir, ctx, generation } = await runningGang(t, 'gang-kill-rank0', { ranks: 3, minRanks: 2 }, 3, 3);
+    const victim = generation.members[0]!;
+    killPid(pidOf(runDir, victim)!, 'SIGKILL');
+    const exit = await exitWithin(run, 180_000, () => logTail(runDir));
+    assert.equal(exit.code, 0, ctx());
+    const after = entries(runDir, 'gang_formed').filter((e) => e.generation > generation.generation);
+    assert.ok(after.length > 0 && after.every((e) => !e.members.includes(victim)), 'a generation without it');
+    assert.equal(entries(runDir, 'job_requeued').length, 0, 'no requeue: the survivors kept the state');
+    assert.deepEqual(metricSteps(runDir), range(1, STEPS), 'every step once, in order');
+  },
+);
+
+void test(
+  'a loss below minRanks falls back to the requeue from the last checkpoint, and the run completes',
+  { timeout: 240_000 },
+  async (t) => {
+    const { run, runDir, ctx, generation } = await runningGang(
+      t,
+      'gang-below-min',
+      { ranks: 2, minRanks: 2, maxRanks: 2 },
+      3,
+      2,
+    );
+    killPid(pidOf(runDir, generation.members[1]!)!, 'SIGKILL');
+    const exit = await exitWithin(run, 180_000, () => logTail(runDir));
+    assert.equal(exit.code, 0, ctx());
+    const requeued = entries(runDir, 'job_requeued');
+    assert.equal(requeued.length, 1, ctx());
+    assert.match(requeued[0]!.reason, /gang fell apart: 1 ranks left, minRanks is 2/);
+    const assigns = entries(runDir, 'job_assigned');
+    assert.equal(assigns.length, 2, 'placed again');
+    const steps = metricSteps(runDir);
+    assert.equal(Math.max(...steps), STEPS);
+    assert.deepEqual(
+      [...new Set(steps)].sort((a, b) => a - b),
+      range(1, STEPS),
+      'no step missing',
+    );
+  },
+);
+
+void test('an idle agent joins a running gang below maxRanks at a step boundary', { timeout: 240_000 }, async (t) => {
+  const { run, runDir, ctx, generation } = await runningGang(t, 'gang-grow', { ranks: 2, maxRanks: 3 }, 3, 3);
+  const exit = await exitWithin(run, 180_000, () => logTail(runDir));
+  assert.equal(exit.code, 0, ctx());
+  assert.match(generation.reason, /joins/, 'the third rank joined a running gang');
+  assert.deepEqual(metricSteps(runDir), range(1, STEPS), 'every step once, in order');
+});
