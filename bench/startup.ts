@@ -1,9 +1,11 @@
 // `npm run bench -- startup [--rounds N]`: process start-up, the TypeScript through tsx against the compiled dist/
 // (`npm run build` first), side by side and interleaved round by round so a loaded machine weighs on both alike.
-//   <case>_<mode>_s    best of N seconds; <case>_tsx_over_bin is the ratio of the bests
-//   modes              tsx: node --import tsx src/cli.ts (the entry before the build); bin: node src/bin.mjs (what
-//                      the pe-arena command and job scripts run: the stamp check, then dist/); dist: node
-//                      dist/src/cli.js (what the local launcher starts when the coordinator runs compiled)
+//   <case>_<mode>_s    best of N seconds; <case>_tsx_over_bin (and _tsx_cold_over_bin) is the ratio of the bests
+//   modes              tsx: node --import tsx src/cli.ts (the entry before the build), tsx's transform cache in
+//                      the temp directory warm; tsx_cold: the same with that cache off (TSX_DISABLE_CACHE=1), as on a
+//                      node whose temp directory has not seen this checkout; bin: node src/bin.mjs (what the
+//                      pe-arena command and job scripts run: the stamp check, then dist/); dist: node dist/src/cli.js
+//                      (what the local launcher starts when the coordinator runs compiled)
 //   cases              help: `--help` to exit; agent_help: `agent --help`; hello_fake: an agent with the fake
 //                      workload (as bench launch runs them) from spawn to its hello at a ROUTER; hello: the real
 //                      workload, which probes the TensorFlow.js backend in a worker before hello
@@ -16,15 +18,18 @@ import { bindServer } from '../protocol/zmq-transport.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const fakeWorkload = join(root, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
+const tsx = ['--import', 'tsx', join(root, 'src', 'cli.ts')];
 const MODES = {
-  tsx: ['--import', 'tsx', join(root, 'src', 'cli.ts')],
+  tsx,
+  tsx_cold: tsx,
   bin: [join(root, 'src', 'bin.mjs')],
   dist: [join(root, 'dist', 'src', 'cli.js')],
 } as const;
 type Mode = keyof typeof MODES;
 
 function started(mode: Mode, args: string[]): ChildProcess {
-  return spawn(process.execPath, [...MODES[mode], ...args], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  const env = mode === 'tsx_cold' ? { ...process.env, TSX_DISABLE_CACHE: '1' } : process.env;
+  return spawn(process.execPath, [...MODES[mode], ...args], { cwd: root, env, stdio: ['ignore', 'ignore', 'pipe'] });
 }
 
 /** Seconds from spawn to exit (status 0 required). */
@@ -97,8 +102,9 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const results: Record<string, unknown> = { rounds };
   for (const name of Object.keys(cases)) {
     for (const mode of modes) results[`${name}_${mode}_s`] = round3(best(samples[`${name}_${mode}`]!));
-    results[`${name}_tsx_over_bin`] =
-      Math.round((best(samples[`${name}_tsx`]!) / best(samples[`${name}_bin`]!)) * 100) / 100;
+    for (const slow of ['tsx', 'tsx_cold'] as const)
+      results[`${name}_${slow}_over_bin`] =
+        Math.round((best(samples[`${name}_${slow}`]!) / best(samples[`${name}_bin`]!)) * 100) / 100;
   }
   results['medians_s'] = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, round3(median(v))]));
   results['samples_s'] = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, v.map(round3)]));
