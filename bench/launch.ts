@@ -22,6 +22,7 @@ import type { SchedulerLauncher } from '../coordinator/launchers/scheduler-launc
 import { createSlurmLauncher } from '../coordinator/launchers/slurm.ts';
 import { newRunId } from '../protocol/ids.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
+import { distIsCurrent } from '../src/build-stamp.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const fakeWorkload = join(root, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
@@ -217,7 +218,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     notes: {
       cluster:
         'loopback Slurm 22.05 (4 fake nodes) and OpenPBS 23.06 (one node, 4 cpus), both on this 2-core host; poll every 1 s',
-      submit_to_hello: 'agents run the fake workload; most of the time is node+tsx start-up of 4 agents on 2 cores',
+      submit_to_hello: `agents run the fake workload; job scripts start them through src/bin.mjs, ${distIsCurrent(root) ? 'compiled (dist/ current)' : 'through tsx (dist/ not built from these sources)'}; 4 agents on 2 cores`,
       replace:
         "scancel (Slurm) or qdel of one subjob (OpenPBS) to the replacement agent's hello, with 1 s polling; the coordinator then reassigns at once",
       poll_cpu_share:

@@ -7,7 +7,9 @@ import os from 'node:os';
 
 const [suite, ...args] = process.argv.slice(2);
 if (!suite || !/^[a-z][a-z0-9-]*$/.test(suite)) {
-  console.error('usage: npm run bench -- <suite> (protocol | model | runtime | launch | serve | positions | parallel)');
+  console.error(
+    'usage: npm run bench -- <suite> (protocol | model | runtime | launch | startup | serve | positions | parallel)',
+  );
   process.exit(2);
 }
 const mod = (await import(`./${suite}.ts`)) as { run: (args: string[]) => Promise<Record<string, unknown>> };

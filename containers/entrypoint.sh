@@ -4,4 +4,4 @@
 case "$1" in
   node | sh | bash | */*) exec "$@" ;;
 esac
-exec node --import /opt/pe-arena/node_modules/tsx/dist/loader.mjs /opt/pe-arena/src/cli.ts "$@"
+exec node /opt/pe-arena/src/bin.mjs "$@"

@@ -3,14 +3,14 @@
 // worker makes, without loading TensorFlow.js into the agent thread.
 import { Worker } from 'node:worker_threads';
 import { raceDeadline, TIMED_OUT } from '../protocol/deadline.ts';
+import { codeUrl, COMPILED, TSX_API } from '../protocol/code-paths.ts';
 
-const TSX_API = import.meta.resolve('tsx/esm/api');
-const BACKEND_MODULE = new URL('../src/train/backend.ts', import.meta.url).href;
+const BACKEND_MODULE = codeUrl('src/train/backend.ts');
 
+// tsx is registered only when running the sources.
 const PROBE = `
 const { parentPort } = await import('node:worker_threads');
-const tsx = await import(${JSON.stringify(TSX_API)});
-tsx.register();
+${COMPILED ? '' : `(await import(${JSON.stringify(TSX_API)})).register();`}
 try {
   const { selectBackend } = await import(${JSON.stringify(BACKEND_MODULE)});
   const choice = await selectBackend();

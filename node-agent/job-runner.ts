@@ -1,6 +1,7 @@
 // Runs a job's training loop somewhere the agent's heartbeats cannot be starved: a worker thread (the real
 // thing), or in process for logic tests. Both speak worker-protocol.ts.
 import { Worker } from 'node:worker_threads';
+import { codeUrl, workerBootstrap } from '../protocol/code-paths.ts';
 import { runTraining } from './training-loop.ts';
 import {
   isFromWorker,
@@ -38,12 +39,13 @@ export interface JobRunner {
   close?(): Promise<void>;
 }
 
-const TSX_API = import.meta.resolve('tsx/esm/api');
-const WORKER_ENTRY = new URL('./training-worker.ts', import.meta.url).href;
+const WORKER_ENTRY = codeUrl('node-agent/training-worker.ts');
 
-// A worker's entry module is loaded before `--import tsx` hooks are active in that thread (Node 20), so a .ts
-// entry fails with ERR_UNKNOWN_FILE_EXTENSION; registering tsx explicitly, then importing the entry, works.
-const BOOTSTRAP = `import(${JSON.stringify(TSX_API)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(WORKER_ENTRY)}); });`;
+/** The worker's bootstrap: tsx is registered when running the sources or when the job's workload module is .ts. */
+const bootstrapFor = (data: WorkerData): string => {
+  const workload = 'start' in data ? data.start.workloadModule : data.warm.workloadModule;
+  return workerBootstrap(WORKER_ENTRY, workload.endsWith('.ts'));
+};
 
 function startMessage(start: WorkerStart): WorkerStart {
   const r = start.resumeFrom;
@@ -70,7 +72,7 @@ export function createWorkerRunner(options: WorkerRunnerOptions = {}): JobRunner
   let closed = false;
 
   const spawn = (data: WorkerData): Worker => {
-    const worker = new Worker(BOOTSTRAP, {
+    const worker = new Worker(bootstrapFor(data), {
       eval: true,
       execArgv: [],
       workerData: data,

@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { pino, type Logger } from 'pino';
 import type { AgentId, DeviceInfo } from '../protocol/messages.ts';
 import { systemClock, type Clock } from '../protocol/clock.ts';
+import { codeUrl } from '../protocol/code-paths.ts';
 import type { ClientTransport } from '../protocol/transport.ts';
 import { newAgentId } from '../protocol/ids.ts';
 import type { BackendName } from '../src/train/workload.ts';
@@ -66,7 +67,7 @@ export interface AgentOptions {
   stderr?: { write(line: string): unknown };
 }
 
-const DEFAULT_WORKLOAD = new URL('../src/train/tf-workload.ts', import.meta.url).href;
+const DEFAULT_WORKLOAD = codeUrl('src/train/tf-workload.ts');
 
 function moduleUrl(spec: string): string {
   if (/^[a-z][a-z0-9+.-]*:/i.test(spec) && !/^[a-z]:[\\/]/i.test(spec)) return spec; // already a URL (not C:\)

@@ -2,10 +2,11 @@
 // hold, so both the coordinator (compiling an experiment) and the training code may use them. Plain JSON, no
 // TensorFlow.
 import { join } from 'node:path';
+import { PACKAGE_ROOT } from './code-paths.ts';
 import { ConfigFileError, readJsonFile } from './config-file.ts';
 import type { ModelSpec } from './messages.ts';
 
-export const PRESETS_FILE = join(import.meta.dirname, '..', 'configs', 'presets.json');
+export const PRESETS_FILE = join(PACKAGE_ROOT, 'configs', 'presets.json');
 
 const MODEL_FIELDS = [
   'layers',

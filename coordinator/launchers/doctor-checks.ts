@@ -7,7 +7,7 @@ import { accessSync, constants, existsSync, mkdirSync, statSync, statfsSync } fr
 import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { codeUrl, COMPILED, PACKAGE_ROOT, TSX_LOADER } from '../../protocol/code-paths.ts';
 import { expandUserPath, isImageFile, loadClusterProfile } from '../cluster-profile.ts';
 import type { ClusterProfile, ContainerSpec } from '../cluster-profile.ts';
 import type { SubmitCommand } from './job-script.ts';
@@ -23,7 +23,7 @@ export interface CheckResult {
   fix?: string;
 }
 
-const projectDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const projectDir = PACKAGE_ROOT;
 
 /** A command's exit status and output; `missing` when it is not on PATH. */
 async function run(
@@ -64,7 +64,7 @@ export async function checkZeromq(): Promise<CheckResult> {
 }
 
 const BACKEND_SCRIPT = `
-const { selectBackend } = await import(${JSON.stringify(new URL('../../src/train/backend.ts', import.meta.url).href)});
+const { selectBackend } = await import(${JSON.stringify(codeUrl('src/train/backend.ts'))});
 for (const name of ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']) {
   try { await selectBackend(name); console.log(JSON.stringify({ name, ok: true })); }
   catch (e) { console.log(JSON.stringify({ name, ok: false, reason: String(e && e.message || e).split('\\n')[0] })); }
@@ -83,8 +83,8 @@ export function backendFix(name: string, reason: string): string {
 }
 
 export async function checkBackends(timeoutMs = 120_000): Promise<CheckResult[]> {
-  const tsx = import.meta.resolve('tsx');
-  const result = await runProcess(process.execPath, ['--import', tsx, '--input-type=module', '-e', BACKEND_SCRIPT], {
+  const tsx = COMPILED ? [] : ['--import', TSX_LOADER];
+  const result = await runProcess(process.execPath, [...tsx, '--input-type=module', '-e', BACKEND_SCRIPT], {
     timeoutMs,
     cwd: projectDir,
     maxBuffer: 1024 * 1024,

@@ -30,8 +30,6 @@ export interface JobScriptInput {
   /** The pe-arena checkout as compute nodes see it (with a container: ignored, see containerPaths). */
   projectDir: string;
   nodeBinary: string;
-  /** The tsx loader to --import (a file URL or path). */
-  tsxLoader: string;
 }
 
 /** The variables the agent reads that the job script sets: passed into runtimes that do not inherit the host's. */
@@ -46,9 +44,8 @@ const AGENT_ENV = [
  * Inside a container, node and pe-arena are the image's: pe-arena at /opt/pe-arena (containers/Dockerfile puts it
  * there), node on the image's PATH. A profile's projectDir and node name paths inside the container instead.
  */
-export function containerPaths(p: ClusterProfile): { projectDir: string; nodeBinary: string; tsxLoader: string } {
-  const projectDir = p.projectDir ?? CONTAINER_PROJECT_DIR;
-  return { projectDir, nodeBinary: p.node ?? 'node', tsxLoader: `${projectDir}/node_modules/tsx/dist/loader.mjs` };
+export function containerPaths(p: ClusterProfile): { projectDir: string; nodeBinary: string } {
+  return { projectDir: p.projectDir ?? CONTAINER_PROJECT_DIR, nodeBinary: p.node ?? 'node' };
 }
 
 /** A host directory bound at the same path inside the container, as shell words (already quoted). */
@@ -206,12 +203,9 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
   const agentCommand = [
     ...(p.container === undefined ? [] : containerPrefix(p.container, containerMounts(p, input.runDir))),
     shQuote(paths.nodeBinary),
-    '--import',
-    shQuote(paths.tsxLoader),
-    // Drains the agent at the walltime margin; see node-agent/walltime.ts.
-    '--import',
-    shQuote(`${paths.projectDir}/node-agent/walltime.ts`),
-    shQuote(`${paths.projectDir}/src/cli.ts`),
+    // bin.mjs runs the compiled CLI when that checkout's dist/ is current, else the sources through tsx; with
+    // PE_ARENA_WALLTIME_PRELOAD it arms the walltime drain first (node-agent/walltime.ts).
+    shQuote(`${paths.projectDir}/src/bin.mjs`),
     'agent',
     '--coordinator',
     shQuote(input.coordinator),

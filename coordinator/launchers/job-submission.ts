@@ -1,8 +1,8 @@
 // One submission to the scheduler: the job script written into launch/ (numbered per run), the qsub/sbatch call,
 // and the submission id read from its output. A dry run stops after writing the script.
 import { chmodSync, readdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
+import { PACKAGE_ROOT } from '../../protocol/code-paths.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { SchedulerCommandError } from './errors.ts';
 import { renderJobScript, submitCommand } from './job-script.ts';
@@ -10,8 +10,6 @@ import type { JobScriptInput, SubmissionKind, SubmitCommand } from './job-script
 import type { CommandResult, RunCommand } from './scheduler-command.ts';
 import type { SchedulerDialect } from './scheduler-dialect.ts';
 import type { LaunchRequest } from './types.ts';
-
-const DEFAULT_PROJECT_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** Short and unique per run: Torque keeps 15 characters of a job name. */
 export function scheduledJobNameFor(runId: string): string {
@@ -74,9 +72,8 @@ export function writeSubmissionScript(plan: PlanInput): SubmissionPlan {
     runDir: resolve(request.runDir),
     launchDir: plan.launchDir,
     agentArgs: request.agentArgs,
-    projectDir: projectDir ?? DEFAULT_PROJECT_DIR,
+    projectDir: projectDir ?? PACKAGE_ROOT,
     nodeBinary: plan.nodeBinary ?? profile.node ?? process.execPath,
-    tsxLoader: projectDir ? `${projectDir}/node_modules/tsx/dist/loader.mjs` : import.meta.resolve('tsx'),
   };
   const script = renderJobScript(input, scriptPath);
   writeFileSync(scriptPath, script, { mode: 0o755 });

@@ -4,14 +4,13 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { customAlphabet } from 'nanoid';
+import { nodeArgsFor } from '../../protocol/code-paths.ts';
 import { settledWithin } from '../../protocol/deadline.ts';
 import { LauncherError } from '../errors.ts';
 import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
 
-const cliPath = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli.ts');
 const suffix = customAlphabet('abcdefghijkmnpqrstuvwxyz23456789', 4);
 
 export class LocalLauncher implements Launcher {
@@ -41,9 +40,8 @@ export class LocalLauncher implements Launcher {
         child = spawn(
           process.execPath,
           [
-            '--import',
-            import.meta.resolve('tsx'),
-            cliPath,
+            // The compiled CLI when this process runs it, else the sources through tsx.
+            ...nodeArgsFor('src/cli.ts'),
             'agent',
             '--coordinator',
             request.coordinator,

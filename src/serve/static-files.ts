@@ -3,9 +3,11 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { ServerResponse } from 'node:http';
 import { join } from 'node:path';
+import { PACKAGE_ROOT } from '../../protocol/code-paths.ts';
 import { sendJson } from './http-io.ts';
 
-const STATIC_DIR = join(import.meta.dirname, 'static');
+// From the package root: the compiled code under dist/ has no copy of static/.
+const STATIC_DIR = join(PACKAGE_ROOT, 'src', 'serve', 'static');
 
 /** URL path -> file in static/. */
 export const STATIC_FILES: Readonly<Record<string, string>> = {

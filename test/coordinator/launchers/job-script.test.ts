@@ -34,7 +34,6 @@ function input(profile: ClusterProfile, extra: Partial<JobScriptInput> = {}): Jo
     agentArgs: [],
     projectDir: '/home/alice/pe-arena',
     nodeBinary: 'node',
-    tsxLoader: '/home/alice/pe-arena/node_modules/tsx/dist/loader.mjs',
     ...extra,
   };
 }
@@ -159,11 +158,7 @@ function containerArgv(runtime: string, container: Record<string, unknown>, extr
 /** What follows the image: the image's node and pe-arena at /opt/pe-arena, the same agent arguments as without. */
 const agentInContainer = [
   'node',
-  '--import',
-  '/opt/pe-arena/node_modules/tsx/dist/loader.mjs',
-  '--import',
-  '/opt/pe-arena/node-agent/walltime.ts',
-  '/opt/pe-arena/src/cli.ts',
+  '/opt/pe-arena/src/bin.mjs',
   'agent',
   '--coordinator',
   'tcp://login01:5555',
@@ -298,7 +293,7 @@ void test('in a container: the key directory is bound and named, no key material
     );
     assert.match(
       renderJobScript(input(own), '/x/job.sh'),
-      / 'localhost\/pe' '\/usr\/local\/bin\/node' --import '\/src\/pe-arena\/node_modules\/tsx\/dist\/loader\.mjs' --import '\/src\/pe-arena\/node-agent\/walltime\.ts' '\/src\/pe-arena\/src\/cli\.ts' agent /,
+      / 'localhost\/pe' '\/usr\/local\/bin\/node' '\/src\/pe-arena\/src\/bin\.mjs' agent /,
       'a profile node and projectDir name the paths inside the container',
     );
   } finally {
