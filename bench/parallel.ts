@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Communicator } from '../protocol/communicator.ts';
+import { elastic } from './parallel-elastic.ts';
 import type { JobSpec } from '../protocol/messages.ts';
 import { createSource } from '../src/data/tasks.ts';
 import { tokenizer } from '../src/data/tokenizer.ts';
@@ -210,6 +211,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     const v = i < 0 ? Number.NaN : Number(args[i + 1]);
     return Number.isFinite(v) ? v : fallback;
   };
+  const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
+  if (only === 'elastic') return { ...(await elastic()) };
   const ranks = flag('--ranks', 2);
   const result = await speedup({ batchSize: flag('--batch', 256), steps: flag('--steps', 10), ranks });
   const first = result.gang[0];
