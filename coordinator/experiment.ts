@@ -468,6 +468,9 @@ function checkModel(m: Record<string, unknown>, source: string, field: string, f
       : { mapeMaxOffset: int(m['mapeMaxOffset'], `${field}.mapeMaxOffset`, 0, fail) }),
     ...(m['mapeOffset'] === undefined ? {} : { mapeOffset: flag(m['mapeOffset'], `${field}.mapeOffset`, fail) }),
     ...(m['mapeRoles'] === undefined ? {} : { mapeRoles: flag(m['mapeRoles'], `${field}.mapeRoles`, fail) }),
+    ...(m['mapeRelative'] === undefined
+      ? {}
+      : { mapeRelative: flag(m['mapeRelative'], `${field}.mapeRelative`, fail) }),
   };
   if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
   if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');
