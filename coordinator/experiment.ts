@@ -128,7 +128,35 @@ export function compileExperiment(
   return experiment;
 }
 
-type Fail = (field: string, problem: string) => never;
+/**
+ * One job's evaluation section under the experiment file's rules, outside a file (`pe-arena train`): the same
+ * defaults and checks (per-length sets need a task with operand lengths whose longest problem fits the model).
+ * `fail` gets the experiment's field names ("evaluation.lengthRange"), for the caller to name its own flags.
+ */
+export function compileJobEvaluation(
+  evalRaw: Record<string, unknown>,
+  task: TaskSpec,
+  model: ModelSpec,
+  checks: TaskChecks,
+  fail: Fail,
+): EvaluationSpec {
+  const evaluation = checkEvaluation({ evaluation: evalRaw }, fail);
+  checkTasksWithWorkload([task], evaluation, model, checks, fail);
+  return evaluation;
+}
+
+/** A preset with model overrides under the experiment file's rules (`pe-arena train --model key=value`). */
+export function compileJobModel(
+  preset: string,
+  overrides: Record<string, unknown>,
+  presets: Record<string, ModelSpec>,
+  fail: Fail,
+): ModelSpec {
+  return checkModelChoice({ preset, model: overrides }, presets, '', fail).model;
+}
+
+/** Reports a field's problem and never returns (throws). */
+export type Fail = (field: string, problem: string) => never;
 type Needs = { backend?: string; gpu?: boolean };
 
 const KNOWN_FIELDS = new Set([
@@ -440,6 +468,9 @@ function checkModel(m: Record<string, unknown>, source: string, field: string, f
       : { mapeMaxOffset: int(m['mapeMaxOffset'], `${field}.mapeMaxOffset`, 0, fail) }),
     ...(m['mapeOffset'] === undefined ? {} : { mapeOffset: flag(m['mapeOffset'], `${field}.mapeOffset`, fail) }),
     ...(m['mapeRoles'] === undefined ? {} : { mapeRoles: flag(m['mapeRoles'], `${field}.mapeRoles`, fail) }),
+    ...(m['mapeRelative'] === undefined
+      ? {}
+      : { mapeRelative: flag(m['mapeRelative'], `${field}.mapeRelative`, fail) }),
   };
   if (model.dModel % model.heads !== 0) fail(`${field}.dModel`, `must be divisible by ${field}.heads (${model.heads})`);
   if (model.dropout >= 1) fail(`${field}.dropout`, 'must be below 1');

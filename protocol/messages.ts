@@ -65,6 +65,8 @@ export interface ModelSpec {
   mapeOffset?: boolean;
   /** MAPE only: false drops the role embedding (the ablation). Absent: true. */
   mapeRoles?: boolean;
+  /** MAPE only: true adds the relative variant's per-head bias on the clipped index difference. Absent: false. */
+  mapeRelative?: boolean;
 }
 
 /** A task: a generator name and its parameters, e.g. {name: 'addition', params: {minDigits: 1, maxDigits: 3}}. */

@@ -196,6 +196,7 @@ const modelSpec = object({
   mapeMaxOffset: optional(nonNegInt),
   mapeOffset: optional(bool),
   mapeRoles: optional(bool),
+  mapeRelative: optional(bool),
 });
 /** One problem with a training.dataParallel value: the field under it ('' for the whole value), what it must be, and what it is. */
 export interface DataParallelProblem {

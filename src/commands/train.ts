@@ -9,6 +9,7 @@ import {
   type Evaluation,
   type JobSpec,
   type MetricPoint,
+  type ModelSpec,
   type TaskSpec,
 } from '../../protocol/messages.ts';
 import type { BackendName } from '../train/workload.ts';
@@ -41,6 +42,9 @@ interface TrainFlags {
   evalSamples: number;
   lengthDigits?: [number, number];
   lengthSamples?: number;
+  lengthRange?: [number, number];
+  perLength?: number;
+  model: string[];
   progress: string;
 }
 
@@ -75,6 +79,17 @@ const range =
   };
 
 const collect = (value: string, previous: string[]): string[] => [...previous, value];
+
+/** "key=value" pairs -> an object; `flag` names the option in errors. */
+function keyValues(pairs: string[], flag: string): Record<string, number | string | boolean> {
+  const out: Record<string, number | string | boolean> = {};
+  for (const kv of pairs) {
+    const i = kv.indexOf('=');
+    if (i <= 0) throw new InvalidArgumentError(`${flag} must look like key=value, got '${kv}'`);
+    out[kv.slice(0, i)] = parseParamValue(kv.slice(i + 1));
+  }
+  return out;
+}
 
 function parseParamValue(raw: string): number | string | boolean {
   if (raw === 'true') return true;
@@ -113,11 +128,7 @@ export function taskFromFlags(
   if (flags.spaceDigits === true) params['spaceDigits'] = true;
   if (flags.ops !== undefined) [params['minOps'], params['maxOps']] = flags.ops;
   if (flags.maxValue !== undefined) params['maxValue'] = flags.maxValue;
-  for (const kv of flags.param) {
-    const i = kv.indexOf('=');
-    if (i <= 0) throw new InvalidArgumentError(`--param must look like key=value, got '${kv}'`);
-    params[kv.slice(0, i)] = parseParamValue(kv.slice(i + 1));
-  }
+  Object.assign(params, keyValues(flags.param, '--param'));
   return { name: flags.task, params };
 }
 
@@ -204,6 +215,7 @@ async function train(flags: TrainFlags, command: Command): Promise<void> {
       return;
     }
     logEvaluation(result.evaluation, out, log);
+    logPerLength(result.evaluation, spec, log);
   } finally {
     stop.release();
   }
@@ -228,6 +240,57 @@ async function resumedJob(
   return { spec, resumeFrom };
 }
 
+/** Experiment-file fields in the shared checks' messages, as the flags that set them here. */
+const FLAG_OF_FIELD: [RegExp, string][] = [
+  [/evaluation\.lengthRange(\[\d\])?/g, '--length-range'],
+  [/evaluation\.perLength/g, '--per-length'],
+  [/(evaluation\.)?lengthTask/g, '--length-digits'],
+  [/tasks\[0\]/g, '--task'],
+  [/^preset\b/g, '--preset'],
+];
+
+/** A failure of the experiment file's checks, reworded to name this command's flags. */
+const failWithFlags = (field: string, problem: string): never => {
+  let text = `${field} ${problem}`;
+  for (const [pattern, flag] of FLAG_OF_FIELD) text = text.replace(pattern, flag);
+  const modelField = /^model\.(\w+)/.exec(field)?.[1];
+  if (modelField !== undefined) text += ` (set by --preset, or --model ${modelField}=...)`;
+  throw new InvalidArgumentError(text);
+};
+
+/**
+ * The model (preset plus --model overrides) and the per-length evaluation (--length-range, --per-length), checked
+ * by the experiment file's own rules so `train` and `run` accept and refuse the same things.
+ */
+async function modelAndLengthSets(
+  flags: TrainFlags,
+  task: TaskSpec,
+  lengthTask: TaskSpec | undefined,
+): Promise<{ model: ModelSpec; lengthRange?: [number, number]; perLength?: number }> {
+  const { compileJobEvaluation, compileJobModel } = await import('../../coordinator/experiment.ts');
+  const { loadPresets } = await import('../../protocol/presets.ts');
+  const model = compileJobModel(flags.preset, keyValues(flags.model, '--model'), loadPresets(), failWithFlags);
+  if (flags.lengthRange === undefined && flags.perLength === undefined) return { model };
+  const { validateTask, measureMaxLength } = await import('../data/tasks.ts');
+  const evaluation = compileJobEvaluation(
+    {
+      ...(flags.lengthRange === undefined ? {} : { lengthRange: flags.lengthRange }),
+      ...(flags.perLength === undefined ? {} : { perLength: flags.perLength }),
+      ...(lengthTask === undefined ? {} : { lengthTask }),
+    },
+    task,
+    model,
+    { validate: validateTask, maxLength: (t) => measureMaxLength(t, 500) },
+    failWithFlags,
+  );
+  const { lengthRange, perLength } = evaluation;
+  return {
+    model,
+    ...(lengthRange === undefined ? {} : { lengthRange }),
+    ...(perLength === undefined ? {} : { perLength }),
+  };
+}
+
 /** The job the flags describe. */
 async function newJob(flags: TrainFlags): Promise<JobSpec> {
   const { buildJobSpec } = await import('../train/job.ts');
@@ -242,10 +305,12 @@ async function newJob(flags: TrainFlags): Promise<JobSpec> {
           name: task.name,
           params: { ...task.params, minDigits: flags.lengthDigits[0], maxDigits: flags.lengthDigits[1] },
         };
+  const { model, lengthRange, perLength } = await modelAndLengthSets(flags, task, lengthTask);
   return buildJobSpec({
     encoding: flags.pe as EncodingName,
     task,
     preset: flags.preset,
+    model,
     seed: flags.seed,
     steps: flags.steps,
     batchSize: flags.batch,
@@ -256,6 +321,8 @@ async function newJob(flags: TrainFlags): Promise<JobSpec> {
     evalSamples: flags.evalSamples,
     ...(lengthTask === undefined ? {} : { lengthTask }),
     ...(flags.lengthSamples === undefined ? {} : { lengthSamples: flags.lengthSamples }),
+    ...(lengthRange === undefined ? {} : { lengthRange }),
+    ...(perLength === undefined ? {} : { perLength }),
     checkpointEvery: flags.checkpointEvery,
   });
 }
@@ -289,6 +356,25 @@ function logEvaluation(e: Evaluation, out: string, log: (line: string) => void):
       (e.stepAccuracy === null ? '' : `, steps ${pct(e.stepAccuracy)}`),
   );
   log(`wrote ${out}/evaluation.json, ${out}/final_model/model.ckpt, ${out}/metrics.jsonl`);
+}
+
+/** Exact match per operand length over --length-range, and the longest length that reaches 90%. */
+function logPerLength(e: Evaluation, spec: JobSpec, log: (line: string) => void): void {
+  const range = spec.evaluation.lengthRange;
+  if (range === undefined) return;
+  const pct = (x: number | undefined): string => (x === undefined ? '-' : `${(100 * x).toFixed(1)}%`);
+  log(`per-length exact match (operand digits ${range[0]}-${range[1]}; test and length problems pooled):`);
+  log('  digits  exact   digit acc  problems');
+  for (let length = range[0]; length <= range[1]; length++) {
+    const b = e.perLength[String(length)];
+    log(
+      `  ${String(length).padStart(6)}  ${pct(b?.exactMatch).padStart(6)}  ${pct(b?.digitAccuracy).padStart(9)}  ${String(b?.n ?? 0).padStart(8)}`,
+    );
+  }
+  const longest = e.longestLength90;
+  log(
+    `longest length with >= 90% exact match: ${longest === null || longest === undefined ? 'none' : `${longest} digits`}`,
+  );
 }
 
 export function registerTrainCommand(program: Command): void {
@@ -328,6 +414,13 @@ export function registerTrainCommand(program: Command): void {
       range('--length-digits'),
     )
     .option('--length-samples <n>', 'problems in the length-generalization set', int('--length-samples', 0))
+    .option(
+      '--length-range <a-b>',
+      'also evaluate every operand length from a to b (addition, multiplication: the task in its own format)',
+      range('--length-range'),
+    )
+    .option('--per-length <n>', 'held-out problems per length of --length-range (default 500)', int('--per-length'))
+    .option('--model <key=value>', 'a model field over the preset, e.g. mapeRelative=true (repeatable)', collect, [])
     .option('--progress <mode>', 'auto, bar or plain', 'auto')
     .action(async (flags: TrainFlags, command: Command) => {
       try {

@@ -104,7 +104,7 @@ export function validateTransformerConfig(config: TransformerConfig): Transforme
       'mapeMaxOffset',
     );
   }
-  for (const field of ['mapeOffset', 'mapeRoles'] as const) {
+  for (const field of ['mapeOffset', 'mapeRoles', 'mapeRelative'] as const) {
     const value = config[field];
     if (value !== undefined && typeof value !== 'boolean')
       throw new ModelConfigError(`model config: ${field} must be true or false, got ${String(value)}`, field);
@@ -333,7 +333,7 @@ export class Transformer {
     const nextCache: KvCache = { length: start + seq, layers: [] };
     this.layers.forEach((w, l) => {
       const h = layerNorm(x, w.ln1Gain, w.ln1Bias);
-      const { out, k, v } = this.attend(h, w, l, start, cache?.layers[l] ?? null, opts.attention, dropout);
+      const { out, k, v } = this.attend(h, w, l, start, cache?.layers[l] ?? null, opts, dropout);
       nextCache.layers.push({ k, v });
       x = tf.add(x, dropout(out));
       const h2 = tf.reshape(layerNorm(x, w.ln2Gain, w.ln2Bias), [batch * seq, dModel]);
@@ -352,7 +352,7 @@ export class Transformer {
     layer: number,
     start: number,
     past: { k: tf.Tensor4D; v: tf.Tensor4D } | null,
-    attention: tf.Tensor4D[] | null,
+    { attention, context }: { attention: tf.Tensor4D[] | null; context: TokenContext | null },
     dropout: (x: tf.Tensor) => tf.Tensor,
   ): { out: tf.Tensor; k: tf.Tensor4D; v: tf.Tensor4D } {
     const { dModel, heads } = this.config;
@@ -379,6 +379,8 @@ export class Transformer {
     if (cap > 0) scores = tf.mul(tf.sub(tf.sigmoid(tf.mul(scores, 2 / cap)), 0.5), 2 * cap);
     const bias = this.positional.bias(layer, start, seq, kLen);
     if (bias !== null) scores = tf.add(scores, bias);
+    const rowBias = context === null ? null : (this.positional.rowBias?.(layer, start, seq, kLen, context) ?? null);
+    if (rowBias !== null) scores = tf.add(scores, rowBias);
     // One new query sees every cached key: no mask needed then.
     if (seq > 1) scores = tf.add(scores, this.causalMask(start, seq, kLen));
     const probs = tf.softmax(scores) as tf.Tensor4D;
@@ -409,7 +411,12 @@ function positionalConfig(config: TransformerConfig, headDim: number): Positiona
     layers,
     maxLen,
     ...(config.sinusoidalStride === undefined ? {} : { sinusoidalStride: config.sinusoidalStride }),
-    mape: { maxOffset, roles: config.mapeRoles !== false, order: config.mapeNumberOrder ?? MAPE_PLAIN_ORDER },
+    mape: {
+      maxOffset,
+      roles: config.mapeRoles !== false,
+      order: config.mapeNumberOrder ?? MAPE_PLAIN_ORDER,
+      relative: config.mapeRelative === true,
+    },
   };
 }
 

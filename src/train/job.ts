@@ -91,6 +91,9 @@ export interface JobChoices {
   evalSamples?: number;
   lengthTask?: TaskSpec;
   lengthSamples?: number;
+  /** Per-length test sets (addition, multiplication): operand lengths from..to, perLength problems each. */
+  lengthRange?: [number, number];
+  perLength?: number;
   checkpointEvery?: number;
   jobId?: string;
   runId?: string;
@@ -123,6 +126,8 @@ export function buildJobSpec(c: JobChoices): JobSpec {
       ...(c.lengthTask === undefined
         ? {}
         : { lengthTask: c.lengthTask, lengthSamples: c.lengthSamples ?? c.evalSamples ?? 200 }),
+      ...(c.lengthRange === undefined ? {} : { lengthRange: c.lengthRange }),
+      ...(c.perLength === undefined ? {} : { perLength: c.perLength }),
     },
     checkpointEvery: c.checkpointEvery ?? 500,
   };

@@ -44,6 +44,8 @@ function sameModel(a: JobSpec, b: JobSpec): string | null {
       return `model.mapeMaxOffset is ${offset(b.model)} in the checkpoint, ${offset(a.model)} in the job`;
     if ((a.model.mapeRoles !== false) !== (b.model.mapeRoles !== false))
       return `model.mapeRoles is ${b.model.mapeRoles !== false} in the checkpoint, ${a.model.mapeRoles !== false} in the job`;
+    if ((a.model.mapeRelative === true) !== (b.model.mapeRelative === true))
+      return `model.mapeRelative is ${b.model.mapeRelative === true} in the checkpoint, ${a.model.mapeRelative === true} in the job`;
   }
   for (const k of ['layers', 'dModel', 'heads', 'ffnDim', 'maxLen', 'attentionLogitCap', 'sinusoidalStride'] as const) {
     if (k === 'sinusoidalStride' && a.encoding !== 'sinusoidal') continue; // the other encodings ignore it

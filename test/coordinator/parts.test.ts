@@ -51,6 +51,7 @@ void test('experiment errors name the file and the field', () => {
     [{ ...base, model: { mapeMaxOffset: -1 } }, /model\.mapeMaxOffset must be an integer >= 0/],
     [{ ...base, model: { mapeOffset: 'no' } }, /model\.mapeOffset must be true or false/],
     [{ ...base, model: { mapeRoles: 0 } }, /model\.mapeRoles must be true or false/],
+    [{ ...base, model: { mapeRelative: 1 } }, /model\.mapeRelative must be true or false/],
     [{ ...base, seeds: [1, 1] }, /seeds must not repeat/],
     [{ ...base, lr: 3 }, /x\.json: lr is not a known field/],
     [{ ...base, evaluation: { lengthRange: 12 } }, /evaluation\.lengthRange must be \[from, to\]/],
@@ -109,13 +110,23 @@ void test('experiment errors name the file and the field', () => {
   assert.ok(capped.jobs.length > 0 && capped.jobs.every((j) => j.model.attentionLogitCap === 2 && j.model.dModel > 0));
   // MAPE's ablations travel as model options.
   const ablated = compileExperiment(
-    { ...base, encodings: ['mape'], model: { mapeOffset: false, mapeRoles: false, mapeMaxOffset: 8 } },
+    {
+      ...base,
+      encodings: ['mape'],
+      model: { mapeOffset: false, mapeRoles: false, mapeMaxOffset: 8, mapeRelative: true },
+    },
     'x.json',
     runId,
   );
   assert.deepEqual(
-    ablated.jobs.map((j) => [j.encoding, j.model.mapeOffset, j.model.mapeRoles, j.model.mapeMaxOffset]),
-    [['mape', false, false, 8]],
+    ablated.jobs.map((j) => [
+      j.encoding,
+      j.model.mapeOffset,
+      j.model.mapeRoles,
+      j.model.mapeMaxOffset,
+      j.model.mapeRelative,
+    ]),
+    [['mape', false, false, 8, true]],
   );
   // Per-length testing travels in every job's evaluation; perLength defaults to 500.
   const perLength = compileExperiment({ ...base, evaluation: { samples: 50, lengthRange: [1, 12] } }, 'x.json', runId);

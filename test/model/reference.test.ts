@@ -1,7 +1,15 @@
 // The plain-number forms against values from the papers' own code, and the properties the encodings promise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { alibiSlopes, ropeRotate, sinusoidalTable, t5RelativeBucket } from '../../src/model/positional/reference.ts';
+import {
+  alibiSlopes,
+  MAPE_FIXED_INDEX,
+  mapeRelativeBucket,
+  mapeRelativeBuckets,
+  ropeRotate,
+  sinusoidalTable,
+  t5RelativeBucket,
+} from '../../src/model/positional/reference.ts';
 
 const close = (a: number, b: number, eps = 1e-9): boolean => Math.abs(a - b) <= eps;
 
@@ -87,4 +95,25 @@ void test('ropeRotate: rotate-half pairs (i, i + d/2), preserves norms, and dot 
   assert.ok(close(s1, s2, 1e-9), `${s1} vs ${s2}`);
   assert.ok(!close(s1, dot(ropeRotate(q, 10), ropeRotate(k, 9)), 1e-6));
   assert.throws(() => ropeRotate([1, 2, 3], 1), RangeError);
+});
+
+void test('mapeRelativeBucket: 0 for a pair with the fixed index, else 1 + maxDistance + the clipped key - query', () => {
+  assert.equal(mapeRelativeBuckets(4), 10);
+  assert.equal(mapeRelativeBucket(MAPE_FIXED_INDEX, 3, 4), 0);
+  assert.equal(mapeRelativeBucket(3, MAPE_FIXED_INDEX, 4), 0);
+  // Equal significance is the middle bucket; one below (the carry's digit) the one before it.
+  assert.equal(mapeRelativeBucket(3, 3, 4), 5);
+  assert.equal(mapeRelativeBucket(3, 2, 4), 4);
+  assert.equal(mapeRelativeBucket(2, 3, 4), 6);
+  // Clipped: every difference past +-maxDistance shares its side's last bucket.
+  assert.equal(mapeRelativeBucket(1, 5, 4), 9);
+  assert.equal(mapeRelativeBucket(1, 40, 4), 9);
+  assert.equal(mapeRelativeBucket(40, 1, 4), 1);
+  for (let q = 1; q < 30; q++)
+    for (let k = 1; k < 30; k++) {
+      const b = mapeRelativeBucket(q, k, 4);
+      assert.ok(b >= 1 && b < mapeRelativeBuckets(4), `${q},${k}: ${b}`);
+      // The training offset moves both indices alike: the bucket stays.
+      assert.equal(mapeRelativeBucket(q + 7, k + 7, 4), b);
+    }
 });

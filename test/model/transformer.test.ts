@@ -171,6 +171,7 @@ void test('bad configs fail with ModelConfigError naming the field; dispose free
     [{ encoding: 'mape', mapeMaxOffset: 2.5 }, 'mapeMaxOffset'],
     [{ encoding: 'mape', mapeOffset: 'no' as unknown as boolean }, 'mapeOffset'],
     [{ encoding: 'mape', mapeRoles: 0 as unknown as boolean }, 'mapeRoles'],
+    [{ encoding: 'mape', mapeRelative: 'yes' as unknown as boolean }, 'mapeRelative'],
   ];
   for (const [patch, field] of bad) {
     assert.throws(

@@ -173,6 +173,14 @@ void test('a field of the wrong kind is named with its path and the message type
   );
   const strided = assign({ ...jobSpec, model: { ...jobSpec.model, sinusoidalStride: 2 } });
   assert.deepEqual(decodeCoordinatorMessage(encode(strided as never)), strided);
+  malformed(
+    () =>
+      decodeCoordinatorMessage(encode(assign({ ...jobSpec, model: { ...jobSpec.model, mapeRelative: 1 } }) as never)),
+    'job.model.mapeRelative',
+    /^assign\.job\.model\.mapeRelative: expected/,
+  );
+  const relative = assign({ ...jobSpec, model: { ...jobSpec.model, mapeRelative: true } });
+  assert.deepEqual(decodeCoordinatorMessage(encode(relative as never)), relative);
   const noEncoding = assign({ ...jobSpec, encoding: 'bogus' });
   malformed(
     () => decodeCoordinatorMessage(encode(noEncoding as never)),

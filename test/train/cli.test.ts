@@ -119,3 +119,51 @@ void test(
     assert.match(badFlag.stderr, /--pe must be one of/);
   },
 );
+
+void test(
+  'pe-arena train --length-range prints exact match for every length and the longest at >= 90%; bad ranges name the flag',
+  { timeout: 120_000 },
+  async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'pe-arena-train-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const common = ['--pe', 'mape', '--task', 'addition', '--digits', '1-2', '--reverse', '--backend', 'wasm'];
+    const out = join(dir, 'a');
+    const run = await train([
+      ...common,
+      ...['--steps', '3', '--batch', '8', '--eval-samples', '6', '--checkpoint-every', '0'],
+      ...['--length-range', '2-5', '--per-length', '4', '--model', 'mapeRelative=true', '--out', out],
+    ]);
+    assert.equal(run.code, 0, run.stderr);
+    const job = JSON.parse(await readFile(join(out, 'job.json'), 'utf8')) as { evaluation: unknown; model: unknown };
+    assert.deepEqual(job.evaluation, { samples: 6, lengthRange: [2, 5], perLength: 4 });
+    assert.equal((job.model as { mapeRelative?: boolean }).mapeRelative, true);
+    const evaluation = JSON.parse(await readFile(join(out, 'evaluation.json'), 'utf8')) as Evaluation;
+    const table = run.stderr.slice(run.stderr.indexOf('per-length exact match'));
+    for (let length = 2; length <= 5; length++) {
+      const b = evaluation.perLength[String(length)];
+      assert.ok(b !== undefined && b.n >= 4, `length ${length} evaluated`);
+      const exact = `${(100 * b.exactMatch).toFixed(1)}%`;
+      assert.match(table, new RegExp(`^ +${length} +${exact.replace('.', '\\.')} `, 'm'), `length ${length} printed`);
+    }
+    const longest = evaluation.longestLength90;
+    assert.match(
+      table,
+      new RegExp(`longest length with >= 90% exact match: ${longest == null ? 'none' : `${longest} digits`}`),
+    );
+
+    for (const [args, pattern] of [
+      [['--length-range', '5-2'], /--length-range: need 1 <= min <= max, got '5-2'/],
+      [['--length-range', 'x'], /--length-range must look like 3 or 1-3/],
+      [['--length-range', '1-40'], /model\.maxLen is 64, too short for --length-range/],
+      [['--per-length', '5'], /--per-length needs --length-range/],
+      [['--length-range', '1-3', '--length-digits', '4'], /--length-range is a second .* beside --length-digits/],
+      [['--length-range', '1-3', '--task', 'arithmetic'], /--length-range needs tasks with operand lengths/],
+      [['--model', 'mapeRelative=2'], /model\.mapeRelative must be true or false/],
+    ] as const) {
+      const refused = await train(['--pe', 'mape', '--steps', '1', ...args, '--out', join(dir, 'refused')]);
+      assert.notEqual(refused.code, 0, args.join(' '));
+      assert.match(refused.stderr, pattern, args.join(' '));
+      assert.doesNotMatch(refused.stderr, /^\s+at /m, 'a message, not a stack trace');
+    }
+  },
+);

@@ -3,15 +3,31 @@
 // predicts the answer's k-th digit share one index) plus a learned row for its role (operand i, answer, operator,
 // text, special). In training one random offset per sequence is added to every index above the fixed one, so the
 // rows past the trained lengths are trained too (Abacus, McLeish et al. 2024). Definition: mapeIndices in reference.ts.
+// The relative variant (mapeRelative) also adds a per-head bias on the clipped difference of two tokens' indices to
+// every layer's attention logits (mapeRelativeBucket in reference.ts), one table shared by all layers like T5's.
 // Rows are picked by a one-hot matmul, not a gather: gather's gradient needs UnsortedSegmentSum, missing on wasm.
 import * as tf from '@tensorflow/tfjs';
 import { Rng } from '../../data/rng.ts';
 import { matMul } from '../ops.ts';
-import { MAPE_FIXED_INDEX, MAPE_PLAIN_ORDER, MAPE_ROLE_COUNT, mapeIndices, type MapeNumberOrder } from './reference.ts';
+import {
+  MAPE_FIXED_INDEX,
+  MAPE_PLAIN_ORDER,
+  MAPE_ROLE_COUNT,
+  mapeIndices,
+  mapeRelativeBucket,
+  mapeRelativeBuckets,
+  type MapeNumberOrder,
+} from './reference.ts';
+import { T5_BIAS_SCALE } from './t5.ts';
 import type { PositionalConfig, PositionalEncoding, PositionalFactory, TokenContext, WeightInit } from './types.ts';
 
 /** The default largest training offset: enough that 12-digit numbers' rows are trained from 1-5 digit problems. */
 export const MAPE_DEFAULT_MAX_OFFSET = 20;
+/**
+ * The relative variant's clip: differences beyond +-4 share their side's bucket, so the buckets that long problems
+ * read are the ones short problems train (1-5 digit operands already reach +-4).
+ */
+export const MAPE_RELATIVE_MAX_DISTANCE = 4;
 // The token embedding's scale: neither signal drowns the other at the start.
 const INIT_STD = 0.02;
 
@@ -39,6 +55,25 @@ export function mapeRows(
   return { index, role: all.role.slice(start, start + seq) };
 }
 
+/** Per row, the relative bucket of every (query, key) pair: queries qStart..qStart+qLen-1, keys 0..kLen-1. */
+export function mapeRelativeRows(
+  tokens: readonly (readonly number[])[],
+  qStart: number,
+  qLen: number,
+  kLen: number,
+  order: MapeNumberOrder,
+  maxDistance: number,
+): Int32Array {
+  const out = new Int32Array(tokens.length * qLen * kLen);
+  tokens.forEach((row, b) => {
+    const { index } = mapeIndices(row.slice(0, kLen), order);
+    for (let i = 0; i < qLen; i++)
+      for (let j = 0; j < kLen; j++)
+        out[(b * qLen + i) * kLen + j] = mapeRelativeBucket(index[qStart + i] ?? 0, index[j] ?? 0, maxDistance);
+  });
+  return out;
+}
+
 export const createMape: PositionalFactory = (config: PositionalConfig, init: WeightInit): PositionalEncoding => {
   const options = config.mape ?? { maxOffset: MAPE_DEFAULT_MAX_OFFSET, roles: true, order: MAPE_PLAIN_ORDER };
   const { dModel } = config;
@@ -46,7 +81,15 @@ export const createMape: PositionalFactory = (config: PositionalConfig, init: We
   const tableRows = config.maxLen + options.maxOffset + 1;
   const significance = init.normal('mape/significance', [tableRows, dModel], INIT_STD);
   const roles = options.roles ? init.normal('mape/roles', [MAPE_ROLE_COUNT, dModel], INIT_STD) : null;
-  const variables = roles === null ? [significance] : [significance, roles];
+  const buckets = mapeRelativeBuckets(MAPE_RELATIVE_MAX_DISTANCE);
+  // Stored at 1/T5_BIAS_SCALE for the reason T5's is: a bias must grow to several units to single out a pair.
+  const relative =
+    options.relative === true
+      ? init.normal('mape/relative_bias', [buckets, config.heads], INIT_STD / T5_BIAS_SCALE)
+      : null;
+  const variables = [significance, ...(roles === null ? [] : [roles]), ...(relative === null ? [] : [relative])];
+  // Every layer asks for the same buckets: computed once per forward pass (per context and shape).
+  let lastBuckets: { context: TokenContext; key: string; buckets: Int32Array } | null = null;
   const oneHot = (rows: number[][], width: number): tf.Tensor2D => {
     const flat = rows.flat();
     const out = new Float32Array(flat.length * width);
@@ -58,7 +101,11 @@ export const createMape: PositionalFactory = (config: PositionalConfig, init: We
   return {
     name: 'mape',
     variables,
-    variableNames: roles === null ? ['mape/significance'] : ['mape/significance', 'mape/roles'],
+    variableNames: [
+      'mape/significance',
+      ...(roles === null ? [] : ['mape/roles']),
+      ...(relative === null ? [] : ['mape/relative_bias']),
+    ],
     readsTokens: true,
     embed: (x, start, context?: TokenContext) => {
       const [batch, seq] = x.shape;
@@ -100,7 +147,20 @@ export const createMape: PositionalFactory = (config: PositionalConfig, init: We
       }),
     rotate: (x) => x,
     bias: () => null,
+    rowBias: (_layer, qStart, qLen, kLen, context) => {
+      if (relative === null) return null;
+      const batch = context.tokens.length;
+      const key = `${qStart}:${qLen}:${kLen}`;
+      if (lastBuckets?.context !== context || lastBuckets.key !== key) {
+        const rows = mapeRelativeRows(context.tokens, qStart, qLen, kLen, options.order, MAPE_RELATIVE_MAX_DISTANCE);
+        lastBuckets = { context, key, buckets: rows };
+      }
+      const oneHot = tf.oneHot(tf.tensor1d(lastBuckets.buckets, 'int32'), buckets);
+      const perPair = tf.reshape(tf.mul(matMul(oneHot, relative), T5_BIAS_SCALE), [batch, qLen, kLen, config.heads]);
+      return tf.transpose(perPair, [0, 3, 1, 2]) as tf.Tensor4D;
+    },
     dispose: () => {
+      lastBuckets = null;
       for (const v of variables) v.dispose();
     },
   };

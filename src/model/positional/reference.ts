@@ -257,3 +257,21 @@ export function mapeIndices(tokens: readonly number[], order: MapeNumberOrder = 
   }
   return { index, role };
 }
+
+/**
+ * MAPE's relative variant: the bias of a (query, key) pair reads one bucket of the difference of their MAPE
+ * indices (key - query), clipped to +-maxDistance, as T5's reads a bucket of the token distance. A pair where
+ * either token has the fixed index (specials, operators) has no significance to compare and gets bucket 0;
+ * difference d gets 1 + maxDistance + clip(d). The training offset moves both indices alike, so it never changes
+ * a difference.
+ */
+export function mapeRelativeBucket(queryIndex: number, keyIndex: number, maxDistance: number): number {
+  if (queryIndex === MAPE_FIXED_INDEX || keyIndex === MAPE_FIXED_INDEX) return 0;
+  const d = Math.max(-maxDistance, Math.min(maxDistance, keyIndex - queryIndex));
+  return 1 + maxDistance + d;
+}
+
+/** Buckets of mapeRelativeBucket: the fixed pair and every clipped difference -maxDistance..maxDistance. */
+export function mapeRelativeBuckets(maxDistance: number): number {
+  return 2 * maxDistance + 2;
+}

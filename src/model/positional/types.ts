@@ -4,7 +4,8 @@
 //   rotate     on the new q and the new k of every layer, before the scores and before k enters the KV cache (rope);
 //   bias       added to every layer's attention logits, before the causal mask and softmax (alibi, diet, t5).
 // An encoding that reads the tokens themselves (mape: positions from the digits of each number) says so with
-// readsTokens; the transformer then hands embed the token ids of every row, and its positions differ row to row.
+// readsTokens; the transformer then hands embed (and rowBias, a bias per row: mape's relative variant) the token ids
+// of every row, and its positions differ row to row.
 // Positions are absolute: queries sit at qStart..qStart+qLen-1 and keys at 0..kLen-1 (the KV cache holds the
 // earlier keys), so a decoding step passes qStart = kLen - 1, qLen = 1. Every row of a batch shares positions.
 // Hooks are called inside the caller's tf.tidy. What they return may be a constant the module caches and owns:
@@ -22,8 +23,11 @@ export interface PositionalConfig {
   maxLen: number;
   /** Sinusoidal only: position p is encoded as the table's row p * sinusoidalStride (absent: 1). */
   sinusoidalStride?: number;
-  /** MAPE only: the largest random offset added in training (0: none), the role embedding, how numbers are written. */
-  mape?: { maxOffset: number; roles: boolean; order: MapeNumberOrder };
+  /**
+   * MAPE only: the largest random offset added in training (0: none), the role embedding, how numbers are written,
+   * and the relative variant's attention bias (absent: none).
+   */
+  mape?: { maxOffset: number; roles: boolean; order: MapeNumberOrder; relative?: boolean };
 }
 
 /** What an encoding that reads tokens gets besides the embeddings. */
@@ -55,6 +59,11 @@ export interface PositionalEncoding {
   rotate(x: tf.Tensor4D, start: number): tf.Tensor4D;
   /** [heads, qLen, kLen] added to layer `layer`'s logits, or null when the encoding adds none. */
   bias(layer: number, qStart: number, qLen: number, kLen: number): tf.Tensor3D | null;
+  /**
+   * For encodings that read tokens: a bias per row, [batch, heads, qLen, kLen], added to layer `layer`'s logits
+   * beside `bias` (mape's relative variant), or null when it adds none.
+   */
+  rowBias?(layer: number, qStart: number, qLen: number, kLen: number, context: TokenContext): tf.Tensor4D | null;
   /** Frees the variables and cached constants. */
   dispose(): void;
 }
