@@ -11,7 +11,8 @@
  * 6: ModelSpec.sinusoidalStride (likewise).
  * 7: the mape encoding and its ModelSpec options (mapeMaxOffset, mapeOffset, mapeRoles).
  * 8: EvaluationSpec.lengthRange/perLength (per-length test sets; an agent that ignored them would evaluate less).
- * 9: data-parallel gangs: assign.gang, gang_start, gang_reform, gang_address, gang_ready, gang_done; peer_hello.session.
+ * 9: data-parallel gangs: assign.gang, gang_start, gang_reform, gang_address, gang_ready, gang_done; peer_hello.session;
+ *    ModelSpec.mapeRelative (an agent that ignored it would train a different model).
  */
 export const PROTOCOL_VERSION = 9;
 
