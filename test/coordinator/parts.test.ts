@@ -425,3 +425,53 @@ void test('with the data code wired in, task params and model.maxLen are checked
     /model\.maxLen is 40, too short for evaluation\.lengthRange \(addition: examples need up to 41 tokens\)/,
   );
 });
+
+void test('scheduler: a data-parallel job takes a gang of one backend or waits, holding its place ahead of single jobs', () => {
+  const e = smallExperiment({ encodings: ['rope'], seeds: [1, 2, 3] });
+  const [first, ...rest] = e.jobs;
+  const gangJob = { ...first!, training: { ...first!.training, dataParallel: { ranks: 2, minRanks: 2 } } };
+  const s = new Scheduler([gangJob, ...rest], 3, 0);
+  const agent = (id: string, state: 'idle' | 'busy' = 'idle', backend = 'cpu', joinedAt = 0) => ({
+    agentId: id as AgentId,
+    backend,
+    devices: [],
+    state,
+    joinedAt,
+  });
+  assert.deepEqual(
+    s.placements([agent('a'), agent('b', 'busy')]),
+    [],
+    'one idle agent: the gang waits, and the single jobs behind it wait too (the reservation)',
+  );
+  assert.deepEqual(s.placements([agent('a')]), [], 'minRanks 2 with one agent in the run: nothing to place');
+  const placed = s.placements([
+    agent('a', 'idle', 'cpu', 2),
+    agent('b', 'idle', 'wasm', 0),
+    agent('c', 'idle', 'cpu', 1),
+  ]);
+  assert.deepEqual(
+    placed[0],
+    { jobId: gangJob.jobId, agentId: 'c', gang: ['c', 'a'] },
+    'one backend, longest idle first',
+  );
+  assert.equal(placed[1]?.agentId, 'b', 'the next job takes the agent left over');
+  s.assign(gangJob.jobId, 'c' as AgentId, 0).gang = { generation: 1, members: ['c' as AgentId, 'a' as AgentId] };
+  assert.ok(s.isCurrent(gangJob.jobId, 1, 'a' as AgentId), "a member's messages belong to the job");
+  assert.ok(!s.isCurrent(gangJob.jobId, 1, 'b' as AgentId));
+  assert.equal(s.requeue(gangJob.jobId).job.gang, undefined, 'a requeued job keeps no gang');
+});
+
+void test('scheduler: a gang is as big as the agents that could ever run it allow, down to minRanks', () => {
+  const e = smallExperiment({ encodings: ['rope'], seeds: [1] });
+  const spec = { ...e.jobs[0]!, training: { ...e.jobs[0]!.training, dataParallel: { ranks: 4 } } };
+  const s = new Scheduler([spec], 3, 0);
+  const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({
+    agentId: id as AgentId,
+    backend: 'cpu',
+    devices: [],
+    state,
+    joinedAt: 0,
+  });
+  assert.deepEqual(s.placements([agent('a'), agent('b')])[0]?.gang, ['a', 'b'], 'two agents here: a gang of two');
+  assert.deepEqual(s.placements([agent('a'), agent('b'), agent('c', 'busy')]), [], 'three could: wait for the third');
+});

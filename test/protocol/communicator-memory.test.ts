@@ -259,6 +259,79 @@ void test('rank 0 refuses a newcomer of another size or protocol version, which 
   );
 });
 
+void test('a peer of another session (an older gang generation, another job) is refused with the reason', async (t) => {
+  const network = new MemoryPeerNetwork();
+  const log: string[] = [];
+  let rootAddress = '';
+  const root = Communicator.create({
+    rank: 0,
+    size: 2,
+    rootAddress: 'mem://root:0',
+    timeoutMs: 5000,
+    session: 'job-a epoch 1 generation 3',
+    log: (line) => log.push(line),
+    bindTransport: network.binder(),
+    onListening: (address) => (rootAddress = address),
+  });
+  await settle(1);
+  await assert.rejects(
+    Communicator.create({
+      rank: 1,
+      size: 2,
+      rootAddress,
+      bindAddress: 'mem://stale:0',
+      session: 'job-a epoch 1 generation 2',
+      bindTransport: network.binder(),
+    }),
+    /rank 0 aborted: session mismatch: rank 0 is in job-a epoch 1 generation 3, rank 1 in job-a epoch 1 generation 2$/,
+  );
+  const good = await Communicator.create({
+    rank: 1,
+    size: 2,
+    rootAddress,
+    bindAddress: 'mem://good:0',
+    session: 'job-a epoch 1 generation 3',
+    bindTransport: network.binder(),
+  });
+  const comms = [await root, good];
+  t.after(() => Promise.all(comms.map((c) => c.close())));
+  const sums = await Promise.all(comms.map((c) => c.allreduce(new Float32Array([1]))));
+  assert.deepEqual(Array.from(sums[1]!), [2]);
+  assert.ok(
+    log.some((line) => /refused mem:\/\/stale:\d+: session mismatch/.test(line)),
+    JSON.stringify(log),
+  );
+});
+
+void test('abort() fails the peers at once instead of after their timeout, and the timeout can follow the step time', async (t) => {
+  const network = new MemoryPeerNetwork();
+  let rootAddress = '';
+  const root = Communicator.create({
+    rank: 0,
+    size: 2,
+    rootAddress: 'mem://root:0',
+    timeoutMs: 60_000,
+    bindTransport: network.binder(),
+    onListening: (address) => (rootAddress = address),
+  });
+  await settle(1);
+  const other = await Communicator.create({
+    rank: 1,
+    size: 2,
+    rootAddress,
+    timeoutMs: 60_000,
+    bindAddress: 'mem://other:0',
+    bindTransport: network.binder(),
+  });
+  const r = await root;
+  t.after(() => Promise.all([r.close(), other.close()]));
+  other.timeoutMs = 1500;
+  assert.equal(other.timeoutMs, 1500);
+  const waiting = r.allreduce(new Float32Array([1, 2, 3]));
+  await other.abort('the gang reforms');
+  await assert.rejects(waiting, /rank 0: rank 1 aborted: rank 1: the gang reforms/);
+});
+
 void test('bad frames are logged and dropped; a marker sent after them shows none got through', async (t) => {
   const { comms, network, rootAddress, log } = await memoryRanks(t, 2);
   const bogus = (data: PeerMessage) => encode(data);
