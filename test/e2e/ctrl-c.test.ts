@@ -19,6 +19,7 @@ import {
   runDirOf,
   runsFixture,
   spawnCli,
+  tinyRealExperiment,
   waitFor,
   writeExperiment,
 } from './helpers.ts';
@@ -70,12 +71,13 @@ async function runInTerminal(
   dir: string,
   file: string,
   agents: number,
+  workload: readonly string[] = ['--workload-module', fakeWorkload],
 ): Promise<TerminalRun> {
   const term = openTerminal(t, repoRoot);
   const runsDir = join(dir, 'runs');
   const exitFile = join(dir, 'exit-code');
   const command = [tsxCli, cliPath, 'run', file, '--runs-dir', runsDir, '--agents', String(agents)]
-    .concat(['--workload-module', fakeWorkload, '--view', 'plain', '--plain-every', '1'])
+    .concat([...workload, '--view', 'plain', '--plain-every', '1'])
     .map(shQuote)
     .join(' ');
   term.type(`${command}; echo "$?" > ${shQuote(exitFile)}`);
@@ -231,5 +233,56 @@ void test(
       'it did not wait for the drain',
     );
     await nothingLeft(runDir);
+  },
+);
+
+void test(
+  'one Ctrl-C drains a data-parallel gang too: rank 0 checkpoints at the current step, exit 130, --resume goes on',
+  { timeout: 300_000, ...(skip === undefined ? {} : { skip }) },
+  async (t) => {
+    const dir = runsFixture(t);
+    const steps = 400;
+    const file = writeExperiment(
+      dir,
+      tinyRealExperiment(
+        'ctrl-c-gang',
+        {
+          encodings: ['rope'],
+          seeds: [1],
+          training: { steps, batchSize: 12, learningRate: 0.003, dataParallel: { ranks: 2 } },
+        },
+        { checkpointEvery: 1000 },
+      ),
+    );
+    const { term, runDir, exitCode, ctx } = await runInTerminal(t, dir, file, 2, ['--backend', 'cpu', '--no-report']);
+    const jobId = 'rope-addition-s1';
+    const seen = await waitFor(
+      'a gang of 2 past step 30',
+      120_000,
+      () => {
+        const two = entries(runDir, 'gang_formed').find((g) => g.members.length === 2);
+        const last = Math.max(0, ...metricSteps(runDir, jobId));
+        return two !== undefined && last > two.step + 30 ? last : undefined;
+      },
+      ctx,
+    );
+    term.ctrlC();
+    assert.equal(await exitCode(), 130, ctx());
+    const all = journal(runDir);
+    const stop = all.find((e) => e.type === 'run_stopped');
+    assert.ok(stop !== undefined, ctx());
+    const acked = all.filter((e) => e.type === 'checkpoint_acked' && e.kind === 'checkpoint').at(-1);
+    assert.ok(acked?.type === 'checkpoint_acked' && all.indexOf(acked) > all.indexOf(stop), 'a drain checkpoint');
+    assert.ok(acked.checkpoint.step >= seen, `checkpointed at ${acked.checkpoint.step}, metrics were at ${seen}`);
+    await nothingLeft(runDir);
+
+    const resumed = spawnCli(['run', '--resume', runDir, '--agents', '2', '--backend', 'cpu', '--no-report']);
+    assert.equal((await exitWithin(resumed, 180_000)).code, 0, resumed.output());
+    const got = metricSteps(runDir, jobId);
+    assert.deepEqual(
+      got,
+      Array.from({ length: steps }, (_, i) => i + 1),
+      `every step once (got ${got.length} points)`,
+    );
   },
 );
