@@ -16,6 +16,7 @@ import {
   spawnCli,
   tail,
   tempRunsDir,
+  tinyRealExperiment,
   waitFor,
   writeExperiment,
 } from '../../e2e/helpers.ts';
@@ -216,4 +217,48 @@ export async function killAndResumeScenario(
   );
   assertEvaluations(found);
   assert.deepEqual(scheduler.leftovers(name), [], 'nothing of the run is left queued or running');
+}
+
+/**
+ * One data-parallel job (ranks 2) on the scheduler's two array tasks: a gang forms across them (the profile binds
+ * beyond loopback, so CURVE is on and the ranks reach each other by host name), and every step is trained once.
+ */
+export async function dataParallelScenario(t: TestContext, scheduler: RealScheduler): Promise<void> {
+  const { dir, runsDir, spawn } = cliFixture(t, scheduler);
+  const steps = 120;
+  const file = writeExperiment(
+    dir,
+    tinyRealExperiment(
+      `cli-${scheduler.name}-gang`,
+      {
+        encodings: ['rope'],
+        seeds: [1],
+        training: { steps, batchSize: 12, learningRate: 0.003, dataParallel: { ranks: 2 } },
+      },
+      { checkpointEvery: 40 },
+    ),
+  );
+  const run = spawn(['run', file, ...twoAgentRunArgs(scheduler), '--runs-dir', runsDir]);
+  const exit = await run.exited;
+  const runDir = runDirOf(runsDir);
+  assert.equal(exit.code, 0, `${tail(run.output())}\n${logTail(runDir)}`);
+  assert.ok(runDir !== undefined);
+  const two = entries(runDir, 'gang_formed').filter((g) => g.members.length === 2);
+  assert.ok(two.length > 0, `a generation of both array tasks\n${logTail(runDir)}`);
+  const launchers = new Map(entries(runDir, 'agent_joined').map((a) => [a.agentId, a.launcherId]));
+  assert.ok(
+    two[0]!.members.every((m) => launchers.get(m) !== undefined),
+    'members are array tasks',
+  );
+  const points = readFileSync(join(runDir, 'jobs', 'rope-addition-s1', 'metrics.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { step: number }).step);
+  assert.deepEqual(
+    points,
+    Array.from({ length: steps }, (_, i) => i + 1),
+    'every step once, in order',
+  );
+  const name = jobNameOf(runDir);
+  assert.deepEqual(name === undefined ? [] : scheduler.leftovers(name), [], 'the scheduler holds nothing of the run');
 }

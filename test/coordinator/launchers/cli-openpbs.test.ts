@@ -9,7 +9,14 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tail } from '../../e2e/helpers.ts';
-import { bothAgentsJoined, cliFixture, jobNameOf, killAndResumeScenario, runCompletesScenario } from './cli-harness.ts';
+import {
+  bothAgentsJoined,
+  cliFixture,
+  dataParallelScenario,
+  jobNameOf,
+  killAndResumeScenario,
+  runCompletesScenario,
+} from './cli-harness.ts';
 import { openpbs } from './harness.ts';
 
 const skip = openpbs.skipReason();
@@ -53,4 +60,10 @@ void test(
         'the killed coordinator left the array (B) with both subjobs running',
       ),
     ),
+);
+
+void test(
+  'a data-parallel job through PBS Pro: one gang across the array subjobs trains every step once',
+  { skip: skip ?? false, timeout: 240_000 },
+  (t) => dataParallelScenario(t, openpbs),
 );

@@ -8,7 +8,14 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fakeWorkload, tail } from '../../e2e/helpers.ts';
-import { cliFixture, jobNameOf, killAndResumeScenario, launcherArgs, runCompletesScenario } from './cli-harness.ts';
+import {
+  cliFixture,
+  dataParallelScenario,
+  jobNameOf,
+  killAndResumeScenario,
+  launcherArgs,
+  runCompletesScenario,
+} from './cli-harness.ts';
 import { slurm } from './harness.ts';
 
 const skip = slurm.skipReason();
@@ -65,4 +72,10 @@ void test(
     killAndResumeScenario(t, slurm, (left) =>
       assert.equal(left.length, 2, 'the killed coordinator left both tasks running'),
     ),
+);
+
+void test(
+  'a data-parallel job through slurm: one gang across the array tasks (CURVE on, peers by host name) trains every step once',
+  { skip: skip ?? false, timeout: 240_000 },
+  (t) => dataParallelScenario(t, slurm),
 );
