@@ -118,6 +118,8 @@ export interface ReplayedJob {
   epoch: number;
   step: number;
   agentId?: AgentId;
+  /** A data-parallel job's last generation (members in rank order), while it runs. */
+  gang?: { generation: number; members: AgentId[] };
   checkpoints: CheckpointRef[];
   final?: CheckpointRef;
   error?: WireError;
@@ -168,12 +170,20 @@ export function replay(entries: StampedEntry[]): ReplayedRun {
         job.epoch = e.epoch;
         job.agentId = e.agentId;
         job.step = e.resumeStep ?? 0;
+        delete job.gang;
+        break;
+      case 'gang_formed':
+        if (!job) break;
+        job.gang = { generation: e.generation, members: e.members };
+        if (e.members[0] !== undefined) job.agentId = e.members[0];
+        job.step = Math.max(job.step, e.step);
         break;
       case 'job_requeued':
         if (!job) break;
         job.state = 'pending';
         if (e.attemptCounted === false) job.attempt = Math.max(0, job.attempt - 1);
         delete job.agentId;
+        delete job.gang;
         break;
       case 'checkpoint_acked':
         if (!job) break;

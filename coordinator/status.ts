@@ -32,8 +32,10 @@ export function statusFromRunDir(runDir: string): StatusReply {
       step: r?.state === 'done' ? spec.training.steps : (r?.step ?? 0),
       totalSteps: spec.training.steps,
     };
-    if (r?.agentId !== undefined && r.state !== 'done' && r.state !== 'failed' && r.state !== 'pending')
+    if (r?.agentId !== undefined && r.state !== 'done' && r.state !== 'failed' && r.state !== 'pending') {
       s.agentId = r.agentId;
+      if (r.gang !== undefined) s.gang = r.gang;
+    }
     return s;
   });
   const agents = [...run.agents].map(([agentId, a]) => ({

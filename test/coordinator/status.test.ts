@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { RunId, StatusReply } from '../../protocol/messages.ts';
+import type { AgentId, JobId, RunId, StatusReply } from '../../protocol/messages.ts';
+import { replay, type StampedEntry } from '../../coordinator/journal.ts';
 import { formatStatus, schedulerTasksFromRunDir, statusFromCoordinator } from '../../coordinator/status.ts';
 import { clientCurve, initKeys, loadClusterKeys, serverCurve } from '../../protocol/keys.ts';
 import { bindServer } from '../../protocol/zmq-transport.ts';
@@ -73,4 +74,45 @@ void test('status tcp:// reaches a coordinator that runs with CURVE only with it
     statusFromCoordinator(server.address, { timeoutMs: 500 }),
     /no answer from tcp:\/\/127\.0\.0\.1:\d+ within 500 ms \(a coordinator with CURVE on answers only with --keys-dir\)/,
   );
+});
+
+void test("a gang's generation and members: folded from the journal, shown by status", () => {
+  const entries = [
+    { t: 1, type: 'run_started', runId: 'r1', experiment: 'x', jobs: ['j'], address: 'tcp://h:1' },
+    { t: 2, type: 'job_assigned', jobId: 'j', agentId: 'a', attempt: 1, epoch: 1 },
+    {
+      t: 3,
+      type: 'gang_formed',
+      jobId: 'j',
+      epoch: 1,
+      generation: 1,
+      members: ['a', 'b', 'c'],
+      reason: 'placed',
+      step: 0,
+    },
+    { t: 4, type: 'gang_formed', jobId: 'j', epoch: 1, generation: 2, members: ['b', 'c'], reason: 'a gone', step: 77 },
+  ] as StampedEntry[];
+  const job = replay(entries).jobs.get('j' as JobId);
+  assert.deepEqual(job?.gang, { generation: 2, members: ['b', 'c'] });
+  assert.equal(job?.agentId, 'b', 'rank 0 of the last generation holds the job');
+  assert.equal(job?.step, 77);
+  const text = formatStatus({
+    ...empty,
+    jobs: [
+      {
+        jobId: 'j' as JobId,
+        encoding: 'rope',
+        task: 'addition',
+        seed: 1,
+        state: 'running',
+        attempt: 1,
+        epoch: 1,
+        step: 80,
+        totalSteps: 100,
+        agentId: 'b' as AgentId,
+        gang: { generation: 2, members: ['b' as AgentId, 'c' as AgentId] },
+      },
+    ],
+  });
+  assert.match(text, /gang gen 2: b, c/);
 });
