@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Communicator } from '../protocol/communicator.ts';
+import { agentsSpeedup } from './parallel-agents.ts';
 import { elastic } from './parallel-elastic.ts';
 import type { JobSpec } from '../protocol/messages.ts';
 import { createSource } from '../src/data/tasks.ts';
@@ -213,6 +214,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   };
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
   if (only === 'elastic') return { ...(await elastic()) };
+  if (only === 'agents') return agentsSpeedup(flag('--batch', 256), flag('--steps', 30));
   const ranks = flag('--ranks', 2);
   const result = await speedup({ batchSize: flag('--batch', 256), steps: flag('--steps', 10), ranks });
   const first = result.gang[0];
