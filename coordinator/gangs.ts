@@ -338,6 +338,8 @@ export class GangCoordinator {
           ? `${next.length} ranks left, minRanks is ${minRanks} (${phase.reason})`
           : `${gang.fruitless} reforms without progress (${phase.reason})`;
       this.ctx.store.dropUploads(gang.jobId);
+      // The gang is over before the job goes back: nothing of it may act again (its timer included).
+      this.release(gang.jobId, `gang fell apart: ${why}`);
       this.ctx.requeue(gang.jobId, `gang fell apart: ${why}`, true);
       this.ctx.schedule();
       return;
