@@ -13,6 +13,7 @@ import {
   logTail,
   pidOf,
   runsFixture,
+  spawnCli,
   startRun,
   tinyRealExperiment,
   waitFor,
@@ -85,21 +86,36 @@ async function runningGang(
 }
 
 void test(
-  'kill -9 of rank 1: the survivors form a new generation and no step is lost or repeated',
+  'kill -9 of rank 1: the survivors go on in a new generation, no step lost or repeated; a new agent joins and the gang grows back',
   { timeout: 240_000 },
   async (t) => {
     const { run, runDir, ctx, generation } = await runningGang(t, 'gang-kill-rank1', { ranks: 3, minRanks: 2 }, 3, 3);
     const victim = generation.members[1]!;
     killPid(pidOf(runDir, victim)!, 'SIGKILL');
+    const shrunk = await waitFor(
+      'a generation without the killed rank',
+      60_000,
+      () => entries(runDir, 'gang_formed').find((e) => e.generation > generation.generation),
+      ctx,
+    );
+    assert.deepEqual(
+      shrunk.members,
+      generation.members.filter((m) => m !== victim),
+      'the survivors, rank 0 first',
+    );
+    // A replacement agent, started by hand as a scheduler would start one.
+    const address = /coordinator at (tcp:\/\/\S+)/.exec(run.output())?.[1];
+    assert.ok(address !== undefined, ctx());
+    spawnCli(['agent', '--coordinator', address, '--backend', 'cpu']);
+    const grown = await waitFor(
+      'the gang grown back to 3 ranks',
+      120_000,
+      () => entries(runDir, 'gang_formed').find((e) => e.generation > shrunk.generation && e.members.length === 3),
+      ctx,
+    );
+    assert.deepEqual(grown.members.slice(0, 2), shrunk.members, 'the newcomer takes the last rank');
     const exit = await exitWithin(run, 180_000, () => logTail(runDir));
     assert.equal(exit.code, 0, ctx());
-    const after = entries(runDir, 'gang_formed').filter((e) => e.generation > generation.generation);
-    assert.ok(after.length > 0, 'a later generation formed');
-    assert.ok(
-      after.every((e) => !e.members.includes(victim)),
-      'without the killed rank',
-    );
-    assert.equal(after[0]!.members[0], generation.members[0], 'rank 0 stays rank 0');
     assert.equal(entries(runDir, 'job_requeued').length, 0, 'the job never went back to the queue');
     assert.deepEqual(metricSteps(runDir), range(1, STEPS), 'every step once, in order');
     assert.equal(entries(runDir, 'job_done').length, 1);
