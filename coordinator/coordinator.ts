@@ -288,7 +288,9 @@ export class Coordinator {
         if (fenced(message)) void jobs.onCheckpointRequest(agent, message);
         return;
       case 'job_result':
-        if (fenced(message)) jobs.onResult(agent, message);
+        if (!fenced(message)) return;
+        jobs.onResult(agent, message);
+        this.gangs.release(message.jobId, 'the job finished');
         return;
       case 'job_failed':
         if (!fenced(message)) return;

@@ -84,6 +84,9 @@ export class GangCoordinator {
     if (gang.members[0] !== agent.agentId) return;
     const job = this.job(gang);
     gang.phase = { kind: 'running' };
+    // A joiner that got ready while this generation formed joins at once.
+    if (gang.joinersReady.size > 0)
+      queueMicrotask(() => gang.phase.kind === 'running' && this.reform(gang, 'joiners ready'));
     gang.members.forEach((agentId, rank) => {
       if (rank === 0) return;
       const peer = this.agents.get(agentId)?.peer;
