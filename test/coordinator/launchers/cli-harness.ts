@@ -239,6 +239,26 @@ export async function dataParallelScenario(t: TestContext, scheduler: RealSchedu
     ),
   );
   const run = spawn(['run', file, ...twoAgentRunArgs(scheduler), '--runs-dir', runsDir]);
+  // While it trains, `status tcp://` (with the run's keys) shows the gang and the scheduler's own task states.
+  const live = await waitFor(
+    'a gang of both array tasks',
+    120_000,
+    () => {
+      const d = runDirOf(runsDir);
+      return d !== undefined && entries(d, 'gang_formed').some((g) => g.members.length === 2) ? d : undefined;
+    },
+    () => tail(run.output()),
+  );
+  const address = /coordinator at (tcp:\/\/\S+)/.exec(run.output())?.[1];
+  assert.ok(address !== undefined, tail(run.output()));
+  const status = spawnCli(['status', address.replace('0.0.0.0', '127.0.0.1'), '--keys-dir', join(live, 'keys')]);
+  assert.equal((await status.exited).code, 0, status.output());
+  assert.match(status.output(), /gang gen \d+: \S+, \S+/, `the gang's members\n${status.output()}`);
+  assert.match(
+    status.output(),
+    /scheduler task[^\n]*\n(\S+ +initial +running +(RUNNING|R) [^\n]*\n){2}/,
+    `the scheduler's task states\n${status.output()}`,
+  );
   const exit = await run.exited;
   const runDir = runDirOf(runsDir);
   assert.equal(exit.code, 0, `${tail(run.output())}\n${logTail(runDir)}`);
