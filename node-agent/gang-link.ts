@@ -139,10 +139,16 @@ export class GangLink {
 
   /** The coordinator asks the gang to stop at the next step boundary (it grows, or a member left). */
   onReform(reform: GangReform): void {
-    if (reform.generation !== this.generation || !this.seated) return;
+    if (this.closed || reform.generation < this.generation) return;
     this.host.log.info({ generation: reform.generation, reason: reform.reason }, 'gang reforms');
-    // Answered at the worker's next reduce (or at once when it is paused), so every rank stops at the same step.
-    this.leave(`reform: ${reform.reason}`, this.worker.kind !== 'training');
+    if (this.seated) {
+      // The generation ends now: a sum in flight fails on every rank, each undoes that step, and the worker reports
+      // from its step boundary (at once when it is paused already).
+      this.leave(`reform: ${reform.reason}`, this.worker.kind !== 'training');
+    } else if (this.worker.kind === 'paused') {
+      // Never seated in the generation that is being replaced (it did not form): say where we stand.
+      this.ready(this.worker.step);
+    }
   }
 
   /** Rank 0 trained the last step (its final model is out): close the generation gently, the peers are done too. */
