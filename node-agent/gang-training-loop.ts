@@ -11,6 +11,7 @@ import { WorkloadModuleError } from './errors.ts';
 import {
   exportAndEvaluate,
   loadCreateWorkload,
+  postCheckpoint,
   transferable,
   yieldToEventLoop,
   type WorkerChannel,
@@ -99,13 +100,8 @@ export async function runGangTraining(start: WorkerStart, channel: WorkerChannel
     const total = start.spec.training.steps;
     const every = start.spec.checkpointEvery > 0 ? start.spec.checkpointEvery : Infinity;
     let rank = -1;
-    const sendCheckpoint = async (reason: 'periodic' | 'requested', requestId?: number): Promise<void> => {
-      const data = await w.checkpoint();
-      channel.post(
-        { type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data },
-        transferable(data),
-      );
-    };
+    const sendCheckpoint = (reason: 'periodic' | 'requested', requestId?: number): Promise<void> =>
+      postCheckpoint(w, channel, reason, requestId);
     /** Checkpoint requests and snapshots, at a step boundary; false once a drain's checkpoint said stop. */
     const serve = async (): Promise<boolean> => {
       for (let r = agent.checkpoints.shift(); r !== undefined; r = agent.checkpoints.shift()) {

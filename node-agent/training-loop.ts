@@ -38,6 +38,20 @@ export function transferable(data: Uint8Array): ArrayBuffer[] {
     : [];
 }
 
+/** The workload's checkpoint to the agent thread (handed over, not copied). */
+export async function postCheckpoint(
+  w: Workload,
+  channel: WorkerChannel,
+  reason: 'periodic' | 'requested',
+  requestId?: number,
+): Promise<void> {
+  const data = await w.checkpoint();
+  channel.post(
+    { type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data },
+    transferable(data),
+  );
+}
+
 /** The end of a job: the final model goes up first (its upload overlaps evaluating), then the evaluation. */
 export async function exportAndEvaluate(w: Workload, channel: WorkerChannel, stopping: () => boolean): Promise<void> {
   const model = await w.exportModel();
@@ -78,13 +92,8 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
     // Slices aim at ~SLICE_TARGET_MS, so a slow model (seconds per step) still answers checkpoint requests and
     // stops promptly, while a fast one keeps the per-slice overhead negligible.
     let slice = 1;
-    const sendCheckpoint = async (reason: 'periodic' | 'requested', requestId?: number): Promise<void> => {
-      const data = await w.checkpoint();
-      channel.post(
-        { type: 'checkpoint', reason, ...(requestId === undefined ? {} : { requestId }), step: w.step, data },
-        transferable(data),
-      );
-    };
+    const sendCheckpoint = (reason: 'periodic' | 'requested', requestId?: number): Promise<void> =>
+      postCheckpoint(w, channel, reason, requestId);
     const serveRequests = async (): Promise<void> => {
       for (let r = requests.shift(); r !== undefined; r = requests.shift()) {
         await sendCheckpoint('requested', r.requestId);

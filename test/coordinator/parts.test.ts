@@ -9,7 +9,7 @@ import { compileExperiment, displayJobId, loadExperiment } from '../../coordinat
 import { ExperimentConfigError } from '../../coordinator/errors.ts';
 import { ConfigFileError } from '../../protocol/config-file.ts';
 import { FailureDetector } from '../../coordinator/failure-detector.ts';
-import { Scheduler } from '../../coordinator/scheduler.ts';
+import { Scheduler, type PlaceableAgent } from '../../coordinator/scheduler.ts';
 import { Journal, readJournal, replay } from '../../coordinator/journal.ts';
 import { frameBytes, renderFrame, renderPlainLines } from '../../coordinator/progress-view.ts';
 import type { ViewSnapshot } from '../../coordinator/progress-view.ts';
@@ -17,6 +17,11 @@ import { buildComparisonSummary, formatComparisonSummary } from '../../src/repor
 import { evaluationFor, smallExperiment, tempDir } from './helpers.ts';
 
 const runId = 'r1' as RunId;
+
+/** What placement sees of an agent. */
+function placeable(id: string, state: 'idle' | 'busy' = 'idle', backend = 'cpu', joinedAt = 0): PlaceableAgent {
+  return { agentId: id as AgentId, backend, devices: [], state, joinedAt };
+}
 
 void test('the shipped experiments compile; quick.json is all seven encodings x one task x one seed', async () => {
   const quick = await loadExperiment('configs/experiments/quick.json', runId);
@@ -217,14 +222,7 @@ void test('failure detector: the watchdog ignores jobs that are evaluating or at
 void test('scheduler: epochs bump on every assignment, re-queued jobs go first, the cap fails a job', () => {
   const e = smallExperiment({ encodings: ['rope'], seeds: [1, 2, 3] }, { maxAttempts: 2 });
   const s = new Scheduler(e.jobs, 2, 0);
-  const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({
-    agentId: id as AgentId,
-    backend: 'cpu',
-    devices: [],
-    state,
-    joinedAt: 0,
-  });
-  const placed = s.placements([agent('a'), agent('b', 'busy')]);
+  const placed = s.placements([placeable('a'), placeable('b', 'busy')]);
   assert.equal(placed.length, 1);
   const j1 = placed[0]!.jobId;
   assert.equal(s.assign(j1, 'a' as AgentId, 0).epoch, 1);
@@ -431,23 +429,16 @@ void test('scheduler: a data-parallel job takes a gang of one backend or waits, 
   const [first, ...rest] = e.jobs;
   const gangJob = { ...first!, training: { ...first!.training, dataParallel: { ranks: 2, minRanks: 2 } } };
   const s = new Scheduler([gangJob, ...rest], 3, 0);
-  const agent = (id: string, state: 'idle' | 'busy' = 'idle', backend = 'cpu', joinedAt = 0) => ({
-    agentId: id as AgentId,
-    backend,
-    devices: [],
-    state,
-    joinedAt,
-  });
   assert.deepEqual(
-    s.placements([agent('a'), agent('b', 'busy')]),
+    s.placements([placeable('a'), placeable('b', 'busy')]),
     [],
     'one idle agent: the gang waits, and the single jobs behind it wait too (the reservation)',
   );
-  assert.deepEqual(s.placements([agent('a')]), [], 'minRanks 2 with one agent in the run: nothing to place');
+  assert.deepEqual(s.placements([placeable('a')]), [], 'minRanks 2 with one agent in the run: nothing to place');
   const placed = s.placements([
-    agent('a', 'idle', 'cpu', 2),
-    agent('b', 'idle', 'wasm', 0),
-    agent('c', 'idle', 'cpu', 1),
+    placeable('a', 'idle', 'cpu', 2),
+    placeable('b', 'idle', 'wasm', 0),
+    placeable('c', 'idle', 'cpu', 1),
   ]);
   assert.deepEqual(
     placed[0],
@@ -465,13 +456,14 @@ void test('scheduler: a gang is as big as the agents that could ever run it allo
   const e = smallExperiment({ encodings: ['rope'], seeds: [1] });
   const spec = { ...e.jobs[0]!, training: { ...e.jobs[0]!.training, dataParallel: { ranks: 4 } } };
   const s = new Scheduler([spec], 3, 0);
-  const agent = (id: string, state: 'idle' | 'busy' = 'idle') => ({
-    agentId: id as AgentId,
-    backend: 'cpu',
-    devices: [],
-    state,
-    joinedAt: 0,
-  });
-  assert.deepEqual(s.placements([agent('a'), agent('b')])[0]?.gang, ['a', 'b'], 'two agents here: a gang of two');
-  assert.deepEqual(s.placements([agent('a'), agent('b'), agent('c', 'busy')]), [], 'three could: wait for the third');
+  assert.deepEqual(
+    s.placements([placeable('a'), placeable('b')])[0]?.gang,
+    ['a', 'b'],
+    'two agents here: a gang of two',
+  );
+  assert.deepEqual(
+    s.placements([placeable('a'), placeable('b'), placeable('c', 'busy')]),
+    [],
+    'three could: wait for the third',
+  );
 });
