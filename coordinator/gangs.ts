@@ -86,7 +86,9 @@ export class GangCoordinator {
     gang.phase = { kind: 'running' };
     // A joiner that got ready while this generation formed joins at once.
     if (gang.joinersReady.size > 0)
-      queueMicrotask(() => gang.phase.kind === 'running' && this.reform(gang, 'joiners ready'));
+      queueMicrotask(
+        () => gang.phase.kind === 'running' && this.reform(gang, `${[...gang.joinersReady.keys()].join(', ')} joins`),
+      );
     gang.members.forEach((agentId, rank) => {
       if (rank === 0) return;
       const peer = this.agents.get(agentId)?.peer;
