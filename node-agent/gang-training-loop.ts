@@ -10,7 +10,7 @@ import type { Workload } from '../src/train/workload.ts';
 import { WorkloadModuleError } from './errors.ts';
 import {
   exportAndEvaluate,
-  loadCreateWorkload,
+  openWorkload,
   postCheckpoint,
   transferable,
   yieldToEventLoop,
@@ -84,13 +84,7 @@ export async function runGangTraining(start: WorkerStart, channel: WorkerChannel
   const log = (line: string): void => channel.post({ type: 'log', line });
   let workload: Workload | undefined;
   try {
-    const createWorkload = await loadCreateWorkload(start.workloadModule);
-    workload = await createWorkload(start.spec, {
-      ...(start.backend === undefined ? {} : { backend: start.backend }),
-      ...(start.resumeFrom === undefined ? {} : { resumeFrom: start.resumeFrom }),
-      log,
-      gang: { reduce: (flat) => agent.reduce(flat) },
-    });
+    workload = await openWorkload(start, { log, gang: { reduce: (flat) => agent.reduce(flat) } });
     const w = workload;
     const gang = w.gang;
     if (gang === undefined)

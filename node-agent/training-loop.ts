@@ -1,7 +1,7 @@
 // The training loop the worker runs: load the workload module, train in small slices, post metrics,
 // checkpoint every checkpointEvery steps and on request, then export the final model and evaluate.
 // It talks through a WorkerChannel, so the same loop runs in a worker thread or (for tests) in process.
-import type { CreateWorkload, Workload } from '../src/train/workload.ts';
+import type { CreateWorkload, Workload, WorkloadOptions } from '../src/train/workload.ts';
 import { toWireError } from '../protocol/errors.ts';
 import type { FromWorker, ToWorker, WorkerStart } from './worker-protocol.ts';
 import { WorkloadModuleError } from './errors.ts';
@@ -36,6 +36,16 @@ export function transferable(data: Uint8Array): ArrayBuffer[] {
   return data.byteOffset === 0 && data.byteLength === data.buffer.byteLength && data.buffer instanceof ArrayBuffer
     ? [data.buffer]
     : [];
+}
+
+/** The job's workload from its module, on the start's backend and resume point, with any further options. */
+export async function openWorkload(start: WorkerStart, options: WorkloadOptions): Promise<Workload> {
+  const createWorkload = await loadCreateWorkload(start.workloadModule);
+  return createWorkload(start.spec, {
+    ...(start.backend === undefined ? {} : { backend: start.backend }),
+    ...(start.resumeFrom === undefined ? {} : { resumeFrom: start.resumeFrom }),
+    ...options,
+  });
 }
 
 /** The workload's checkpoint to the agent thread (handed over, not copied). */
@@ -77,12 +87,7 @@ export async function runTraining(start: WorkerStart, channel: WorkerChannel): P
 
   let workload: Workload | undefined;
   try {
-    const createWorkload = await loadCreateWorkload(start.workloadModule);
-    workload = await createWorkload(start.spec, {
-      ...(start.backend === undefined ? {} : { backend: start.backend }),
-      ...(start.resumeFrom === undefined ? {} : { resumeFrom: start.resumeFrom }),
-      log,
-    });
+    workload = await openWorkload(start, { log });
     const w = workload;
     channel.post({ type: 'started', backend: w.backend, step: w.step, parameterCount: w.parameterCount });
 

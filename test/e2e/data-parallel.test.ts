@@ -12,6 +12,7 @@ import {
   killPid,
   logTail,
   pidOf,
+  realAgents,
   runsFixture,
   spawnCli,
   startRun,
@@ -37,17 +38,7 @@ function gangExperiment(name: string, dataParallel: Record<string, number>): Rec
   );
 }
 
-const AGENTS = (n: number): string[] => [
-  '--agents',
-  String(n),
-  '--view',
-  'plain',
-  '--plain-every',
-  '5',
-  '--backend',
-  'cpu',
-  '--no-report',
-];
+const AGENTS = (n: number): string[] => [...realAgents(n), '--no-report'];
 
 function metricSteps(runDir: string): number[] {
   const file = join(runDir, 'jobs', JOB, 'metrics.jsonl');

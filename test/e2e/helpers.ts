@@ -140,17 +140,12 @@ export function logTail(runDir: string | undefined, n = 30): string {
   return existsSync(f) ? tail(readFileSync(f, 'utf8'), n) : '(no coordinator.log)';
 }
 
-/** `pe-arena run` arguments for two local agents training for real on the cpu backend, with a plain view. */
-export const TWO_REAL_AGENTS: readonly string[] = [
-  '--agents',
-  '2',
-  '--view',
-  'plain',
-  '--plain-every',
-  '5',
-  '--backend',
-  'cpu',
-];
+/** `pe-arena run` arguments for `n` local agents training for real on the cpu backend, with a plain view. */
+export function realAgents(n: number): string[] {
+  return ['--agents', String(n), '--view', 'plain', '--plain-every', '5', '--backend', 'cpu'];
+}
+
+export const TWO_REAL_AGENTS: readonly string[] = realAgents(2);
 
 /** A tiny real-training experiment: small enough to finish in seconds per job on a laptop CPU. */
 export function tinyRealExperiment(
