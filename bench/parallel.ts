@@ -1,7 +1,9 @@
 // `npm run bench -- parallel [--batch B] [--steps S] [--ranks N]`: tokens/s of one job trained by a gang of N
 // processes (the real ZeroMQ communicator on 127.0.0.1) against the same job on one process (the single-agent
-// Trainer), measured one after the other in the same call. The agents do not place gangs yet: this measures the
-// data-parallel step itself (src/train/data-parallel.ts), the part of issue 23's speedup the agents will build on.
+// Trainer), measured one after the other in the same call: the data-parallel step itself (src/train/data-parallel.ts).
+// A third run of the gang puts a barrier before each allreduce, so the time a rank waits for the slower one and the
+// allreduce itself (its transfer and copies: comm_share) are timed apart. `--only agents` measures the same job
+// through real agents (parallel-agents.ts), `--only elastic` a kill and a growth (parallel-elastic.ts).
 // Each process trains on the wasm backend; rank 0 binds port 0 and prints its address, the others join it.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -35,6 +37,8 @@ export interface RankFigures {
   stepMs: number;
   /** Mean time per step inside the reducer (allreduce, its copies, and waiting for the slower rank). */
   reduceMs: number;
+  /** Of which waiting for the slower rank: a barrier before each allreduce (measured only with `split`). */
+  waitMs: number;
   /** CPU time of the whole process per step (all its threads, ZeroMQ's included). */
   cpuMs: number;
   /** Of which inside the reducer. */
@@ -49,8 +53,10 @@ export interface SpeedupResult {
   gang: RankFigures[];
   /** Tokens/s of the gang (rank 0) over the single process. */
   speedup: number;
-  /** Rank 0's time in the reducer over its step time. */
+  /** Rank 0's time in the allreduce itself (after the barrier that absorbs the wait) over its step time. */
   commShare: number;
+  /** Rank 0's time waiting for the slower rank (the barrier) over its step time. */
+  waitShare: number;
   /**
    * The single process's CPU time per step over the busiest rank's: the speedup with a free core per rank, which a
    * shared machine's wall clock cannot show (waiting is not counted, the communicator's CPU work is).
@@ -77,6 +83,8 @@ interface RankArgs {
   batchSize: number;
   steps: number;
   warmup: number;
+  /** Put a barrier before each allreduce, so that waiting for the slower rank and the allreduce are timed apart. */
+  split: boolean;
 }
 
 /** The child's part: train warmup + steps, time the last `steps`, print RESULT <json>. */
@@ -84,6 +92,7 @@ async function runRank(a: RankArgs): Promise<void> {
   await selectBackend('wasm');
   const spec = benchJob(a.batchSize, a.warmup + a.steps);
   let reduceMs = 0;
+  let waitMs = 0;
   let reduceCpuMs = 0;
   let comm: Communicator | undefined;
   let trainer: Trainer;
@@ -106,6 +115,11 @@ async function runRank(a: RankArgs): Promise<void> {
     });
     const allreduce = allreduceReducer(comm);
     const reduce: Reducer = async (flat) => {
+      if (a.split) {
+        const waiting = performance.now();
+        await comm?.barrier();
+        waitMs += performance.now() - waiting;
+      }
       const started = performance.now();
       const cpuAtStart = process.cpuUsage();
       const sum = await allreduce(flat);
@@ -119,6 +133,7 @@ async function runRank(a: RankArgs): Promise<void> {
   await trainer.trainSteps(a.warmup);
   await comm?.barrier();
   reduceMs = 0;
+  waitMs = 0;
   reduceCpuMs = 0;
   const tokensBefore = trainer.tokensProcessed;
   const cpuBefore = process.cpuUsage();
@@ -130,6 +145,7 @@ async function runRank(a: RankArgs): Promise<void> {
     tokensPerSecond: ((trainer.tokensProcessed - tokensBefore) * 1000) / elapsed,
     stepMs: elapsed / a.steps,
     reduceMs: reduceMs / a.steps,
+    waitMs: waitMs / a.steps,
     cpuMs: (cpu.user + cpu.system) / 1000 / a.steps,
     reduceCpuMs: reduceCpuMs / a.steps,
   };
@@ -164,8 +180,14 @@ function startRank(args: RankArgs): Child {
   };
 }
 
-async function runGang(size: number, batchSize: number, steps: number, warmup: number): Promise<RankFigures[]> {
-  const base = { size, batchSize, steps, warmup };
+async function runGang(
+  size: number,
+  batchSize: number,
+  steps: number,
+  warmup: number,
+  split = false,
+): Promise<RankFigures[]> {
+  const base = { size, batchSize, steps, warmup, split };
   const root = startRank({ ...base, rank: 0, rootAddress: 'tcp://127.0.0.1:0' });
   const children = [root];
   try {
@@ -185,6 +207,9 @@ export async function speedup(options: SpeedupOptions): Promise<SpeedupResult> {
   const warmup = options.warmup ?? 3;
   const [single] = await runGang(1, options.batchSize, options.steps, warmup);
   const gang = await runGang(ranks, options.batchSize, options.steps, warmup);
+  // The same gang again with a barrier before each allreduce: the wait for the slower rank (imbalance on a shared
+  // machine) and the allreduce itself, timed apart. Its step time is not the speedup's (the barrier adds a round trip).
+  const split = (await runGang(ranks, options.batchSize, options.steps, warmup, true))[0] as RankFigures;
   const first = gang[0] as RankFigures;
   return {
     batchSize: options.batchSize,
@@ -193,7 +218,8 @@ export async function speedup(options: SpeedupOptions): Promise<SpeedupResult> {
     single: single as RankFigures,
     gang,
     speedup: first.tokensPerSecond / (single as RankFigures).tokensPerSecond,
-    commShare: first.reduceMs / first.stepMs,
+    commShare: split.reduceMs / split.stepMs,
+    waitShare: split.waitMs / split.stepMs,
     cpuSpeedup: (single as RankFigures).cpuMs / Math.max(...gang.map((g) => g.cpuMs)),
   };
 }
@@ -225,6 +251,8 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     [`speedup_${ranks}r`]: round(result.speedup),
     [`cpu_speedup_${ranks}r`]: round(result.cpuSpeedup),
     [`comm_share_${ranks}r`]: round(result.commShare),
+    [`wait_share_${ranks}r`]: round(result.waitShare),
+    [`reducer_share_${ranks}r`]: round((first?.reduceMs ?? Number.NaN) / (first?.stepMs ?? Number.NaN)),
     single_tokens_per_s: Math.round(result.single.tokensPerSecond),
     gang_tokens_per_s: Math.round(first?.tokensPerSecond ?? Number.NaN),
   };

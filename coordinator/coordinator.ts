@@ -35,6 +35,7 @@ import { JobPlacement } from './placement.ts';
 import { MetricsSink } from './metrics-sink.ts';
 import type { ComparisonSummary } from '../src/report/comparison.ts';
 import { Scheduler } from './scheduler.ts';
+import type { ReusedJob } from './reuse.ts';
 import { statusSnapshot } from './status-snapshot.ts';
 
 export interface CoordinatorOptions {
@@ -46,6 +47,8 @@ export interface CoordinatorOptions {
   launcher?: Launcher;
   /** The journal of an interrupted run: done jobs stay done, running ones resume from their checkpoints. */
   resume?: ReplayedRun;
+  /** A new run's jobs that an earlier run finished with the same spec (their results are copied already). */
+  reused?: readonly ReusedJob[];
   /** Live events for the progress view (joined, lost, reassigned, finished, ...). */
   onEvent?: (event: CoordinatorEvent) => void;
   /** How long to wait for agents' bye after shutdown (default 10 s). */
@@ -133,6 +136,12 @@ export class Coordinator {
         jobs: this.experiment.jobs.map((j) => j.jobId),
         address: this.transport.address,
       });
+      for (const { jobId, fromRun } of options.reused ?? []) {
+        const job = this.scheduler.get(jobId);
+        if (job === undefined) continue;
+        this.scheduler.restore(jobId, { state: 'done', step: job.spec.training.steps });
+        this.outbox.record({ type: 'job_reused', jobId, fromRun });
+      }
     }
     this.outbox.record({ type: 'coordinator_started', address: this.transport.address, pid: process.pid });
   }

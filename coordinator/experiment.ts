@@ -407,7 +407,7 @@ function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
           task,
           seed,
           preset: e.preset,
-          model: e.model,
+          model: encoding === 'mape' ? e.model : withoutMapeOptions(e.model),
           training: e.training,
           evaluation: e.evaluation,
           checkpointEvery: e.cluster.checkpointEvery,
@@ -418,6 +418,14 @@ function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
     });
   }
   return jobs;
+}
+
+/**
+ * The model of a job of another encoding than MAPE: MAPE's options mean nothing to it, and leaving them out keeps
+ * its job spec the same whatever MAPE options an experiment sets (so `--reuse` can take its results over).
+ */
+function withoutMapeOptions(model: ModelSpec): ModelSpec {
+  return Object.fromEntries(Object.entries(model).filter(([key]) => !key.startsWith('mape'))) as ModelSpec;
 }
 
 /** "rope-addition-s1" -> "rope/addition/s1", for people. */

@@ -36,6 +36,8 @@ export type JournalEntry =
       step: number;
     }
   | { type: 'job_done'; jobId: JobId; epoch: number }
+  /** Done before this run started: an earlier run (`--reuse`) finished the same job, and its results were copied. */
+  | { type: 'job_reused'; jobId: JobId; fromRun: string }
   | { type: 'job_failed'; jobId: JobId; epoch: number; error: WireError }
   | { type: 'run_finished'; done: number; failed: number }
   /** A stop asked for (a signal): the jobs running then, at the step each had reached; their drain checkpoints follow. */
@@ -197,6 +199,7 @@ export function replay(entries: StampedEntry[]): ReplayedRun {
         if (job) job.state = 'evaluating';
         break;
       case 'job_done':
+      case 'job_reused':
         if (job) job.state = 'done';
         break;
       case 'job_failed':

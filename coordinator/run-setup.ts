@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { newRunId } from '../protocol/ids.ts';
-import type { RunId } from '../protocol/messages.ts';
+import type { JobId, RunId } from '../protocol/messages.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
 import { initKeys, loadClusterKeys, serverCurve } from '../protocol/keys.ts';
 import { expandUserPath } from './cluster-profile.ts';
@@ -16,6 +16,8 @@ import { loadExperiment } from './experiment.ts';
 import type { Experiment, TaskChecks } from './experiment.ts';
 import { readJournal, replay } from './journal.ts';
 import type { ReplayedRun } from './journal.ts';
+import { copyReusedJobs, reusableJobs } from './reuse.ts';
+import type { ReusedJob } from './reuse.ts';
 import { createHpcLauncher } from './launchers/hpc.ts';
 import type { SchedulerLauncher } from './launchers/scheduler-launcher.ts';
 import type { Launcher } from './launchers/types.ts';
@@ -36,6 +38,8 @@ export interface RunOptions {
   experiment?: string;
   /** A run directory to continue. */
   resume?: string;
+  /** A new run takes over this earlier run's finished jobs whose job spec is the same (coordinator/reuse.ts). */
+  reuse?: string;
   /** local: child processes; none: agents started by hand; pbs/slurm: one job array through qsub/sbatch. */
   launcher: 'local' | 'none' | 'pbs' | 'slurm';
   /** Site profile (configs/clusters/<site>.json) for --launcher pbs|slurm. */
@@ -123,6 +127,9 @@ interface RunDirectory {
   experiment: Experiment;
   runDir: string;
   resume: ReplayedRun | undefined;
+  /** A new run's jobs finished by the --reuse run (copied in), and its jobs that were not taken, with why. */
+  reused: ReusedJob[];
+  notReused: { jobId: JobId; why: string }[];
   /** Scheduler submissions an earlier coordinator of a resumed run made: their live tasks are taken over. */
   adopt: string[];
   bind: string;
@@ -142,16 +149,23 @@ async function openRunDirectory(options: RunOptions): Promise<RunDirectory> {
     for (const e of entries)
       if (e.type === 'launcher_event' && e.kind === 'submitted' && e.submissionId !== undefined)
         adopt.push(e.submissionId);
+    if (options.reuse !== undefined)
+      throw new CoordinatorError('--reuse starts a new run; it does not go with --resume');
     // Agents reconnect to the address they know, so a restarted coordinator binds it again.
-    return { experiment, runDir, resume, adopt, bind: options.bind ?? resume.address };
+    return { experiment, runDir, resume, reused: [], notReused: [], adopt, bind: options.bind ?? resume.address };
   }
   if (options.experiment === undefined) throw new CoordinatorError('no experiment file given');
   const runId: RunId = newRunId();
   const experiment = await loadExperiment(options.experiment, runId, undefined, options.taskChecks ?? {});
+  // Checked before the run directory exists, so a wrong --reuse leaves nothing behind.
+  const { reused, skipped } =
+    options.reuse === undefined ? { reused: [], skipped: [] } : reusableJobs(experiment, options.reuse);
   const runDir = resolve(options.runsDir ?? 'runs', runId);
   mkdirSync(join(runDir, 'logs', 'agents'), { recursive: true });
   writeFileSync(join(runDir, 'experiment.json'), JSON.stringify(experiment, null, 2) + '\n');
-  return { experiment, runDir, resume: undefined, adopt: [], bind: options.bind ?? 'tcp://127.0.0.1:0' };
+  if (options.reuse !== undefined) copyReusedJobs(options.reuse, runDir, reused);
+  const bind = options.bind ?? 'tcp://127.0.0.1:0';
+  return { experiment, runDir, resume: undefined, reused, notReused: skipped, adopt: [], bind };
 }
 
 function openCoordinatorLog(runDir: string): Logger {

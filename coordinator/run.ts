@@ -110,6 +110,7 @@ function startCoordinator(
     log,
     launcher,
     ...(setup.resume === undefined ? {} : { resume: setup.resume }),
+    ...(setup.reused.length === 0 ? {} : { reused: setup.reused }),
     // End-to-end tests damage uploads on purpose to see the real agent send them again.
     ...(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']
       ? { corruptUploads: Number(process.env['PE_ARENA_FAULT_CORRUPT_UPLOADS']) || 0 }
@@ -128,6 +129,13 @@ function startCoordinator(
   });
   const runId = experiment.jobs[0]?.runId ?? '';
   say(`pe-arena: run ${runId} (${experiment.name}, ${experiment.jobs.length} jobs) in ${runDir}`);
+  if (options.reuse !== undefined) {
+    const from = setup.reused[0]?.fromRun ?? options.reuse;
+    say(
+      `pe-arena: ${setup.reused.length} finished job(s) taken over from run ${from}, ${experiment.jobs.length - setup.reused.length} to train`,
+    );
+    for (const { jobId, why } of setup.notReused) say(`pe-arena:   ${jobId} trains again: ${why}`);
+  }
   say(
     `pe-arena: coordinator at ${transport.address}${options.launcher === 'none' ? ' (waiting for agents: pe-arena agent --coordinator ' + transport.address.replace('0.0.0.0', os.hostname()) + ')' : ''}`,
   );

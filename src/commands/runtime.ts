@@ -31,6 +31,7 @@ interface RunFlags {
   bind?: string;
   runsDir: string;
   resume?: string;
+  reuse?: string;
   backend?: string;
   workloadModule?: string;
   agentDeathTimeoutMs?: number;
@@ -88,6 +89,7 @@ async function runOrCoordinate(experiment: string | undefined, flags: RunFlags, 
     view,
     ...(experiment === undefined ? {} : { experiment }),
     ...(flags.resume === undefined ? {} : { resume: flags.resume }),
+    ...(flags.reuse === undefined ? {} : { reuse: flags.reuse }),
     ...(agents === undefined ? {} : { agents }),
     ...(bind === undefined ? {} : { bind }),
     ...(flags.cluster === undefined ? {} : { cluster: flags.cluster }),
@@ -185,6 +187,7 @@ function withRunOptions(cmd: Command, launcherDefault: LauncherName, bindDefault
     )
     .option('--runs-dir <dir>', 'where run directories go', 'runs')
     .option('--resume <runDir>', 'continue an interrupted run from its journal')
+    .option('--reuse <runDir>', "a new run takes over this run's finished jobs whose job is the same; trains the rest")
     .option('--backend <name>', 'TensorFlow.js backend for local agents (tensorflow-gpu, tensorflow, wasm, cpu)')
     .option('--workload-module <path>', 'module exporting createWorkload, for local agents (tests)')
     .option(

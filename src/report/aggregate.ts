@@ -63,7 +63,14 @@ export interface ComparisonReport {
   experiment: string;
   runId: string;
   generatedAt: string;
-  jobs: { total: number; evaluated: number; missing: string[]; failed: { jobId: string; reason: string }[] };
+  jobs: {
+    total: number;
+    evaluated: number;
+    missing: string[];
+    failed: { jobId: string; reason: string }[];
+    /** Jobs whose results this run took over from an earlier run of the same job (`pe-arena run --reuse`). */
+    reused?: { jobId: string; fromRun: string }[];
+  };
   rows: ComparisonRow[];
   environment: { backends: string[]; reportHost: { platform: string; arch: string; node: string } };
   options: Required<AggregateOptions>;
@@ -271,6 +278,13 @@ export function taskOrder(run: RunData): string[] {
   return [...new Set([...run.experiment.tasks.map((t) => t.name), ...run.jobs.map((j) => j.task)])];
 }
 
+function reusedJobs(run: RunData): { reused?: { jobId: string; fromRun: string }[] } {
+  const reused = run.jobs.flatMap((j) =>
+    j.reusedFrom === undefined ? [] : [{ jobId: j.jobId, fromRun: j.reusedFrom }],
+  );
+  return reused.length === 0 ? {} : { reused };
+}
+
 export function buildComparison(run: RunData, options: AggregateOptions = {}): ComparisonReport {
   const opts = { ...DEFAULT_AGGREGATE, ...options };
   const rows: ComparisonRow[] = [];
@@ -292,6 +306,7 @@ export function buildComparison(run: RunData, options: AggregateOptions = {}): C
       failed: notDone
         .filter((j) => j.state === 'failed')
         .map((j) => ({ jobId: j.jobId, reason: j.reason ?? 'failed' })),
+      ...reusedJobs(run),
     },
     rows,
     environment: {

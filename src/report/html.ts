@@ -206,7 +206,7 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
     [
       'model',
       m
-        ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}`
+        ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}${mapeOptions(m)}`
         : `preset ${e.preset}`,
     ],
     [
@@ -221,12 +221,27 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
         ? `${ev.samples} held-out problems per job${ev.lengthTask ? `; length split: ${ev.lengthTask.name} ${JSON.stringify(ev.lengthTask.params)} × ${ev.lengthSamples ?? ev.samples}` : ''}${ev.lengthRange ? `; length split: ${ev.perLength ?? '?'} held-out problems per operand length ${ev.lengthRange[0]}-${ev.lengthRange[1]}, the task's own format` : ''}; greedy decoding`
         : 'greedy decoding',
     ],
-    ['jobs', `${report.jobs.evaluated} of ${report.jobs.total} evaluated`],
+    ['jobs', `${report.jobs.evaluated} of ${report.jobs.total} evaluated${reusedNote(report.jobs.reused)}`],
     [
       'environment',
       `backends: ${report.environment.backends.join(', ') || '–'}; report built on ${report.environment.reportHost.platform}/${report.environment.reportHost.arch}, Node ${report.environment.reportHost.node}`,
     ],
   ];
+}
+
+/** The MAPE options an experiment set (they apply to its MAPE jobs only), e.g. "; MAPE: mapeRelative true". */
+function mapeOptions(m: object): string {
+  const set = Object.entries(m).filter(([key]) => key.startsWith('mape'));
+  return set.length === 0 ? '' : `; MAPE: ${set.map(([k, v]) => `${k} ${String(v)}`).join(', ')}`;
+}
+
+/** ", 18 taken over from run <id> (the same job, `pe-arena run --reuse`)", per run they came from. */
+function reusedNote(reused: readonly { jobId: string; fromRun: string }[] | undefined): string {
+  if (reused === undefined || reused.length === 0) return '';
+  const byRun = new Map<string, number>();
+  for (const r of reused) byRun.set(r.fromRun, (byRun.get(r.fromRun) ?? 0) + 1);
+  const parts = [...byRun].map(([run, n]) => `${n} taken over from run ${run}`);
+  return `, ${parts.join(', ')} (the same job spec, \`pe-arena run --reuse\`)`;
 }
 
 function missingLines(report: ComparisonReport): string[] {

@@ -24,6 +24,8 @@ export interface JobRecord {
   modelFile?: string;
   /** Why the job has no evaluation, when known (journal's job_failed, or a broken file). */
   reason?: string;
+  /** The run that trained it, when this run took its results over (`pe-arena run --reuse`). */
+  reusedFrom?: string;
 }
 
 export interface ExperimentInfo {
@@ -172,10 +174,15 @@ function experimentInfo(
   return { info, specs };
 }
 
-function journalFailures(file: string): { runId?: string; failed: Map<string, string> } {
+function journalFailures(file: string): {
+  runId?: string;
+  failed: Map<string, string>;
+  reused: Map<string, string>;
+} {
   const failed = new Map<string, string>();
+  const reused = new Map<string, string>();
   let runId: string | undefined;
-  if (!existsSync(file)) return { failed };
+  if (!existsSync(file)) return { failed, reused };
   for (const line of readFileSync(file, 'utf8').split('\n')) {
     if (line.trim() === '') continue;
     let e: unknown;
@@ -191,8 +198,10 @@ function journalFailures(file: string): { runId?: string; failed: Map<string, st
       failed.set(e['jobId'], `${String(err['name'] ?? 'Error')}: ${String(err['message'] ?? 'failed')}`);
     }
     if (e['type'] === 'job_done' && typeof e['jobId'] === 'string') failed.delete(e['jobId']);
+    if (e['type'] === 'job_reused' && typeof e['jobId'] === 'string' && typeof e['fromRun'] === 'string')
+      reused.set(e['jobId'], e['fromRun']);
   }
-  return runId === undefined ? { failed } : { runId, failed };
+  return runId === undefined ? { failed, reused } : { runId, failed, reused };
 }
 
 function loadEvaluation(file: string, warnings: string[]): Evaluation | undefined {
@@ -252,7 +261,7 @@ export function loadRun(runDir: string): RunData {
         warnings.push(`${expFile}: ${error instanceof Error ? error.message : String(error)}`);
       }
     } else warnings.push(`${expFile} is missing: jobs are taken from jobs/`);
-    const { runId, failed } = journalFailures(join(runDir, 'journal.jsonl'));
+    const { runId, failed, reused } = journalFailures(join(runDir, 'journal.jsonl'));
     const jobsDir = join(runDir, 'jobs');
     const onDisk = existsSync(jobsDir)
       ? readdirSync(jobsDir).filter((d) => statSync(join(jobsDir, d)).isDirectory())
@@ -265,7 +274,10 @@ export function loadRun(runDir: string): RunData {
         spec !== undefined
           ? { jobId, encoding: spec.encoding, task: spec.task.name, seed: spec.seed, spec }
           : { jobId, encoding: 'unknown', task: 'unknown', seed: 0 };
-      return jobRecord(join(jobsDir, jobId), base, failed.get(jobId), warnings);
+      const record = jobRecord(join(jobsDir, jobId), base, failed.get(jobId), warnings);
+      const from = reused.get(jobId);
+      if (from !== undefined) record.reusedFrom = from;
+      return record;
     });
     const info: ExperimentInfo = parsed?.info ?? {
       name: basename(runDir),
