@@ -4,7 +4,9 @@
 //   recover_s       the kill -> the first step the survivors applied after it
 //   steps_lost      steps missing from the job's metrics (target 0)
 //   steps_repeated  steps that appear twice (target 0)
-//   grow_s          the new agent's hello (agent_joined) -> the first step of the generation it joined
+//   grow_s          the new agent's hello (agent_joined) -> the first step of the generation it joined, in two parts:
+//   grow_join_s     hello -> the grown generation formed (the newcomer loads the job, the gang stops at a step)
+//   grow_sync_s     formed -> its first step (communicator, step exchange, state broadcast, one step)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -38,6 +40,8 @@ export interface ElasticFigures {
   steps_lost: number;
   steps_repeated: number;
   grow_s: number;
+  grow_join_s: number;
+  grow_sync_s: number;
   generations: number;
 }
 
@@ -129,6 +133,8 @@ export async function elastic(): Promise<ElasticFigures> {
       steps_lost: lost,
       steps_repeated: repeated,
       grow_s: round((firstInGang.time - (hello?.t ?? grown.t)) / 1000),
+      grow_join_s: round((grown.t - (hello?.t ?? grown.t)) / 1000),
+      grow_sync_s: round((firstInGang.time - grown.t) / 1000),
       generations: journal().filter((e) => e.type === 'gang_formed').length,
     };
   } finally {

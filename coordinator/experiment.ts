@@ -13,7 +13,7 @@ import type {
   TrainingSpec,
 } from '../protocol/messages.ts';
 import { readJsonFile } from '../protocol/config-file.ts';
-import { loadPresets } from '../protocol/presets.ts';
+import { loadPresets, modelForEncoding } from '../protocol/presets.ts';
 import { dataParallelProblems, describe } from '../protocol/validate.ts';
 import { ExperimentConfigError } from './errors.ts';
 
@@ -407,7 +407,7 @@ function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
           task,
           seed,
           preset: e.preset,
-          model: encoding === 'mape' ? e.model : withoutMapeOptions(e.model),
+          model: modelForEncoding(encoding, e.model),
           training: e.training,
           evaluation: e.evaluation,
           checkpointEvery: e.cluster.checkpointEvery,
@@ -418,14 +418,6 @@ function expandJobs(runId: RunId, e: Omit<Experiment, 'jobs'>): JobSpec[] {
     });
   }
   return jobs;
-}
-
-/**
- * The model of a job of another encoding than MAPE: MAPE's options mean nothing to it, and leaving them out keeps
- * its job spec the same whatever MAPE options an experiment sets (so `--reuse` can take its results over).
- */
-function withoutMapeOptions(model: ModelSpec): ModelSpec {
-  return Object.fromEntries(Object.entries(model).filter(([key]) => !key.startsWith('mape'))) as ModelSpec;
 }
 
 /** "rope-addition-s1" -> "rope/addition/s1", for people. */

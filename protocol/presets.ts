@@ -17,6 +17,17 @@ const MODEL_FIELDS = [
   'maxLen',
 ] as const satisfies readonly (keyof ModelSpec)[];
 
+/**
+ * A job's model for its encoding. MAPE's options belong to MAPE jobs only: the other encodings' jobs leave them out,
+ * so their job spec stays the same whatever MAPE options an experiment sets (`pe-arena run --reuse` relies on it).
+ * A MAPE job gets its relative bias unless the model turns it off, written into the spec, so a job or checkpoint from
+ * before it was the default (no `mapeRelative`: off) keeps its meaning.
+ */
+export function modelForEncoding(encoding: string, model: ModelSpec): ModelSpec {
+  if (encoding === 'mape') return { ...model, mapeRelative: model.mapeRelative ?? true };
+  return Object.fromEntries(Object.entries(model).filter(([key]) => !key.startsWith('mape'))) as ModelSpec;
+}
+
 /** The model presets by name; a file that cannot be used throws ConfigFileError. */
 export function loadPresets(file = PRESETS_FILE): Record<string, ModelSpec> {
   const raw = readJsonFile(file);

@@ -206,7 +206,7 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
     [
       'model',
       m
-        ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}${mapeOptions(m)}`
+        ? `preset ${e.preset}: ${m.layers} layers, d_model ${m.dModel}, ${m.heads} heads, FFN ${m.ffnDim}, dropout ${m.dropout}, max length ${m.maxLen}${m.attentionLogitCap ? `, attention logits capped at ${m.attentionLogitCap}` : ''}${m.sinusoidalStride !== undefined && m.sinusoidalStride !== 1 ? `, sinusoidal stride ${m.sinusoidalStride}` : ''}${mapeOptions(run.jobs.find((j) => j.encoding === 'mape')?.spec?.model ?? m)}`
         : `preset ${e.preset}`,
     ],
     [
@@ -229,7 +229,7 @@ function methodLines(run: RunData, report: ComparisonReport): [string, string][]
   ];
 }
 
-/** The MAPE options an experiment set (they apply to its MAPE jobs only), e.g. "; MAPE: mapeRelative true". */
+/** The MAPE jobs' own options (defaults included; they apply to MAPE jobs only), e.g. "; MAPE: mapeRelative true". */
 function mapeOptions(m: object): string {
   const set = Object.entries(m).filter(([key]) => key.startsWith('mape'));
   return set.length === 0 ? '' : `; MAPE: ${set.map(([k, v]) => `${k} ${String(v)}`).join(', ')}`;

@@ -11,7 +11,7 @@ import {
   type TaskSpec,
 } from '../../protocol/messages.ts';
 import { ConfigFileError } from '../../protocol/config-file.ts';
-import { checkModelSpec, loadPresets, PRESETS_FILE } from '../../protocol/presets.ts';
+import { checkModelSpec, loadPresets, modelForEncoding, PRESETS_FILE } from '../../protocol/presets.ts';
 import { dataParallelProblems, describe } from '../../protocol/validate.ts';
 import { TrainConfigError } from './errors.ts';
 
@@ -111,7 +111,7 @@ export function buildJobSpec(c: JobChoices): JobSpec {
     task: c.task,
     seed,
     preset,
-    model: c.model ?? presetModel(preset),
+    model: modelForEncoding(c.encoding, c.model ?? presetModel(preset)),
     training: {
       steps,
       batchSize: c.batchSize ?? 64,

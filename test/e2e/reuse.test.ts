@@ -46,7 +46,7 @@ void test(
     const first = await runToEnd(dir, writeExperiment(dir, fakeWorkloadExperiment('reuse-a', base)), runsDir);
 
     // The same experiment with a MAPE option: rope's job is unchanged (MAPE's options are not part of it), MAPE's is not.
-    const changed = writeExperiment(dir, fakeWorkloadExperiment('reuse-b', { ...base, model: { mapeRelative: true } }));
+    const changed = writeExperiment(dir, fakeWorkloadExperiment('reuse-b', { ...base, model: { mapeMaxOffset: 10 } }));
     const run = spawnCli(['run', changed, '--runs-dir', runsDir, ...AGENT_ARGS, '--reuse', first]);
     const exit = await exitWithin(run, 90_000);
     assert.equal(exit.code, 0, tail(run.output()));
@@ -84,7 +84,7 @@ void test(
     assert.equal((await exitWithin(report, 60_000)).code, 0, tail(report.output()));
     const summary = readFileSync(join(second, 'final_comparison', 'summary.md'), 'utf8');
     assert.match(summary, /2 of 2 evaluated, 1 taken over from run \S+ \(the same job spec/);
-    assert.match(summary, /MAPE: mapeRelative true/);
+    assert.match(summary, /MAPE: mapeMaxOffset 10, mapeRelative true/);
 
     // Reusing a run of the same jobs trains nothing.
     const third = await runToEnd(dir, changed, runsDir, ['--reuse', second]);

@@ -266,12 +266,13 @@ void test(
   { timeout: 60_000 },
   async () => {
     const job = tinyJob('mape', 2);
+    assert.equal(job.model.mapeRelative, true, 'a MAPE job gets its relative bias by default, written into its spec');
     const w = await createWorkload(job, { backend: 'cpu' });
     try {
       await w.trainSteps(2);
       const blob = await w.checkpoint();
       const explicit = await createWorkload(
-        { ...job, model: { ...job.model, mapeOffset: true, mapeRoles: true, mapeMaxOffset: 20, mapeRelative: false } },
+        { ...job, model: { ...job.model, mapeOffset: true, mapeRoles: true, mapeMaxOffset: 20, mapeRelative: true } },
         { backend: 'cpu', resumeFrom: blob },
       );
       assert.equal(explicit.step, 2);
@@ -280,7 +281,7 @@ void test(
         [{ mapeOffset: false }, /model\.mapeMaxOffset is 20 in the checkpoint, 0 in the job/],
         [{ mapeMaxOffset: 5 }, /model\.mapeMaxOffset is 20 in the checkpoint, 5 in the job/],
         [{ mapeRoles: false }, /model\.mapeRoles is true in the checkpoint, false in the job/],
-        [{ mapeRelative: true }, /model\.mapeRelative is false in the checkpoint, true in the job/],
+        [{ mapeRelative: false }, /model\.mapeRelative is true in the checkpoint, false in the job/],
       ] as const) {
         await assert.rejects(
           createWorkload({ ...job, model: { ...job.model, ...patch } }, { backend: 'cpu', resumeFrom: blob }),
