@@ -260,7 +260,14 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     walltimeS,
   );
   const pollIntervalS = int(raw, 'pollIntervalS', 'pollIntervalS', 10, 1, 600);
-  const pollMaxIntervalS = int(raw, 'pollMaxIntervalS', 'pollMaxIntervalS', 8 * pollIntervalS, pollIntervalS, 3600);
+  const pollMaxIntervalS = int(
+    raw,
+    'pollMaxIntervalS',
+    'pollMaxIntervalS',
+    Math.min(3600, 8 * pollIntervalS),
+    pollIntervalS,
+    3600,
+  );
   const maxReplacements = int(raw, 'maxReplacements', 'maxReplacements', 8, 0, 10_000);
   const container =
     raw['container'] === undefined ? undefined : compileContainer(raw['container'], gpus > 0, fail, str);

@@ -86,9 +86,14 @@ export class PollSchedule {
    */
   ended(changed: boolean, notAfter?: number): void {
     this.inFlight = false;
+    if (!this.running) {
+      // The adoption poll before start(), stop()'s wait for the queue: no timed polls to pace.
+      this.changed = false;
+      this.again = false;
+      return;
+    }
     this.waitMs = changed || this.changed ? this.baseMs : Math.min(this.waitMs * 2, this.maxMs);
     this.changed = false;
-    if (!this.running) return;
     const now = this.clock.now();
     let at = now + this.waitMs;
     if (notAfter !== undefined) at = Math.min(at, Math.max(now + this.baseMs, notAfter));
