@@ -1,10 +1,11 @@
-// The batch launcher PBS and Slurm share: one job array per submission, batched polls (less often while nothing
-// changes, see poll-schedule.ts), exit reports (the third failure signal), capped replacements for lost agents, continuations before an agent's walltime
-// runs out, cancelling queued extras the run no longer needs, and cancelling everything on stop. A dialect
-// (slurm.ts, pbs.ts) supplies the commands and the parsers; commands run through scheduler-command.ts, scripts are
-// written by job-submission.ts, and task-table.ts keeps what the polls said. Every timer is on the injected clock.
+// The batch launcher PBS and Slurm share: one job array per submission, batched polls (fewer while nothing changes:
+// poll-schedule.ts), exit reports (the third failure signal), capped replacements for lost agents, continuations
+// before an agent's walltime runs out, cancelling queued extras the run no longer needs, and cancelling everything on
+// stop. A dialect (slurm.ts, pbs.ts) supplies the commands and the parsers; commands run through
+// scheduler-command.ts, scripts are written by job-submission.ts, and task-table.ts keeps what the polls said. Every
+// timer is on the injected clock.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { systemClock } from '../../protocol/clock.ts';
 import type { Clock } from '../../protocol/clock.ts';
@@ -14,12 +15,12 @@ import { SchedulerCommandError } from './errors.ts';
 import type { SubmissionKind, SubmitCommand } from './job-script.ts';
 import { lastScriptNumber, scheduledJobNameFor, submitScript, writeSubmissionScript } from './job-submission.ts';
 import { LauncherEventLog } from './launcher-events.ts';
-import { PollSchedule } from './poll-schedule.ts';
 import type { LauncherEvent } from './launcher-events.ts';
+import { PollSchedule } from './poll-schedule.ts';
 import { execCommand, inCommandsDir, schedulerCommandPath } from './scheduler-command.ts';
 import type { RunCommand } from './scheduler-command.ts';
 import type { SchedulerDialect, TaskStatus } from './scheduler-dialect.ts';
-import { TaskTable } from './task-table.ts';
+import { TaskTable, writeTasksFile } from './task-table.ts';
 import type { Task, TaskChange, TaskSnapshot } from './task-table.ts';
 import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
 
@@ -317,22 +318,13 @@ export class SchedulerLauncher implements Launcher {
     return JSON.stringify(this.table.snapshot()) !== before;
   }
 
-  /** launch/tasks.json: each task's scheduler state, for `pe-arena status <runDir>` (written whole, then renamed). */
+  /** launch/tasks.json after every poll (`at`: this poll), for `pe-arena status <runDir>`. */
   private writeSnapshot(): void {
     if (this.launchDir === '') return;
-    const file = join(this.launchDir, 'tasks.json');
     try {
-      writeFileSync(
-        `${file}.tmp`,
-        JSON.stringify(
-          { at: new Date(this.clock.now()).toISOString(), jobName: this.jobName, tasks: this.tasksSnapshot() },
-          null,
-          2,
-        ) + '\n',
-      );
-      renameSync(`${file}.tmp`, file);
+      writeTasksFile(this.launchDir, this.jobName, this.clock.now(), this.tasksSnapshot());
     } catch (error) {
-      this.log(`cannot write ${file}: ${(error as Error).message}`);
+      this.log(`cannot write ${join(this.launchDir, 'tasks.json')}: ${(error as Error).message}`);
     }
   }
 
@@ -420,27 +412,16 @@ export class SchedulerLauncher implements Launcher {
     return Number.isFinite(d) ? Math.max(0, Math.floor(d)) : this.initialCount;
   }
 
-  /** When a running agent with no continuation yet reaches its walltime; undefined for every other task. */
-  private walltimeEnd(task: Task): number | undefined {
-    if (task.state !== 'running' || task.continued || task.startedAt === undefined) return undefined;
-    return task.endsAt ?? task.startedAt + this.profile.walltimeS * 1000;
-  }
-
   /** The soonest time a continuation falls due: a backed-off poll must not come later. */
   private nextContinuationAt(): number | undefined {
-    let at: number | undefined;
-    for (const task of this.table.tasks.values()) {
-      const endsAt = this.walltimeEnd(task);
-      if (endsAt !== undefined) at = Math.min(at ?? Infinity, endsAt - this.profile.continuationLeadS * 1000);
-    }
-    return at;
+    return this.table.nextContinuationAt(this.profile.walltimeS * 1000, this.profile.continuationLeadS * 1000);
   }
 
   /** Submit a continuation for each running agent whose walltime ends within the lead time. */
   private continueBeforeWalltime(now: number): void {
     const leadMs = this.profile.continuationLeadS * 1000;
     for (const task of this.table.tasks.values()) {
-      const endsAt = this.walltimeEnd(task);
+      const endsAt = this.table.walltimeEnd(task, this.profile.walltimeS * 1000);
       if (endsAt === undefined || now < endsAt - leadMs) continue;
       task.continued = true;
       if (this.table.activeNotContinued() >= this.demand()) continue;
