@@ -178,7 +178,14 @@ void test('simulated clock: stop() waits on the injected clock and forces the ca
   await clock.advance(500);
   await stopped;
   assert.equal(launcher.alive(), 0);
-  assert.equal(clock.pending, 0, 'no timer is left behind (the poll interval is cleared)');
+  assert.equal(clock.pending, 0, 'no timer is left behind (the next poll is cleared)');
+  assert.equal(launcher.pollWaitMs, POLL_MS, 'the pace is back at the base');
+  // A departure after stop (agents saying bye to a closing coordinator) polls nothing.
+  const polls = slurm.count('squeue');
+  launcher.pollSoon();
+  await clock.advance(10 * POLL_MS);
+  assert.equal(slurm.count('squeue'), polls);
+  assert.equal(clock.pending, 0);
 });
 
 /** Two hours of walltime: no continuation falls due within these tests, so only the back-off paces the polls. */
