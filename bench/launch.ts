@@ -2,12 +2,16 @@
 // .ci/setup-slurm.sh and the OpenPBS 23.06 (PBS Pro) of .ci/setup-openpbs.sh.
 //   submit_to_hello_s          qsub (Slurm's torque wrapper) to each agent's hello, median over an array of 4
 //   submit_to_hello_slurm_s    the same through sbatch
-//   replace_s                  scancel of an agent's task to its replacement's hello (the launcher's part of recovery)
-//   poll_cpu_share             this process's CPU (share of one core) spent polling squeue every second for 64 tasks
+//   replace_s                  scancel of an agent's task to its replacement's hello (the launcher's part of recovery;
+//                              the bench calls pollSoon() as the coordinator does when it loses the agent)
+//   poll_cpu_share             this process's CPU (share of one core) spent polling squeue for 64 tasks, in the
+//                              steady state: 1 s polls backed off to pollMaxIntervalS while the queue stands still
+//   poll_cpu_ms                this process's CPU for one poll of those 64 tasks (mean of forced polls)
 //   poll_ms                    wall time of one batched squeue for those 64 tasks, median
 //   submit_to_hello_pbspro_s   qsub -J on OpenPBS to each agent's hello, median over an array of 4
 //   replace_pbspro_s           qdel of one subjob to its replacement's hello
-//   poll_cpu_share_pbspro      as poll_cpu_share, one `qstat -f -t -x` per second for 64 subjobs
+//   poll_cpu_share_pbspro      as poll_cpu_share, `qstat -f -t -x` for 64 subjobs
+//   poll_cpu_ms_pbspro         as poll_cpu_ms, for one qstat
 //   poll_ms_pbspro             wall time of one batched qstat for those 64 subjobs, median
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -102,6 +106,8 @@ async function helloTimes(
     const victim = [...seen.keys()][0]!;
     const t1 = performance.now();
     endTask(launcher, victim);
+    // As the coordinator does when it loses (or hears bye from) an agent: look at the queue now.
+    launcher.pollSoon();
     await until(() => seen.size >= count + 1, 60_000);
     const last = Math.max(...seen.values());
     return { hello, replace: (last - t1) / 1000 };
@@ -113,40 +119,64 @@ async function helloTimes(
   }
 }
 
-/** The launcher's own CPU while it polls `tasks` array tasks every second, and one poll's wall time (median). */
+/**
+ * The launcher's own CPU while it polls `tasks` array tasks in the steady state (once its polls have backed off to
+ * the profile's pollMaxIntervalS), over `periods` of that longest wait; and one poll's CPU (mean) and wall time
+ * (median) over forced polls.
+ */
 async function pollCost(
   profileFile: string,
   make: (profile: ClusterProfile, run: RunCommand) => SchedulerLauncher,
   tasks: number,
-  seconds: number,
-): Promise<{ share: number; pollMs: number }> {
+  periods: number,
+): Promise<{ share: number; pollCpuMs: number; pollMs: number; polls: number; warmS: number }> {
   const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-bench-')), newRunId());
   const sleeper = join(runDir, '..', 'sleep.sh');
   writeFileSync(sleeper, '#!/bin/bash\nsleep 300\n', { mode: 0o755 });
   // Real submit/poll/cancel commands, but the array runs `sleep` instead of agents: 64 agents would not fit on 2 cores.
-  const run: RunCommand = (command, args, options) =>
-    execCommand(
+  let polls = 0;
+  const run: RunCommand = (command, args, options) => {
+    if (['squeue', 'qstat'].includes(basename(command))) polls++;
+    return execCommand(
       command,
       ['sbatch', 'qsub'].includes(basename(command)) ? [...args.slice(0, -1), sleeper] : args,
       options,
     );
+  };
   const profile = await loadClusterProfile(join(root, 'configs', 'clusters', profileFile));
   const launcher = make(profile, run);
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  const cpuMs = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000;
   try {
+    const started = performance.now();
     await launcher.start({ coordinator: 'tcp://127.0.0.1:1', count: tasks, runDir, agentArgs: [] });
-    await launcher.pollNow();
+    // Steady state: the queue has settled and the wait has doubled up to its cap (bounded: a queue that keeps
+    // changing is measured as it is).
+    const maxMs = profile.pollMaxIntervalS * 1000;
+    while (launcher.pollWaitMs < maxMs && performance.now() - started < 120_000) await sleep(100);
+    const warmS = (performance.now() - started) / 1000;
+    const polls0 = polls;
     const cpu0 = process.cpuUsage();
     const t0 = performance.now();
-    await new Promise((r) => setTimeout(r, seconds * 1000));
+    await sleep(periods * maxMs);
     const cpu = process.cpuUsage(cpu0);
     const wall = (performance.now() - t0) * 1000;
-    const polls: number[] = [];
-    for (let i = 0; i < 5; i++) {
+    const windowPolls = polls - polls0;
+    const forced = 5;
+    const wallMs: number[] = [];
+    const cpu1 = process.cpuUsage();
+    for (let i = 0; i < forced; i++) {
       const p0 = performance.now();
       await launcher.pollNow();
-      polls.push(performance.now() - p0);
+      wallMs.push(performance.now() - p0);
     }
-    return { share: (cpu.user + cpu.system) / wall, pollMs: median(polls) };
+    return {
+      share: (cpu.user + cpu.system) / wall,
+      pollCpuMs: cpuMs(process.cpuUsage(cpu1)) / forced,
+      pollMs: median(wallMs),
+      polls: windowPolls,
+      warmS,
+    };
   } finally {
     await launcher.stop(2_000);
     rmSync(join(runDir, '..'), { recursive: true, force: true });
@@ -167,14 +197,17 @@ async function slurmFigures(): Promise<Record<string, unknown>> {
     'test-slurm.json',
     (profile, run) => createSlurmLauncher(profile, { run, pollIntervalMs: 1_000 }),
     64,
-    20,
+    4,
   );
   return {
     submit_to_hello_s: round(median(pbs.hello)),
     submit_to_hello_slurm_s: round(median(slurm.hello)),
     replace_s: round(slurm.replace ?? NaN),
     poll_cpu_share: round(poll.share),
+    poll_cpu_ms: round(poll.pollCpuMs),
     poll_ms: round(poll.pollMs),
+    polls_in_window: poll.polls,
+    poll_warm_up_s: round(poll.warmS),
     submit_to_hello_all_pbs: pbs.hello.map(round),
     submit_to_hello_all_slurm: slurm.hello.map(round),
   };
@@ -192,13 +225,16 @@ async function pbsProFigures(): Promise<Record<string, unknown>> {
     'test-openpbs.json',
     (p, run) => createPbsLauncher(p, { run, pollIntervalMs: 1_000 }),
     64,
-    20,
+    4,
   );
   return {
     submit_to_hello_pbspro_s: round(median(pro.hello)),
     replace_pbspro_s: round(pro.replace ?? NaN),
     poll_cpu_share_pbspro: round(poll.share),
+    poll_cpu_ms_pbspro: round(poll.pollCpuMs),
     poll_ms_pbspro: round(poll.pollMs),
+    polls_in_window_pbspro: poll.polls,
+    poll_warm_up_pbspro_s: round(poll.warmS),
     submit_to_hello_all_pbspro: pro.hello.map(round),
   };
 }
@@ -217,12 +253,14 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     ...numbers,
     notes: {
       cluster:
-        'loopback Slurm 22.05 (4 fake nodes) and OpenPBS 23.06 (one node, 4 cpus), both on this 2-core host; poll every 1 s',
+        "loopback Slurm 22.05 (4 fake nodes) and OpenPBS 23.06 (one node, 4 cpus), both on this 2-core host; polls every 1 s, backing off to 8 s (the test profiles' pollMaxIntervalS) while nothing changes",
       submit_to_hello: `agents run the fake workload; job scripts start them through src/bin.mjs, ${distIsCurrent(root) ? 'compiled (dist/ current)' : 'through tsx (dist/ not built from these sources)'}; 4 agents on 2 cores`,
       replace:
-        "scancel (Slurm) or qdel of one subjob (OpenPBS) to the replacement agent's hello, with 1 s polling; the coordinator then reassigns at once",
+        "scancel (Slurm) or qdel of one subjob (OpenPBS) to the replacement agent's hello; the bench then calls pollSoon() as the coordinator does on losing an agent, which polls at once; the coordinator then reassigns at once",
       poll_cpu_share:
-        '64 array tasks running sleep (the rest pending), one squeue or qstat -f -t -x per second; this process only',
+        '64 array tasks running sleep (the rest pending), polled with squeue or qstat -f -t -x; measured over 4 x pollMaxIntervalS once the polls have backed off (after poll_warm_up_s); this process only',
+      poll_cpu_ms: "this process's CPU per poll (spawning the command, parsing, tasks.json), mean of 5 forced polls",
+      polls_in_window: 'polls during the poll_cpu_share window',
       poll_ms: "one batched poll's wall time (the scheduler command's run included), median of 5",
       ...lists,
     },

@@ -79,8 +79,10 @@ export interface ClusterProfile {
   walltimeMarginS: number;
   /** A continuation agent is submitted this long before an agent's walltime ends (covers the queue wait). */
   continuationLeadS: number;
-  /** One batched qstat/squeue every this many seconds. */
+  /** One batched qstat/squeue every this many seconds while the queue changes (the base, and shortest, wait). */
   pollIntervalS: number;
+  /** While nothing changes the wait doubles after each poll, up to this many seconds. */
+  pollMaxIntervalS: number;
   /** Replacement submissions for lost agents, at most this many per run. */
   maxReplacements: number;
   /** Run the agent inside this container (absent: directly on the node). */
@@ -112,6 +114,7 @@ const KNOWN = new Set([
   'walltimeMarginS',
   'continuationLeadS',
   'pollIntervalS',
+  'pollMaxIntervalS',
   'maxReplacements',
   'container',
 ]);
@@ -257,6 +260,14 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     walltimeS,
   );
   const pollIntervalS = int(raw, 'pollIntervalS', 'pollIntervalS', 10, 1, 600);
+  const pollMaxIntervalS = int(
+    raw,
+    'pollMaxIntervalS',
+    'pollMaxIntervalS',
+    Math.min(3600, 8 * pollIntervalS),
+    pollIntervalS,
+    3600,
+  );
   const maxReplacements = int(raw, 'maxReplacements', 'maxReplacements', 8, 0, 10_000);
   const container =
     raw['container'] === undefined ? undefined : compileContainer(raw['container'], gpus > 0, fail, str);
@@ -276,6 +287,7 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     walltimeMarginS,
     continuationLeadS,
     pollIntervalS,
+    pollMaxIntervalS,
     maxReplacements,
   };
   if (queue !== undefined) profile.queue = queue;

@@ -87,6 +87,8 @@ export interface CoordinatorContext {
    * requeues the job as any other (false; also for jobs that are no gang's).
    */
   gangMemberGone(agentId: AgentId, jobId: JobId, reason: string): boolean;
+  /** An agent was lost or left the running run: a batch launcher looks at its queue now (to replace it). */
+  agentGone(): void;
 }
 
 /** An agent no longer holds a job. */

@@ -122,6 +122,7 @@ export class Coordinator {
       failJob: (jobId, error, text) => this.failJob(jobId, error, text),
       checkFinished: () => this.checkFinished(),
       gangMemberGone: (agentId, jobId, reason) => this.gangs.memberGone(agentId, jobId, reason),
+      agentGone: () => this.launcher?.pollSoon?.(),
     };
     this.membership = new Membership(context);
     this.gangs = new GangCoordinator(context, this.membership.agents);

@@ -322,7 +322,10 @@ export class Membership {
       ctx.log.warn({ agentId: agent.agentId, reason }, `agent ${agent.agentId} ${how}: ${reason}`);
       ctx.emit(how, `${agent.agentId} ${how}: ${reason}`, { agentId: agent.agentId });
     }
-    if (ctx.lifecycle() === 'running') ctx.schedule();
+    if (ctx.lifecycle() === 'running') {
+      ctx.schedule();
+      ctx.agentGone();
+    }
   }
 
   private departed(): void {

@@ -1,13 +1,14 @@
-// The batch launcher PBS and Slurm share: one job array per submission, one batched poll every few seconds, exit
-// reports (the third failure signal), capped replacements for lost agents, continuations before an agent's walltime
-// runs out, cancelling queued extras the run no longer needs, and cancelling everything on stop. A dialect
-// (slurm.ts, pbs.ts) supplies the commands and the parsers; commands run through scheduler-command.ts, scripts are
-// written by job-submission.ts, and task-table.ts keeps what the polls said. Every timer is on the injected clock.
+// The batch launcher PBS and Slurm share: one job array per submission, batched polls (fewer while nothing changes:
+// poll-schedule.ts), exit reports (the third failure signal), capped replacements for lost agents, continuations
+// before an agent's walltime runs out, cancelling queued extras the run no longer needs, and cancelling everything on
+// stop. A dialect (slurm.ts, pbs.ts) supplies the commands and the parsers; commands run through
+// scheduler-command.ts, scripts are written by job-submission.ts, and task-table.ts keeps what the polls said. Every
+// timer is on the injected clock.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { systemClock } from '../../protocol/clock.ts';
-import type { Clock, TimerHandle } from '../../protocol/clock.ts';
+import type { Clock } from '../../protocol/clock.ts';
 import type { SchedulerTaskStatus } from '../../protocol/messages.ts';
 import type { ClusterProfile } from '../cluster-profile.ts';
 import { SchedulerCommandError } from './errors.ts';
@@ -15,10 +16,11 @@ import type { SubmissionKind, SubmitCommand } from './job-script.ts';
 import { lastScriptNumber, scheduledJobNameFor, submitScript, writeSubmissionScript } from './job-submission.ts';
 import { LauncherEventLog } from './launcher-events.ts';
 import type { LauncherEvent } from './launcher-events.ts';
+import { PollSchedule } from './poll-schedule.ts';
 import { execCommand, inCommandsDir, schedulerCommandPath } from './scheduler-command.ts';
 import type { RunCommand } from './scheduler-command.ts';
 import type { SchedulerDialect, TaskStatus } from './scheduler-dialect.ts';
-import { TaskTable } from './task-table.ts';
+import { TaskTable, writeTasksFile } from './task-table.ts';
 import type { Task, TaskChange, TaskSnapshot } from './task-table.ts';
 import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
 
@@ -34,8 +36,10 @@ export interface SchedulerLauncherOptions {
   run?: RunCommand;
   /** Polls and stop()'s wait run on it (default: the system clock); a test drives them with a SimulatedClock. */
   clock?: Clock;
-  /** Poll period; default the profile's pollIntervalS. */
+  /** The base (and shortest) wait between polls; default the profile's pollIntervalS. */
   pollIntervalMs?: number;
+  /** The longest wait between polls of a queue that stands still; default the profile's pollMaxIntervalS. */
+  pollMaxIntervalMs?: number;
   /** Where pe-arena lives on compute nodes (default: the profile's projectDir, else this checkout). */
   projectDir?: string;
   /** The node binary in the job (default: the profile's node, else this process's). */
@@ -61,7 +65,7 @@ export class SchedulerLauncher implements Launcher {
   private readonly run: RunCommand;
   private readonly clock: Clock;
   private readonly log: (line: string) => void;
-  private readonly pollIntervalMs: number;
+  private readonly polls: PollSchedule;
   private readonly listeners: ((exit: AgentExit) => void)[] = [];
   private readonly events: LauncherEventLog;
   private readonly table = new TaskTable();
@@ -75,7 +79,6 @@ export class SchedulerLauncher implements Launcher {
   private adopting = false;
   private replacementsUsed = 0;
   private initialCount = 0;
-  private pollTimer: TimerHandle | undefined;
   private polling: Promise<void> | undefined;
   private fallbackPoll: SubmitCommand | undefined;
   private readonly inFlight = new Set<Promise<unknown>>();
@@ -92,7 +95,9 @@ export class SchedulerLauncher implements Launcher {
     this.run = inCommandsDir(options.run ?? execCommand, this.profile.commandsDir);
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => undefined);
-    this.pollIntervalMs = options.pollIntervalMs ?? this.profile.pollIntervalS * 1000;
+    const baseMs = options.pollIntervalMs ?? this.profile.pollIntervalS * 1000;
+    const maxMs = Math.max(baseMs, options.pollMaxIntervalMs ?? this.profile.pollMaxIntervalS * 1000);
+    this.polls = new PollSchedule(this.clock, baseMs, maxMs, () => void this.pollNow());
     this.events = new LauncherEventLog(this.clock, this.log);
   }
 
@@ -160,7 +165,21 @@ export class SchedulerLauncher implements Launcher {
       process.on('exit', this.exitHook);
       this.exitHookInstalled = true;
     }
-    this.pollTimer = this.clock.setInterval(() => void this.pollNow(), this.pollIntervalMs);
+    this.polls.start();
+  }
+
+  /**
+   * Poll now and go back to the base pace: the coordinator calls it when an agent is lost or leaves, so that its
+   * replacement is not held up by a backed-off wait.
+   */
+  pollSoon(): void {
+    if (this.stopping || this.options.dryRun === true) return;
+    this.polls.soon();
+  }
+
+  /** The wait before the next timed poll: the base after a change, doubling while nothing changes. */
+  get pollWaitMs(): number {
+    return this.polls.currentWaitMs;
   }
 
   /** Queued or running tasks taken over from an earlier coordinator of the run at start (0 for a fresh run). */
@@ -233,6 +252,7 @@ export class SchedulerLauncher implements Launcher {
       this.events.emit({ kind: 'submit_failed', text }),
     );
     this.table.addSubmission({ id, number, kind, count, scriptPath, cancelled: false });
+    this.polls.reset();
     this.events.emit({
       kind: 'submitted',
       submissionId: id,
@@ -244,16 +264,23 @@ export class SchedulerLauncher implements Launcher {
   /** One batched poll; safe to call any time (concurrent calls share one). Never throws. */
   pollNow(): Promise<void> {
     if (this.polling !== undefined) return this.polling;
+    this.polls.started();
     this.polling = this.pollOnce()
-      .catch((error: unknown) =>
-        this.events.emit({ kind: 'poll_failed', text: `poll failed: ${(error as Error).message}` }),
-      )
-      .finally(() => (this.polling = undefined));
+      .catch((error: unknown) => {
+        this.events.emit({ kind: 'poll_failed', text: `poll failed: ${(error as Error).message}` });
+        return false;
+      })
+      .then((changed) => {
+        this.polling = undefined;
+        this.polls.ended(changed, this.stopping ? undefined : this.nextContinuationAt());
+      });
     return this.polling;
   }
 
-  private async pollOnce(): Promise<void> {
-    if (this.table.submissions.size === 0) return;
+  /** Polls once; true when what the scheduler said changed any task (appeared, moved on, vanished). */
+  private async pollOnce(): Promise<boolean> {
+    if (this.table.submissions.size === 0) return false;
+    const before = JSON.stringify(this.table.snapshot());
     let cmd = this.fallbackPoll ?? this.dialect.pollCommand(this.jobName, this.submissionIds());
     let result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
     const fallback = this.fallbackPoll === undefined ? this.dialect.pollFallback?.(result) : undefined;
@@ -273,7 +300,7 @@ export class SchedulerLauncher implements Launcher {
         kind: 'poll_failed',
         text: `${cmd.command} exited ${result.code}: ${result.stderr.trim().slice(0, 500)}`,
       });
-      return;
+      return false;
     }
     const now = this.clock.now();
     const seen = new Set<string>();
@@ -288,24 +315,16 @@ export class SchedulerLauncher implements Launcher {
       await this.trimQueued();
     }
     this.writeSnapshot();
+    return JSON.stringify(this.table.snapshot()) !== before;
   }
 
-  /** launch/tasks.json: each task's scheduler state, for `pe-arena status <runDir>` (written whole, then renamed). */
+  /** launch/tasks.json after every poll (`at`: this poll), for `pe-arena status <runDir>`. */
   private writeSnapshot(): void {
     if (this.launchDir === '') return;
-    const file = join(this.launchDir, 'tasks.json');
     try {
-      writeFileSync(
-        `${file}.tmp`,
-        JSON.stringify(
-          { at: new Date(this.clock.now()).toISOString(), jobName: this.jobName, tasks: this.tasksSnapshot() },
-          null,
-          2,
-        ) + '\n',
-      );
-      renameSync(`${file}.tmp`, file);
+      writeTasksFile(this.launchDir, this.jobName, this.clock.now(), this.tasksSnapshot());
     } catch (error) {
-      this.log(`cannot write ${file}: ${(error as Error).message}`);
+      this.log(`cannot write ${join(this.launchDir, 'tasks.json')}: ${(error as Error).message}`);
     }
   }
 
@@ -393,13 +412,17 @@ export class SchedulerLauncher implements Launcher {
     return Number.isFinite(d) ? Math.max(0, Math.floor(d)) : this.initialCount;
   }
 
+  /** The soonest time a continuation falls due: a backed-off poll must not come later. */
+  private nextContinuationAt(): number | undefined {
+    return this.table.nextContinuationAt(this.profile.walltimeS * 1000, this.profile.continuationLeadS * 1000);
+  }
+
   /** Submit a continuation for each running agent whose walltime ends within the lead time. */
   private continueBeforeWalltime(now: number): void {
     const leadMs = this.profile.continuationLeadS * 1000;
     for (const task of this.table.tasks.values()) {
-      if (task.state !== 'running' || task.continued || task.startedAt === undefined) continue;
-      const endsAt = task.endsAt ?? task.startedAt + this.profile.walltimeS * 1000;
-      if (now < endsAt - leadMs) continue;
+      const endsAt = this.table.walltimeEnd(task, this.profile.walltimeS * 1000);
+      if (endsAt === undefined || now < endsAt - leadMs) continue;
       task.continued = true;
       if (this.table.activeNotContinued() >= this.demand()) continue;
       this.background(this.submit('continuation', 1)).then(
@@ -433,6 +456,7 @@ export class SchedulerLauncher implements Launcher {
 
   private async cancel(ids: string[], force: boolean): Promise<void> {
     if (ids.length === 0) return;
+    this.polls.reset();
     const cmd = this.dialect.cancelCommand(ids, force);
     try {
       const result = await this.run(cmd.command, cmd.args, { timeoutMs: 30_000 });
@@ -446,8 +470,7 @@ export class SchedulerLauncher implements Launcher {
   /** Cancel everything the run submitted, wait (bounded) until the scheduler holds none of it. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
-    this.clock.clearInterval(this.pollTimer);
-    this.pollTimer = undefined;
+    this.polls.stop();
     await this.polling;
     // A replacement submitted just now must be in the list to cancel.
     await Promise.allSettled([...this.inFlight]);

@@ -1,5 +1,7 @@
 // What the batch launcher knows of its submissions and their tasks, reconciled with each poll: a task's state moves
 // only forward (queued -> running -> ended), and each change is handed back for the launcher to act on.
+import { renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { SubmissionKind } from './job-script.ts';
 import type { TaskState, TaskStatus } from './scheduler-dialect.ts';
 
@@ -148,10 +150,33 @@ export class TaskTable {
     return changes;
   }
 
+  /** When a running task with no continuation yet reaches its walltime; undefined for every other task. */
+  walltimeEnd(task: Task, walltimeMs: number): number | undefined {
+    if (task.state !== 'running' || task.continued || task.startedAt === undefined) return undefined;
+    return task.endsAt ?? task.startedAt + walltimeMs;
+  }
+
+  /** The soonest time a continuation falls due (leadMs before a walltime end), or undefined when none will. */
+  nextContinuationAt(walltimeMs: number, leadMs: number): number | undefined {
+    let at: number | undefined;
+    for (const task of this.tasks.values()) {
+      const endsAt = this.walltimeEnd(task, walltimeMs);
+      if (endsAt !== undefined) at = Math.min(at ?? Infinity, endsAt - leadMs);
+    }
+    return at;
+  }
+
   /** A task seen before that the scheduler no longer lists is gone (ended and purged, or deleted). */
   goneStatuses(seen: Set<string>): TaskStatus[] {
     return [...this.tasks.values()]
       .filter((task) => task.state !== 'ended' && !seen.has(task.id))
       .map((task) => ({ id: task.id, state: 'ended', rawState: 'GONE', exitCode: null, signal: null }));
   }
+}
+
+/** launch/tasks.json: each task's scheduler state as of the poll at `at`, written whole, then renamed. */
+export function writeTasksFile(launchDir: string, jobName: string, at: number, tasks: TaskSnapshot[]): void {
+  const file = join(launchDir, 'tasks.json');
+  writeFileSync(`${file}.tmp`, JSON.stringify({ at: new Date(at).toISOString(), jobName, tasks }, null, 2) + '\n');
+  renameSync(`${file}.tmp`, file);
 }

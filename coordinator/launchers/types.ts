@@ -36,6 +36,8 @@ export interface Launcher {
   signalAll?(signal: NodeJS.Signals): number[];
   /** Batch launchers (pbs, slurm): each scheduler task and its state as last polled, for live status. */
   schedulerTasks?(): SchedulerTaskStatus[];
+  /** Batch launchers: an agent is lost or left; poll the scheduler now, at the base pace, to replace it soon. */
+  pollSoon?(): void;
   /** Ask agents to stop (SIGTERM), wait up to graceMs, then kill what is left. */
   stop(graceMs: number): Promise<void>;
 }

@@ -57,6 +57,14 @@ const broken: [string, Record<string, unknown>, RegExp][] = [
   ['head.ports', { ...base, head: { ports: [6000, 5000] } }, /head\.ports/],
   ['colour', { ...base, colour: 'blue' }, /colour is not a known field/],
   ['walltimeMarginS', { ...base, walltimeMarginS: 7200 }, /walltimeMarginS must be an integer from 1 to 3599/],
+  [
+    'pollMaxIntervalS',
+    { ...base, pollIntervalS: 10, pollMaxIntervalS: 5 },
+    /pollMaxIntervalS must be an integer from 10 to 3600, got 5/,
+  ],
+  ['pollMaxIntervalS', { ...base, pollMaxIntervalS: 7200 }, /pollMaxIntervalS must be an integer from 10 to 3600/],
+  ['pollMaxIntervalS', { ...base, pollMaxIntervalS: '60' }, /pollMaxIntervalS must be an integer .*got "60"/],
+  ['pollMaxIntervalS', { ...base, pollMaxIntervalS: 12.5 }, /pollMaxIntervalS must be an integer/],
   ['commandsDir', { ...base, commandsDir: 'opt/pbs/bin' }, /commandsDir must be an absolute directory/],
   ['commandsDir', { ...base, commandsDir: '/opt/pbs/bin\n' }, /commandsDir must not contain control characters/],
   ['container', { ...base, container: 'apptainer' }, /container must be an object/],
@@ -127,6 +135,17 @@ void test('a broken profile names the field', () => {
     );
   }
   assert.throws(() => compileClusterProfile([], 'site.json'), /must be a JSON object/);
+});
+
+void test('pollMaxIntervalS: 8 x pollIntervalS unless set; as short as pollIntervalS turns the back-off off', () => {
+  assert.deepEqual(
+    [compileClusterProfile(base, 's').pollIntervalS, compileClusterProfile(base, 's').pollMaxIntervalS],
+    [10, 80],
+  );
+  assert.equal(compileClusterProfile({ ...base, pollIntervalS: 15 }, 's').pollMaxIntervalS, 120);
+  assert.equal(compileClusterProfile({ ...base, pollIntervalS: 15, pollMaxIntervalS: 15 }, 's').pollMaxIntervalS, 15);
+  assert.equal(compileClusterProfile({ ...base, pollMaxIntervalS: 3600 }, 's').pollMaxIntervalS, 3600);
+  assert.equal(compileClusterProfile({ ...base, pollIntervalS: 600 }, 's').pollMaxIntervalS, 3600, 'at most an hour');
 });
 
 void test("commandsDir names where the scheduler's commands live; absent, they are found on PATH", async () => {
