@@ -1,4 +1,4 @@
-// `npm run bench -- parallel --only agents [--batch B] [--steps S]`: the same job (tiny preset, wasm backend)
+// `npm run bench -- parallel --only agents [--batch B] [--steps S] [--rounds R]`: the same job (tiny preset, wasm backend)
 // trained by a real `pe-arena run` on one agent, then as a data-parallel job on 2 and on 3 agents, one after the
 // other. Steps/s comes from the job's own metrics (the time each step was applied), after 10 warm-up steps; the
 // global batch is the same in every run, so the ratio of steps/s is the ratio of tokens/s.
@@ -49,18 +49,35 @@ async function stepsPerSecond(ranks: number, batchSize: number, steps: number): 
   }
 }
 
-export async function agentsSpeedup(batchSize: number, steps: number): Promise<Record<string, number>> {
-  const one = await stepsPerSecond(1, batchSize, steps);
-  const two = await stepsPerSecond(2, batchSize, steps);
-  const three = await stepsPerSecond(3, batchSize, steps);
+/**
+ * `rounds` rounds of (1 agent, 2 ranks, 3 ranks) back to back: on a shared machine one pair of runs can land in a
+ * noisy minute, so each speedup is the median of its rounds' ratios (each ratio from runs side by side).
+ */
+export async function agentsSpeedup(batchSize: number, steps: number, rounds = 3): Promise<Record<string, unknown>> {
   const r = (x: number): number => Math.round(x * 1000) / 1000;
+  const per: { one: number; two: number; three: number }[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const one = await stepsPerSecond(1, batchSize, steps);
+    const two = await stepsPerSecond(2, batchSize, steps);
+    const three = await stepsPerSecond(3, batchSize, steps);
+    per.push({ one, two, three });
+  }
+  const median = (xs: number[]): number => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length % 2 === 1
+      ? (s[(s.length - 1) / 2] as number)
+      : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
+  };
   return {
     batch_size: batchSize,
     timed_steps: steps,
-    steps_per_s_1_agent: r(one),
-    steps_per_s_2r: r(two),
-    steps_per_s_3r: r(three),
-    speedup_2r: r(two / one),
-    speedup_3r: r(three / one),
+    rounds,
+    steps_per_s_1_agent: r(median(per.map((p) => p.one))),
+    steps_per_s_2r: r(median(per.map((p) => p.two))),
+    steps_per_s_3r: r(median(per.map((p) => p.three))),
+    speedup_2r: r(median(per.map((p) => p.two / p.one))),
+    speedup_3r: r(median(per.map((p) => p.three / p.one))),
+    speedup_2r_rounds: per.map((p) => r(p.two / p.one)),
+    speedup_3r_rounds: per.map((p) => r(p.three / p.one)),
   };
 }

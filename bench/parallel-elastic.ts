@@ -1,7 +1,7 @@
 // `npm run bench -- parallel --only elastic`: a real run (coordinator, local agents, the wasm backend) of one
 // data-parallel job on 3 ranks (minRanks 2). At step ~60, kill -9 of rank 1; once the survivors train again, a new
 // agent is started by hand and joins. From the job's metrics and the journal:
-//   recover_s       the kill -> the first step the survivors applied after it
+//   recover_s       the kill -> the first step of the survivors' new generation
 //   steps_lost      steps missing from the job's metrics (target 0)
 //   steps_repeated  steps that appear twice (target 0)
 //   grow_s          the new agent's hello (agent_joined) -> the first step of the generation it joined, in two parts:
@@ -106,7 +106,12 @@ export async function elastic(): Promise<ElasticFigures> {
     const pid = joined?.['pid'] as number;
     const killedAt = Date.now();
     process.kill(pid, 'SIGKILL');
-    const firstAfter = await until('a step after the kill', 60_000, () => points().find((p) => p.time > killedAt));
+    // The survivors' first step is the first of the generation formed after the kill (a step applied just after the
+    // kill may still have been summed with the victim's gradients).
+    const reformed = await until('the survivors in a new generation', 60_000, () =>
+      journal().find((e) => e.type === 'gang_formed' && e['t'] > killedAt),
+    );
+    const firstAfter = await until('a step of the survivors', 60_000, () => points().find((p) => p.time > reformed.t));
     const recover = (firstAfter.time - killedAt) / 1000;
 
     // A new agent, started by hand as a replacement would be.

@@ -16,7 +16,7 @@ import { createSource } from '../src/data/tasks.ts';
 import { tokenizer } from '../src/data/tokenizer.ts';
 import { selectBackend } from '../src/train/backend.ts';
 import { allreduceReducer, createReplica } from '../src/train/data-parallel-setup.ts';
-import type { Reducer } from '../src/train/data-parallel.ts';
+import { DataParallelTrainer, type Reducer } from '../src/train/data-parallel.ts';
 import { buildJobSpec } from '../src/train/job.ts';
 import { buildModel } from '../src/train/tf-workload.ts';
 import { Trainer } from '../src/train/trainer.ts';
@@ -39,6 +39,8 @@ export interface RankFigures {
   reduceMs: number;
   /** Of which waiting for the slower rank: a barrier before each allreduce (measured only with `split`). */
   waitMs: number;
+  /** Mean time per step computing this rank's gradients (forward, backward, read-back); 0 for the single process. */
+  computeMs: number;
   /** CPU time of the whole process per step (all its threads, ZeroMQ's included). */
   cpuMs: number;
   /** Of which inside the reducer. */
@@ -135,6 +137,7 @@ async function runRank(a: RankArgs): Promise<void> {
   reduceMs = 0;
   waitMs = 0;
   reduceCpuMs = 0;
+  if (trainer instanceof DataParallelTrainer) trainer.timing.computeMs = 0;
   const tokensBefore = trainer.tokensProcessed;
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
@@ -146,6 +149,7 @@ async function runRank(a: RankArgs): Promise<void> {
     stepMs: elapsed / a.steps,
     reduceMs: reduceMs / a.steps,
     waitMs: waitMs / a.steps,
+    computeMs: trainer instanceof DataParallelTrainer ? trainer.timing.computeMs / a.steps : 0,
     cpuMs: (cpu.user + cpu.system) / 1000 / a.steps,
     reduceCpuMs: reduceCpuMs / a.steps,
   };
@@ -240,7 +244,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   };
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
   if (only === 'elastic') return { ...(await elastic()) };
-  if (only === 'agents') return agentsSpeedup(flag('--batch', 256), flag('--steps', 30));
+  if (only === 'agents') return agentsSpeedup(flag('--batch', 256), flag('--steps', 30), flag('--rounds', 3));
   const ranks = flag('--ranks', 2);
   const result = await speedup({ batchSize: flag('--batch', 256), steps: flag('--steps', 10), ranks });
   const first = result.gang[0];
@@ -253,6 +257,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     [`comm_share_${ranks}r`]: round(result.commShare),
     [`wait_share_${ranks}r`]: round(result.waitShare),
     [`reducer_share_${ranks}r`]: round((first?.reduceMs ?? Number.NaN) / (first?.stepMs ?? Number.NaN)),
+    single_step_ms: round(result.single.stepMs),
+    gang_step_ms: round(first?.stepMs ?? Number.NaN),
+    gang_compute_ms: round(first?.computeMs ?? Number.NaN),
+    gang_reduce_ms: round(first?.reduceMs ?? Number.NaN),
     single_tokens_per_s: Math.round(result.single.tokensPerSecond),
     gang_tokens_per_s: Math.round(first?.tokensPerSecond ?? Number.NaN),
   };

@@ -6,7 +6,7 @@
 // 'gang_done'. Checkpoint requests (a drain) are served at any step boundary, paused or training.
 import { toWireError } from '../protocol/errors.ts';
 import { GangInterruptedError } from '../src/train/errors.ts';
-import type { Workload } from '../src/train/workload.ts';
+import type { StepTiming, Workload } from '../src/train/workload.ts';
 import { WorkloadModuleError } from './errors.ts';
 import {
   exportAndEvaluate,
@@ -79,6 +79,17 @@ class AgentRequests {
   }
 }
 
+/** Steps between two lines in the agent's log on where a gang step's time goes. */
+const TIMING_EVERY = 50;
+
+function logTiming(t: StepTiming, rank: number, ranks: number, log: (line: string) => void): void {
+  if (t.steps === 0) return;
+  const per = (ms: number): string => (ms / t.steps).toFixed(1);
+  log(
+    `gang step time, rank ${rank} of ${ranks}, mean of ${t.steps} steps: ${per(t.computeMs)} ms gradients, ${per(t.reduceMs)} ms allreduce (waiting for the slowest rank included), ${per(t.applyMs)} ms update`,
+  );
+}
+
 export async function runGangTraining(start: WorkerStart, channel: WorkerChannel): Promise<void> {
   const agent = new AgentRequests(channel);
   const log = (line: string): void => channel.post({ type: 'log', line });
@@ -135,6 +146,7 @@ export async function runGangTraining(start: WorkerStart, channel: WorkerChannel
           throw error;
         }
         if (points.length > 0) channel.post({ type: 'metrics', points });
+        if (w.step % TIMING_EVERY === 0) logTiming(gang.takeTiming(), rank, resume.ranks, log);
         if (rank === 0 && w.step < total && Math.floor(w.step / every) > Math.floor(before / every))
           await sendCheckpoint('periodic');
         await yieldToEventLoop();

@@ -11,6 +11,12 @@ import { settledWithin } from '../../protocol/deadline.ts';
 import { LauncherError } from '../errors.ts';
 import type { AgentExit, Launcher, LaunchRequest } from './types.ts';
 
+/**
+ * Several local agents share this machine's cores, each training flat out: V8's helper threads for garbage collection
+ * would compete with the other agents' training threads, so each agent collects on its own threads instead.
+ */
+const SINGLE_THREADED_GC = '--single-threaded-gc';
+
 const suffix = customAlphabet('abcdefghijkmnpqrstuvwxyz23456789', 4);
 
 export class LocalLauncher implements Launcher {
@@ -40,6 +46,7 @@ export class LocalLauncher implements Launcher {
         child = spawn(
           process.execPath,
           [
+            ...(request.count > 1 ? [SINGLE_THREADED_GC] : []),
             // The compiled CLI when this process runs it, else the sources through tsx.
             ...nodeArgsFor('src/cli.ts'),
             'agent',

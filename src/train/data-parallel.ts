@@ -96,6 +96,11 @@ export class DataParallelTrainer extends Trainer {
   private current: Membership;
   /** The step whose replica hashes were last compared (the check runs at the start of the step after). */
   private checkedAt = 0;
+  /**
+   * Where the applied steps' time went since the last reset: this rank's gradients (forward, backward, the read-back),
+   * the reducer (the allreduce, its copies, and waiting for the slowest rank), the update. Read by the agent's log.
+   */
+  readonly timing = { steps: 0, computeMs: 0, reduceMs: 0, applyMs: 0 };
 
   constructor(options: DataParallelOptions) {
     super(options);
@@ -140,6 +145,7 @@ export class DataParallelTrainer extends Trainer {
     const shard = makeShardBatch(examples, this.tokenizer, this.job.model.maxLen, shardRows(batchSize, ranks, rank));
     const learningRate = learningRateAt(step, this.schedule);
     const local = await this.localContribution(shard, shardDropoutSeed(this.job.seed, step, rank));
+    const computed = performance.now();
     let summed: Float32Array;
     try {
       summed = await this.exchange(reduce, local, 'gradients');
@@ -147,6 +153,7 @@ export class DataParallelTrainer extends Trainer {
       this.source.setState(position);
       throw error;
     }
+    const reduced = performance.now();
     const totals = summed.subarray(this.layout.gradients);
     const [loss = NaN, right = 0, answers = 0] = totals;
     const norm = tf.tidy(() => this.optimizer.apply(this.unflatten(summed), learningRate));
@@ -160,6 +167,10 @@ export class DataParallelTrainer extends Trainer {
     }
     const elapsed = performance.now() - started;
     this.trainMs += elapsed;
+    this.timing.steps += 1;
+    this.timing.computeMs += computed - started;
+    this.timing.reduceMs += reduced - computed;
+    this.timing.applyMs += started + elapsed - reduced;
     const accuracy = answers > 0 ? right / answers : Number.NaN;
     return this.stepDone({ loss, learningRate, gradNorm, tokens: shard.globalTokens, elapsed, accuracy });
   }

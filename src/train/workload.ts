@@ -23,6 +23,18 @@ export interface GangControl {
   setMembership(rank: number, ranks: number): void;
   /** Replace the whole training state (weights, optimizer, step, data position) with a peer's. */
   restore(state: Uint8Array): void;
+  /** Where the steps applied since the last call spent their time (ms in all), and a fresh count from now. */
+  takeTiming(): StepTiming;
+}
+
+export interface StepTiming {
+  steps: number;
+  /** This rank's gradients: forward, backward and the read-back of the flat buffer. */
+  computeMs: number;
+  /** In the reducer: the allreduce, its copies, and waiting for the slowest rank. */
+  reduceMs: number;
+  /** Unflattening the sum and the optimizer's update. */
+  applyMs: number;
 }
 
 export interface Workload {
