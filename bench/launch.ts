@@ -14,7 +14,7 @@
 //   poll_cpu_ms_pbspro         as poll_cpu_ms, for one qstat
 //   poll_ms_pbspro             wall time of one batched qstat for those 64 subjobs, median
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { loadClusterProfile } from '../coordinator/cluster-profile.ts';
@@ -59,11 +59,27 @@ const OPENPBS_BIN = '/opt/pbs/bin';
 /** qdel of one subjob (12[3].localhost) on OpenPBS. */
 const qdel: EndTask = (_launcher, victim) => void execFileSync(join(OPENPBS_BIN, 'qdel'), [victim]);
 
+/** The time (epoch ms) of the first line of each agent log in `dir`. */
+function agentLogStarts(dir: string): number[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.log'))
+    .flatMap((f) => {
+      const first = readFileSync(join(dir, f), 'utf8').split('\n')[0] ?? '';
+      try {
+        const time = (JSON.parse(first) as { time?: unknown }).time;
+        return typeof time === 'number' ? [time] : [];
+      } catch {
+        return [];
+      }
+    });
+}
+
 async function helloTimes(
   make: () => SchedulerLauncher,
   count: number,
   endTask: EndTask | undefined,
-): Promise<{ hello: number[]; replace?: number }> {
+): Promise<{ hello: number[]; started: number[]; replace?: number }> {
   const runDir = join(mkdtempSync(join(tmpdir(), 'pe-arena-bench-')), newRunId());
   const server = await bindServer({ address: 'tcp://127.0.0.1:0' });
   const launcher = make();
@@ -94,6 +110,7 @@ async function helloTimes(
   };
   try {
     const t0 = performance.now();
+    const wall0 = Date.now();
     await launcher.start({
       coordinator: server.address,
       count,
@@ -102,7 +119,10 @@ async function helloTimes(
     });
     await until(() => seen.size >= count, 60_000);
     const hello = [...seen.values()].map((t) => (t - t0) / 1000);
-    if (endTask === undefined) return { hello };
+    // Each agent's first log line: the scheduler has dispatched it and node has loaded the CLI (the rest, to hello,
+    // is connecting and saying hello).
+    const started = agentLogStarts(join(runDir, 'logs', 'agents')).map((t) => (t - wall0) / 1000);
+    if (endTask === undefined) return { hello, started };
     const victim = [...seen.keys()][0]!;
     const t1 = performance.now();
     endTask(launcher, victim);
@@ -110,7 +130,7 @@ async function helloTimes(
     launcher.pollSoon();
     await until(() => seen.size >= count + 1, 60_000);
     const last = Math.max(...seen.values());
-    return { hello, replace: (last - t1) / 1000 };
+    return { hello, started, replace: (last - t1) / 1000 };
   } finally {
     await launcher.stop(3_000);
     await server.close().catch(() => undefined);
@@ -210,6 +230,8 @@ async function slurmFigures(): Promise<Record<string, unknown>> {
     poll_warm_up_s: round(poll.warmS),
     submit_to_hello_all_pbs: pbs.hello.map(round),
     submit_to_hello_all_slurm: slurm.hello.map(round),
+    submit_to_agent_log_pbs_s: round(median(pbs.started)),
+    submit_to_agent_log_slurm_s: round(median(slurm.started)),
   };
 }
 
@@ -236,6 +258,7 @@ async function pbsProFigures(): Promise<Record<string, unknown>> {
     polls_in_window_pbspro: poll.polls,
     poll_warm_up_pbspro_s: round(poll.warmS),
     submit_to_hello_all_pbspro: pro.hello.map(round),
+    submit_to_agent_log_pbspro_s: round(median(pro.started)),
   };
 }
 

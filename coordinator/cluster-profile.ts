@@ -60,6 +60,12 @@ export interface ClusterProfile {
   memory?: string;
   /** Shell lines run before the agent, e.g. `module load nodejs/20`. The site's own code, by design. */
   setup: string[];
+  /**
+   * Run the job script as a login shell (`#!/bin/bash -l`), which reads /etc/profile and the user's profile: where
+   * sites define `module`. Default: when `setup` has lines; without them the agent needs nothing from a profile
+   * (node is named by path) and skips what it costs (a conda or pyenv init takes seconds on a busy node).
+   */
+  loginShell: boolean;
   /** The agents' working directory; `$USER` and `$HOME` expand on the compute node. */
   workdir: string;
   /** The node binary on compute nodes (default: this one's path). */
@@ -104,6 +110,7 @@ const KNOWN = new Set([
   'walltime',
   'resources',
   'setup',
+  'loginShell',
   'workdir',
   'node',
   'projectDir',
@@ -214,6 +221,10 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
   const memory = str(resources, 'memory', 'resources.memory', false, MEMORY);
 
   const setup = strings(raw, 'setup', 'setup');
+  const loginShellRaw = raw['loginShell'];
+  if (loginShellRaw !== undefined && typeof loginShellRaw !== 'boolean')
+    fail('loginShell', `must be true or false, got ${JSON.stringify(loginShellRaw)}`);
+  const loginShell = typeof loginShellRaw === 'boolean' ? loginShellRaw : setup.length > 0;
   const workdir = str(raw, 'workdir', 'workdir', false) ?? '$HOME';
   const node = str(raw, 'node', 'node', false);
   const projectDir = str(raw, 'projectDir', 'projectDir', false);
@@ -282,6 +293,7 @@ export function compileClusterProfile(raw: unknown, file: string): ClusterProfil
     cpus,
     gpus,
     setup,
+    loginShell,
     workdir,
     agentArgs,
     walltimeMarginS,

@@ -219,8 +219,9 @@ export function renderJobScript(input: JobScriptInput, scriptPath: string): stri
     ...[...p.agentArgs, ...input.agentArgs].map(shQuote),
   ];
   const lines = [
-    // A login shell: the site's `module` command comes from /etc/profile.d, and the job gets no other environment.
-    '#!/bin/bash -l',
+    // A login shell where the set-up needs one (the site's `module` command comes from /etc/profile.d); the job gets no
+    // other environment.
+    p.loginShell ? '#!/bin/bash -l' : '#!/bin/bash',
     ...directives(input, cmd),
     `# pe-arena agents for run ${input.runId}: ${input.kind} submission ${input.submission}, ${input.count} task(s), profile ${p.name}.`,
     '# Submitted by the coordinator with:',

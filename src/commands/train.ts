@@ -420,7 +420,7 @@ export function registerTrainCommand(program: Command): void {
       range('--length-range'),
     )
     .option('--per-length <n>', 'held-out problems per length of --length-range (default 500)', int('--per-length'))
-    .option('--model <key=value>', 'a model field over the preset, e.g. mapeRelative=true (repeatable)', collect, [])
+    .option('--model <key=value>', 'a model field over the preset, e.g. mapeRelative=false (repeatable)', collect, [])
     .option('--progress <mode>', 'auto, bar or plain', 'auto')
     .action(async (flags: TrainFlags, command: Command) => {
       try {

@@ -85,6 +85,20 @@ void test('each dialect: valid bash, its resource spelling, -o/-j on the command
   assert.ok(!one.args.includes('-J'), 'one task is a plain job');
 });
 
+void test('a login shell only where the set-up needs one (module), unless the profile says otherwise', () => {
+  const base = { name: 'x', scheduler: 'slurm', walltime: '01:00:00' };
+  const shebang = (raw: Record<string, unknown>): string =>
+    renderJobScript(input(compileClusterProfile({ ...base, ...raw }, 'x.json')), '/x/job.sh').split('\n')[0] ?? '';
+  assert.equal(shebang({}), '#!/bin/bash', 'nothing to set up: no login shell (node is named by path)');
+  assert.equal(shebang({ setup: ['module load nodejs/20'] }), '#!/bin/bash -l', '`module` comes from the profile');
+  assert.equal(shebang({ setup: ['module load nodejs/20'], loginShell: false }), '#!/bin/bash');
+  assert.equal(shebang({ loginShell: true }), '#!/bin/bash -l');
+  assert.throws(
+    () => compileClusterProfile({ ...base, loginShell: 'yes' }, 'x.json'),
+    /x\.json: loginShell must be true or false, got "yes"/,
+  );
+});
+
 void test('the script names the key directory and carries no secret; hostile values stay inert', async () => {
   const keyDir = mkdtempSync(join(tmpdir(), 'pe-arena-keys-'));
   try {
