@@ -416,7 +416,7 @@ async function simulate(argv: string[]): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // agent_overhead_ratio: the same job under `pe-arena train` and under an agent.
 
-async function benchOverhead(dir: string, rounds: number): Promise<Record<string, number | string>> {
+async function benchOverhead(dir: string, rounds: number): Promise<Record<string, number | string | number[]>> {
   const steps = 60;
   // Per-step throughput, median over the steps after warm-up: robust to a slow first step and one-off stalls.
   const median = (file: string): number => {
@@ -429,22 +429,40 @@ async function benchOverhead(dir: string, rounds: number): Promise<Record<string
       .sort((a, b) => a - b);
     return tps[Math.floor(tps.length / 2)] ?? Number.NaN;
   };
-  const exp = join(dir, 'overhead.json');
-  writeFileSync(
-    exp,
-    JSON.stringify({
-      name: 'bench-overhead',
-      encodings: ['rope'],
-      tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } }],
-      seeds: [1],
-      preset: 'tiny',
-      training: { steps, batchSize: 32, learningRate: 0.003, warmupSteps: 6, weightDecay: 0.01, clipNorm: 1 },
-      evaluation: { samples: 20 },
-      cluster: { checkpointEvery: 20 },
-    }),
-  );
+  const training = { steps, batchSize: 32, learningRate: 0.003, warmupSteps: 6, weightDecay: 0.01, clipNorm: 1 };
+  const experiment = (name: string, extra: Record<string, unknown>): string => {
+    const file = join(dir, `${name}.json`);
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name,
+        encodings: ['rope'],
+        tasks: [{ name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } }],
+        seeds: [1],
+        preset: 'tiny',
+        training: { ...training, ...extra },
+        evaluation: { samples: 20 },
+        cluster: { checkpointEvery: 20 },
+      }),
+    );
+    return file;
+  };
+  const exp = experiment('bench-overhead', {});
+  // The same job as a one-rank data-parallel gang: the gang path (communicator, reducer, worker hand-offs) on one agent.
+  const gangExp = experiment('bench-overhead-gang', { dataParallel: { ranks: 1 } });
   const trainRates: number[] = [];
   const agentRates: number[] = [];
+  const gangRates: number[] = [];
+  const agentRate = async (file: string, name: string): Promise<{ rate: number; backend: string }> => {
+    const runsDir = join(dir, name);
+    const run = start([cli, 'run', file, '--agents', '1', '--runs-dir', runsDir, '--view', 'off']);
+    await exited(run, 240_000);
+    const runDir = theRunDir(runsDir);
+    if (runDir === undefined) throw new Error('bench: no overhead run dir');
+    const jobDir = join(runDir, 'jobs', 'rope-addition-s1');
+    const evaluation = JSON.parse(readFileSync(join(jobDir, 'evaluation.json'), 'utf8')) as { backend: string };
+    return { rate: median(join(jobDir, 'metrics.jsonl')), backend: evaluation.backend };
+  };
   let backends = '';
   // Alternating rounds, best of each: on a shared machine contention only ever slows a run down.
   for (let r = 0; r < rounds; r++) {
@@ -487,14 +505,9 @@ async function benchOverhead(dir: string, rounds: number): Promise<Record<string
     await exited(train, 240_000);
     trainRates.push(median(join(out, 'metrics.jsonl')));
     const trained = JSON.parse(readFileSync(join(out, 'evaluation.json'), 'utf8')) as { backend: string };
-    const runsDir = join(dir, `runs-overhead-${r}`);
-    const run = start([cli, 'run', exp, '--agents', '1', '--runs-dir', runsDir, '--view', 'off']);
-    await exited(run, 240_000);
-    const runDir = theRunDir(runsDir);
-    if (runDir === undefined) throw new Error('bench: no overhead run dir');
-    const jobDir = join(runDir, 'jobs', 'rope-addition-s1');
-    agentRates.push(median(join(jobDir, 'metrics.jsonl')));
-    const agent = JSON.parse(readFileSync(join(jobDir, 'evaluation.json'), 'utf8')) as { backend: string };
+    const agent = await agentRate(exp, `runs-overhead-${r}`);
+    agentRates.push(agent.rate);
+    gangRates.push((await agentRate(gangExp, `runs-overhead-gang-${r}`)).rate);
     backends = `${trained.backend} / ${agent.backend}`;
   }
   const bestTrain = Math.max(...trainRates);
@@ -503,6 +516,10 @@ async function benchOverhead(dir: string, rounds: number): Promise<Record<string
     overhead_train_tokens_per_s: Math.round(bestTrain),
     overhead_agent_tokens_per_s: Math.round(bestAgent),
     agent_overhead_ratio: round(bestAgent / bestTrain),
+    // Each round's ratio, from its own runs side by side: "in every run", not only the best.
+    agent_overhead_ratio_rounds: agentRates.map((a, i) => round(a / (trainRates[i] as number))),
+    agent_overhead_ratio_gang1: round(Math.max(...gangRates) / bestTrain),
+    agent_overhead_ratio_gang1_rounds: gangRates.map((g, i) => round(g / (trainRates[i] as number))),
     overhead_rounds: rounds,
     overhead_backend: backends,
   };
