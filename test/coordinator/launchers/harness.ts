@@ -99,9 +99,16 @@ export function openPbsSkipReason(): string | undefined {
   return undefined;
 }
 
-/** One OpenPBS command (qstat, qdel, ...) from its own directory, with its output. */
+/**
+ * One OpenPBS command (qstat, qdel, ...) from its own directory, with its output. The buffer is the launcher's own
+ * (64 MiB): `qstat -f -t -x` lists the server's whole job history, which benches with 64-task arrays fill.
+ */
 export function openPbs(command: string, args: string[]): string {
-  return execFileSync(join(OPENPBS_BIN, command), args, { encoding: 'utf8', timeout: 15_000 });
+  return execFileSync(join(OPENPBS_BIN, command), args, {
+    encoding: 'utf8',
+    timeout: 15_000,
+    maxBuffer: 64 * 1024 * 1024,
+  });
 }
 
 /**
