@@ -27,17 +27,10 @@ import { createSlurmLauncher } from '../coordinator/launchers/slurm.ts';
 import { newRunId } from '../protocol/ids.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
 import { distIsCurrent } from '../src/build-stamp.mjs';
+import { median } from './stats.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const fakeWorkload = join(root, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0
-    ? NaN
-    : s.length % 2 === 1
-      ? s[(s.length - 1) / 2]!
-      : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** Ends one agent's task from outside, as an admin or preemption would, given the id its hello carried. */

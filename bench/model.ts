@@ -34,6 +34,7 @@ import { buildModel, createTfWorkload, predict } from '../src/train/tf-workload.
 import { RANDOM_TABLE_SEED, randomTable } from './positions.ts';
 import { maskedCrossEntropy } from '../src/train/trainer.ts';
 import type { BackendName } from '../src/train/workload.ts';
+import { median } from './stats.ts';
 
 interface Args {
   mode: 'throughput' | 'control' | 'all';
@@ -137,11 +138,6 @@ function parseArgs(args: string[]): Args {
   return out;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 const round = (x: number, digits = 1): number => Number(x.toFixed(digits));
 
 /** The control task: addition with reversed answers; both operands have exactly 3 digits unless told otherwise. */

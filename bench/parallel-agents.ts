@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { median } from './stats.ts';
 
 const CLI = join(import.meta.dirname, '..', 'src', 'bin.mjs');
 const WARMUP = 10;
@@ -62,12 +63,6 @@ export async function agentsSpeedup(batchSize: number, steps: number, rounds = 3
     const three = await stepsPerSecond(3, batchSize, steps);
     per.push({ one, two, three });
   }
-  const median = (xs: number[]): number => {
-    const s = [...xs].sort((a, b) => a - b);
-    return s.length % 2 === 1
-      ? (s[(s.length - 1) / 2] as number)
-      : ((s[s.length / 2 - 1] as number) + (s[s.length / 2] as number)) / 2;
-  };
   return {
     batch_size: batchSize,
     timed_steps: steps,

@@ -137,7 +137,7 @@ async function runRank(a: RankArgs): Promise<void> {
   reduceMs = 0;
   waitMs = 0;
   reduceCpuMs = 0;
-  if (trainer instanceof DataParallelTrainer) trainer.timing.computeMs = 0;
+  if (trainer instanceof DataParallelTrainer) trainer.takeTiming();
   const tokensBefore = trainer.tokensProcessed;
   const cpuBefore = process.cpuUsage();
   const started = performance.now();
@@ -149,7 +149,7 @@ async function runRank(a: RankArgs): Promise<void> {
     stepMs: elapsed / a.steps,
     reduceMs: reduceMs / a.steps,
     waitMs: waitMs / a.steps,
-    computeMs: trainer instanceof DataParallelTrainer ? trainer.timing.computeMs / a.steps : 0,
+    computeMs: trainer instanceof DataParallelTrainer ? trainer.takeTiming().computeMs / a.steps : 0,
     cpuMs: (cpu.user + cpu.system) / 1000 / a.steps,
     reduceCpuMs: reduceCpuMs / a.steps,
   };

@@ -18,6 +18,7 @@ import {
 import { learningRateAt } from './schedule.ts';
 import { makeShardBatch, shardRows, type ShardBatch } from './shard-batch.ts';
 import { dropoutSeed, maskedCrossEntropy, Trainer, type TrainerOptions } from './trainer.ts';
+import type { StepTiming } from './workload.ts';
 
 /** Sums a flat buffer over every rank of the gang; all ranks call it in the same order and get the same sum. */
 export type Reducer = (flat: Float32Array) => Promise<Float32Array>;
@@ -36,6 +37,8 @@ export interface DataParallelOptions extends TrainerOptions {
 }
 
 export const DEFAULT_HASH_EVERY = 50;
+
+const emptyTiming = (): StepTiming => ({ steps: 0, computeMs: 0, reduceMs: 0, applyMs: 0 });
 
 /** The totals that follow the gradients in the flat buffer, in this order. */
 export const STEP_TOTALS = ['lossSum', 'rightTokens', 'answerTokens'] as const;
@@ -96,11 +99,8 @@ export class DataParallelTrainer extends Trainer {
   private current: Membership;
   /** The step whose replica hashes were last compared (the check runs at the start of the step after). */
   private checkedAt = 0;
-  /**
-   * Where the applied steps' time went since the last reset: this rank's gradients (forward, backward, the read-back),
-   * the reducer (the allreduce, its copies, and waiting for the slowest rank), the update. Read by the agent's log.
-   */
-  readonly timing = { steps: 0, computeMs: 0, reduceMs: 0, applyMs: 0 };
+  /** Where the applied steps' time went since the last takeTiming(). */
+  private timing: StepTiming = emptyTiming();
 
   constructor(options: DataParallelOptions) {
     super(options);
@@ -110,6 +110,13 @@ export class DataParallelTrainer extends Trainer {
       throw new TrainConfigError(`hashEvery must be a non-negative integer (got ${every})`);
     this.hashEvery = every;
     this.layout = flatLayout(this.model.variables);
+  }
+
+  /** Where the steps applied since the last call spent their time (ms in all); counting starts afresh. */
+  takeTiming(): StepTiming {
+    const taken = this.timing;
+    this.timing = emptyTiming();
+    return taken;
   }
 
   get membership(): Readonly<Membership> {

@@ -174,11 +174,7 @@ export class TfWorkload implements Workload {
           this.assertLive();
           trainer.restore(state);
         },
-        takeTiming: () => {
-          const taken = { ...trainer.timing };
-          Object.assign(trainer.timing, { steps: 0, computeMs: 0, reduceMs: 0, applyMs: 0 });
-          return taken;
-        },
+        takeTiming: () => trainer.takeTiming(),
       };
     }
   }
