@@ -4,6 +4,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { BackendName } from './workload.ts';
 import { TrainError } from './errors.ts';
+import { useWasmKernels } from './wasm-kernels.ts';
 
 export const BACKEND_ORDER = ['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu'] as const satisfies readonly BackendName[];
 
@@ -38,6 +39,7 @@ async function tryLoad(name: BackendName): Promise<{ ok: boolean; reason?: strin
   try {
     // A non-literal specifier: the native packages are optional and may be absent at type-check time.
     if (module !== null) await import(module);
+    if (name === 'wasm') useWasmKernels('fast');
     if (tf.findBackendFactory(engineName) === null)
       return { ok: false, reason: `${module ?? name} loaded but registered no '${engineName}' backend` };
     // The native CPU package cannot tell us whether it is the GPU build; the GPU package can be asked for devices
