@@ -42,6 +42,9 @@ export interface ElasticFigures {
   grow_s: number;
   grow_join_s: number;
   grow_sync_s: number;
+  /** The newcomer process started -> its hello; and its hello -> its spare worker loaded (TensorFlow.js, backend). */
+  newcomer_spawn_to_hello_s: number;
+  newcomer_hello_to_spare_ready_s: number | null;
   generations: number;
 }
 
@@ -115,9 +118,13 @@ export async function elastic(): Promise<ElasticFigures> {
     const recover = (firstAfter.time - killedAt) / 1000;
 
     // A new agent, started by hand as a replacement would be.
-    const agent = spawn(process.execPath, [CLI, 'agent', '--coordinator', address, '--backend', 'wasm'], {
-      stdio: 'ignore',
-    });
+    const newcomerLog = join(dir, 'newcomer.log');
+    const spawnedAt = Date.now();
+    const agent = spawn(
+      process.execPath,
+      [CLI, 'agent', '--coordinator', address, '--backend', 'wasm', '--log-file', newcomerLog],
+      { stdio: 'ignore' },
+    );
     children.push(agent);
     const grown = await until('the new agent in a generation', 120_000, () =>
       journal().find((e) => e.type === 'gang_formed' && e['t'] > killedAt && (e['members'] as string[]).length === 3),
@@ -125,6 +132,14 @@ export async function elastic(): Promise<ElasticFigures> {
     const newcomer = (grown['members'] as string[]).find((m) => !(full['members'] as string[]).includes(m));
     const hello = journal().find((e) => e.type === 'agent_joined' && e['agentId'] === newcomer);
     const firstInGang = await until('a step of the grown gang', 60_000, () => points().find((p) => p.time > grown.t));
+    // The newcomer's own timeline, from its log: when its spare worker had TensorFlow.js loaded.
+    const logged = (pattern: RegExp): number | undefined => {
+      const line = readFileSync(newcomerLog, 'utf8')
+        .split('\n')
+        .find((l) => pattern.test(l));
+      return line === undefined ? undefined : (JSON.parse(line) as { time: number }).time;
+    };
+    const spareReady = logged(/spare worker ready in/);
     const code = await Promise.race([exited, sleep(300_000).then(() => -1)]);
     if (code !== 0) throw new Error(`bench elastic: the run exited ${code}\n${output.slice(-2000)}`);
     const steps = points().map((p) => p.step);
@@ -140,6 +155,8 @@ export async function elastic(): Promise<ElasticFigures> {
       grow_s: round((firstInGang.time - (hello?.t ?? grown.t)) / 1000),
       grow_join_s: round((grown.t - (hello?.t ?? grown.t)) / 1000),
       grow_sync_s: round((firstInGang.time - grown.t) / 1000),
+      newcomer_spawn_to_hello_s: round(((hello?.t ?? spawnedAt) - spawnedAt) / 1000),
+      newcomer_hello_to_spare_ready_s: spareReady === undefined ? null : round((spareReady - (hello?.t ?? 0)) / 1000),
       generations: journal().filter((e) => e.type === 'gang_formed').length,
     };
   } finally {

@@ -5,7 +5,20 @@
 // run for minutes or abort the process on short inputs like "x^9^9"; a model's output must not stall
 // evaluation. A parse error, a disallowed construct or over MAX_EXPRESSION_CHARS counts as not
 // equivalent: this never throws.
-import { parse, type MathNode } from 'mathjs';
+import { createRequire } from 'node:module';
+import type { MathNode } from 'mathjs';
+
+type MathJs = typeof import('mathjs');
+let mathjs: MathJs | undefined;
+
+/**
+ * mathjs takes a second or more to load, so it is loaded at the first parse (an evaluation) rather than with every
+ * module that imports this one: a training worker that only trains never loads it.
+ */
+function parse(text: string): MathNode {
+  mathjs ??= createRequire(import.meta.url)('mathjs') as MathJs;
+  return mathjs.parse(text);
+}
 
 export const MAX_EXPRESSION_CHARS = 200;
 const RELATIVE_TOLERANCE = 1e-9;
