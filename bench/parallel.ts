@@ -2,7 +2,8 @@
 // processes (the real ZeroMQ communicator on 127.0.0.1) against the same job on one process (the single-agent
 // Trainer), measured one after the other in the same call: the data-parallel step itself (src/train/data-parallel.ts).
 // A third run of the gang puts a barrier before each allreduce, so the time a rank waits for the slower one and the
-// allreduce itself (its transfer and copies: comm_share) are timed apart. `--only agents` measures the same job
+// allreduce itself (its transfer and copies: comm_share) are timed apart. A fourth run trains the ranks side by side
+// with no exchange at all (ceiling: the speedup if the exchange cost nothing). `--only agents` measures the same job
 // through real agents (parallel-agents.ts), `--only elastic` a kill and a growth (parallel-elastic.ts).
 // Each process trains on the wasm backend; rank 0 binds port 0 and prints its address, the others join it.
 import { spawn } from 'node:child_process';
@@ -10,6 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Communicator } from '../protocol/communicator.ts';
 import { agentsSpeedup } from './parallel-agents.ts';
+import { median } from './stats.ts';
 import { elastic } from './parallel-elastic.ts';
 import type { JobSpec } from '../protocol/messages.ts';
 import { createSource } from '../src/data/tasks.ts';
@@ -25,13 +27,15 @@ const SELF = fileURLToPath(import.meta.url);
 
 export interface SpeedupOptions {
   batchSize: number;
-  /** Timed steps, after `warmup` untimed ones. */
+  /** Timed steps per round and configuration, after `warmup` untimed ones. */
   steps: number;
   warmup?: number;
   ranks?: number;
+  /** Rounds: each trains every configuration once, in a rotated order. */
+  rounds?: number;
 }
 
-/** One process's figures: tokens/s of the whole job, and where a step's time went. */
+/** One process's figures over one timed window. */
 export interface RankFigures {
   tokensPerSecond: number;
   stepMs: number;
@@ -47,14 +51,19 @@ export interface RankFigures {
   reduceCpuMs: number;
 }
 
+/** Each figure is the median over the rounds of that round's ratio (its windows trained minutes apart at most). */
 export interface SpeedupResult {
   batchSize: number;
   steps: number;
   ranks: number;
-  single: RankFigures;
-  gang: RankFigures[];
-  /** Tokens/s of the gang (rank 0) over the single process. */
-  speedup: number;
+  rounds: number;
+  /** Median step time of the single process and of the gang (its slowest rank), over the rounds. */
+  singleStepMs: number;
+  gangStepMs: number;
+  gangComputeMs: number;
+  gangReduceMs: number;
+  /** Tokens/s of the gang over the single process, per round. */
+  speedups: number[];
   /** Rank 0's time in the allreduce itself (after the barrier that absorbs the wait) over its step time. */
   commShare: number;
   /** Rank 0's time waiting for the slower rank (the barrier) over its step time. */
@@ -64,6 +73,13 @@ export interface SpeedupResult {
    * shared machine's wall clock cannot show (waiting is not counted, the communicator's CPU work is).
    */
   cpuSpeedup: number;
+  /**
+   * The speedup with an exchange that costs nothing: the single process's step time over the slowest of the ranks
+   * trained side by side without a communicator. Below the core count when two trainings slow each other down.
+   */
+  ceilings: number[];
+  /** Those ranks' time computing their gradients (the slowest rank's mean per step). */
+  aloneComputeMs: number;
 }
 
 function benchJob(batchSize: number, steps: number): JobSpec {
@@ -78,27 +94,38 @@ function benchJob(batchSize: number, steps: number): JobSpec {
   });
 }
 
+type Mode = 'single' | 'gang' | 'split' | 'alone';
+
 interface RankArgs {
+  mode: Mode;
   rank: number;
   size: number;
   rootAddress: string;
   batchSize: number;
-  steps: number;
   warmup: number;
-  /** Put a barrier before each allreduce, so that waiting for the slower rank and the allreduce are timed apart. */
-  split: boolean;
 }
 
-/** The child's part: train warmup + steps, time the last `steps`, print RESULT <json>. */
+/**
+ * The child's part: build the replica, train `warmup` steps, print READY, then for each `TRAIN n` line on stdin train
+ * n steps and print RESULT <json> (the gang's ranks meet at a barrier first, so the window starts together). Modes:
+ * single (the single-agent Trainer), gang (the real ZeroMQ communicator), split (the same with a barrier before each
+ * allreduce, so waiting for the slower rank and the allreduce are timed apart), alone (no communicator: each rank
+ * trains its own shard as if the sum were its own gradient, side by side with the others on the same cores).
+ */
 async function runRank(a: RankArgs): Promise<void> {
   await selectBackend('wasm');
-  const spec = benchJob(a.batchSize, a.warmup + a.steps);
+  const spec = benchJob(a.batchSize, 1_000_000);
   let reduceMs = 0;
   let waitMs = 0;
   let reduceCpuMs = 0;
   let comm: Communicator | undefined;
   let trainer: Trainer;
-  if (a.size === 1) {
+  if (a.mode === 'alone') {
+    trainer = createReplica(spec, {
+      membership: { rank: a.rank, ranks: a.size, reduce: (flat) => Promise.resolve(flat) },
+      hashEvery: 0,
+    });
+  } else if (a.mode === 'single') {
     trainer = new Trainer({
       model: buildModel(spec),
       source: createSource(spec.task, spec.seed, 'train'),
@@ -110,14 +137,14 @@ async function runRank(a: RankArgs): Promise<void> {
       rank: a.rank,
       size: a.size,
       rootAddress: a.rootAddress,
-      timeoutMs: 120_000,
+      timeoutMs: 600_000,
       onListening: (address) => {
         if (a.rank === 0) process.stdout.write(`ADDRESS ${address}\n`);
       },
     });
     const allreduce = allreduceReducer(comm);
     const reduce: Reducer = async (flat) => {
-      if (a.split) {
+      if (a.mode === 'split') {
         const waiting = performance.now();
         await comm?.barrier();
         waitMs += performance.now() - waiting;
@@ -133,27 +160,32 @@ async function runRank(a: RankArgs): Promise<void> {
     trainer = createReplica(spec, { membership: { rank: a.rank, ranks: a.size, reduce }, hashEvery: 0 });
   }
   await trainer.trainSteps(a.warmup);
-  await comm?.barrier();
-  reduceMs = 0;
-  waitMs = 0;
-  reduceCpuMs = 0;
-  if (trainer instanceof DataParallelTrainer) trainer.takeTiming();
-  const tokensBefore = trainer.tokensProcessed;
-  const cpuBefore = process.cpuUsage();
-  const started = performance.now();
-  await trainer.trainSteps(a.steps);
-  const elapsed = performance.now() - started;
-  const cpu = process.cpuUsage(cpuBefore);
-  const figures: RankFigures = {
-    tokensPerSecond: ((trainer.tokensProcessed - tokensBefore) * 1000) / elapsed,
-    stepMs: elapsed / a.steps,
-    reduceMs: reduceMs / a.steps,
-    waitMs: waitMs / a.steps,
-    computeMs: trainer instanceof DataParallelTrainer ? trainer.takeTiming().computeMs / a.steps : 0,
-    cpuMs: (cpu.user + cpu.system) / 1000 / a.steps,
-    reduceCpuMs: reduceCpuMs / a.steps,
-  };
-  process.stdout.write(`RESULT ${JSON.stringify(figures)}\n`);
+  process.stdout.write('READY\n');
+  for await (const line of createInterface({ input: process.stdin })) {
+    const steps = Number(/^TRAIN (\d+)$/.exec(line)?.[1]);
+    if (!Number.isInteger(steps)) break;
+    await comm?.barrier();
+    reduceMs = 0;
+    waitMs = 0;
+    reduceCpuMs = 0;
+    if (trainer instanceof DataParallelTrainer) trainer.takeTiming();
+    const tokensBefore = trainer.tokensProcessed;
+    const cpuBefore = process.cpuUsage();
+    const started = performance.now();
+    await trainer.trainSteps(steps);
+    const elapsed = performance.now() - started;
+    const cpu = process.cpuUsage(cpuBefore);
+    const figures: RankFigures = {
+      tokensPerSecond: ((trainer.tokensProcessed - tokensBefore) * 1000) / elapsed,
+      stepMs: elapsed / steps,
+      reduceMs: reduceMs / steps,
+      waitMs: waitMs / steps,
+      computeMs: trainer instanceof DataParallelTrainer ? trainer.takeTiming().computeMs / steps : 0,
+      cpuMs: (cpu.user + cpu.system) / 1000 / steps,
+      reduceCpuMs: reduceCpuMs / steps,
+    };
+    process.stdout.write(`RESULT ${JSON.stringify(figures)}\n`);
+  }
   await comm?.close();
   trainer.dispose();
   trainer.model.dispose();
@@ -161,71 +193,99 @@ async function runRank(a: RankArgs): Promise<void> {
 
 interface Child {
   next(prefix: string): Promise<string>;
+  send(line: string): void;
   exited: Promise<number | null>;
   kill(): void;
 }
 
 function startRank(args: RankArgs): Child {
   const child = spawn(process.execPath, ['--import', 'tsx', SELF, '--rank', JSON.stringify(args)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['pipe', 'pipe', 'inherit'],
   });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   return {
     exited,
+    send: (line) => child.stdin.write(`${line}\n`),
     kill: () => child.kill('SIGKILL'),
     async next(prefix) {
       for (;;) {
         const line = await lines.next();
-        if (line.done === true) throw new Error(`rank ${args.rank} exited before printing ${prefix}`);
-        if (line.value.startsWith(`${prefix} `)) return line.value.slice(prefix.length + 1);
+        if (line.done === true) throw new Error(`rank ${args.rank} (${args.mode}) exited before printing ${prefix}`);
+        if (line.value === prefix || line.value.startsWith(`${prefix} `)) return line.value.slice(prefix.length + 1);
       }
     },
   };
 }
 
-async function runGang(
-  size: number,
-  batchSize: number,
-  steps: number,
-  warmup: number,
-  split = false,
-): Promise<RankFigures[]> {
-  const base = { size, batchSize, steps, warmup, split };
+/** The processes of one configuration, started and warmed up; `window` trains them all for a number of steps. */
+async function startGroup(mode: Mode, size: number, batchSize: number, warmup: number): Promise<Child[]> {
+  const base = { mode, size, batchSize, warmup };
+  if (mode === 'single' || mode === 'alone') {
+    const children = Array.from({ length: size }, (_, rank) => startRank({ ...base, rank, rootAddress: '' }));
+    await Promise.all(children.map((c) => c.next('READY')));
+    return children;
+  }
   const root = startRank({ ...base, rank: 0, rootAddress: 'tcp://127.0.0.1:0' });
   const children = [root];
-  try {
-    const address = size > 1 ? await root.next('ADDRESS') : '';
-    for (let r = 1; r < size; r++) children.push(startRank({ ...base, rank: r, rootAddress: address }));
-    const results = await Promise.all(children.map(async (c) => JSON.parse(await c.next('RESULT')) as RankFigures));
-    await Promise.all(children.map((c) => c.exited));
-    return results;
-  } finally {
-    for (const c of children) c.kill();
-  }
+  const address = await root.next('ADDRESS');
+  for (let r = 1; r < size; r++) children.push(startRank({ ...base, rank: r, rootAddress: address }));
+  await Promise.all(children.map((c) => c.next('READY')));
+  return children;
 }
 
-/** Tokens/s of one job on `ranks` processes against the same job on one, measured back to back. */
+async function window(group: Child[], steps: number): Promise<RankFigures[]> {
+  for (const c of group) c.send(`TRAIN ${steps}`);
+  return Promise.all(group.map(async (c) => JSON.parse(await c.next('RESULT')) as RankFigures));
+}
+
+/**
+ * Tokens/s of one job on `ranks` processes against the same job on one. All four configurations (single, gang,
+ * split, alone) stay loaded and take turns, one window each per round in a rotated order, so that every ratio is
+ * taken from windows seconds apart: this VM's speed drifts by a third over minutes.
+ */
 export async function speedup(options: SpeedupOptions): Promise<SpeedupResult> {
   const ranks = options.ranks ?? 2;
   const warmup = options.warmup ?? 3;
-  const [single] = await runGang(1, options.batchSize, options.steps, warmup);
-  const gang = await runGang(ranks, options.batchSize, options.steps, warmup);
-  // The same gang again with a barrier before each allreduce: the wait for the slower rank (imbalance on a shared
-  // machine) and the allreduce itself, timed apart. Its step time is not the speedup's (the barrier adds a round trip).
-  const split = (await runGang(ranks, options.batchSize, options.steps, warmup, true))[0] as RankFigures;
-  const first = gang[0] as RankFigures;
-  return {
-    batchSize: options.batchSize,
-    steps: options.steps,
-    ranks,
-    single: single as RankFigures,
-    gang,
-    speedup: first.tokensPerSecond / (single as RankFigures).tokensPerSecond,
-    commShare: split.reduceMs / split.stepMs,
-    waitShare: split.waitMs / split.stepMs,
-    cpuSpeedup: (single as RankFigures).cpuMs / Math.max(...gang.map((g) => g.cpuMs)),
-  };
+  const rounds = options.rounds ?? 5;
+  const modes: Mode[] = ['single', 'gang', 'split', 'alone'];
+  const groups = new Map<Mode, Child[]>();
+  try {
+    // One at a time, so that loading one does not slow the warm-up of another.
+    for (const mode of modes)
+      groups.set(mode, await startGroup(mode, mode === 'single' ? 1 : ranks, options.batchSize, warmup));
+    const per: Record<Mode, RankFigures[]>[] = [];
+    for (let round = 0; round < rounds; round++) {
+      const result = {} as Record<Mode, RankFigures[]>;
+      for (let i = 0; i < modes.length; i++) {
+        const mode = modes[(i + round) % modes.length] as Mode;
+        result[mode] = await window(groups.get(mode) as Child[], options.steps);
+      }
+      per.push(result);
+    }
+    const slowest = (figures: RankFigures[]): RankFigures =>
+      figures.reduce((a, b) => (b.stepMs > a.stepMs ? b : a), figures[0] as RankFigures);
+    const single = (r: Record<Mode, RankFigures[]>): RankFigures => r.single[0] as RankFigures;
+    const rank0 = (r: Record<Mode, RankFigures[]>, mode: Mode): RankFigures => r[mode][0] as RankFigures;
+    return {
+      batchSize: options.batchSize,
+      steps: options.steps,
+      ranks,
+      rounds,
+      singleStepMs: median(per.map((r) => single(r).stepMs)),
+      gangStepMs: median(per.map((r) => slowest(r.gang).stepMs)),
+      gangComputeMs: median(per.map((r) => rank0(r, 'gang').computeMs)),
+      gangReduceMs: median(per.map((r) => rank0(r, 'gang').reduceMs)),
+      speedups: per.map((r) => single(r).stepMs / slowest(r.gang).stepMs),
+      commShare: median(per.map((r) => rank0(r, 'split').reduceMs / rank0(r, 'split').stepMs)),
+      waitShare: median(per.map((r) => rank0(r, 'split').waitMs / rank0(r, 'split').stepMs)),
+      cpuSpeedup: median(per.map((r) => single(r).cpuMs / Math.max(...r.gang.map((g) => g.cpuMs)))),
+      ceilings: per.map((r) => single(r).stepMs / slowest(r.alone).stepMs),
+      aloneComputeMs: median(per.map((r) => Math.max(...r.alone.map((g) => g.computeMs)))),
+    };
+  } finally {
+    for (const group of groups.values()) for (const c of group) c.kill();
+  }
 }
 
 if (process.argv[1] === SELF) {
@@ -246,23 +306,29 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   if (only === 'elastic') return { ...(await elastic()) };
   if (only === 'agents') return agentsSpeedup(flag('--batch', 256), flag('--steps', 30), flag('--rounds', 3));
   const ranks = flag('--ranks', 2);
-  const result = await speedup({ batchSize: flag('--batch', 256), steps: flag('--steps', 10), ranks });
-  const first = result.gang[0];
+  const result = await speedup({
+    batchSize: flag('--batch', 256),
+    steps: flag('--steps', 8),
+    ranks,
+    rounds: flag('--rounds', 7),
+  });
   return {
     batch_size: result.batchSize,
     timed_steps: result.steps,
+    rounds: result.rounds,
     ranks,
-    [`speedup_${ranks}r`]: round(result.speedup),
+    [`speedup_${ranks}r`]: round(median(result.speedups)),
+    [`speedup_${ranks}r_rounds`]: result.speedups.map(round),
+    [`ceiling_${ranks}r`]: round(median(result.ceilings)),
+    [`ceiling_${ranks}r_rounds`]: result.ceilings.map(round),
     [`cpu_speedup_${ranks}r`]: round(result.cpuSpeedup),
     [`comm_share_${ranks}r`]: round(result.commShare),
     [`wait_share_${ranks}r`]: round(result.waitShare),
-    [`reducer_share_${ranks}r`]: round((first?.reduceMs ?? Number.NaN) / (first?.stepMs ?? Number.NaN)),
-    single_step_ms: round(result.single.stepMs),
-    gang_step_ms: round(first?.stepMs ?? Number.NaN),
-    gang_compute_ms: round(first?.computeMs ?? Number.NaN),
-    gang_reduce_ms: round(first?.reduceMs ?? Number.NaN),
-    single_tokens_per_s: Math.round(result.single.tokensPerSecond),
-    gang_tokens_per_s: Math.round(first?.tokensPerSecond ?? Number.NaN),
+    single_step_ms: round(result.singleStepMs),
+    gang_step_ms: round(result.gangStepMs),
+    gang_compute_ms: round(result.gangComputeMs),
+    gang_reduce_ms: round(result.gangReduceMs),
+    alone_compute_ms: round(result.aloneComputeMs),
   };
 }
 
