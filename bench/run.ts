@@ -8,7 +8,7 @@ import os from 'node:os';
 const [suite, ...args] = process.argv.slice(2);
 if (!suite || !/^[a-z][a-z0-9-]*$/.test(suite)) {
   console.error(
-    'usage: npm run bench -- <suite> (protocol | model | runtime | launch | startup | serve | positions | parallel)',
+    'usage: npm run bench -- <suite> (protocol | model | runtime | launch | startup | serve | positions | parallel | kernels)',
   );
   process.exit(2);
 }
