@@ -1,6 +1,7 @@
 // Faster replacements for four kernels of the wasm backend (tfjs-backend-wasm 4.22), installed when it loads.
-// Measured with `--cpu-prof` on a tiny-preset training step, the stock kernels spent about a sixth of the step copying
-// memory that needs no copy, and left garbage that two ranks' collectors then fought over on two cores:
+// Found with `--cpu-prof` on a tiny-preset training step: the stock kernels copy memory that needs no copy, and the
+// garbage keeps V8's collector busy on another core. Without the copies a step takes 1.15x less wall time and 1.21x
+// less CPU (`npm run bench -- kernels`, docs/benchmarks.md):
 // - Identity copied its input. The engine clones every tensor it saves for the backward pass through Identity, so
 //   each step copied all saved activations once more. TensorFlow.js tensors are immutable and the wasm backend counts
 //   references (its Reshape already shares), so the copy is replaced by a shared reference, as the cpu backend does.
