@@ -6,10 +6,10 @@ import * as tf from '@tensorflow/tfjs';
 import { createSource } from '../src/data/tasks.ts';
 import { tokenizer } from '../src/data/tokenizer.ts';
 import { selectBackend } from '../src/train/backend.ts';
-import { buildJobSpec } from '../src/train/job.ts';
 import { buildModel } from '../src/train/tf-workload.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { useWasmKernels } from '../src/train/wasm-kernels.ts';
+import { benchJob } from './parallel.ts';
 import { median } from './stats.ts';
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
@@ -22,15 +22,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   const steps = flag('--steps', 6);
   const rounds = flag('--rounds', 7);
   await selectBackend('wasm');
-  const spec = buildJobSpec({
-    encoding: 'rope',
-    task: { name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } },
-    preset: 'tiny',
-    seed: 5,
-    steps: 1_000_000,
-    batchSize,
-    evalSamples: 0,
-  });
+  const spec = benchJob(batchSize, 1_000_000);
   const trainer = new Trainer({
     model: buildModel(spec),
     source: createSource(spec.task, spec.seed, 'train'),

@@ -82,7 +82,8 @@ export interface SpeedupResult {
   aloneComputeMs: number;
 }
 
-function benchJob(batchSize: number, steps: number): JobSpec {
+/** The job every parallel and kernel bench trains: tiny preset, RoPE, 1-3 digit addition with reversed answers. */
+export function benchJob(batchSize: number, steps: number): JobSpec {
   return buildJobSpec({
     encoding: 'rope',
     task: { name: 'addition', params: { minDigits: 1, maxDigits: 3, reverse: true } },

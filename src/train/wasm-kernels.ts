@@ -33,17 +33,6 @@ function identity(x: Info, backend: WasmBackend): Info {
   return { dataId: x.dataId, shape: x.shape, dtype: x.dtype };
 }
 
-/** Strides of a row-major shape, innermost last (the last one, 1, is left out as tfjs does). */
-function strides(shape: number[]): number[] {
-  const out = new Array<number>(Math.max(shape.length - 1, 0));
-  let acc = 1;
-  for (let i = shape.length - 1; i > 0; i--) {
-    acc *= shape[i] as number;
-    out[i - 1] = acc;
-  }
-  return out;
-}
-
 /**
  * Copies x[begin : begin + size] into a new tensor. The output is allocated first: allocating may grow the wasm
  * memory, which detaches any view taken before it.
@@ -52,7 +41,7 @@ function sliceThroughView(x: Info, begin: number[], size: number[], backend: Was
   const out = backend.makeOutput(size, x.dtype);
   const from = backend.typedArrayFromHeap(x);
   const to = backend.typedArrayFromHeap(out);
-  const xStrides = strides(x.shape);
+  const xStrides = tf.util.computeStrides(x.shape);
   const rank = x.shape.length;
   // Copy runs of the innermost dimension; every index above it is walked like an odometer.
   const inner = size[rank - 1] ?? 1;
