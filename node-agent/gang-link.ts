@@ -5,7 +5,8 @@
 // When a collective fails (a peer died: the wait times out after a few measured step times, or a peer's abort
 // arrives) or the coordinator reforms the gang, the link aborts the generation, the worker undoes its step and
 // pauses, and the link tells the coordinator where it stands (gang_ready). Rank 0 streams the job's metrics; every
-// rank keeps the recent ones, so a new rank 0 sends what the coordinator has not seen, with no gap and no repeat.
+// rank keeps the recent ones (a rank brought in step gets the furthest rank's with its state), so a new rank 0 sends
+// what the coordinator has not seen, with no gap and no repeat.
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { Communicator } from '../protocol/communicator.ts';
@@ -40,6 +41,27 @@ export interface GangHost {
   /** Stream points to the coordinator (rank 0 only). */
   stream(points: readonly MetricPoint[]): void;
   flushMetrics(): void;
+}
+
+/** What the rank furthest on broadcasts to the ones behind: its whole state, and its metric points past theirs. */
+interface SyncState {
+  state: Uint8Array;
+  points: MetricPoint[];
+}
+
+function isSyncState(value: unknown): value is SyncState {
+  const v = value as Partial<SyncState> | null;
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    v.state instanceof Uint8Array &&
+    Array.isArray(v.points) &&
+    v.points.every((p) => typeof (p as Partial<MetricPoint> | null)?.step === 'number')
+  );
+}
+
+function describe(value: unknown): string {
+  return value === null ? 'null' : Array.isArray(value) ? 'an array' : typeof value;
 }
 
 type WorkerState = { kind: 'loading' } | { kind: 'paused'; step: number } | { kind: 'training' } | { kind: 'done' };
@@ -205,10 +227,18 @@ export class GangLink {
     const source = steps.indexOf(furthest);
     let state: Uint8Array | undefined;
     if (steps.some((s) => s !== furthest)) {
-      const mine = start.rank === source ? await this.snapshot() : undefined;
+      // The metric points of the steps the others missed travel with the state: the next rank 0 may be one of them.
+      const behind = Math.min(...steps);
+      const mine: SyncState | undefined =
+        start.rank === source
+          ? { state: await this.snapshot(), points: this.recent.filter((p) => p.step > behind) }
+          : undefined;
       const sent = await comm.bcast(mine, source);
-      if (!(sent instanceof Uint8Array)) throw new Error(`rank ${source} broadcast no state (got ${typeof sent})`);
-      if (step !== furthest) state = sent;
+      if (!isSyncState(sent)) throw new Error(`rank ${source} broadcast no state (got ${describe(sent)})`);
+      if (step !== furthest) {
+        state = sent.state;
+        this.takePoints(sent.points, step);
+      }
     }
     if (!isCurrent()) return;
     if (start.rank === 0) this.startStreaming(start.metricsFrom);
@@ -223,6 +253,14 @@ export class GangLink {
       { type: 'gang_resume', rank: start.rank, ranks: start.ranks, ...(own === undefined ? {} : { state: own }) },
       own === undefined ? [] : [own.buffer as ArrayBuffer],
     );
+  }
+
+  /** Points of the steps after `step` from the rank whose state this replica takes (its own never got past `step`). */
+  private takePoints(points: readonly MetricPoint[], step: number): void {
+    const kept = this.recent.filter((p) => p.step <= step);
+    this.recent.length = 0;
+    this.recent.push(...kept, ...points.filter((p) => p.step > step));
+    if (this.recent.length > RECENT_POINTS) this.recent.splice(0, this.recent.length - RECENT_POINTS);
   }
 
   private startStreaming(metricsFrom: number): void {

@@ -14,7 +14,7 @@
  * 9: data-parallel gangs: assign.gang, gang_start, gang_reform, gang_address, gang_ready, gang_done; peer_hello.session;
  *    ModelSpec.mapeRelative (an agent that ignored it would train a different model).
  */
-export const PROTOCOL_VERSION = 9;
+export const PROTOCOL_VERSION = 10;
 
 declare const brand: unique symbol;
 export type Brand<T, B extends string> = T & { readonly [brand]: B };
