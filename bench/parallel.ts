@@ -82,6 +82,13 @@ export interface SpeedupResult {
   aloneComputeMs: number;
 }
 
+/**
+ * The global batch of the speedup benches: 512 rows, a step of about 1.3 s on one agent here, so that the compute
+ * dominates: the exchange (1.7 MB of gradients a step) and the ranks' step-to-step jitter weigh half what they do at
+ * 256 rows. docs/benchmarks.md gives the figures at 256 rows beside these.
+ */
+export const BENCH_BATCH = 512;
+
 /** The job every parallel and kernel bench trains: tiny preset, RoPE, 1-3 digit addition with reversed answers. */
 export function benchJob(batchSize: number, steps: number): JobSpec {
   return buildJobSpec({
@@ -305,10 +312,10 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   };
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
   if (only === 'elastic') return { ...(await elastic()) };
-  if (only === 'agents') return agentsSpeedup(flag('--batch', 256), flag('--steps', 30), flag('--rounds', 3));
+  if (only === 'agents') return agentsSpeedup(flag('--batch', BENCH_BATCH), flag('--steps', 30), flag('--rounds', 3));
   const ranks = flag('--ranks', 2);
   const result = await speedup({
-    batchSize: flag('--batch', 256),
+    batchSize: flag('--batch', BENCH_BATCH),
     steps: flag('--steps', 8),
     ranks,
     rounds: flag('--rounds', 7),

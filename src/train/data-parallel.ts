@@ -86,6 +86,11 @@ export function shardDropoutSeed(seed: number, step: number, rank: number): numb
   return rank === 0 ? base : dropoutSeed(base, rank);
 }
 
+/** A tensor's values in an array of the caller's own: some backends hand out their storage, and the reducer may sum in place. */
+async function readFloats(t: tf.Tensor): Promise<Float32Array> {
+  return new Float32Array(await t.data());
+}
+
 function checkMembership(m: Membership): Membership {
   if (!Number.isInteger(m.ranks) || m.ranks < 1 || !Number.isInteger(m.rank) || m.rank < 0 || m.rank >= m.ranks)
     throw new TrainConfigError(`data-parallel membership: rank ${m.rank} of ${m.ranks} is not a valid rank`);
@@ -151,19 +156,33 @@ export class DataParallelTrainer extends Trainer {
     const examples = Array.from({ length: batchSize }, () => this.source.next());
     const shard = makeShardBatch(examples, this.tokenizer, this.job.model.maxLen, shardRows(batchSize, ranks, rank));
     const learningRate = learningRateAt(step, this.schedule);
-    const local = await this.localContribution(shard, shardDropoutSeed(this.job.seed, step, rank));
-    const computed = performance.now();
-    let summed: Float32Array;
+    const local = this.localGradients(shard, shardDropoutSeed(this.job.seed, step, rank));
+    let norm: tf.Scalar;
+    let loss: number;
+    let right: number;
+    let answers: number;
+    let computed: number;
+    let reduced: number;
     try {
-      summed = await this.exchange(reduce, local, 'gradients');
-    } catch (error) {
-      this.source.setState(position);
-      throw error;
+      // A gang of one sums its totals alone and keeps its gradients on the device: the sum over one rank is the
+      // rank's own, so the update is the same bits as through the flat buffer, without its copies. The exchange
+      // still happens, because failing it is how the agent stops a gang at a step boundary (to grow it, say).
+      const flat = ranks === 1 ? await readFloats(local.totals) : await this.flatten(local);
+      computed = performance.now();
+      let summed: Float32Array;
+      try {
+        summed = await this.exchange(reduce, flat, 'gradients');
+      } catch (error) {
+        this.source.setState(position);
+        throw error;
+      }
+      reduced = performance.now();
+      const totals = ranks === 1 ? summed : summed.subarray(this.layout.gradients);
+      [loss = NaN, right = 0, answers = 0] = totals;
+      norm = tf.tidy(() => this.optimizer.apply(ranks === 1 ? local.grads : this.unflatten(summed), learningRate));
+    } finally {
+      tf.dispose([...local.grads, local.totals]);
     }
-    const reduced = performance.now();
-    const totals = summed.subarray(this.layout.gradients);
-    const [loss = NaN, right = 0, answers = 0] = totals;
-    const norm = tf.tidy(() => this.optimizer.apply(this.unflatten(summed), learningRate));
     const [gradNorm = NaN] = await norm.data();
     norm.dispose();
     this.stepsDone += 1;
@@ -216,30 +235,38 @@ export class DataParallelTrainer extends Trainer {
     if (hashes.some((h) => h !== hashes[0])) throw new ReplicaDivergenceError(this.stepsDone, hashes, rank);
   }
 
-  /** This rank's flat contribution: its shard's gradients of the globally normalized loss, then its totals. */
-  private async localContribution(shard: ShardBatch, seed: number): Promise<Float32Array> {
-    // A rank without rows (more ranks than rows) adds nothing, but still takes part in the sum.
-    if (shard.batchSize === 0) return new Float32Array(this.layout.length);
+  /**
+   * This rank's shard's gradients of the globally normalized loss (in `variables` order) and its totals, on the
+   * device; the caller disposes them.
+   */
+  private localGradients(shard: ShardBatch, seed: number): { grads: tf.Tensor[]; totals: tf.Tensor } {
     const variables = this.model.variables;
+    // A rank without rows (more ranks than rows) adds nothing, but still takes part in the sum.
+    if (shard.batchSize === 0)
+      return { grads: variables.map((v) => tf.zerosLike(v)), totals: tf.zeros([STEP_TOTALS.length]) };
     const vocab = this.tokenizer.vocabSize;
     let totals: tf.Tensor | undefined;
-    const flat = tf.tidy(() => {
+    const grads = tf.tidy(() => {
       const ids = tf.tensor2d(shard.ids, [shard.batchSize, shard.length], 'int32');
       const weights = tf.tensor3d(shard.weights, [shard.batchSize, shard.length, vocab]);
-      const { grads } = tf.variableGrads(() => {
+      const { grads: byName } = tf.variableGrads(() => {
         const logits = this.model.forward(ids, { training: true, dropoutSeed: seed }).logits;
         const loss = maskedCrossEntropy(logits, weights);
-        // Kept past the gradient's own tidy so it rides in the same read-back as the gradients.
+        // Kept past the gradient's own tidy, for the same read-back as the gradients.
         totals = tf.keep(tf.stack([loss, ...answerTokenCounts(logits, weights)]));
         return loss;
       }, variables);
-      const parts = variables.map((v) => tf.reshape(grads[v.name] ?? tf.zerosLike(v), [-1]));
-      return tf.concat([...parts, totals as tf.Tensor]);
+      // A variable the loss does not touch gets a zero gradient.
+      return variables.map((v) => byName[v.name] ?? tf.zerosLike(v));
     });
-    totals?.dispose();
+    return { grads, totals: totals as tf.Tensor };
+  }
+
+  /** The flat buffer of a rank's contribution: every gradient, row-major in `variables` order, then its totals. */
+  private async flatten(local: { grads: tf.Tensor[]; totals: tf.Tensor }): Promise<Float32Array> {
+    const flat = tf.tidy(() => tf.concat([...local.grads.map((g) => tf.reshape(g, [-1])), local.totals]));
     try {
-      // A copy: some backends hand out their own storage, and the reducer may sum in place.
-      return new Float32Array(await flat.data());
+      return await readFloats(flat);
     } finally {
       flat.dispose();
     }

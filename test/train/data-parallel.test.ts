@@ -268,6 +268,36 @@ void test('a reducer that returns the wrong length is a GradientExchangeError na
   );
 });
 
+void test('a gang step leaves no tensor behind: one rank, two ranks, and a step undone', async (t) => {
+  const spec = job(8, 20);
+  let fail = false;
+  const reduce = async (x: Float32Array): Promise<Float32Array> => {
+    if (fail) throw new Error('peer gone');
+    return x;
+  };
+  // A gang of one keeps its gradients on the device; a rank of two sends them through the flat buffer.
+  const solo = createReplica(spec, { membership: { rank: 0, ranks: 1, reduce }, hashEvery: 0 });
+  const half = createReplica(spec, { membership: { rank: 1, ranks: 2, reduce }, hashEvery: 0 });
+  disposeAfter(t, [solo, half]);
+  const attempt = async (replica: DataParallelTrainer, failing: boolean): Promise<number> => {
+    fail = failing;
+    if (failing) await assert.rejects(replica.trainStep(), GangInterruptedError);
+    else await replica.trainStep();
+    fail = false;
+    return tf.memory().numTensors;
+  };
+  for (const replica of [solo, half]) {
+    const name = `rank ${replica.membership.rank} of ${replica.membership.ranks}`;
+    await attempt(replica, false);
+    // The first try of a step may fill the model's caches (RoPE tables per sequence length); a retry of the same
+    // step has the same shapes, so whatever it adds is a leak.
+    const tried = await attempt(replica, true);
+    assert.equal(await attempt(replica, true), tried, `${name}: a step undone leaves no tensor behind`);
+    assert.equal(await attempt(replica, false), tried, `${name}: a step applied leaves no tensor behind`);
+    assert.equal(replica.step, 2);
+  }
+});
+
 void test('a gang that breaks mid-step undoes the step: the retried step is the one a clean run takes', async (t) => {
   const spec = job(8, 20);
   const solo = (reduce: (x: Float32Array) => Promise<Float32Array>): DataParallelTrainer =>
