@@ -312,7 +312,7 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   };
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
   if (only === 'elastic') return { ...(await elastic()) };
-  if (only === 'agents') return agentsSpeedup(flag('--batch', BENCH_BATCH), flag('--steps', 30), flag('--rounds', 3));
+  if (only === 'agents') return agentsSpeedup(flag('--batch', BENCH_BATCH), flag('--steps', 20), flag('--rounds', 8));
   const ranks = flag('--ranks', 2);
   const result = await speedup({
     batchSize: flag('--batch', BENCH_BATCH),
