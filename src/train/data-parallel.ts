@@ -86,7 +86,7 @@ export function shardDropoutSeed(seed: number, step: number, rank: number): numb
   return rank === 0 ? base : dropoutSeed(base, rank);
 }
 
-/** A tensor's values in an array of the caller's own: some backends hand out their storage, and the reducer may sum in place. */
+/** A tensor's values in an array of the caller's own (some backends hand out their storage; reducers sum in place). */
 async function readFloats(t: tf.Tensor): Promise<Float32Array> {
   return new Float32Array(await t.data());
 }
