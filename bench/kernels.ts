@@ -10,14 +10,10 @@ import { buildModel } from '../src/train/tf-workload.ts';
 import { Trainer } from '../src/train/trainer.ts';
 import { useWasmKernels } from '../src/train/wasm-kernels.ts';
 import { benchJob } from './parallel.ts';
-import { median } from './stats.ts';
+import { median, numberFlag, round3 } from './stats.ts';
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const flag = (name: string, fallback: number): number => {
-    const i = args.indexOf(name);
-    const v = i < 0 ? Number.NaN : Number(args[i + 1]);
-    return Number.isFinite(v) ? v : fallback;
-  };
+  const flag = (name: string, fallback: number): number => numberFlag(args, name, fallback);
   const batchSize = flag('--batch', 128);
   const steps = flag('--steps', 6);
   const rounds = flag('--rounds', 7);
@@ -48,18 +44,17 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
   }
   useWasmKernels('fast');
   trainer.dispose();
-  const round = (x: number): number => Math.round(x * 1000) / 1000;
   const ratios = (key: 'wall' | 'cpu'): number[] => timed.stock[key].map((s, i) => s / (timed.fast[key][i] as number));
   return {
     batch_size: batchSize,
     steps_per_window: steps,
     rounds,
     backend: tf.getBackend(),
-    stock_step_ms: round(median(timed.stock.wall)),
-    fast_step_ms: round(median(timed.fast.wall)),
-    stock_cpu_ms_per_step: round(median(timed.stock.cpu)),
-    fast_cpu_ms_per_step: round(median(timed.fast.cpu)),
-    wall_ratio: round(median(ratios('wall'))),
-    cpu_ratio: round(median(ratios('cpu'))),
+    stock_step_ms: round3(median(timed.stock.wall)),
+    fast_step_ms: round3(median(timed.fast.wall)),
+    stock_cpu_ms_per_step: round3(median(timed.stock.cpu)),
+    fast_cpu_ms_per_step: round3(median(timed.fast.cpu)),
+    wall_ratio: round3(median(ratios('wall'))),
+    cpu_ratio: round3(median(ratios('cpu'))),
   };
 }

@@ -27,11 +27,10 @@ import { createSlurmLauncher } from '../coordinator/launchers/slurm.ts';
 import { newRunId } from '../protocol/ids.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
 import { distIsCurrent } from '../src/build-stamp.mjs';
-import { median } from './stats.ts';
+import { median, round3 } from './stats.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const fakeWorkload = join(root, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
-const round = (x: number): number => Math.round(x * 1000) / 1000;
 
 /** Ends one agent's task from outside, as an admin or preemption would, given the id its hello carried. */
 type EndTask = (launcher: SchedulerLauncher, victim: string) => void;
@@ -213,18 +212,18 @@ async function slurmFigures(): Promise<Record<string, unknown>> {
     4,
   );
   return {
-    submit_to_hello_s: round(median(pbs.hello)),
-    submit_to_hello_slurm_s: round(median(slurm.hello)),
-    replace_s: round(slurm.replace ?? NaN),
-    poll_cpu_share: round(poll.share),
-    poll_cpu_ms: round(poll.pollCpuMs),
-    poll_ms: round(poll.pollMs),
+    submit_to_hello_s: round3(median(pbs.hello)),
+    submit_to_hello_slurm_s: round3(median(slurm.hello)),
+    replace_s: round3(slurm.replace ?? NaN),
+    poll_cpu_share: round3(poll.share),
+    poll_cpu_ms: round3(poll.pollCpuMs),
+    poll_ms: round3(poll.pollMs),
     polls_in_window: poll.polls,
-    poll_warm_up_s: round(poll.warmS),
-    submit_to_hello_all_pbs: pbs.hello.map(round),
-    submit_to_hello_all_slurm: slurm.hello.map(round),
-    submit_to_agent_log_pbs_s: round(median(pbs.started)),
-    submit_to_agent_log_slurm_s: round(median(slurm.started)),
+    poll_warm_up_s: round3(poll.warmS),
+    submit_to_hello_all_pbs: pbs.hello.map(round3),
+    submit_to_hello_all_slurm: slurm.hello.map(round3),
+    submit_to_agent_log_pbs_s: round3(median(pbs.started)),
+    submit_to_agent_log_slurm_s: round3(median(slurm.started)),
   };
 }
 
@@ -243,15 +242,15 @@ async function pbsProFigures(): Promise<Record<string, unknown>> {
     4,
   );
   return {
-    submit_to_hello_pbspro_s: round(median(pro.hello)),
-    replace_pbspro_s: round(pro.replace ?? NaN),
-    poll_cpu_share_pbspro: round(poll.share),
-    poll_cpu_ms_pbspro: round(poll.pollCpuMs),
-    poll_ms_pbspro: round(poll.pollMs),
+    submit_to_hello_pbspro_s: round3(median(pro.hello)),
+    replace_pbspro_s: round3(pro.replace ?? NaN),
+    poll_cpu_share_pbspro: round3(poll.share),
+    poll_cpu_ms_pbspro: round3(poll.pollCpuMs),
+    poll_ms_pbspro: round3(poll.pollMs),
     polls_in_window_pbspro: poll.polls,
-    poll_warm_up_pbspro_s: round(poll.warmS),
-    submit_to_hello_all_pbspro: pro.hello.map(round),
-    submit_to_agent_log_pbspro_s: round(median(pro.started)),
+    poll_warm_up_pbspro_s: round3(poll.warmS),
+    submit_to_hello_all_pbspro: pro.hello.map(round3),
+    submit_to_agent_log_pbspro_s: round3(median(pro.started)),
   };
 }
 

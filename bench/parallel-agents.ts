@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { median } from './stats.ts';
+import { median, round3 } from './stats.ts';
 
 const CLI = join(import.meta.dirname, '..', 'src', 'bin.mjs');
 const WARMUP = 10;
@@ -57,7 +57,6 @@ async function stepsPerSecond(ranks: number, batchSize: number, steps: number): 
  * noisy minute, so each speedup is the median of its rounds' ratios (each ratio from runs side by side).
  */
 export async function agentsSpeedup(batchSize: number, steps: number, rounds = 3): Promise<Record<string, unknown>> {
-  const r = (x: number): number => Math.round(x * 1000) / 1000;
   const per: { one: number; two: number; three: number }[] = [];
   for (let i = 0; i < rounds; i++) {
     const rates = new Map<number, number>();
@@ -69,14 +68,14 @@ export async function agentsSpeedup(batchSize: number, steps: number, rounds = 3
     batch_size: batchSize,
     timed_steps: steps,
     rounds,
-    steps_per_s_1_agent: r(median(per.map((p) => p.one))),
-    steps_per_s_2r: r(median(per.map((p) => p.two))),
-    steps_per_s_3r: r(median(per.map((p) => p.three))),
-    speedup_2r: r(median(per.map((p) => p.two / p.one))),
-    speedup_3r: r(median(per.map((p) => p.three / p.one))),
+    steps_per_s_1_agent: round3(median(per.map((p) => p.one))),
+    steps_per_s_2r: round3(median(per.map((p) => p.two))),
+    steps_per_s_3r: round3(median(per.map((p) => p.three))),
+    speedup_2r: round3(median(per.map((p) => p.two / p.one))),
+    speedup_3r: round3(median(per.map((p) => p.three / p.one))),
     // 3 ranks on 2 cores against 2 ranks, per round (the bound is 0.9: a third rank must not cost much).
-    speedup_3r_over_2r: r(median(per.map((p) => p.three / p.two))),
-    speedup_2r_rounds: per.map((p) => r(p.two / p.one)),
-    speedup_3r_rounds: per.map((p) => r(p.three / p.one)),
+    speedup_3r_over_2r: round3(median(per.map((p) => p.three / p.two))),
+    speedup_2r_rounds: per.map((p) => round3(p.two / p.one)),
+    speedup_3r_rounds: per.map((p) => round3(p.three / p.one)),
   };
 }

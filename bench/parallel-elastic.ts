@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { round3 } from './stats.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const CLI = join(ROOT, 'src', 'bin.mjs');
@@ -149,22 +150,18 @@ export async function elastic(): Promise<ElasticFigures> {
     for (let s = 1; s <= STEPS; s++) if (!seen.has(s)) lost++;
     const repeated = [...seen.values()].filter((n) => n > 1).length;
     return {
-      recover_s: round(recover),
+      recover_s: round3(recover),
       steps_lost: lost,
       steps_repeated: repeated,
-      grow_s: round((firstInGang.time - (hello?.t ?? grown.t)) / 1000),
-      grow_join_s: round((grown.t - (hello?.t ?? grown.t)) / 1000),
-      grow_sync_s: round((firstInGang.time - grown.t) / 1000),
-      newcomer_spawn_to_hello_s: round(((hello?.t ?? spawnedAt) - spawnedAt) / 1000),
-      newcomer_hello_to_spare_ready_s: spareReady === undefined ? null : round((spareReady - (hello?.t ?? 0)) / 1000),
+      grow_s: round3((firstInGang.time - (hello?.t ?? grown.t)) / 1000),
+      grow_join_s: round3((grown.t - (hello?.t ?? grown.t)) / 1000),
+      grow_sync_s: round3((firstInGang.time - grown.t) / 1000),
+      newcomer_spawn_to_hello_s: round3(((hello?.t ?? spawnedAt) - spawnedAt) / 1000),
+      newcomer_hello_to_spare_ready_s: spareReady === undefined ? null : round3((spareReady - (hello?.t ?? 0)) / 1000),
       generations: journal().filter((e) => e.type === 'gang_formed').length,
     };
   } finally {
     for (const c of children) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }

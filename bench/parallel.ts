@@ -11,7 +11,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Communicator } from '../protocol/communicator.ts';
 import { agentsSpeedup } from './parallel-agents.ts';
-import { median } from './stats.ts';
+import { median, numberFlag, round3 } from './stats.ts';
 import { elastic } from './parallel-elastic.ts';
 import type { JobSpec } from '../protocol/messages.ts';
 import { createSource } from '../src/data/tasks.ts';
@@ -305,11 +305,7 @@ if (process.argv[1] === SELF) {
 
 /** The bench suite: flat figures for bench/results/parallel.json. */
 export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const flag = (name: string, fallback: number): number => {
-    const i = args.indexOf(name);
-    const v = i < 0 ? Number.NaN : Number(args[i + 1]);
-    return Number.isFinite(v) ? v : fallback;
-  };
+  const flag = (name: string, fallback: number): number => numberFlag(args, name, fallback);
   const only = args.includes('--only') ? args[args.indexOf('--only') + 1] : undefined;
   if (only === 'elastic') return { ...(await elastic()) };
   if (only === 'agents') return agentsSpeedup(flag('--batch', BENCH_BATCH), flag('--steps', 20), flag('--rounds', 8));
@@ -325,21 +321,17 @@ export async function run(args: string[]): Promise<Record<string, unknown>> {
     timed_steps: result.steps,
     rounds: result.rounds,
     ranks,
-    [`speedup_${ranks}r`]: round(median(result.speedups)),
-    [`speedup_${ranks}r_rounds`]: result.speedups.map(round),
-    [`ceiling_${ranks}r`]: round(median(result.ceilings)),
-    [`ceiling_${ranks}r_rounds`]: result.ceilings.map(round),
-    [`cpu_speedup_${ranks}r`]: round(result.cpuSpeedup),
-    [`comm_share_${ranks}r`]: round(result.commShare),
-    [`wait_share_${ranks}r`]: round(result.waitShare),
-    single_step_ms: round(result.singleStepMs),
-    gang_step_ms: round(result.gangStepMs),
-    gang_compute_ms: round(result.gangComputeMs),
-    gang_reduce_ms: round(result.gangReduceMs),
-    alone_compute_ms: round(result.aloneComputeMs),
+    [`speedup_${ranks}r`]: round3(median(result.speedups)),
+    [`speedup_${ranks}r_rounds`]: result.speedups.map(round3),
+    [`ceiling_${ranks}r`]: round3(median(result.ceilings)),
+    [`ceiling_${ranks}r_rounds`]: result.ceilings.map(round3),
+    [`cpu_speedup_${ranks}r`]: round3(result.cpuSpeedup),
+    [`comm_share_${ranks}r`]: round3(result.commShare),
+    [`wait_share_${ranks}r`]: round3(result.waitShare),
+    single_step_ms: round3(result.singleStepMs),
+    gang_step_ms: round3(result.gangStepMs),
+    gang_compute_ms: round3(result.gangComputeMs),
+    gang_reduce_ms: round3(result.gangReduceMs),
+    alone_compute_ms: round3(result.aloneComputeMs),
   };
-}
-
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
 }

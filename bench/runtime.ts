@@ -19,6 +19,7 @@ import { metricsMessage } from '../protocol/metric-columns.ts';
 import { connectClient } from '../protocol/zmq-transport.ts';
 import type { StampedEntry } from '../coordinator/journal.ts';
 import { waitFor } from '../test/e2e/helpers.ts';
+import { numberFlag, round3 } from './stats.ts';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(repoRoot, 'src', 'cli.ts');
@@ -161,8 +162,8 @@ async function benchDetect(dir: string): Promise<Record<string, number | string>
     );
     const resumeStep = only(runDir, 'job_assigned')[1]?.resumeStep ?? 0;
     return {
-      detect_s: round((lost.t - t0) / 1000),
-      recover_s: round((resumed.time - t0) / 1000),
+      detect_s: round3((lost.t - t0) / 1000),
+      recover_s: round3((resumed.time - t0) / 1000),
       recover_resumed_from_step: resumeStep,
       recover_first_step: resumed.step,
     };
@@ -211,7 +212,7 @@ async function benchDetectLauncher(dir: string): Promise<Record<string, number>>
     process.kill(pid, 'SIGKILL');
     const lost = await until('the loss', 30_000, () => only(runDir, 'agent_lost')[0], 10);
     const again = await until('the reassignment', 30_000, () => only(runDir, 'job_assigned')[1], 10);
-    return { detect_launcher_s: round((lost.t - t0) / 1000), reassign_launcher_s: round((again.t - t0) / 1000) };
+    return { detect_launcher_s: round3((lost.t - t0) / 1000), reassign_launcher_s: round3((again.t - t0) / 1000) };
   } finally {
     run.kill('SIGTERM');
     await exited(run, 15_000);
@@ -296,9 +297,9 @@ async function benchScale(dir: string, agents: number, windowS: number): Promise
     return {
       scale_agents: agents,
       scale_window_s: windowS,
-      scale_coordinator_cpu: round((c1 - c0) / 100 / ((t1 - t0) / 1000)),
-      scale_heartbeat_p50_ms: round(pct(0.5)),
-      scale_heartbeat_p99_ms: round(pct(0.99)),
+      scale_coordinator_cpu: round3((c1 - c0) / 100 / ((t1 - t0) / 1000)),
+      scale_heartbeat_p50_ms: round3(pct(0.5)),
+      scale_heartbeat_p99_ms: round3(pct(0.99)),
       scale_heartbeats_measured: rtts.length,
       scale_msgs_per_s: Math.round((heartbeats + metrics) / ((t1 - t0) / 1000)),
       scale_false_deaths: falseDeaths,
@@ -515,26 +516,18 @@ async function benchOverhead(dir: string, rounds: number): Promise<Record<string
   return {
     overhead_train_tokens_per_s: Math.round(bestTrain),
     overhead_agent_tokens_per_s: Math.round(bestAgent),
-    agent_overhead_ratio: round(bestAgent / bestTrain),
+    agent_overhead_ratio: round3(bestAgent / bestTrain),
     // Each round's ratio, from its own runs side by side: "in every run", not only the best.
-    agent_overhead_ratio_rounds: agentRates.map((a, i) => round(a / (trainRates[i] as number))),
-    agent_overhead_ratio_gang1: round(Math.max(...gangRates) / bestTrain),
-    agent_overhead_ratio_gang1_rounds: gangRates.map((g, i) => round(g / (trainRates[i] as number))),
+    agent_overhead_ratio_rounds: agentRates.map((a, i) => round3(a / (trainRates[i] as number))),
+    agent_overhead_ratio_gang1: round3(Math.max(...gangRates) / bestTrain),
+    agent_overhead_ratio_gang1_rounds: gangRates.map((g, i) => round3(g / (trainRates[i] as number))),
     overhead_rounds: rounds,
     overhead_backend: backends,
   };
 }
 
-function round(x: number): number {
-  return Math.round(x * 1000) / 1000;
-}
-
 export async function run(args: string[]): Promise<Record<string, unknown>> {
-  const flag = (name: string, fallback: number): number => {
-    const i = args.indexOf(name);
-    const v = i < 0 ? undefined : Number(args[i + 1]);
-    return v === undefined || !Number.isFinite(v) ? fallback : v;
-  };
+  const flag = (name: string, fallback: number): number => numberFlag(args, name, fallback);
   const parts = args.filter((a) => ['detect', 'scale', 'overhead'].includes(a));
   const want = (p: string): boolean => parts.length === 0 || parts.includes(p);
   const dir = mkdtempSync(join(tmpdir(), 'pe-arena-bench-runtime-'));

@@ -15,6 +15,7 @@ import { join, resolve } from 'node:path';
 import { distIsCurrent } from '../src/build-stamp.mjs';
 import type { ServerTransport } from '../protocol/transport.ts';
 import { bindServer } from '../protocol/zmq-transport.ts';
+import { round3 } from './stats.ts';
 
 const root = resolve(import.meta.dirname, '..');
 const fakeWorkload = join(root, 'test', 'node-agent', 'fixtures', 'fake-workload.ts');
@@ -71,7 +72,6 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)] ?? Number.NaN;
 };
-const round3 = (x: number): number => Math.round(x * 1000) / 1000;
 
 export async function run(args: string[]): Promise<Record<string, unknown>> {
   const rounds = args.includes('--rounds') ? Number(args[args.indexOf('--rounds') + 1]) : 5;
