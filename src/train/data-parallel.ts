@@ -157,32 +157,27 @@ export class DataParallelTrainer extends Trainer {
     const shard = makeShardBatch(examples, this.tokenizer, this.job.model.maxLen, shardRows(batchSize, ranks, rank));
     const learningRate = learningRateAt(step, this.schedule);
     const local = this.localGradients(shard, shardDropoutSeed(this.job.seed, step, rank));
-    let norm: tf.Scalar;
-    let loss: number;
-    let right: number;
-    let answers: number;
+    // Disposing twice is harmless: flatten() already disposed them on a gang of several.
+    const release = (): void => tf.dispose([...local.grads, local.totals]);
+    // A gang of one sums only its totals and keeps its gradients on the device: the sum over one rank is the rank's
+    // own, so the update is the same bits as through the flat buffer, without its copies. The exchange still happens,
+    // because failing it is how the agent stops a gang at a step boundary (to grow it, say).
+    const alone = ranks === 1;
     let computed: number;
-    let reduced: number;
+    let summed: Float32Array;
     try {
-      // A gang of one sums its totals alone and keeps its gradients on the device: the sum over one rank is the
-      // rank's own, so the update is the same bits as through the flat buffer, without its copies. The exchange
-      // still happens, because failing it is how the agent stops a gang at a step boundary (to grow it, say).
-      const flat = ranks === 1 ? await readFloats(local.totals) : await this.flatten(local);
+      const flat = alone ? await readFloats(local.totals) : await this.flatten(local);
       computed = performance.now();
-      let summed: Float32Array;
-      try {
-        summed = await this.exchange(reduce, flat, 'gradients');
-      } catch (error) {
-        this.source.setState(position);
-        throw error;
-      }
-      reduced = performance.now();
-      const totals = ranks === 1 ? summed : summed.subarray(this.layout.gradients);
-      [loss = NaN, right = 0, answers = 0] = totals;
-      norm = tf.tidy(() => this.optimizer.apply(ranks === 1 ? local.grads : this.unflatten(summed), learningRate));
-    } finally {
-      tf.dispose([...local.grads, local.totals]);
+      summed = await this.exchange(reduce, flat, 'gradients');
+    } catch (error) {
+      release();
+      this.source.setState(position);
+      throw error;
     }
+    const reduced = performance.now();
+    const [loss = NaN, right = 0, answers = 0] = alone ? summed : summed.subarray(this.layout.gradients);
+    const norm = tf.tidy(() => this.optimizer.apply(alone ? local.grads : this.unflatten(summed), learningRate));
+    release();
     const [gradNorm = NaN] = await norm.data();
     norm.dispose();
     this.stepsDone += 1;
@@ -262,9 +257,13 @@ export class DataParallelTrainer extends Trainer {
     return { grads, totals: totals as tf.Tensor };
   }
 
-  /** The flat buffer of a rank's contribution: every gradient, row-major in `variables` order, then its totals. */
+  /**
+   * The flat buffer of a rank's contribution: every gradient, row-major in `variables` order, then its totals. It
+   * disposes those tensors once they are concatenated, so that they are not held through the exchange.
+   */
   private async flatten(local: { grads: tf.Tensor[]; totals: tf.Tensor }): Promise<Float32Array> {
     const flat = tf.tidy(() => tf.concat([...local.grads.map((g) => tf.reshape(g, [-1])), local.totals]));
+    tf.dispose([...local.grads, local.totals]);
     try {
       return await readFloats(flat);
     } finally {
