@@ -112,11 +112,17 @@ export function openPbs(command: string, args: string[]): string {
 }
 
 /**
- * What OpenPBS still holds of the run queued, running or exiting, as "<id> <state>" lines: every job with its
- * history (qstat -x), array parents included, by the run's job name; finished (F) and ended subjobs (X) left out.
+ * What OpenPBS still holds of the run queued, running or exiting, as "<id> <state>" lines: the run's jobs by name
+ * (qselect -x, history included), array parents and subjobs; finished (F) and ended subjobs (X) left out. Only the
+ * run's own jobs are listed: the server's whole history grows with every run this host has seen.
  */
 export function qstatRun(jobName: string): string[] {
-  return parseQstatText(openPbs('qstat', ['-f', '-t', '-x']))
+  const ids = openPbs('qselect', ['-x', '-N', jobName])
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  if (ids.length === 0) return [];
+  return parseQstatText(openPbs('qstat', ['-f', '-t', '-x', ...ids]))
     .filter((job) => job.attrs['Job_Name'] === jobName && !['F', 'X'].includes(job.attrs['job_state'] ?? ''))
     .map((job) => `${job.id} ${job.attrs['job_state'] ?? '?'}`);
 }
